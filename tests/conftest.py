@@ -24,3 +24,28 @@ def data_dir():
     """Where the shared .npz datasets are (KERAS_SSL_DATA_DIR), or None."""
     d = os.environ.get("KERAS_SSL_DATA_DIR")
     return d if d and os.path.isdir(d) else None
+
+
+def small_encoder(input_shape=(16, 16, 3), width=8):
+    """A tiny conv encoder built from plain Keras layers (fast on every backend)."""
+    layers = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            layers.Conv2D(width, 3, strides=2, padding="same"),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.Conv2D(2 * width, 3, strides=2, padding="same"),
+            layers.BatchNormalization(),
+            layers.ReLU(),
+            layers.GlobalAveragePooling2D(),
+        ]
+    )
+
+
+def random_images(n=16, size=16, channels=3, seed=0):
+    """uint8 images with some structure (not pure noise)."""
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 256, size=(n, 1, 1, channels))
+    noise = rng.integers(-40, 40, size=(n, size, size, channels))
+    return np.clip(base + noise, 0, 255).astype("uint8")

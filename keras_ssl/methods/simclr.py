@@ -1,0 +1,88 @@
+"""SimCLR (Chen et al. 2020a, v2: Chen et al. 2020b)."""
+
+import keras
+
+from keras_ssl import losses
+from keras_ssl.layers.augment import simclr_augmenter
+from keras_ssl.layers.heads import ProjectionHead
+from keras_ssl.methods.base import SSLModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class SimCLR(SSLModel):
+    """SimCLR: two augmented views, a projection head, NT-Xent.
+
+    For each image two views are drawn from the same augmentation family;
+    the encoder and projector map them to `z1, z2`, and NT-Xent pulls each
+    view toward its twin against the other `2B - 2` views of the batch.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        temperature: NT-Xent temperature (> 0). 0.5 suits CIFAR-size batches
+            (lightly's default); the paper used 0.1 with batch 4096.
+        version: 1 (2-layer projector) or 2 (3-layer projector).
+        projection_dim: output size of the projector.
+        hidden_dim: projector width; defaults to the encoder's feature size.
+        augmenter: layer making one view from a batch; defaults to
+            `simclr_augmenter(image_size, channels)`.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    Example:
+        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
+        >>> model = keras_ssl.SimCLR(encoder, temperature=0.5)
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> model.encoder.save("encoder.keras")
+    """
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        temperature=0.5,
+        version=1,
+        projection_dim=128,
+        hidden_dim=None,
+        augmenter=None,
+        **kwargs,
+    ):
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+        if version not in (1, 2):
+            raise ValueError(f"`version` must be 1 or 2, got {version}.")
+        super().__init__(encoder, **kwargs)
+        self.temperature = float(temperature)
+        self.version = version
+        self.projection_dim = projection_dim
+        self.hidden_dim = hidden_dim or self.feature_dim
+        self.augmenter = augmenter or simclr_augmenter(
+            self.image_size, channels=self.image_shape[-1], seed=self.next_seed()
+        )
+        self.projector = ProjectionHead(
+            hidden_dim=self.hidden_dim,
+            output_dim=projection_dim,
+            num_layers=2 if version == 1 else 3,
+        )
+        self.projector.build((None, self.feature_dim))
+
+    def ssl_forward(self, images, training):
+        views = [self.augmenter(images, training=True) for _ in range(2)]
+        h1, h2 = self.encode(views, training)
+        return {
+            "z1": self.projector(h1, training=training),
+            "z2": self.projector(h2, training=training),
+        }
+
+    def compute_ssl_loss(self, outputs):
+        return losses.nt_xent(outputs["z1"], outputs["z2"], self.temperature), {}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            temperature=self.temperature,
+            version=self.version,
+            projection_dim=self.projection_dim,
+            hidden_dim=self.hidden_dim,
+            augmenter=keras.saving.serialize_keras_object(self.augmenter),
+        )
+        return config
