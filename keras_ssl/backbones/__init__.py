@@ -1,0 +1,3 @@
+"""Encoders: ResNets (CIFAR and ImageNet stems), a tiny conv net, ViTs."""
+
+from keras_ssl.backbones.resnet import resnet, resnet18, resnet34, resnet50, tiny_encoder

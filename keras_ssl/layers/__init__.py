@@ -1,0 +1,11 @@
+"""Layers shared by the methods: augmentation, heads, memory banks, masking."""
+
+from keras_ssl.layers.augment import (
+    MultiCrop,
+    RandomApply,
+    RandomResizedCrop,
+    byol_augmenters,
+    color_jitter,
+    simclr_augmenter,
+)
+from keras_ssl.layers.heads import PredictionHead, ProjectionHead

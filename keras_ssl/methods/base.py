@@ -277,6 +277,9 @@ class SSLModel(keras.Model):
             raise ValueError(f"{type(self).__name__} defines its own loss; do not pass `loss`.")
         if run_eagerly:
             jit_compile = False
+        # Saved as requested, so a model saved with "auto" on JAX (XLA) does
+        # not force torch.compile when it is loaded on PyTorch.
+        self._jit_request = jit_compile
         super().compile(
             optimizer=optimizer,
             jit_compile=distribute.resolve_jit_compile(jit_compile),
@@ -367,6 +370,8 @@ class SSLModel(keras.Model):
         # keras.src.backend.torch.optimizers.*; loading that on TF or JAX
         # builds a torch optimizer. Point it at the portable keras.optimizers.
         config = super().get_compile_config()
+        if config and "jit_compile" in config:
+            config["jit_compile"] = getattr(self, "_jit_request", "auto")
         opt = config.get("optimizer") if config else None
         if isinstance(opt, dict) and ".backend." in str(opt.get("module", "")):
             opt["module"] = "keras.optimizers"

@@ -1,0 +1,134 @@
+"""ResNet backbones (He et al. 2016) with CIFAR and ImageNet stems.
+
+Built from plain Keras layers only, so a saved encoder loads with
+`keras.saving.load_model` on any backend without importing keras_ssl. Each
+model maps images in [0, 1] to pooled features `(B, D)`.
+"""
+
+import keras
+
+layers = keras.layers
+
+_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
+
+
+def _conv(x, filters, kernel, strides, name):
+    x = layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", use_bias=False,
+        kernel_initializer="he_normal", name=f"{name}_conv",
+    )(x)
+    return layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+
+
+def _basic_block(x, filters, strides, name):
+    shortcut = x
+    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 3, strides, f"{name}_1"))
+    y = _conv(y, filters, 3, 1, f"{name}_2")
+    if strides != 1 or x.shape[-1] != filters:
+        shortcut = _conv(x, filters, 1, strides, f"{name}_proj")
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def _bottleneck(x, filters, strides, name):
+    shortcut = x
+    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 1, 1, f"{name}_1"))
+    y = layers.ReLU(name=f"{name}_relu2")(_conv(y, filters, 3, strides, f"{name}_2"))
+    y = _conv(y, 4 * filters, 1, 1, f"{name}_3")
+    if strides != 1 or x.shape[-1] != 4 * filters:
+        shortcut = _conv(x, 4 * filters, 1, strides, f"{name}_proj")
+    return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
+
+
+def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None):
+    """A ResNet encoder returning globally pooled features.
+
+    Args:
+        depth: 18, 34 (basic blocks) or 50 (bottleneck blocks).
+        input_shape: `(H, W, C)` of the images.
+        stem: `"cifar"` (3x3 conv, stride 1, no max-pool: for 32x32 images)
+            or `"imagenet"` (7x7 conv stride 2 and a 3x3 max-pool).
+        width: width multiplier of every stage (base widths 64-128-256-512).
+        name: model name (default `resnet{depth}`).
+
+    Returns:
+        A functional `keras.Model`; features have `512 * width` channels
+        (`2048 * width` for ResNet-50).
+
+    Example:
+        >>> encoder = resnet(18, input_shape=(32, 32, 3), stem="cifar", width=0.5)
+        >>> encoder(images).shape   # (B, 256)
+    """
+    if depth not in _BLOCKS:
+        raise ValueError(f"`depth` must be one of {sorted(_BLOCKS)}, got {depth}.")
+    if stem not in ("cifar", "imagenet"):
+        raise ValueError(f"`stem` must be 'cifar' or 'imagenet', got {stem!r}.")
+    if not width > 0:
+        raise ValueError(f"`width` must be > 0, got {width}.")
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")
+    block = _bottleneck if depth == 50 else _basic_block
+    base = max(8, int(round(64 * width)))
+    inputs = keras.Input(input_shape, name="images")
+    if stem == "cifar":
+        x = layers.ReLU(name="stem_relu")(_conv(inputs, base, 3, 1, "stem"))
+    else:
+        x = layers.ReLU(name="stem_relu")(_conv(inputs, base, 7, 2, "stem"))
+        x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+    for stage, blocks in enumerate(_BLOCKS[depth]):
+        for i in range(blocks):
+            strides = 2 if stage > 0 and i == 0 else 1
+            x = block(x, base * 2**stage, strides, f"stage{stage + 1}_block{i + 1}")
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name=name or f"resnet{depth}")
+
+
+def resnet18(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None):
+    """ResNet-18 encoder; see `resnet`.
+
+    Example:
+        >>> encoder = resnet18(input_shape=(32, 32, 3))
+    """
+    return resnet(18, input_shape, stem, width, name)
+
+
+def resnet34(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None):
+    """ResNet-34 encoder; see `resnet`.
+
+    Example:
+        >>> encoder = resnet34(input_shape=(32, 32, 3))
+    """
+    return resnet(34, input_shape, stem, width, name)
+
+
+def resnet50(input_shape=(224, 224, 3), stem="imagenet", width=1.0, name=None):
+    """ResNet-50 encoder (bottleneck blocks); see `resnet`.
+
+    Example:
+        >>> encoder = resnet50(input_shape=(224, 224, 3))
+    """
+    return resnet(50, input_shape, stem, width, name)
+
+
+def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder"):
+    """A small 4-conv encoder for tests, demos and CPU-budget runs.
+
+    Conv-BN-ReLU blocks of widths `w, 2w, 4w, 4w` (strides 1, 2, 2, 2), then
+    global average pooling: `4 * width` features.
+
+    Args:
+        input_shape: `(H, W, C)` of the images.
+        width: base number of filters.
+        name: model name.
+
+    Example:
+        >>> encoder = tiny_encoder((32, 32, 3), width=16)
+        >>> encoder(images).shape   # (B, 64)
+    """
+    if len(input_shape) != 3:
+        raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")
+    inputs = keras.Input(input_shape, name="images")
+    x = inputs
+    for i, (mult, strides) in enumerate(((1, 1), (2, 2), (4, 2), (4, 2))):
+        x = layers.ReLU(name=f"block{i + 1}_relu")(_conv(x, width * mult, 3, strides, f"block{i + 1}"))
+    x = layers.GlobalAveragePooling2D(name="pool")(x)
+    return keras.Model(inputs, x, name=name)

@@ -1,0 +1,384 @@
+"""Augmentations that run inside the training step, compiled, per sample.
+
+Images are float in [0, 1], channels last. The geometric part (resized crop,
+flip) is ours: Keras's geometric layers draw one crop per batch and turn the
+whole step eager. The colour part uses Keras's own colour layers.
+"""
+
+import math
+
+import keras
+from keras import ops
+
+
+def _pair(value, name):
+    if isinstance(value, (int, float)):
+        value = (value, value)
+    value = tuple(float(v) for v in value)
+    if len(value) != 2 or value[0] > value[1]:
+        raise ValueError(f"`{name}` must be a (low, high) pair with low <= high, got {value}.")
+    return value
+
+
+def _interpolation_matrix(start, length, in_size, out_size):
+    """Bilinear resampling weights `(B, out_size, in_size)` for a crop.
+
+    Output pixel `j` samples the source at
+    `start + (j + 0.5) * length / out_size - 0.5` (half-pixel centres, as
+    `align_corners=False`), clamped to the image; the triangle kernel
+    `max(0, 1 - |x - k|)` gives the two bilinear weights.
+    """
+    j = ops.cast(ops.arange(out_size), "float32") + 0.5
+    source = start[:, None] + j[None, :] * (length[:, None] / out_size) - 0.5
+    source = ops.clip(source, 0.0, in_size - 1.0)
+    k = ops.cast(ops.arange(in_size), "float32")
+    return ops.relu(1.0 - ops.abs(source[:, :, None] - k[None, None, :]))
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class RandomResizedCrop(keras.layers.Layer):
+    """Per-sample random resized crop (and optional horizontal flip).
+
+    Each image gets its own crop whose area is a `scale` fraction of the
+    image and whose aspect ratio is log-uniform in `ratio` (torchvision's
+    parameters), resized bilinearly to `size`. The crop is two small
+    interpolation matrices per image applied with `einsum`, so it compiles
+    on every backend and any output size works (multi-crop). Unlike
+    torchvision, which retries out-of-range draws, a crop side larger than
+    the image is clipped to the image.
+
+    Args:
+        size: output side (int) or `(height, width)`.
+        scale: range of the crop area as a fraction of the image area.
+        ratio: range of the crop's width / height.
+        horizontal_flip: also flip each image with probability 0.5.
+        seed: integer seed of this layer's `SeedGenerator`.
+
+    Example:
+        >>> crop = RandomResizedCrop(32, scale=(0.2, 1.0), seed=1)
+        >>> views = crop(images, training=True)   # (B, 32, 32, C)
+    """
+
+    def __init__(
+        self,
+        size,
+        scale=(0.08, 1.0),
+        ratio=(3 / 4, 4 / 3),
+        horizontal_flip=False,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        if len(size) != 2 or min(size) < 1:
+            raise ValueError(f"`size` must be a positive int or (height, width), got {size}.")
+        self.size = tuple(int(s) for s in size)
+        self.scale = _pair(scale, "scale")
+        self.ratio = _pair(ratio, "ratio")
+        if not 0 < self.scale[0] <= self.scale[1] <= 1:
+            raise ValueError(f"`scale` must lie in (0, 1], got {self.scale}.")
+        if self.ratio[0] <= 0:
+            raise ValueError(f"`ratio` must be positive, got {self.ratio}.")
+        self.horizontal_flip = bool(horizontal_flip)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        height, width = images.shape[1], images.shape[2]
+        if height is None or width is None:
+            raise ValueError("RandomResizedCrop needs images with a static height and width.")
+        if not training:
+            return ops.image.resize(images, self.size)
+        batch = ops.shape(images)[0]
+        draw = lambda lo, hi: keras.random.uniform(  # noqa: E731
+            (batch,), lo, hi, seed=self.seed_generator
+        )
+        area = draw(*self.scale) * (height * width)
+        log_ratio = draw(math.log(self.ratio[0]), math.log(self.ratio[1]))
+        aspect = ops.exp(log_ratio)
+        crop_w = ops.minimum(ops.sqrt(area * aspect), float(width))
+        crop_h = ops.minimum(ops.sqrt(area / aspect), float(height))
+        x0 = draw(0.0, 1.0) * (width - crop_w)
+        y0 = draw(0.0, 1.0) * (height - crop_h)
+        if self.horizontal_flip:
+            # A flip is a crop read right to left: start at the far edge, negative length.
+            flip = draw(0.0, 1.0) < 0.5
+            x0 = ops.where(flip, x0 + crop_w, x0)
+            crop_w = ops.where(flip, -crop_w, crop_w)
+        rows = _interpolation_matrix(y0, crop_h, height, self.size[0])
+        cols = _interpolation_matrix(x0, crop_w, width, self.size[1])
+        images = ops.cast(images, "float32")
+        out = ops.einsum("bih,bhwc,bjw->bijc", rows, images, cols)
+        return ops.cast(out, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], *self.size, input_shape[-1])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            size=self.size,
+            scale=self.scale,
+            ratio=self.ratio,
+            horizontal_flip=self.horizontal_flip,
+            seed=self.seed,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class RandomApply(keras.layers.Layer):
+    """Apply `layer` to each image independently with probability `rate`.
+
+    The layer runs on the whole batch and a per-image coin picks its output
+    or the input. The layer gets a copy of its input because some Keras
+    colour layers modify their input in place on PyTorch.
+
+    Args:
+        layer: a Keras layer mapping a batch of images to a batch of images.
+        rate: probability of applying it to an image, in [0, 1].
+        seed: integer seed of the coin's `SeedGenerator`.
+
+    Example:
+        >>> jitter = RandomApply(keras.layers.RandomColorJitter(
+        ...     value_range=(0, 1), contrast_factor=0.4), rate=0.8, seed=3)
+    """
+
+    def __init__(self, layer, rate=0.5, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 <= rate <= 1:
+            raise ValueError(f"`rate` must be in [0, 1], got {rate}.")
+        self.layer = layer
+        self.rate = float(rate)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def build(self, input_shape):
+        if not self.layer.built:
+            self.layer.build(input_shape)
+
+    def call(self, images, training=True):
+        if not training or self.rate == 0:
+            return images
+        applied = self.layer(ops.copy(images), training=True)
+        if self.rate == 1:
+            return applied
+        coin = keras.random.uniform((ops.shape(images)[0], 1, 1, 1), seed=self.seed_generator)
+        return ops.where(coin < self.rate, ops.cast(applied, images.dtype), images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            layer=keras.saving.serialize_keras_object(self.layer), rate=self.rate, seed=self.seed
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["layer"] = keras.saving.deserialize_keras_object(config["layer"])
+        return cls(**config)
+
+
+def color_jitter(strength=0.5, seed=None):
+    """Keras's `RandomColorJitter` with torchvision-style SimCLR strengths.
+
+    SimCLR's jitter is brightness, contrast, saturation `0.8 s` and hue
+    `0.2 s`. Keras's brightness is an additive shift (in units of the
+    range), so `0.8 s` multiplicative becomes `0.4 s` additive (equal at
+    mid-grey); its saturation factor `f` scales saturation by `f / (1 - f)`,
+    so the multiplier range `[1 - 0.8 s, 1 + 0.8 s]` maps to `m / (1 + m)`;
+    its hue factor shifts by up to half the factor, so `0.2 s` becomes `0.4 s`.
+
+    Args:
+        strength: SimCLR's colour strength `s` (0.5 for CIFAR, 1.0 ImageNet).
+        seed: integer seed.
+
+    Example:
+        >>> jitter = color_jitter(0.5, seed=2)
+    """
+    s = float(strength)
+    low, high = max(1 - 0.8 * s, 0.0), 1 + 0.8 * s
+    return keras.layers.RandomColorJitter(
+        value_range=(0, 1),
+        brightness_factor=min(0.4 * s, 1.0),
+        contrast_factor=min(0.8 * s, 1.0),
+        saturation_factor=(low / (1 + low), high / (1 + high)),
+        hue_factor=min(0.4 * s, 1.0),
+        seed=seed,
+    )
+
+
+def simclr_augmenter(
+    image_size,
+    channels=3,
+    crop_scale=(0.08, 1.0),
+    color_strength=0.5,
+    jitter_rate=0.8,
+    grayscale_rate=0.2,
+    blur_rate=0.0,
+    solarize_rate=0.0,
+    seed=None,
+    name=None,
+):
+    """SimCLR's view: resized crop, flip, colour jitter, grayscale, blur.
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels; colour jitter and grayscale need 3 and are
+            skipped for 1-channel images.
+        crop_scale: area range of the resized crop.
+        color_strength: SimCLR's colour strength `s` (see `color_jitter`).
+        jitter_rate: probability of colour jitter (0.8 in SimCLR).
+        grayscale_rate: probability of grayscale (0.2 in SimCLR).
+        blur_rate: probability of Gaussian blur (0.5 in SimCLR on ImageNet;
+            0 for CIFAR-size images). Keras's blur draws one sigma per batch.
+        solarize_rate: probability of solarisation (BYOL's second view uses 0.2).
+        seed: base seed; each random layer gets its own offset of it.
+        name: layer name.
+
+    Returns:
+        A `keras.Sequential` mapping `(B, H, W, C)` in [0, 1] to views
+        `(B, image_size, image_size, C)`.
+
+    Example:
+        >>> augment = simclr_augmenter(32, seed=0)
+        >>> v1, v2 = augment(x, training=True), augment(x, training=True)
+    """
+    base = 0 if seed is None else int(seed)
+    offsets = iter(range(1, 100))
+    next_seed = lambda: None if seed is None else base + 7919 * next(offsets)  # noqa: E731
+    layers = [
+        RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=True, seed=next_seed())
+    ]
+    if channels == 3:
+        if jitter_rate > 0:
+            layers.append(RandomApply(color_jitter(color_strength, next_seed()), jitter_rate, next_seed()))
+        if grayscale_rate > 0:
+            layers.append(keras.layers.RandomGrayscale(grayscale_rate, seed=next_seed()))
+    elif channels != 1:
+        raise ValueError(f"`channels` must be 1 or 3, got {channels}.")
+    if blur_rate > 0:
+        blur = keras.layers.RandomGaussianBlur(
+            factor=1.0, kernel_size=max(3, (image_size // 10) | 1), sigma=(0.1, 2.0),
+            value_range=(0, 1), seed=next_seed(),
+        )
+        layers.append(RandomApply(blur, blur_rate, next_seed()))
+    if solarize_rate > 0:
+        solarize = keras.layers.Solarization(
+            addition_factor=0.0, threshold_factor=(0.5, 0.5), value_range=(0, 1), seed=next_seed()
+        )
+        layers.append(RandomApply(solarize, solarize_rate, next_seed()))
+    return keras.Sequential(layers, name=name)
+
+
+def byol_augmenters(image_size, channels=3, crop_scale=(0.08, 1.0), seed=None):
+    """BYOL's two asymmetric view pipelines (blur 1.0/0.1, solarize 0/0.2).
+
+    Blur is kept only for images larger than 32 pixels, where it helps.
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels.
+        crop_scale: area range of the resized crop.
+        seed: base seed.
+
+    Returns:
+        A list of two augmenters, one per view.
+
+    Example:
+        >>> aug1, aug2 = byol_augmenters(32, seed=0)
+    """
+    big = image_size > 32
+    base = 0 if seed is None else int(seed)
+    return [
+        simclr_augmenter(image_size, channels, crop_scale, 1.0 if big else 0.5, 0.8, 0.2,
+                         1.0 if big else 0.0, 0.0, None if seed is None else base, "view_1"),
+        simclr_augmenter(image_size, channels, crop_scale, 1.0 if big else 0.5, 0.8, 0.2,
+                         0.1 if big else 0.0, 0.2, None if seed is None else base + 104729, "view_2"),
+    ]
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MultiCrop(keras.layers.Layer):
+    """Multi-crop views: `num_global` large crops and `num_local` small ones.
+
+    Each view has its own per-sample resized crop, then the shared colour
+    pipeline. Views are returned global first, so same-size views are
+    consecutive and the engine runs the encoder once per resolution.
+
+    Args:
+        global_size: side of the global crops.
+        local_size: side of the local crops.
+        num_global: number of global crops (2 in SwAV and DINO).
+        num_local: number of local crops.
+        global_scale: area range of global crops.
+        local_scale: area range of local crops.
+        channels: image channels.
+        color_strength: SimCLR colour strength.
+        seed: base seed.
+
+    Example:
+        >>> views = MultiCrop(32, 16, num_local=4, seed=0)(images, training=True)
+        >>> [v.shape[1] for v in views]   # [32, 32, 16, 16, 16, 16]
+    """
+
+    def __init__(
+        self,
+        global_size,
+        local_size,
+        num_global=2,
+        num_local=6,
+        global_scale=(0.14, 1.0),
+        local_scale=(0.05, 0.14),
+        channels=3,
+        color_strength=0.5,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if num_global < 1 or num_local < 0:
+            raise ValueError(
+                f"Need num_global >= 1 and num_local >= 0, got {num_global}, {num_local}."
+            )
+        self.global_size, self.local_size = int(global_size), int(local_size)
+        self.num_global, self.num_local = int(num_global), int(num_local)
+        self.global_scale, self.local_scale = _pair(global_scale, "global_scale"), _pair(local_scale, "local_scale")
+        self.channels, self.color_strength, self.seed = channels, color_strength, seed
+        base = 0 if seed is None else int(seed)
+        self.views = [
+            simclr_augmenter(
+                self.global_size if i < num_global else self.local_size,
+                channels=channels,
+                crop_scale=self.global_scale if i < num_global else self.local_scale,
+                color_strength=color_strength,
+                seed=None if seed is None else base + 15485863 * (i + 1),
+                name=f"view_{i}",
+            )
+            for i in range(num_global + num_local)
+        ]
+
+    def build(self, input_shape):
+        for view in self.views:
+            view.build(input_shape)
+
+    def call(self, images, training=True):
+        return [view(images, training=training) for view in self.views]
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            global_size=self.global_size,
+            local_size=self.local_size,
+            num_global=self.num_global,
+            num_local=self.num_local,
+            global_scale=self.global_scale,
+            local_scale=self.local_scale,
+            channels=self.channels,
+            color_strength=self.color_strength,
+            seed=self.seed,
+        )
+        return config
