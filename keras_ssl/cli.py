@@ -37,6 +37,10 @@ def build_parser():
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--learning-rate", type=float, default=2e-3)
+    p.add_argument("--temperature", type=float, default=None, help="loss temperature (default: the method's)")
+    p.add_argument("--crop-scale", type=float, default=None,
+                   help="smallest crop area fraction (default: the method's; 0.3 for digit data)")
+    p.add_argument("--no-flip", action="store_true", help="no horizontal flips (default for digit data)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/demo", help="run directory")
@@ -54,9 +58,10 @@ def main(argv=None):
     Example:
         >>> main(["pretrain", "--data", "digits", "--epochs", "2", "--output", "runs/x"])
     """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
-        argv = ["pretrain"]
+        argv = ["pretrain", "--data", "digits", "--epochs", "10", "--batch-size", "64"]
         print("keras-ssl: no command given, running the SimCLR demo on digits "
               "(see `keras-ssl --help`).")
     args = build_parser().parse_args(argv)
@@ -75,6 +80,34 @@ def _build_encoder(name, input_shape, width):
         stem = "cifar" if input_shape[0] <= 64 else "imagenet"
         return getattr(backbones, name)(input_shape=input_shape, stem=stem, width=width)
     raise ValueError(f"unknown --backbone {name!r}: use tiny, resnet18, resnet34 or resnet50.")
+
+
+DIGITS = ("digits", "mnist")
+
+
+def _method_options(args, method, x_train):
+    """Constructor options from the command line, for the options the method has.
+
+    On digit data flips change the class and small crops lose the digit, so
+    the default view there is a crop of at least 30 % with no flip.
+    """
+    import inspect
+
+    from keras_ssl.layers.augment import simclr_augmenter
+
+    accepted = inspect.signature(method.__init__).parameters
+    options = {}
+    if args.temperature is not None and "temperature" in accepted:
+        options["temperature"] = args.temperature
+    digits = args.data in DIGITS
+    scale = args.crop_scale if args.crop_scale is not None else (0.3 if digits else None)
+    flip = not (args.no_flip or digits)
+    if "augmenter" in accepted and (scale is not None or not flip):
+        options["augmenter"] = simclr_augmenter(
+            x_train.shape[1], channels=x_train.shape[-1], crop_scale=(scale or 0.08, 1.0),
+            horizontal_flip=flip, seed=args.seed + 1,
+        )
+    return options
 
 
 def _write_json(path, obj):
@@ -109,7 +142,7 @@ def pretrain(args):
           f"{x_train.shape[1:]}, {len(x_test)} test | method {args.method} | backbone {args.backbone}")
 
     encoder = _build_encoder(args.backbone, x_train.shape[1:], args.width)
-    model = methods[args.method](encoder, seed=args.seed)
+    model = methods[args.method](encoder, seed=args.seed, **_method_options(args, methods[args.method], x_train))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
 
     def knn():

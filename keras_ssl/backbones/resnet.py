@@ -17,7 +17,9 @@ def _conv(x, filters, kernel, strides, name):
         filters, kernel, strides=strides, padding="same", use_bias=False,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
-    return layers.BatchNormalization(epsilon=1e-5, name=f"{name}_bn")(x)
+    # momentum 0.9 = PyTorch's 0.1, as the reference implementations: Keras's 0.99
+    # leaves the moving statistics far from the batch ones after short runs.
+    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
 
 
 def _basic_block(x, filters, strides, name):

@@ -221,6 +221,7 @@ def simclr_augmenter(
     grayscale_rate=0.2,
     blur_rate=0.0,
     solarize_rate=0.0,
+    horizontal_flip=True,
     seed=None,
     name=None,
 ):
@@ -237,6 +238,8 @@ def simclr_augmenter(
         blur_rate: probability of Gaussian blur (0.5 in SimCLR on ImageNet;
             0 for CIFAR-size images). Keras's blur draws one sigma per batch.
         solarize_rate: probability of solarisation (BYOL's second view uses 0.2).
+        horizontal_flip: flip half of the views (off for digits, where a
+            flip changes the class).
         seed: base seed; each random layer gets its own offset of it.
         name: layer name.
 
@@ -252,7 +255,7 @@ def simclr_augmenter(
     offsets = iter(range(1, 100))
     next_seed = lambda: None if seed is None else base + 7919 * next(offsets)  # noqa: E731
     layers = [
-        RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=True, seed=next_seed())
+        RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=horizontal_flip, seed=next_seed())
     ]
     if channels == 3:
         if jitter_rate > 0:
@@ -296,9 +299,9 @@ def byol_augmenters(image_size, channels=3, crop_scale=(0.08, 1.0), seed=None):
     base = 0 if seed is None else int(seed)
     return [
         simclr_augmenter(image_size, channels, crop_scale, 1.0 if big else 0.5, 0.8, 0.2,
-                         1.0 if big else 0.0, 0.0, None if seed is None else base, "view_1"),
+                         1.0 if big else 0.0, 0.0, True, None if seed is None else base, "view_1"),
         simclr_augmenter(image_size, channels, crop_scale, 1.0 if big else 0.5, 0.8, 0.2,
-                         0.1 if big else 0.0, 0.2, None if seed is None else base + 104729, "view_2"),
+                         0.1 if big else 0.0, 0.2, True, None if seed is None else base + 104729, "view_2"),
     ]
 
 
