@@ -46,6 +46,29 @@ def build_parser():
     p.add_argument("--output", default="runs/demo", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing encoder in --output")
     p.add_argument("--verbose", type=int, default=None, help="Keras fit verbosity (default: progress bar)")
+    p.add_argument("--no-plots", action="store_true", help="do not write the run's PNG figures")
+
+    e = sub.add_parser("evaluate", help="evaluate a saved encoder on a labelled dataset")
+    e.add_argument("encoder", help="encoder .keras file (or a run directory holding encoder.keras)")
+    e.add_argument("--data", default="digits", help="dataset, as for pretrain")
+    e.add_argument("--data-dir", default=None)
+    e.add_argument("--protocol", default="knn", choices=["knn", "linear", "finetune"])
+    e.add_argument("--k", type=int, default=200, help="kNN neighbours")
+    e.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature")
+    e.add_argument("--epochs", type=int, default=None, help="linear: 100, finetune: 10")
+    e.add_argument("--batch-size", type=int, default=None, help="linear: 256, finetune: 64")
+    e.add_argument("--label-fraction", type=float, default=1.0, help="finetune on this share of labels")
+    e.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    e.add_argument("--output", default=None, help="also write the result to this JSON file")
+
+    x = sub.add_parser("export", help="extract the encoder of a saved SSL model")
+    x.add_argument("model", help="whole-model .keras file (or a run directory holding model.keras)")
+    x.add_argument("--output", required=True, help="encoder .keras file to write")
+    x.add_argument("--overwrite", action="store_true")
+
+    g = sub.add_parser("plot", help="draw a run's figures (curves, embedding map, retrieval)")
+    g.add_argument("run", help="run directory written by pretrain")
+    g.add_argument("--data-dir", default=None)
     return parser
 
 
@@ -65,10 +88,11 @@ def main(argv=None):
         print("keras-ssl: no command given, running the SimCLR demo on digits "
               "(see `keras-ssl --help`).")
     args = build_parser().parse_args(argv)
-    if args.command == "pretrain":
-        return pretrain(args)
-    build_parser().print_help()
-    return 2
+    commands = {"pretrain": pretrain, "evaluate": evaluate, "export": export, "plot": plot}
+    if args.command not in commands:
+        build_parser().print_help()
+        return 2
+    return commands[args.command](args)
 
 
 def _build_encoder(name, input_shape, width):
@@ -129,21 +153,17 @@ def pretrain(args):
 
     import keras
 
-    from keras_ssl import data, evaluation
+    from keras_ssl import evaluation
 
     keras.utils.set_random_seed(args.seed)
-    try:
-        (x_train, y_train), (x_test, y_test) = data.load(args.data, data_dir=args.data_dir)
-    except ValueError as e:
-        raise SystemExit(f"keras-ssl: {e}")
-    if args.limit:
-        x_train, y_train = x_train[: args.limit], (None if y_train is None else y_train[: args.limit])
+    (x_train, y_train), (x_test, y_test) = _load_data(args.data, args.data_dir, args.limit)
     print(f"backend {keras.backend.backend()} | data {args.data}: {len(x_train)} train images "
           f"{x_train.shape[1:]}, {len(x_test)} test | method {args.method} | backbone {args.backbone}")
 
     encoder = _build_encoder(args.backbone, x_train.shape[1:], args.width)
     model = methods[args.method](encoder, seed=args.seed, **_method_options(args, methods[args.method], x_train))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    os.makedirs(args.output, exist_ok=True)
 
     def knn():
         if y_train is None or y_test is None:
@@ -164,19 +184,144 @@ def pretrain(args):
         print(f"kNN top-1 after {args.epochs} epochs of {args.method}: {after:.4f} "
               f"(random init {before:.4f}) in {seconds:.0f} s")
 
-    os.makedirs(args.output, exist_ok=True)
-    # Save to a temporary file in the same directory, then rename: atomic.
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=args.output)
-    os.close(fd)
-    model.encoder.save(tmp)
-    os.replace(tmp, encoder_path)
+    _save_atomic(model.encoder, encoder_path)
+    _save_atomic(model, os.path.join(args.output, "model.keras"))
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     record.update(
         knn_before=before, knn_after=after, seconds=seconds, backend=keras.backend.backend(),
         method=args.method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+        limit=args.limit,
     )
     _write_json(os.path.join(args.output, "history.json"), record)
-    print(f"wrote {encoder_path} and {os.path.join(args.output, 'history.json')}")
+    print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
+    if not args.no_plots:
+        _write_plots(args.output, record, model.encoder, (x_train, y_train), (x_test, y_test),
+                     getattr(model, "augmenter", None))
+    return 0
+
+
+def _save_atomic(model, path):
+    # Save to a temporary file in the same directory, then rename: a crash
+    # never leaves a half-written file where the old one was.
+    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(path) or ".")
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _write_plots(run_dir, record, encoder, train, test, augmenter=None):
+    """Training curves, augmented views, embedding map and retrieval grid."""
+    try:
+        from keras_ssl import plots
+    except ImportError:  # pragma: no cover
+        return []
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        print("keras-ssl: matplotlib is not installed, no figures (pip install keras-ssl[plots]).")
+        return []
+    from keras_ssl import evaluation
+
+    written = []
+    curves = {k: v for k, v in record.items() if isinstance(v, list)}
+    if curves:
+        written.append(plots.plot_history(curves, os.path.join(run_dir, "history.png")))
+    (x_train, y_train), (x_test, y_test) = train, test
+    if augmenter is not None:
+        images = x_train[:8].astype("float32") / (255.0 if x_train.dtype == "uint8" else 1.0)
+        views = [augmenter(images, training=True) for _ in range(2)]
+        written.append(plots.plot_views(images, views, os.path.join(run_dir, "views.png")))
+    n = min(2000, len(x_test))
+    f_test = evaluation.embed(encoder, x_test[:n])
+    written.append(plots.plot_embedding(
+        f_test, None if y_test is None else y_test[:n], os.path.join(run_dir, "embedding.png")))
+    f_train = evaluation.embed(encoder, x_train[:n])
+    _, idx = evaluation.nearest_neighbors(f_test[:8], f_train, k=8)
+    written.append(plots.plot_retrieval(x_test[:8], x_train[:n], idx, os.path.join(run_dir, "retrieval.png")))
+    print("figures: " + ", ".join(os.path.basename(p) for p in written))
+    return written
+
+
+def _load_data(name, data_dir, limit=None):
+    from keras_ssl import data
+
+    try:
+        (x_train, y_train), (x_test, y_test) = data.load(name, data_dir=data_dir)
+    except ValueError as e:
+        raise SystemExit(f"keras-ssl: {e}")
+    if limit:
+        x_train, y_train = x_train[:limit], (None if y_train is None else y_train[:limit])
+    return (x_train, y_train), (x_test, y_test)
+
+
+def _load_model(path, default_name):
+    import keras
+
+    import keras_ssl  # noqa: F401  (registers our layers and models)
+
+    if os.path.isdir(path):
+        path = os.path.join(path, default_name)
+    if not os.path.isfile(path):
+        raise SystemExit(f"keras-ssl: no such file: {path}")
+    try:
+        return keras.saving.load_model(path)
+    except Exception as e:  # corrupt or foreign file: say which file
+        raise SystemExit(f"keras-ssl: could not load {path} as a Keras model: {e}")
+
+
+def evaluate(args):
+    """Runs `keras-ssl evaluate`: kNN, linear probe or fine-tuning of an encoder."""
+    from keras_ssl import evaluation
+
+    encoder = _load_model(args.encoder, "encoder.keras")
+    (x_train, y_train), (x_test, y_test) = _load_data(args.data, args.data_dir, args.limit)
+    if y_train is None or y_test is None:
+        raise SystemExit(f"keras-ssl: {args.data} has no labels to evaluate with.")
+    if args.protocol == "knn":
+        f_train, f_test = evaluation.embed(encoder, x_train), evaluation.embed(encoder, x_test)
+        result = evaluation.knn_accuracy(f_train, y_train, f_test, y_test, k=args.k, temperature=args.temperature)
+    elif args.protocol == "linear":
+        result = evaluation.linear_probe(
+            encoder, x_train, y_train, x_test, y_test, epochs=args.epochs or 100,
+            batch_size=args.batch_size or 256, verbose=0)
+    else:
+        result = evaluation.fine_tune(
+            encoder, x_train, y_train, x_test, y_test, epochs=args.epochs or 10,
+            batch_size=args.batch_size or 64, label_fraction=args.label_fraction, verbose=2)
+    result = {k: float(v) for k, v in result.items()}
+    print(f"{args.protocol} on {args.data}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
+    if args.output:
+        _write_json(args.output, dict(result, protocol=args.protocol, data=args.data, encoder=args.encoder))
+    return 0
+
+
+def export(args):
+    """Runs `keras-ssl export`: writes the bare encoder of a whole saved model."""
+    if os.path.exists(args.output) and not args.overwrite:
+        raise SystemExit(f"keras-ssl: {args.output} exists; pass --overwrite to replace it.")
+    model = _load_model(args.model, "model.keras")
+    encoder = getattr(model, "encoder", None)
+    if encoder is None:
+        raise SystemExit(f"keras-ssl: {args.model} is not a keras_ssl model (it has no encoder).")
+    _save_atomic(encoder, args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def plot(args):
+    """Runs `keras-ssl plot RUN_DIR`: the figures of a pretraining run."""
+    path = os.path.join(args.run, "history.json")
+    if not os.path.isfile(path):
+        raise SystemExit(f"keras-ssl: {path} not found: is {args.run} a pretrain run directory?")
+    with open(path) as f:
+        record = json.load(f)
+    encoder = _load_model(args.run, "encoder.keras")
+    train, test = _load_data(record.get("data", "digits"), args.data_dir, record.get("limit"))
+    _write_plots(args.run, record, encoder, train, test)
     return 0
 
 

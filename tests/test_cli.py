@@ -1,0 +1,93 @@
+"""The keras-ssl command line: pretrain, evaluate, export, plot."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from keras_ssl import cli, data, evaluation
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("run") / "digits")
+    code = cli.main([
+        "pretrain", "--data", "digits", "--epochs", "1", "--batch-size", "32", "--limit", "128",
+        "--width", "0.25", "--output", out, "--verbose", "0",
+    ])
+    assert code == 0
+    return out
+
+
+def test_pretrain_writes_encoder_history_and_figures(run_dir):
+    for name in ("encoder.keras", "model.keras", "history.json", "history.png",
+                 "views.png", "embedding.png", "retrieval.png"):
+        assert os.path.isfile(os.path.join(run_dir, name)), name
+    with open(os.path.join(run_dir, "history.json")) as f:
+        record = json.load(f)
+    assert len(record["loss"]) == 1 and np.isfinite(record["loss"][0])
+    assert 0 <= record["knn_before"] <= 1 and 0 <= record["knn_after"] <= 1
+    assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]
+
+
+def test_pretrain_refuses_to_overwrite(run_dir):
+    before = os.path.getmtime(os.path.join(run_dir, "encoder.keras"))
+    with pytest.raises(SystemExit, match="--overwrite"):
+        cli.main(["pretrain", "--output", run_dir, "--epochs", "1"])
+    assert os.path.getmtime(os.path.join(run_dir, "encoder.keras")) == before
+
+
+def test_evaluate_knn_equals_library_call(run_dir, tmp_path, capsys):
+    out = str(tmp_path / "knn.json")
+    assert cli.main(["evaluate", run_dir, "--data", "digits", "--protocol", "knn", "--k", "20",
+                     "--limit", "128", "--output", out]) == 0
+    with open(out) as f:
+        got = json.load(f)
+    encoder = keras.saving.load_model(os.path.join(run_dir, "encoder.keras"))
+    (x, y), (xt, yt) = data.load("digits")
+    want = evaluation.knn_accuracy(
+        evaluation.embed(encoder, x[:128]), y[:128], evaluation.embed(encoder, xt), yt, k=20)
+    assert got["top1"] == pytest.approx(want["top1"], abs=1e-6)
+    assert "knn on digits" in capsys.readouterr().out
+
+
+def test_export_gives_the_same_encoder(run_dir, tmp_path):
+    out = str(tmp_path / "encoder.keras")
+    assert cli.main(["export", run_dir, "--output", out]) == 0
+    x = np.random.default_rng(0).random((4, 32, 32, 1)).astype("float32")
+    a = keras.saving.load_model(out).predict(x, verbose=0)
+    b = keras.saving.load_model(os.path.join(run_dir, "encoder.keras")).predict(x, verbose=0)
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    with pytest.raises(SystemExit, match="exists"):
+        cli.main(["export", run_dir, "--output", out])
+
+
+def test_plot_redraws_figures(run_dir):
+    os.remove(os.path.join(run_dir, "embedding.png"))
+    assert cli.main(["plot", run_dir]) == 0
+    assert os.path.isfile(os.path.join(run_dir, "embedding.png"))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pretrain", "--method", "nope"], "unknown --method"),
+        (["pretrain", "--data", "nope", "--output", "unused"], "nope"),
+        (["pretrain", "--backbone", "vgg", "--output", "unused", "--limit", "64"], "backbone"),
+        (["evaluate", "missing.keras"], "no such file"),
+        (["plot", "not_a_run"], "history.json"),
+    ],
+)
+def test_bad_arguments_name_the_problem(argv, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises((SystemExit, ValueError), match=message):
+        cli.main(argv)
+
+
+def test_corrupt_encoder_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "encoder.keras"
+    bad.write_bytes(b"not a zip file")
+    with pytest.raises(SystemExit, match="could not load"):
+        cli.main(["evaluate", str(bad)])
