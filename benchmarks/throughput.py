@@ -1,0 +1,247 @@
+"""SimCLR training-step throughput: keras_ssl on each backend vs plain PyTorch.
+
+    python benchmarks/throughput.py                       # everything, one process per run
+    python benchmarks/throughput.py --width 0.25 --steps 5
+    python benchmarks/throughput.py --run jax:compiled    # a single measurement
+
+Each run trains SimCLR (CIFAR ResNet-18, two views of every image, per-sample
+resized crop + flip + colour jitter + grayscale, NT-Xent) on random uint8
+images, and reports images/s (source images; each is seen twice) after
+warm-up steps. The PyTorch reference is written the way a PyTorch user would:
+`nn.Module`s, batched augmentations on tensors (`affine_grid`/`grid_sample`
+crops, vectorised colour ops), `torch.optim.Adam`, eager. Runs go one after
+the other in fresh processes, so their ratio is meaningful. The last column
+is the fraction of the machine's measured float32 matmul peak achieved
+(training FLOPs per image = 3 x forward FLOPs x 2 views, counted from the
+model's convolution and dense layers).
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--width", type=float, default=1.0, help="ResNet-18 width multiplier")
+    p.add_argument("--steps", type=int, default=5, help="timed steps")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
+    p.add_argument("--run", default=None, help="one measurement: torch-reference or BACKEND:compiled|eager")
+    p.add_argument("--runs", default="torch-reference,jax:compiled,tensorflow:compiled,torch:eager,"
+                   "jax:eager,tensorflow:eager,torch:compiled")
+    return p.parse_args()
+
+
+# ---------------------------------------------------------------- keras_ssl
+def forward_flops(model):
+    """Multiply-adds x 2 of the Conv2D and Dense layers of a functional model."""
+    import keras
+
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D):
+            _, h, w, c_out = layer.output.shape
+            kh, kw = layer.kernel_size
+            total += 2 * h * w * kh * kw * layer.input.shape[-1] * c_out
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return total
+
+
+def run_keras(backend, mode, args):
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+
+    import keras_ssl
+
+    keras.utils.set_random_seed(0)
+    x = np.random.default_rng(0).integers(0, 256, (args.batch_size * (args.steps + args.warmup), 32, 32, 3), dtype="uint8")
+    encoder = keras_ssl.backbones.resnet18((32, 32, 3), stem="cifar", width=args.width)
+    model = keras_ssl.SimCLR(encoder, temperature=0.5, seed=0)
+    compiled = mode == "compiled"
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        jit_compile=True if compiled and backend != "tensorflow" else False,
+        run_eagerly=not compiled,
+    )
+    times = []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            float(keras.ops.convert_to_numpy(logs["loss"]) if not isinstance(logs["loss"], float) else logs["loss"])
+            times.append(time.perf_counter() - self.start)
+
+    model.fit(x, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[Timer()])
+    flops = 3 * 2 * (forward_flops(encoder) + forward_flops_head(model))
+    return np.median(times[args.warmup:]), flops
+
+
+def forward_flops_head(model):
+    total, dim = 0, model.feature_dim
+    for layer in model.projector.blocks:
+        if hasattr(layer, "units"):
+            total += 2 * dim * layer.units
+            dim = layer.units
+    return total
+
+
+# ------------------------------------------------------- plain PyTorch
+def run_torch_reference(args):
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.b1 = nn.BatchNorm2d(cout)
+            self.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.b2 = nn.BatchNorm2d(cout)
+            self.short = nn.Sequential()
+            if stride != 1 or cin != cout:
+                self.short = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x):
+            y = F.relu(self.b1(self.c1(x)))
+            return F.relu(self.b2(self.c2(y)) + self.short(x))
+
+    base = max(8, int(round(64 * args.width)))
+    layers, cin = [nn.Conv2d(3, base, 3, 1, 1, bias=False), nn.BatchNorm2d(base), nn.ReLU()], base
+    for stage in range(4):
+        for i in range(2):
+            cout = base * 2**stage
+            layers.append(Block(cin, cout, 2 if stage > 0 and i == 0 else 1))
+            cin = cout
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    encoder = nn.Sequential(*layers)
+    projector = nn.Sequential(nn.Linear(cin, cin, bias=False), nn.BatchNorm1d(cin), nn.ReLU(), nn.Linear(cin, 128))
+    params = list(encoder.parameters()) + list(projector.parameters())
+    opt = torch.optim.Adam(params, 1e-3)
+
+    def augment(x):
+        b = x.shape[0]
+        area = torch.empty(b).uniform_(0.08, 1.0)
+        ratio = torch.exp(torch.empty(b).uniform_(math.log(3 / 4), math.log(4 / 3)))
+        w = torch.sqrt(area * ratio).clamp(max=1.0)
+        h = torch.sqrt(area / ratio).clamp(max=1.0)
+        cx = (torch.rand(b) * (1 - w) + w / 2) * 2 - 1
+        cy = (torch.rand(b) * (1 - h) + h / 2) * 2 - 1
+        flip = torch.where(torch.rand(b) < 0.5, -1.0, 1.0)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
+        grid = F.affine_grid(theta, (b, 3, 32, 32), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        # colour jitter (p=0.8): brightness, contrast, saturation 0.4, hue 0.1
+        apply = (torch.rand(b, 1, 1, 1) < 0.8).float()
+        j = x * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
+        gray = (0.299 * j[:, :1] + 0.587 * j[:, 1:2] + 0.114 * j[:, 2:]).clamp(0, 1)
+        j = (gray.mean((2, 3), keepdim=True) + (j - gray.mean((2, 3), keepdim=True)) * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)).clamp(0, 1)
+        gray = 0.299 * j[:, :1] + 0.587 * j[:, 1:2] + 0.114 * j[:, 2:]
+        j = (gray + (j - gray) * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)).clamp(0, 1)
+        j = hue_shift(j, torch.empty(b, 1, 1).uniform_(-0.1, 0.1))
+        x = apply * j + (1 - apply) * x
+        to_gray = (torch.rand(b, 1, 1, 1) < 0.2).float()
+        gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).expand_as(x)
+        return to_gray * gray + (1 - to_gray) * x
+
+    def hue_shift(x, shift):
+        r, g, b_ = x[:, 0], x[:, 1], x[:, 2]
+        maxc, minc = x.max(1).values, x.min(1).values
+        v, delta = maxc, maxc - minc
+        s = torch.where(maxc > 0, delta / maxc.clamp(min=1e-8), torch.zeros_like(maxc))
+        d = delta.clamp(min=1e-8)
+        h = torch.where(maxc == r, (g - b_) / d, torch.where(maxc == g, 2 + (b_ - r) / d, 4 + (r - g) / d))
+        h = torch.where(delta > 0, (h / 6) % 1.0, torch.zeros_like(h))
+        h = (h + shift) % 1.0
+        i = torch.floor(h * 6)
+        f = h * 6 - i
+        p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
+        i = i.long() % 6
+        choices = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
+        out = [sum(torch.where(i == k, c[ch], torch.zeros_like(v)) for k, c in enumerate(choices)) for ch in range(3)]
+        return torch.stack(out, 1)
+
+    def nt_xent(z1, z2, t=0.5):
+        z = F.normalize(torch.cat([z1, z2]), dim=1)
+        logits = z @ z.T / t
+        n = z.shape[0]
+        logits = logits.masked_fill(torch.eye(n, dtype=torch.bool), float("-inf"))
+        target = (torch.arange(n) + n // 2) % n
+        return F.cross_entropy(logits, target)
+
+    x_all = torch.randint(0, 256, (args.batch_size, 3, 32, 32), dtype=torch.uint8)
+    times = []
+    for step in range(args.warmup + args.steps):
+        start = time.perf_counter()
+        x = x_all.float() / 255.0
+        h = encoder(torch.cat([augment(x), augment(x)]))
+        z1, z2 = projector(h).chunk(2)
+        loss = nt_xent(z1, z2)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        loss.item()
+        times.append(time.perf_counter() - start)
+    return np.median(times[args.warmup:])
+
+
+def matmul_peak():
+    import torch
+
+    a = torch.randn(2048, 2048)
+    for _ in range(2):
+        a @ a
+    start, n = time.perf_counter(), 10
+    for _ in range(n):
+        a @ a
+    return n * 2 * 2048**3 / (time.perf_counter() - start)
+
+
+def main():
+    args = parse()
+    if args.run:
+        if args.run == "torch-reference":
+            seconds, flops = run_torch_reference(args), None
+        else:
+            backend, mode = args.run.split(":")
+            seconds, flops = run_keras(backend, mode, args)
+        print(json.dumps({"run": args.run, "seconds": float(seconds), "flops": flops}))
+        return
+    peak = matmul_peak()
+    results = {}
+    for run in args.runs.split(","):
+        cmd = [sys.executable, __file__, "--run", run, "--batch-size", str(args.batch_size),
+               "--width", str(args.width), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+        if proc.returncode or not lines:
+            print(f"{run}: failed\n{proc.stderr[-2000:]}")
+            continue
+        results[run] = json.loads(lines[-1])
+    flops = next((r["flops"] for r in results.values() if r["flops"]), None)
+    ref = results.get("torch-reference", {}).get("seconds")
+    print(f"\nSimCLR step, CIFAR ResNet-18 width {args.width}, batch {args.batch_size} (x2 views), "
+          f"{os.cpu_count()} CPUs, matmul peak {peak / 1e9:.0f} GFLOP/s")
+    print(f"{'run':24s} {'s/step':>8s} {'img/s':>8s} {'vs torch':>9s} {'% peak':>7s}")
+    for run, r in results.items():
+        ips = args.batch_size / r["seconds"]
+        ratio = f"{ref / r['seconds']:.2f}x" if ref else "-"
+        frac = f"{100 * flops * ips / peak:.1f}" if flops else "-"
+        print(f"{run:24s} {r['seconds']:8.3f} {ips:8.1f} {ratio:>9s} {frac:>7s}")
+
+
+if __name__ == "__main__":
+    main()
