@@ -9,3 +9,4 @@ from keras_ssl.layers.augment import (
     simclr_augmenter,
 )
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
+from keras_ssl.layers.memory import MemoryBank

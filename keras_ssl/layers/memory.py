@@ -1,0 +1,86 @@
+"""MemoryBank: a FIFO queue of embeddings held in model variables (MoCo, NNCLR)."""
+
+import keras
+from keras import ops
+
+from keras_ssl.losses import l2_normalize
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MemoryBank(keras.layers.Layer):
+    """A FIFO queue of L2-normalised keys in non-trainable variables.
+
+    The queue starts as random unit vectors. `enqueue(keys)` overwrites the
+    oldest rows, wrapping around the end without dropping any row. The
+    queue, its write pointer and its fill count are variables: they are
+    updated inside the compiled step and saved with the model (and in
+    `BackupAndRestore` checkpoints), so a resumed run keeps its negatives.
+
+    Args:
+        size: number of rows `K` (must be at least the batch size).
+        dim: width of each key.
+        seed: seed of the random initial keys.
+
+    Example:
+        >>> bank = MemoryBank(4096, 128, seed=0)
+        >>> negatives = bank.read()        # (4096, 128), a copy
+        >>> bank.enqueue(keys)             # keys: (B, 128)
+    """
+
+    def __init__(self, size, dim, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if int(size) < 1 or int(dim) < 1:
+            raise ValueError(f"MemoryBank `size` and `dim` must be >= 1, got size={size}, dim={dim}.")
+        self.size, self.dim, self.seed = int(size), int(dim), seed
+
+        def unit_rows(shape, dtype=None):
+            return l2_normalize(keras.random.normal(shape, seed=seed))
+
+        self.queue = self.add_weight(
+            name="queue", shape=(self.size, self.dim), dtype="float32",
+            initializer=unit_rows, trainable=False,
+        )
+        self.pointer = self.add_weight(
+            name="pointer", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        self.filled = self.add_weight(
+            name="filled", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        self.built = True
+
+    def check_batch_size(self, batch_size):
+        """Raises ValueError when a batch of `batch_size` keys exceeds the queue."""
+        if batch_size is not None and int(batch_size) > self.size:
+            raise ValueError(
+                f"the batch ({int(batch_size)} keys) is larger than the memory bank "
+                f"({self.size} rows): use a queue of at least the batch size."
+            )
+
+    def read(self):
+        """The queue's current rows, `(size, dim)`: a copy, safe across `enqueue`."""
+        # On TF and torch a variable's value aliases its later assignments.
+        return ops.copy(ops.convert_to_tensor(self.queue))
+
+    def is_full(self):
+        """Boolean scalar tensor: every row has been written at least once."""
+        return ops.convert_to_tensor(self.filled) >= self.size
+
+    def enqueue(self, keys):
+        """Writes `keys` `(B, dim)` (normalised, no gradient) after the newest rows."""
+        self.check_batch_size(keys.shape[0])
+        keys = l2_normalize(ops.stop_gradient(ops.convert_to_tensor(keys)))
+        batch = ops.shape(keys)[0]
+        pointer = ops.copy(ops.convert_to_tensor(self.pointer))
+        rows = (pointer + ops.arange(batch, dtype="int32")) % self.size
+        self.queue.assign(ops.scatter_update(self.read(), ops.expand_dims(rows, 1), keys))
+        self.pointer.assign((pointer + batch) % self.size)
+        filled = ops.copy(ops.convert_to_tensor(self.filled))
+        self.filled.assign(ops.minimum(filled + batch, self.size))
+
+    def call(self, inputs=None):
+        return self.read()
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(size=self.size, dim=self.dim, seed=self.seed)
+        return config

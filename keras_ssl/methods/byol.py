@@ -1,0 +1,107 @@
+"""BYOL (Grill et al. 2020, "Bootstrap Your Own Latent")."""
+
+import keras
+from keras import ops
+
+from keras_ssl import losses
+from keras_ssl.layers.augment import byol_augmenters
+from keras_ssl.layers.heads import PredictionHead, ProjectionHead
+from keras_ssl.methods.base import SSLModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class BYOL(SSLModel):
+    """BYOL: an online network predicts a momentum target's projection.
+
+    Two asymmetric views go through the online encoder, projector and
+    predictor (`p1, p2`) and through the target encoder and projector, an
+    exponential moving average of the online ones (`t1, t2`). The loss is
+    the symmetric `byol_loss(p1, sg(t2)) + byol_loss(p2, sg(t1))`; the
+    momentum follows a cosine schedule from `momentum` to `momentum_end`.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        projection_dim: projector (and predictor) output width (paper: 256).
+        hidden_dim: projector and predictor hidden width (paper: 4096);
+            defaults to `min(4096, 4 * D)` for an encoder of `D` features.
+        momentum: EMA momentum at step 0, in [0, 1] (paper: 0.996).
+        momentum_end: EMA momentum at the last step (paper: 1.0).
+        augmenters: two layers, one per view; defaults to `byol_augmenters`.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    Example:
+        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
+        >>> model = keras_ssl.BYOL(encoder)
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+    """
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        projection_dim=256,
+        hidden_dim=None,
+        momentum=0.996,
+        momentum_end=1.0,
+        augmenters=None,
+        **kwargs,
+    ):
+        for name, tau in (("momentum", momentum), ("momentum_end", momentum_end)):
+            if not 0.0 <= tau <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {tau}.")
+        if augmenters is not None and len(augmenters) != 2:
+            raise ValueError(f"`augmenters` must hold 2 layers (one per view), got {len(augmenters)}.")
+        super().__init__(encoder, **kwargs)
+        self.projection_dim = int(projection_dim)
+        self.hidden_dim = int(hidden_dim or min(4096, 4 * self.feature_dim))
+        self.momentum, self.momentum_end = float(momentum), float(momentum_end)
+        self.augmenters = list(augmenters or byol_augmenters(
+            self.image_size, channels=self.image_shape[-1], seed=self.next_seed()
+        ))
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
+        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
+        self.projector.build((None, self.feature_dim))
+        self.predictor.build((None, self.projection_dim))
+        self.target_encoder = self.momentum_target(self.encoder)
+        self.target_projector = self.momentum_target(self.projector)
+        self.set_momentum_schedule(self.momentum, self.momentum_end)
+
+    def ssl_forward(self, images, training):
+        if training:
+            tau = self.current_momentum()
+            self.momentum_update(self.encoder, self.target_encoder, tau)
+            self.momentum_update(self.projector, self.target_projector, tau)
+        views = [augment(images, training=True) for augment in self.augmenters]
+        h1, h2 = self.encode(views, training)
+        z1, z2 = self.projector(h1, training=training), self.projector(h2, training=training)
+        g1, g2 = self.encode(views, training, encoder=self.target_encoder)
+        return {
+            "z1": z1,
+            "z2": z2,
+            "p1": self.predictor(z1, training=training),
+            "p2": self.predictor(z2, training=training),
+            "t1": ops.stop_gradient(self.target_projector(g1, training=training)),
+            "t2": ops.stop_gradient(self.target_projector(g2, training=training)),
+        }
+
+    def compute_ssl_loss(self, outputs):
+        loss = losses.byol_loss(outputs["p1"], outputs["t2"])
+        return loss + losses.byol_loss(outputs["p2"], outputs["t1"]), {}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            projection_dim=self.projection_dim,
+            hidden_dim=self.hidden_dim,
+            momentum=self.momentum,
+            momentum_end=self.momentum_end,
+            augmenters=[keras.saving.serialize_keras_object(a) for a in self.augmenters],
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["augmenters"] = [keras.saving.deserialize_keras_object(a) for a in config["augmenters"]]
+        return super().from_config(config)

@@ -1,0 +1,114 @@
+"""NNCLR (Dwibedi et al. 2021, "With a Little Help from My Friends:
+Nearest-Neighbor Contrastive Learning of Visual Representations")."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ssl import losses
+from keras_ssl.layers.augment import byol_augmenters
+from keras_ssl.layers.heads import PredictionHead, ProjectionHead
+from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.methods.base import SSLModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class NNCLR(SSLModel):
+    """NNCLR: the positive is the nearest neighbour from a support queue.
+
+    Each view's projection `z` is replaced by its nearest neighbour (cosine)
+    among a FIFO support set of past projections, `NN(z)` (no gradient),
+    which is contrasted against the other view's prediction `p` with
+    in-batch negatives: `(info_nce(NN(z1), p2) + info_nce(NN(z2), p1)) / 2`
+    at temperature 0.1. The batch's `z1` then enter the support set.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        temperature: InfoNCE temperature (> 0); paper: 0.1.
+        queue_size: support set size (>= the batch size); 4096 suits CIFAR
+            subsets (paper: 98304 on ImageNet).
+        projection_dim: projector output width (paper: 256).
+        hidden_dim: projector and predictor hidden width; defaults to
+            `min(2048, 4 * D)` for an encoder of `D` features.
+        augmenters: two view layers; defaults to `byol_augmenters` (as the paper).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    Example:
+        >>> model = keras_ssl.NNCLR(keras_ssl.backbones.resnet18(), queue_size=4096)
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+    """
+
+    def __init__(
+        self, encoder, *, temperature=0.1, queue_size=4096, projection_dim=256, hidden_dim=None,
+        augmenters=None, **kwargs,
+    ):
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+        if int(queue_size) < 2:
+            raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
+        if augmenters is not None and len(augmenters) != 2:
+            raise ValueError(f"`augmenters` must hold 2 layers (one per view), got {len(augmenters)}.")
+        super().__init__(encoder, **kwargs)
+        self.temperature, self.queue_size = float(temperature), int(queue_size)
+        self.projection_dim = int(projection_dim)
+        self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
+        self.augmenters = list(augmenters or byol_augmenters(
+            self.image_size, self.image_shape[-1], seed=self.next_seed()
+        ))
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3)
+        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
+        self.projector.build((None, self.feature_dim))
+        self.predictor.build((None, self.projection_dim))
+        self.support = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
+
+    def _check_fit_data(self, x, y, batch_size):
+        x, y = super()._check_fit_data(x, y, batch_size)
+        if isinstance(x, np.ndarray):
+            self.support.check_batch_size(min(batch_size or 32, len(x)))
+        return x, y
+
+    def nearest_neighbour(self, z, support):
+        """The row of `support` (unit rows) most cosine-similar to each row of `z`."""
+        index = ops.argmax(ops.matmul(losses.l2_normalize(z), ops.transpose(support)), axis=1)
+        return ops.stop_gradient(ops.take(support, index, axis=0))
+
+    def ssl_forward(self, images, training):
+        views = [augment(images, training=True) for augment in self.augmenters]
+        h1, h2 = self.encode(views, training)
+        z1, z2 = self.projector(h1, training=training), self.projector(h2, training=training)
+        support = self.support.read()
+        outputs = {
+            "z1": z1,
+            "z2": z2,
+            "p1": self.predictor(z1, training=training),
+            "p2": self.predictor(z2, training=training),
+            "nn1": self.nearest_neighbour(z1, support),
+            "nn2": self.nearest_neighbour(z2, support),
+        }
+        if training:
+            self.support.enqueue(z1)
+        return outputs
+
+    def compute_ssl_loss(self, outputs):
+        t = self.temperature
+        loss = 0.5 * (
+            losses.info_nce(outputs["nn1"], outputs["p2"], t)
+            + losses.info_nce(outputs["nn2"], outputs["p1"], t)
+        )
+        return loss, {}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            temperature=self.temperature, queue_size=self.queue_size,
+            projection_dim=self.projection_dim, hidden_dim=self.hidden_dim,
+            augmenters=[keras.saving.serialize_keras_object(a) for a in self.augmenters],
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["augmenters"] = [keras.saving.deserialize_keras_object(a) for a in config["augmenters"]]
+        return super().from_config(config)
