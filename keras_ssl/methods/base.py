@@ -346,6 +346,31 @@ class SSLModel(keras.Model):
         return to_dataset(x), y
 
     # ----------------------------------------------------------- saving
+    def _all_seed_generators(self):
+        seen, generators = set(), []
+        for layer in self._flatten_layers(include_self=True):
+            for generator in getattr(layer, "_seed_generators", ()):
+                if id(generator) not in seen:
+                    seen.add(id(generator))
+                    generators.append(generator)
+        return generators
+
+    def save_own_variables(self, store):
+        # Keras saves no SeedGenerator state, so a run resumed from a
+        # checkpoint (BackupAndRestore) would draw other augmentations than
+        # the uninterrupted run. The model saves every generator under it.
+        super().save_own_variables(store)
+        for i, generator in enumerate(self._all_seed_generators()):
+            store[f"seed_state_{i}"] = generator.state
+
+    def load_own_variables(self, store):
+        keys = list(store.keys())
+        own = {k: store[k] for k in keys if not k.startswith("seed_state_")}
+        super().load_own_variables(own)
+        for i, generator in enumerate(self._all_seed_generators()):
+            if f"seed_state_{i}" in keys:
+                generator.state.assign(store[f"seed_state_{i}"])
+
     def get_config(self):
         config = super().get_config()
         config.update(

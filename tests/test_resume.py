@@ -1,0 +1,57 @@
+"""Exact resume: a run interrupted mid-epoch and resumed with BackupAndRestore
+ends where the uninterrupted run ends (weights, targets, queues, seeds)."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import random_images, small_encoder
+
+import keras_ssl
+
+
+class Crash(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            raise RuntimeError("simulated crash")
+
+
+METHODS = {
+    "simclr": lambda: keras_ssl.SimCLR(small_encoder(), hidden_dim=16, projection_dim=8, seed=3),
+    "byol": lambda: keras_ssl.BYOL(small_encoder(), hidden_dim=16, projection_dim=8, seed=3),
+    "moco": lambda: keras_ssl.MoCo(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8,
+                                   num_splits=2, seed=3),
+}
+
+
+def build(name):
+    keras.utils.set_random_seed(11)
+    model = METHODS[name]()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_resume_with_random_augmentations_is_exact(name, tmp_path):
+    x = random_images(32)
+    fit = dict(batch_size=8, epochs=3, shuffle=False, verbose=0)
+    reference = build(name)
+    reference.fit(x, **fit)
+    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
+    crashed = build(name)
+    with pytest.raises(RuntimeError, match="simulated"):
+        crashed.fit(x, callbacks=[backup(), Crash(epoch=1, batch=1)], **fit)
+    resumed = build(name)
+    history = resumed.fit(x, callbacks=[backup()], **fit)
+    assert len(history.epoch) == 2, "did not resume from the backup"
+    assert int(resumed.step) == int(reference.step) == 12
+    for a, b in zip(reference.variables, resumed.variables):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-5, err_msg=a.path
+        )
