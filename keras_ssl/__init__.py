@@ -14,4 +14,14 @@ Example:
 __version__ = "0.1.0"
 
 from keras_ssl import backbones, callbacks, data, evaluation, layers, losses, optimizers  # noqa: E402
-from keras_ssl.methods import BYOL, METHODS, NNCLR, MoCo, SimCLR, SSLModel  # noqa: E402
+from keras_ssl.methods import (  # noqa: E402
+    BYOL,
+    METHODS,
+    NNCLR,
+    BarlowTwins,
+    MoCo,
+    SimCLR,
+    SimSiam,
+    SSLModel,
+    VICReg,
+)

@@ -1,9 +1,15 @@
 """Self-supervised methods; `METHODS` maps the CLI names to classes."""
 
+from keras_ssl.methods.barlow_twins import BarlowTwins
 from keras_ssl.methods.base import SSLModel
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.nnclr import NNCLR
 from keras_ssl.methods.simclr import SimCLR
+from keras_ssl.methods.simsiam import SimSiam
+from keras_ssl.methods.vicreg import VICReg
 
-METHODS = {"simclr": SimCLR, "moco": MoCo, "byol": BYOL, "nnclr": NNCLR}
+METHODS = {
+    "simclr": SimCLR, "moco": MoCo, "byol": BYOL, "nnclr": NNCLR,
+    "simsiam": SimSiam, "barlow_twins": BarlowTwins, "vicreg": VICReg,
+}

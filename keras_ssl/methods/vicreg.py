@@ -1,0 +1,106 @@
+"""VICReg (Bardes, Ponce & LeCun 2022, "Variance-Invariance-Covariance Regularization")."""
+
+import keras
+
+from keras_ssl import losses
+from keras_ssl.layers.augment import simclr_augmenter
+from keras_ssl.layers.heads import ProjectionHead
+from keras_ssl.methods.base import SSLModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class VICReg(SSLModel):
+    """VICReg: invariance, variance and covariance terms on the projections.
+
+    The two views' projections `z1, z2` are pulled together (mean squared
+    distance, the invariance), each feature's batch std is kept above 1 by a
+    hinge on `sqrt(var + eps)` (the variance, which prevents collapse), and
+    the off-diagonal covariances are pushed to 0 (the covariance). The loss
+    is `sim_coeff * invariance + std_coeff * variance + cov_coeff *
+    covariance`; the three unweighted terms are logged as metrics.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        projection_dim: width of the 3-layer projector (hidden and output).
+            The paper's 8192 is for ImageNet; the default `min(2048, 8 * D)`
+            is the common CIFAR width (2048 for ResNet-18) and shrinks with
+            small encoders.
+        sim_coeff: weight of the invariance term (25, the paper's).
+        std_coeff: weight of the variance term (25).
+        cov_coeff: weight of the covariance term (1).
+        eps: added to the variance under the square root (1e-4).
+        augmenter: layer making one view from a batch; defaults to
+            `simclr_augmenter(image_size, channels)`.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    VICReg goes NaN with too high a learning rate and no warm-up (lightly
+    #1032): start around Adam 1e-3.
+
+    Example:
+        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
+        >>> model = keras_ssl.VICReg(encoder)
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+    """
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        projection_dim=None,
+        sim_coeff=25.0,
+        std_coeff=25.0,
+        cov_coeff=1.0,
+        eps=1e-4,
+        augmenter=None,
+        **kwargs,
+    ):
+        if projection_dim is not None and int(projection_dim) < 1:
+            raise ValueError(f"`projection_dim` must be a positive integer, got {projection_dim}.")
+        coeffs = {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}
+        for name, value in coeffs.items():
+            if not value >= 0:
+                raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        if not sum(coeffs.values()) > 0:
+            raise ValueError("at least one of `sim_coeff`, `std_coeff`, `cov_coeff` must be > 0.")
+        if not eps > 0:
+            raise ValueError(f"`eps` must be > 0, got {eps}.")
+        super().__init__(encoder, **kwargs)
+        self.projection_dim = int(projection_dim or min(2048, 8 * self.feature_dim))
+        self.sim_coeff, self.std_coeff, self.cov_coeff = (float(v) for v in coeffs.values())
+        self.eps = float(eps)
+        self.augmenter = augmenter or simclr_augmenter(
+            self.image_size, channels=self.image_shape[-1], seed=self.next_seed()
+        )
+        self.projector = ProjectionHead(self.projection_dim, self.projection_dim, num_layers=3)
+        self.projector.build((None, self.feature_dim))
+        self.add_term_metrics("invariance", "variance", "covariance")
+
+    def ssl_forward(self, images, training):
+        views = [self.augmenter(images, training=True) for _ in range(2)]
+        h1, h2 = self.encode(views, training)
+        return {
+            "z1": self.projector(h1, training=training),
+            "z2": self.projector(h2, training=training),
+        }
+
+    def compute_ssl_loss(self, outputs):
+        terms = losses.vicreg_terms(outputs["z1"], outputs["z2"], self.eps)
+        loss = (
+            self.sim_coeff * terms["invariance"]
+            + self.std_coeff * terms["variance"]
+            + self.cov_coeff * terms["covariance"]
+        )
+        return loss, terms
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            projection_dim=self.projection_dim,
+            sim_coeff=self.sim_coeff,
+            std_coeff=self.std_coeff,
+            cov_coeff=self.cov_coeff,
+            eps=self.eps,
+            augmenter=keras.saving.serialize_keras_object(self.augmenter),
+        )
+        return config
