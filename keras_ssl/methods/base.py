@@ -313,6 +313,12 @@ class SSLModel(keras.Model):
             raise ValueError("`fit` needs training images `x`, got None.")
         if isinstance(x, np.ndarray):
             check_images(x, channels=self.image_shape[-1], value_range=self.value_range)
+            if min(x.shape[1:3]) < self.image_size:
+                raise ValueError(
+                    f"images of {x.shape[1]}x{x.shape[2]} pixels are smaller than the "
+                    f"{self.image_size}x{self.image_size} views {type(self).__name__} crops; "
+                    "pass image_size=<at most the image side> (and a matching encoder)."
+                )
             batch = batch_size or 32
             if min(batch, len(x)) < self.min_batch_size:
                 raise ValueError(
