@@ -13,9 +13,10 @@ Example:
 
 __version__ = "0.1.0"
 
-from keras_ssl import backbones, callbacks, data, evaluation, layers, losses, optimizers  # noqa: E402
+from keras_ssl import backbones, callbacks, data, evaluation, layers, losses, optimizers, text  # noqa: E402
 from keras_ssl.methods import (  # noqa: E402
     BYOL,
+    CLIP,
     METHODS,
     NNCLR,
     BarlowTwins,

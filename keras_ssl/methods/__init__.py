@@ -1,8 +1,9 @@
-"""Self-supervised methods; `METHODS` maps the CLI names to classes."""
+"""Self-supervised methods; `METHODS` maps the CLI names to the image-only methods."""
 
 from keras_ssl.methods.barlow_twins import BarlowTwins
 from keras_ssl.methods.base import SSLModel
 from keras_ssl.methods.byol import BYOL
+from keras_ssl.methods.clip import CLIP
 from keras_ssl.methods.moco import MoCo
 from keras_ssl.methods.nnclr import NNCLR
 from keras_ssl.methods.simclr import SimCLR

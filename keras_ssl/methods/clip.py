@@ -1,0 +1,327 @@
+"""CLIP (Radford et al. 2021): contrastive image-text pre-training."""
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ssl import losses
+from keras_ssl.data import check_images
+from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.methods.base import SSLModel, _pool
+from keras_ssl.text import TextTransformer, Tokenizer, _texts
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class CLIP(SSLModel):
+    """CLIP: images and their captions meet in a shared embedding space.
+
+    An image encoder and a text Transformer, each followed by a linear
+    projection to `embed_dim`; the loss is the symmetric cross-entropy over
+    the `B x B` cosine similarities scaled by a learned `logit_scale`
+    (initialised to `1 / temperature`, clamped at `max_logit_scale`).
+    Texts take the place of labels: `fit(images, texts)` with arrays, or a
+    `tf.data` / `PyDataset` yielding `(images, texts)` batches. Texts are
+    strings (tokenised by `tokenizer`, in NumPy) or int token ids `(N, L)`.
+    `predict((images, token_ids))` returns unit embeddings `{"image", "text"}`;
+    `encode_image` / `encode_text` embed one side.
+
+    Args:
+        image_encoder: backbone mapping images in [0, 1] to `(B, D)`.
+        text_encoder: model mapping int ids `(B, L)` to `(B, D_t)`; defaults
+            to a `TextTransformer(vocab_size, max_length, text_width,
+            text_depth, text_heads)`.
+        tokenizer: a `keras_ssl.text.Tokenizer` (saved with the model);
+            needed for string texts and `zero_shot_classifier`.
+        embed_dim: size of the shared space.
+        vocab_size, max_length: of the token ids; default to the tokenizer's.
+        text_width, text_depth, text_heads: default text encoder's size.
+        temperature: initial temperature (logit scale `1 / temperature`).
+        max_logit_scale: clamp of the logit scale (CLIP: 100).
+        augmenter: image augmentation layer; defaults to a light random
+            resized crop (scale 0.5-1) with horizontal flip. Pass
+            `keras.layers.Identity()` for none.
+        **kwargs: `SSLModel` options (`value_range`, `seed`, ...).
+
+    Example:
+        >>> tok = keras_ssl.text.Tokenizer(max_length=16).adapt(captions)
+        >>> model = keras_ssl.CLIP(keras_ssl.backbones.tiny_encoder(), tokenizer=tok)
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> model.fit(images, captions, batch_size=128, epochs=10)
+        >>> classifier = model.zero_shot_classifier(["cat", "dog"])
+        >>> probabilities = classifier.predict(test_images)
+    """
+
+    def __init__(self, image_encoder, text_encoder=None, *, tokenizer=None, embed_dim=64,
+                 vocab_size=None, max_length=None, text_width=64, text_depth=2, text_heads=4,
+                 temperature=0.07, max_logit_scale=100.0, augmenter=None, **kwargs):
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+        if not max_logit_scale >= 1.0 / temperature:
+            raise ValueError(f"`max_logit_scale` ({max_logit_scale}) must be >= 1 / temperature.")
+        if isinstance(tokenizer, dict):
+            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
+        vocab_size = vocab_size or (tokenizer and tokenizer.vocab_size)
+        max_length = max_length or (tokenizer and tokenizer.max_length)
+        if not vocab_size or not max_length:
+            raise ValueError("pass a `tokenizer`, or `vocab_size` and `max_length` of the token ids.")
+        if tokenizer is not None and (tokenizer.vocab_size > vocab_size or tokenizer.max_length > max_length):
+            raise ValueError("the tokenizer's vocab_size/max_length exceed the model's.")
+        super().__init__(image_encoder, **kwargs)
+        self.tokenizer = tokenizer
+        self.vocab_size, self.max_length, self.embed_dim = int(vocab_size), int(max_length), int(embed_dim)
+        self.text_width, self.text_depth, self.text_heads = text_width, text_depth, text_heads
+        self.temperature, self.max_logit_scale = float(temperature), float(max_logit_scale)
+        self.text_encoder = text_encoder or TextTransformer(
+            self.vocab_size, self.max_length, text_width, text_depth, text_heads, name="text_encoder"
+        )
+        self.augmenter = augmenter or RandomResizedCrop(
+            self.image_size, scale=(0.5, 1.0), horizontal_flip=True, seed=self.next_seed()
+        )
+        text_dim = self.text_encoder.compute_output_spec(
+            keras.KerasTensor((2, self.max_length), dtype="int32")).shape[-1]
+        self.image_projection = keras.layers.Dense(embed_dim, use_bias=False, name="image_projection")
+        self.text_projection = keras.layers.Dense(embed_dim, use_bias=False, name="text_projection")
+        self.image_projection.build((None, self.feature_dim))
+        self.text_projection.build((None, int(text_dim)))
+        # log of the scale, as CLIP learns it
+        self.log_logit_scale = self.add_weight(
+            name="log_logit_scale", shape=(),
+            initializer=keras.initializers.Constant(math.log(1.0 / temperature)),
+        )
+        self.add_term_metrics("logit_scale")
+
+    @property
+    def logit_scale(self):
+        """`exp(log_logit_scale)` clamped at `max_logit_scale` (a scalar tensor)."""
+        return ops.exp(ops.minimum(self.log_logit_scale, math.log(self.max_logit_scale)))
+
+    # ------------------------------------------------------------ engine
+    def preprocess(self, inputs):
+        images, tokens = inputs
+        return super().preprocess(images), ops.cast(tokens, "int32")
+
+    def ssl_forward(self, inputs, training):
+        images, tokens = inputs
+        (h,) = self.encode([self.augmenter(images, training=True)], training)
+        t = self.text_encoder(tokens, training=training)
+        return {
+            "z1": self.image_projection(h),
+            "text": self.text_projection(t),
+        }
+
+    def compute_ssl_loss(self, outputs):
+        scale = self.logit_scale
+        return losses.clip(outputs["z1"], outputs["text"], scale), {"logit_scale": scale}
+
+    def call(self, inputs, training=False):
+        if training:
+            return super().call(inputs, training=True)
+        images, tokens = self.preprocess(inputs)
+        return {"image": self._embed_images(images), "text": self._embed_tokens(tokens)}
+
+    def build(self, input_shape=None):
+        with keras.StatelessScope():
+            self.call((ops.zeros((2,) + self.image_shape), ops.zeros((2, self.max_length), "int32")),
+                      training=True)
+        self.built = True
+
+    def _embed_images(self, images):
+        return losses.l2_normalize(self.image_projection(_pool(self.encoder(images, training=False))))
+
+    def _embed_tokens(self, tokens):
+        return losses.l2_normalize(self.text_projection(self.text_encoder(tokens, training=False)))
+
+    # -------------------------------------------------------------- data
+    def tokenize(self, texts):
+        """int32 token ids `(N, max_length)` of strings (or checked ids)."""
+        if isinstance(texts, np.ndarray) and texts.dtype.kind in "iu":
+            if texts.ndim != 2 or texts.shape[1] > self.max_length:
+                raise ValueError(f"token ids must be (N, L<={self.max_length}), got {texts.shape}.")
+            if texts.min() < 0 or texts.max() >= self.vocab_size:
+                raise ValueError(f"token ids must lie in [0, {self.vocab_size}).")
+            return texts.astype("int32")
+        if self.tokenizer is None:
+            raise ValueError("string texts need CLIP(tokenizer=...); or pass token ids.")
+        return self.tokenizer(_texts(texts))
+
+    def _check_fit_data(self, x, y, batch_size):
+        if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
+            x, y = x
+        if isinstance(x, np.ndarray):
+            if y is None:
+                raise ValueError("CLIP trains on (images, texts) pairs: call fit(images, texts).")
+            check_images(x, channels=self.image_shape[-1], value_range=self.value_range)
+            tokens = self.tokenize(y)
+            if len(tokens) != len(x):
+                raise ValueError(f"got {len(x)} images but {len(tokens)} texts; they must pair up.")
+            batch = min(batch_size or 32, len(x))
+            if batch < 2:
+                raise ValueError(f"CLIP needs batches of at least 2 pairs, got batch_size={batch}.")
+            keep = len(x) - len(x) % batch
+            return (x[:keep], tokens[:keep]), None
+        if y is not None:
+            raise ValueError("pass (images, texts) arrays, or a dataset yielding (images, texts) batches.")
+        spec = getattr(x, "element_spec", None)
+        if spec is not None:
+            if not (isinstance(spec, tuple) and len(spec) == 2 and hasattr(spec[0], "shape")):
+                raise ValueError(f"the tf.data.Dataset must yield (images, token_ids) batches, got {spec}.")
+            return x.map(lambda images, tokens: ((images, tokens),)), None
+        if isinstance(x, keras.utils.PyDataset):
+            return _PairBatches(x, self), None
+        raise TypeError(
+            f"expected (images, texts) arrays, a tf.data.Dataset or a PyDataset, got {type(x).__name__}."
+        )
+
+    # ------------------------------------------------------- inference
+    def encode_image(self, images, batch_size=256):
+        """L2-normalised image embeddings `(N, embed_dim)` as NumPy."""
+        check_images(images, channels=self.image_shape[-1], value_range=self.value_range)
+        return _batched(lambda b: self._embed_images(SSLModel.preprocess(self, b)), images, batch_size)
+
+    def encode_text(self, texts, batch_size=256):
+        """L2-normalised text embeddings `(N, embed_dim)` of strings or token ids."""
+        return _batched(self._embed_tokens, self.tokenize(texts), batch_size)
+
+    def zero_shot_classifier(self, class_names, templates=("a photo of a {}.", "a picture of a {}.")):
+        """A Keras model mapping images to class probabilities (zero-shot).
+
+        Each class embedding is the normalised mean of its normalised
+        template embeddings; the logits are `logit_scale * cosine`.
+
+        Args:
+            class_names: list of class names.
+            templates: format strings with one `{}`.
+
+        Returns:
+            `keras.Model` mapping float images in [0, 1] (or in the model's
+            `value_range`) to `(B, classes)` probabilities; it shares the
+            encoder's weights.
+        """
+        templates = [templates] if isinstance(templates, str) else list(templates)
+        embeddings = [self.encode_text([t.format(c) for t in templates]).mean(0) for c in class_names]
+        classes = np.stack(embeddings)
+        classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+        head = ZeroShotHead(classes, float(ops.convert_to_numpy(self.logit_scale)), name="zero_shot_head")
+        images = keras.Input(self.image_shape, name="images")
+        x = images if self.value_range is None else (images - self.value_range[0]) / (
+            self.value_range[1] - self.value_range[0])
+        features = _pool(self.encoder(x, training=False))
+        return keras.Model(images, head(self.image_projection(features)), name="zero_shot_classifier")
+
+    def retrieval_recall(self, images, texts, ks=(1, 5), labels=None, batch_size=256):
+        """Image->text and text->image recall@k of the pairs `(images[i], texts[i])`.
+
+        With `labels`, a retrieved item counts when it has the query's label
+        (class-level recall), else only the exact pair counts.
+        """
+        return recall_at_k(self.encode_image(images, batch_size), self.encode_text(texts, batch_size),
+                           ks, labels)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            text_encoder=keras.saving.serialize_keras_object(self.text_encoder),
+            tokenizer=keras.saving.serialize_keras_object(self.tokenizer) if self.tokenizer else None,
+            embed_dim=self.embed_dim, vocab_size=self.vocab_size, max_length=self.max_length,
+            text_width=self.text_width, text_depth=self.text_depth, text_heads=self.text_heads,
+            temperature=self.temperature, max_logit_scale=self.max_logit_scale,
+            augmenter=keras.saving.serialize_keras_object(self.augmenter),
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("encoder", "text_encoder", "augmenter"):
+            if isinstance(config.get(key), dict):
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(config.pop("encoder"), **config)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class ZeroShotHead(keras.layers.Layer):
+    """Softmax over `scale * cosine(x, class_embeddings)`.
+
+    Args:
+        class_embeddings: `(C, D)` unit-norm class embeddings.
+        scale: logit scale.
+
+    Example:
+        >>> ZeroShotHead(np.eye(3, 8), 100.0)(keras.random.normal((2, 8))).shape
+        (2, 3)
+    """
+
+    def __init__(self, class_embeddings, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.class_embeddings = np.asarray(class_embeddings, "float32")
+        self.scale = float(scale)
+
+    def call(self, x):
+        logits = self.scale * ops.matmul(losses.l2_normalize(x), ops.transpose(self.class_embeddings))
+        return ops.softmax(logits, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "class_embeddings": self.class_embeddings.tolist(),
+                "scale": self.scale}
+
+
+def recall_at_k(image_embeddings, text_embeddings, ks=(1, 5), labels=None):
+    """Retrieval recall@k both ways for paired rows of two embedding arrays.
+
+    Args:
+        image_embeddings, text_embeddings: `(N, D)` NumPy arrays, row `i` pairs.
+        ks: the `k`s.
+        labels: optional `(N,)`: a hit is any retrieved row with the query's label.
+
+    Returns:
+        dict `{"image_to_text@k": r, "text_to_image@k": r}`.
+
+    Example:
+        >>> e = np.eye(4)
+        >>> recall_at_k(e, e, ks=(1,))
+        {'image_to_text@1': 1.0, 'text_to_image@1': 1.0}
+    """
+    a, b = (np.asarray(e, "float32") for e in (image_embeddings, text_embeddings))
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"paired embeddings must have one shape (N, D), got {a.shape} and {b.shape}.")
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    key = np.arange(len(a)) if labels is None else np.asarray(labels).reshape(-1)
+    sim = a @ b.T
+    result = {}
+    for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
+        # stable sort: ties rank the lower index first
+        ranked = np.argsort(-s, axis=1, kind="stable")
+        for k in ks:
+            hits = key[ranked[:, :k]] == key[:, None]
+            result[f"{name}@{k}"] = float(hits.any(axis=1).mean())
+    return result
+
+
+def _batched(fn, x, batch_size):
+    batches = [fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+    return np.concatenate([ops.convert_to_numpy(b) for b in batches])
+
+
+class _PairBatches(keras.utils.PyDataset):
+    """A PyDataset of `(images, texts)` batches as `((images, token_ids),)`."""
+
+    def __init__(self, source, model):
+        super().__init__()
+        self.source, self.model = source, model
+
+    @property
+    def num_batches(self):
+        return self.source.num_batches
+
+    def __getitem__(self, index):
+        images, texts = self.source[index]
+        tokens = self.model.tokenize(texts)
+        if len(tokens) != len(images):
+            raise ValueError(f"batch {index} has {len(images)} images but {len(tokens)} texts.")
+        return ((np.asarray(images), tokens),)
+
+    def on_epoch_end(self):
+        getattr(self.source, "on_epoch_end", lambda: None)()
