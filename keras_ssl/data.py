@@ -100,6 +100,12 @@ def to_dataset(data, batch_size=None):
     """
     if isinstance(data, (np.ndarray, dict)):
         return data
+    if isinstance(data, tuple) and data and all(isinstance(a, np.ndarray) for a in data):
+        # fit(x=(images, labels)) would read the tuple as two model inputs
+        raise TypeError(
+            "got a tuple of NumPy arrays: pass arrays to fit directly (fit(x, y)), "
+            "or give a list of batches."
+        )
     if _is_from(data, "tensorflow", "DatasetV2"):
         spec = data.element_spec
         if getattr(spec, "shape", None) is not None and spec.shape.rank == 3:

@@ -150,25 +150,29 @@ def knn_accuracy(
 # ------------------------------------------------------------- training
 def linear_probe(
     encoder, x_train, y_train, x_test, y_test, epochs=100, batch_size=256, learning_rate=1e-3,
-    value_range=None, seed=0, verbose=0,
+    value_range=None, seed=0, verbose=0, return_model=False,
 ):
     """Offline linear evaluation on frozen features.
 
     Features are computed once (`embed`, inference mode), standardised with
     the training mean and std, and a softmax classifier (one Dense layer) is
     trained with Adam, the learning rate cosine-decayed to 0 over all steps,
-    no weight decay, no augmentation.
+    no weight decay, no augmentation. The result depends only on the
+    arguments: the initialisation and the per-epoch shuffling follow `seed`.
 
     Args:
         encoder: the frozen encoder.
         x_train, y_train, x_test, y_test: images and integer labels.
         epochs, batch_size, learning_rate: of the classifier's training.
         value_range: `(low, high)` of the pixels (see `check_images`).
-        seed: seed of the classifier's initialisation.
+        seed: seed of the classifier's initialisation and of the shuffling.
         verbose: passed to `fit`.
+        return_model: also return the classifier (features -> logits, the
+            standardisation included).
 
     Returns:
-        `{"top1": test accuracy, "train_top1": training accuracy}`.
+        `{"top1": test accuracy, "train_top1": training accuracy}`, and the
+        classifier when `return_model`.
 
     Example:
         >>> linear_probe(model.encoder, x_train, y_train, x_test, y_test)["top1"]
@@ -176,11 +180,13 @@ def linear_probe(
     f_train = embed(encoder, x_train, batch_size, value_range)
     f_test = embed(encoder, x_test, batch_size, value_range)
     y_train, y_test = _labels(y_train, len(f_train)), _labels(y_test, len(f_test))
-    mean, std = f_train.mean(axis=0), f_train.std(axis=0) + 1e-6
-    f_train, f_test = (f_train - mean) / std, (f_test - mean) / std
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}.")
+    std = f_train.std(axis=0) + 1e-6
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
     classifier = keras.Sequential([
         keras.Input((f_train.shape[1],)),
+        keras.layers.Normalization(mean=f_train.mean(axis=0), variance=std**2),
         keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed)),
     ])
     steps = epochs * -(-len(f_train) // batch_size)
@@ -188,11 +194,13 @@ def linear_probe(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    classifier.fit(f_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
-    return {
+    batches = _ShuffledBatches(f_train, y_train, batch_size, seed)
+    classifier.fit(batches, epochs=epochs, shuffle=False, verbose=verbose)  # batches shuffle themselves
+    results = {
         "top1": _accuracy(classifier.predict(f_test, batch_size=1024, verbose=0), y_test),
         "train_top1": _accuracy(classifier.predict(f_train, batch_size=1024, verbose=0), y_train),
     }
+    return (results, classifier) if return_model else results
 
 
 def fine_tune(
@@ -278,6 +286,28 @@ def fine_tune(
         "num_labeled": len(keep),
     }
     return (results, classifier) if return_model else results
+
+
+def semi_supervised(encoder, x_train, y_train, x_test, y_test, fractions=(0.01, 0.1), **kwargs):
+    """Semi-supervised evaluation: `fine_tune` on class-balanced label fractions.
+
+    Args:
+        encoder, x_train, y_train, x_test, y_test: as in `fine_tune`.
+        fractions: the label fractions; 1 % and 10 % are the papers' settings.
+        **kwargs: other `fine_tune` options (epochs, batch_size, seed...).
+
+    Returns:
+        `{fraction: fine_tune's result}`.
+
+    Example:
+        >>> semi_supervised(model.encoder, x_train, y_train, x_test, y_test)[0.01]["top1"]
+    """
+    if "label_fraction" in kwargs or "return_model" in kwargs:
+        raise TypeError("semi_supervised sets label_fraction itself and returns no models.")
+    return {
+        fraction: fine_tune(encoder, x_train, y_train, x_test, y_test, label_fraction=fraction, **kwargs)
+        for fraction in fractions
+    }
 
 
 def labeled_subset(labels, fraction, seed=0):
@@ -405,15 +435,16 @@ def uniformity(z, t=2, batch_size=1024):
     n = len(z)
     if n < 2:
         raise ValueError(f"uniformity needs at least 2 embeddings, got {n}.")
-    parts = []
+    # A running log-sum-exp keeps memory at batch_size * N, not N^2 / 2.
+    total = -np.inf
     for start in range(0, n - 1, batch_size):
         rows = z[start : start + batch_size]
         sq = np.maximum(2.0 - 2.0 * rows @ z.T, 0.0)  # unit vectors: |a-b|^2 = 2 - 2ab
         upper = np.arange(n)[None, :] > np.arange(start, start + len(rows))[:, None]
-        parts.append(-t * sq[upper])
-    logits = np.concatenate(parts)
-    top = logits.max()
-    return float(top + np.log(np.mean(np.exp(logits - top))))
+        logits = -t * sq[upper]
+        top = logits.max()
+        total = np.logaddexp(total, top + np.log(np.sum(np.exp(logits - top))))
+    return float(total - np.log(n * (n - 1) / 2))
 
 
 # ------------------------------------------------------------- helpers
@@ -448,6 +479,31 @@ def _accuracy(logits, labels):
 def _top_accuracies(scores, labels, top):
     order = np.argsort(-scores, axis=1, kind="stable")
     return {f"top{n}": float(np.mean((order[:, :n] == labels[:, None]).any(axis=1))) for n in top}
+
+
+class _ShuffledBatches(keras.utils.PyDataset):
+    """`(x, y)` batches in an order reshuffled each epoch from `seed` alone.
+
+    `fit(shuffle=True)` draws from the global NumPy (or TensorFlow) random
+    state, so two probes of the same features would differ.
+    """
+
+    def __init__(self, x, y, batch_size, seed):
+        super().__init__()
+        self.x, self.y, self.batch_size = x, y, int(batch_size)
+        self.rng = np.random.default_rng(seed)
+        self.order = self.rng.permutation(len(x))
+
+    @property
+    def num_batches(self):
+        return -(-len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        rows = self.order[index * self.batch_size : (index + 1) * self.batch_size]
+        return self.x[rows], self.y[rows]
+
+    def on_epoch_end(self):
+        self.order = self.rng.permutation(len(self.x))
 
 
 def _clone(encoder):

@@ -25,6 +25,8 @@ def plot_history(history, path):
         >>> plot_history(model.fit(x, epochs=10), "history.png")
     """
     history = getattr(history, "history", history)
+    if not isinstance(history, dict):
+        raise TypeError(f"history must be a dict of lists or a History, got {type(history).__name__}.")
     curves = {k: np.asarray(v, float) for k, v in history.items()
               if np.ndim(v) == 1 and len(v) and np.issubdtype(np.asarray(v).dtype, np.number)}
     if not curves:
@@ -69,9 +71,10 @@ def plot_embedding(features, labels, path, method="pca", seed=0):
         features: `(N, D)` features.
         labels: `(N,)` integer labels or None.
         path: where the PNG goes.
-        method: `"pca"` (NumPy SVD) or `"tsne"` (scikit-learn, slow for
-            large N: subsample a few thousand points).
-        seed: t-SNE's seed.
+        method: `"pca"` (NumPy SVD, always available), `"tsne"` (needs
+            scikit-learn) or `"umap"` (needs umap-learn). The last two are
+            slow for large N: subsample a few thousand points.
+        seed: the seed of t-SNE and UMAP.
 
     Returns:
         `path`.
@@ -79,7 +82,7 @@ def plot_embedding(features, labels, path, method="pca", seed=0):
     Example:
         >>> plot_embedding(embed(encoder, x_test[:2000]), y_test[:2000], "pca.png")
     """
-    f = np.asarray(features, float)
+    f = _numpy(features).astype(float)
     if f.ndim != 2 or len(f) < 2:
         raise ValueError(f"features must be an (N, D) array with N >= 2, got shape {f.shape}.")
     if method == "pca":
@@ -88,17 +91,19 @@ def plot_embedding(features, labels, path, method="pca", seed=0):
         xy = centred @ vt[:2].T
         xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))  # D == 1: a line
     elif method == "tsne":
-        from sklearn.manifold import TSNE
-
-        xy = TSNE(2, perplexity=min(30.0, (len(f) - 1) / 3), random_state=seed).fit_transform(f)
+        manifold = _optional("sklearn.manifold", "scikit-learn", method)
+        xy = manifold.TSNE(2, perplexity=min(30.0, (len(f) - 1) / 3), random_state=seed).fit_transform(f)
+    elif method == "umap":
+        umap = _optional("umap", "umap-learn", method)
+        xy = umap.UMAP(n_neighbors=min(15, len(f) - 1), random_state=seed).fit_transform(f)
     else:
-        raise ValueError(f"method must be 'pca' or 'tsne', got {method!r}.")
+        raise ValueError(f"method must be 'pca', 'tsne' or 'umap', got {method!r}.")
     fig = _figure(6, 5)
     ax = fig.add_subplot(1, 1, 1)
     if labels is None:
         ax.scatter(xy[:, 0], xy[:, 1], s=4)
     else:
-        labels = np.asarray(labels).reshape(-1)
+        labels = _numpy(labels).reshape(-1)
         if len(labels) != len(f):
             raise ValueError(f"got {len(labels)} labels for {len(f)} features.")
         classes = np.unique(labels)
@@ -130,7 +135,7 @@ def plot_retrieval(query_images, gallery_images, neighbor_indices, path):
         >>> plot_retrieval(x_test[:8], x_train, idx, "retrieval.png")
     """
     queries, gallery = _images(query_images), _images(gallery_images)
-    idx = np.asarray(neighbor_indices)
+    idx = _numpy(neighbor_indices)
     if idx.ndim != 2 or len(idx) != len(queries):
         raise ValueError(
             f"neighbor_indices must be (Q, K) with Q={len(queries)} queries, got shape {idx.shape}."
@@ -163,9 +168,27 @@ def plot_reconstruction(originals, masked, reconstructed, path, n=8):
 
 
 # ------------------------------------------------------------------ helpers
+def _numpy(x):
+    """NumPy array of an array, list or backend tensor (the augmenters return tensors)."""
+    if isinstance(x, (np.ndarray, list, tuple)):
+        return np.asarray(x)
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
+
+
+def _optional(module, package, method):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as e:
+        raise ImportError(f"method={method!r} needs {package}: pip install {package}, or use 'pca'.") from e
+
+
 def _images(x):
     """Images as float in [0, 1] for display: uint8 / 255, floats clipped."""
-    x = np.asarray(x)
+    x = _numpy(x)
     if x.ndim != 4:
         raise ValueError(f"expected images of rank 4 (batch, height, width, channels), got {x.shape}.")
     x = x / 255.0 if x.dtype == np.uint8 else x.astype(float)
