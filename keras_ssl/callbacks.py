@@ -51,6 +51,48 @@ class MomentumScheduler(keras.callbacks.Callback):
         return {"tau_base": self.tau_base, "tau_end": self.tau_end, "total_steps": self.total_steps}
 
 
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite loss, naming the terms that went bad.
+
+    Like `keras.callbacks.TerminateOnNaN`, but it raises `FloatingPointError`
+    instead of finishing the epoch: finishing would run the epoch-end
+    callbacks, and `ModelCheckpoint` or `BackupAndRestore` would overwrite
+    the last good checkpoint with NaN weights. The message lists the
+    method's logged terms (e.g. VICReg's `variance`) that are non-finite.
+    `SSLModel.fit` puts one first in the callback list.
+
+    Example:
+        >>> model.fit(x, callbacks=[StopOnNaN(), keras.callbacks.BackupAndRestore("ckpt")])
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        values = {k: _scalar(v) for k, v in (logs or {}).items()}
+        if "loss" not in values or np.isfinite(values["loss"]):
+            return
+        bad = [f"{k}={v}" for k, v in values.items() if k != "loss" and not np.isfinite(v)]
+        self.model.stop_training = True
+        raise FloatingPointError(
+            f"the loss became {values['loss']} at epoch {getattr(self, 'epoch', 0) + 1}, "
+            f"batch {batch + 1}; non-finite terms: {', '.join(bad) or 'none besides the loss'}. "
+            "Training stopped before any checkpoint was written for this epoch; lower the "
+            "learning rate or add warm-up."
+        )
+
+    def get_config(self):
+        return {}
+
+
+def _scalar(value):
+    try:
+        return float(keras.ops.convert_to_numpy(value))
+    except (TypeError, ValueError):
+        return 0.0
+
+
 class _EncoderMonitor(keras.callbacks.Callback):
     """Shared parts of the monitors: the schedule, the encoder, the config."""
 

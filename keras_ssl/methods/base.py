@@ -287,19 +287,28 @@ class SSLModel(keras.Model):
             **kwargs,
         )
 
+    def load_weights(self, filepath, *args, **kwargs):
+        """`keras.Model.load_weights`, building the model first if needed."""
+        self._ensure_built()
+        if getattr(self, "optimizer", None) is not None and not self.optimizer.built:
+            self.optimizer.build(self.trainable_variables)  # so its state loads too
+        return super().load_weights(filepath, *args, **kwargs)
+
     def fit(self, x=None, y=None, batch_size=None, **kwargs):
         """`keras.Model.fit` after checking the data (see `check_images`).
 
         NumPy inputs drop the last incomplete batch (as SSL training loaders
         do) so every step has the full batch the loss was designed for.
         """
-        from keras_ssl.callbacks import MomentumScheduler
+        from keras_ssl.callbacks import MomentumScheduler, StopOnNaN
 
         x, y = self._check_fit_data(x, y, batch_size)
         self._ensure_built()
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, MomentumScheduler) for c in callbacks):
             callbacks.append(MomentumScheduler())
+        if not any(isinstance(c, StopOnNaN) for c in callbacks):
+            callbacks.insert(0, StopOnNaN())  # first: before any checkpoint saves
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):

@@ -1,0 +1,55 @@
+"""NaN safety: a non-finite loss stops fit, names the term, keeps checkpoints."""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import random_images, small_encoder
+from keras import ops
+
+from keras_ssl.methods.base import SSLModel
+
+
+class Identity(keras.layers.Layer):
+    def call(self, x, training=False):
+        return x
+
+
+class BlowsUp(SSLModel):
+    """A toy method whose `variance` term turns NaN from optimizer step `at`."""
+
+    def __init__(self, encoder, at=6, **kw):
+        super().__init__(encoder, **kw)
+        self.at = at
+        self.augmenter = Identity()
+        self.add_term_metrics("variance", "invariance")
+
+    def ssl_forward(self, images, training):
+        (h,) = self.encode([images], training)
+        return {"z1": h}
+
+    def compute_ssl_loss(self, outputs):
+        invariance = ops.mean(ops.square(outputs["z1"]))
+        broken = ops.cast(self.step, "float32") > self.at  # step counts the current batch
+        variance = ops.where(broken, ops.cast(float("nan"), "float32"), 0.1 * invariance)
+        return invariance + variance, {"variance": variance, "invariance": invariance}
+
+
+def test_nan_stops_training_names_the_term_and_keeps_the_last_good_checkpoint(tmp_path):
+    model = BlowsUp(small_encoder(), at=6, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    path = str(tmp_path / "last.weights.h5")
+    checkpoint = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    x = random_images(16)
+    # 2 batches per epoch: epochs 1-3 are fine (steps 1-6), step 7 goes NaN.
+    with pytest.raises(FloatingPointError, match=r"variance=nan") as info:
+        model.fit(x, batch_size=8, epochs=10, verbose=0, callbacks=[checkpoint])
+    assert "epoch 4" in str(info.value) and "invariance" not in str(info.value)
+    assert os.path.isfile(path)
+    restored = BlowsUp(small_encoder(), seed=0)
+    restored.compile(optimizer=keras.optimizers.Adam(1e-3))
+    restored.load_weights(path)
+    assert int(restored.step) == 6, "the checkpoint is the last good epoch's"
+    for w in restored.get_weights():
+        assert np.all(np.isfinite(w))
