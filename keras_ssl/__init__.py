@@ -17,6 +17,7 @@ from keras_ssl import backbones, callbacks, data, evaluation, layers, losses, op
 from keras_ssl.methods import (  # noqa: E402
     BYOL,
     CLIP,
+    MAE,
     METHODS,
     NNCLR,
     BarlowTwins,

@@ -1,0 +1,149 @@
+"""Patches and random patch masking (MAE, He et al. 2022).
+
+A patch vector lists its pixels row by row, channels last: index
+`(row * patch_size + col) * channels + channel`.
+"""
+
+import keras
+from keras import ops
+
+
+def _hw(size):
+    return (int(size), int(size)) if isinstance(size, int) else tuple(int(s) for s in size)
+
+
+def patchify(images, patch_size):
+    """Images `(B, H, W, C)` -> patches `(B, N, p * p * C)`, `N = (H / p) * (W / p)`.
+
+    Patches are in raster order (left to right, then top to bottom).
+
+    Args:
+        images: batch with static height, width and channels.
+        patch_size: side `p` of the square patches; must divide H and W.
+
+    Example:
+        >>> patchify(keras.ops.zeros((2, 32, 32, 3)), 4).shape
+        (2, 64, 48)
+    """
+    _, height, width, channels = images.shape
+    p = int(patch_size)
+    if height % p or width % p:
+        raise ValueError(f"patch_size {p} does not divide the image size {height}x{width}.")
+    x = ops.reshape(images, (-1, height // p, p, width // p, p, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, (height // p) * (width // p), p * p * channels))
+
+
+def unpatchify(patches, patch_size, image_size, channels):
+    """The exact inverse of `patchify`: `(B, N, p * p * C)` -> `(B, H, W, C)`.
+
+    Args:
+        patches: patch vectors in raster order.
+        patch_size: side `p` of the patches.
+        image_size: `H` (square) or `(H, W)` of the images.
+        channels: `C`.
+
+    Example:
+        >>> images = unpatchify(patchify(x, 4), 4, 32, 3)   # == x
+    """
+    height, width = _hw(image_size)
+    p = int(patch_size)
+    if height % p or width % p:
+        raise ValueError(f"patch_size {p} does not divide the image size {height}x{width}.")
+    expected = ((height // p) * (width // p), p * p * channels)
+    if tuple(patches.shape[1:]) != expected:
+        raise ValueError(f"expected patches of shape (B, {expected[0]}, {expected[1]}) for "
+                         f"{height}x{width}x{channels} images, got {tuple(patches.shape)}.")
+    x = ops.reshape(patches, (-1, height // p, width // p, p, p, channels))
+    x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
+    return ops.reshape(x, (-1, height, width, channels))
+
+
+def num_visible(num_tokens, mask_ratio):
+    """Tokens kept by `random_masking`: `round((1 - mask_ratio) * num_tokens)`.
+
+    Raises ValueError when that keeps none or masks none.
+
+    Example:
+        >>> num_visible(64, 0.75)
+        16
+    """
+    if not 0 < mask_ratio < 1:
+        raise ValueError(f"`mask_ratio` must be in (0, 1), got {mask_ratio}.")
+    keep = int(round((1 - mask_ratio) * num_tokens))
+    if not 0 < keep < num_tokens:
+        raise ValueError(
+            f"mask_ratio {mask_ratio} keeps {keep} of {num_tokens} tokens; it must keep at "
+            "least one and mask at least one."
+        )
+    return keep
+
+
+def random_masking(tokens, mask_ratio, seed=None):
+    """Per-sample random masking by sorting uniform noise (MAE).
+
+    Each sample keeps its own random `num_visible(N, mask_ratio)` tokens, in
+    shuffled order.
+
+    Args:
+        tokens: `(B, N, D)` with a static `N`.
+        mask_ratio: fraction of tokens to mask, in (0, 1).
+        seed: int or `keras.random.SeedGenerator`.
+
+    Returns:
+        `(visible, mask, ids_restore)`: `visible` `(B, n, D)` the kept
+        tokens; `mask` `(B, N)` float, 1 for masked tokens (original order);
+        `ids_restore` `(B, N)` int, where each original token sits in the
+        shuffled order, so `take_along_axis(concat([visible, masked]),
+        ids_restore)` puts tokens back in place.
+
+    Example:
+        >>> visible, mask, ids_restore = random_masking(tokens, 0.75, seed=0)
+    """
+    num_tokens = tokens.shape[1]
+    keep = num_visible(num_tokens, mask_ratio)
+    noise = keras.random.uniform((ops.shape(tokens)[0], num_tokens), seed=seed)
+    ids_shuffle = ops.argsort(noise, axis=1)
+    ids_restore = ops.argsort(ids_shuffle, axis=1)
+    visible = take_tokens(tokens, ids_shuffle[:, :keep])
+    # A token is masked when its place in the shuffled order is past the kept ones.
+    mask = ops.cast(ids_restore >= keep, "float32")
+    return visible, mask, ids_restore
+
+
+def take_tokens(tokens, ids):
+    """`tokens[b, ids[b, i], :]`: `(B, N, D)`, `(B, n)` ints -> `(B, n, D)`.
+
+    Example:
+        >>> take_tokens(tokens, ids_restore)  # unshuffle
+    """
+    shape = (ops.shape(ids)[0], ids.shape[1], tokens.shape[-1])
+    ids = ops.broadcast_to(ops.expand_dims(ids, -1), shape)
+    return ops.take_along_axis(tokens, ids, axis=1)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class RandomMasking(keras.layers.Layer):
+    """`random_masking` with its own `SeedGenerator` (new masks every call).
+
+    Args:
+        mask_ratio: fraction of tokens to mask, in (0, 1).
+        seed: integer seed.
+
+    Example:
+        >>> visible, mask, ids_restore = RandomMasking(0.75, seed=1)(tokens)
+    """
+
+    def __init__(self, mask_ratio=0.75, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"`mask_ratio` must be in (0, 1), got {mask_ratio}.")
+        self.mask_ratio = float(mask_ratio)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, tokens):
+        return random_masking(tokens, self.mask_ratio, self.seed_generator)
+
+    def get_config(self):
+        return {**super().get_config(), "mask_ratio": self.mask_ratio, "seed": self.seed}

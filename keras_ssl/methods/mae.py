@@ -1,0 +1,191 @@
+"""MAE, masked autoencoders (He et al. 2022)."""
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_ssl import losses
+from keras_ssl.backbones.vit import ViT, TransformerBlock
+from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.layers.masking import (
+    RandomMasking, num_visible, patchify, random_masking, take_tokens, unpatchify,
+)
+from keras_ssl.methods.base import SSLModel
+
+_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MAEDecoder(keras.layers.Layer):
+    """MAE's light decoder: mask tokens fill the masked places, then pixels per patch.
+
+    Args:
+        num_patches: `N`, patches of a full image.
+        patch_dim: pixels per patch, `p * p * C`.
+        dim, depth, heads: decoder token size, blocks, attention heads.
+
+    Example:
+        >>> decoder = MAEDecoder(64, 48, dim=128, depth=2, heads=4)
+        >>> pixels = decoder(latent, ids_restore)  # (B, 64, 48)
+    """
+
+    def __init__(self, num_patches, patch_dim, dim=128, depth=2, heads=4, **kwargs):
+        super().__init__(**kwargs)
+        self.num_patches, self.patch_dim = int(num_patches), int(patch_dim)
+        self.dim, self.depth, self.heads = int(dim), int(depth), int(heads)
+        self.embed = keras.layers.Dense(self.dim)
+        self.blocks = [TransformerBlock(self.dim, self.heads) for _ in range(self.depth)]
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
+        self.head = keras.layers.Dense(self.patch_dim)
+
+    def build(self, latent_shape):
+        self.embed.build(latent_shape)
+        self.mask_token = self.add_weight(
+            name="mask_token", shape=(1, 1, self.dim), initializer=_INIT
+        )
+        self.positions = self.add_weight(
+            name="positions", shape=(1, 1 + self.num_patches, self.dim), initializer=_INIT
+        )
+        tokens = (None, 1 + self.num_patches, self.dim)
+        for block in self.blocks:
+            block.build(tokens)
+        self.norm.build(tokens)
+        self.head.build(tokens)
+
+    def call(self, latent, ids_restore, training=False):
+        """`latent` `(B, 1 + n, D_enc)`, class token first; `ids_restore` `(B, N)`.
+
+        Returns the pixel predictions `(B, N, patch_dim)` of every patch.
+        """
+        x = self.embed(latent)
+        masked = ops.broadcast_to(
+            ops.cast(self.mask_token, x.dtype),
+            (ops.shape(x)[0], self.num_patches - (x.shape[1] - 1), self.dim),
+        )
+        patches = take_tokens(ops.concatenate([x[:, 1:], masked], axis=1), ids_restore)
+        x = ops.concatenate([x[:, :1], patches], axis=1) + ops.cast(self.positions, x.dtype)
+        for block in self.blocks:
+            x = block(x, training=training)
+        return self.head(self.norm(x))[:, 1:]
+
+    def get_config(self):
+        return {
+            **super().get_config(), "num_patches": self.num_patches, "patch_dim": self.patch_dim,
+            "dim": self.dim, "depth": self.depth, "heads": self.heads,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MAE(SSLModel):
+    """MAE: reconstruct the pixels of randomly masked patches.
+
+    The ViT encoder sees only the visible patches (plus its class token);
+    a light decoder gets the encoded tokens and mask tokens in the masked
+    places, with its own learned positions, and predicts each patch's pixels.
+    The loss is the mean squared error on masked patches only, against
+    per-patch normalised pixels when `norm_pix_loss`.
+
+    Args:
+        encoder: a keras_ssl `ViT` (`keras_ssl.backbones.vit_tiny(...)`).
+        mask_ratio: fraction of patches masked, in (0, 1).
+        decoder_dim, decoder_depth, decoder_heads: decoder size (the paper
+            used 512 / 8 / 16 for ImageNet ViTs; smaller suits 32x32 images).
+        norm_pix_loss: targets are per-patch normalised pixels.
+        augmenter: view layer; defaults to a random resized crop (scale 0.2-1)
+            with a horizontal flip, MAE's only augmentation.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    Example:
+        >>> encoder = keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4)
+        >>> model = keras_ssl.MAE(encoder, mask_ratio=0.75)
+        >>> model.compile(optimizer=keras.optimizers.AdamW(1.5e-4, weight_decay=0.05))
+        >>> model.fit(x_train, epochs=100, batch_size=256)
+        >>> masked, reconstructed = model.reconstruct(x_test[:8])
+    """
+
+    def __init__(self, encoder, *, mask_ratio=0.75, decoder_dim=128, decoder_depth=2,
+                 decoder_heads=4, norm_pix_loss=True, augmenter=None, **kwargs):
+        if not isinstance(encoder, ViT):
+            raise TypeError(
+                "MAE needs a keras_ssl ViT encoder (keras_ssl.backbones.vit_tiny(...)), "
+                f"got {type(encoder).__name__}."
+            )
+        if not 0 < mask_ratio < 1:
+            raise ValueError(f"`mask_ratio` must be in (0, 1), got {mask_ratio}.")
+        super().__init__(encoder, **kwargs)
+        self.patch_size = encoder.patch_size
+        if self.image_size % self.patch_size:
+            raise ValueError(f"the encoder's patch_size {self.patch_size} does not divide "
+                             f"image_size {self.image_size}.")
+        self.num_patches = (self.image_size // self.patch_size) ** 2
+        visible = num_visible(self.num_patches, mask_ratio)
+        self.mask_ratio = float(mask_ratio)
+        self.decoder_dim, self.decoder_depth = decoder_dim, decoder_depth
+        self.decoder_heads, self.norm_pix_loss = decoder_heads, bool(norm_pix_loss)
+        self.augmenter = augmenter or RandomResizedCrop(
+            self.image_size, scale=(0.2, 1.0), horizontal_flip=True, seed=self.next_seed()
+        )
+        self.masking = RandomMasking(mask_ratio, seed=self.next_seed())
+        channels = self.image_shape[-1]
+        self.decoder = MAEDecoder(self.num_patches, self.patch_size**2 * channels,
+                                  decoder_dim, decoder_depth, decoder_heads)
+        self.decoder.build((None, 1 + visible, encoder.dim))
+
+    def _masked_forward(self, images, training, seed=None):
+        tokens = self.encoder.embed_patches(images, training=training)
+        if seed is None:
+            visible, mask, ids_restore = self.masking(tokens)
+        else:
+            visible, mask, ids_restore = random_masking(tokens, self.mask_ratio, seed)
+        latent = self.encoder.encode_tokens(visible, training=training)
+        return {
+            "target": patchify(images, self.patch_size),
+            "pred": self.decoder(latent, ids_restore, training=training),
+            "mask": mask,
+        }
+
+    def ssl_forward(self, images, training):
+        view = self.augmenter(images, training=True)
+        return self._masked_forward(view, training)
+
+    def compute_ssl_loss(self, outputs):
+        loss = losses.mae_reconstruction(
+            outputs["target"], outputs["pred"], outputs["mask"], normalize=self.norm_pix_loss
+        )
+        return loss, {}
+
+    def reconstruct(self, images, seed=None):
+        """Masks `images` at random and reconstructs them (no augmentation).
+
+        Args:
+            images: `(B, H, W, C)` pixels as `fit` takes them (resized to
+                `image_size` if needed).
+            seed: int for a reproducible mask; default: the model's masking layer.
+
+        Returns:
+            `(masked, reconstructed)` float NumPy images in [0, 1]: masked
+            patches grey, and the visible patches pasted over the prediction.
+        """
+        x = self.preprocess(images)
+        if tuple(x.shape[1:3]) != (self.image_size, self.image_size):
+            x = ops.image.resize(x, (self.image_size, self.image_size))
+        out = self._masked_forward(x, training=False, seed=seed)
+        target, pred, mask = out["target"], out["pred"], out["mask"][..., None]
+        if self.norm_pix_loss:
+            # Predictions are normalised pixels: undo it with each patch's own statistics.
+            mean = ops.mean(target, axis=-1, keepdims=True)
+            pred = pred * ops.sqrt(ops.var(target, axis=-1, keepdims=True) + 1e-6) + mean
+        size, channels = (self.image_size, self.image_size), self.image_shape[-1]
+        masked = unpatchify(target * (1 - mask) + 0.5 * mask, self.patch_size, size, channels)
+        recon = unpatchify(target * (1 - mask) + pred * mask, self.patch_size, size, channels)
+        return tuple(np.clip(ops.convert_to_numpy(a), 0.0, 1.0) for a in (masked, recon))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            mask_ratio=self.mask_ratio, decoder_dim=self.decoder_dim,
+            decoder_depth=self.decoder_depth, decoder_heads=self.decoder_heads,
+            norm_pix_loss=self.norm_pix_loss,
+            augmenter=keras.saving.serialize_keras_object(self.augmenter),
+        )
+        return config
