@@ -46,6 +46,8 @@ def build_parser():
     p.add_argument("--output", default="runs/demo", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing encoder in --output")
     p.add_argument("--verbose", type=int, default=None, help="Keras fit verbosity (default: progress bar)")
+    p.add_argument("--knn-every", type=int, default=None,
+                   help="kNN accuracy every N epochs into the history (default 1, or 5 above 20k images; 0: off)")
     p.add_argument("--no-plots", action="store_true", help="do not write the run's PNG figures")
 
     e = sub.add_parser("evaluate", help="evaluate a saved encoder on a labelled dataset")
@@ -177,7 +179,14 @@ def pretrain(args):
         print(f"kNN top-1 of the randomly initialised encoder: {before:.4f}")
     start = time.time()
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    history = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=verbose)
+    callbacks = []
+    every = args.knn_every if args.knn_every is not None else (1 if len(x_train) <= 20000 else 5)
+    if every > 0 and y_train is not None and y_test is not None:
+        from keras_ssl.callbacks import KNNMonitor
+
+        callbacks.append(KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every))
+    history = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=verbose,
+                        callbacks=callbacks)
     seconds = time.time() - start
     after = knn()
     if after is not None:

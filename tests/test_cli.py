@@ -28,6 +28,7 @@ def test_pretrain_writes_encoder_history_and_figures(run_dir):
     with open(os.path.join(run_dir, "history.json")) as f:
         record = json.load(f)
     assert len(record["loss"]) == 1 and np.isfinite(record["loss"][0])
+    assert record["knn_top1"] == [pytest.approx(record["knn_after"])]  # KNNMonitor, every epoch
     assert 0 <= record["knn_before"] <= 1 and 0 <= record["knn_after"] <= 1
     assert not [p for p in os.listdir(run_dir) if p.endswith(".tmp")]
 
