@@ -55,3 +55,22 @@ def test_resume_with_random_augmentations_is_exact(name, tmp_path):
         np.testing.assert_allclose(
             keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b), atol=1e-5, err_msg=a.path
         )
+
+
+@pytest.mark.parametrize("name", ["simclr", "byol"])
+def test_same_seed_gives_the_same_first_epoch_loss(name):
+    x = random_images(32)
+    first = [build(name).fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0]
+             for _ in range(2)]
+    assert np.isfinite(first[0]) and first[0] == pytest.approx(first[1], rel=1e-6, abs=1e-6)
+
+
+def test_another_seed_gives_another_first_epoch_loss():
+    x = random_images(32)
+    losses = []
+    for seed in (3, 4):
+        keras.utils.set_random_seed(11)
+        model = keras_ssl.SimCLR(small_encoder(), hidden_dim=16, projection_dim=8, seed=seed)
+        model.compile(optimizer=keras.optimizers.Adam(1e-2))
+        losses.append(model.fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0])
+    assert abs(losses[0] - losses[1]) > 1e-4
