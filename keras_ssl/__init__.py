@@ -17,6 +17,7 @@ from keras_ssl import backbones, callbacks, data, evaluation, layers, losses, op
 from keras_ssl.methods import (  # noqa: E402
     BYOL,
     CLIP,
+    DINO,
     MAE,
     METHODS,
     NNCLR,
@@ -25,5 +26,6 @@ from keras_ssl.methods import (  # noqa: E402
     SimCLR,
     SimSiam,
     SSLModel,
+    SwAV,
     VICReg,
 )

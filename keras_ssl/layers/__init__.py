@@ -8,5 +8,5 @@ from keras_ssl.layers.augment import (
     color_jitter,
     simclr_augmenter,
 )
-from keras_ssl.layers.heads import PredictionHead, ProjectionHead
+from keras_ssl.layers.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes
 from keras_ssl.layers.memory import MemoryBank

@@ -90,3 +90,143 @@ class PredictionHead(ProjectionHead):
 
     def __init__(self, hidden_dim=512, output_dim=128, num_layers=2, **kwargs):
         super().__init__(hidden_dim, output_dim, num_layers, **kwargs)
+
+
+def _unit_columns(kernel):
+    # Float32 like the losses; the norm floor keeps a zero column finite.
+    kernel = keras.ops.cast(kernel, "float32")
+    norm_sq = keras.ops.sum(keras.ops.square(kernel), axis=0, keepdims=True)
+    return kernel * keras.ops.rsqrt(keras.ops.maximum(norm_sq, 1e-12))
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class Prototypes(keras.layers.Layer):
+    """SwAV's prototypes: a bias-free Dense whose kernel columns are unit vectors.
+
+    The columns are L2-normalised in the forward pass (so the stored kernel
+    may drift in norm, the scores are always cosines for unit inputs, and
+    the gradient reaching the kernel is the part tangent to each column).
+    For the first `freeze_steps` optimizer steps the prototypes get no
+    gradient (SwAV freezes them for the first epoch): the normalised kernel
+    passes through `stop_gradient` while `step < freeze_steps`, chosen with
+    `ops.where` on the step variable so it compiles.
+
+    Args:
+        num_prototypes: number of prototypes `K`.
+        freeze_steps: steps without prototype updates (>= 0).
+
+    Example:
+        >>> protos = Prototypes(512, freeze_steps=200)
+        >>> scores = protos(l2_normalize(z), step=model.step)   # (B, 512)
+    """
+
+    def __init__(self, num_prototypes, freeze_steps=0, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_prototypes) < 1:
+            raise ValueError(f"`num_prototypes` must be >= 1, got {num_prototypes}.")
+        if int(freeze_steps) < 0:
+            raise ValueError(f"`freeze_steps` must be >= 0, got {freeze_steps}.")
+        self.num_prototypes, self.freeze_steps = int(num_prototypes), int(freeze_steps)
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(
+            name="kernel", shape=(input_shape[-1], self.num_prototypes),
+            initializer="glorot_uniform",
+        )
+
+    def normalized_kernel(self):
+        """The `(D, K)` kernel with unit columns (float32)."""
+        return _unit_columns(self.kernel)
+
+    def call(self, x, step=None):
+        kernel = self.normalized_kernel()
+        if step is not None and self.freeze_steps > 0:
+            frozen = keras.ops.convert_to_tensor(step) < self.freeze_steps
+            kernel = keras.ops.where(frozen, keras.ops.stop_gradient(kernel), kernel)
+        return keras.ops.matmul(keras.ops.cast(x, "float32"), kernel)
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.num_prototypes)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(num_prototypes=self.num_prototypes, freeze_steps=self.freeze_steps)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class DINOHead(keras.layers.Layer):
+    """DINO's head: GELU MLP -> L2 normalise -> weight-normalised Dense.
+
+    `num_layers` Dense layers (GELU between them) map features to a
+    `bottleneck_dim` vector, which is L2-normalised; the last layer has no
+    bias and a weight-normalised kernel `g * v / ||v||` (per output column).
+    With `norm_last_layer=True` the scale `g` is fixed to 1 (not trainable),
+    as in the paper's default, which stabilises training.
+
+    Args:
+        output_dim: number of output logits `K` (paper: 65536).
+        hidden_dim: MLP width (paper: 2048).
+        bottleneck_dim: width before the last layer (paper: 256).
+        num_layers: Dense layers of the MLP (>= 1).
+        norm_last_layer: fix the weight-norm scale `g` to 1.
+
+    Example:
+        >>> head = DINOHead(4096, hidden_dim=512, bottleneck_dim=128)
+        >>> logits = head(h)   # (B, 4096)
+    """
+
+    def __init__(self, output_dim=65536, hidden_dim=2048, bottleneck_dim=256, num_layers=3,
+                 norm_last_layer=True, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_layers) < 1:
+            raise ValueError(f"`num_layers` must be >= 1, got {num_layers}.")
+        for name, value in (("output_dim", output_dim), ("hidden_dim", hidden_dim),
+                            ("bottleneck_dim", bottleneck_dim)):
+            if int(value) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {value}.")
+        self.output_dim, self.hidden_dim = int(output_dim), int(hidden_dim)
+        self.bottleneck_dim, self.num_layers = int(bottleneck_dim), int(num_layers)
+        self.norm_last_layer = bool(norm_last_layer)
+        self.mlp = [
+            keras.layers.Dense(self.hidden_dim, activation="gelu",
+                               kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+            for _ in range(self.num_layers - 1)
+        ]
+        self.mlp.append(keras.layers.Dense(
+            self.bottleneck_dim, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02)
+        ))
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.mlp:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+        self.last_v = self.add_weight(
+            name="last_v", shape=(self.bottleneck_dim, self.output_dim),
+            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+        )
+        self.last_g = self.add_weight(
+            name="last_g", shape=(self.output_dim,), initializer="ones",
+            trainable=not self.norm_last_layer,
+        )
+
+    def call(self, x, training=False):
+        for layer in self.mlp:
+            x = layer(x, training=training)
+        x = keras.ops.cast(x, "float32")
+        norm_sq = keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True)
+        x = x * keras.ops.rsqrt(keras.ops.maximum(norm_sq, 1e-12))
+        return keras.ops.matmul(x, _unit_columns(self.last_v) * keras.ops.cast(self.last_g, "float32"))
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            output_dim=self.output_dim, hidden_dim=self.hidden_dim,
+            bottleneck_dim=self.bottleneck_dim, num_layers=self.num_layers,
+            norm_last_layer=self.norm_last_layer,
+        )
+        return config

@@ -1,0 +1,159 @@
+"""DINO (Caron et al. 2021, "Emerging Properties in Self-Supervised Vision Transformers")."""
+
+import keras
+from keras import ops
+
+from keras_ssl import losses
+from keras_ssl.layers.augment import MultiCrop
+from keras_ssl.layers.heads import DINOHead
+from keras_ssl.methods.base import SSLModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class DINO(SSLModel):
+    """DINO: self-distillation from a momentum teacher, without labels.
+
+    The student (encoder + `DINOHead`) sees every multi-crop view; the
+    teacher, an EMA of the student (cosine momentum `momentum` -> 1), sees
+    the two global crops only. The student's softmax (temperature
+    `student_temperature`) is trained to match the teacher's centred and
+    sharpened softmax on the other crops (`keras_ssl.losses.dino`). The
+    centre is an EMA (`center_momentum`) of the teacher's batch mean, updated
+    in training only, after the loss has used the previous centre. The
+    teacher temperature warms up linearly from `warmup_teacher_temperature`
+    over `warmup_teacher_steps` optimizer steps.
+
+    Args:
+        encoder: any backbone mapping images in [0, 1] to `(B, D)` features
+            and accepting both crop sizes (a ViT from `keras_ssl.backbones`,
+            or a conv net with input `(None, None, C)`; then pass `input_shape=`).
+        output_dim: head output size `K` (paper: 65536).
+        hidden_dim: head MLP width; defaults to `min(2048, 4 * D)`.
+        bottleneck_dim: head bottleneck width (paper: 256).
+        norm_last_layer: fix the head's last-layer weight-norm scale to 1.
+        student_temperature: > 0 (paper: 0.1).
+        teacher_temperature: teacher temperature after warm-up (paper 0.04-0.07).
+        warmup_teacher_temperature: teacher temperature at step 0.
+        warmup_teacher_steps: length of the linear warm-up (0: none).
+        center_momentum: EMA momentum of the centre, in [0, 1).
+        momentum: teacher EMA momentum at step 0 (paper: 0.996), cosine to
+            `momentum_end` (1.0).
+        num_local_crops: number of small crops (paper: 10 for ViT-S, 6 often).
+        local_size: side of the small crops; defaults to `image_size // 2`.
+        augmenter: a layer returning the list of views, the 2 global first;
+            defaults to `MultiCrop(image_size, local_size, 2, num_local_crops)`.
+        **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
+
+    Example:
+        >>> encoder = keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4)
+        >>> model = keras_ssl.DINO(encoder, local_size=16)
+        >>> model.compile(optimizer=keras.optimizers.AdamW(5e-4))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+    """
+
+    def __init__(self, encoder, *, output_dim=4096, hidden_dim=None, bottleneck_dim=256,
+                 norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
+                 warmup_teacher_temperature=0.04, warmup_teacher_steps=0, center_momentum=0.9,
+                 momentum=0.996, momentum_end=1.0, num_local_crops=4, local_size=None,
+                 augmenter=None, **kwargs):
+        for name, value in (("student_temperature", student_temperature),
+                            ("teacher_temperature", teacher_temperature),
+                            ("warmup_teacher_temperature", warmup_teacher_temperature)):
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if not 0.0 <= center_momentum < 1.0:
+            raise ValueError(f"`center_momentum` must be in [0, 1), got {center_momentum}.")
+        for name, tau in (("momentum", momentum), ("momentum_end", momentum_end)):
+            if not 0.0 <= tau <= 1.0:
+                raise ValueError(f"`{name}` must be in [0, 1], got {tau}.")
+        for name, value in (("warmup_teacher_steps", warmup_teacher_steps),
+                            ("num_local_crops", num_local_crops)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"`{name}` must be an integer >= 0, got {value}.")
+        super().__init__(encoder, **kwargs)
+        self.output_dim, self.bottleneck_dim = int(output_dim), int(bottleneck_dim)
+        self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
+        self.norm_last_layer = bool(norm_last_layer)
+        self.student_temperature = float(student_temperature)
+        self.teacher_temperature = float(teacher_temperature)
+        self.warmup_teacher_temperature = float(warmup_teacher_temperature)
+        self.warmup_teacher_steps = int(warmup_teacher_steps)
+        self.center_momentum = float(center_momentum)
+        self.momentum, self.momentum_end = float(momentum), float(momentum_end)
+        self.num_local_crops = int(num_local_crops)
+        self.local_size = int(local_size or self.image_size // 2)
+        if not 1 <= self.local_size <= self.image_size:
+            raise ValueError(f"`local_size` must be in [1, image_size={self.image_size}], got {local_size}.")
+        self.augmenter = augmenter or MultiCrop(
+            self.image_size, self.local_size, num_global=2, num_local=self.num_local_crops,
+            channels=self.image_shape[-1], seed=self.next_seed(),
+        )
+        self.head = DINOHead(self.output_dim, self.hidden_dim, self.bottleneck_dim,
+                             norm_last_layer=self.norm_last_layer)
+        self.head.build((None, self.feature_dim))
+        self.teacher_encoder = self.momentum_target(self.encoder)
+        self.teacher_head = self.momentum_target(self.head)
+        self.set_momentum_schedule(self.momentum, self.momentum_end)
+        self.center = self.add_weight(name="center", shape=(self.output_dim,),
+                                      initializer="zeros", trainable=False)
+
+    def current_teacher_temperature(self):
+        """The teacher temperature of this step: linear warm-up, then constant."""
+        if self.warmup_teacher_steps == 0:
+            return ops.convert_to_tensor(self.teacher_temperature, "float32")
+        done = ops.minimum(ops.cast(self.step, "float32") / self.warmup_teacher_steps, 1.0)
+        start, end = self.warmup_teacher_temperature, self.teacher_temperature
+        return start + (end - start) * done
+
+    def _heads(self, head, features, training):
+        # One head call over all crops, split back per crop.
+        logits = head(ops.concatenate(features, axis=0), training=training)
+        return ops.split(logits, len(features), axis=0)
+
+    def ssl_forward(self, images, training):
+        if training:
+            tau = self.current_momentum()
+            self.momentum_update(self.encoder, self.teacher_encoder, tau)
+            self.momentum_update(self.head, self.teacher_head, tau)
+        views = self.augmenter(images, training=True)
+        student = self._heads(self.head, self.encode(views, training), training)
+        teacher_features = self.encode(views[:2], training, encoder=self.teacher_encoder)
+        teacher = [ops.stop_gradient(t) for t in self._heads(self.teacher_head, teacher_features, training)]
+        # The loss uses the centre before this step's update (copied: on TF
+        # and torch a variable's value aliases its later assignment).
+        center = ops.copy(ops.convert_to_tensor(self.center))
+        outputs = {"z1": student[0], "center": center,
+                   "teacher_temperature": self.current_teacher_temperature()}
+        if training:
+            batch_mean = ops.mean(ops.concatenate(teacher, axis=0), axis=0)
+            m = self.center_momentum
+            self.center.assign(m * center + (1.0 - m) * ops.cast(batch_mean, "float32"))
+        outputs.update({f"student_{v}": s for v, s in enumerate(student)})
+        outputs.update({f"teacher_{i}": t for i, t in enumerate(teacher)})
+        return outputs
+
+    def compute_ssl_loss(self, outputs):
+        num_crops = sum(key.startswith("student_") for key in outputs)
+        student = [outputs[f"student_{v}"] for v in range(num_crops)]
+        # The warmed-up temperature is a tensor; losses.dino checks Python
+        # numbers, so centre and scale the teacher here and pass 1.
+        temperature = outputs["teacher_temperature"]
+        teacher = [(ops.cast(outputs[f"teacher_{i}"], "float32") - outputs["center"]) / temperature
+                   for i in range(2)]
+        zeros = ops.zeros_like(outputs["center"])
+        return losses.dino(student, teacher, zeros, self.student_temperature, 1.0), {}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            output_dim=self.output_dim, hidden_dim=self.hidden_dim,
+            bottleneck_dim=self.bottleneck_dim, norm_last_layer=self.norm_last_layer,
+            student_temperature=self.student_temperature,
+            teacher_temperature=self.teacher_temperature,
+            warmup_teacher_temperature=self.warmup_teacher_temperature,
+            warmup_teacher_steps=self.warmup_teacher_steps, center_momentum=self.center_momentum,
+            momentum=self.momentum, momentum_end=self.momentum_end,
+            num_local_crops=self.num_local_crops, local_size=self.local_size,
+            augmenter=keras.saving.serialize_keras_object(self.augmenter),
+        )
+        return config

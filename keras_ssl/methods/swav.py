@@ -1,0 +1,129 @@
+"""SwAV (Caron et al. 2020, "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments")."""
+
+import keras
+from keras import ops
+
+from keras_ssl import losses
+from keras_ssl.layers.augment import MultiCrop
+from keras_ssl.layers.heads import ProjectionHead, Prototypes
+from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.methods.base import SSLModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class SwAV(SSLModel):
+    """SwAV: predict one crop's cluster codes from every other crop.
+
+    Multi-crop views (2 global, `num_local_crops` local) go through the
+    encoder (once per resolution), the projector and L2 normalisation; their
+    scores against learnable unit-norm prototypes are turned into
+    equipartitioned codes by Sinkhorn-Knopp for the two global crops, and
+    each code is predicted from the other crops' softmax scores (swapped
+    prediction, `keras_ssl.losses.swav`). The prototypes are frozen for the
+    first `freeze_prototypes_steps` steps. With `queue_size > 0` a queue of
+    past global-crop embeddings (one per global crop) joins Sinkhorn once it
+    is full, which SwAV needs when batches are small.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features; it
+            must accept both crop sizes (e.g. built with input `(None, None, C)`;
+            then pass `input_shape=`).
+        num_prototypes: number of prototypes `K` (paper: 3000 on ImageNet).
+        projection_dim: projector output width (paper: 128).
+        hidden_dim: projector hidden width; defaults to `min(2048, 4 * D)`.
+        temperature: softmax temperature of the predictions (> 0).
+        epsilon: Sinkhorn regularisation (> 0); lower it if the loss sticks
+            at `ln(K)` (collapse).
+        sinkhorn_iterations: Sinkhorn rounds (>= 1).
+        num_local_crops: number of small crops (paper: 6).
+        local_size: side of the small crops; defaults to `image_size // 2`.
+        freeze_prototypes_steps: steps with frozen prototypes (paper: the
+            first epoch; 200 is about one CIFAR-10 epoch at batch 256).
+        queue_size: rows of each embedding queue (0: no queue).
+        augmenter: a layer returning the list of views, global crops first;
+            defaults to `MultiCrop(image_size, local_size, 2, num_local_crops)`.
+        **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
+
+    Example:
+        >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3))
+        >>> model = keras_ssl.SwAV(encoder, input_shape=(32, 32, 3))
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+    """
+
+    def __init__(self, encoder, *, num_prototypes=512, projection_dim=128, hidden_dim=None,
+                 temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, num_local_crops=4,
+                 local_size=None, freeze_prototypes_steps=200, queue_size=0, augmenter=None,
+                 **kwargs):
+        for name, value in (("temperature", temperature), ("epsilon", epsilon)):
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        for name, value, low in (("num_prototypes", num_prototypes, 1),
+                                 ("sinkhorn_iterations", sinkhorn_iterations, 1),
+                                 ("num_local_crops", num_local_crops, 0),
+                                 ("freeze_prototypes_steps", freeze_prototypes_steps, 0),
+                                 ("queue_size", queue_size, 0)):
+            if int(value) != value or value < low:
+                raise ValueError(f"`{name}` must be an integer >= {low}, got {value}.")
+        super().__init__(encoder, **kwargs)
+        self.num_prototypes, self.projection_dim = int(num_prototypes), int(projection_dim)
+        self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
+        self.temperature, self.epsilon = float(temperature), float(epsilon)
+        self.sinkhorn_iterations, self.num_local_crops = int(sinkhorn_iterations), int(num_local_crops)
+        self.local_size = int(local_size or self.image_size // 2)
+        if not 1 <= self.local_size <= self.image_size:
+            raise ValueError(f"`local_size` must be in [1, image_size={self.image_size}], got {local_size}.")
+        self.freeze_prototypes_steps, self.queue_size = int(freeze_prototypes_steps), int(queue_size)
+        self.augmenter = augmenter or MultiCrop(
+            self.image_size, self.local_size, num_global=2, num_local=self.num_local_crops,
+            channels=self.image_shape[-1], seed=self.next_seed(),
+        )
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
+        self.projector.build((None, self.feature_dim))
+        self.prototypes = Prototypes(self.num_prototypes, self.freeze_prototypes_steps)
+        self.prototypes.build((None, self.projection_dim))
+        # One queue per assignment (global) crop, as in the reference code.
+        self.queues = [MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed(),
+                                  name=f"queue_{i}") for i in range(2 if self.queue_size else 0)]
+
+    def ssl_forward(self, images, training):
+        views = self.augmenter(images, training=True)
+        features = self.encode(views, training)
+        # One projector call over all crops, so BatchNorm sees every crop.
+        z = losses.l2_normalize(self.projector(ops.concatenate(features, axis=0), training=training))
+        z = ops.split(z, len(views), axis=0)
+        outputs = {"z1": z[0]}
+        for v, zv in enumerate(z):
+            outputs[f"scores_{v}"] = self.prototypes(zv, step=self.step)
+        if self.queues:
+            kernel = ops.stop_gradient(self.prototypes.normalized_kernel())
+            outputs["queue_full"] = ops.logical_and(self.queues[0].is_full(), self.queues[1].is_full())
+            for i, queue in enumerate(self.queues):
+                outputs[f"queue_scores_{i}"] = ops.matmul(queue.read(), kernel)
+                if training:
+                    queue.enqueue(z[i])
+        return outputs
+
+    def compute_ssl_loss(self, outputs):
+        num_crops = sum(key.startswith("scores_") for key in outputs)
+        scores = [outputs[f"scores_{v}"] for v in range(num_crops)]
+        options = dict(temperature=self.temperature, epsilon=self.epsilon,
+                       iterations=self.sinkhorn_iterations)
+        loss = losses.swav(scores, (0, 1), **options)
+        if self.queues:
+            queued = [outputs["queue_scores_0"], outputs["queue_scores_1"]]
+            # A queue joins Sinkhorn only once full (random rows would bias the codes).
+            loss = ops.where(outputs["queue_full"],
+                             losses.swav(scores, (0, 1), queue_scores=queued, **options), loss)
+        return loss, {}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_prototypes=self.num_prototypes, projection_dim=self.projection_dim,
+            hidden_dim=self.hidden_dim, temperature=self.temperature, epsilon=self.epsilon,
+            sinkhorn_iterations=self.sinkhorn_iterations, num_local_crops=self.num_local_crops,
+            local_size=self.local_size, freeze_prototypes_steps=self.freeze_prototypes_steps,
+            queue_size=self.queue_size, augmenter=keras.saving.serialize_keras_object(self.augmenter),
+        )
+        return config

@@ -1,0 +1,185 @@
+"""DINO and DINOHead: training, loss, centre and teacher EMAs vs NumPy, saving."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, random_images, small_encoder
+from keras import ops
+from test_swav import Crops
+
+from keras_ssl import losses
+from keras_ssl.callbacks import MomentumScheduler
+from keras_ssl.layers.heads import DINOHead
+from keras_ssl.methods.dino import DINO
+
+
+def make_model(encoder=None, **kw):
+    kw.setdefault("output_dim", 32)
+    kw.setdefault("hidden_dim", 16)
+    kw.setdefault("bottleneck_dim", 8)
+    kw.setdefault("augmenter", Crops(seed=10))
+    kw.setdefault("local_size", 8)
+    kw.setdefault("num_local_crops", 2)
+    encoder = encoder or small_encoder((None, None, 3))
+    return DINO(encoder, input_shape=(16, 16, 3), seed=1, **kw)
+
+
+def to_np(outputs):
+    return {k: ops.convert_to_numpy(v) for k, v in outputs.items()}
+
+
+def cosine_tau(base, end, step, total):
+    return end - (end - base) * (np.cos(np.pi * min(step / total, 1.0)) + 1) / 2
+
+
+def student_teacher_pairs(model):
+    pairs = []
+    for online, target in ((model.encoder, model.teacher_encoder), (model.head, model.teacher_head)):
+        pairs += [(o, t) for o, t in zip(online.weights, target.weights) if o.trainable]
+    return pairs
+
+
+# Op-by-op JAX costs ~10 s here; eager JAX through multi-crop is covered by test_swav.
+@pytest.mark.parametrize("mode", ["default"] + (["eager"] if BACKEND != "jax" else []))
+def test_fit_updates_student_with_finite_loss(mode):
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=mode == "eager")
+    before = [np.array(w) for w in model.encoder.get_weights()]
+    loss = model.fit(random_images(8), batch_size=8, epochs=1, verbose=0).history["loss"][0]
+    assert np.isfinite(loss) and loss > 0
+    assert any(np.abs(a - np.array(b)).max() > 0 for a, b in zip(before, model.encoder.get_weights()))
+    assert np.abs(np.array(model.center)).max() > 0
+
+
+def test_loss_is_dino_of_its_own_outputs_with_warmed_up_temperature():
+    model = make_model(warmup_teacher_temperature=0.02, teacher_temperature=0.06, warmup_teacher_steps=4)
+    model.step.assign(1)
+    x = random_images(8)
+    out = model(x, training=True)
+    np_out = to_np(out)
+    np.testing.assert_allclose(np_out["teacher_temperature"], 0.03, rtol=1e-6)
+    student = [np_out[f"student_{v}"] for v in range(4)]
+    teacher = [np_out[f"teacher_{i}"] for i in range(2)]
+    expected = losses.dino(student, teacher, np_out["center"], 0.1, 0.03)
+    got = model.compute_loss(x, None, out, None, training=True)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(expected), rtol=1e-5)
+    model.step.assign(9)
+    np.testing.assert_allclose(float(model.current_teacher_temperature()), 0.06, rtol=1e-6)
+
+
+def test_student_and_teacher_encoders_run_once_per_resolution():
+    model = make_model()
+    model.build()  # its forward on blank images is not what we count
+    shapes = {"student": [], "teacher": []}
+    for key, encoder in (("student", model.encoder), ("teacher", model.teacher_encoder)):
+        def counting(inputs, *args, _call=encoder.call, _key=key, **kwargs):
+            shapes[_key].append(tuple(inputs.shape))
+            return _call(inputs, *args, **kwargs)
+        encoder.call = counting
+    model(random_images(8), training=True)
+    assert shapes == {"student": [(16, 16, 16, 3), (16, 8, 8, 3)], "teacher": [(16, 16, 16, 3)]}
+
+
+def test_center_is_an_ema_of_teacher_batch_means():
+    model = make_model(center_momentum=0.8)
+    x = random_images(8)
+    expected = np.zeros(32, "float32")
+    for _ in range(3):
+        out = to_np(model(x, training=True))
+        np.testing.assert_allclose(out["center"], expected, atol=1e-6)  # the loss uses the old centre
+        batch_mean = np.concatenate([out["teacher_0"], out["teacher_1"]]).mean(axis=0)
+        expected = 0.8 * expected + 0.2 * batch_mean
+        np.testing.assert_allclose(np.array(model.center), expected, atol=1e-6)
+    assert np.abs(expected).max() > 0
+    model.compile(optimizer="sgd")
+    model.evaluate(x, batch_size=8, verbose=0)
+    np.testing.assert_allclose(np.array(model.center), expected, atol=1e-6)
+
+
+def test_teacher_is_a_cosine_ema_of_the_student():
+    total = 3
+    model = make_model(momentum=0.5)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    x = random_images(8)
+    pairs = student_teacher_pairs(model)
+    assert not {id(t) for _, t in pairs} & {id(v) for v in model.trainable_variables}
+    expected = [np.array(t) for _, t in pairs]
+    for k in range(total):
+        online = [np.array(o) for o, _ in pairs]
+        tau = cosine_tau(0.5, 1.0, k, total)
+        expected = [tau * e + (1 - tau) * o for e, o in zip(expected, online)]
+        model.fit(x, batch_size=8, epochs=1, verbose=0, callbacks=[MomentumScheduler(total_steps=total)])
+        for e, (_, t) in zip(expected, pairs):
+            np.testing.assert_allclose(np.array(t), e, atol=1e-5)
+    assert any(np.abs(np.array(o) - np.array(t)).max() > 1e-4 for o, t in pairs)
+
+
+def test_teacher_gets_no_gradient_with_momentum_one():
+    model = make_model(momentum=1.0)
+    model.compile(optimizer=keras.optimizers.SGD(0.5))
+    teachers = [np.array(t) for _, t in student_teacher_pairs(model)]
+    model.fit(random_images(16), batch_size=8, epochs=1, verbose=0)
+    for before, (_, t) in zip(teachers, student_teacher_pairs(model)):
+        np.testing.assert_array_equal(np.array(t), before)
+
+
+def test_whole_model_saves_center_and_teacher_and_continues(tmp_path):
+    model = make_model()
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    x = random_images(16)
+    model.fit(x, batch_size=8, epochs=1, verbose=0)
+    path = str(tmp_path / "dino.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, DINO) and loaded.center_momentum == 0.9
+    assert np.abs(np.array(model.center)).max() > 0
+    np.testing.assert_array_equal(np.array(loaded.center), np.array(model.center))
+    for a, b in zip(student_teacher_pairs(model), student_teacher_pairs(loaded)):
+        np.testing.assert_array_equal(np.array(a[1]), np.array(b[1]))
+    for a, b in zip(model.get_weights(), loaded.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert np.isfinite(loaded.fit(x, batch_size=8, epochs=1, verbose=0).history["loss"][0])
+    assert int(loaded.step) == 4
+
+
+def test_dino_head_matches_numpy():
+    head = DINOHead(6, hidden_dim=5, bottleneck_dim=3, num_layers=2)
+    head.build((None, 4))
+    assert not head.last_g.trainable and len(head.trainable_weights) == 5
+    x = np.random.default_rng(0).normal(size=(2, 4)).astype("float32")
+    (k1, b1), (k2, b2) = [(np.array(d.kernel), np.array(d.bias)) for d in head.mlp]
+    h = x @ k1 + b1
+    h = 0.5 * h * (1 + np.vectorize(math.erf)(h / np.sqrt(2)))  # exact GELU (as the paper)
+    h = h @ k2 + b2
+    h = h / np.linalg.norm(h, axis=1, keepdims=True)
+    v = np.array(head.last_v)
+    expected = h @ (v / np.linalg.norm(v, axis=0, keepdims=True))
+    np.testing.assert_allclose(ops.convert_to_numpy(head(x)), expected, atol=1e-5)
+    free = DINOHead(6, 5, 3, norm_last_layer=False)
+    free.build((None, 4))
+    assert free.last_g.trainable
+    with pytest.raises(ValueError, match="num_layers"):
+        DINOHead(6, num_layers=0)
+
+
+def test_accepts_a_vit_encoder():
+    from keras_ssl.backbones.vit import vit
+
+    model = make_model(vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2))
+    out = to_np(model(random_images(8), training=True))
+    assert out["student_2"].shape == (8, 32) and np.isfinite(out["student_2"]).all()
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [({"student_temperature": 0.0}, "student_temperature"),
+     ({"teacher_temperature": -0.04}, "teacher_temperature"),
+     ({"center_momentum": 1.0}, "center_momentum"), ({"momentum": 1.5}, "momentum"),
+     ({"warmup_teacher_steps": -1}, "warmup_teacher_steps"),
+     ({"num_local_crops": 1.5}, "num_local_crops"), ({"local_size": 32}, "local_size")],
+)
+def test_bad_options_are_rejected(kw, match):
+    with pytest.raises(ValueError, match=match):
+        make_model(**kw)
