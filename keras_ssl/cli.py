@@ -32,7 +32,7 @@ def build_parser():
     p.add_argument("--data", default="digits",
                    help="cifar10 | mnist | fashion_mnist | digits | path.npz | image folder")
     p.add_argument("--data-dir", default=None, help="where <name>.npz files are (else $KERAS_SSL_DATA_DIR)")
-    p.add_argument("--backbone", default="tiny", help="tiny | resnet18 | resnet34 | resnet50")
+    p.add_argument("--backbone", default="tiny", help="tiny | resnet18 | resnet34 | resnet50 | vit_tiny | vit_small (MAE needs a ViT)")
     p.add_argument("--width", type=float, default=1.0, help="backbone width multiplier")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
@@ -105,7 +105,12 @@ def _build_encoder(name, input_shape, width):
     if name in ("resnet18", "resnet34", "resnet50"):
         stem = "cifar" if input_shape[0] <= 64 else "imagenet"
         return getattr(backbones, name)(input_shape=input_shape, stem=stem, width=width)
-    raise ValueError(f"unknown --backbone {name!r}: use tiny, resnet18, resnet34 or resnet50.")
+    if name in ("vit_tiny", "vit_small"):
+        patch = 4 if input_shape[0] <= 64 else 16
+        return getattr(backbones, name)(image_size=input_shape[0], patch_size=patch, channels=input_shape[-1])
+    raise ValueError(
+        f"unknown --backbone {name!r}: use tiny, resnet18, resnet34, resnet50, vit_tiny or vit_small."
+    )
 
 
 DIGITS = ("digits", "mnist")
