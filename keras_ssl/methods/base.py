@@ -237,6 +237,11 @@ class SSLModel(keras.Model):
         if not training:
             # `evaluate` called `self(x)` for embeddings; rebuild the SSL forward.
             y_pred = self.ssl_forward(self.preprocess(x), training=False)
+        # Under TF MirroredStrategy each replica holds a slice of the batch:
+        # gather it (outputs are per-sample, batch axis first), compute the
+        # global loss, then divide by the replicas since Keras sums their
+        # gradients. Elsewhere (one device, JAX DataParallel) a no-op.
+        y_pred = _gather_outputs(self, y_pred)
         loss, terms = self.compute_ssl_loss(y_pred)
         loss = ops.cast(loss, "float32")
         for name, value in terms.items():
@@ -245,7 +250,7 @@ class SSLModel(keras.Model):
             self.z_std_tracker.update_state(embedding_std(y_pred["z1"]))
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        return loss
+        return loss / distribute.num_replicas()
 
     def build(self, input_shape=None):
         """Builds every sublayer with one training forward on 2 blank images.
@@ -403,6 +408,8 @@ class SSLModel(keras.Model):
         for key in ("encoder", "augmenter", "augmenters", "text_encoder"):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
+            elif isinstance(config.get(key), list):  # one augmenter per view
+                config[key] = [keras.saving.deserialize_keras_object(c) for c in config[key]]
         return cls(**config)
 
     def get_compile_config(self):
@@ -438,6 +445,20 @@ def embedding_std(z):
     z = ops.cast(z, "float32")
     z = z / ops.maximum(ops.norm(z, axis=-1, keepdims=True), 1e-12)
     return ops.mean(ops.std(z, axis=0))
+
+
+# Forward outputs that are not per-sample (memory banks, centres, their
+# scores) and already hold the same value on every replica: not gathered.
+# A method with other such outputs lists their keys in `replicated_outputs`.
+_REPLICATED_OUTPUTS = ("queue", "queue_full", "queue_scores_0", "queue_scores_1", "center")
+
+
+def _gather_outputs(model, outputs):
+    if distribute.num_replicas() == 1 or not isinstance(outputs, dict):
+        return outputs
+    keep = set(getattr(model, "replicated_outputs", _REPLICATED_OUTPUTS))
+    batched = {k: v for k, v in outputs.items() if k not in keep and len(getattr(v, "shape", ()))}
+    return {**outputs, **distribute.gather(batched)}  # one collective (see gather)
 
 
 def _pool(h):

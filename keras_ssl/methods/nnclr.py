@@ -106,9 +106,3 @@ class NNCLR(SSLModel):
             augmenters=[keras.saving.serialize_keras_object(a) for a in self.augmenters],
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        config["augmenters"] = [keras.saving.deserialize_keras_object(a) for a in config["augmenters"]]
-        return super().from_config(config)
