@@ -27,6 +27,12 @@ METHODS = {
     "byol": lambda: keras_ssl.BYOL(small_encoder(), hidden_dim=16, projection_dim=8, seed=3),
     "moco": lambda: keras_ssl.MoCo(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8,
                                    num_splits=2, seed=3),
+    "nnclr": lambda: keras_ssl.NNCLR(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=3),
+    "swav": lambda: keras_ssl.SwAV(small_encoder((None, None, 3)), input_shape=(16, 16, 3), num_prototypes=16,
+                                   hidden_dim=16, projection_dim=8, num_local_crops=2, queue_size=16,
+                                   freeze_prototypes_steps=2, seed=3),
+    "dino": lambda: keras_ssl.DINO(small_encoder((None, None, 3)), input_shape=(16, 16, 3), output_dim=32,
+                                   hidden_dim=16, bottleneck_dim=8, num_local_crops=2, seed=3),
 }
 
 
