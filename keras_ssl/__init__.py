@@ -13,7 +13,7 @@ Example:
 
 __version__ = "0.1.0"
 
-from keras_ssl import backbones, callbacks, data, evaluation, layers, losses, optimizers, text  # noqa: E402
+from keras_ssl import backbones, callbacks, data, distribute, evaluation, layers, losses, optimizers, text  # noqa: E402
 from keras_ssl.methods import (  # noqa: E402
     BYOL,
     CLIP,

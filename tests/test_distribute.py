@@ -19,7 +19,7 @@ from conftest import BACKEND
 from keras_ssl import distribute
 
 NUM_DEVICES = 4
-METHODS = ("simclr", "byol", "barlow_twins", "moco")
+METHODS = ("simclr", "byol", "barlow_twins", "moco", "vicreg", "nnclr")
 
 # Runs one SGD(lr=1) step on 1 and on N devices from the same weights and the
 # same batch (identity augmenters, so the views are fixed), and prints the
@@ -34,6 +34,7 @@ WORKER = textwrap.dedent(
         cpu = tf.config.list_physical_devices("CPU")[0]
         tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * N)
     import keras, numpy as np
+    keras.utils.set_random_seed(0)  # the same initial weights in every run: not flaky
     if backend == "tensorflow":
         # Heads use BatchNorm, per replica on TF: drop it for an exact
         # comparison (synchronized BN mixed with the gather failed with a
@@ -72,6 +73,13 @@ WORKER = textwrap.dedent(
             from keras_ssl.methods.moco import MoCo
             return MoCo(encoder(), version=2, queue_size=32, hidden_dim=16, projection_dim=8,
                         split_batch_norm=False, augmenters=[ident(), ident()], **common)
+        if name == "vicreg":
+            from keras_ssl.methods.vicreg import VICReg
+            return VICReg(encoder(), augmenter=ident(), projection_dim=16, **common)
+        if name == "nnclr":
+            from keras_ssl.methods.nnclr import NNCLR
+            return NNCLR(encoder(), queue_size=32, hidden_dim=16, projection_dim=8,
+                         augmenters=[ident(), ident()], **common)
 
     STRATEGY = distribute.mirrored_strategy(N) if backend == "tensorflow" else None
 
@@ -96,7 +104,9 @@ WORKER = textwrap.dedent(
         x = np.random.RandomState(0).rand(16, 8, 8, 3).astype("float32")
         loss = model.fit(x, batch_size=16, epochs=1, shuffle=False, verbose=0).history["loss"][0]
         ta = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
-        return before, float(loss), [b - a for b, a in zip(tb, ta)], int(keras.ops.convert_to_numpy(model.step))
+        # step state after the update: targets, queue rows, pointers, counters
+        state = [np.asarray(keras.ops.convert_to_numpy(v), "float64") for v in model.non_trainable_variables]
+        return before, float(loss), [b - a for b, a in zip(tb, ta)], int(keras.ops.convert_to_numpy(model.step)), state
 
     if METHODS == ["gather"]:
         # gather's backward: the sum over replicas of their upstream gradients,
@@ -127,12 +137,14 @@ WORKER = textwrap.dedent(
         except ImportError as e:
             results[name] = {"skip": f"keras_ssl.methods.{name} missing: {e}"}
             continue
-        weights, loss1, grads1, step1 = one_step(name, None, 1)
-        _, lossn, gradsn, stepn = one_step(name, weights, N)
+        weights, loss1, grads1, step1, state1 = one_step(name, None, 1)
+        _, lossn, gradsn, stepn, staten = one_step(name, weights, N)
         results[name] = {
             "loss1": loss1, "lossn": lossn, "steps": [step1, stepn],
             "grad_scale": max(float(np.abs(g).max()) for g in grads1),
             "grad_diff": max(float(np.abs(a - b).max()) for a, b in zip(grads1, gradsn)),
+            "state_count": [len(state1), len(staten)],
+            "state_diff": max([float(np.abs(a - b).max()) for a, b in zip(state1, staten)] or [0.0]),
         }
 
     print("RESULTS" + json.dumps(results))
@@ -170,6 +182,9 @@ def test_n_devices_equal_one_device(results, method):
     assert np.isfinite(r["loss1"]) and r["grad_scale"] > 1e-4  # a real gradient was compared
     np.testing.assert_allclose(r["lossn"], r["loss1"], atol=1e-5, rtol=1e-5)
     assert r["grad_diff"] <= 1e-5 * max(1.0, r["grad_scale"]), r
+    # queues hold every replica's keys, in order; targets and counters agree
+    assert r["state_count"][0] == r["state_count"][1] > 0
+    assert r["state_diff"] <= 1e-5, r
 
 
 @pytest.mark.skipif(BACKEND != "tensorflow", reason="cross-replica gather is TensorFlow's")

@@ -3,6 +3,7 @@
 import keras
 from keras import ops
 
+from keras_ssl import distribute
 from keras_ssl.losses import l2_normalize
 
 
@@ -66,9 +67,14 @@ class MemoryBank(keras.layers.Layer):
         return ops.convert_to_tensor(self.filled) >= self.size
 
     def enqueue(self, keys):
-        """Writes `keys` `(B, dim)` (normalised, no gradient) after the newest rows."""
+        """Writes `keys` `(B, dim)` (normalised, no gradient) after the newest rows.
+
+        Under a multi-replica step the keys of all replicas are enqueued, in
+        replica order, so every replica keeps the same queue.
+        """
+        keys = distribute.gather(ops.stop_gradient(ops.convert_to_tensor(keys)))
         self.check_batch_size(keys.shape[0])
-        keys = l2_normalize(ops.stop_gradient(ops.convert_to_tensor(keys)))
+        keys = l2_normalize(keys)
         batch = ops.shape(keys)[0]
         pointer = ops.copy(ops.convert_to_tensor(self.pointer))
         rows = (pointer + ops.arange(batch, dtype="int32")) % self.size

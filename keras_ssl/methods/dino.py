@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_ssl import losses
+from keras_ssl import distribute, losses
 from keras_ssl.layers.augment import MultiCrop
 from keras_ssl.layers.heads import DINOHead
 from keras_ssl.methods.base import SSLModel
@@ -125,7 +125,8 @@ class DINO(SSLModel):
         outputs = {"z1": student[0], "center": center,
                    "teacher_temperature": self.current_teacher_temperature()}
         if training:
-            batch_mean = ops.mean(ops.concatenate(teacher, axis=0), axis=0)
+            # The centre follows the global batch (every replica's teacher outputs).
+            batch_mean = ops.mean(distribute.gather(ops.concatenate(teacher, axis=0)), axis=0)
             m = self.center_momentum
             self.center.assign(m * center + (1.0 - m) * ops.cast(batch_mean, "float32"))
         outputs.update({f"student_{v}": s for v, s in enumerate(student)})
