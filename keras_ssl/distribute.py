@@ -38,6 +38,28 @@ def resolve_jit_compile(jit_compile="auto"):
     return backend() == "jax"
 
 
+def build_forward(fn, *args):
+    """Runs `fn(*args)` once to create every variable it uses, changing no state.
+
+    On JAX the call is only traced (`jax.eval_shape`): an eager JAX forward
+    compiles each op on its own, about 20 s for a SimCLR step on CPU against
+    well under a second traced. Elsewhere it runs eagerly (symbolic tracing on
+    torch meets CPU variables with meta tensors). Both run in a
+    `keras.StatelessScope`: assignments are dropped, and variables created
+    inside are initialised when it exits.
+
+    Example:
+        >>> distribute.build_forward(lambda x: model.call(x, training=True), ops.zeros((2, 32, 32, 3)))
+    """
+    with keras.StatelessScope():
+        if backend() == "jax":
+            import jax
+
+            jax.eval_shape(fn, *args)
+        else:
+            fn(*args)
+
+
 def _replica_context():
     """The TF replica context when running inside a multi-replica step, else None."""
     if backend() != "tensorflow":

@@ -70,6 +70,11 @@ class SSLModel(keras.Model):
         seed=None,
         **kwargs,
     ):
+        # The engine's own arithmetic (momentum updates, queues, centres,
+        # losses) runs in float32 even under a mixed-precision policy: a
+        # half-type model would autocast every variable it reads. The encoder
+        # and heads keep the global policy and compute in the half type.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         if not callable(encoder):
             raise TypeError(
@@ -253,14 +258,17 @@ class SSLModel(keras.Model):
         return loss / distribute.num_replicas()
 
     def build(self, input_shape=None):
-        """Builds every sublayer with one training forward on 2 blank images.
+        """Builds every sublayer with one training forward on `build_inputs()`.
 
-        It runs in a `keras.StatelessScope`, so it creates variables but
-        changes no state (no EMA, queue, step or BatchNorm update).
+        It changes no state (no EMA, queue, step or BatchNorm update); see
+        `distribute.build_forward`.
         """
-        with keras.StatelessScope():
-            self.call(ops.zeros((2,) + self.image_shape), training=True)
+        distribute.build_forward(lambda x: self.call(x, training=True), self.build_inputs())
         self.built = True
+
+    def build_inputs(self):
+        """The blank batch `build` runs the training forward on: 2 images."""
+        return ops.zeros((2,) + self.image_shape)
 
     def _ensure_built(self):
         # Keras's automatic build nests this trace inside its own, which

@@ -121,11 +121,8 @@ class CLIP(SSLModel):
         images, tokens = self.preprocess(inputs)
         return {"image": self._embed_images(images), "text": self._embed_tokens(tokens)}
 
-    def build(self, input_shape=None):
-        with keras.StatelessScope():
-            self.call((ops.zeros((2,) + self.image_shape), ops.zeros((2, self.max_length), "int32")),
-                      training=True)
-        self.built = True
+    def build_inputs(self):
+        return (ops.zeros((2,) + self.image_shape), ops.zeros((2, self.max_length), "int32"))
 
     def _embed_images(self, images):
         return losses.l2_normalize(self.image_projection(_pool(self.encoder(images, training=False))))

@@ -110,11 +110,9 @@ class MoCo(SSLModel):
             raise ValueError(f"split BatchNorm needs a batch size divisible by num_splits="
                              f"{self.num_splits}, got {batch}.")
 
-    def build(self, input_shape=None):
-        # The engine builds with 2 images; split BatchNorm needs num_splits rows.
-        with keras.StatelessScope():
-            self.call(ops.zeros((max(2, self.num_splits),) + self.image_shape), training=True)
-        self.built = True
+    def build_inputs(self):
+        # Split BatchNorm needs num_splits rows.
+        return ops.zeros((max(2, self.num_splits),) + self.image_shape)
 
     def _embed(self, view, training, encoder, projector, interleave=False):
         """Projections of `view`; with split BN, per sub-batch (see the class doc)."""

@@ -1,0 +1,131 @@
+"""Quality of every image method on CIFAR-10: kNN top-1 of the trained encoder vs random init.
+
+    KERAS_BACKEND=tensorflow python benchmarks/quality.py                # all methods, CPU budget
+    KERAS_BACKEND=jax python benchmarks/quality.py --methods simclr,byol --epochs 5
+    KERAS_BACKEND=jax python benchmarks/quality.py --full                # standard protocol (GPU)
+
+Reads `$KERAS_SSL_DATA_DIR/cifar10.npz` (else downloads CIFAR-10). Each method
+starts from the same random encoder (same seed); the score is weighted kNN
+top-1 (k=200, T=0.1, cosine, on encoder features, never the projector) on the
+CIFAR-10 test set, with the training images as the kNN memory.
+
+Budgets:
+- default (2 CPU cores): 5,000 training images, 3 epochs, batch 256,
+  `tiny_encoder` width 16 (64 features), Adam 1e-3 (SimSiam: SGD); MAE on a
+  2-block ViT (dim 64, patch 4). Enough to show each method learns, not to
+  rank them.
+- `--full` (a GPU): all 50,000 images, 200 epochs, batch 512, CIFAR
+  ResNet-18 (MAE: ViT-Tiny/4), each method with its usual CIFAR optimiser
+  (LARS, SGD or AdamW at the batch-scaled rate, 10 warm-up epochs, cosine).
+
+CLIP needs captions: `benchmarks/clip_cifar10.py` reports its zero-shot accuracy.
+"""
+
+import argparse
+import logging
+import time
+
+import keras
+
+import keras_ssl
+from keras_ssl.optimizers import LARS, WarmupCosine, scale_learning_rate
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="simclr,moco2,moco3,byol,nnclr,simsiam,barlow_twins,vicreg,swav,dino,mae")
+    p.add_argument("--full", action="store_true", help="standard protocol: 50k images, 200 epochs, ResNet-18")
+    p.add_argument("--images", type=int, default=None, help="training images (default 5000; --full 50000)")
+    p.add_argument("--test-images", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=None, help="default 3; --full 200")
+    p.add_argument("--batch-size", type=int, default=None, help="default 256; --full 512")
+    p.add_argument("--width", type=int, default=16, help="tiny_encoder width (CPU budget)")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    args.images = args.images or (50000 if args.full else 5000)
+    args.epochs = args.epochs or (200 if args.full else 3)
+    args.batch_size = args.batch_size or (512 if args.full else 256)
+    return args
+
+
+# (constructor options, --full optimizer: (kind, base lr at batch 256, weight decay))
+MULTICROP = dict(input_shape=(32, 32, 3), num_local_crops=4, local_size=16)
+METHODS = {
+    "simclr": (keras_ssl.SimCLR, dict(temperature=0.2), ("lars", 0.4, 1e-5)),
+    "moco2": (keras_ssl.MoCo, dict(version=2, queue_size=4096), ("sgd", 0.3, 1e-4)),
+    "moco3": (keras_ssl.MoCo, dict(version=3), ("lars", 0.3, 1e-5)),
+    "byol": (keras_ssl.BYOL, dict(momentum=0.99), ("lars", 1.0, 1e-5)),
+    "nnclr": (keras_ssl.NNCLR, dict(queue_size=4096, temperature=0.2), ("lars", 0.4, 1e-5)),
+    "simsiam": (keras_ssl.SimSiam, dict(), ("sgd", 0.05, 5e-4)),
+    "barlow_twins": (keras_ssl.BarlowTwins, dict(), ("lars", 0.3, 1e-4)),
+    "vicreg": (keras_ssl.VICReg, dict(), ("lars", 0.3, 1e-4)),
+    "swav": (keras_ssl.SwAV, dict(num_prototypes=512, **MULTICROP), ("lars", 0.6, 1e-6)),
+    "dino": (keras_ssl.DINO, dict(output_dim=4096, momentum=0.99, **MULTICROP), ("adamw", 5e-4, 0.04)),
+    "mae": (keras_ssl.MAE, dict(mask_ratio=0.75), ("adamw", 1.5e-4, 0.05)),
+}
+
+
+def encoder(name, args):
+    keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
+    multicrop = name in ("swav", "dino")
+    shape = (None, None, 3) if multicrop else (32, 32, 3)
+    if name == "mae":
+        if args.full:
+            return keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4)
+        return keras_ssl.backbones.vit(image_size=32, patch_size=4, dim=64, depth=2, heads=2)
+    if args.full:
+        return keras_ssl.backbones.resnet18(shape, stem="cifar")
+    return keras_ssl.backbones.tiny_encoder(shape, width=args.width)
+
+
+def optimizer(name, steps_per_epoch, args):
+    kind, base, decay = METHODS[name][2]
+    if not args.full:
+        if name == "simsiam":  # SimSiam needs SGD (Adam collapses it at this budget)
+            return keras.optimizers.SGD(0.03 * args.batch_size / 256, momentum=0.9, weight_decay=5e-4)
+        return keras.optimizers.Adam(1e-3)
+    peak = scale_learning_rate(base, args.batch_size)
+    schedule = WarmupCosine(peak, args.epochs * steps_per_epoch, warmup_steps=10 * steps_per_epoch)
+    if kind == "lars":
+        return LARS(schedule, momentum=0.9, weight_decay=decay)
+    if kind == "sgd":
+        return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=decay)
+    return keras.optimizers.AdamW(schedule, weight_decay=decay)
+
+
+def main():
+    args = parse()
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)  # predict's retracing notes
+    (x_train, y_train), (x_test, y_test) = keras_ssl.data.load("cifar10")
+    x_train, y_train = x_train[: args.images], y_train[: args.images]
+    x_test, y_test = x_test[: args.test_images], y_test[: args.test_images]
+    steps_per_epoch = len(x_train) // args.batch_size
+
+    def knn(enc):
+        train = keras_ssl.evaluation.embed(enc, x_train)
+        test = keras_ssl.evaluation.embed(enc, x_test)
+        return keras_ssl.evaluation.knn_accuracy(train, y_train, test, y_test)["top1"]
+
+    budget = "ResNet-18 (MAE ViT-Tiny/4)" if args.full else f"tiny_encoder x{args.width} (MAE ViT 2x64)"
+    print(f"backend={keras.backend.backend()} images={len(x_train)} test={len(x_test)} epochs={args.epochs} "
+          f"batch={args.batch_size} {budget}; kNN top-1 k=200 T=0.1")
+    print(f"{'method':>13s} {'random':>7s} {'trained':>8s} {'gain':>6s} {'loss first -> last':>20s} {'train s':>8s}")
+    for name in args.methods.split(","):
+        cls, options, _ = METHODS[name]
+        before = knn(encoder(name, args))
+        if name == "swav":
+            options = dict(options, freeze_prototypes_steps=steps_per_epoch)
+        if name == "dino":
+            options = dict(options, warmup_teacher_steps=args.epochs * steps_per_epoch // 3)
+        model = cls(encoder(name, args), seed=args.seed, **options)
+        model.compile(optimizer=optimizer(name, steps_per_epoch, args))
+        start = time.time()
+        loss = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0).history["loss"]
+        seconds = time.time() - start
+        after = knn(model.encoder)
+        print(f"{name:>13s} {before:7.4f} {after:8.4f} {after - before:+6.3f} "
+              f"{loss[0]:9.3f} -> {loss[-1]:7.3f} {seconds:8.0f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
