@@ -100,6 +100,18 @@ def test_schedule_counts_every_step_with_steps_per_execution():
     np.testing.assert_allclose(float(model.seen_tau), cosine_tau(0.5, 1.0, 11, 12), atol=1e-6)
 
 
+def test_schedule_continues_with_initial_epoch():
+    # fit(epochs=3, initial_epoch=1) after one epoch: the schedule spans all
+    # 3 epochs (fit's `epochs` is the run's end) and the step counter goes on.
+    model = ToyEMA(small_encoder(), tau=0.5)
+    model.compile(optimizer="sgd")
+    x = random_images(16)
+    model.fit(x, batch_size=4, epochs=1, verbose=0)
+    model.fit(x, batch_size=4, epochs=3, initial_epoch=1, verbose=0)
+    assert int(model.step) == 12 and int(model.total_steps) == 12
+    np.testing.assert_allclose(float(model.seen_tau), cosine_tau(0.5, 1.0, 11, 12), atol=1e-6)
+
+
 def test_scheduler_overrides_end_points_on_a_compiled_step():
     model = ToyEMA(small_encoder(), tau=0.5)
     model.compile(optimizer="sgd")
