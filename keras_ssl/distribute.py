@@ -153,6 +153,15 @@ def _single_device_only(devices, what):
             )
 
 
+def _first(devices, available):
+    """`devices` as given, or the first `devices` of `available` when it is a count."""
+    if not isinstance(devices, int):
+        return devices
+    if not 1 <= devices <= len(available):
+        raise ValueError(f"`devices` must be in [1, {len(available)}], got {devices}.")
+    return available[:devices]
+
+
 def data_parallel(devices=None):
     """Data parallelism over the local devices on JAX; returns the distribution.
 
@@ -173,11 +182,7 @@ def data_parallel(devices=None):
             f"`data_parallel` needs the JAX backend (got {backend()}); on TensorFlow use "
             "`with keras_ssl.distribute.mirrored_strategy().scope(): ...`."
         )
-    if isinstance(devices, int):
-        available = keras.distribution.list_devices()
-        if not 1 <= devices <= len(available):
-            raise ValueError(f"`devices` must be in [1, {len(available)}], got {devices}.")
-        devices = available[:devices]
+    devices = _first(devices, keras.distribution.list_devices())
     distribution = keras.distribution.DataParallel(devices=devices)
     keras.distribution.set_distribution(distribution)
     return distribution
@@ -208,11 +213,8 @@ def mirrored_strategy(devices=None):
         )
     import tensorflow as tf
 
-    if isinstance(devices, int):
-        available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        if not 1 <= devices <= len(available):
-            raise ValueError(f"`devices` must be in [1, {len(available)}], got {devices}.")
-        devices = [d.name for d in available[:devices]]
+    available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    devices = _first(devices, [d.name for d in available])
     return tf.distribute.MirroredStrategy(devices=devices)
 
 
