@@ -134,18 +134,10 @@ def gather(x):
     )
 
 
-def _device_count(devices, kind):
-    if devices is None:
-        return len(keras.distribution.list_devices(kind)) if backend() == "jax" else None
-    if isinstance(devices, int):
-        return devices
-    return len(devices)
-
-
 def _single_device_only(devices, what):
     if backend() == "torch":
-        count = 1 if devices is None else _device_count(devices, None)
-        if count is None or count > 1:
+        count = 1 if devices is None else devices if isinstance(devices, int) else len(devices)
+        if count > 1:
             raise NotImplementedError(
                 f"`{what}` on PyTorch: keras_ssl trains on one device only with the torch "
                 "backend (Keras 3 has no multi-device trainer for torch). Use the JAX "
