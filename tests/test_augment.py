@@ -130,6 +130,13 @@ def test_configs_round_trip():
     assert again.size == (8, 12) and again.scale == (0.3, 0.9) and again.horizontal_flip
     mc = augment.MultiCrop(16, 8, num_local=2, seed=1)
     assert augment.MultiCrop.from_config(mc.get_config()).num_local == 2
+    import json
+
+    jitter = augment.ColorJitter(0.4, (0.5, 1.2), 0.3, 0.1, seed=2)
+    again = augment.ColorJitter.from_config(json.loads(json.dumps(jitter.get_config())))
+    np.testing.assert_allclose([again.brightness, again.contrast, again.saturation, again.hue],
+                               [(0.6, 1.4), (0.5, 1.2), (0.7, 1.3), (-0.1, 0.1)])
+    assert again.seed == 2
 
 
 def test_bad_arguments():
@@ -141,3 +148,45 @@ def test_bad_arguments():
         augment.RandomResizedCrop(0)
     with pytest.raises(ValueError, match="channels"):
         augment.simclr_augmenter(16, channels=2)
+
+
+def _jitter_reference(x, b, c, s, h):
+    """torchvision's colour-jitter formulas in NumPy, hue through `colorsys`."""
+    import colorsys
+
+    gray = lambda im: (0.299 * im[..., 0] + 0.587 * im[..., 1] + 0.114 * im[..., 2])[..., None]  # noqa: E731
+    x = np.clip(x * b, 0, 1)
+    x = np.clip(c * x + (1 - c) * gray(x).mean(), 0, 1)
+    x = np.clip(s * x + (1 - s) * gray(x), 0, 1)
+    out = np.empty_like(x)
+    for idx in np.ndindex(x.shape[:-1]):
+        hh, ss, vv = colorsys.rgb_to_hsv(*x[idx])
+        out[idx] = colorsys.hsv_to_rgb((hh + h) % 1.0, ss, vv)
+    return out
+
+
+@pytest.mark.parametrize("factors", [(1.3, 0.7, 1.5, 0.1), (0.6, 1.4, 0.2, -0.3), (1.0, 1.0, 1.0, 0.5)])
+def test_colour_jitter_matches_torchvision_formulas(factors):
+    x = unit(random_images(3, 6))
+    x[0, 0, 0] = [0.5, 0.5, 0.5]  # grey: hue undefined, must stay grey
+    b, c, s, h = factors
+    jitter = augment.ColorJitter((b, b), (c, c), (s, s), (h, h), seed=0)
+    out = keras.ops.convert_to_numpy(jitter(x, training=True))
+    expected = np.stack([_jitter_reference(xi, b, c, s, h) for xi in x])
+    np.testing.assert_allclose(out, expected, atol=2e-5)
+
+
+def test_colour_jitter_draws_per_image_and_keeps_the_range():
+    x = np.repeat(unit(random_images(1, 8)), 16, axis=0)
+    jitter = augment.color_jitter(1.0, seed=4)
+    out = keras.ops.convert_to_numpy(jitter(x, training=True))
+    assert out.min() >= 0 and out.max() <= 1
+    distinct = {np.round(o, 4).tobytes() for o in out}
+    assert len(distinct) == 16, "identical images got identical factors"
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(jitter(x, training=False)), x)
+    np.testing.assert_allclose([jitter.brightness, jitter.hue], [(0.2, 1.8), (-0.2, 0.2)])
+    for bad in (dict(brightness=-0.1), dict(hue=0.6), dict(contrast=(-0.5, 1.0))):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            augment.ColorJitter(**bad)
+    with pytest.raises(ValueError, match="3 channels"):
+        jitter(x[..., :1], training=True)

@@ -1,6 +1,7 @@
 """Layers shared by the methods: augmentation, heads, memory banks, masking."""
 
 from keras_ssl.layers.augment import (
+    ColorJitter,
     MultiCrop,
     RandomApply,
     RandomResizedCrop,
