@@ -3,6 +3,8 @@
     python benchmarks/throughput.py                       # everything, one process per run
     python benchmarks/throughput.py --width 0.25 --steps 5
     python benchmarks/throughput.py --run jax:compiled    # a single measurement
+    python benchmarks/throughput.py --methods all         # img/s of every method, each backend
+    python benchmarks/throughput.py --precision bfloat16  # mixed_bfloat16 vs torch.autocast
 
 Each run trains SimCLR (CIFAR ResNet-18, two views of every image, per-sample
 resized crop + flip + colour jitter + grayscale, NT-Xent) on random uint8
@@ -11,7 +13,7 @@ warm-up steps. The PyTorch reference is written the way a PyTorch user would:
 `nn.Module`s, batched augmentations on tensors (`affine_grid`/`grid_sample`
 crops, vectorised colour ops), `torch.optim.Adam`, eager. Runs go one after
 the other in fresh processes, so their ratio is meaningful. The last column
-is the fraction of the machine's measured float32 matmul peak achieved
+is the fraction of the machine's measured matmul peak (in the run's precision)
 (training FLOPs per image = 3 x forward FLOPs x 2 views, counted from the
 model's convolution and dense layers).
 """
@@ -33,6 +35,11 @@ def parse():
     p.add_argument("--width", type=float, default=1.0, help="ResNet-18 width multiplier")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
+    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: keras_ssl under mixed_bfloat16, the reference under torch.autocast")
+    p.add_argument("--methods", default=None,
+                   help="per-method table instead: comma list or 'all', on quality.py's CPU budget models")
+    p.add_argument("--backends", default="tensorflow,jax,torch", help="backends of the --methods table")
     p.add_argument("--run", default=None, help="one measurement: torch-reference or BACKEND:compiled|eager")
     p.add_argument("--runs", default="torch-reference,jax:compiled,tensorflow:compiled,torch:eager,"
                    "jax:eager,tensorflow:eager,torch:compiled")
@@ -61,6 +68,8 @@ def run_keras(backend, mode, args):
 
     import keras_ssl
 
+    if args.precision == "bfloat16":
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
     x = np.random.default_rng(0).integers(0, 256, (args.batch_size * (args.steps + args.warmup), 32, 32, 3), dtype="uint8")
     encoder = keras_ssl.backbones.resnet18((32, 32, 3), stem="cifar", width=args.width)
@@ -71,6 +80,14 @@ def run_keras(backend, mode, args):
         jit_compile=True if compiled and backend != "tensorflow" else False,
         run_eagerly=not compiled,
     )
+    flops = 3 * 2 * (forward_flops(encoder) + forward_flops_head(model))
+    return time_steps(model, x, args), flops
+
+
+def time_steps(model, x, args):
+    """Median seconds of a `fit` step after `args.warmup` steps (the loss is read each step)."""
+    import keras
+
     times = []
 
     class Timer(keras.callbacks.Callback):
@@ -78,12 +95,27 @@ def run_keras(backend, mode, args):
             self.start = time.perf_counter()
 
         def on_train_batch_end(self, batch, logs=None):
-            float(keras.ops.convert_to_numpy(logs["loss"]) if not isinstance(logs["loss"], float) else logs["loss"])
+            float(keras.ops.convert_to_numpy(logs["loss"]))
             times.append(time.perf_counter() - self.start)
 
     model.fit(x, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[Timer()])
-    flops = 3 * 2 * (forward_flops(encoder) + forward_flops_head(model))
-    return np.median(times[args.warmup:]), flops
+    return np.median(times[args.warmup:])
+
+
+def run_method(backend, name, args):
+    """One method of quality.py's CPU budget (same models and options), its default compiled step."""
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import quality
+
+    budget = argparse.Namespace(full=False, width=16, seed=0, batch_size=args.batch_size)
+    cls, options, _ = quality.METHODS[name]
+    model = cls(quality.encoder(name, budget), seed=0, **options)
+    model.compile(optimizer=quality.optimizer(name, 1, budget))
+    x = np.random.default_rng(0).integers(0, 256, (args.batch_size * (args.steps + args.warmup), 32, 32, 3), dtype="uint8")
+    return time_steps(model, x, args)
 
 
 def forward_flops_head(model):
@@ -187,8 +219,9 @@ def run_torch_reference(args):
     for step in range(args.warmup + args.steps):
         start = time.perf_counter()
         x = x_all.float() / 255.0
-        h = encoder(torch.cat([augment(x), augment(x)]))
-        z1, z2 = projector(h).chunk(2)
+        views = torch.cat([augment(x), augment(x)])
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.precision == "bfloat16"):
+            z1, z2 = projector(encoder(views)).float().chunk(2)
         loss = nt_xent(z1, z2)
         opt.zero_grad()
         loss.backward()
@@ -198,10 +231,10 @@ def run_torch_reference(args):
     return np.median(times[args.warmup:])
 
 
-def matmul_peak():
+def matmul_peak(precision):
     import torch
 
-    a = torch.randn(2048, 2048)
+    a = torch.randn(2048, 2048, dtype=getattr(torch, precision))
     for _ in range(2):
         a @ a
     start, n = time.perf_counter(), 10
@@ -210,37 +243,62 @@ def matmul_peak():
     return n * 2 * 2048**3 / (time.perf_counter() - start)
 
 
+def measure(run, args, *extra):
+    """One run in a fresh process: {"seconds", "flops"}, or None if it failed."""
+    cmd = [sys.executable, __file__, "--run", run, "--batch-size", str(args.batch_size), "--width", str(args.width),
+           "--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup), *extra]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        print(f"{run}{' '.join(extra)}: failed\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(lines[-1])
+
+
 def main():
     args = parse()
     if args.run:
         if args.run == "torch-reference":
             seconds, flops = run_torch_reference(args), None
+        elif args.run.startswith("method:"):
+            _, backend, name = args.run.split(":")
+            seconds, flops = run_method(backend, name, args), None
         else:
             backend, mode = args.run.split(":")
             seconds, flops = run_keras(backend, mode, args)
         print(json.dumps({"run": args.run, "seconds": float(seconds), "flops": flops}))
         return
-    peak = matmul_peak()
-    results = {}
-    for run in args.runs.split(","):
-        cmd = [sys.executable, __file__, "--run", run, "--batch-size", str(args.batch_size),
-               "--width", str(args.width), "--steps", str(args.steps), "--warmup", str(args.warmup)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-        if proc.returncode or not lines:
-            print(f"{run}: failed\n{proc.stderr[-2000:]}")
-            continue
-        results[run] = json.loads(lines[-1])
+    if args.methods:
+        return method_table(args)
+    peak = matmul_peak(args.precision)
+    results = {run: measure(run, args) for run in args.runs.split(",")}
+    results = {run: r for run, r in results.items() if r}
     flops = next((r["flops"] for r in results.values() if r["flops"]), None)
     ref = results.get("torch-reference", {}).get("seconds")
     print(f"\nSimCLR step, CIFAR ResNet-18 width {args.width}, batch {args.batch_size} (x2 views), "
-          f"{os.cpu_count()} CPUs, matmul peak {peak / 1e9:.0f} GFLOP/s")
+          f"{args.precision}, {os.cpu_count()} CPUs, {args.precision} matmul peak {peak / 1e9:.0f} GFLOP/s")
     print(f"{'run':24s} {'s/step':>8s} {'img/s':>8s} {'vs torch':>9s} {'% peak':>7s}")
     for run, r in results.items():
         ips = args.batch_size / r["seconds"]
         ratio = f"{ref / r['seconds']:.2f}x" if ref else "-"
         frac = f"{100 * flops * ips / peak:.1f}" if flops else "-"
         print(f"{run:24s} {r['seconds']:8.3f} {ips:8.1f} {ratio:>9s} {frac:>7s}")
+
+
+def method_table(args):
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from quality import METHODS
+
+    names = list(METHODS) if args.methods == "all" else args.methods.split(",")
+    backends = args.backends.split(",")
+    table = {(b, n): measure(f"method:{b}:{n}", args) for b in backends for n in names}
+    print(f"\nimages/s per method (quality.py's CPU budget: tiny_encoder x16, MAE ViT 2x64; batch "
+          f"{args.batch_size}, each image in all its views; compiled step), {os.cpu_count()} CPUs")
+    print(f"{'method':>13s} " + " ".join(f"{b:>10s}" for b in backends))
+    for n in names:
+        cells = [f"{args.batch_size / table[b, n]['seconds']:10.0f}" if table[b, n] else f"{'failed':>10s}"
+                 for b in backends]
+        print(f"{n:>13s} " + " ".join(cells))
 
 
 if __name__ == "__main__":
