@@ -62,16 +62,32 @@ def forward_flops(model):
     return total
 
 
-def run_keras(backend, mode, args):
+def start_keras(backend, args):
+    """Imports Keras on `backend` with the run's precision and seed; returns the training images."""
     os.environ["KERAS_BACKEND"] = backend
     import keras
-
-    import keras_ssl
 
     if args.precision == "bfloat16":
         keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     keras.utils.set_random_seed(0)
-    x = np.random.default_rng(0).integers(0, 256, (args.batch_size * (args.steps + args.warmup), 32, 32, 3), dtype="uint8")
+    steps = args.steps + args.warmup
+    return np.random.default_rng(0).integers(0, 256, (args.batch_size * steps, 32, 32, 3), dtype="uint8")
+
+
+def import_quality():
+    """benchmarks/quality.py as a module (its METHODS, encoder and optimizer)."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import quality
+
+    return quality
+
+
+def run_keras(backend, mode, args):
+    x = start_keras(backend, args)
+    import keras
+
+    import keras_ssl
+
     encoder = keras_ssl.backbones.resnet18((32, 32, 3), stem="cifar", width=args.width)
     model = keras_ssl.SimCLR(encoder, temperature=0.5, seed=0)
     compiled = mode == "compiled"
@@ -104,17 +120,12 @@ def time_steps(model, x, args):
 
 def run_method(backend, name, args):
     """One method of quality.py's CPU budget (same models and options), its default compiled step."""
-    os.environ["KERAS_BACKEND"] = backend
-    import keras
-
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    import quality
-
+    x = start_keras(backend, args)
+    quality = import_quality()
     budget = argparse.Namespace(full=False, width=16, seed=0, batch_size=args.batch_size)
     cls, options, _ = quality.METHODS[name]
     model = cls(quality.encoder(name, budget), seed=0, **options)
     model.compile(optimizer=quality.optimizer(name, 1, budget))
-    x = np.random.default_rng(0).integers(0, 256, (args.batch_size * (args.steps + args.warmup), 32, 32, 3), dtype="uint8")
     return time_steps(model, x, args)
 
 
@@ -243,14 +254,14 @@ def matmul_peak(precision):
     return n * 2 * 2048**3 / (time.perf_counter() - start)
 
 
-def measure(run, args, *extra):
+def measure(run, args):
     """One run in a fresh process: {"seconds", "flops"}, or None if it failed."""
     cmd = [sys.executable, __file__, "--run", run, "--batch-size", str(args.batch_size), "--width", str(args.width),
-           "--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup), *extra]
+           "--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
-        print(f"{run}{' '.join(extra)}: failed\n{proc.stderr[-2000:]}")
+        print(f"{run}: failed\n{proc.stderr[-2000:]}")
         return None
     return json.loads(lines[-1])
 
@@ -286,14 +297,12 @@ def main():
 
 
 def method_table(args):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from quality import METHODS
-
+    METHODS = import_quality().METHODS
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")
     backends = args.backends.split(",")
     table = {(b, n): measure(f"method:{b}:{n}", args) for b in backends for n in names}
     print(f"\nimages/s per method (quality.py's CPU budget: tiny_encoder x16, MAE ViT 2x64; batch "
-          f"{args.batch_size}, each image in all its views; compiled step), {os.cpu_count()} CPUs")
+          f"{args.batch_size}, each image in all its views; compiled step; {args.precision}), {os.cpu_count()} CPUs")
     print(f"{'method':>13s} " + " ".join(f"{b:>10s}" for b in backends))
     for n in names:
         cells = [f"{args.batch_size / table[b, n]['seconds']:10.0f}" if table[b, n] else f"{'failed':>10s}"
