@@ -160,11 +160,11 @@ def pretrain(args):
 
     import keras
 
-    from keras_ssl import evaluation
+    from keras_ssl import distribute, evaluation
 
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = _load_data(args.data, args.data_dir, args.limit)
-    print(f"backend {keras.backend.backend()} | data {args.data}: {len(x_train)} train images "
+    print(f"backend {distribute.backend()} | data {args.data}: {len(x_train)} train images "
           f"{x_train.shape[1:]}, {len(x_test)} test | method {args.method} | backbone {args.backbone}")
 
     encoder = _build_encoder(args.backbone, x_train.shape[1:], args.width)
@@ -202,7 +202,7 @@ def pretrain(args):
     _save_atomic(model, os.path.join(args.output, "model.keras"))
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     record.update(
-        knn_before=before, knn_after=after, seconds=seconds, backend=keras.backend.backend(),
+        knn_before=before, knn_after=after, seconds=seconds, backend=distribute.backend(),
         method=args.method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
         limit=args.limit,
     )

@@ -448,6 +448,39 @@ def uniformity(z, t=2, batch_size=1024):
 
 
 # ------------------------------------------------------------- helpers
+def recall_at_k(image_embeddings, text_embeddings, ks=(1, 5), labels=None):
+    """Retrieval recall@k both ways for paired rows of two embedding arrays.
+
+    Args:
+        image_embeddings, text_embeddings: `(N, D)` NumPy arrays, row `i` pairs.
+        ks: the `k`s.
+        labels: optional `(N,)`: a hit is any retrieved row with the query's label.
+
+    Returns:
+        dict `{"image_to_text@k": r, "text_to_image@k": r}`.
+
+    Example:
+        >>> e = np.eye(4)
+        >>> recall_at_k(e, e, ks=(1,))
+        {'image_to_text@1': 1.0, 'text_to_image@1': 1.0}
+    """
+    a, b = (np.asarray(e, "float32") for e in (image_embeddings, text_embeddings))
+    if a.shape != b.shape or a.ndim != 2:
+        raise ValueError(f"paired embeddings must have one shape (N, D), got {a.shape} and {b.shape}.")
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    key = np.arange(len(a)) if labels is None else np.asarray(labels).reshape(-1)
+    sim = a @ b.T
+    result = {}
+    for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
+        # stable sort: ties rank the lower index first
+        ranked = np.argsort(-s, axis=1, kind="stable")
+        for k in ks:
+            hits = key[ranked[:, :k]] == key[:, None]
+            result[f"{name}@{k}"] = float(hits.any(axis=1).mean())
+    return result
+
+
 def _numpy(x):
     return np.asarray(x) if isinstance(x, (np.ndarray, list, tuple)) else keras.ops.convert_to_numpy(x)
 

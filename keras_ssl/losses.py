@@ -478,3 +478,16 @@ def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False,
     mask = ops.cast(mask, "float32")
     # The floor only matters when nothing is masked: 0 / tiny = 0, not NaN.
     return ops.sum(error * mask) / ops.maximum(ops.sum(mask), 1e-12)
+
+
+def embedding_std(z):
+    """Mean over dimensions of the batch std of L2-normalised `z`.
+
+    About `1/sqrt(D)` for healthy embeddings, 0 when they have collapsed.
+
+    Example:
+        >>> embedding_std(keras.random.normal((64, 16)))  # ~0.25
+    """
+    z = ops.cast(z, "float32")
+    z = z / ops.maximum(ops.norm(z, axis=-1, keepdims=True), 1e-12)
+    return ops.mean(ops.std(z, axis=0))

@@ -150,7 +150,7 @@ class TextBlock(keras.layers.Layer):
         q, k, v = ops.split(qkv, 3, axis=2)
         logits = ops.einsum("bqhd,bkhd->bhqk", q[:, :, 0], k[:, :, 0]) / np.sqrt(head_dim)
         logits = ops.cast(logits, "float32")
-        # ops.where, not an additive -1e9: safe under float16 (PITFALLS)
+        # ops.where, not an additive large negative: that overflows float16 (PITFALLS)
         logits = ops.where(ops.expand_dims(mask, 1), logits, ops.full_like(logits, -np.inf))
         attn = ops.cast(ops.softmax(logits, axis=-1), x.dtype)
         out = ops.reshape(ops.einsum("bhqk,bkhd->bqhd", attn, v[:, :, 0]), (-1, length, self.dim))

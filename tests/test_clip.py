@@ -9,7 +9,8 @@ from conftest import random_images, small_encoder
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.methods.clip import CLIP, recall_at_k
+from keras_ssl.evaluation import recall_at_k
+from keras_ssl.methods.clip import CLIP
 from keras_ssl.text import Tokenizer, cifar10_captions
 
 LABELS = np.arange(16) % 10

@@ -9,5 +9,5 @@ from keras_ssl.layers.augment import (
     color_jitter,
     simclr_augmenter,
 )
-from keras_ssl.layers.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes
+from keras_ssl.layers.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes, ZeroShotHead
 from keras_ssl.layers.memory import MemoryBank

@@ -1,6 +1,10 @@
-"""Projection and prediction heads (MLPs on top of the encoder)."""
+"""Projection and prediction heads (MLPs on top of the encoder) and the zero-shot head."""
 
 import keras
+import numpy as np
+from keras import ops
+
+from keras_ssl import losses
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -230,3 +234,30 @@ class DINOHead(keras.layers.Layer):
             norm_last_layer=self.norm_last_layer,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class ZeroShotHead(keras.layers.Layer):
+    """Softmax over `scale * cosine(x, class_embeddings)`.
+
+    Args:
+        class_embeddings: `(C, D)` unit-norm class embeddings.
+        scale: logit scale.
+
+    Example:
+        >>> ZeroShotHead(np.eye(3, 8), 100.0)(keras.random.normal((2, 8))).shape
+        (2, 3)
+    """
+
+    def __init__(self, class_embeddings, scale, **kwargs):
+        super().__init__(**kwargs)
+        self.class_embeddings = np.asarray(class_embeddings, "float32")
+        self.scale = float(scale)
+
+    def call(self, x):
+        logits = self.scale * ops.matmul(losses.l2_normalize(x), ops.transpose(self.class_embeddings))
+        return ops.softmax(logits, axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "class_embeddings": self.class_embeddings.tolist(),
+                "scale": self.scale}

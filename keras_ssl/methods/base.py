@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ssl import distribute
+from keras_ssl import distribute, losses
 from keras_ssl.data import check_images, to_dataset
 
 
@@ -252,7 +252,7 @@ class SSLModel(keras.Model):
         for name, value in terms.items():
             self._term_trackers[name].update_state(value)
         if "z1" in y_pred:
-            self.z_std_tracker.update_state(embedding_std(y_pred["z1"]))
+            self.z_std_tracker.update_state(losses.embedding_std(y_pred["z1"]))
         if self.losses:
             loss = loss + ops.sum(self.losses)
         return loss / distribute.num_replicas()
@@ -440,19 +440,6 @@ class SSLModel(keras.Model):
         self.compile(**config)
         if self.built:
             self.optimizer.build(self.trainable_variables)
-
-
-def embedding_std(z):
-    """Mean over dimensions of the batch std of L2-normalised `z`.
-
-    About `1/sqrt(D)` for healthy embeddings, 0 when they have collapsed.
-
-    Example:
-        >>> embedding_std(keras.random.normal((64, 16)))  # ~0.25
-    """
-    z = ops.cast(z, "float32")
-    z = z / ops.maximum(ops.norm(z, axis=-1, keepdims=True), 1e-12)
-    return ops.mean(ops.std(z, axis=0))
 
 
 # Forward outputs that are not per-sample (memory banks, centres, their

@@ -8,7 +8,9 @@ from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.data import check_images
+from keras_ssl.evaluation import recall_at_k
 from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.layers.heads import ZeroShotHead
 from keras_ssl.methods.base import SSLModel, _pool
 from keras_ssl.text import TextTransformer, Tokenizer, _texts
 
@@ -235,66 +237,6 @@ class CLIP(SSLModel):
             if isinstance(config.get(key), dict):
                 config[key] = keras.saving.deserialize_keras_object(config[key])
         return cls(config.pop("encoder"), **config)
-
-
-@keras.saving.register_keras_serializable(package="keras_ssl")
-class ZeroShotHead(keras.layers.Layer):
-    """Softmax over `scale * cosine(x, class_embeddings)`.
-
-    Args:
-        class_embeddings: `(C, D)` unit-norm class embeddings.
-        scale: logit scale.
-
-    Example:
-        >>> ZeroShotHead(np.eye(3, 8), 100.0)(keras.random.normal((2, 8))).shape
-        (2, 3)
-    """
-
-    def __init__(self, class_embeddings, scale, **kwargs):
-        super().__init__(**kwargs)
-        self.class_embeddings = np.asarray(class_embeddings, "float32")
-        self.scale = float(scale)
-
-    def call(self, x):
-        logits = self.scale * ops.matmul(losses.l2_normalize(x), ops.transpose(self.class_embeddings))
-        return ops.softmax(logits, axis=-1)
-
-    def get_config(self):
-        return {**super().get_config(), "class_embeddings": self.class_embeddings.tolist(),
-                "scale": self.scale}
-
-
-def recall_at_k(image_embeddings, text_embeddings, ks=(1, 5), labels=None):
-    """Retrieval recall@k both ways for paired rows of two embedding arrays.
-
-    Args:
-        image_embeddings, text_embeddings: `(N, D)` NumPy arrays, row `i` pairs.
-        ks: the `k`s.
-        labels: optional `(N,)`: a hit is any retrieved row with the query's label.
-
-    Returns:
-        dict `{"image_to_text@k": r, "text_to_image@k": r}`.
-
-    Example:
-        >>> e = np.eye(4)
-        >>> recall_at_k(e, e, ks=(1,))
-        {'image_to_text@1': 1.0, 'text_to_image@1': 1.0}
-    """
-    a, b = (np.asarray(e, "float32") for e in (image_embeddings, text_embeddings))
-    if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"paired embeddings must have one shape (N, D), got {a.shape} and {b.shape}.")
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
-    key = np.arange(len(a)) if labels is None else np.asarray(labels).reshape(-1)
-    sim = a @ b.T
-    result = {}
-    for name, s in (("image_to_text", sim), ("text_to_image", sim.T)):
-        # stable sort: ties rank the lower index first
-        ranked = np.argsort(-s, axis=1, kind="stable")
-        for k in ks:
-            hits = key[ranked[:, :k]] == key[:, None]
-            result[f"{name}@{k}"] = float(hits.any(axis=1).mean())
-    return result
 
 
 def _batched(fn, x, batch_size):
