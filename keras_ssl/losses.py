@@ -481,13 +481,19 @@ def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False,
 
 
 def embedding_std(z):
-    """Mean over dimensions of the batch std of L2-normalised `z`.
+    """Mean over dimensions of the batch std of L2-normalised `z`, in the graph.
 
-    About `1/sqrt(D)` for healthy embeddings, 0 when they have collapsed.
+    The training step's collapse metric (`z_std`); `evaluation.embedding_std`
+    is the NumPy version for stored embeddings.
+
+    Args:
+        z: `(B, D)` embeddings.
+
+    Returns:
+        scalar tensor: about `1/sqrt(D)` for healthy embeddings, 0 when they
+        have collapsed to a point.
 
     Example:
         >>> embedding_std(keras.random.normal((64, 16)))  # ~0.25
     """
-    z = ops.cast(z, "float32")
-    z = z / ops.maximum(ops.norm(z, axis=-1, keepdims=True), 1e-12)
-    return ops.mean(ops.std(z, axis=0))
+    return ops.mean(ops.std(l2_normalize(z), axis=0))

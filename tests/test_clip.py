@@ -178,3 +178,19 @@ def test_bad_options_are_rejected():
         CLIP(small_encoder())
     with pytest.raises(ValueError, match="tokenizer"):
         CLIP(small_encoder(), vocab_size=50, max_length=8).tokenize(["x"])
+
+
+def test_zero_shot_head_is_scaled_cosine_softmax_and_round_trips():
+    from keras_ssl.layers import ZeroShotHead
+
+    rng = np.random.default_rng(0)
+    classes = rng.normal(size=(3, 8)).astype("float32")
+    classes /= np.linalg.norm(classes, axis=1, keepdims=True)
+    x = rng.normal(size=(4, 8)).astype("float32") * 5.0
+    logits = 10.0 * (x / np.linalg.norm(x, axis=1, keepdims=True)) @ classes.T
+    expected = np.exp(logits - logits.max(1, keepdims=True))
+    expected /= expected.sum(1, keepdims=True)
+    head = ZeroShotHead(classes, 10.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(head(x)), expected, rtol=1e-5, atol=1e-6)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(head))
+    np.testing.assert_allclose(ops.convert_to_numpy(clone(x)), expected, rtol=1e-5, atol=1e-6)

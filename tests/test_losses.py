@@ -475,3 +475,12 @@ def test_losses_finite_and_bounded(pair, temperature, scale):
     assert value(losses.info_nce(a, b, temperature)) >= -tol
     for name in ("barlow_twins", "vicreg", "swav", "dino"):
         assert value(LOSS_CALLS[name](a, b)) >= -tol, name
+
+
+def test_embedding_std_matches_numpy_and_reads_zero_when_collapsed():
+    z = np.random.default_rng(0).normal(size=(64, 16)).astype("float32") * 3.0
+    unit = z / np.linalg.norm(z, axis=1, keepdims=True)
+    expected = unit.std(axis=0).mean()
+    np.testing.assert_allclose(float(losses.embedding_std(z)), expected, rtol=1e-5)
+    collapsed = np.tile(z[:1], (64, 1))
+    assert float(losses.embedding_std(collapsed)) == pytest.approx(0.0, abs=1e-6)
