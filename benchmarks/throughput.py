@@ -45,8 +45,8 @@ def parse():
     p.add_argument("--run", default=None, help="one measurement: torch-reference or BACKEND:compiled|eager")
     p.add_argument("--repeats", type=int, default=3,
                    help="rounds over the runs; each run reports its best round (other load only slows a run)")
-    p.add_argument("--runs", default="torch-reference,torch-reference:channels_last,jax:compiled,tensorflow:compiled,torch:eager,"
-                   "jax:eager,tensorflow:eager,torch:compiled")
+    p.add_argument("--runs", default="torch-reference,torch-reference:channels_last,jax:compiled,"
+                   "tensorflow:compiled,torch:eager,jax:eager,tensorflow:eager,torch:compiled")
     return p.parse_args()
 
 

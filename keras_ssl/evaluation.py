@@ -464,11 +464,11 @@ def recall_at_k(image_embeddings, text_embeddings, ks=(1, 5), labels=None):
         >>> recall_at_k(e, e, ks=(1,))
         {'image_to_text@1': 1.0, 'text_to_image@1': 1.0}
     """
-    a, b = (np.asarray(e, "float32") for e in (image_embeddings, text_embeddings))
-    if a.shape != b.shape or a.ndim != 2:
+    a = _matrix(image_embeddings, "image_embeddings", "float32")
+    b = _matrix(text_embeddings, "text_embeddings", "float32")
+    if a.shape != b.shape:
         raise ValueError(f"paired embeddings must have one shape (N, D), got {a.shape} and {b.shape}.")
-    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
-    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    a, b = _normalize(a), _normalize(b)
     key = np.arange(len(a)) if labels is None else np.asarray(labels).reshape(-1)
     sim = a @ b.T
     result = {}
