@@ -23,6 +23,8 @@ from keras_ssl.methods import (  # noqa: E402
     NNCLR,
     BarlowTwins,
     MoCo,
+    MoCoV2,
+    MoCoV3,
     SimCLR,
     SimSiam,
     SSLModel,

@@ -17,38 +17,49 @@ class MomentumScheduler(keras.callbacks.Callback):
     `steps_per_execution > 1` and after resuming (`initial_epoch`, or
     `BackupAndRestore`, which restores the step counter). This callback owns
     the schedule: it sets the run length, and optionally the end points.
-    `SSLModel.fit` adds one when none is given.
+    `SSLModel.fit` adds one when none is given. When `fit` cannot know its
+    length (a generator or dataset of unknown size, no `steps_per_epoch`),
+    it warns once that the momentum stays at its start value.
 
     Args:
-        tau_base: momentum at step 0 (default: the method's).
-        tau_end: momentum at the last step (default: the method's, usually 1).
+        momentum: momentum at step 0 (default: the model's).
+        momentum_end: momentum at the last step (default: the model's).
         total_steps: run length; defaults to `epochs * steps_per_epoch` of `fit`.
 
     Example:
-        >>> model.fit(x, epochs=100, callbacks=[MomentumScheduler(tau_base=0.99)])
+        >>> model.fit(x, epochs=100, callbacks=[MomentumScheduler(momentum=0.99)])
     """
 
-    def __init__(self, tau_base=None, tau_end=None, total_steps=None):
+    def __init__(self, momentum=None, momentum_end=None, total_steps=None):
         super().__init__()
-        self.tau_base, self.tau_end, self.total_steps = tau_base, tau_end, total_steps
+        self.momentum, self.momentum_end, self.total_steps = momentum, momentum_end, total_steps
 
     def on_train_begin(self, logs=None):
         model = self.model
-        if self.tau_base is not None or self.tau_end is not None:
-            if model.tau_base is None:
+        if self.momentum is not None or self.momentum_end is not None:
+            if model.momentum is None:
                 raise ValueError(f"{type(model).__name__} has no momentum schedule to set.")
             model.set_momentum_schedule(
-                model.tau_base if self.tau_base is None else self.tau_base,
-                model.tau_end if self.tau_end is None else self.tau_end,
+                model.momentum if self.momentum is None else self.momentum,
+                model.momentum_end if self.momentum_end is None else self.momentum_end,
             )
         total = self.total_steps
         if total is None:
             epochs, steps = self.params.get("epochs"), self.params.get("steps")
             total = epochs * steps if epochs and steps else 0
+            if not total and getattr(model, "momentum", None) not in (None, model.momentum_end):
+                warnings.warn(
+                    f"fit cannot tell how many steps this run takes (data of unknown length), so "
+                    f"the EMA momentum stays at its start value {model.momentum:g} instead of "
+                    f"following its schedule to {model.momentum_end:g}. Pass steps_per_epoch= "
+                    "to fit, or callbacks=[keras_ssl.callbacks.MomentumScheduler(total_steps=N)].",
+                    stacklevel=2,
+                )
         model.total_steps.assign(int(total))
 
     def get_config(self):
-        return {"tau_base": self.tau_base, "tau_end": self.tau_end, "total_steps": self.total_steps}
+        return {"momentum": self.momentum, "momentum_end": self.momentum_end,
+                "total_steps": self.total_steps}
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

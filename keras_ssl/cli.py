@@ -28,11 +28,15 @@ def build_parser():
     sub = parser.add_subparsers(dest="command")
 
     p = sub.add_parser("pretrain", help="train an encoder without labels")
-    p.add_argument("--method", default="simclr", help="SSL method (e.g. simclr)")
+    p.add_argument("--method", default="simclr",
+                   help="SSL method: simclr, moco, moco_v3, byol, nnclr, simsiam, barlow_twins, "
+                   "vicreg, swav, dino, mae (default: simclr)")
     p.add_argument("--data", default="digits",
                    help="cifar10 | mnist | fashion_mnist | digits | path.npz | image folder")
     p.add_argument("--data-dir", default=None, help="where <name>.npz files are (else $KERAS_SSL_DATA_DIR)")
-    p.add_argument("--backbone", default="tiny", help="tiny | resnet18 | resnet34 | resnet50 | vit_tiny | vit_small (MAE needs a ViT)")
+    p.add_argument("--backbone", default=None,
+                   help="tiny | resnet18 | resnet34 | resnet50 | vit_tiny | vit_small "
+                   "(default: the method's, tiny; vit_tiny for MAE)")
     p.add_argument("--width", type=float, default=1.0, help="backbone width multiplier")
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
@@ -97,17 +101,18 @@ def main(argv=None):
     return commands[args.command](args)
 
 
-def _build_encoder(name, input_shape, width):
+def _build_encoder(name, input_shape, width, image_size):
+    """The named backbone; `input_shape` may hold None for any spatial size."""
     from keras_ssl import backbones
 
     if name == "tiny":
         return backbones.tiny_encoder(input_shape=input_shape, width=int(32 * width))
     if name in ("resnet18", "resnet34", "resnet50"):
-        stem = "cifar" if input_shape[0] <= 64 else "imagenet"
+        stem = "cifar" if image_size <= 64 else "imagenet"
         return getattr(backbones, name)(input_shape=input_shape, stem=stem, width=width)
     if name in ("vit_tiny", "vit_small"):
-        patch = 4 if input_shape[0] <= 64 else 16
-        return getattr(backbones, name)(image_size=input_shape[0], patch_size=patch, channels=input_shape[-1])
+        patch = 4 if image_size <= 64 else 16
+        return getattr(backbones, name)(image_size=image_size, patch_size=patch, channels=input_shape[-1])
     raise ValueError(
         f"unknown --backbone {name!r}: use tiny, resnet18, resnet34, resnet50, vit_tiny or vit_small."
     )
@@ -117,27 +122,22 @@ DIGITS = ("digits", "mnist")
 
 
 def _method_options(args, method, x_train):
-    """Constructor options from the command line, for the options the method has.
+    """Constructor options from the command line and the method's declarations.
 
-    On digit data flips change the class and small crops lose the digit, so
-    the default view there is a crop of at least 30 % with no flip.
+    Every method gets its paper's views (`method.default_views`) for the
+    data; on digit data flips change the class and small crops lose the
+    digit, so there no crop is smaller than 30 % of the image and nothing
+    is flipped.
     """
-    import inspect
-
-    from keras_ssl.layers.augment import simclr_augmenter
-
-    accepted = inspect.signature(method.__init__).parameters
     options = {}
-    if args.temperature is not None and "temperature" in accepted:
+    if args.temperature is not None and "temperature" in method.hyperparameters():
         options["temperature"] = args.temperature
     digits = args.data in DIGITS
     scale = args.crop_scale if args.crop_scale is not None else (0.3 if digits else None)
-    flip = not (args.no_flip or digits)
-    if "augmenter" in accepted and (scale is not None or not flip):
-        options["augmenter"] = simclr_augmenter(
-            x_train.shape[1], channels=x_train.shape[-1], crop_scale=(scale or 0.08, 1.0),
-            horizontal_flip=flip, seed=args.seed + 1,
-        )
+    options["views"] = method.default_views(
+        x_train.shape[1], channels=x_train.shape[-1], crop_scale=scale,
+        horizontal_flip=not (args.no_flip or digits), seed=args.seed + 1,
+    )
     return options
 
 
@@ -164,11 +164,17 @@ def pretrain(args):
 
     keras.utils.set_random_seed(args.seed)
     (x_train, y_train), (x_test, y_test) = _load_data(args.data, args.data_dir, args.limit)
+    backbone = args.backbone or methods[args.method].default_backbone
     print(f"backend {distribute.backend()} | data {args.data}: {len(x_train)} train images "
-          f"{x_train.shape[1:]}, {len(x_test)} test | method {args.method} | backbone {args.backbone}")
+          f"{x_train.shape[1:]}, {len(x_test)} test | method {args.method} | backbone {backbone}")
 
-    encoder = _build_encoder(args.backbone, x_train.shape[1:], args.width)
-    model = methods[args.method](encoder, seed=args.seed, **_method_options(args, methods[args.method], x_train))
+    method = methods[args.method]
+    image_shape = tuple(x_train.shape[1:])
+    # Multi-crop methods feed the encoder crops of two sizes.
+    encoder_input = (None, None, image_shape[-1]) if method.local_views else image_shape
+    encoder = _build_encoder(backbone, encoder_input, args.width, image_shape[0])
+    model = method(encoder, input_shape=image_shape, seed=args.seed,
+                   **_method_options(args, method, x_train))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     os.makedirs(args.output, exist_ok=True)
 
@@ -210,7 +216,7 @@ def pretrain(args):
     print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
     if not args.no_plots:
         _write_plots(args.output, record, model.encoder, (x_train, y_train), (x_test, y_test),
-                     getattr(model, "augmenter", None))
+                     model.views)
     return 0
 
 
@@ -227,7 +233,7 @@ def _save_atomic(model, path):
             os.remove(tmp)
 
 
-def _write_plots(run_dir, record, encoder, train, test, augmenter=None):
+def _write_plots(run_dir, record, encoder, train, test, views=None):
     """Training curves, augmented views, embedding map and retrieval grid."""
     try:
         from keras_ssl import plots
@@ -245,10 +251,10 @@ def _write_plots(run_dir, record, encoder, train, test, augmenter=None):
     if curves:
         written.append(plots.plot_history(curves, os.path.join(run_dir, "history.png")))
     (x_train, y_train), (x_test, y_test) = train, test
-    if augmenter is not None:
+    if views is not None:
         images = x_train[:8].astype("float32") / (255.0 if x_train.dtype == "uint8" else 1.0)
-        views = [augmenter(images, training=True) for _ in range(2)]
-        written.append(plots.plot_views(images, views, os.path.join(run_dir, "views.png")))
+        made = views(images, training=True)
+        written.append(plots.plot_views(images, made, os.path.join(run_dir, "views.png")))
     n = min(2000, len(x_test))
     f_test = evaluation.embed(encoder, x_test[:n])
     written.append(plots.plot_embedding(

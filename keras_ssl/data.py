@@ -322,14 +322,24 @@ def _split(x, y, test_fraction, seed):
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
     labels = np.zeros(len(x), "int64") if y is None else y
     test = np.zeros(len(x), bool)
-    test[_pick_per_class(labels, test_fraction, seed)] = True
+    test[pick_per_class(labels, test_fraction, seed)] = True
     if y is None:
         return (x[~test], None), (x[test], None)
     return (x[~test], y[~test]), (x[test], y[test])
 
 
-def _pick_per_class(labels, fraction, seed, minimum=0):
-    """Sorted indices of `round(fraction * n_c)` (at least `minimum`) random items per class."""
+def pick_per_class(labels, fraction, seed, minimum=0):
+    """Sorted indices of `round(fraction * n_c)` (at least `minimum`) random items per class.
+
+    Args:
+        labels: integer labels `(N,)`.
+        fraction: share of each class to pick.
+        seed: NumPy seed.
+        minimum: least items picked per class.
+
+    Example:
+        >>> keep = pick_per_class(y_train, 0.1, seed=0)   # a class-balanced 10 %
+    """
     rng = np.random.default_rng(seed)
     picked = []
     for c in np.unique(labels):

@@ -12,7 +12,7 @@ on whichever backend is active.
 import keras
 import numpy as np
 
-from keras_ssl.data import _pick_per_class, check_images, to_unit_float
+from keras_ssl.data import pick_per_class, check_images, to_unit_float
 
 
 # ------------------------------------------------------------- features
@@ -329,7 +329,7 @@ def labeled_subset(labels, fraction, seed=0):
         raise ValueError(f"label_fraction must be in (0, 1], got {fraction}.")
     if fraction == 1:
         return np.arange(len(labels))
-    return _pick_per_class(labels, fraction, seed, minimum=1)
+    return pick_per_class(labels, fraction, seed, minimum=1)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

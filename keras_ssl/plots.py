@@ -58,7 +58,7 @@ def plot_views(images, views, path, n=8):
         `path`.
 
     Example:
-        >>> plot_views(x[:8], [augmenter(x[:8], training=True) for _ in range(2)], "views.png")
+        >>> plot_views(x[:8], model.views(x[:8], training=True), "views.png")
     """
     rows = [_images(images)[:n]] + [_images(v)[:n] for v in views]
     return _grid(rows, ["original"] + [f"view {i + 1}" for i in range(len(views))], path)

@@ -73,14 +73,14 @@ class Tokenizer:
 
     def adapt(self, texts, max_vocab=None, min_count=1):
         """Builds the vocabulary from `texts` (most frequent first); returns self."""
-        counts = Counter(t for text in _texts(texts) for t in self.split(text))
+        counts = Counter(t for text in as_texts(texts) for t in self.split(text))
         ranked = sorted((t for t, c in counts.items() if c >= min_count), key=lambda t: (-counts[t], t))
         self.set_vocabulary(ranked[:max_vocab])
         return self
 
     def __call__(self, texts):
         """Token ids `(N, max_length)` int32 of a string or a list of strings."""
-        texts = _texts(texts)
+        texts = as_texts(texts)
         ids = np.full((len(texts), self.max_length), PAD, "int32")
         for row, text in enumerate(texts):
             tokens = [self._ids.get(t, UNK) for t in self.split(text)][: self.max_length - 2]
@@ -104,7 +104,12 @@ class Tokenizer:
         return cls(**config)
 
 
-def _texts(texts):
+def as_texts(texts):
+    """A list of strings from a string, a list of strings or a NumPy string array.
+
+    Example:
+        >>> as_texts("a cat")   # ["a cat"]
+    """
     if isinstance(texts, str):
         return [texts]
     texts = list(np.asarray(texts).reshape(-1)) if isinstance(texts, np.ndarray) else list(texts)

@@ -1,11 +1,18 @@
-"""Layers shared by the methods: augmentation, heads, memory banks, masking."""
+"""Layers shared by the methods: augmentation, view makers, heads, memory banks, masking."""
 
 from keras_ssl.layers.augment import (
     ColorJitter,
     MultiCrop,
+    OneView,
     RandomApply,
     RandomResizedCrop,
-    byol_augmenters,
+    SeedStream,
+    TwoViews,
+    ViewMaker,
+    byol_views,
+    crop_view,
+    multi_crop_views,
+    simclr_views,
     color_jitter,
     simclr_augmenter,
 )

@@ -10,7 +10,38 @@ differently). Grayscale, blur and solarisation are Keras's layers.
 import math
 
 import keras
+import numpy as np
 from keras import ops
+
+
+class SeedStream:
+    """Distinct integer seeds derived from one base seed, one per call.
+
+    Two Keras random layers given the same integer seed draw the same
+    numbers (flip and grayscale perfectly correlated, measured), so every
+    random layer gets its own seed from a stream. Seeds are hashed from
+    `(base, count)` with NumPy's `SeedSequence`, so streams nested inside
+    each other (a model's stream seeding an augmenter's) never collide.
+
+    Args:
+        seed: base seed; `None` makes every call return `None` (random).
+
+    Example:
+        >>> seeds = SeedStream(0)
+        >>> crop = RandomResizedCrop(32, seed=seeds())
+        >>> jitter = color_jitter(0.5, seed=seeds())
+    """
+
+    def __init__(self, seed=None):
+        self.seed = None if seed is None else int(seed)
+        self.count = 0
+
+    def __call__(self):
+        if self.seed is None:
+            return None
+        self.count += 1
+        state = np.random.SeedSequence([self.seed, self.count]).generate_state(1)[0]
+        return int(state >> 1)  # non-negative int32
 
 
 def _pair(value, name):
@@ -318,6 +349,7 @@ def color_jitter(strength=0.5, seed=None):
 
 def simclr_augmenter(
     image_size,
+    *,
     channels=3,
     crop_scale=(0.08, 1.0),
     color_strength=0.5,
@@ -344,7 +376,7 @@ def simclr_augmenter(
         solarize_rate: probability of solarisation (BYOL's second view uses 0.2).
         horizontal_flip: flip half of the views (off for digits, where a
             flip changes the class).
-        seed: base seed; each random layer gets its own offset of it.
+        seed: base seed; each random layer gets its own from a `SeedStream`.
         name: layer name.
 
     Returns:
@@ -353,64 +385,265 @@ def simclr_augmenter(
 
     Example:
         >>> augment = simclr_augmenter(32, seed=0)
-        >>> v1, v2 = augment(x, training=True), augment(x, training=True)
+        >>> views = TwoViews(augment)(x, training=True)
     """
-    base = 0 if seed is None else int(seed)
-    offsets = iter(range(1, 100))
-    next_seed = lambda: None if seed is None else base + 7919 * next(offsets)  # noqa: E731
+    seeds = SeedStream(seed)
     layers = [
-        RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=horizontal_flip, seed=next_seed())
+        RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=horizontal_flip, seed=seeds())
     ]
     if channels == 3:
         if jitter_rate > 0:
-            layers.append(RandomApply(color_jitter(color_strength, next_seed()), jitter_rate, next_seed()))
+            layers.append(RandomApply(color_jitter(color_strength, seeds()), jitter_rate, seeds()))
         if grayscale_rate > 0:
-            layers.append(keras.layers.RandomGrayscale(grayscale_rate, seed=next_seed()))
+            layers.append(keras.layers.RandomGrayscale(grayscale_rate, seed=seeds()))
     elif channels != 1:
         raise ValueError(f"`channels` must be 1 or 3, got {channels}.")
     if blur_rate > 0:
         blur = keras.layers.RandomGaussianBlur(
             factor=1.0, kernel_size=max(3, (image_size // 10) | 1), sigma=(0.1, 2.0),
-            value_range=(0, 1), seed=next_seed(),
+            value_range=(0, 1), seed=seeds(),
         )
-        layers.append(RandomApply(blur, blur_rate, next_seed()))
+        layers.append(RandomApply(blur, blur_rate, seeds()))
     if solarize_rate > 0:
         solarize = keras.layers.Solarization(
-            addition_factor=0.0, threshold_factor=(0.5, 0.5), value_range=(0, 1), seed=next_seed()
+            addition_factor=0.0, threshold_factor=(0.5, 0.5), value_range=(0, 1), seed=seeds()
         )
-        layers.append(RandomApply(solarize, solarize_rate, next_seed()))
+        layers.append(RandomApply(solarize, solarize_rate, seeds()))
     return keras.Sequential(layers, name=name)
 
 
-def byol_augmenters(image_size, channels=3, crop_scale=(0.08, 1.0), seed=None):
-    """BYOL's two asymmetric view pipelines (blur 1.0/0.1, solarize 0/0.2).
+def _output_shape(layer, input_shape):
+    try:
+        shape = layer.compute_output_shape(input_shape)
+    except Exception:  # a layer without compute_output_shape: trace it
+        shape = layer.compute_output_spec(keras.KerasTensor(input_shape)).shape
+    return tuple(shape)
 
-    Blur is kept only for images larger than 32 pixels, where it helps.
+
+class ViewMaker(keras.layers.Layer):
+    """Base of the view makers: a layer mapping a batch to a *list* of views.
+
+    Subclasses set `num_global` (full-size views, first in the list) and
+    `num_local` (smaller views after them) and implement `call` and
+    `view_shapes`. A method checks these against what it needs when it is
+    built (`SSLModel`), so a wrong view maker fails at construction.
+    """
+
+    num_global = 1
+    num_local = 0
+
+    def view_shapes(self, image_shape):
+        """`(height, width, channels)` of each view made from images of `image_shape`."""
+        raise NotImplementedError
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class OneView(ViewMaker):
+    """One augmented view of each image (MAE, CLIP).
+
+    Args:
+        augment: a layer mapping a batch of images to a batch of views.
+
+    Example:
+        >>> views = OneView(RandomResizedCrop(32, scale=(0.2, 1.0)))
+        >>> [v] = views(images, training=True)
+    """
+
+    def __init__(self, augment, **kwargs):
+        super().__init__(**kwargs)
+        if not callable(augment):
+            raise TypeError(f"`augment` must be a Keras layer, got {type(augment).__name__}.")
+        self.augment = augment
+
+    def build(self, input_shape):
+        if not self.augment.built:
+            self.augment.build(input_shape)
+
+    def call(self, images, training=True):
+        return [self.augment(images, training=training)]
+
+    def view_shapes(self, image_shape):
+        return [_output_shape(self.augment, (None, *image_shape))[1:]]
+
+    def get_config(self):
+        return {**super().get_config(), "augment": keras.saving.serialize_keras_object(self.augment)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["augment"] = keras.saving.deserialize_keras_object(config["augment"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class TwoViews(ViewMaker):
+    """Two augmented views of each image, from one pipeline or two.
+
+    `TwoViews(aug)` draws both views from the same family (SimCLR, SimSiam,
+    Barlow Twins, VICReg, MoCo v2); `TwoViews(aug_1, aug_2)` gives each view
+    its own pipeline (BYOL's asymmetric blur and solarisation). Each
+    pipeline gets its own copy of the batch, since some Keras colour layers
+    modify their input in place on PyTorch.
+
+    Args:
+        augment: layer making the first view (and the second, if
+            `augment_2` is None).
+        augment_2: layer making the second view.
+
+    Example:
+        >>> views = TwoViews(simclr_augmenter(32, seed=0))
+        >>> v1, v2 = views(images, training=True)
+    """
+
+    num_global = 2
+
+    def __init__(self, augment, augment_2=None, **kwargs):
+        super().__init__(**kwargs)
+        for arg in (augment, augment_2):
+            if arg is not None and not callable(arg):
+                raise TypeError(f"TwoViews takes Keras layers, got {type(arg).__name__}.")
+        self.augment, self.augment_2 = augment, augment_2
+
+    def _pipelines(self):
+        return [self.augment, self.augment_2 or self.augment]
+
+    def build(self, input_shape):
+        for augment in self._pipelines():
+            if not augment.built:
+                augment.build(input_shape)
+
+    def call(self, images, training=True):
+        return [augment(ops.copy(images), training=training) for augment in self._pipelines()]
+
+    def view_shapes(self, image_shape):
+        return [_output_shape(a, (None, *image_shape))[1:] for a in self._pipelines()]
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {**super().get_config(), "augment": serialize(self.augment),
+                "augment_2": None if self.augment_2 is None else serialize(self.augment_2)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        for key in ("augment", "augment_2"):
+            if config.get(key) is not None:
+                config[key] = keras.saving.deserialize_keras_object(config[key])
+        return cls(**config)
+
+
+def _with_min_scale(scale, min_crop_scale):
+    """`scale` with no crop smaller than `min_crop_scale` (None: unchanged)."""
+    if min_crop_scale is None:
+        return tuple(scale)
+    low = max(float(min_crop_scale), scale[0])
+    return (low, max(low, scale[1]))
+
+
+def simclr_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
+                 horizontal_flip=True, seed=None):
+    """Two views from SimCLR's pipeline (`simclr_augmenter`): SimCLR, Barlow Twins, VICReg.
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels.
+        crop_scale: area range of the resized crop (SimSiam and MoCo v2: (0.2, 1)).
+        min_crop_scale: no crop smaller than this fraction (digits: 0.3).
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+
+    Example:
+        >>> v1, v2 = simclr_views(32, seed=0)(images, training=True)
+    """
+    return TwoViews(simclr_augmenter(
+        image_size, channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+        horizontal_flip=horizontal_flip, seed=seed))
+
+
+def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=None,
+              horizontal_flip=True, seed=None):
+    """One view: a random resized crop and flip, no colour (MAE; CLIP uses (0.5, 1)).
+
+    Args:
+        image_size: output side of the view.
+        channels: image channels (unused: no colour augmentation).
+        crop_scale: area range of the crop.
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
+        seed: seed of the crop.
+
+    Example:
+        >>> [v] = crop_view(32, seed=0)(images, training=True)
+    """
+    return OneView(RandomResizedCrop(
+        image_size, scale=_with_min_scale(crop_scale, min_crop_scale),
+        horizontal_flip=horizontal_flip, seed=seed))
+
+
+def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
+                     global_scale=(0.14, 1.0), local_scale=(0.05, 0.14), min_crop_scale=None,
+                     horizontal_flip=True, seed=None):
+    """Two global and `num_local` local crops (`MultiCrop`), SwAV's scales by default.
+
+    DINO's recipe passes global (0.4, 1) and local (0.05, 0.4).
+
+    Args:
+        image_size: side of the global crops.
+        channels: image channels.
+        local_size: side of the local crops; defaults to `image_size // 2`.
+        num_local: number of local crops (SwAV 6, DINO 10 on ImageNet).
+        global_scale, local_scale: area ranges.
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+
+    Example:
+        >>> views = multi_crop_views(32, num_local=4, seed=0)
+    """
+    return MultiCrop(
+        image_size, local_size or max(1, image_size // 2), num_global=2, num_local=num_local,
+        global_scale=_with_min_scale(global_scale, min_crop_scale),
+        local_scale=_with_min_scale(local_scale, min_crop_scale),
+        channels=channels, horizontal_flip=horizontal_flip, seed=seed,
+    )
+
+
+def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
+               horizontal_flip=True, seed=None):
+    """BYOL's two asymmetric view pipelines (blur 1.0 / 0.1, solarise 0 / 0.2).
+
+    Blur is kept only for images larger than 32 pixels, where it helps; at
+    32 px and below the colour strength is CIFAR's 0.5 instead of 1.0.
 
     Args:
         image_size: output side of each view.
         channels: image channels.
         crop_scale: area range of the resized crop.
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
         seed: base seed.
 
     Returns:
-        A list of two augmenters, one per view.
+        A `TwoViews` with one pipeline per view.
 
     Example:
-        >>> aug1, aug2 = byol_augmenters(32, seed=0)
+        >>> views = byol_views(32, seed=0)
+        >>> v1, v2 = views(images, training=True)
     """
     big = image_size > 32
-    base = 0 if seed is None else int(seed)
-    return [
-        simclr_augmenter(image_size, channels, crop_scale, 1.0 if big else 0.5, 0.8, 0.2,
-                         1.0 if big else 0.0, 0.0, True, None if seed is None else base, "view_1"),
-        simclr_augmenter(image_size, channels, crop_scale, 1.0 if big else 0.5, 0.8, 0.2,
-                         0.1 if big else 0.0, 0.2, True, None if seed is None else base + 104729, "view_2"),
-    ]
+    seeds = SeedStream(seed)
+    common = dict(channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+                  horizontal_flip=horizontal_flip,
+                  color_strength=1.0 if big else 0.5)
+    return TwoViews(
+        simclr_augmenter(image_size, blur_rate=1.0 if big else 0.0, seed=seeds(), name="view_1", **common),
+        simclr_augmenter(image_size, blur_rate=0.1 if big else 0.0, solarize_rate=0.2, seed=seeds(),
+                         name="view_2", **common),
+    )
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
-class MultiCrop(keras.layers.Layer):
+class MultiCrop(ViewMaker):
     """Multi-crop views: `num_global` large crops and `num_local` small ones.
 
     Each view has its own per-sample resized crop, then the shared colour
@@ -422,10 +655,12 @@ class MultiCrop(keras.layers.Layer):
         local_size: side of the local crops.
         num_global: number of global crops (2 in SwAV and DINO).
         num_local: number of local crops.
-        global_scale: area range of global crops.
-        local_scale: area range of local crops.
+        global_scale: area range of global crops (SwAV's default; DINO
+            uses (0.4, 1)).
+        local_scale: area range of local crops (SwAV's; DINO (0.05, 0.4)).
         channels: image channels.
         color_strength: SimCLR colour strength.
+        horizontal_flip: flip half of the views.
         seed: base seed.
 
     Example:
@@ -443,6 +678,7 @@ class MultiCrop(keras.layers.Layer):
         local_scale=(0.05, 0.14),
         channels=3,
         color_strength=0.5,
+        horizontal_flip=True,
         seed=None,
         **kwargs,
     ):
@@ -452,28 +688,37 @@ class MultiCrop(keras.layers.Layer):
                 f"Need num_global >= 1 and num_local >= 0, got {num_global}, {num_local}."
             )
         self.global_size, self.local_size = int(global_size), int(local_size)
+        if not 1 <= self.local_size <= self.global_size:
+            raise ValueError(f"`local_size` must be in [1, global_size={self.global_size}], got {local_size}.")
         self.num_global, self.num_local = int(num_global), int(num_local)
         self.global_scale, self.local_scale = _pair(global_scale, "global_scale"), _pair(local_scale, "local_scale")
         self.channels, self.color_strength, self.seed = channels, color_strength, seed
-        base = 0 if seed is None else int(seed)
-        self.views = [
+        self.horizontal_flip = bool(horizontal_flip)
+        seeds = SeedStream(seed)
+        self.crops = [
             simclr_augmenter(
                 self.global_size if i < num_global else self.local_size,
                 channels=channels,
                 crop_scale=self.global_scale if i < num_global else self.local_scale,
                 color_strength=color_strength,
-                seed=None if seed is None else base + 15485863 * (i + 1),
+                horizontal_flip=self.horizontal_flip,
+                seed=seeds(),
                 name=f"view_{i}",
             )
             for i in range(num_global + num_local)
         ]
 
     def build(self, input_shape):
-        for view in self.views:
-            view.build(input_shape)
+        for crop in self.crops:
+            crop.build(input_shape)
 
     def call(self, images, training=True):
-        return [view(images, training=training) for view in self.views]
+        return [crop(images, training=training) for crop in self.crops]
+
+    def view_shapes(self, image_shape):
+        channels = image_shape[-1]
+        return [(self.global_size, self.global_size, channels)] * self.num_global + [
+            (self.local_size, self.local_size, channels)] * self.num_local
 
     def get_config(self):
         config = super().get_config()
@@ -486,6 +731,7 @@ class MultiCrop(keras.layers.Layer):
             local_scale=self.local_scale,
             channels=self.channels,
             color_strength=self.color_strength,
+            horizontal_flip=self.horizontal_flip,
             seed=self.seed,
         )
         return config

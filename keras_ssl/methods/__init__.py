@@ -6,7 +6,7 @@ from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.methods.dino import DINO
 from keras_ssl.methods.mae import MAE
-from keras_ssl.methods.moco import MoCo
+from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
 from keras_ssl.methods.nnclr import NNCLR
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.simsiam import SimSiam
@@ -14,7 +14,7 @@ from keras_ssl.methods.swav import SwAV
 from keras_ssl.methods.vicreg import VICReg
 
 METHODS = {
-    "simclr": SimCLR, "moco": MoCo, "byol": BYOL, "nnclr": NNCLR,
+    "simclr": SimCLR, "moco": MoCoV2, "moco_v3": MoCoV3, "byol": BYOL, "nnclr": NNCLR,
     "simsiam": SimSiam, "barlow_twins": BarlowTwins, "vicreg": VICReg,
     "swav": SwAV, "dino": DINO, "mae": MAE,
 }

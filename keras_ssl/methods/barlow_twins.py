@@ -3,7 +3,7 @@
 import keras
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import simclr_augmenter
+from keras_ssl.layers.augment import simclr_views
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.methods.base import SSLModel
 
@@ -30,8 +30,8 @@ class BarlowTwins(SSLModel):
         lambd: weight of the off-diagonal term (5e-3, the paper's).
         scale: factor on the whole loss (the official code uses 1/32 with
             its LARS learning rates; 1 with Adam).
-        augmenter: layer making one view from a batch; defaults to
-            `simclr_augmenter(image_size, channels)`.
+        views: a `TwoViews`; defaults to `default_views` (SimCLR's
+            augmentations, as the official code for CIFAR-size images).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -48,7 +48,12 @@ class BarlowTwins(SSLModel):
     # correlation; useful runs want 128 or more.
     min_batch_size = 4
 
-    def __init__(self, encoder, *, projection_dim=None, lambd=5e-3, scale=1.0, augmenter=None, **kwargs):
+    view_recipe = staticmethod(simclr_views)
+    gathered_outputs = ("z1", "z2")
+    monitored_output = "z1"
+    loss_terms = ("on_diagonal", "off_diagonal")
+
+    def __init__(self, encoder, *, projection_dim=None, lambd=5e-3, scale=1.0, **kwargs):
         if projection_dim is not None and int(projection_dim) < 1:
             raise ValueError(f"`projection_dim` must be a positive integer, got {projection_dim}.")
         if not lambd >= 0:
@@ -58,15 +63,10 @@ class BarlowTwins(SSLModel):
         super().__init__(encoder, **kwargs)
         self.projection_dim = int(projection_dim or min(2048, 8 * self.feature_dim))
         self.lambd, self.scale = float(lambd), float(scale)
-        self.augmenter = augmenter or simclr_augmenter(
-            self.image_size, channels=self.image_shape[-1], seed=self.next_seed()
-        )
         self.projector = ProjectionHead(self.projection_dim, self.projection_dim, num_layers=3)
         self.projector.build((None, self.feature_dim))
-        self.add_term_metrics("on_diagonal", "off_diagonal")
 
-    def ssl_forward(self, images, training):
-        views = [self.augmenter(images, training=True) for _ in range(2)]
+    def ssl_forward(self, views, training):
         h1, h2 = self.encode(views, training)
         return {
             "z1": self.projector(h1, training=training),
@@ -76,13 +76,3 @@ class BarlowTwins(SSLModel):
     def compute_ssl_loss(self, outputs):
         terms = losses.barlow_twins_terms(outputs["z1"], outputs["z2"], self.lambd)
         return self.scale * (terms["on_diagonal"] + terms["off_diagonal"]), terms
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            projection_dim=self.projection_dim,
-            lambd=self.lambd,
-            scale=self.scale,
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config

@@ -1,26 +1,53 @@
 """SSLModel: the one training-step engine every method shares.
 
-A method subclasses `SSLModel` and writes two things that read like its paper:
+A method declares what differs from the others, as class attributes, and
+writes two functions that read like its paper; the engine does the rest.
 
-- `ssl_forward(images, training)`: views -> encoder -> heads, returns a dict.
-- `compute_ssl_loss(outputs)`: returns `(loss, terms)` from `keras_ssl.losses`.
+Declarations:
+
+- `global_views` / `local_views`: how many full-size views the step needs,
+  and whether it takes smaller multi-crop views after them. `views=` (a
+  `ViewMaker`: `TwoViews`, `MultiCrop`, `OneView`) is checked against them
+  and against the encoder's input size at construction;
+  `default_views(...)` is the method's paper recipe.
+- `momentum_pairs`: `(online, target)` attribute names. The engine creates
+  each target (a frozen copy that starts equal), updates it inside the
+  compiled step with the cosine schedule from `momentum` to `momentum_end`,
+  and saves it with the model.
+- `gathered_outputs`: the per-sample outputs gathered across replicas
+  before the loss (TF `MirroredStrategy`); `monitored_output`: the
+  embedding whose std is logged as `z_std` (None: no `z_std`);
+  `loss_terms`: loss terms logged as metrics; `min_batch_size`.
+- Hyper-parameters are the constructor's keyword arguments, stored under
+  their own names: `get_config`/`from_config` are derived from them.
+
+Functions:
+
+- `ssl_forward(views, *extra_inputs, training)`: views -> encoder ->
+  heads, returns a dict of tensors.
+- `compute_ssl_loss(outputs)`: returns `(loss, {term: value})`.
 
 Keras's own `train_step` does the gradient work on every backend: `call`
-runs `ssl_forward` (the encoder runs once per view group per step) and
-`compute_loss` turns its outputs into the loss and updates the metrics.
-Step state that changes without gradients (momentum targets, queues,
-centres) lives in non-trainable variables updated with `.assign`, so it is
-compiled with the step and saved with the model.
+runs the views, the momentum update and `ssl_forward` (the encoder runs once
+per view group per step), and `compute_loss` turns the outputs into the
+loss and updates the metrics. State that changes without gradients
+(momentum targets, queues, centres) lives in non-trainable variables updated
+with `.assign`, so it is compiled with the step and saved with the model.
 """
 
+import functools
+import inspect
 import random
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_ssl import distribute, losses
+from keras_ssl import distribute, keras_compat, losses
 from keras_ssl.data import check_images, to_dataset
+from keras_ssl.layers.augment import SeedStream, ViewMaker
+from keras_ssl.layers.memory import MemoryBank
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -32,26 +59,56 @@ class SSLModel(keras.Model):
             of shape `(B, H, W, C)` to features `(B, D)`; rank-4 outputs are
             global-average-pooled. `model.encoder` is this object, the bare
             backbone to keep after training.
+        views: a `ViewMaker` (`TwoViews`, `MultiCrop`, `OneView`) returning
+            the list of augmented views of a batch; defaults to the method's
+            `default_views`.
         input_shape: `(H, W, C)` of the images fed to `fit`; defaults to the
             encoder's input shape.
-        image_size: side of the augmented views; defaults to `H`.
+        image_size: side of the full-size views; defaults to `H` (or to the
+            size of the given `views`).
         value_range: `(low, high)` of the input pixel values. `None` means
             uint8 images are in [0, 255] and float images in [0, 1].
         seed: integer seed from which every random layer gets its own.
+        momentum: EMA momentum of the targets at step 0, in [0, 1] (methods
+            with `momentum_pairs` only).
+        momentum_end: EMA momentum at the last step (cosine schedule).
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
-        >>> class MyMethod(SSLModel):
-        ...     def ssl_forward(self, images, training):
-        ...         views = [self.augmenter(images, training=True) for _ in range(2)]
-        ...         h1, h2 = self.encode(views, training)
-        ...         return {"z1": h1, "z2": h2}
+        >>> class MeanTeacher(SSLModel):
+        ...     momentum_pairs = (("encoder", "teacher"),)
+        ...     gathered_outputs = ("h", "t")
+        ...     def __init__(self, encoder, *, momentum=0.99, momentum_end=1.0, **kwargs):
+        ...         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
+        ...     view_recipe = staticmethod(keras_ssl.layers.simclr_views)
+        ...     def ssl_forward(self, views, training):
+        ...         (h,) = self.encode(views[:1], training)
+        ...         (t,) = self.encode(views[1:], training, encoder=self.teacher)
+        ...         return {"h": h, "t": ops.stop_gradient(t)}
         ...     def compute_ssl_loss(self, outputs):
-        ...         return keras_ssl.losses.nt_xent(outputs["z1"], outputs["z2"]), {}
+        ...         return keras_ssl.losses.negative_cosine(outputs["h"], outputs["t"]), {}
     """
 
+    #: full-size views the step needs (first in the list of views)
+    global_views = 2
+    #: whether the method also takes smaller views (multi-crop) after them
+    local_views = False
+    #: (online attribute, target attribute) pairs updated by EMA in the step
+    momentum_pairs = ()
+    #: per-sample outputs gathered across replicas before the loss
+    gathered_outputs = ()
+    #: output whose std (L2-normalised rows) is logged as `z_std`; None: none
+    monitored_output = None
+    #: loss terms of `compute_ssl_loss` logged as metrics
+    loss_terms = ()
     #: smallest batch the method's loss is defined for
     min_batch_size = 2
+    #: the CLI's backbone when none is named (MAE needs a ViT)
+    default_backbone = "tiny"
+    #: the paper's views: a recipe from `keras_ssl.layers` (`simclr_views`,
+    #: `byol_views`, `multi_crop_views`, `crop_view`) and its options
+    view_recipe = None
+    view_options = {}
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -59,15 +116,20 @@ class SSLModel(keras.Model):
             # On torch a Keras layer is a torch.nn.Module, whose __call__
             # runs `forward` directly and would skip `call`.
             raise TypeError(f"{cls.__name__} must name its SSL forward `ssl_forward`, not `forward`.")
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _finish_after(cls.__init__)
 
     def __init__(
         self,
         encoder,
         *,
+        views=None,
         input_shape=None,
         image_size=None,
         value_range=None,
         seed=None,
+        momentum=None,
+        momentum_end=None,
         **kwargs,
     ):
         # The engine's own arithmetic (momentum updates, queues, centres,
@@ -82,7 +144,6 @@ class SSLModel(keras.Model):
             )
         self.encoder = encoder
         self.image_shape = _resolve_input_shape(encoder, input_shape)
-        self.image_size = int(image_size or self.image_shape[0])
         if value_range is not None:
             value_range = tuple(float(v) for v in value_range)
             if len(value_range) != 2 or value_range[1] <= value_range[0]:
@@ -91,10 +152,21 @@ class SSLModel(keras.Model):
                 )
         self.value_range = value_range
         self.seed = int(seed) if seed is not None else random.randint(0, 2**30)
-        self._next_seed = self.seed
+        self.seeds = SeedStream(self.seed)
         self.feature_dim = _feature_dim(encoder, self.image_shape)
-        self.z_std_tracker = keras.metrics.Mean(name="z_std")
+        self.image_size = int(image_size or self.image_shape[0])
+        if views is None:
+            views = self.default_views(self.image_size, channels=self.image_shape[-1], seed=self.seeds())
+        self.views = views
+        self.view_shapes = self._check_views(views, image_size)
+        self.image_size = int(self.view_shapes[0][0])
         self._term_trackers = {}
+        for name in self.loss_terms:
+            tracker = keras.metrics.Mean(name=name)
+            setattr(self, f"_term_{name}", tracker)  # tracked by Keras
+            self._term_trackers[name] = tracker
+        if self.monitored_output is not None:
+            self.z_std_tracker = keras.metrics.Mean(name="z_std")
         # Optimizer steps taken, counted inside the compiled step (callbacks
         # see only every k-th step under steps_per_execution=k), and the
         # length of the run, set by `MomentumScheduler` when `fit` starts.
@@ -104,20 +176,81 @@ class SSLModel(keras.Model):
         self.total_steps = self.add_weight(
             name="total_steps", shape=(), dtype="int32", initializer="zeros", trainable=False
         )
-        self._momentum_ends = None  # (tau_base, tau_end) variable, if the method has an EMA
+        self._momentum_ends = None
+        if self.momentum_pairs:
+            if momentum is None:
+                raise TypeError(f"{type(self).__name__} declares momentum targets: pass `momentum`.")
+            self.set_momentum_schedule(momentum, momentum if momentum_end is None else momentum_end)
+        elif momentum is not None or momentum_end is not None:
+            raise TypeError(f"{type(self).__name__} has no momentum target: it takes no `momentum`.")
+
+    def _finish_construction(self):
+        """Runs once the method's `__init__` has built its heads: creates the targets."""
+        for online, target in self.momentum_pairs:
+            if getattr(self, target, None) is None:
+                setattr(self, target, momentum_target(getattr(self, online)))
+
+    # ------------------------------------------------------------- views
+    @classmethod
+    def default_views(cls, image_size, *, channels=3, crop_scale=None, horizontal_flip=True, seed=None):
+        """The method's paper recipe of views, a `ViewMaker`.
+
+        Args:
+            image_size: side of the full-size views.
+            channels: image channels (colour augmentations need 3).
+            crop_scale: smallest crop area fraction (default: the paper's);
+                e.g. 0.3 keeps digits recognisable.
+            horizontal_flip: flip half of the views (off for digits).
+            seed: base seed.
+
+        Example:
+            >>> views = keras_ssl.SimCLR.default_views(32, seed=0)
+        """
+        if cls.view_recipe is None:
+            raise NotImplementedError(f"{cls.__name__} declares no view_recipe: pass `views=`.")
+        return cls.view_recipe(image_size, channels=channels, min_crop_scale=crop_scale,
+                               horizontal_flip=horizontal_flip, seed=seed, **cls.view_options)
+
+    def _check_views(self, views, image_size):
+        name = type(self).__name__
+        if not isinstance(views, ViewMaker):
+            raise TypeError(
+                f"`views` must be a keras_ssl view maker that returns a list of views "
+                f"(TwoViews(augment), TwoViews(augment_1, augment_2), MultiCrop(...), OneView(augment)), "
+                f"got {type(views).__name__}. Wrap a single augmentation layer as TwoViews(layer)."
+            )
+        wanted = f"{self.global_views} full-size view{'s' * (self.global_views > 1)}" + (
+            " and any number of smaller local views" if self.local_views else "")
+        if views.num_global != self.global_views or (views.num_local and not self.local_views):
+            raise ValueError(
+                f"{name} needs {wanted}; the given {type(views).__name__} makes "
+                f"{views.num_global} full-size and {views.num_local} local views."
+            )
+        shapes = [tuple(int(d) for d in s) for s in views.view_shapes(self.image_shape)]
+        if image_size is not None and shapes[0][:2] != (int(image_size), int(image_size)):
+            raise ValueError(f"image_size={image_size} but the views are {shapes[0][0]}x{shapes[0][1]}.")
+        if any(s[-1] != self.image_shape[-1] for s in shapes):
+            raise ValueError(
+                f"the views have {sorted({s[-1] for s in shapes})} channels but the images have "
+                f"{self.image_shape[-1]}; build the views with channels={self.image_shape[-1]}."
+            )
+        accepted = _encoder_spatial_shape(self.encoder)
+        refused = sorted({s[:2] for s in shapes if accepted and any(
+            a is not None and a != d for a, d in zip(accepted, s[:2]))})
+        if refused:
+            sizes = ", ".join(f"{h}x{w}" for h, w in refused)
+            raise ValueError(
+                f"the encoder takes {accepted[0]}x{accepted[1]} inputs only, but {name}'s views "
+                f"include {sizes}. Build the encoder with input shape (None, None, "
+                f"{self.image_shape[-1]}) and pass input_shape={self.image_shape} to {name}, or "
+                "make views of the size the encoder takes."
+            )
+        return shapes
 
     # ----------------------------------------------------------- helpers
     def next_seed(self):
         """A fresh seed for the next random layer (distinct per layer)."""
-        self._next_seed += 1009
-        return self._next_seed
-
-    def add_term_metrics(self, *names):
-        """Declares loss terms logged as metrics (`compute_ssl_loss` terms)."""
-        for name in names:
-            tracker = keras.metrics.Mean(name=name)
-            setattr(self, f"_term_{name}", tracker)  # tracked by Keras
-            self._term_trackers[name] = tracker
+        return self.seeds()
 
     def preprocess(self, images):
         """Casts input pixels to float32 in [0, 1]."""
@@ -150,38 +283,40 @@ class SSLModel(keras.Model):
         features = []
         for group in groups:
             batch = group[0] if len(group) == 1 else ops.concatenate(group, axis=0)
-            h = _pool(encoder(batch, training=training))
+            h = pool_features(encoder(batch, training=training))
             features.extend(ops.split(h, len(group), axis=0) if len(group) > 1 else [h])
         return features
 
-    def set_momentum_schedule(self, tau_base, tau_end=1.0):
-        """Declares a cosine momentum schedule from `tau_base` to `tau_end`.
+    # ---------------------------------------------------------- momentum
+    def set_momentum_schedule(self, momentum, momentum_end=1.0):
+        """Sets the cosine momentum schedule from `momentum` to `momentum_end`.
 
         `current_momentum()` then follows
-        `tau_end - (tau_end - tau_base) * (cos(pi * step / total_steps) + 1) / 2`
+        `end - (end - start) * (cos(pi * step / total_steps) + 1) / 2`
         over the optimizer steps of the `fit` call (BYOL's schedule).
         """
-        for name, tau in (("tau_base", tau_base), ("tau_end", tau_end)):
+        for name, tau in (("momentum", momentum), ("momentum_end", momentum_end)):
             if not 0.0 <= tau <= 1.0:
-                raise ValueError(f"momentum `{name}` must be in [0, 1], got {tau}.")
+                raise ValueError(f"`{name}` must be in [0, 1], got {tau}.")
         if self._momentum_ends is None:
             # A variable, not Python floats: a new schedule set by a callback
-            # must reach a step function that is already compiled.
+            # must reach a step function that is already compiled, and the
+            # live values are what `get_config` saves.
             self._momentum_ends = self.add_weight(
                 name="momentum_ends", shape=(2,), trainable=False,
-                initializer=keras.initializers.Constant([tau_base, tau_end]),
+                initializer=keras.initializers.Constant([momentum, momentum_end]),
             )
         else:
-            self._momentum_ends.assign([tau_base, tau_end])
+            self._momentum_ends.assign([momentum, momentum_end])
 
     @property
-    def tau_base(self):
-        """Momentum at the start of the schedule (None without an EMA)."""
+    def momentum(self):
+        """EMA momentum at the start of the schedule (None without targets)."""
         return None if self._momentum_ends is None else float(self._momentum_ends[0])
 
     @property
-    def tau_end(self):
-        """Momentum at the end of the schedule (None without an EMA)."""
+    def momentum_end(self):
+        """EMA momentum at the end of the schedule (None without targets)."""
         return None if self._momentum_ends is None else float(self._momentum_ends[1])
 
     def training_progress(self):
@@ -196,63 +331,68 @@ class SSLModel(keras.Model):
         cosine = (ops.cos(np.pi * self.training_progress()) + 1.0) / 2.0
         return end - (end - base) * cosine
 
-    def momentum_target(self, online):
-        """A frozen structural clone of `online` whose weights start equal.
+    def _update_targets(self):
+        if not self.momentum_pairs:
+            return
+        tau = self.current_momentum()
+        for online, target in self.momentum_pairs:
+            momentum_update(getattr(self, online), getattr(self, target), tau)
 
-        Its variables are non-trainable one by one (not `layer.trainable =
-        False`, which would switch BatchNorm to moving statistics), so the
-        target's BatchNorm uses batch statistics in training mode, as the
-        reference implementations do. Update it with `momentum_update`.
-        """
-        if isinstance(online, keras.Model) and _is_functional(online):
-            target = keras.models.clone_model(online)
-        else:
-            target = online.__class__.from_config(online.get_config())
-            target.build(_input_shape_of(online))
-        target.set_weights(online.get_weights())
-        for v in target.weights:
-            v.trainable = False
-        return target
-
-    def momentum_update(self, online, target, momentum):
-        """target <- momentum * target + (1 - momentum) * online, trainable weights only."""
-        for o, t in zip(online.weights, target.weights):
-            if o.trainable:
-                new = momentum * ops.convert_to_tensor(t) + (1.0 - momentum) * ops.stop_gradient(o)
-                t.assign(ops.cast(new, t.dtype))
+    def check_batch_size(self, batch_size):
+        """Raises ValueError when the method cannot train on batches of this size."""
+        if batch_size < self.min_batch_size:
+            raise ValueError(
+                f"{type(self).__name__} needs batches of at least "
+                f"{self.min_batch_size} images, got batch_size={batch_size}."
+            )
+        for layer in keras_compat.sublayers(self):
+            if isinstance(layer, MemoryBank):
+                layer.check_batch_size(batch_size)
 
     # ------------------------------------------------------------ engine
-    def ssl_forward(self, images, training):
-        """The method's SSL forward: views -> encoder -> heads; returns a dict."""
+    def ssl_forward(self, views, training):
+        """The method's SSL forward: views -> encoder -> heads; returns a dict.
+
+        `views` is the list the view maker returned (global views first);
+        extra model inputs (CLIP's token ids) follow it as arguments.
+        """
         raise NotImplementedError
 
     def compute_ssl_loss(self, outputs):
         """Returns `(loss, {term_name: value})` from the forward's outputs."""
         raise NotImplementedError
 
+    def _forward(self, inputs, training):
+        extra = ()
+        if isinstance(inputs, (tuple, list)):
+            inputs, extra = inputs[0], tuple(inputs[1:])
+        views = self.views(self.preprocess(inputs), training=True)
+        return self.ssl_forward(views, *extra, training=training)
+
     def call(self, inputs, training=False):
-        images = self.preprocess(inputs)
         if training:
-            outputs = self.ssl_forward(images, training=True)
+            self._update_targets()
+            outputs = self._forward(inputs, training=True)
             self.step.assign(self.step + 1)
             return outputs
-        return _pool(self.encoder(images, training=False))
+        return pool_features(self.encoder(self.preprocess(inputs), training=False))
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if not training:
             # `evaluate` called `self(x)` for embeddings; rebuild the SSL forward.
-            y_pred = self.ssl_forward(self.preprocess(x), training=False)
+            y_pred = self._forward(x, training=False)
         # Under TF MirroredStrategy each replica holds a slice of the batch:
-        # gather it (outputs are per-sample, batch axis first), compute the
-        # global loss, then divide by the replicas since Keras sums their
-        # gradients. Elsewhere (one device, JAX DataParallel) a no-op.
-        y_pred = _gather_outputs(self, y_pred)
+        # gather the declared per-sample outputs, compute the global loss,
+        # then divide by the replicas since Keras sums their gradients.
+        # Elsewhere (one device, JAX DataParallel) a no-op.
+        if distribute.num_replicas() > 1:
+            y_pred = {**y_pred, **distribute.gather({k: y_pred[k] for k in self.gathered_outputs})}
         loss, terms = self.compute_ssl_loss(y_pred)
         loss = ops.cast(loss, "float32")
         for name, value in terms.items():
             self._term_trackers[name].update_state(value)
-        if "z1" in y_pred:
-            self.z_std_tracker.update_state(losses.embedding_std(y_pred["z1"]))
+        if self.monitored_output is not None:
+            self.z_std_tracker.update_state(losses.embedding_std(y_pred[self.monitored_output]))
         if self.losses:
             loss = loss + ops.sum(self.losses)
         return loss / distribute.num_replicas()
@@ -267,8 +407,8 @@ class SSLModel(keras.Model):
         self.built = True
 
     def build_inputs(self):
-        """The blank batch `build` runs the training forward on: 2 images."""
-        return ops.zeros((2,) + self.image_shape)
+        """The blank batch `build` runs the training forward on."""
+        return ops.zeros((max(2, self.min_batch_size),) + self.image_shape)
 
     def _ensure_built(self):
         # Keras's automatic build nests this trace inside its own, which
@@ -342,11 +482,7 @@ class SSLModel(keras.Model):
                     "pass image_size=<at most the image side> (and a matching encoder)."
                 )
             batch = batch_size or 32
-            if min(batch, len(x)) < self.min_batch_size:
-                raise ValueError(
-                    f"{type(self).__name__} needs batches of at least "
-                    f"{self.min_batch_size} images, got batch_size={min(batch, len(x))}."
-                )
+            self.check_batch_size(min(batch, len(x)))
             if y is not None and len(y) != len(x):
                 raise ValueError(
                     f"labels `y` have length {len(y)} but `x` has {len(x)} images."
@@ -374,64 +510,58 @@ class SSLModel(keras.Model):
         return to_dataset(x), y
 
     # ----------------------------------------------------------- saving
-    def _all_seed_generators(self):
-        seen, generators = set(), []
-        for layer in self._flatten_layers(include_self=True):
-            for generator in getattr(layer, "_seed_generators", ()):
-                if id(generator) not in seen:
-                    seen.add(id(generator))
-                    generators.append(generator)
-        return generators
-
     def save_own_variables(self, store):
         # Keras saves no SeedGenerator state, so a run resumed from a
         # checkpoint (BackupAndRestore) would draw other augmentations than
         # the uninterrupted run. The model saves every generator under it.
         super().save_own_variables(store)
-        for i, generator in enumerate(self._all_seed_generators()):
+        for i, generator in enumerate(keras_compat.seed_generators(self)):
             store[f"seed_state_{i}"] = generator.state
 
     def load_own_variables(self, store):
         keys = list(store.keys())
         own = {k: store[k] for k in keys if not k.startswith("seed_state_")}
         super().load_own_variables(own)
-        for i, generator in enumerate(self._all_seed_generators()):
+        for i, generator in enumerate(keras_compat.seed_generators(self)):
             if f"seed_state_{i}" in keys:
                 generator.state.assign(store[f"seed_state_{i}"])
 
+    @classmethod
+    def hyperparameters(cls):
+        """Names of the constructor's arguments, subclass first: the config's keys."""
+        names = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is keras.Model:
+                continue
+            if not issubclass(klass, SSLModel):
+                break
+            for p in inspect.signature(init).parameters.values():
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                    if p.name not in names:
+                        names.append(p.name)
+        return names
+
     def get_config(self):
+        """Every constructor argument's live value (derived from the signatures)."""
         config = super().get_config()
-        config.update(
-            encoder=keras.saving.serialize_keras_object(self.encoder),
-            input_shape=list(self.image_shape),
-            image_size=self.image_size,
-            value_range=list(self.value_range) if self.value_range else None,
-            seed=self.seed,
-        )
+        for name in self.hyperparameters():
+            value = getattr(self, _CONFIG_ATTRIBUTES.get(name, name))
+            config[name] = keras.saving.serialize_keras_object(value)
         return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "augmenter", "augmenters", "text_encoder"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-            elif isinstance(config.get(key), list):  # one augmenter per view
-                config[key] = [keras.saving.deserialize_keras_object(c) for c in config[key]]
+        config = {key: keras.saving.deserialize_keras_object(value)
+                  if isinstance(value, dict) and "class_name" in value else value
+                  for key, value in config.items()}
         return cls(**config)
 
     def get_compile_config(self):
-        # Keras records a torch-backend optimizer's module as
-        # keras.src.backend.torch.optimizers.*; loading that on TF or JAX
-        # builds a torch optimizer. Point it at the portable keras.optimizers.
         config = super().get_compile_config()
         if config and "jit_compile" in config:
             config["jit_compile"] = getattr(self, "_jit_request", "auto")
-        opt = config.get("optimizer") if config else None
-        if isinstance(opt, dict) and ".backend." in str(opt.get("module", "")):
-            opt["module"] = "keras.optimizers"
-            opt["registered_name"] = None
-        return config
+        return keras_compat.portable_compile_config(config)
 
     def compile_from_config(self, config):
         # Keras skips this for models that override `compile`; ours only
@@ -442,21 +572,62 @@ class SSLModel(keras.Model):
             self.optimizer.build(self.trainable_variables)
 
 
-# Forward outputs that are not per-sample (memory banks, centres, their
-# scores) and already hold the same value on every replica: not gathered.
-# A method with other such outputs lists their keys in `replicated_outputs`.
-_REPLICATED_OUTPUTS = ("queue", "queue_full", "queue_scores_0", "queue_scores_1", "center")
+# Constructor arguments stored under another attribute name.
+_CONFIG_ATTRIBUTES = {"input_shape": "image_shape"}
 
 
-def _gather_outputs(model, outputs):
-    if distribute.num_replicas() == 1 or not isinstance(outputs, dict):
-        return outputs
-    keep = set(getattr(model, "replicated_outputs", _REPLICATED_OUTPUTS))
-    batched = {k: v for k, v in outputs.items() if k not in keep and len(getattr(v, "shape", ()))}
-    return {**outputs, **distribute.gather(batched)}  # one collective (see gather)
+def _finish_after(init):
+    """Wraps a method's `__init__` so the engine finishes construction after it."""
+
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if type(self).__init__ is wrapped:  # the outermost constructor only
+            self._finish_construction()
+
+    return wrapped
 
 
-def _pool(h):
+def momentum_target(online):
+    """A frozen structural copy of `online` whose weights start equal.
+
+    Its variables are non-trainable one by one (not `layer.trainable =
+    False`, which would switch BatchNorm to moving statistics), so the
+    target's BatchNorm uses batch statistics in training mode, as the
+    reference implementations do. Update it with `momentum_update`.
+
+    Example:
+        >>> target = momentum_target(projector)
+    """
+    if isinstance(online, keras.Model) and keras_compat.is_functional(online):
+        target = keras.models.clone_model(online)
+    else:
+        target = online.__class__.from_config(online.get_config())
+        target.build(keras_compat.built_input_shape(online))
+    target.set_weights(online.get_weights())
+    for v in target.weights:
+        v.trainable = False
+    return target
+
+
+def momentum_update(online, target, momentum):
+    """`target <- momentum * target + (1 - momentum) * online`, trainable weights only.
+
+    Example:
+        >>> momentum_update(model.encoder, model.target_encoder, 0.99)
+    """
+    for o, t in zip(online.weights, target.weights):
+        if o.trainable:
+            new = momentum * ops.convert_to_tensor(t) + (1.0 - momentum) * ops.stop_gradient(o)
+            t.assign(ops.cast(new, t.dtype))
+
+
+def pool_features(h):
+    """Encoder output as `(B, D)` features: rank-4 maps are average-pooled.
+
+    Example:
+        >>> features = pool_features(encoder(images))
+    """
     if len(h.shape) == 4:
         return ops.mean(h, axis=(1, 2))
     if len(h.shape) != 2:
@@ -464,15 +635,13 @@ def _pool(h):
     return h
 
 
-def _is_functional(model):
-    return hasattr(model, "_nodes_by_depth") or type(model).__name__ in ("Functional", "Sequential")
-
-
-def _input_shape_of(layer):
-    shape = getattr(layer, "input_shape", None)
-    if shape is None:
-        shape = layer._build_shapes_dict and next(iter(layer._build_shapes_dict.values()))
-    return shape
+def _encoder_spatial_shape(encoder):
+    """The `(H, W)` the encoder accepts (None where any size goes), or None."""
+    try:
+        shape = tuple(encoder.input_shape[1:])
+    except (AttributeError, ValueError, TypeError):
+        return None
+    return shape[:2] if len(shape) == 3 else None
 
 
 def _resolve_input_shape(encoder, input_shape):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import byol_augmenters
+from keras_ssl.layers.augment import byol_views
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
 from keras_ssl.methods.base import SSLModel
 
@@ -26,7 +26,8 @@ class BYOL(SSLModel):
             defaults to `min(4096, 4 * D)` for an encoder of `D` features.
         momentum: EMA momentum at step 0, in [0, 1] (paper: 0.996).
         momentum_end: EMA momentum at the last step (paper: 1.0).
-        augmenters: two layers, one per view; defaults to `byol_augmenters`.
+        views: a `TwoViews`; defaults to `byol_views` (the paper's
+            asymmetric blur and solarisation).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -36,43 +37,22 @@ class BYOL(SSLModel):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
-    def __init__(
-        self,
-        encoder,
-        *,
-        projection_dim=256,
-        hidden_dim=None,
-        momentum=0.996,
-        momentum_end=1.0,
-        augmenters=None,
-        **kwargs,
-    ):
-        for name, tau in (("momentum", momentum), ("momentum_end", momentum_end)):
-            if not 0.0 <= tau <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1], got {tau}.")
-        if augmenters is not None and len(augmenters) != 2:
-            raise ValueError(f"`augmenters` must hold 2 layers (one per view), got {len(augmenters)}.")
-        super().__init__(encoder, **kwargs)
+    view_recipe = staticmethod(byol_views)
+    momentum_pairs = (("encoder", "target_encoder"), ("projector", "target_projector"))
+    gathered_outputs = ("z1", "z2", "p1", "p2", "t1", "t2")
+    monitored_output = "z1"
+
+    def __init__(self, encoder, *, projection_dim=256, hidden_dim=None, momentum=0.996,
+                 momentum_end=1.0, **kwargs):
+        super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(4096, 4 * self.feature_dim))
-        self.momentum, self.momentum_end = float(momentum), float(momentum_end)
-        self.augmenters = list(augmenters or byol_augmenters(
-            self.image_size, channels=self.image_shape[-1], seed=self.next_seed()
-        ))
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
         self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
-        self.target_encoder = self.momentum_target(self.encoder)
-        self.target_projector = self.momentum_target(self.projector)
-        self.set_momentum_schedule(self.momentum, self.momentum_end)
 
-    def ssl_forward(self, images, training):
-        if training:
-            tau = self.current_momentum()
-            self.momentum_update(self.encoder, self.target_encoder, tau)
-            self.momentum_update(self.projector, self.target_projector, tau)
-        views = [augment(images, training=True) for augment in self.augmenters]
+    def ssl_forward(self, views, training):
         h1, h2 = self.encode(views, training)
         z1, z2 = self.projector(h1, training=training), self.projector(h2, training=training)
         g1, g2 = self.encode(views, training, encoder=self.target_encoder)
@@ -88,14 +68,3 @@ class BYOL(SSLModel):
     def compute_ssl_loss(self, outputs):
         loss = losses.byol_loss(outputs["p1"], outputs["t2"])
         return loss + losses.byol_loss(outputs["p2"], outputs["t1"]), {}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            projection_dim=self.projection_dim,
-            hidden_dim=self.hidden_dim,
-            momentum=self.momentum,
-            momentum_end=self.momentum_end,
-            augmenters=[keras.saving.serialize_keras_object(a) for a in self.augmenters],
-        )
-        return config

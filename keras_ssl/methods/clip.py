@@ -9,10 +9,10 @@ from keras import ops
 from keras_ssl import losses
 from keras_ssl.data import check_images
 from keras_ssl.evaluation import recall_at_k
-from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.layers.augment import crop_view
 from keras_ssl.layers.heads import ZeroShotHead
-from keras_ssl.methods.base import SSLModel, _pool
-from keras_ssl.text import TextTransformer, Tokenizer, _texts
+from keras_ssl.methods.base import SSLModel, pool_features
+from keras_ssl.text import TextTransformer, Tokenizer, as_texts
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -30,7 +30,7 @@ class CLIP(SSLModel):
     `encode_image` / `encode_text` embed one side.
 
     Args:
-        image_encoder: backbone mapping images in [0, 1] to `(B, D)`.
+        encoder: image backbone mapping images in [0, 1] to `(B, D)`.
         text_encoder: model mapping int ids `(B, L)` to `(B, D_t)`; defaults
             to a `TextTransformer(vocab_size, max_length, text_width,
             text_depth, text_heads)`.
@@ -41,9 +41,9 @@ class CLIP(SSLModel):
         text_width, text_depth, text_heads: default text encoder's size.
         temperature: initial temperature (logit scale `1 / temperature`).
         max_logit_scale: clamp of the logit scale (CLIP: 100).
-        augmenter: image augmentation layer; defaults to a light random
-            resized crop (scale 0.5-1) with horizontal flip. Pass
-            `keras.layers.Identity()` for none.
+        views: a `OneView` of the images; defaults to `crop_view` with a
+            light crop (scale 0.5-1) and a flip. Pass
+            `OneView(keras.layers.Identity())` for none.
         **kwargs: `SSLModel` options (`value_range`, `seed`, ...).
 
     Example:
@@ -55,9 +55,16 @@ class CLIP(SSLModel):
         >>> probabilities = classifier.predict(test_images)
     """
 
-    def __init__(self, image_encoder, text_encoder=None, *, tokenizer=None, embed_dim=64,
+    global_views = 1
+    view_recipe = staticmethod(crop_view)
+    view_options = {"crop_scale": (0.5, 1.0)}
+    gathered_outputs = ("z1", "text")
+    monitored_output = "z1"
+    loss_terms = ("logit_scale",)
+
+    def __init__(self, encoder, text_encoder=None, *, tokenizer=None, embed_dim=64,
                  vocab_size=None, max_length=None, text_width=64, text_depth=2, text_heads=4,
-                 temperature=0.07, max_logit_scale=100.0, augmenter=None, **kwargs):
+                 temperature=0.07, max_logit_scale=100.0, **kwargs):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if not max_logit_scale >= 1.0 / temperature:
@@ -70,16 +77,13 @@ class CLIP(SSLModel):
             raise ValueError("pass a `tokenizer`, or `vocab_size` and `max_length` of the token ids.")
         if tokenizer is not None and (tokenizer.vocab_size > vocab_size or tokenizer.max_length > max_length):
             raise ValueError("the tokenizer's vocab_size/max_length exceed the model's.")
-        super().__init__(image_encoder, **kwargs)
+        super().__init__(encoder, **kwargs)
         self.tokenizer = tokenizer
         self.vocab_size, self.max_length, self.embed_dim = int(vocab_size), int(max_length), int(embed_dim)
         self.text_width, self.text_depth, self.text_heads = text_width, text_depth, text_heads
         self.temperature, self.max_logit_scale = float(temperature), float(max_logit_scale)
         self.text_encoder = text_encoder or TextTransformer(
             self.vocab_size, self.max_length, text_width, text_depth, text_heads, name="text_encoder"
-        )
-        self.augmenter = augmenter or RandomResizedCrop(
-            self.image_size, scale=(0.5, 1.0), horizontal_flip=True, seed=self.next_seed()
         )
         text_dim = self.text_encoder.compute_output_spec(
             keras.KerasTensor((2, self.max_length), dtype="int32")).shape[-1]
@@ -92,7 +96,6 @@ class CLIP(SSLModel):
             name="log_logit_scale", shape=(),
             initializer=keras.initializers.Constant(math.log(1.0 / temperature)),
         )
-        self.add_term_metrics("logit_scale")
 
     @property
     def logit_scale(self):
@@ -100,14 +103,9 @@ class CLIP(SSLModel):
         return ops.exp(ops.minimum(self.log_logit_scale, math.log(self.max_logit_scale)))
 
     # ------------------------------------------------------------ engine
-    def preprocess(self, inputs):
-        images, tokens = inputs
-        return super().preprocess(images), ops.cast(tokens, "int32")
-
-    def ssl_forward(self, inputs, training):
-        images, tokens = inputs
-        (h,) = self.encode([self.augmenter(images, training=True)], training)
-        t = self.text_encoder(tokens, training=training)
+    def ssl_forward(self, views, tokens, training):
+        (h,) = self.encode(views, training)
+        t = self.text_encoder(ops.cast(tokens, "int32"), training=training)
         return {
             "z1": self.image_projection(h),
             "text": self.text_projection(t),
@@ -120,14 +118,15 @@ class CLIP(SSLModel):
     def call(self, inputs, training=False):
         if training:
             return super().call(inputs, training=True)
-        images, tokens = self.preprocess(inputs)
-        return {"image": self._embed_images(images), "text": self._embed_tokens(tokens)}
+        images, tokens = inputs
+        return {"image": self._embed_images(self.preprocess(images)),
+                "text": self._embed_tokens(ops.cast(tokens, "int32"))}
 
     def build_inputs(self):
         return (ops.zeros((2,) + self.image_shape), ops.zeros((2, self.max_length), "int32"))
 
     def _embed_images(self, images):
-        return losses.l2_normalize(self.image_projection(_pool(self.encoder(images, training=False))))
+        return losses.l2_normalize(self.image_projection(pool_features(self.encoder(images, training=False))))
 
     def _embed_tokens(self, tokens):
         return losses.l2_normalize(self.text_projection(self.text_encoder(tokens, training=False)))
@@ -143,7 +142,7 @@ class CLIP(SSLModel):
             return texts.astype("int32")
         if self.tokenizer is None:
             raise ValueError("string texts need CLIP(tokenizer=...); or pass token ids.")
-        return self.tokenizer(_texts(texts))
+        return self.tokenizer(as_texts(texts))
 
     def _check_fit_data(self, x, y, batch_size):
         if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
@@ -177,7 +176,7 @@ class CLIP(SSLModel):
     def encode_image(self, images, batch_size=256):
         """L2-normalised image embeddings `(N, embed_dim)` as NumPy."""
         check_images(images, channels=self.image_shape[-1], value_range=self.value_range)
-        return _batched(lambda b: self._embed_images(SSLModel.preprocess(self, b)), images, batch_size)
+        return _batched(lambda b: self._embed_images(self.preprocess(b)), images, batch_size)
 
     def encode_text(self, texts, batch_size=256):
         """L2-normalised text embeddings `(N, embed_dim)` of strings or token ids."""
@@ -206,7 +205,7 @@ class CLIP(SSLModel):
         images = keras.Input(self.image_shape, name="images")
         x = images if self.value_range is None else (images - self.value_range[0]) / (
             self.value_range[1] - self.value_range[0])
-        features = _pool(self.encoder(x, training=False))
+        features = pool_features(self.encoder(x, training=False))
         return keras.Model(images, head(self.image_projection(features)), name="zero_shot_classifier")
 
     def retrieval_recall(self, images, texts, ks=(1, 5), labels=None, batch_size=256):
@@ -217,26 +216,6 @@ class CLIP(SSLModel):
         """
         return recall_at_k(self.encode_image(images, batch_size), self.encode_text(texts, batch_size),
                            ks, labels)
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            text_encoder=keras.saving.serialize_keras_object(self.text_encoder),
-            tokenizer=keras.saving.serialize_keras_object(self.tokenizer) if self.tokenizer else None,
-            embed_dim=self.embed_dim, vocab_size=self.vocab_size, max_length=self.max_length,
-            text_width=self.text_width, text_depth=self.text_depth, text_heads=self.text_heads,
-            temperature=self.temperature, max_logit_scale=self.max_logit_scale,
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        for key in ("encoder", "text_encoder", "augmenter"):
-            if isinstance(config.get(key), dict):
-                config[key] = keras.saving.deserialize_keras_object(config[key])
-        return cls(config.pop("encoder"), **config)
 
 
 def _batched(fn, x, batch_size):

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_ssl import distribute, losses
-from keras_ssl.layers.augment import MultiCrop
+from keras_ssl.layers.augment import multi_crop_views
 from keras_ssl.layers.heads import DINOHead
 from keras_ssl.methods.base import SSLModel
 
@@ -38,10 +38,10 @@ class DINO(SSLModel):
         center_momentum: EMA momentum of the centre, in [0, 1).
         momentum: teacher EMA momentum at step 0 (paper: 0.996), cosine to
             `momentum_end` (1.0).
-        num_local_crops: number of small crops (paper: 10 for ViT-S, 6 often).
-        local_size: side of the small crops; defaults to `image_size // 2`.
-        augmenter: a layer returning the list of views, the 2 global first;
-            defaults to `MultiCrop(image_size, local_size, 2, num_local_crops)`.
+        views: a `MultiCrop` (2 global crops first); defaults to
+            `multi_crop_views` with DINO's scales, global (0.4, 1) and local
+            (0.05, 0.4): 2 global crops and 4 local ones of half the side
+            (paper: 10 local crops of 96 px for 224 px).
         **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
 
     Example:
@@ -51,11 +51,17 @@ class DINO(SSLModel):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
+    local_views = True
+    view_recipe = staticmethod(multi_crop_views)
+    view_options = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4)}
+    momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
+    gathered_outputs = ("student", "teacher", "h1")
+    monitored_output = "h1"
+
     def __init__(self, encoder, *, output_dim=4096, hidden_dim=None, bottleneck_dim=256,
                  norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
                  warmup_teacher_temperature=0.04, warmup_teacher_steps=0, center_momentum=0.9,
-                 momentum=0.996, momentum_end=1.0, num_local_crops=4, local_size=None,
-                 augmenter=None, **kwargs):
+                 momentum=0.996, momentum_end=1.0, **kwargs):
         for name, value in (("student_temperature", student_temperature),
                             ("teacher_temperature", teacher_temperature),
                             ("warmup_teacher_temperature", warmup_teacher_temperature)):
@@ -63,14 +69,9 @@ class DINO(SSLModel):
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
         if not 0.0 <= center_momentum < 1.0:
             raise ValueError(f"`center_momentum` must be in [0, 1), got {center_momentum}.")
-        for name, tau in (("momentum", momentum), ("momentum_end", momentum_end)):
-            if not 0.0 <= tau <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1], got {tau}.")
-        for name, value in (("warmup_teacher_steps", warmup_teacher_steps),
-                            ("num_local_crops", num_local_crops)):
-            if int(value) != value or value < 0:
-                raise ValueError(f"`{name}` must be an integer >= 0, got {value}.")
-        super().__init__(encoder, **kwargs)
+        if int(warmup_teacher_steps) != warmup_teacher_steps or warmup_teacher_steps < 0:
+            raise ValueError(f"`warmup_teacher_steps` must be an integer >= 0, got {warmup_teacher_steps}.")
+        super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.output_dim, self.bottleneck_dim = int(output_dim), int(bottleneck_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
         self.norm_last_layer = bool(norm_last_layer)
@@ -79,21 +80,9 @@ class DINO(SSLModel):
         self.warmup_teacher_temperature = float(warmup_teacher_temperature)
         self.warmup_teacher_steps = int(warmup_teacher_steps)
         self.center_momentum = float(center_momentum)
-        self.momentum, self.momentum_end = float(momentum), float(momentum_end)
-        self.num_local_crops = int(num_local_crops)
-        self.local_size = int(local_size or self.image_size // 2)
-        if not 1 <= self.local_size <= self.image_size:
-            raise ValueError(f"`local_size` must be in [1, image_size={self.image_size}], got {local_size}.")
-        self.augmenter = augmenter or MultiCrop(
-            self.image_size, self.local_size, num_global=2, num_local=self.num_local_crops,
-            channels=self.image_shape[-1], seed=self.next_seed(),
-        )
         self.head = DINOHead(self.output_dim, self.hidden_dim, self.bottleneck_dim,
                              norm_last_layer=self.norm_last_layer)
         self.head.build((None, self.feature_dim))
-        self.teacher_encoder = self.momentum_target(self.encoder)
-        self.teacher_head = self.momentum_target(self.head)
-        self.set_momentum_schedule(self.momentum, self.momentum_end)
         self.center = self.add_weight(name="center", shape=(self.output_dim,),
                                       initializer="zeros", trainable=False)
 
@@ -110,51 +99,27 @@ class DINO(SSLModel):
         logits = head(ops.concatenate(features, axis=0), training=training)
         return ops.split(logits, len(features), axis=0)
 
-    def ssl_forward(self, images, training):
-        if training:
-            tau = self.current_momentum()
-            self.momentum_update(self.encoder, self.teacher_encoder, tau)
-            self.momentum_update(self.head, self.teacher_head, tau)
-        views = self.augmenter(images, training=True)
-        student = self._heads(self.head, self.encode(views, training), training)
+    def ssl_forward(self, views, training):
+        features = self.encode(views, training)
+        student = self._heads(self.head, features, training)
         teacher_features = self.encode(views[:2], training, encoder=self.teacher_encoder)
         teacher = [ops.stop_gradient(t) for t in self._heads(self.teacher_head, teacher_features, training)]
         # The loss uses the centre before this step's update (copied: on TF
         # and torch a variable's value aliases its later assignment).
         center = ops.copy(ops.convert_to_tensor(self.center))
-        outputs = {"z1": student[0], "center": center,
+        outputs = {"student": student, "teacher": teacher, "h1": features[0], "center": center,
                    "teacher_temperature": self.current_teacher_temperature()}
         if training:
             # The centre follows the global batch (every replica's teacher outputs).
             batch_mean = ops.mean(distribute.gather(ops.concatenate(teacher, axis=0)), axis=0)
             m = self.center_momentum
             self.center.assign(m * center + (1.0 - m) * ops.cast(batch_mean, "float32"))
-        outputs.update({f"student_{v}": s for v, s in enumerate(student)})
-        outputs.update({f"teacher_{i}": t for i, t in enumerate(teacher)})
         return outputs
 
     def compute_ssl_loss(self, outputs):
-        num_crops = sum(key.startswith("student_") for key in outputs)
-        student = [outputs[f"student_{v}"] for v in range(num_crops)]
         # The warmed-up temperature is a tensor; losses.dino checks Python
         # numbers, so centre and scale the teacher here and pass 1.
         temperature = outputs["teacher_temperature"]
-        teacher = [(ops.cast(outputs[f"teacher_{i}"], "float32") - outputs["center"]) / temperature
-                   for i in range(2)]
+        teacher = [(ops.cast(t, "float32") - outputs["center"]) / temperature for t in outputs["teacher"]]
         zeros = ops.zeros_like(outputs["center"])
-        return losses.dino(student, teacher, zeros, self.student_temperature, 1.0), {}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            output_dim=self.output_dim, hidden_dim=self.hidden_dim,
-            bottleneck_dim=self.bottleneck_dim, norm_last_layer=self.norm_last_layer,
-            student_temperature=self.student_temperature,
-            teacher_temperature=self.teacher_temperature,
-            warmup_teacher_temperature=self.warmup_teacher_temperature,
-            warmup_teacher_steps=self.warmup_teacher_steps, center_momentum=self.center_momentum,
-            momentum=self.momentum, momentum_end=self.momentum_end,
-            num_local_crops=self.num_local_crops, local_size=self.local_size,
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config
+        return losses.dino(outputs["student"], teacher, zeros, self.student_temperature, 1.0), {}

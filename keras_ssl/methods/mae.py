@@ -6,7 +6,7 @@ from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.backbones.vit import ViT, TransformerBlock
-from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.layers.augment import crop_view
 from keras_ssl.layers.masking import (
     RandomMasking, num_visible, patchify, random_masking, take_tokens, unpatchify,
 )
@@ -91,8 +91,8 @@ class MAE(SSLModel):
         decoder_dim, decoder_depth, decoder_heads: decoder size (the paper
             used 512 / 8 / 16 for ImageNet ViTs; smaller suits 32x32 images).
         norm_pix_loss: targets are per-patch normalised pixels.
-        augmenter: view layer; defaults to a random resized crop (scale 0.2-1)
-            with a horizontal flip, MAE's only augmentation.
+        views: a `OneView`; defaults to `crop_view`, a random resized crop
+            (scale 0.2-1) with a horizontal flip, MAE's only augmentation.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -103,8 +103,13 @@ class MAE(SSLModel):
         >>> masked, reconstructed = model.reconstruct(x_test[:8])
     """
 
+    global_views = 1
+    view_recipe = staticmethod(crop_view)
+    gathered_outputs = ("target", "pred", "mask")
+    default_backbone = "vit_tiny"
+
     def __init__(self, encoder, *, mask_ratio=0.75, decoder_dim=128, decoder_depth=2,
-                 decoder_heads=4, norm_pix_loss=True, augmenter=None, **kwargs):
+                 decoder_heads=4, norm_pix_loss=True, **kwargs):
         if not isinstance(encoder, ViT):
             raise TypeError(
                 "MAE needs a keras_ssl ViT encoder (keras_ssl.backbones.vit_tiny(...)), "
@@ -122,9 +127,6 @@ class MAE(SSLModel):
         self.mask_ratio = float(mask_ratio)
         self.decoder_dim, self.decoder_depth = decoder_dim, decoder_depth
         self.decoder_heads, self.norm_pix_loss = decoder_heads, bool(norm_pix_loss)
-        self.augmenter = augmenter or RandomResizedCrop(
-            self.image_size, scale=(0.2, 1.0), horizontal_flip=True, seed=self.next_seed()
-        )
         self.masking = RandomMasking(mask_ratio, seed=self.next_seed())
         channels = self.image_shape[-1]
         self.decoder = MAEDecoder(self.num_patches, self.patch_size**2 * channels,
@@ -144,9 +146,8 @@ class MAE(SSLModel):
             "mask": mask,
         }
 
-    def ssl_forward(self, images, training):
-        view = self.augmenter(images, training=True)
-        return self._masked_forward(view, training)
+    def ssl_forward(self, views, training):
+        return self._masked_forward(views[0], training)
 
     def compute_ssl_loss(self, outputs):
         loss = losses.mae_reconstruction(
@@ -179,13 +180,3 @@ class MAE(SSLModel):
         masked = unpatchify(target * (1 - mask) + 0.5 * mask, self.patch_size, size, channels)
         recon = unpatchify(target * (1 - mask) + pred * mask, self.patch_size, size, channels)
         return tuple(np.clip(ops.convert_to_numpy(a), 0.0, 1.0) for a in (masked, recon))
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            mask_ratio=self.mask_ratio, decoder_dim=self.decoder_dim,
-            decoder_depth=self.decoder_depth, decoder_heads=self.decoder_heads,
-            norm_pix_loss=self.norm_pix_loss,
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config

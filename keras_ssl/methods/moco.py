@@ -3,25 +3,17 @@ Learning") and MoCo v3 (Chen, Xie & He 2021, "An Empirical Study of Training
 Self-Supervised Vision Transformers")."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import byol_augmenters, simclr_augmenter
+from keras_ssl.layers.augment import byol_views, simclr_views
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
 from keras_ssl.layers.memory import MemoryBank
 from keras_ssl.methods.base import SSLModel
 
 
-@keras.saving.register_keras_serializable(package="keras_ssl")
-class MoCo(SSLModel):
-    """MoCo: queries contrast against a momentum encoder's keys.
-
-    v2: a query `q` (encoder + MLP projector) is classified against its key
-    `k` (the momentum encoder's projection of the other view) among a queue
-    of past keys, InfoNCE at temperature 0.2; the batch's keys then enter
-    the queue. v3: no queue, a predictor on the query side, in-batch keys,
-    symmetric loss `2 tau (ctr(q1, k2) + ctr(q2, k1))`, momentum 0.99 -> 1.
+class _MoCo(SSLModel):
+    """What MoCo v2 and v3 share: a momentum key encoder and split BatchNorm.
 
     Split BatchNorm simulates MoCo's shuffle-BN on one device: in training
     the networks run on `num_splits` sub-batches, so BatchNorm statistics
@@ -30,85 +22,28 @@ class MoCo(SSLModel):
     sub-batches share only `1 / num_splits` of their rows (as a random
     shuffle does on average). The interleave is fixed, not random: it needs
     no seed and a resumed run repeats it exactly.
-
-    Args:
-        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
-        version: 2 or 3.
-        temperature: InfoNCE temperature (> 0); default 0.2 (v2), 1.0 (v3).
-        queue_size: v2 queue length (>= the batch size); 4096 suits CIFAR
-            subsets (paper: 65536 on ImageNet).
-        projection_dim: projector output width; default 128 (v2), 256 (v3).
-        hidden_dim: projector / predictor hidden width; defaults to `D`.
-        momentum: EMA momentum at step 0 in [0, 1]; default 0.99.
-        momentum_end: momentum at the last step (cosine schedule); default
-            `momentum` for v2 (constant, as the paper), 1.0 for v3.
-        split_batch_norm: simulate shuffle-BN (default: on for v2).
-        num_splits: sub-batches of split BatchNorm (divides the batch size).
-        augmenters: two view layers; default `simclr_augmenter` with crop
-            scale (0.2, 1) for v2, `byol_augmenters` for v3.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
-
-    Example:
-        >>> model = keras_ssl.MoCo(keras_ssl.backbones.resnet18(), version=2)
-        >>> model.compile(optimizer=keras.optimizers.SGD(0.06, momentum=0.9))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
-    def __init__(
-        self, encoder, *, version=2, temperature=None, queue_size=4096, projection_dim=None,
-        hidden_dim=None, momentum=0.99, momentum_end=None, split_batch_norm=None, num_splits=4,
-        augmenters=None, **kwargs,
-    ):
-        if version not in (2, 3):
-            raise ValueError(f"`version` must be 2 or 3, got {version}.")
-        temperature = (0.2 if version == 2 else 1.0) if temperature is None else temperature
-        momentum_end = (momentum if version == 2 else 1.0) if momentum_end is None else momentum_end
+    momentum_pairs = (("encoder", "key_encoder"), ("projector", "key_projector"))
+    monitored_output = "z1"
+
+    def __init__(self, encoder, *, temperature, projection_dim, hidden_dim, momentum, momentum_end,
+                 split_batch_norm, num_splits, **kwargs):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
-        for name, tau in (("momentum", momentum), ("momentum_end", momentum_end)):
-            if not 0.0 <= tau <= 1.0:
-                raise ValueError(f"`{name}` must be in [0, 1], got {tau}.")
-        if int(queue_size) < 2 or int(num_splits) < 1:
-            raise ValueError(f"need queue_size >= 2 and num_splits >= 1, got {queue_size}, {num_splits}.")
-        if augmenters is not None and len(augmenters) != 2:
-            raise ValueError(f"`augmenters` must hold 2 layers (one per view), got {len(augmenters)}.")
-        super().__init__(encoder, **kwargs)
-        self.version, self.temperature = version, float(temperature)
-        self.queue_size, self.num_splits = int(queue_size), int(num_splits)
-        self.momentum, self.momentum_end = float(momentum), float(momentum_end)
-        self.split_batch_norm = version == 2 if split_batch_norm is None else bool(split_batch_norm)
-        self.projection_dim = int(projection_dim or (128 if version == 2 else 256))
+        if int(num_splits) < 1:
+            raise ValueError(f"`num_splits` must be >= 1, got {num_splits}.")
+        super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
+        self.temperature, self.num_splits = float(temperature), int(num_splits)
+        self.split_batch_norm = bool(split_batch_norm)
+        self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or self.feature_dim)
-        channels = self.image_shape[-1]
-        if augmenters is None and version == 2:
-            augmenters = [simclr_augmenter(self.image_size, channels, crop_scale=(0.2, 1.0),
-                                           seed=self.next_seed()) for _ in range(2)]
-        self.augmenters = list(augmenters or byol_augmenters(self.image_size, channels, seed=self.next_seed()))
-        if version == 2:  # MoCo v2's MLP head has no BatchNorm
-            self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
-            self.queue = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
-        else:
-            self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3,
-                                            output_batch_norm=True)
-            self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
-            self.predictor.build((None, self.projection_dim))
-        self.projector.build((None, self.feature_dim))
-        self.key_encoder = self.momentum_target(self.encoder)
-        self.key_projector = self.momentum_target(self.projector)
-        self.set_momentum_schedule(self.momentum, self.momentum_end)
 
-    def _check_fit_data(self, x, y, batch_size):
-        x, y = super()._check_fit_data(x, y, batch_size)
-        if isinstance(x, np.ndarray):
-            self._check_batch_size(min(batch_size or 32, len(x)))
-        return x, y
-
-    def _check_batch_size(self, batch):
-        if self.version == 2:
-            self.queue.check_batch_size(batch)
-        if self.split_batch_norm and batch % self.num_splits:
+    def check_batch_size(self, batch_size):
+        super().check_batch_size(batch_size)
+        if self.split_batch_norm and batch_size % self.num_splits:
             raise ValueError(f"split BatchNorm needs a batch size divisible by num_splits="
-                             f"{self.num_splits}, got {batch}.")
+                             f"{self.num_splits}, got {batch_size}.")
 
     def build_inputs(self):
         # Split BatchNorm needs num_splits rows.
@@ -119,7 +54,7 @@ class MoCo(SSLModel):
         if not (self.split_batch_norm and training):
             return projector(self.encode([view], training, encoder=encoder)[0], training=training)
         if view.shape[0] is not None:
-            self._check_batch_size(view.shape[0])
+            self.check_batch_size(view.shape[0])
         if interleave:  # sub-batch g holds the rows i with i % num_splits == g
             position = ops.arange(ops.shape(view)[0])
             size = ops.shape(view)[0] // self.num_splits
@@ -130,41 +65,142 @@ class MoCo(SSLModel):
         z = ops.concatenate(z, axis=0)
         return ops.take(z, ops.argsort(order), axis=0) if interleave else z
 
-    def _key(self, view, training):
+    def query(self, view, training):
+        """The online encoder's projection of `view`."""
+        return self._embed(view, training, self.encoder, self.projector)
+
+    def key(self, view, training):
+        """The momentum encoder's projection of `view`, without gradient."""
         key = self._embed(view, training, self.key_encoder, self.key_projector, interleave=True)
         return ops.stop_gradient(key)
 
-    def ssl_forward(self, images, training):
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MoCoV2(_MoCo):
+    """MoCo v2: queries classified against their keys among a queue of past keys.
+
+    A query `q` (encoder + 2-layer MLP projector) is contrasted with its key
+    `k` (the momentum encoder's projection of the other view) among a queue
+    of past keys, InfoNCE at temperature 0.2; the batch's keys then enter
+    the queue. Split BatchNorm (on by default) simulates shuffle-BN.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        temperature: InfoNCE temperature (> 0); paper: 0.2.
+        queue_size: queue length (>= the batch size); 4096 suits CIFAR
+            subsets (paper: 65536 on ImageNet).
+        projection_dim: projector output width (paper: 128).
+        hidden_dim: projector hidden width; defaults to `D` (paper: 2048 = D).
+        momentum: key-encoder EMA momentum (paper: 0.999 on ImageNet; 0.99
+            suits CIFAR-length runs, as solo-learn's CIFAR recipe).
+        momentum_end: momentum at the last step; defaults to `momentum`
+            (constant, as the paper).
+        split_batch_norm: simulate shuffle-BN on one device.
+        num_splits: sub-batches of split BatchNorm (divides the batch size).
+        views: a `TwoViews`; defaults to SimCLR's augmentations with crop
+            scale (0.2, 1) (`simclr_views`), MoCo v2's recipe.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    Example:
+        >>> model = keras_ssl.MoCoV2(keras_ssl.backbones.resnet18())
+        >>> model.compile(optimizer=keras.optimizers.SGD(0.06, momentum=0.9))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+    """
+
+    view_recipe = staticmethod(simclr_views)
+    view_options = {"crop_scale": (0.2, 1.0)}
+    gathered_outputs = ("z1", "k2")
+
+    def __init__(self, encoder, *, temperature=0.2, queue_size=4096, projection_dim=128,
+                 hidden_dim=None, momentum=0.99, momentum_end=None, split_batch_norm=True,
+                 num_splits=4, **kwargs):
+        if int(queue_size) < 2:
+            raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
+        super().__init__(encoder, temperature=temperature, projection_dim=projection_dim,
+                         hidden_dim=hidden_dim, momentum=momentum, momentum_end=momentum_end,
+                         split_batch_norm=split_batch_norm, num_splits=num_splits, **kwargs)
+        self.queue_size = int(queue_size)
+        # MoCo v2's MLP head has no BatchNorm
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
+        self.projector.build((None, self.feature_dim))
+        self.queue = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
+
+    def ssl_forward(self, views, training):
+        v1, v2 = views
+        z1, k2 = self.query(v1, training), self.key(v2, training)
+        queue = self.queue.read()  # the negatives of this step, read before enqueue
         if training:
-            tau = self.current_momentum()
-            self.momentum_update(self.encoder, self.key_encoder, tau)
-            self.momentum_update(self.projector, self.key_projector, tau)
-        v1, v2 = [augment(images, training=True) for augment in self.augmenters]
-        z1, k2 = self._embed(v1, training, self.encoder, self.projector), self._key(v2, training)
-        if self.version == 2:
-            queue = self.queue.read()  # the negatives of this step, read before enqueue
-            if training:
-                self.queue.enqueue(k2)
-            return {"z1": z1, "q1": z1, "k2": k2, "queue": queue}
-        z2, k1 = self._embed(v2, training, self.encoder, self.projector), self._key(v1, training)
+            self.queue.enqueue(k2)
+        return {"z1": z1, "k2": k2, "queue": queue}
+
+    def compute_ssl_loss(self, outputs):
+        return losses.info_nce(outputs["z1"], outputs["k2"], self.temperature,
+                               negatives=outputs["queue"]), {}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MoCoV3(_MoCo):
+    """MoCo v3: symmetric InfoNCE between predicted queries and momentum keys.
+
+    No queue: each view's query (encoder, projector, predictor) is
+    contrasted with the other view's key among the batch's keys, and the
+    loss is `2 tau (ctr(q1, k2) + ctr(q2, k1))` as in the official code;
+    the momentum follows a cosine schedule from 0.99 to 1.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        temperature: InfoNCE temperature (> 0); paper: 1.0 for ResNets (0.2 ViT).
+        projection_dim: projector and predictor output width (paper: 256).
+        hidden_dim: projector and predictor hidden width; defaults to `D`
+            (paper: 4096, for ImageNet ResNet-50).
+        momentum: EMA momentum at step 0 (paper: 0.99).
+        momentum_end: momentum at the last step (paper: 1.0).
+        split_batch_norm: simulate shuffle-BN (off: MoCo v3 has no shuffle-BN).
+        num_splits: sub-batches of split BatchNorm.
+        views: a `TwoViews`; defaults to `byol_views` (MoCo v3 uses BYOL's
+            asymmetric augmentations).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    Example:
+        >>> model = keras_ssl.MoCoV3(keras_ssl.backbones.resnet18())
+        >>> model.compile(optimizer=keras_ssl.optimizers.LARS(0.3))
+        >>> model.fit(x_train, epochs=10, batch_size=256)
+    """
+
+    view_recipe = staticmethod(byol_views)
+    gathered_outputs = ("z1", "q1", "q2", "k1", "k2")
+
+    def __init__(self, encoder, *, temperature=1.0, projection_dim=256, hidden_dim=None,
+                 momentum=0.99, momentum_end=1.0, split_batch_norm=False, num_splits=4, **kwargs):
+        super().__init__(encoder, temperature=temperature, projection_dim=projection_dim,
+                         hidden_dim=hidden_dim, momentum=momentum, momentum_end=momentum_end,
+                         split_batch_norm=split_batch_norm, num_splits=num_splits, **kwargs)
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3,
+                                        output_batch_norm=True)
+        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
+        self.projector.build((None, self.feature_dim))
+        self.predictor.build((None, self.projection_dim))
+
+    def ssl_forward(self, views, training):
+        v1, v2 = views
+        z1, z2 = self.query(v1, training), self.query(v2, training)
+        k1, k2 = self.key(v1, training), self.key(v2, training)
         q1, q2 = self.predictor(z1, training=training), self.predictor(z2, training=training)
         return {"z1": z1, "q1": q1, "q2": q2, "k1": k1, "k2": k2}
 
     def compute_ssl_loss(self, outputs):
         t = self.temperature
-        if self.version == 2:
-            return losses.info_nce(outputs["q1"], outputs["k2"], t, negatives=outputs["queue"]), {}
         loss = losses.info_nce(outputs["q1"], outputs["k2"], t) + losses.info_nce(
             outputs["q2"], outputs["k1"], t)
         return 2.0 * t * loss, {}  # scaled by 2 tau as in the MoCo v3 code
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            version=self.version, temperature=self.temperature, queue_size=self.queue_size,
-            projection_dim=self.projection_dim, hidden_dim=self.hidden_dim,
-            momentum=self.momentum, momentum_end=self.momentum_end,
-            split_batch_norm=self.split_batch_norm, num_splits=self.num_splits,
-            augmenters=[keras.saving.serialize_keras_object(a) for a in self.augmenters],
-        )
-        return config
+
+def MoCo(encoder, *, version=2, **kwargs):  # noqa: N802 (a class-like factory)
+    """`MoCoV2(encoder, **kwargs)` for `version=2`, `MoCoV3` for 3.
+
+    Example:
+        >>> model = keras_ssl.MoCo(encoder, version=3)   # same as MoCoV3(encoder)
+    """
+    if version not in (2, 3):
+        raise ValueError(f"`version` must be 2 or 3, got {version}.")
+    return (MoCoV2 if version == 2 else MoCoV3)(encoder, **kwargs)

@@ -2,11 +2,10 @@
 Nearest-Neighbor Contrastive Learning of Visual Representations")."""
 
 import keras
-import numpy as np
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import byol_augmenters
+from keras_ssl.layers.augment import byol_views
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
 from keras_ssl.layers.memory import MemoryBank
 from keras_ssl.methods.base import SSLModel
@@ -30,7 +29,7 @@ class NNCLR(SSLModel):
         projection_dim: projector output width (paper: 256).
         hidden_dim: projector and predictor hidden width; defaults to
             `min(2048, 4 * D)` for an encoder of `D` features.
-        augmenters: two view layers; defaults to `byol_augmenters` (as the paper).
+        views: a `TwoViews`; defaults to `byol_views` (as the paper).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -39,42 +38,32 @@ class NNCLR(SSLModel):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
-    def __init__(
-        self, encoder, *, temperature=0.1, queue_size=4096, projection_dim=256, hidden_dim=None,
-        augmenters=None, **kwargs,
-    ):
+    view_recipe = staticmethod(byol_views)
+    gathered_outputs = ("z1", "z2", "p1", "p2", "nn1", "nn2")
+    monitored_output = "z1"
+
+    def __init__(self, encoder, *, temperature=0.1, queue_size=4096, projection_dim=256,
+                 hidden_dim=None, **kwargs):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if int(queue_size) < 2:
             raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
-        if augmenters is not None and len(augmenters) != 2:
-            raise ValueError(f"`augmenters` must hold 2 layers (one per view), got {len(augmenters)}.")
         super().__init__(encoder, **kwargs)
         self.temperature, self.queue_size = float(temperature), int(queue_size)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
-        self.augmenters = list(augmenters or byol_augmenters(
-            self.image_size, self.image_shape[-1], seed=self.next_seed()
-        ))
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3)
         self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
         self.support = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
 
-    def _check_fit_data(self, x, y, batch_size):
-        x, y = super()._check_fit_data(x, y, batch_size)
-        if isinstance(x, np.ndarray):
-            self.support.check_batch_size(min(batch_size or 32, len(x)))
-        return x, y
-
     def nearest_neighbour(self, z, support):
         """The row of `support` (unit rows) most cosine-similar to each row of `z`."""
         index = ops.argmax(ops.matmul(losses.l2_normalize(z), ops.transpose(support)), axis=1)
         return ops.stop_gradient(ops.take(support, index, axis=0))
 
-    def ssl_forward(self, images, training):
-        views = [augment(images, training=True) for augment in self.augmenters]
+    def ssl_forward(self, views, training):
         h1, h2 = self.encode(views, training)
         z1, z2 = self.projector(h1, training=training), self.projector(h2, training=training)
         support = self.support.read()
@@ -97,12 +86,3 @@ class NNCLR(SSLModel):
             + losses.info_nce(outputs["nn2"], outputs["p1"], t)
         )
         return loss, {}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            temperature=self.temperature, queue_size=self.queue_size,
-            projection_dim=self.projection_dim, hidden_dim=self.hidden_dim,
-            augmenters=[keras.saving.serialize_keras_object(a) for a in self.augmenters],
-        )
-        return config

@@ -3,7 +3,7 @@
 import keras
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import simclr_augmenter
+from keras_ssl.layers.augment import simclr_views
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.methods.base import SSLModel
 
@@ -23,8 +23,8 @@ class SimCLR(SSLModel):
         version: 1 (2-layer projector) or 2 (3-layer projector).
         projection_dim: output size of the projector.
         hidden_dim: projector width; defaults to the encoder's feature size.
-        augmenter: layer making one view from a batch; defaults to
-            `simclr_augmenter(image_size, channels)`.
+        views: a `TwoViews`; defaults to `default_views` (SimCLR's crop,
+            flip, colour jitter and grayscale; no blur at CIFAR size).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -35,6 +35,10 @@ class SimCLR(SSLModel):
         >>> model.encoder.save("encoder.keras")
     """
 
+    view_recipe = staticmethod(simclr_views)
+    gathered_outputs = ("z1", "z2")
+    monitored_output = "z1"
+
     def __init__(
         self,
         encoder,
@@ -43,7 +47,6 @@ class SimCLR(SSLModel):
         version=1,
         projection_dim=128,
         hidden_dim=None,
-        augmenter=None,
         **kwargs,
     ):
         if not temperature > 0:
@@ -55,9 +58,6 @@ class SimCLR(SSLModel):
         self.version = version
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim or self.feature_dim
-        self.augmenter = augmenter or simclr_augmenter(
-            self.image_size, channels=self.image_shape[-1], seed=self.next_seed()
-        )
         self.projector = ProjectionHead(
             hidden_dim=self.hidden_dim,
             output_dim=projection_dim,
@@ -65,8 +65,7 @@ class SimCLR(SSLModel):
         )
         self.projector.build((None, self.feature_dim))
 
-    def ssl_forward(self, images, training):
-        views = [self.augmenter(images, training=True) for _ in range(2)]
+    def ssl_forward(self, views, training):
         h1, h2 = self.encode(views, training)
         return {
             "z1": self.projector(h1, training=training),
@@ -75,14 +74,3 @@ class SimCLR(SSLModel):
 
     def compute_ssl_loss(self, outputs):
         return losses.nt_xent(outputs["z1"], outputs["z2"], self.temperature), {}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            temperature=self.temperature,
-            version=self.version,
-            projection_dim=self.projection_dim,
-            hidden_dim=self.hidden_dim,
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config

@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import simclr_augmenter
+from keras_ssl.layers.augment import simclr_views
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
 from keras_ssl.methods.base import SSLModel
 
@@ -32,8 +32,8 @@ class SimSiam(SSLModel):
         stop_gradient: for research only. `False` removes the stop-gradient
             (gradients flow into both branches), which collapses the
             representation (the paper's Fig. 2); keep the default `True`.
-        augmenter: layer making one view from a batch; defaults to
-            `simclr_augmenter(image_size, channels, crop_scale=(0.2, 1.0))`.
+        views: a `TwoViews`; defaults to `default_views` (SimCLR's
+            augmentations with crop scale (0.2, 1), as the paper).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -43,6 +43,11 @@ class SimSiam(SSLModel):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
+    view_recipe = staticmethod(simclr_views)
+    view_options = {"crop_scale": (0.2, 1.0)}
+    gathered_outputs = ("z1", "z2", "p1", "p2")
+    monitored_output = "z1"
+
     def __init__(
         self,
         encoder,
@@ -50,7 +55,6 @@ class SimSiam(SSLModel):
         projection_dim=None,
         prediction_dim=None,
         stop_gradient=True,
-        augmenter=None,
         **kwargs,
     ):
         for name, value in (("projection_dim", projection_dim), ("prediction_dim", prediction_dim)):
@@ -62,10 +66,6 @@ class SimSiam(SSLModel):
         self.projection_dim = int(projection_dim or min(2048, 4 * self.feature_dim))
         self.prediction_dim = int(prediction_dim or max(1, self.projection_dim // 4))
         self.stop_gradient = stop_gradient
-        self.augmenter = augmenter or simclr_augmenter(
-            self.image_size, channels=self.image_shape[-1], crop_scale=(0.2, 1.0),
-            seed=self.next_seed(),
-        )
         self.projector = ProjectionHead(
             self.projection_dim, self.projection_dim, num_layers=3, output_batch_norm=True
         )
@@ -73,8 +73,7 @@ class SimSiam(SSLModel):
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
 
-    def ssl_forward(self, images, training):
-        views = [self.augmenter(images, training=True) for _ in range(2)]
+    def ssl_forward(self, views, training):
         h1, h2 = self.encode(views, training)
         z1 = self.projector(h1, training=training)
         z2 = self.projector(h2, training=training)
@@ -91,16 +90,6 @@ class SimSiam(SSLModel):
         loss_fn = losses.negative_cosine if self.stop_gradient else _negative_cosine_no_stop
         loss = 0.5 * (loss_fn(outputs["p1"], outputs["z2"]) + loss_fn(outputs["p2"], outputs["z1"]))
         return loss, {}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            projection_dim=self.projection_dim,
-            prediction_dim=self.prediction_dim,
-            stop_gradient=self.stop_gradient,
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config
 
 
 def _negative_cosine_no_stop(p, z):

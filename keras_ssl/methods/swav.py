@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import MultiCrop
+from keras_ssl.layers.augment import multi_crop_views
 from keras_ssl.layers.heads import ProjectionHead, Prototypes
 from keras_ssl.layers.memory import MemoryBank
 from keras_ssl.methods.base import SSLModel
@@ -14,7 +14,7 @@ from keras_ssl.methods.base import SSLModel
 class SwAV(SSLModel):
     """SwAV: predict one crop's cluster codes from every other crop.
 
-    Multi-crop views (2 global, `num_local_crops` local) go through the
+    Multi-crop views (2 global, any number of local) go through the
     encoder (once per resolution), the projector and L2 normalisation; their
     scores against learnable unit-norm prototypes are turned into
     equipartitioned codes by Sinkhorn-Knopp for the two global crops, and
@@ -35,13 +35,12 @@ class SwAV(SSLModel):
         epsilon: Sinkhorn regularisation (> 0); lower it if the loss sticks
             at `ln(K)` (collapse).
         sinkhorn_iterations: Sinkhorn rounds (>= 1).
-        num_local_crops: number of small crops (paper: 6).
-        local_size: side of the small crops; defaults to `image_size // 2`.
         freeze_prototypes_steps: steps with frozen prototypes (paper: the
             first epoch; 200 is about one CIFAR-10 epoch at batch 256).
         queue_size: rows of each embedding queue (0: no queue).
-        augmenter: a layer returning the list of views, global crops first;
-            defaults to `MultiCrop(image_size, local_size, 2, num_local_crops)`.
+        views: a `MultiCrop` (2 global crops first); defaults to
+            `multi_crop_views`: 2 global crops and 4 local ones of half the
+            side, SwAV's scales (paper: 6 local crops of 96 px for 224 px).
         **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
 
     Example:
@@ -51,16 +50,19 @@ class SwAV(SSLModel):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
+    local_views = True
+    view_recipe = staticmethod(multi_crop_views)
+    gathered_outputs = ("z1", "scores")
+    monitored_output = "z1"
+
     def __init__(self, encoder, *, num_prototypes=512, projection_dim=128, hidden_dim=None,
-                 temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, num_local_crops=4,
-                 local_size=None, freeze_prototypes_steps=200, queue_size=0, augmenter=None,
-                 **kwargs):
+                 temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, freeze_prototypes_steps=200,
+                 queue_size=0, **kwargs):
         for name, value in (("temperature", temperature), ("epsilon", epsilon)):
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
         for name, value, low in (("num_prototypes", num_prototypes, 1),
                                  ("sinkhorn_iterations", sinkhorn_iterations, 1),
-                                 ("num_local_crops", num_local_crops, 0),
                                  ("freeze_prototypes_steps", freeze_prototypes_steps, 0),
                                  ("queue_size", queue_size, 0)):
             if int(value) != value or value < low:
@@ -69,15 +71,8 @@ class SwAV(SSLModel):
         self.num_prototypes, self.projection_dim = int(num_prototypes), int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
         self.temperature, self.epsilon = float(temperature), float(epsilon)
-        self.sinkhorn_iterations, self.num_local_crops = int(sinkhorn_iterations), int(num_local_crops)
-        self.local_size = int(local_size or self.image_size // 2)
-        if not 1 <= self.local_size <= self.image_size:
-            raise ValueError(f"`local_size` must be in [1, image_size={self.image_size}], got {local_size}.")
+        self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.freeze_prototypes_steps, self.queue_size = int(freeze_prototypes_steps), int(queue_size)
-        self.augmenter = augmenter or MultiCrop(
-            self.image_size, self.local_size, num_global=2, num_local=self.num_local_crops,
-            channels=self.image_shape[-1], seed=self.next_seed(),
-        )
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
         self.projector.build((None, self.feature_dim))
         self.prototypes = Prototypes(self.num_prototypes, self.freeze_prototypes_steps)
@@ -86,44 +81,28 @@ class SwAV(SSLModel):
         self.queues = [MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed(),
                                   name=f"queue_{i}") for i in range(2 if self.queue_size else 0)]
 
-    def ssl_forward(self, images, training):
-        views = self.augmenter(images, training=True)
+    def ssl_forward(self, views, training):
         features = self.encode(views, training)
         # One projector call over all crops, so BatchNorm sees every crop.
         z = losses.l2_normalize(self.projector(ops.concatenate(features, axis=0), training=training))
         z = ops.split(z, len(views), axis=0)
-        outputs = {"z1": z[0]}
-        for v, zv in enumerate(z):
-            outputs[f"scores_{v}"] = self.prototypes(zv, step=self.step)
+        outputs = {"z1": z[0], "scores": [self.prototypes(zv, step=self.step) for zv in z]}
         if self.queues:
             kernel = ops.stop_gradient(self.prototypes.normalized_kernel())
             outputs["queue_full"] = ops.logical_and(self.queues[0].is_full(), self.queues[1].is_full())
-            for i, queue in enumerate(self.queues):
-                outputs[f"queue_scores_{i}"] = ops.matmul(queue.read(), kernel)
-                if training:
-                    queue.enqueue(z[i])
+            outputs["queue_scores"] = [ops.matmul(queue.read(), kernel) for queue in self.queues]
+            if training:
+                for queue, zi in zip(self.queues, z):
+                    queue.enqueue(zi)
         return outputs
 
     def compute_ssl_loss(self, outputs):
-        num_crops = sum(key.startswith("scores_") for key in outputs)
-        scores = [outputs[f"scores_{v}"] for v in range(num_crops)]
+        scores = outputs["scores"]
         options = dict(temperature=self.temperature, epsilon=self.epsilon,
                        iterations=self.sinkhorn_iterations)
         loss = losses.swav(scores, (0, 1), **options)
         if self.queues:
-            queued = [outputs["queue_scores_0"], outputs["queue_scores_1"]]
             # A queue joins Sinkhorn only once full (random rows would bias the codes).
-            loss = ops.where(outputs["queue_full"],
-                             losses.swav(scores, (0, 1), queue_scores=queued, **options), loss)
+            queued = losses.swav(scores, (0, 1), queue_scores=outputs["queue_scores"], **options)
+            loss = ops.where(outputs["queue_full"], queued, loss)
         return loss, {}
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            num_prototypes=self.num_prototypes, projection_dim=self.projection_dim,
-            hidden_dim=self.hidden_dim, temperature=self.temperature, epsilon=self.epsilon,
-            sinkhorn_iterations=self.sinkhorn_iterations, num_local_crops=self.num_local_crops,
-            local_size=self.local_size, freeze_prototypes_steps=self.freeze_prototypes_steps,
-            queue_size=self.queue_size, augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config

@@ -3,7 +3,7 @@
 import keras
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import simclr_augmenter
+from keras_ssl.layers.augment import simclr_views
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.methods.base import SSLModel
 
@@ -29,8 +29,8 @@ class VICReg(SSLModel):
         std_coeff: weight of the variance term (25).
         cov_coeff: weight of the covariance term (1).
         eps: added to the variance under the square root (1e-4).
-        augmenter: layer making one view from a batch; defaults to
-            `simclr_augmenter(image_size, channels)`.
+        views: a `TwoViews`; defaults to `default_views` (SimCLR's
+            augmentations, as the official code for CIFAR-size images).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     VICReg goes NaN with too high a learning rate and no warm-up (lightly
@@ -43,6 +43,11 @@ class VICReg(SSLModel):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
+    view_recipe = staticmethod(simclr_views)
+    gathered_outputs = ("z1", "z2")
+    monitored_output = "z1"
+    loss_terms = ("invariance", "variance", "covariance")
+
     def __init__(
         self,
         encoder,
@@ -52,7 +57,6 @@ class VICReg(SSLModel):
         std_coeff=25.0,
         cov_coeff=1.0,
         eps=1e-4,
-        augmenter=None,
         **kwargs,
     ):
         if projection_dim is not None and int(projection_dim) < 1:
@@ -69,15 +73,10 @@ class VICReg(SSLModel):
         self.projection_dim = int(projection_dim or min(2048, 8 * self.feature_dim))
         self.sim_coeff, self.std_coeff, self.cov_coeff = (float(v) for v in coeffs.values())
         self.eps = float(eps)
-        self.augmenter = augmenter or simclr_augmenter(
-            self.image_size, channels=self.image_shape[-1], seed=self.next_seed()
-        )
         self.projector = ProjectionHead(self.projection_dim, self.projection_dim, num_layers=3)
         self.projector.build((None, self.feature_dim))
-        self.add_term_metrics("invariance", "variance", "covariance")
 
-    def ssl_forward(self, images, training):
-        views = [self.augmenter(images, training=True) for _ in range(2)]
+    def ssl_forward(self, views, training):
         h1, h2 = self.encode(views, training)
         return {
             "z1": self.projector(h1, training=training),
@@ -92,15 +91,3 @@ class VICReg(SSLModel):
             + self.cov_coeff * terms["covariance"]
         )
         return loss, terms
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            projection_dim=self.projection_dim,
-            sim_coeff=self.sim_coeff,
-            std_coeff=self.std_coeff,
-            cov_coeff=self.cov_coeff,
-            eps=self.eps,
-            augmenter=keras.saving.serialize_keras_object(self.augmenter),
-        )
-        return config

@@ -1,0 +1,91 @@
+"""Every use of Keras internals in keras_ssl, in one place.
+
+Each helper names the Keras version it was written against (3.15.1) and the
+gap it fills. `tests/test_keras_compat.py` checks each assumption directly,
+so a Keras release that changes an internal fails there, loudly, and not
+somewhere deep inside a training step.
+"""
+
+import keras
+
+KERAS_VERSION_CHECKED = "3.15.1"
+
+
+def sublayers(layer):
+    """`layer` and every layer under it, each once, depth first.
+
+    Keras 3.15 has no public recursive layer walk for a subclassed model
+    (`Model.layers` lists direct children only); `_flatten_layers` is what
+    Keras itself uses to collect weights and metrics.
+
+    Example:
+        >>> banks = [l for l in sublayers(model) if isinstance(l, MemoryBank)]
+    """
+    return list(layer._flatten_layers(include_self=True, recursive=True))
+
+
+def seed_generators(layer):
+    """The `keras.random.SeedGenerator`s under `layer`, each once.
+
+    Keras 3.15 saves no SeedGenerator state in `.keras` files or
+    `BackupAndRestore` checkpoints, so a resumed run would draw other
+    augmentations than the uninterrupted run. Layers record their generators
+    in `_seed_generators` when one is assigned as an attribute.
+
+    Example:
+        >>> states = [g.state for g in seed_generators(model)]
+    """
+    seen, found = set(), []
+    for sub in sublayers(layer):
+        for generator in getattr(sub, "_seed_generators", ()):
+            if id(generator) not in seen:
+                seen.add(id(generator))
+                found.append(generator)
+    return found
+
+
+def is_functional(model):
+    """Whether `model` is a graph of layers (Functional or Sequential).
+
+    Such a model can be cloned with `keras.models.clone_model`; a subclassed
+    one must be rebuilt from its config. Keras 3.15 exposes no public test;
+    functional models hold the graph in `_nodes_by_depth`.
+
+    Example:
+        >>> target = keras.models.clone_model(m) if is_functional(m) else ...
+    """
+    return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
+
+
+def built_input_shape(layer):
+    """The input shape a built layer was built with, or None.
+
+    Subclassed layers have no `input_shape`; Keras 3.15 records the
+    arguments of `build` in `_build_shapes_dict`.
+
+    Example:
+        >>> clone.build(built_input_shape(layer))
+    """
+    shape = getattr(layer, "input_shape", None) if isinstance(layer, keras.Model) else None
+    if shape is not None:
+        return shape
+    shapes = getattr(layer, "_build_shapes_dict", None)
+    return next(iter(shapes.values())) if shapes else None
+
+
+def portable_compile_config(config):
+    """A compile config whose optimizer loads on every backend.
+
+    Keras 3.15 records a torch-backend optimizer's module as
+    `keras.src.backend.torch.optimizers.*`; loading such a model on
+    TensorFlow or JAX builds a torch optimizer that fails in `fit`. The
+    optimizer is pointed at the portable `keras.optimizers` instead.
+
+    Example:
+        >>> config = portable_compile_config(super().get_compile_config())
+    """
+    optimizer = config.get("optimizer") if config else None
+    if isinstance(optimizer, dict) and ".backend." in str(optimizer.get("module", "")):
+        optimizer["module"] = "keras.optimizers"
+        optimizer["registered_name"] = None
+    return config
