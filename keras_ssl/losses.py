@@ -69,18 +69,21 @@ def nt_xent(z1, z2, temperature=0.5):
     return -ops.mean(positive)
 
 
-def info_nce(query, keys, temperature=0.2, negatives=None):
+def info_nce(query, keys, temperature=0.2, negatives=None, in_batch_negatives=True):
     """InfoNCE with the positive for `query[i]` at `keys[i]`.
 
-    The logits of `query[i]` are its similarities with every row of `keys`
-    (in-batch negatives, as MoCo v3) and, when given, with every row of
-    `negatives` (a queue, as MoCo v2). All rows are L2-normalised.
+    The logits of `query[i]` are its similarity with its positive `keys[i]`,
+    with the other rows of `keys` when `in_batch_negatives` (MoCo v3, NNCLR)
+    and with every row of `negatives` when given (MoCo v2's queue: its
+    official code uses `[q.k+, q.queue] / T`, so pass
+    `in_batch_negatives=False` there). All rows are L2-normalised.
 
     Args:
         query: `(B, D)` embeddings.
         keys: `(B, D)` embeddings, `keys[i]` the positive of `query[i]`.
         temperature: softmax temperature, > 0.
         negatives: optional `(K, D)` extra negatives.
+        in_batch_negatives: use the other keys of the batch as negatives.
 
     Returns:
         Scalar float32 loss (mean cross-entropy).
@@ -89,15 +92,21 @@ def info_nce(query, keys, temperature=0.2, negatives=None):
         >>> info_nce(keras.random.normal((8, 16)), keras.random.normal((8, 16)), 0.2)
     """
     _check_positive(temperature=temperature)
+    if not in_batch_negatives and negatives is None:
+        raise ValueError("info_nce without in-batch negatives needs `negatives`.")
     q = l2_normalize(query)
-    candidates = l2_normalize(keys)
+    k = l2_normalize(keys)
+    if in_batch_negatives:
+        logits = ops.matmul(q, ops.transpose(k))  # the positive on the diagonal
+        index = ops.expand_dims(ops.arange(ops.shape(q)[0]), 1)
+    else:
+        logits = ops.sum(q * k, axis=1, keepdims=True)  # the positive in column 0
+        index = ops.zeros((ops.shape(q)[0], 1), "int32")
     if negatives is not None:
-        candidates = ops.concatenate([candidates, l2_normalize(negatives)], axis=0)
-    logits = ops.matmul(q, ops.transpose(candidates)) / temperature
+        logits = ops.concatenate([logits, ops.matmul(q, ops.transpose(l2_normalize(negatives)))], axis=1)
+    logits = logits / temperature
     log_prob = logits - ops.logsumexp(logits, axis=1, keepdims=True)
-    index = ops.expand_dims(ops.arange(ops.shape(q)[0]), 1)
     return -ops.mean(ops.take_along_axis(log_prob, index, axis=1))
-
 
 
 def _cosine(p, z):
@@ -454,8 +463,8 @@ def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False,
         target_patches: `(B, N, P)` pixel patches of the image.
         predicted_patches: `(B, N, P)` decoder outputs.
         mask: `(B, N)`, 1 for masked (reconstructed) patches, 0 for visible.
-        normalize: normalise each target patch by its mean and (biased)
-            variance, as MAE's `norm_pix_loss`.
+        normalize: normalise each target patch by its mean and unbiased
+            variance (`torch.var`'s default), as MAE's `norm_pix_loss`.
         eps: added to the patch variance when `normalize`.
 
     Returns:
@@ -472,7 +481,8 @@ def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False,
     target = ops.cast(target_patches, "float32")
     if normalize:
         mean = ops.mean(target, axis=-1, keepdims=True)
-        var = ops.mean(ops.square(target - mean), axis=-1, keepdims=True)
+        n = target.shape[-1]
+        var = ops.sum(ops.square(target - mean), axis=-1, keepdims=True) / max(n - 1, 1)
         target = (target - mean) * ops.rsqrt(var + eps)
     error = ops.mean(ops.square(ops.cast(predicted_patches, "float32") - target), axis=-1)
     mask = ops.cast(mask, "float32")

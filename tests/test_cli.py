@@ -7,7 +7,9 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ssl import cli, data, evaluation
+from keras_ssl import cli, data, evaluation, keras_compat
+from keras_ssl.layers import RandomResizedCrop
+from keras_ssl.methods import METHODS
 
 
 @pytest.fixture(scope="module")
@@ -92,3 +94,39 @@ def test_corrupt_encoder_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"not a zip file")
     with pytest.raises(SystemExit, match="could not load"):
         cli.main(["evaluate", str(bad)])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_pretrains_from_the_cli_with_its_declared_views(name, tmp_path, monkeypatch):
+    method = METHODS[name]
+    seen = {}
+    forward = method.ssl_forward
+
+    def recording(self, views, *extra, training):
+        seen["views"] = [tuple(v.shape[1:]) for v in views]
+        seen["model"] = self
+        return forward(self, views, *extra, training=training)
+
+    monkeypatch.setattr(method, "ssl_forward", recording)
+    code = cli.main(["pretrain", "--method", name, "--data", "digits", "--epochs", "1",
+                     "--batch-size", "32", "--limit", "64", "--output", str(tmp_path / name),
+                     "--verbose", "0", "--knn-every", "0", "--no-plots"])
+    assert code == 0
+    # Full-size views of the image's side; multi-crop adds 4 local crops of half of it.
+    side = data.load("digits")[0][0].shape[1]
+    want = [(side, side, 1)] * method.global_views + (
+        [(side // 2, side // 2, 1)] * 4 if method.local_views else [])
+    assert seen["views"] == want
+    # The digit rule reaches every method: no flips, no crop under 30 % of the image.
+    crops = [layer for layer in keras_compat.sublayers(seen["model"].views)
+             if isinstance(layer, RandomResizedCrop)]
+    assert crops  # TwoViews(aug) shares one pipeline between its two views
+    assert all(not c.horizontal_flip and c.scale[0] >= 0.3 for c in crops)
+
+
+def test_help_lists_every_method(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--help"])
+    out = capsys.readouterr().out
+    assert all(name in out for name in METHODS)

@@ -1,5 +1,7 @@
 """The shared engine's momentum machinery, on a toy EMA method."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -19,18 +21,18 @@ class Identity(keras.layers.Layer):
 class ToyEMA(SSLModel):
     """Online encoder regresses the momentum target's features of another view."""
 
-    def __init__(self, encoder, tau=0.9, **kw):
-        super().__init__(encoder, **kw)
-        self.augmenter = Identity()
-        self.target = self.momentum_target(self.encoder)
-        self.set_momentum_schedule(tau, 1.0)
+    global_views = 1
+    momentum_pairs = (("encoder", "target"),)
+
+    def __init__(self, encoder, *, momentum=0.9, **kw):
+        super().__init__(encoder, views=keras_ssl.layers.OneView(Identity()), momentum=momentum,
+                         momentum_end=1.0, **kw)
         self.seen_tau = self.add_weight(name="seen_tau", shape=(), trainable=False)
 
-    def ssl_forward(self, images, training):
+    def ssl_forward(self, views, training):
         if training:
-            tau = self.current_momentum()
-            self.seen_tau.assign(tau)
-            self.momentum_update(self.encoder, self.target, tau)
+            self.seen_tau.assign(self.current_momentum())
+        (images,) = views
         (h,) = self.encode([images], training)
         (t,) = self.encode([ops.flip(images, axis=1)], training, encoder=self.target)
         return {"h": h, "t": ops.stop_gradient(t)}
@@ -62,7 +64,7 @@ def test_target_starts_equal_and_is_not_trainable():
 
 def test_ema_follows_numpy_reference_with_cosine_schedule():
     total = 4
-    model = ToyEMA(small_encoder(), tau=0.5)
+    model = ToyEMA(small_encoder(), momentum=0.5)
     model.compile(optimizer=keras.optimizers.SGD(0.5))
     x = random_images(8)
     pairs = trainable_pairs(model)
@@ -92,7 +94,7 @@ def test_target_batchnorm_uses_batch_statistics():
 
 @pytest.mark.skipif(BACKEND == "torch", reason="Keras rejects steps_per_execution > 1 on torch")
 def test_schedule_counts_every_step_with_steps_per_execution():
-    model = ToyEMA(small_encoder(), tau=0.5)
+    model = ToyEMA(small_encoder(), momentum=0.5)
     model.compile(optimizer="sgd", steps_per_execution=2)
     model.fit(random_images(16), batch_size=4, epochs=3, verbose=0)
     # 4 steps per epoch, 3 epochs: 12 steps, schedule over 12 steps.
@@ -103,7 +105,7 @@ def test_schedule_counts_every_step_with_steps_per_execution():
 def test_schedule_continues_with_initial_epoch():
     # fit(epochs=3, initial_epoch=1) after one epoch: the schedule spans all
     # 3 epochs (fit's `epochs` is the run's end) and the step counter goes on.
-    model = ToyEMA(small_encoder(), tau=0.5)
+    model = ToyEMA(small_encoder(), momentum=0.5)
     model.compile(optimizer="sgd")
     x = random_images(16)
     model.fit(x, batch_size=4, epochs=1, verbose=0)
@@ -113,15 +115,39 @@ def test_schedule_continues_with_initial_epoch():
 
 
 def test_scheduler_overrides_end_points_on_a_compiled_step():
-    model = ToyEMA(small_encoder(), tau=0.5)
+    model = ToyEMA(small_encoder(), momentum=0.5)
     model.compile(optimizer="sgd")
     x = random_images(8)
     model.fit(x, batch_size=8, epochs=1, verbose=0)
     model.fit(x, batch_size=8, epochs=1, verbose=0,
-              callbacks=[MomentumScheduler(tau_base=0.8, tau_end=0.8)])
+              callbacks=[MomentumScheduler(momentum=0.8, momentum_end=0.8)])
     np.testing.assert_allclose(float(model.seen_tau), 0.8, atol=1e-6)
+    # The live schedule is what the config saves (one source of truth).
+    config = model.get_config()
+    assert config["momentum"] == pytest.approx(0.8) and config["momentum_end"] == pytest.approx(0.8)
+    assert model.momentum == pytest.approx(0.8)
 
 
 def test_momentum_out_of_range_is_rejected():
-    with pytest.raises(ValueError, match="tau_base"):
-        ToyEMA(small_encoder(), tau=1.5)
+    with pytest.raises(ValueError, match="`momentum` must be in"):
+        ToyEMA(small_encoder(), momentum=1.5)
+
+
+def test_momentum_stays_and_warns_when_fit_cannot_tell_the_run_length():
+    model = ToyEMA(small_encoder(), momentum=0.5)
+    model.compile(optimizer="sgd")
+    x = random_images(8)
+
+    def batches():
+        for _ in range(2):
+            yield (x[:4],)
+
+    with pytest.warns(UserWarning, match="steps_per_epoch"):
+        model.fit(batches(), epochs=1, verbose=0)
+    np.testing.assert_allclose(float(model.seen_tau), 0.5, atol=1e-6)
+    assert int(model.total_steps) == 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(batches(), epochs=1, steps_per_epoch=2, verbose=0)  # a known length
+    assert not [w for w in caught if "EMA momentum" in str(w.message)]
+    assert int(model.total_steps) == 2

@@ -72,13 +72,16 @@ def _interpolation_matrix(start, length, in_size, out_size):
 class RandomResizedCrop(keras.layers.Layer):
     """Per-sample random resized crop (and optional horizontal flip).
 
-    Each image gets its own crop whose area is a `scale` fraction of the
-    image and whose aspect ratio is log-uniform in `ratio` (torchvision's
-    parameters), resized bilinearly to `size`. The crop is two small
-    interpolation matrices per image applied with `einsum`, so it compiles
-    on every backend and any output size works (multi-crop). Unlike
-    torchvision, which retries out-of-range draws, a crop side larger than
-    the image is clipped to the image.
+    Each image gets its own crop, drawn as torchvision's
+    `RandomResizedCrop.get_params` draws it: an area fraction uniform in
+    `scale` and an aspect ratio log-uniform in `ratio`, sides rounded to
+    whole pixels, up to 10 tries until the box fits in the image (else the
+    centre crop with the ratio clamped), and a top-left corner uniform over
+    the valid integer positions. The 10 tries are drawn at once and the
+    first valid one is taken, so it compiles. The crop is resized
+    bilinearly to `size` by two small interpolation matrices per image
+    applied with `einsum`, on every backend and for any output size
+    (multi-crop).
 
     Args:
         size: output side (int) or `(height, width)`.
@@ -116,6 +119,39 @@ class RandomResizedCrop(keras.layers.Layer):
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
 
+    def sample_boxes(self, batch, height, width):
+        """Crop boxes `(top, left, box_height, box_width)`, `(batch,)` float32 each.
+
+        The values are whole pixels, distributed as torchvision's sampler
+        (see the class doc).
+        """
+        tries = 10
+        uniform = lambda shape, lo=0.0, hi=1.0: keras.random.uniform(  # noqa: E731
+            shape, lo, hi, seed=self.seed_generator
+        )
+        area = uniform((batch, tries), *self.scale) * float(height * width)
+        aspect = ops.exp(uniform((batch, tries), math.log(self.ratio[0]), math.log(self.ratio[1])))
+        w = ops.round(ops.sqrt(area * aspect))
+        h = ops.round(ops.sqrt(area / aspect))
+        valid = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = ops.expand_dims(ops.argmax(ops.cast(valid, "int32"), axis=1), 1)
+        found = ops.any(valid, axis=1)
+        # torchvision's fallback: the whole image, its ratio clamped to `ratio`.
+        in_ratio = width / height
+        if in_ratio < self.ratio[0]:
+            fallback_w, fallback_h = width, round(width / self.ratio[0])
+        elif in_ratio > self.ratio[1]:
+            fallback_w, fallback_h = round(height * self.ratio[1]), height
+        else:
+            fallback_w, fallback_h = width, height
+        w = ops.where(found, ops.take_along_axis(w, first, axis=1)[:, 0], float(fallback_w))
+        h = ops.where(found, ops.take_along_axis(h, first, axis=1)[:, 0], float(fallback_h))
+        top = ops.where(found, ops.floor(uniform((batch,)) * (height - h + 1.0)),
+                        ops.floor((height - h) / 2.0))
+        left = ops.where(found, ops.floor(uniform((batch,)) * (width - w + 1.0)),
+                         ops.floor((width - w) / 2.0))
+        return top, left, h, w
+
     def call(self, images, training=True):
         height, width = images.shape[1], images.shape[2]
         if height is None or width is None:
@@ -123,19 +159,10 @@ class RandomResizedCrop(keras.layers.Layer):
         if not training:
             return ops.image.resize(images, self.size)
         batch = ops.shape(images)[0]
-        draw = lambda lo, hi: keras.random.uniform(  # noqa: E731
-            (batch,), lo, hi, seed=self.seed_generator
-        )
-        area = draw(*self.scale) * (height * width)
-        log_ratio = draw(math.log(self.ratio[0]), math.log(self.ratio[1]))
-        aspect = ops.exp(log_ratio)
-        crop_w = ops.minimum(ops.sqrt(area * aspect), float(width))
-        crop_h = ops.minimum(ops.sqrt(area / aspect), float(height))
-        x0 = draw(0.0, 1.0) * (width - crop_w)
-        y0 = draw(0.0, 1.0) * (height - crop_h)
+        y0, x0, crop_h, crop_w = self.sample_boxes(batch, height, width)
         if self.horizontal_flip:
             # A flip is a crop read right to left: start at the far edge, negative length.
-            flip = draw(0.0, 1.0) < 0.5
+            flip = keras.random.uniform((batch,), seed=self.seed_generator) < 0.5
             x0 = ops.where(flip, x0 + crop_w, x0)
             crop_w = ops.where(flip, -crop_w, crop_w)
         rows = _interpolation_matrix(y0, crop_h, height, self.size[0])
@@ -154,6 +181,8 @@ class RandomResizedCrop(keras.layers.Layer):
             scale=self.scale,
             ratio=self.ratio,
             horizontal_flip=self.horizontal_flip,
+            blur_rates=self.blur_rates,
+            solarize_rates=self.solarize_rates,
             seed=self.seed,
         )
         return config
@@ -581,11 +610,16 @@ def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=N
 
 
 def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
-                     global_scale=(0.14, 1.0), local_scale=(0.05, 0.14), min_crop_scale=None,
+                     global_scale=(0.14, 1.0), local_scale=(0.05, 0.14), global_blur=(0.5, 0.5),
+                     local_blur=0.5, global_solarize=(0.0, 0.0), min_crop_scale=None,
                      horizontal_flip=True, seed=None):
-    """Two global and `num_local` local crops (`MultiCrop`), SwAV's scales by default.
+    """Two global and `num_local` local crops (`MultiCrop`), SwAV's recipe by default.
 
-    DINO's recipe passes global (0.4, 1) and local (0.05, 0.4).
+    SwAV blurs every crop with probability 0.5; DINO's recipe passes global
+    scale (0.4, 1), local (0.05, 0.4), blur 1.0 / 0.1 on the global crops
+    and 0.5 on the local ones, and solarisation 0.2 on the second global
+    crop. As `byol_views`, blur is kept only for images larger than 32
+    pixels, and the colour strength is 1.0 there (0.5 at CIFAR size).
 
     Args:
         image_size: side of the global crops.
@@ -593,6 +627,9 @@ def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
         local_size: side of the local crops; defaults to `image_size // 2`.
         num_local: number of local crops (SwAV 6, DINO 10 on ImageNet).
         global_scale, local_scale: area ranges.
+        global_blur: blur probability of each of the two global crops.
+        local_blur: blur probability of each local crop.
+        global_solarize: solarisation probability of each global crop.
         min_crop_scale: no crop smaller than this fraction.
         horizontal_flip: flip half of the views.
         seed: base seed.
@@ -600,11 +637,14 @@ def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
     Example:
         >>> views = multi_crop_views(32, num_local=4, seed=0)
     """
+    big = image_size > 32
+    blur = [float(r) if big else 0.0 for r in (*global_blur, *[local_blur] * num_local)]
     return MultiCrop(
         image_size, local_size or max(1, image_size // 2), num_global=2, num_local=num_local,
         global_scale=_with_min_scale(global_scale, min_crop_scale),
         local_scale=_with_min_scale(local_scale, min_crop_scale),
-        channels=channels, horizontal_flip=horizontal_flip, seed=seed,
+        channels=channels, color_strength=1.0 if big else 0.5, horizontal_flip=horizontal_flip,
+        blur_rates=blur, solarize_rates=[*global_solarize, *[0.0] * num_local], seed=seed,
     )
 
 
@@ -661,6 +701,10 @@ class MultiCrop(ViewMaker):
         channels: image channels.
         color_strength: SimCLR colour strength.
         horizontal_flip: flip half of the views.
+        blur_rates: Gaussian-blur probability of each view, global first
+            (DINO: 1.0, 0.1, then 0.5 for every local crop); None: no blur.
+        solarize_rates: solarisation probability of each view (DINO: 0,
+            0.2, then 0); None: none.
         seed: base seed.
 
     Example:
@@ -679,6 +723,8 @@ class MultiCrop(ViewMaker):
         channels=3,
         color_strength=0.5,
         horizontal_flip=True,
+        blur_rates=None,
+        solarize_rates=None,
         seed=None,
         **kwargs,
     ):
@@ -694,6 +740,14 @@ class MultiCrop(ViewMaker):
         self.global_scale, self.local_scale = _pair(global_scale, "global_scale"), _pair(local_scale, "local_scale")
         self.channels, self.color_strength, self.seed = channels, color_strength, seed
         self.horizontal_flip = bool(horizontal_flip)
+        count = self.num_global + self.num_local
+        rates = {}
+        for name, value in (("blur_rates", blur_rates), ("solarize_rates", solarize_rates)):
+            value = [0.0] * count if value is None else [float(r) for r in value]
+            if len(value) != count or not all(0 <= r <= 1 for r in value):
+                raise ValueError(f"`{name}` must hold {count} probabilities (one per view), got {value}.")
+            rates[name] = value
+        self.blur_rates, self.solarize_rates = rates["blur_rates"], rates["solarize_rates"]
         seeds = SeedStream(seed)
         self.crops = [
             simclr_augmenter(
@@ -701,11 +755,13 @@ class MultiCrop(ViewMaker):
                 channels=channels,
                 crop_scale=self.global_scale if i < num_global else self.local_scale,
                 color_strength=color_strength,
+                blur_rate=self.blur_rates[i],
+                solarize_rate=self.solarize_rates[i],
                 horizontal_flip=self.horizontal_flip,
                 seed=seeds(),
                 name=f"view_{i}",
             )
-            for i in range(num_global + num_local)
+            for i in range(count)
         ]
 
     def build(self, input_shape):
@@ -732,6 +788,8 @@ class MultiCrop(ViewMaker):
             channels=self.channels,
             color_strength=self.color_strength,
             horizontal_flip=self.horizontal_flip,
+            blur_rates=self.blur_rates,
+            solarize_rates=self.solarize_rates,
             seed=self.seed,
         )
         return config

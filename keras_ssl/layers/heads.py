@@ -7,13 +7,21 @@ from keras import ops
 from keras_ssl import losses
 
 
+def _batch_norm(**kwargs):
+    # PyTorch's BatchNorm1d defaults, as every paper's code: eps 1e-5 and
+    # running statistics updated with 0.1 of the batch (Keras: momentum 0.9).
+    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, **kwargs)
+
+
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class ProjectionHead(keras.layers.Layer):
     """MLP projector: `num_layers` Dense layers, BN + ReLU between them.
 
     SimCLR v1 uses 2 layers, SimCLR v2, Barlow Twins and VICReg 3, BYOL 2
     (its hidden width 4096 in the paper). The hidden layers have no bias
-    when followed by BatchNorm (the bias would be cancelled).
+    when followed by BatchNorm (the bias would be cancelled). BatchNorm uses
+    PyTorch's settings, as the papers' code: epsilon 1e-5 and momentum 0.1
+    in PyTorch's terms (0.9 in Keras's).
 
     Args:
         hidden_dim: width of the hidden layers.
@@ -21,7 +29,9 @@ class ProjectionHead(keras.layers.Layer):
         num_layers: number of Dense layers (>= 1).
         batch_norm: BatchNorm after each hidden Dense.
         output_batch_norm: BatchNorm (without scale and centre) on the output,
-            as SimSiam's projector and MoCo v3 use.
+            as the projectors of SimCLR, SimSiam, NNCLR and MoCo v3 use.
+        output_bias: bias of the last Dense; defaults to
+            `not output_batch_norm` (MoCo v3's predictor has none).
 
     Example:
         >>> head = ProjectionHead(hidden_dim=512, output_dim=128)
@@ -35,6 +45,7 @@ class ProjectionHead(keras.layers.Layer):
         num_layers=2,
         batch_norm=True,
         output_batch_norm=False,
+        output_bias=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -43,15 +54,16 @@ class ProjectionHead(keras.layers.Layer):
         self.hidden_dim, self.output_dim = int(hidden_dim), int(output_dim)
         self.num_layers, self.batch_norm = int(num_layers), bool(batch_norm)
         self.output_batch_norm = bool(output_batch_norm)
+        self.output_bias = not output_batch_norm if output_bias is None else bool(output_bias)
         self.blocks = []
         for _ in range(num_layers - 1):
             self.blocks.append(keras.layers.Dense(self.hidden_dim, use_bias=not batch_norm))
             if batch_norm:
-                self.blocks.append(keras.layers.BatchNormalization())
+                self.blocks.append(_batch_norm())
             self.blocks.append(keras.layers.ReLU())
-        self.blocks.append(keras.layers.Dense(self.output_dim, use_bias=not output_batch_norm))
+        self.blocks.append(keras.layers.Dense(self.output_dim, use_bias=self.output_bias))
         if output_batch_norm:
-            self.blocks.append(keras.layers.BatchNormalization(center=False, scale=False))
+            self.blocks.append(_batch_norm(center=False, scale=False))
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -75,6 +87,7 @@ class ProjectionHead(keras.layers.Layer):
             num_layers=self.num_layers,
             batch_norm=self.batch_norm,
             output_batch_norm=self.output_batch_norm,
+            output_bias=self.output_bias,
         )
         return config
 
@@ -174,6 +187,8 @@ class DINOHead(keras.layers.Layer):
         bottleneck_dim: width before the last layer (paper: 256).
         num_layers: Dense layers of the MLP (>= 1).
         norm_last_layer: fix the weight-norm scale `g` to 1.
+        freeze_last_layer_steps: while the `step` passed to `call` is below
+            it, the last layer gets no gradient (DINO's `freeze_last_layer`).
 
     Example:
         >>> head = DINOHead(4096, hidden_dim=512, bottleneck_dim=128)
@@ -181,7 +196,7 @@ class DINOHead(keras.layers.Layer):
     """
 
     def __init__(self, output_dim=65536, hidden_dim=2048, bottleneck_dim=256, num_layers=3,
-                 norm_last_layer=True, **kwargs):
+                 norm_last_layer=True, freeze_last_layer_steps=0, **kwargs):
         super().__init__(**kwargs)
         if int(num_layers) < 1:
             raise ValueError(f"`num_layers` must be >= 1, got {num_layers}.")
@@ -192,6 +207,7 @@ class DINOHead(keras.layers.Layer):
         self.output_dim, self.hidden_dim = int(output_dim), int(hidden_dim)
         self.bottleneck_dim, self.num_layers = int(bottleneck_dim), int(num_layers)
         self.norm_last_layer = bool(norm_last_layer)
+        self.freeze_last_layer_steps = int(freeze_last_layer_steps)
         self.mlp = [
             keras.layers.Dense(self.hidden_dim, activation="gelu",
                                kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
@@ -215,13 +231,19 @@ class DINOHead(keras.layers.Layer):
             trainable=not self.norm_last_layer,
         )
 
-    def call(self, x, training=False):
+    def call(self, x, training=False, step=None):
         for layer in self.mlp:
             x = layer(x, training=training)
         x = keras.ops.cast(x, "float32")
         norm_sq = keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True)
         x = x * keras.ops.rsqrt(keras.ops.maximum(norm_sq, 1e-12))
-        return keras.ops.matmul(x, _unit_columns(self.last_v) * keras.ops.cast(self.last_g, "float32"))
+        weight = _unit_columns(self.last_v) * keras.ops.cast(self.last_g, "float32")
+        if step is not None and self.freeze_last_layer_steps > 0:
+            # No gradient reaches the last layer while frozen; chosen with
+            # `where` on the step variable so it compiles with the step.
+            frozen = keras.ops.convert_to_tensor(step) < self.freeze_last_layer_steps
+            weight = keras.ops.where(frozen, keras.ops.stop_gradient(weight), weight)
+        return keras.ops.matmul(x, weight)
 
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim)
@@ -231,7 +253,7 @@ class DINOHead(keras.layers.Layer):
         config.update(
             output_dim=self.output_dim, hidden_dim=self.hidden_dim,
             bottleneck_dim=self.bottleneck_dim, num_layers=self.num_layers,
-            norm_last_layer=self.norm_last_layer,
+            norm_last_layer=self.norm_last_layer, freeze_last_layer_steps=self.freeze_last_layer_steps,
         )
         return config
 

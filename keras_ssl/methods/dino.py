@@ -38,10 +38,16 @@ class DINO(SSLModel):
         center_momentum: EMA momentum of the centre, in [0, 1).
         momentum: teacher EMA momentum at step 0 (paper: 0.996), cosine to
             `momentum_end` (1.0).
-        views: a `MultiCrop` (2 global crops first); defaults to
-            `multi_crop_views` with DINO's scales, global (0.4, 1) and local
-            (0.05, 0.4): 2 global crops and 4 local ones of half the side
-            (paper: 10 local crops of 96 px for 224 px).
+        freeze_last_layer_steps: optimizer steps during which the head's
+            last layer gets no gradient (the paper: the first epoch; 200 is
+            about one CIFAR-10 epoch at batch 256). Counted in steps, as
+            SwAV's frozen prototypes, so it is exact inside the compiled step.
+        views: a `MultiCrop` (2 global crops first); defaults to DINO's
+            recipe (`multi_crop_views` with global scale (0.4, 1), local
+            (0.05, 0.4), blur 1.0 / 0.1 on the global crops and 0.5 on the
+            local ones above 32 px, solarisation 0.2 on the second global
+            crop): 2 global crops and 4 local ones of half the side (paper:
+            10 local crops of 96 px for 224 px).
         **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
 
     Example:
@@ -53,7 +59,8 @@ class DINO(SSLModel):
 
     local_views = True
     view_recipe = staticmethod(multi_crop_views)
-    view_options = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4)}
+    view_options = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4), "global_blur": (1.0, 0.1),
+                    "local_blur": 0.5, "global_solarize": (0.0, 0.2)}
     momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
     gathered_outputs = ("student", "teacher", "h1")
     monitored_output = "h1"
@@ -61,7 +68,7 @@ class DINO(SSLModel):
     def __init__(self, encoder, *, output_dim=4096, hidden_dim=None, bottleneck_dim=256,
                  norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
                  warmup_teacher_temperature=0.04, warmup_teacher_steps=0, center_momentum=0.9,
-                 momentum=0.996, momentum_end=1.0, **kwargs):
+                 momentum=0.996, momentum_end=1.0, freeze_last_layer_steps=200, **kwargs):
         for name, value in (("student_temperature", student_temperature),
                             ("teacher_temperature", teacher_temperature),
                             ("warmup_teacher_temperature", warmup_teacher_temperature)):
@@ -69,8 +76,10 @@ class DINO(SSLModel):
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
         if not 0.0 <= center_momentum < 1.0:
             raise ValueError(f"`center_momentum` must be in [0, 1), got {center_momentum}.")
-        if int(warmup_teacher_steps) != warmup_teacher_steps or warmup_teacher_steps < 0:
-            raise ValueError(f"`warmup_teacher_steps` must be an integer >= 0, got {warmup_teacher_steps}.")
+        for name, value in (("warmup_teacher_steps", warmup_teacher_steps),
+                            ("freeze_last_layer_steps", freeze_last_layer_steps)):
+            if int(value) != value or value < 0:
+                raise ValueError(f"`{name}` must be an integer >= 0, got {value}.")
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.output_dim, self.bottleneck_dim = int(output_dim), int(bottleneck_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
@@ -80,8 +89,10 @@ class DINO(SSLModel):
         self.warmup_teacher_temperature = float(warmup_teacher_temperature)
         self.warmup_teacher_steps = int(warmup_teacher_steps)
         self.center_momentum = float(center_momentum)
+        self.freeze_last_layer_steps = int(freeze_last_layer_steps)
         self.head = DINOHead(self.output_dim, self.hidden_dim, self.bottleneck_dim,
-                             norm_last_layer=self.norm_last_layer)
+                             norm_last_layer=self.norm_last_layer,
+                             freeze_last_layer_steps=self.freeze_last_layer_steps)
         self.head.build((None, self.feature_dim))
         self.center = self.add_weight(name="center", shape=(self.output_dim,),
                                       initializer="zeros", trainable=False)
@@ -96,7 +107,7 @@ class DINO(SSLModel):
 
     def _heads(self, head, features, training):
         # One head call over all crops, split back per crop.
-        logits = head(ops.concatenate(features, axis=0), training=training)
+        logits = head(ops.concatenate(features, axis=0), training=training, step=self.step)
         return ops.split(logits, len(features), axis=0)
 
     def ssl_forward(self, views, training):

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from keras_ssl import losses
+from keras_ssl.backbones.vit import ViT
 from keras_ssl.layers.augment import byol_views, simclr_views
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
 from keras_ssl.layers.memory import MemoryBank
@@ -134,8 +135,10 @@ class MoCoV2(_MoCo):
         return {"z1": z1, "k2": k2, "queue": queue}
 
     def compute_ssl_loss(self, outputs):
+        # The official code's logits [q.k+, q.queue] / T: the queue alone
+        # holds the negatives, not the batch's other keys.
         return losses.info_nce(outputs["z1"], outputs["k2"], self.temperature,
-                               negatives=outputs["queue"]), {}
+                               negatives=outputs["queue"], in_batch_negatives=False), {}
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -155,6 +158,10 @@ class MoCoV3(_MoCo):
             (paper: 4096, for ImageNet ResNet-50).
         momentum: EMA momentum at step 0 (paper: 0.99).
         momentum_end: momentum at the last step (paper: 1.0).
+        projector_layers: Dense layers of the projector; defaults to the
+            official code's 3 for a keras_ssl ViT encoder, 2 otherwise. As
+            there, the linear layers have no bias, the projector ends in a
+            non-affine BatchNorm and the predictor (2 layers) does not.
         split_batch_norm: simulate shuffle-BN (off: MoCo v3 has no shuffle-BN).
         num_splits: sub-batches of split BatchNorm.
         views: a `TwoViews`; defaults to `byol_views` (MoCo v3 uses BYOL's
@@ -171,13 +178,15 @@ class MoCoV3(_MoCo):
     gathered_outputs = ("z1", "q1", "q2", "k1", "k2")
 
     def __init__(self, encoder, *, temperature=1.0, projection_dim=256, hidden_dim=None,
-                 momentum=0.99, momentum_end=1.0, split_batch_norm=False, num_splits=4, **kwargs):
+                 momentum=0.99, momentum_end=1.0, projector_layers=None, split_batch_norm=False,
+                 num_splits=4, **kwargs):
         super().__init__(encoder, temperature=temperature, projection_dim=projection_dim,
                          hidden_dim=hidden_dim, momentum=momentum, momentum_end=momentum_end,
                          split_batch_norm=split_batch_norm, num_splits=num_splits, **kwargs)
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3,
-                                        output_batch_norm=True)
-        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
+        self.projector_layers = int(projector_layers or (3 if isinstance(self.encoder, ViT) else 2))
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim,
+                                        num_layers=self.projector_layers, output_batch_norm=True)
+        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim, output_bias=False)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
 

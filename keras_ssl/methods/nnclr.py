@@ -52,7 +52,9 @@ class NNCLR(SSLModel):
         self.temperature, self.queue_size = float(temperature), int(queue_size)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3)
+        # The paper: BatchNorm after every projector layer, the output included.
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3,
+                                        output_batch_norm=True)
         self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))

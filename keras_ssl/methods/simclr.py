@@ -20,7 +20,8 @@ class SimCLR(SSLModel):
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
         temperature: NT-Xent temperature (> 0). 0.5 suits CIFAR-size batches
             (lightly's default); the paper used 0.1 with batch 4096.
-        version: 1 (2-layer projector) or 2 (3-layer projector).
+        version: 1 (2-layer projector) or 2 (3-layer projector); both end,
+            as the official code, in a bias-free layer and BatchNorm.
         projection_dim: output size of the projector.
         hidden_dim: projector width; defaults to the encoder's feature size.
         views: a `TwoViews`; defaults to `default_views` (SimCLR's crop,
@@ -62,6 +63,7 @@ class SimCLR(SSLModel):
             hidden_dim=self.hidden_dim,
             output_dim=projection_dim,
             num_layers=2 if version == 1 else 3,
+            output_batch_norm=True,  # the official code's last layer: no bias, then BN
         )
         self.projector.build((None, self.feature_dim))
 

@@ -1,0 +1,221 @@
+"""The method contract: a method declares what differs, the engine does the rest."""
+
+import ast
+import inspect
+import os
+
+import keras
+import numpy as np
+import pytest
+from conftest import random_images, small_encoder
+from keras import ops
+
+import keras_ssl
+from keras_ssl import losses
+from keras_ssl.layers import MemoryBank, MultiCrop, OneView, TwoViews, simclr_augmenter, simclr_views
+from keras_ssl.methods import base
+from keras_ssl.methods.base import SSLModel
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl_tests")
+class ToyMomentumQueue(SSLModel):
+    """A mean teacher whose queue of past teacher keys serves as negatives."""
+
+    view_recipe = staticmethod(simclr_views)
+    momentum_pairs = (("encoder", "teacher"), ("head", "teacher_head"))
+    gathered_outputs = ("p", "t")
+    monitored_output = "p"
+    loss_terms = ("agreement",)
+
+    def __init__(self, encoder, *, dim=8, queue_size=16, momentum=0.9, momentum_end=1.0, **kwargs):
+        super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
+        self.dim, self.queue_size = dim, queue_size
+        self.head = keras.layers.Dense(dim)
+        self.head.build((None, self.feature_dim))
+        self.queue = MemoryBank(queue_size, dim, seed=self.next_seed())
+
+    def ssl_forward(self, views, training):
+        (h,) = self.encode(views[:1], training)
+        (g,) = self.encode(views[1:], training, encoder=self.teacher)
+        t = ops.stop_gradient(self.teacher_head(g))
+        negatives = self.queue.read()
+        if training:
+            self.queue.enqueue(t)
+        return {"p": self.head(h), "t": t, "negatives": negatives}
+
+    def compute_ssl_loss(self, outputs):
+        loss = losses.info_nce(outputs["p"], outputs["t"], 0.2, negatives=outputs["negatives"])
+        return loss, {"agreement": -losses.negative_cosine(outputs["p"], outputs["t"])}
+
+
+def toy(seed=3):
+    keras.utils.set_random_seed(11)
+    model = ToyMomentumQueue(small_encoder(), seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(1e-2))
+    return model
+
+
+def test_toy_method_gets_targets_queue_and_metrics_by_declaration():
+    model = toy()
+    for online, target in model.momentum_pairs:
+        online, target = getattr(model, online), getattr(model, target)
+        assert len(target.weights) == len(online.weights) > 0
+        for o, t in zip(online.weights, target.weights):
+            np.testing.assert_array_equal(np.array(o), np.array(t))
+            assert not t.trainable
+    history = model.fit(random_images(32), batch_size=8, epochs=2, verbose=0)
+    assert set(history.history) == {"loss", "agreement", "z_std"}
+    assert np.all(np.isfinite(history.history["loss"]))
+    assert int(model.queue.filled) == 16 and int(model.step) == 8
+    # The teachers moved (EMA of a moving student) but are not the student.
+    moved = [np.abs(np.array(t) - np.array(o)).max()
+             for o, t in zip(model.head.weights, model.teacher_head.weights)]
+    assert max(moved) > 1e-6
+
+
+class Crash(keras.callbacks.Callback):
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            raise RuntimeError("simulated crash")
+
+
+def test_toy_method_resumes_exactly_and_round_trips_a_whole_model(tmp_path):
+    x = random_images(32)
+    fit = dict(batch_size=8, epochs=3, shuffle=False, verbose=0)
+    reference = toy()
+    reference.fit(x, **fit)
+    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
+    with pytest.raises(RuntimeError, match="simulated"):
+        toy().fit(x, callbacks=[backup(), Crash(epoch=1, batch=2)], **fit)
+    resumed = toy()
+    assert len(resumed.fit(x, callbacks=[backup()], **fit).epoch) == 2
+    assert len(reference.variables) == len(resumed.variables)
+    for a, b in zip(reference.variables, resumed.variables):  # teachers, queue, pointer, step
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a),
+                                   atol=1e-5, err_msg=a.path)
+
+    path = str(tmp_path / "toy.keras")
+    reference.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded) is ToyMomentumQueue
+    for key in ("dim", "queue_size", "momentum", "momentum_end", "seed", "image_size", "input_shape"):
+        assert loaded.get_config()[key] == reference.get_config()[key], key
+    for a, b in zip(reference.variables, loaded.variables):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+
+
+def test_config_is_derived_from_the_constructor():
+    model = ToyMomentumQueue(small_encoder(), dim=6, queue_size=12, momentum=0.5, seed=4)
+    config = model.get_config()
+    assert {"dim", "queue_size", "momentum", "momentum_end", "views", "seed", "encoder"} <= set(config)
+    clone = ToyMomentumQueue.from_config(config)
+    assert (clone.dim, clone.queue_size, clone.momentum, clone.seed) == (6, 12, 0.5, 4)
+    assert isinstance(clone.views, TwoViews)
+
+
+@pytest.mark.parametrize("name", sorted(keras_ssl.METHODS))
+def test_every_method_round_trips_its_config(name):
+    method = keras_ssl.METHODS[name]
+    if name == "mae":
+        encoder, options = keras_ssl.backbones.vit_tiny(image_size=16, patch_size=4), {}
+    elif method.local_views:
+        encoder, options = small_encoder((None, None, 3)), {"input_shape": (16, 16, 3)}
+    else:
+        encoder, options = small_encoder(), {}
+    model = method(encoder, seed=5, **options)
+    config = model.get_config()
+    assert set(method.hyperparameters()) <= set(config)
+    clone = method.from_config(config)
+    assert clone.get_config() == config
+    assert [tuple(s) for s in clone.view_shapes] == [tuple(s) for s in model.view_shapes]
+
+
+def test_views_are_checked_at_construction():
+    encoder = small_encoder()
+    with pytest.raises(TypeError, match=r"TwoViews\(layer\)"):
+        keras_ssl.SimCLR(encoder, views=simclr_augmenter(16))
+    with pytest.raises(ValueError, match="needs 2 full-size views; the given MultiCrop makes 2 full-size and 2 local"):
+        keras_ssl.SimCLR(encoder, views=MultiCrop(16, 8, num_local=2))
+    with pytest.raises(ValueError, match="needs 1 full-size view; the given TwoViews makes 2"):
+        keras_ssl.MAE(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=4),
+                      views=TwoViews(simclr_augmenter(16)))
+    with pytest.raises(ValueError, match=r"views have \[3\] channels but the images have 1"):
+        keras_ssl.SimCLR(small_encoder((16, 16, 1)), views=TwoViews(keras.layers.Conv2D(3, 1)))
+
+
+def test_views_an_encoder_refuses_are_named_at_construction():
+    # A fixed 16x16 encoder cannot take SwAV's 8x8 local crops: say so now,
+    # not with Keras's raw shape error inside fit.
+    with pytest.raises(ValueError, match=r"16x16 inputs only.*8x8.*\(None, None, 3\)"):
+        keras_ssl.SwAV(small_encoder((16, 16, 3)))
+    model = keras_ssl.SwAV(small_encoder((None, None, 3)), input_shape=(16, 16, 3),
+                           views=keras_ssl.layers.multi_crop_views(16, num_local=3, seed=0))
+    assert [tuple(s) for s in model.view_shapes] == [(16, 16, 3)] * 2 + [(8, 8, 3)] * 3
+
+
+def test_a_method_without_targets_refuses_momentum():
+    with pytest.raises(TypeError, match="no momentum target"):
+        keras_ssl.SimCLR(small_encoder(), momentum=0.99)
+
+
+def test_mae_logs_no_z_std():
+    model = keras_ssl.MAE(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=4))
+    model.compile(optimizer="adam")
+    history = model.fit(random_images(8), batch_size=4, epochs=1, verbose=0)
+    assert "z_std" not in history.history
+
+
+def test_views_in_a_step_are_the_declared_ones(monkeypatch):
+    # One view per image for OneView, and views drawn per image, not shared.
+    model = keras_ssl.SimCLR(small_encoder(), seed=0)
+    seen = []
+    original = keras_ssl.SimCLR.ssl_forward
+
+    def recording(self, views, training):
+        seen.append([tuple(v.shape) for v in views])
+        return original(self, views, training=training)
+
+    monkeypatch.setattr(keras_ssl.SimCLR, "ssl_forward", recording)
+    model(ops.convert_to_tensor(random_images(4)), training=True)
+    assert seen[-1] == [(4, 16, 16, 3), (4, 16, 16, 3)]
+    v1, v2 = model.views(ops.convert_to_tensor(random_images(4).astype("float32") / 255.0), training=True)
+    assert np.abs(ops.convert_to_numpy(v1) - ops.convert_to_numpy(v2)).max() > 1e-3
+    with pytest.raises(TypeError):
+        OneView(3)
+
+
+def _code_strings_and_names(path):
+    """String constants (docstrings excluded) and attribute names of a module."""
+    tree = ast.parse(open(path).read())
+    docstrings = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)) and ast.get_docstring(node):
+            docstrings.add(id(node.body[0].value))
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            found.add(node.value)
+        elif isinstance(node, ast.Attribute):
+            found.add(node.attr)
+    return found
+
+
+def test_the_engine_names_no_method_and_no_method_output():
+    in_base = _code_strings_and_names(base.__file__)
+    classes = [keras_ssl.CLIP, *keras_ssl.METHODS.values()]
+    names = {cls.__name__ for cls in classes} | {"MoCo"}
+    keys = set()
+    for cls in classes:
+        keys |= set(cls.gathered_outputs) | {cls.monitored_output} | set(cls.loss_terms)
+        keys |= {attr for pair in cls.momentum_pairs for attr in pair if attr != "encoder"}
+    keys.discard(None)
+    assert not names & in_base, names & in_base
+    assert not keys & in_base, keys & in_base
+    assert os.path.basename(inspect.getfile(SSLModel)) == "base.py"

@@ -1,0 +1,87 @@
+"""Every Keras internal keras_ssl relies on behaves as `keras_compat` assumes.
+
+If one of these fails after a Keras upgrade, the internal changed: fix the
+helper in `keras_ssl/keras_compat.py` (or drop it if Keras fixed the gap).
+"""
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, small_encoder
+
+from keras_ssl import keras_compat
+from keras_ssl.layers import RandomApply, RandomResizedCrop, color_jitter
+
+
+class Outer(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.inner = keras.Sequential([keras.layers.Dense(3), keras.layers.Dense(2)])
+        self.crop = RandomResizedCrop(8, seed=1)
+        self.jitter = RandomApply(color_jitter(0.5, seed=2), 0.8, seed=3)
+
+    def call(self, x):
+        return self.inner(x)
+
+
+def test_sublayers_walks_the_whole_tree_once():
+    model = Outer()
+    layers = keras_compat.sublayers(model)
+    assert layers[0] is model
+    assert model.inner.layers[1] in layers and model.jitter.layer in layers
+    assert len({id(layer) for layer in layers}) == len(layers)
+
+
+def test_seed_generators_finds_nested_generators_once():
+    model = Outer()
+    generators = keras_compat.seed_generators(model)
+    expected = [model.crop.seed_generator, model.jitter.seed_generator, model.jitter.layer.seed_generator]
+    assert all(any(g is e for g in generators) for e in expected)
+    assert len({id(g) for g in generators}) == len(generators) == 3
+
+
+def test_keras_still_does_not_save_seed_generator_state(tmp_path):
+    # The reason SSLModel saves the states itself; if Keras starts saving
+    # them, this fails and the workaround can go.
+    layer = RandomResizedCrop(8, seed=1)
+    model = keras.Sequential([keras.Input((8, 8, 3)), layer])
+    model(np.zeros((2, 8, 8, 3), "float32"), training=True)
+    drawn = keras.ops.convert_to_numpy(layer.seed_generator.state).copy()
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    restored = keras.ops.convert_to_numpy(loaded.layers[0].seed_generator.state)
+    assert not np.array_equal(restored, drawn)
+
+
+def test_is_functional():
+    assert keras_compat.is_functional(small_encoder())
+    inputs = keras.Input((4,))
+    assert keras_compat.is_functional(keras.Model(inputs, keras.layers.Dense(2)(inputs)))
+    assert not keras_compat.is_functional(Outer())
+    assert not keras_compat.is_functional(keras.layers.Dense(2))
+
+
+def test_built_input_shape():
+    dense = keras.layers.Dense(3)
+    assert keras_compat.built_input_shape(dense) is None
+    dense.build((None, 5))
+    assert tuple(keras_compat.built_input_shape(dense)) == (None, 5)
+    assert tuple(keras_compat.built_input_shape(small_encoder())) == (None, 16, 16, 3)
+
+
+def test_portable_compile_config_points_optimizers_at_keras_optimizers():
+    config = {"optimizer": {"module": "keras.src.backend.torch.optimizers.torch_adam",
+                            "class_name": "Adam", "registered_name": "Adam"}}
+    fixed = keras_compat.portable_compile_config(config)
+    assert fixed["optimizer"]["module"] == "keras.optimizers"
+    assert fixed["optimizer"]["registered_name"] is None
+    assert keras_compat.portable_compile_config({}) == {}
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the backend module is recorded on torch only")
+def test_keras_still_records_the_torch_optimizer_module():
+    model = small_encoder()
+    model.compile(optimizer="adam", loss="mse")
+    module = model.get_compile_config()["optimizer"]["module"]
+    assert ".backend." in module, "Keras fixed it: portable_compile_config may go"
