@@ -181,8 +181,6 @@ class RandomResizedCrop(keras.layers.Layer):
             scale=self.scale,
             ratio=self.ratio,
             horizontal_flip=self.horizontal_flip,
-            blur_rates=self.blur_rates,
-            solarize_rates=self.solarize_rates,
             seed=self.seed,
         )
         return config
