@@ -6,8 +6,8 @@ import pytest
 from conftest import BACKEND, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
-from keras_ssl.layers.augment import RandomResizedCrop
-from keras_ssl.methods.moco import MoCo
+from keras_ssl.layers.augment import RandomResizedCrop, TwoViews
+from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
 
 
 @keras.saving.register_keras_serializable(package="test_moco")
@@ -19,13 +19,13 @@ class Flip(keras.layers.Layer):
 
 
 def crops(seed=10):
-    return [RandomResizedCrop(16, (0.3, 1.0), horizontal_flip=True, seed=seed + i) for i in (0, 1)]
+    return TwoViews(*[RandomResizedCrop(16, (0.3, 1.0), horizontal_flip=True, seed=seed + i) for i in (0, 1)])
 
 
 def make_model(version=2, **kw):
     kw.setdefault("hidden_dim", 16)
     kw.setdefault("projection_dim", 8)
-    kw.setdefault("augmenters", crops())
+    kw.setdefault("views", crops())
     if version == 2:
         kw.setdefault("queue_size", 12)
     return MoCo(small_encoder(), version=version, seed=1, **kw)
@@ -39,12 +39,20 @@ def unit(x):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def numpy_info_nce(q, k, t, negatives=None):
-    candidates = unit(k) if negatives is None else np.concatenate([unit(k), unit(negatives)])
-    logits = unit(q) @ candidates.T / t
+def numpy_info_nce(q, k, t):
+    """In-batch InfoNCE (MoCo v3's ctr): the positive on the diagonal."""
+    logits = unit(q) @ unit(k).T / t
     top = logits.max(axis=1, keepdims=True)
     lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
-    return np.mean(lse - np.diag(logits[:, : len(q)]))
+    return np.mean(lse - np.diag(logits))
+
+
+def numpy_moco_v2(q, k, t, queue):
+    """MoCo v2's official logits [q.k+, q.queue] / T with the label 0."""
+    logits = np.concatenate([np.sum(unit(q) * unit(k), axis=1, keepdims=True), unit(q) @ unit(queue).T], 1) / t
+    top = logits.max(axis=1, keepdims=True)
+    lse = top[:, 0] + np.log(np.exp(logits - top).sum(axis=1))
+    return np.mean(lse - logits[:, 0])
 
 
 def pairs(model):
@@ -74,7 +82,7 @@ def test_v2_loss_is_info_nce_against_the_queue_read_before_enqueue():
     queue_before = np.array(model.queue.queue)
     out = model(x, training=True)
     np.testing.assert_array_equal(numpy(out["queue"]), queue_before)
-    expected = numpy_info_nce(numpy(out["q1"]), numpy(out["k2"]), 0.2, queue_before)
+    expected = numpy_moco_v2(numpy(out["z1"]), numpy(out["k2"]), 0.2, queue_before)
     got = model.compute_loss(x, None, out, None, training=True)
     np.testing.assert_allclose(numpy(got), expected, rtol=1e-5)
 
@@ -101,7 +109,7 @@ def test_queue_holds_the_latest_keys_after_wrap_around():
         np.testing.assert_allclose(np.array(model.queue.queue), expected, atol=1e-5)
     assert int(model.queue.pointer) == 0 and int(model.queue.filled) == 12
     # An evaluation forward leaves the queue alone.
-    model.ssl_forward(model.preprocess(random_images(8)), training=False)
+    model.ssl_forward(model.views(model.preprocess(random_images(8))), training=False)
     np.testing.assert_allclose(np.array(model.queue.queue), expected, atol=1e-5)
 
 
@@ -143,7 +151,7 @@ def test_whole_model_saves_queue_and_key_networks(tmp_path):
     path = str(tmp_path / "moco.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, MoCo) and loaded.version == 2 and loaded.split_batch_norm
+    assert isinstance(loaded, MoCoV2) and loaded.split_batch_norm
     np.testing.assert_array_equal(np.array(loaded.queue.queue), np.array(model.queue.queue))
     assert int(loaded.queue.pointer) == 4 and int(loaded.queue.filled) == 12
     for (_, a), (_, b) in zip(pairs(model), pairs(loaded)):
@@ -167,7 +175,7 @@ class StopAt(keras.callbacks.Callback):
 
 def resumable_model():
     keras.utils.set_random_seed(5)
-    model = make_model(2, augmenters=[keras.layers.Identity(), Flip()], num_splits=2)
+    model = make_model(2, views=TwoViews(keras.layers.Identity(), Flip()), num_splits=2)
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     return model
 
@@ -193,12 +201,14 @@ def test_backup_and_restore_resumes_to_the_uninterrupted_result(tmp_path):
 def test_defaults_follow_the_papers():
     v2 = MoCo(small_encoder(), version=2, queue_size=16, seed=1)
     v3 = MoCo(small_encoder(), version=3, seed=1)
+    assert type(v2) is MoCoV2 and type(v3) is MoCoV3
     assert (v2.temperature, v2.momentum, v2.momentum_end, v2.split_batch_norm) == (0.2, 0.99, 0.99, True)
     assert (v3.temperature, v3.momentum, v3.momentum_end, v3.split_batch_norm) == (1.0, 0.99, 1.0, False)
-    assert MoCo(small_encoder()).queue_size == 4096
-    for model in (v2, v3):
-        seeds = [layer.seed for aug in model.augmenters for layer in aug.layers[:1]]
-        assert len(model.augmenters) == 2 and seeds[0] != seeds[1]
+    assert MoCoV2(small_encoder()).queue_size == 4096
+    # v2: one SimCLR pipeline with crop scale (0.2, 1) for both views; v3: BYOL's asymmetric pair.
+    assert v2.views.augment_2 is None and v2.views.augment.layers[0].scale == (0.2, 1.0)
+    seeds = [v3.views.augment.layers[0].seed, v3.views.augment_2.layers[0].seed]
+    assert None not in seeds and seeds[0] != seeds[1]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, random_images, small_encoder
 
-from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.layers.augment import OneView, RandomResizedCrop, TwoViews
 from keras_ssl.methods.nnclr import NNCLR
 
 
@@ -13,7 +13,7 @@ def make_model(**kw):
     kw.setdefault("hidden_dim", 16)
     kw.setdefault("projection_dim", 8)
     kw.setdefault("queue_size", 12)
-    kw.setdefault("augmenters", [RandomResizedCrop(16, (0.3, 1.0), True, seed=s) for s in (10, 11)])
+    kw.setdefault("views", TwoViews(*[RandomResizedCrop(16, (0.3, 1.0), True, seed=s) for s in (10, 11)]))
     return NNCLR(small_encoder(), seed=1, **kw)
 
 
@@ -74,7 +74,7 @@ def test_queue_wraps_around_and_evaluation_does_not_enqueue():
             expected[(pointer + i) % 12] = z1[i]
         pointer = (pointer + 8) % 12
     np.testing.assert_allclose(np.array(model.support.queue), expected, atol=1e-5)
-    model.ssl_forward(model.preprocess(random_images(8)), training=False)
+    model.ssl_forward(model.views(model.preprocess(random_images(8))), training=False)
     np.testing.assert_allclose(np.array(model.support.queue), expected, atol=1e-5)
 
 
@@ -98,7 +98,7 @@ def test_whole_model_saves_the_support_queue(tmp_path):
 @pytest.mark.parametrize(
     "kw, match",
     [({"temperature": -0.1}, "temperature"), ({"queue_size": 0}, "queue_size"),
-     ({"augmenters": [keras.layers.Identity()]}, "augmenters")],
+     ({"views": OneView(keras.layers.Identity())}, "needs 2 full-size views")],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -115,5 +115,5 @@ def test_queue_smaller_than_batch_is_rejected():
 def test_defaults_follow_the_paper():
     model = NNCLR(small_encoder(), seed=1)
     assert (model.temperature, model.queue_size, model.projection_dim) == (0.1, 4096, 256)
-    seeds = [aug.layers[0].seed for aug in model.augmenters]
-    assert len(seeds) == 2 and seeds[0] != seeds[1]
+    seeds = [model.views.augment.layers[0].seed, model.views.augment_2.layers[0].seed]
+    assert None not in seeds and seeds[0] != seeds[1]

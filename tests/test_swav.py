@@ -7,14 +7,16 @@ from conftest import random_images, small_encoder
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.layers.augment import OneView, RandomResizedCrop, ViewMaker
 from keras_ssl.layers.heads import Prototypes
 from keras_ssl.methods.swav import SwAV
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl_tests")
-class Crops(keras.layers.Layer):
+class Crops(ViewMaker):
     """Cheap multi-crop (no colour): 2 global 16px crops then local 8px ones."""
+
+    num_global = 2
 
     def __init__(self, num_local=2, seed=0, **kwargs):
         super().__init__(**kwargs)
@@ -31,6 +33,9 @@ class Crops(keras.layers.Layer):
     def call(self, x, training=True):
         return [crop(x, training=training) for crop in self.crops]
 
+    def view_shapes(self, image_shape):
+        return [(16, 16, image_shape[-1])] * 2 + [(8, 8, image_shape[-1])] * self.num_local
+
     def get_config(self):
         return {**super().get_config(), "num_local": self.num_local, "seed": self.seed}
 
@@ -40,9 +45,7 @@ def make_model(**kw):
     kw.setdefault("projection_dim", 32)
     kw.setdefault("hidden_dim", 16)
     kw.setdefault("freeze_prototypes_steps", 0)
-    kw.setdefault("augmenter", Crops(seed=10))
-    kw.setdefault("local_size", 8)
-    kw.setdefault("num_local_crops", 2)
+    kw.setdefault("views", Crops(seed=10))
     return SwAV(small_encoder((None, None, 3)), input_shape=(16, 16, 3), seed=1, **kw)
 
 
@@ -51,7 +54,8 @@ def numpy_unit_columns(w):
 
 
 def to_np(outputs):
-    return {k: ops.convert_to_numpy(v) for k, v in outputs.items()}
+    return {k: [ops.convert_to_numpy(t) for t in v] if isinstance(v, list) else ops.convert_to_numpy(v)
+            for k, v in outputs.items()}
 
 
 @pytest.mark.parametrize("mode", ["default", "eager"])
@@ -73,8 +77,8 @@ def test_scores_are_cosines_to_unit_prototypes_and_loss_is_swav():
     z1 = np_out["z1"]
     np.testing.assert_allclose(np.linalg.norm(z1, axis=1), 1.0, rtol=1e-5)
     kernel = numpy_unit_columns(np.array(model.prototypes.kernel))
-    np.testing.assert_allclose(np_out["scores_0"], z1 @ kernel, atol=1e-5)
-    scores = [out[f"scores_{v}"] for v in range(4)]
+    np.testing.assert_allclose(np_out["scores"][0], z1 @ kernel, atol=1e-5)
+    scores = out["scores"]
     expected = losses.swav(scores, (0, 1), temperature=0.1, epsilon=0.05, iterations=3)
     got = model.compute_loss(x, None, out, None, training=True)
     np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(expected), rtol=1e-5)
@@ -115,7 +119,7 @@ def test_queue_holds_past_embeddings_and_joins_sinkhorn_once_full():
     first = to_np(model(x, training=True))
     assert not first["queue_full"]
     # Not full: the loss ignores the queue.
-    scores = [first[f"scores_{v}"] for v in range(4)]
+    scores = first["scores"]
     expected = losses.swav(scores, (0, 1))
     np.testing.assert_allclose(
         ops.convert_to_numpy(model.compute_ssl_loss(first)[0]), ops.convert_to_numpy(expected), rtol=1e-5
@@ -127,9 +131,9 @@ def test_queue_holds_past_embeddings_and_joins_sinkhorn_once_full():
     # Queue scores were read before this step's enqueue, with the current prototypes.
     kernel = numpy_unit_columns(np.array(model.prototypes.kernel))
     queue0 = np.concatenate([first["z1"], ops.convert_to_numpy(second["z1"])])
-    np.testing.assert_allclose(third["queue_scores_0"], queue0 @ kernel, atol=1e-5)
-    scores = [third[f"scores_{v}"] for v in range(4)]
-    queued = [third["queue_scores_0"], third["queue_scores_1"]]
+    np.testing.assert_allclose(third["queue_scores"][0], queue0 @ kernel, atol=1e-5)
+    scores = third["scores"]
+    queued = third["queue_scores"]
     expected = losses.swav(scores, (0, 1), queue_scores=queued)
     assert not np.isclose(ops.convert_to_numpy(expected), ops.convert_to_numpy(losses.swav(scores, (0, 1))))
     np.testing.assert_allclose(
@@ -180,7 +184,7 @@ def test_prototypes_layer():
     [({"temperature": 0.0}, "temperature"), ({"epsilon": -1.0}, "epsilon"),
      ({"num_prototypes": 0}, "num_prototypes"), ({"sinkhorn_iterations": 0}, "sinkhorn_iterations"),
      ({"queue_size": -4}, "queue_size"), ({"freeze_prototypes_steps": 1.5}, "freeze_prototypes_steps"),
-     ({"local_size": 32}, "local_size")],
+     ({"views": OneView(keras.layers.Identity())}, "needs 2 full-size views")],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -234,16 +234,16 @@ class SSLModel(keras.Model):
                 f"the views have {sorted({s[-1] for s in shapes})} channels but the images have "
                 f"{self.image_shape[-1]}; build the views with channels={self.image_shape[-1]}."
             )
-        accepted = _encoder_spatial_shape(self.encoder)
-        refused = sorted({s[:2] for s in shapes if accepted and any(
-            a is not None and a != d for a, d in zip(accepted, s[:2]))})
+        refused = sorted({s[:2] for s in shapes if not _accepts(self.encoder, s)})
         if refused:
             sizes = ", ".join(f"{h}x{w}" for h, w in refused)
+            takes = _encoder_spatial_shape(self.encoder)
+            takes = f"{takes[0]}x{takes[1]} inputs only" if takes else "other inputs"
             raise ValueError(
-                f"the encoder takes {accepted[0]}x{accepted[1]} inputs only, but {name}'s views "
-                f"include {sizes}. Build the encoder with input shape (None, None, "
-                f"{self.image_shape[-1]}) and pass input_shape={self.image_shape} to {name}, or "
-                "make views of the size the encoder takes."
+                f"the encoder takes {takes}, but {name}'s views include {sizes}. Build the "
+                f"encoder with input shape (None, None, {self.image_shape[-1]}) and pass "
+                f"input_shape={self.image_shape} to {name}, or make views of the size the "
+                "encoder takes."
             )
         return shapes
 
@@ -312,12 +312,12 @@ class SSLModel(keras.Model):
     @property
     def momentum(self):
         """EMA momentum at the start of the schedule (None without targets)."""
-        return None if self._momentum_ends is None else float(self._momentum_ends[0])
+        return None if self._momentum_ends is None else _float32_value(self._momentum_ends[0])
 
     @property
     def momentum_end(self):
         """EMA momentum at the end of the schedule (None without targets)."""
-        return None if self._momentum_ends is None else float(self._momentum_ends[1])
+        return None if self._momentum_ends is None else _float32_value(self._momentum_ends[1])
 
     def training_progress(self):
         """Fraction of the run done, in [0, 1] (0 when the length is unknown)."""
@@ -633,6 +633,23 @@ def pool_features(h):
     if len(h.shape) != 2:
         raise ValueError(f"the encoder must return (B, D) or (B, H, W, C) features, got {h.shape}.")
     return h
+
+
+def _float32_value(x):
+    # A float32 variable holds 0.99 as 0.99000001; its 7 significant digits
+    # give back the decimal that was set.
+    return float(f"{float(x):.7g}")
+
+
+def _accepts(encoder, view_shape):
+    """Whether `encoder` maps a batch of `view_shape` images to features (traced, no compute)."""
+    if view_shape[:2] == tuple(_encoder_spatial_shape(encoder) or ())[:2]:
+        return True
+    try:
+        encoder.compute_output_spec(keras.KerasTensor((2, *view_shape), dtype="float32"))
+    except Exception:  # Keras's input-spec check, or a layer that needs the built size
+        return False
+    return True
 
 
 def _encoder_spatial_shape(encoder):
