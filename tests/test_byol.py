@@ -6,20 +6,20 @@ import pytest
 from conftest import BACKEND, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
-from keras_ssl.layers.augment import RandomResizedCrop
+from keras_ssl.layers.augment import OneView, RandomResizedCrop, TwoViews
 from keras_ssl.methods.byol import BYOL
 
 
 def crops(seed=10):
-    """Cheap random views (fast to compile); the default augmenters get one test."""
-    return [RandomResizedCrop(16, (0.3, 1.0), horizontal_flip=True, seed=seed + i) for i in (0, 1)]
+    """Cheap random views (fast to compile); the default views get one test."""
+    return TwoViews(*[RandomResizedCrop(16, (0.3, 1.0), horizontal_flip=True, seed=seed + i) for i in (0, 1)])
 
 
-def make_model(default_augmenters=False, **kw):
+def make_model(default_views=False, **kw):
     kw.setdefault("hidden_dim", 16)
     kw.setdefault("projection_dim", 8)
-    if not default_augmenters:
-        kw.setdefault("augmenters", crops())
+    if not default_views:
+        kw.setdefault("views", crops())
     return BYOL(small_encoder(), seed=1, **kw)
 
 
@@ -52,9 +52,9 @@ def test_fit_updates_encoder_with_finite_loss(mode):
     assert any(np.abs(a - np.array(b)).max() > 0 for a, b in zip(before, model.encoder.get_weights()))
 
 
-def test_default_augmenters_give_two_different_views():
-    model = make_model(default_augmenters=True)
-    assert len(model.augmenters) == 2 and model.augmenters[0].name != model.augmenters[1].name
+def test_default_views_are_two_different_pipelines():
+    model = make_model(default_views=True)
+    assert model.views.augment_2 is not None and model.views.augment.name != model.views.augment_2.name
     out = model(random_images(8), training=True)
     z1, z2 = (keras.ops.convert_to_numpy(out[k]) for k in ("z1", "z2"))
     assert np.all(np.isfinite(z1)) and not np.allclose(z1, z2)
@@ -128,7 +128,7 @@ def test_whole_model_saves_targets_and_continues(tmp_path):
 @pytest.mark.parametrize(
     "kw, match",
     [({"momentum": 1.5}, "momentum"), ({"momentum_end": -0.1}, "momentum_end"),
-     ({"augmenters": crops()[:1]}, "augmenters")],
+     ({"views": OneView(RandomResizedCrop(16))}, "needs 2 full-size views")],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -10,6 +10,7 @@ from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.evaluation import recall_at_k
+from keras_ssl.layers import OneView
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.text import Tokenizer, cifar10_captions
 
@@ -104,7 +105,7 @@ def test_zero_shot_classifier_gives_probabilities_and_learns_a_toy_problem():
         [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(8)]
     )
     tokenizer = Tokenizer(max_length=10).adapt(captions)
-    model = make_model(encoder, tokenizer=tokenizer, augmenter=keras.layers.Identity())
+    model = make_model(encoder, tokenizer=tokenizer, views=OneView(keras.layers.Identity()))
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     history = model.fit(images, captions, batch_size=8, epochs=12, verbose=0)
     # with 2 classes in a batch of 8, the best possible loss is log(4)

@@ -58,28 +58,30 @@ WORKER = textwrap.dedent(
         ])
 
     def make(name):
+        from keras_ssl.layers import TwoViews
+
         ident = lambda: keras.layers.Identity()
         common = dict(seed=1)
         if name == "simclr":
             from keras_ssl.methods.simclr import SimCLR
-            return SimCLR(encoder(), augmenter=ident(), hidden_dim=16, projection_dim=8, **common)
+            return SimCLR(encoder(), views=TwoViews(ident()), hidden_dim=16, projection_dim=8, **common)
         if name == "byol":
             from keras_ssl.methods.byol import BYOL
-            return BYOL(encoder(), augmenters=[ident(), ident()], hidden_dim=16, projection_dim=8, **common)
+            return BYOL(encoder(), views=TwoViews(ident(), ident()), hidden_dim=16, projection_dim=8, **common)
         if name == "barlow_twins":
             from keras_ssl.methods.barlow_twins import BarlowTwins
-            return BarlowTwins(encoder(), augmenter=ident(), projection_dim=16, **common)
+            return BarlowTwins(encoder(), views=TwoViews(ident()), projection_dim=16, **common)
         if name == "moco":
-            from keras_ssl.methods.moco import MoCo
-            return MoCo(encoder(), version=2, queue_size=32, hidden_dim=16, projection_dim=8,
-                        split_batch_norm=False, augmenters=[ident(), ident()], **common)
+            from keras_ssl.methods.moco import MoCoV2
+            return MoCoV2(encoder(), queue_size=32, hidden_dim=16, projection_dim=8,
+                          split_batch_norm=False, views=TwoViews(ident(), ident()), **common)
         if name == "vicreg":
             from keras_ssl.methods.vicreg import VICReg
-            return VICReg(encoder(), augmenter=ident(), projection_dim=16, **common)
+            return VICReg(encoder(), views=TwoViews(ident()), projection_dim=16, **common)
         if name == "nnclr":
             from keras_ssl.methods.nnclr import NNCLR
             return NNCLR(encoder(), queue_size=32, hidden_dim=16, projection_dim=8,
-                         augmenters=[ident(), ident()], **common)
+                         views=TwoViews(ident(), ident()), **common)
 
     STRATEGY = distribute.mirrored_strategy(N) if backend == "tensorflow" else None
 

@@ -136,8 +136,8 @@ def ref_clip(img, txt, scale):
 
 def ref_mae(target, pred, mask, normalize, eps=1e-6):
     target, pred = np.asarray(target, "float64"), np.asarray(pred, "float64")
-    if normalize:
-        target = (target - target.mean(-1, keepdims=True)) / np.sqrt(target.var(-1, keepdims=True) + eps)
+    if normalize:  # MAE's forward_loss: torch's var(dim=-1) is the unbiased variance
+        target = (target - target.mean(-1, keepdims=True)) / np.sqrt(target.var(-1, ddof=1, keepdims=True) + eps)
     per_patch = ((pred - target) ** 2).mean(-1)
     return (per_patch * mask).sum() / mask.sum()
 

@@ -8,6 +8,7 @@ import pytest
 from conftest import random_images, small_encoder
 from keras import ops
 
+from keras_ssl.layers import OneView
 from keras_ssl.methods.base import SSLModel
 
 
@@ -19,14 +20,16 @@ class Identity(keras.layers.Layer):
 class BlowsUp(SSLModel):
     """A toy method whose `variance` term turns NaN from optimizer step `at`."""
 
-    def __init__(self, encoder, at=6, **kw):
-        super().__init__(encoder, **kw)
-        self.at = at
-        self.augmenter = Identity()
-        self.add_term_metrics("variance", "invariance")
+    global_views = 1
+    monitored_output = "z1"
+    loss_terms = ("variance", "invariance")
 
-    def ssl_forward(self, images, training):
-        (h,) = self.encode([images], training)
+    def __init__(self, encoder, *, at=6, **kw):
+        super().__init__(encoder, views=OneView(Identity()), **kw)
+        self.at = at
+
+    def ssl_forward(self, views, training):
+        (h,) = self.encode(views, training)
         return {"z1": h}
 
     def compute_ssl_loss(self, outputs):

@@ -7,6 +7,7 @@ import pytest
 from conftest import random_images, small_encoder
 
 import keras_ssl
+from keras_ssl.layers import multi_crop_views
 
 
 class Crash(keras.callbacks.Callback):
@@ -29,10 +30,12 @@ METHODS = {
                                    num_splits=2, seed=3),
     "nnclr": lambda: keras_ssl.NNCLR(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=3),
     "swav": lambda: keras_ssl.SwAV(small_encoder((None, None, 3)), input_shape=(16, 16, 3), num_prototypes=16,
-                                   hidden_dim=16, projection_dim=8, num_local_crops=2, queue_size=16,
+                                   hidden_dim=16, projection_dim=8, queue_size=16,
+                                   views=multi_crop_views(16, num_local=2, seed=4),
                                    freeze_prototypes_steps=2, seed=3),
     "dino": lambda: keras_ssl.DINO(small_encoder((None, None, 3)), input_shape=(16, 16, 3), output_dim=32,
-                                   hidden_dim=16, bottleneck_dim=8, num_local_crops=2, seed=3),
+                                   hidden_dim=16, bottleneck_dim=8, seed=3,
+                                   views=multi_crop_views(16, num_local=2, seed=4)),
 }
 
 
