@@ -52,11 +52,11 @@ def parse():
 
 
 # (constructor options, --full optimizer: (kind, base lr at batch 256, weight decay))
-MULTICROP = dict(input_shape=(32, 32, 3), num_local_crops=4, local_size=16)
+MULTICROP = dict(input_shape=(32, 32, 3))  # default views: 2 global crops, 4 local of 16 px
 METHODS = {
     "simclr": (keras_ssl.SimCLR, dict(temperature=0.2), ("lars", 0.4, 1e-5)),
-    "moco2": (keras_ssl.MoCo, dict(version=2, queue_size=4096), ("sgd", 0.3, 1e-4)),
-    "moco3": (keras_ssl.MoCo, dict(version=3), ("lars", 0.3, 1e-5)),
+    "moco2": (keras_ssl.MoCoV2, dict(queue_size=4096), ("sgd", 0.3, 1e-4)),
+    "moco3": (keras_ssl.MoCoV3, dict(), ("lars", 0.3, 1e-5)),
     "byol": (keras_ssl.BYOL, dict(momentum=0.99), ("lars", 1.0, 1e-5)),
     "nnclr": (keras_ssl.NNCLR, dict(queue_size=4096, temperature=0.2), ("lars", 0.4, 1e-5)),
     "simsiam": (keras_ssl.SimSiam, dict(), ("sgd", 0.05, 5e-4)),

@@ -31,7 +31,7 @@ else:
     encoder = keras_ssl.backbones.tiny_encoder(input_shape=(None, None, 3), width=32)
 steps = args.epochs * (len(x_train) // args.batch_size)
 model = DINO(
-    encoder, input_shape=(32, 32, 3), output_dim=4096, num_local_crops=4, local_size=16,
+    encoder, input_shape=(32, 32, 3), output_dim=4096,  # default views: 2 global, 4 local 16 px crops
     momentum=0.99,  # short runs (paper: 0.996 over 100+ epochs)
     teacher_temperature=0.07, warmup_teacher_temperature=0.04, warmup_teacher_steps=steps // 3,
 )

@@ -12,7 +12,7 @@ import argparse
 import keras
 
 import keras_ssl
-from keras_ssl.methods.moco import MoCo
+from keras_ssl.methods.moco import MoCoV2, MoCoV3
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--version", type=int, default=2, choices=(2, 3))
@@ -26,7 +26,7 @@ args = parser.parse_args()
 x_train, y_train = x_train[: args.limit], y_train[: args.limit]
 
 encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3), stem="cifar", width=args.width)
-model = MoCo(encoder, version=args.version, queue_size=4096)
+model = MoCoV2(encoder, queue_size=4096) if args.version == 2 else MoCoV3(encoder)
 model.compile(optimizer=keras.optimizers.SGD(0.06, momentum=0.9))
 model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size)
 

@@ -27,7 +27,7 @@ x_train, y_train = x_train[: args.limit], y_train[: args.limit]
 
 encoder = keras_ssl.backbones.tiny_encoder(input_shape=(None, None, 3), width=args.width)
 model = SwAV(
-    encoder, input_shape=(32, 32, 3), num_prototypes=512, num_local_crops=4, local_size=16,
+    encoder, input_shape=(32, 32, 3), num_prototypes=512,  # default views: 2 global, 4 local 16 px
     freeze_prototypes_steps=len(x_train) // args.batch_size,  # the first epoch, as in the paper
     queue_size=0 if args.batch_size >= 256 else 3840,  # small batches need the queue
 )

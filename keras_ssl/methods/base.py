@@ -287,6 +287,14 @@ class SSLModel(keras.Model):
             features.extend(ops.split(h, len(group), axis=0) if len(group) > 1 else [h])
         return features
 
+    def embed(self, views, head, training=False, encoder=None):
+        """`head(encoder(view))` for each view: the encoder runs once per same-size group.
+
+        Example:
+            >>> z1, z2 = self.embed(views, self.projector, training)
+        """
+        return [head(h, training=training) for h in self.encode(views, training, encoder=encoder)]
+
     # ---------------------------------------------------------- momentum
     def set_momentum_schedule(self, momentum, momentum_end=1.0):
         """Sets the cosine momentum schedule from `momentum` to `momentum_end`.

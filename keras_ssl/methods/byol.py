@@ -53,17 +53,11 @@ class BYOL(SSLModel):
         self.predictor.build((None, self.projection_dim))
 
     def ssl_forward(self, views, training):
-        h1, h2 = self.encode(views, training)
-        z1, z2 = self.projector(h1, training=training), self.projector(h2, training=training)
-        g1, g2 = self.encode(views, training, encoder=self.target_encoder)
-        return {
-            "z1": z1,
-            "z2": z2,
-            "p1": self.predictor(z1, training=training),
-            "p2": self.predictor(z2, training=training),
-            "t1": ops.stop_gradient(self.target_projector(g1, training=training)),
-            "t2": ops.stop_gradient(self.target_projector(g2, training=training)),
-        }
+        z1, z2 = self.embed(views, self.projector, training)
+        p1, p2 = self.predictor(z1, training=training), self.predictor(z2, training=training)
+        t1, t2 = self.embed(views, self.target_projector, training, encoder=self.target_encoder)
+        return {"z1": z1, "z2": z2, "p1": p1, "p2": p2,
+                "t1": ops.stop_gradient(t1), "t2": ops.stop_gradient(t2)}
 
     def compute_ssl_loss(self, outputs):
         loss = losses.byol_loss(outputs["p1"], outputs["t2"])

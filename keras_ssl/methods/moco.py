@@ -28,13 +28,13 @@ class _MoCo(SSLModel):
     momentum_pairs = (("encoder", "key_encoder"), ("projector", "key_projector"))
     monitored_output = "z1"
 
-    def __init__(self, encoder, *, temperature, projection_dim, hidden_dim, momentum, momentum_end,
-                 split_batch_norm, num_splits, **kwargs):
+    def __init__(self, encoder, *, temperature, projection_dim, hidden_dim, split_batch_norm,
+                 num_splits, **kwargs):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if int(num_splits) < 1:
             raise ValueError(f"`num_splits` must be >= 1, got {num_splits}.")
-        super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
+        super().__init__(encoder, **kwargs)
         self.temperature, self.num_splits = float(temperature), int(num_splits)
         self.split_batch_norm = bool(split_batch_norm)
         self.projection_dim = int(projection_dim)
@@ -154,18 +154,13 @@ class MoCoV3(_MoCo):
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
         temperature: InfoNCE temperature (> 0); paper: 1.0 for ResNets (0.2 ViT).
         projection_dim: projector and predictor output width (paper: 256).
-        hidden_dim: projector and predictor hidden width; defaults to `D`
-            (paper: 4096, for ImageNet ResNet-50).
-        momentum: EMA momentum at step 0 (paper: 0.99).
-        momentum_end: momentum at the last step (paper: 1.0).
-        projector_layers: Dense layers of the projector; defaults to the
-            official code's 3 for a keras_ssl ViT encoder, 2 otherwise. As
-            there, the linear layers have no bias, the projector ends in a
-            non-affine BatchNorm and the predictor (2 layers) does not.
-        split_batch_norm: simulate shuffle-BN (off: MoCo v3 has no shuffle-BN).
-        num_splits: sub-batches of split BatchNorm.
-        views: a `TwoViews`; defaults to `byol_views` (MoCo v3 uses BYOL's
-            asymmetric augmentations).
+        hidden_dim: their hidden width; defaults to `D` (paper: 4096).
+        momentum, momentum_end: cosine EMA schedule (paper: 0.99 -> 1).
+        projector_layers: defaults to the official code's 3 for a keras_ssl
+            ViT, 2 otherwise; bias-free layers, the projector ending in a
+            non-affine BatchNorm, the 2-layer predictor not.
+        split_batch_norm, num_splits: as `MoCoV2` (off: v3 has no shuffle-BN).
+        views: a `TwoViews`; defaults to `byol_views` (as the paper).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -208,7 +203,7 @@ def MoCo(encoder, *, version=2, **kwargs):  # noqa: N802 (a class-like factory)
     """`MoCoV2(encoder, **kwargs)` for `version=2`, `MoCoV3` for 3.
 
     Example:
-        >>> model = keras_ssl.MoCo(encoder, version=3)   # same as MoCoV3(encoder)
+        >>> model = keras_ssl.MoCo(encoder, version=3)   # a MoCoV3
     """
     if version not in (2, 3):
         raise ValueError(f"`version` must be 2 or 3, got {version}.")

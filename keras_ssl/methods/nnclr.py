@@ -66,8 +66,7 @@ class NNCLR(SSLModel):
         return ops.stop_gradient(ops.take(support, index, axis=0))
 
     def ssl_forward(self, views, training):
-        h1, h2 = self.encode(views, training)
-        z1, z2 = self.projector(h1, training=training), self.projector(h2, training=training)
+        z1, z2 = self.embed(views, self.projector, training)
         support = self.support.read()
         outputs = {
             "z1": z1,

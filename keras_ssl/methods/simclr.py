@@ -68,11 +68,8 @@ class SimCLR(SSLModel):
         self.projector.build((None, self.feature_dim))
 
     def ssl_forward(self, views, training):
-        h1, h2 = self.encode(views, training)
-        return {
-            "z1": self.projector(h1, training=training),
-            "z2": self.projector(h2, training=training),
-        }
+        z1, z2 = self.embed(views, self.projector, training)
+        return {"z1": z1, "z2": z2}
 
     def compute_ssl_loss(self, outputs):
         return losses.nt_xent(outputs["z1"], outputs["z2"], self.temperature), {}

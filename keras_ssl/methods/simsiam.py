@@ -74,9 +74,7 @@ class SimSiam(SSLModel):
         self.predictor.build((None, self.projection_dim))
 
     def ssl_forward(self, views, training):
-        h1, h2 = self.encode(views, training)
-        z1 = self.projector(h1, training=training)
-        z2 = self.projector(h2, training=training)
+        z1, z2 = self.embed(views, self.projector, training)
         return {
             "z1": z1,
             "z2": z2,
