@@ -135,7 +135,7 @@ def _method_options(args, method, x_train):
     digits = args.data in DIGITS
     scale = args.crop_scale if args.crop_scale is not None else (0.3 if digits else None)
     options["views"] = method.default_views(
-        x_train.shape[1], channels=x_train.shape[-1], crop_scale=scale,
+        x_train.shape[1], channels=x_train.shape[-1], min_crop_scale=scale,
         horizontal_flip=not (args.no_flip or digits), seed=args.seed + 1,
     )
     return options

@@ -54,3 +54,18 @@ def random_images(n=16, size=16, channels=3, seed=0):
     base = rng.integers(0, 256, size=(n, 1, 1, channels))
     noise = rng.integers(-40, 40, size=(n, size, size, channels))
     return np.clip(base + noise, 0, 255).astype("uint8")
+
+
+class CrashAt(keras.callbacks.Callback):
+    """Raises RuntimeError("simulated crash") after batch `batch` of epoch `epoch`."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.epoch, self.batch, self.current = epoch, batch, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            raise RuntimeError("simulated crash")

@@ -7,7 +7,7 @@ import os
 import keras
 import numpy as np
 import pytest
-from conftest import random_images, small_encoder
+from conftest import CrashAt, random_images, small_encoder
 from keras import ops
 
 import keras_ssl
@@ -73,19 +73,6 @@ def test_toy_method_gets_targets_queue_and_metrics_by_declaration():
     assert max(moved) > 1e-6
 
 
-class Crash(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.epoch, self.batch, self.current = epoch, batch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.current, batch) == (self.epoch, self.batch):
-            raise RuntimeError("simulated crash")
-
-
 def test_toy_method_resumes_exactly_and_round_trips_a_whole_model(tmp_path):
     x = random_images(32)
     fit = dict(batch_size=8, epochs=3, shuffle=False, verbose=0)
@@ -93,7 +80,7 @@ def test_toy_method_resumes_exactly_and_round_trips_a_whole_model(tmp_path):
     reference.fit(x, **fit)
     backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
     with pytest.raises(RuntimeError, match="simulated"):
-        toy().fit(x, callbacks=[backup(), Crash(epoch=1, batch=2)], **fit)
+        toy().fit(x, callbacks=[backup(), CrashAt(epoch=1, batch=2)], **fit)
     resumed = toy()
     assert len(resumed.fit(x, callbacks=[backup()], **fit).epoch) == 2
     assert len(reference.variables) == len(resumed.variables)

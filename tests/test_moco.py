@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, random_images, small_encoder
+from conftest import CrashAt, BACKEND, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
 from keras_ssl.layers.augment import RandomResizedCrop, TwoViews
@@ -160,19 +160,6 @@ def test_whole_model_saves_queue_and_key_networks(tmp_path):
     assert int(loaded.queue.pointer) == 8
 
 
-class StopAt(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.epoch, self.batch, self.current = epoch, batch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.current, batch) == (self.epoch, self.batch):
-            raise RuntimeError("simulated crash")
-
-
 def resumable_model():
     keras.utils.set_random_seed(5)
     model = make_model(2, views=TwoViews(keras.layers.Identity(), Flip()), num_splits=2)
@@ -188,7 +175,7 @@ def test_backup_and_restore_resumes_to_the_uninterrupted_result(tmp_path):
     backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
     crashed = resumable_model()
     with pytest.raises(RuntimeError, match="simulated"):
-        crashed.fit(x, callbacks=[backup(), StopAt(epoch=1, batch=1)], **fit)
+        crashed.fit(x, callbacks=[backup(), CrashAt(epoch=1, batch=1)], **fit)
     resumed = resumable_model()
     history = resumed.fit(x, callbacks=[backup()], **fit)
     assert len(history.epoch) == 2  # it resumed at epoch 2 (from the epoch-1 backup)

@@ -4,23 +4,10 @@ ends where the uninterrupted run ends (weights, targets, queues, seeds)."""
 import keras
 import numpy as np
 import pytest
-from conftest import random_images, small_encoder
+from conftest import CrashAt, random_images, small_encoder
 
 import keras_ssl
 from keras_ssl.layers import multi_crop_views
-
-
-class Crash(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.epoch, self.batch, self.current = epoch, batch, 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.current, batch) == (self.epoch, self.batch):
-            raise RuntimeError("simulated crash")
 
 
 METHODS = {
@@ -55,7 +42,7 @@ def test_resume_with_random_augmentations_is_exact(name, tmp_path):
     backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
     crashed = build(name)
     with pytest.raises(RuntimeError, match="simulated"):
-        crashed.fit(x, callbacks=[backup(), Crash(epoch=1, batch=1)], **fit)
+        crashed.fit(x, callbacks=[backup(), CrashAt(epoch=1, batch=1)], **fit)
     resumed = build(name)
     history = resumed.fit(x, callbacks=[backup()], **fit)
     assert len(history.epoch) == 2, "did not resume from the backup"

@@ -38,7 +38,6 @@ with `.assign`, so it is compiled with the step and saved with the model.
 import functools
 import inspect
 import random
-import warnings
 
 import keras
 import numpy as np
@@ -192,13 +191,13 @@ class SSLModel(keras.Model):
 
     # ------------------------------------------------------------- views
     @classmethod
-    def default_views(cls, image_size, *, channels=3, crop_scale=None, horizontal_flip=True, seed=None):
+    def default_views(cls, image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None):
         """The method's paper recipe of views, a `ViewMaker`.
 
         Args:
             image_size: side of the full-size views.
             channels: image channels (colour augmentations need 3).
-            crop_scale: smallest crop area fraction (default: the paper's);
+            min_crop_scale: smallest crop area fraction (default: the paper's);
                 e.g. 0.3 keeps digits recognisable.
             horizontal_flip: flip half of the views (off for digits).
             seed: base seed.
@@ -208,7 +207,7 @@ class SSLModel(keras.Model):
         """
         if cls.view_recipe is None:
             raise NotImplementedError(f"{cls.__name__} declares no view_recipe: pass `views=`.")
-        return cls.view_recipe(image_size, channels=channels, min_crop_scale=crop_scale,
+        return cls.view_recipe(image_size, channels=channels, min_crop_scale=min_crop_scale,
                                horizontal_flip=horizontal_flip, seed=seed, **cls.view_options)
 
     def _check_views(self, views, image_size):

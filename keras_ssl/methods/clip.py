@@ -12,7 +12,7 @@ from keras_ssl.evaluation import recall_at_k
 from keras_ssl.layers.augment import crop_view
 from keras_ssl.layers.heads import ZeroShotHead
 from keras_ssl.methods.base import SSLModel, pool_features
-from keras_ssl.text import TextTransformer, Tokenizer, as_texts
+from keras_ssl.text import TextTransformer, as_texts
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
