@@ -36,9 +36,11 @@ class CLIP(SSLModel):
             text_depth, text_heads)`.
         tokenizer: a `keras_ssl.text.Tokenizer` (saved with the model);
             needed for string texts and `zero_shot_classifier`.
-        embed_dim: size of the shared space.
+        embed_dim: size of the shared space (paper: 512 to 1024; 64 suits
+            the small encoders and captions this library trains from scratch).
         vocab_size, max_length: of the token ids; default to the tokenizer's.
-        text_width, text_depth, text_heads: default text encoder's size.
+        text_width, text_depth, text_heads: default text encoder's size
+            (paper: 512 wide, 12 blocks, 8 heads).
         temperature: initial temperature (logit scale `1 / temperature`).
         max_logit_scale: clamp of the logit scale (CLIP: 100).
         views: a `OneView` of the images; defaults to `crop_view` with a

@@ -28,7 +28,8 @@ class DINO(SSLModel):
             and accepting both crop sizes (a ViT from `keras_ssl.backbones`,
             or a conv net with input `(None, None, C)`; then pass `input_shape=`).
         output_dim: head output size `K` (paper: 65536).
-        hidden_dim: head MLP width; defaults to `min(2048, 4 * D)`.
+        hidden_dim: head MLP width; defaults to `min(2048, 4 * D)` (paper:
+            2048; smaller encoders get a proportionally smaller head).
         bottleneck_dim: head bottleneck width (paper: 256).
         norm_last_layer: fix the head's last-layer weight-norm scale to 1.
         student_temperature: > 0 (paper: 0.1).

@@ -22,8 +22,9 @@ class SimCLR(SSLModel):
             (lightly's default); the paper used 0.1 with batch 4096.
         version: 1 (2-layer projector) or 2 (3-layer projector); both end,
             as the official code, in a bias-free layer and BatchNorm.
-        projection_dim: output size of the projector.
-        hidden_dim: projector width; defaults to the encoder's feature size.
+        projection_dim: output size of the projector (paper: 128).
+        hidden_dim: projector width; defaults to the encoder's feature size
+            (as the paper: 2048 for ResNet-50).
         views: a `TwoViews`; defaults to `default_views` (SimCLR's crop,
             flip, colour jitter and grayscale; no blur at CIFAR size).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).

@@ -30,8 +30,9 @@ class SwAV(SSLModel):
             then pass `input_shape=`).
         num_prototypes: number of prototypes `K` (paper: 3000 on ImageNet).
         projection_dim: projector output width (paper: 128).
-        hidden_dim: projector hidden width; defaults to `min(2048, 4 * D)`.
-        temperature: softmax temperature of the predictions (> 0).
+        hidden_dim: projector hidden width; defaults to `min(2048, 4 * D)`
+            (paper: 2048 for ResNet-50's 2048 features).
+        temperature: softmax temperature of the predictions (> 0; paper 0.1).
         epsilon: Sinkhorn regularisation (> 0); lower it if the loss sticks
             at `ln(K)` (collapse).
         sinkhorn_iterations: Sinkhorn rounds (>= 1).
