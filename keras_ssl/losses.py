@@ -456,6 +456,27 @@ def clip(image_embeddings, text_embeddings, logit_scale):
     return 0.5 * (direction(logits) + direction(ops.transpose(logits)))
 
 
+def patch_statistics(patches, eps=1e-6):
+    """Per-patch mean and std of MAE's `norm_pix_loss`: unbiased variance + `eps`.
+
+    Args:
+        patches: `(B, N, P)` pixel patches.
+        eps: added to the variance.
+
+    Returns:
+        `(mean, std)`, each `(B, N, 1)` float32.
+
+    Example:
+        >>> mean, std = patch_statistics(patchify(images, 4))
+    """
+    patches = ops.cast(patches, "float32")
+    n = patches.shape[-1]
+    mean = ops.mean(patches, axis=-1, keepdims=True)
+    # torch.var's default (MAE's forward_loss) is the unbiased variance.
+    var = ops.sum(ops.square(patches - mean), axis=-1, keepdims=True) / max(n - 1, 1)
+    return mean, ops.sqrt(var + eps)
+
+
 def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False, eps=1e-6):
     """MAE's loss: mean squared error on the masked patches only.
 
@@ -480,10 +501,8 @@ def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False,
     _check_rank("mask", mask, 2)
     target = ops.cast(target_patches, "float32")
     if normalize:
-        mean = ops.mean(target, axis=-1, keepdims=True)
-        n = target.shape[-1]
-        var = ops.sum(ops.square(target - mean), axis=-1, keepdims=True) / max(n - 1, 1)
-        target = (target - mean) * ops.rsqrt(var + eps)
+        mean, std = patch_statistics(target, eps)
+        target = (target - mean) / std
     error = ops.mean(ops.square(ops.cast(predicted_patches, "float32") - target), axis=-1)
     mask = ops.cast(mask, "float32")
     # The floor only matters when nothing is masked: 0 / tiny = 0, not NaN.

@@ -174,10 +174,8 @@ class MAE(SSLModel):
         target, pred, mask = out["target"], out["pred"], out["mask"][..., None]
         if self.norm_pix_loss:
             # Predictions are normalised pixels: undo it with each patch's own statistics.
-            mean = ops.mean(target, axis=-1, keepdims=True)
-            n = target.shape[-1]  # the loss's unbiased variance, as MAE's norm_pix_loss
-            var = ops.var(target, axis=-1, keepdims=True) * n / max(n - 1, 1)
-            pred = pred * ops.sqrt(var + 1e-6) + mean
+            mean, std = losses.patch_statistics(target)
+            pred = pred * std + mean
         size, channels = (self.image_size, self.image_size), self.image_shape[-1]
         masked = unpatchify(target * (1 - mask) + 0.5 * mask, self.patch_size, size, channels)
         recon = unpatchify(target * (1 - mask) + pred * mask, self.patch_size, size, channels)
