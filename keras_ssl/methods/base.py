@@ -44,7 +44,7 @@ import numpy as np
 from keras import ops
 
 from keras_ssl import distribute, keras_compat, losses
-from keras_ssl.data import check_images, to_dataset
+from keras_ssl.data import check_value_range, prepare_fit_data
 from keras_ssl.layers.augment import SeedStream, ViewMaker
 from keras_ssl.layers.memory import MemoryBank
 
@@ -143,13 +143,7 @@ class SSLModel(keras.Model):
             )
         self.encoder = encoder
         self.image_shape = _resolve_input_shape(encoder, input_shape)
-        if value_range is not None:
-            value_range = tuple(float(v) for v in value_range)
-            if len(value_range) != 2 or value_range[1] <= value_range[0]:
-                raise ValueError(
-                    f"`value_range` must be (low, high) with low < high, got {value_range}."
-                )
-        self.value_range = value_range
+        self.value_range = check_value_range(value_range)
         self.seed = int(seed) if seed is not None else random.randint(0, 2**30)
         self.seeds = SeedStream(self.seed)
         self.feature_dim = _feature_dim(encoder, self.image_shape)
@@ -462,7 +456,7 @@ class SSLModel(keras.Model):
         """
         from keras_ssl.callbacks import MomentumScheduler, StopOnNaN
 
-        x, y = self._check_fit_data(x, y, batch_size)
+        x, y, batch_size = self._check_fit_data(x, y, batch_size)
         self._ensure_built()
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, MomentumScheduler) for c in callbacks):
@@ -473,48 +467,16 @@ class SSLModel(keras.Model):
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
         """`keras.Model.evaluate`: the SSL loss on held-out images (views drawn anew)."""
-        x, y = self._check_fit_data(x, y, batch_size)
+        x, y, batch_size = self._check_fit_data(x, y, batch_size)
         self._ensure_built()
         return super().evaluate(x, y, batch_size=batch_size, **kwargs)
 
     def _check_fit_data(self, x, y, batch_size):
-        if x is None:
-            raise ValueError("`fit` needs training images `x`, got None.")
-        if isinstance(x, np.ndarray):
-            check_images(x, channels=self.image_shape[-1], value_range=self.value_range)
-            if min(x.shape[1:3]) < self.image_size:
-                raise ValueError(
-                    f"images of {x.shape[1]}x{x.shape[2]} pixels are smaller than the "
-                    f"{self.image_size}x{self.image_size} views {type(self).__name__} crops; "
-                    "pass image_size=<at most the image side> (and a matching encoder)."
-                )
-            batch = batch_size or 32
-            self.check_batch_size(min(batch, len(x)))
-            if y is not None and len(y) != len(x):
-                raise ValueError(
-                    f"labels `y` have length {len(y)} but `x` has {len(x)} images."
-                )
-            keep = len(x) - len(x) % batch if len(x) >= batch else len(x)
-            x = x[:keep]
-            y = None if y is None else y[:keep]
-            return x, y
-        spec = getattr(x, "element_spec", None)
-        if spec is not None:
-            first = spec[0] if isinstance(spec, tuple) else spec
-            shape = getattr(first, "shape", None)
-            if shape is not None and shape.rank is not None:
-                if shape.rank != 4:
-                    raise ValueError(
-                        "expected image batches of rank 4 (batch, height, width, "
-                        f"channels), got a dataset of shape {shape}."
-                    )
-                if shape[-1] is not None and shape[-1] != self.image_shape[-1]:
-                    raise ValueError(
-                        f"the encoder takes {self.image_shape[-1]} channels, the "
-                        f"dataset yields {shape[-1]}."
-                    )
-            return x, y
-        return to_dataset(x), y
+        """One validation path for every source (see `data.prepare_fit_data`)."""
+        return prepare_fit_data(
+            x, y, batch_size, channels=self.image_shape[-1], value_range=self.value_range,
+            min_size=self.image_size, check_batch=self.check_batch_size,
+        )
 
     # ----------------------------------------------------------- saving
     def save_own_variables(self, store):

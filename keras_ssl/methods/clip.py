@@ -160,19 +160,26 @@ class CLIP(SSLModel):
             if batch < 2:
                 raise ValueError(f"CLIP needs batches of at least 2 pairs, got batch_size={batch}.")
             keep = len(x) - len(x) % batch
-            return (x[:keep], tokens[:keep]), None
+            return (x[:keep], tokens[:keep]), None, batch_size
         if y is not None:
             raise ValueError("pass (images, texts) arrays, or a dataset yielding (images, texts) batches.")
         spec = getattr(x, "element_spec", None)
         if spec is not None:
             if not (isinstance(spec, tuple) and len(spec) == 2 and hasattr(spec[0], "shape")):
                 raise ValueError(f"the tf.data.Dataset must yield (images, token_ids) batches, got {spec}.")
-            return x.map(lambda images, tokens: ((images, tokens),)), None
+            images, _ = next(iter(x.take(1)))
+            self._check_batch(np.asarray(images))
+            return x.map(lambda images, tokens: ((images, tokens),)), None, None
         if isinstance(x, keras.utils.PyDataset):
-            return _PairBatches(x, self), None
+            self._check_batch(np.asarray(x[0][0]))
+            return _PairBatches(x, self), None, None
         raise TypeError(
             f"expected (images, texts) arrays, a tf.data.Dataset or a PyDataset, got {type(x).__name__}."
         )
+
+    def _check_batch(self, images):
+        check_images(images, channels=self.image_shape[-1], value_range=self.value_range,
+                     min_size=self.image_size, min_batch=2)
 
     # ------------------------------------------------------- inference
     def encode_image(self, images, batch_size=256):

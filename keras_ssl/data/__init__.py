@@ -1,0 +1,25 @@
+"""Image data for `fit`: in-memory datasets, streamed files, any batch source.
+
+- `load(source)`: a named dataset, an `.npz` file or a small image folder,
+  as NumPy arrays `(x_train, y_train), (x_test, y_test)`.
+- `ImageFiles`: a folder or file list streamed in batches (decoded and
+  resized in worker threads, never held in memory).
+- `to_dataset(data)`: makes any batch source acceptable to `model.fit`.
+- `prepare_fit_data(x, ...)`: the checks every source gets before `fit`.
+- `check_images(x)`: rejects bad image batches with a message saying why.
+- `to_unit_float(x)`: images as float32 in [0, 1].
+
+Nothing here imports TensorFlow or PyTorch: their objects are recognised by
+duck typing, so `keras_ssl` imports on any backend with or without them.
+"""
+
+from keras_ssl.data.checks import check_images, check_value_range, looks_channels_first, to_unit_float
+from keras_ssl.data.datasets import KERAS_DATASETS, NAMES, _resize_bilinear, load, pick_per_class
+from keras_ssl.data.files import IMAGE_EXTENSIONS, ImageFiles, decode_image, folder_files, list_files
+from keras_ssl.data.sources import prepare_fit_data, to_dataset
+
+__all__ = [
+    "ImageFiles", "check_images", "check_value_range", "decode_image", "folder_files", "list_files",
+    "load", "looks_channels_first", "pick_per_class", "prepare_fit_data", "to_dataset", "to_unit_float",
+    "IMAGE_EXTENSIONS", "KERAS_DATASETS", "NAMES", "_resize_bilinear",
+]

@@ -1,0 +1,184 @@
+"""Datasets that fit in memory, as NumPy arrays (`load`)."""
+
+import lzma
+import os
+import zipfile
+import zlib
+
+import keras
+import numpy as np
+
+KERAS_DATASETS = ("cifar10", "mnist", "fashion_mnist")
+NAMES = KERAS_DATASETS + ("digits",)
+
+
+def load(name, data_dir=None, image_size=None, test_fraction=0.2, seed=0):
+    """Loads an image dataset as NumPy arrays.
+
+    Args:
+        name: one of
+            - `"cifar10"`, `"mnist"`, `"fashion_mnist"`: read from
+              `<data_dir>/<name>.npz` (or `$KERAS_SSL_DATA_DIR/<name>.npz`),
+              else downloaded by `keras.datasets.<name>.load_data()`;
+            - `"digits"`: scikit-learn's bundled 8x8 digits, scaled to uint8
+              and resized to 32x32 (bilinear), split 1438/359, stratified;
+            - a path to an `.npz` with keys `x_train` (required), `y_train`,
+              `x_test`, `y_test`;
+            - a path to an image folder: one subfolder per class (labels are
+              the sorted subfolder names' indices) or a flat folder of images
+              (no labels), decoded whole into memory: stream large folders
+              with `ImageFiles.from_folder` instead.
+        data_dir: folder holding `<name>.npz` for the named datasets.
+        image_size: `int` or `(height, width)` to which folder images are
+            resized (aspect kept) and centre-cropped; defaults to the first
+            image's size.
+        test_fraction: share of images held out as the test split when the
+            source has none (folders, `.npz` without `x_test`); stratified
+            by class when labels exist.
+        seed: seed of that split.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: uint8 images `(N, H, W, C)`
+        and int64 labels `(N,)`, or `None` labels for unlabeled sources.
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = load("digits")
+        >>> x_train.shape, x_train.dtype
+        ((1438, 32, 32, 1), dtype('uint8'))
+    """
+    name = os.fspath(name)
+    if name in KERAS_DATASETS:
+        return _load_keras_dataset(name, data_dir)
+    if name == "digits":
+        return _load_digits(seed)
+    if os.path.isfile(name) and name.endswith(".npz"):
+        return _load_npz(name, test_fraction, seed)
+    if os.path.isdir(name):
+        return _load_folder(name, image_size, test_fraction, seed)
+    raise ValueError(
+        f"unknown dataset {name!r}: expected one of {', '.join(NAMES)}, the path "
+        "of an existing .npz file (keys x_train, y_train, x_test, y_test), or the "
+        "path of an existing image folder (one subfolder per class, or flat)."
+    )
+
+
+# ------------------------------------------------------------------ sources
+def _load_keras_dataset(name, data_dir):
+    data_dir = data_dir or os.environ.get("KERAS_SSL_DATA_DIR")
+    path = os.path.join(data_dir, f"{name}.npz") if data_dir else None
+    if path and os.path.isfile(path):
+        return _load_npz(path, test_fraction=0.2, seed=0)
+    try:
+        splits = getattr(keras.datasets, name).load_data()
+    except Exception as e:  # URLError, HTTPError, OSError...: all mean "no data"
+        where = f"{path} does not exist and " if path else ""
+        raise ValueError(
+            f"could not load {name!r}: {where}keras.datasets.{name}.load_data() "
+            f"failed ({type(e).__name__}: {e}). Put {name}.npz in data_dir= or "
+            "$KERAS_SSL_DATA_DIR."
+        ) from e
+    return tuple((_images(x), _labels(y)) for x, y in splits)
+
+
+def _load_digits(seed):
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = np.round(digits.images * (255.0 / 16.0))
+    x = _resize_bilinear(x[..., None], (32, 32))
+    x = np.clip(np.round(x), 0, 255).astype("uint8")
+    return _split(x, digits.target.astype("int64"), 0.2, seed)
+
+
+def _load_npz(path, test_fraction, seed):
+    arrays = _read_npz(path)
+    x = _images(arrays["x_train"])
+    y = _labels(arrays.get("y_train"))
+    if y is not None and len(y) != len(x):
+        raise ValueError(f"{path}: y_train has {len(y)} labels for {len(x)} images in x_train.")
+    if "x_test" not in arrays:
+        return _split(x, y, test_fraction, seed)
+    x_test, y_test = _images(arrays["x_test"]), _labels(arrays.get("y_test"))
+    if y_test is not None and len(y_test) != len(x_test):
+        raise ValueError(f"{path}: y_test has {len(y_test)} labels for {len(x_test)} images in x_test.")
+    return (x, y), (x_test, y_test)
+
+
+def _read_npz(path):
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            arrays = {key: f[key] for key in f.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as e:
+        raise ValueError(f"could not read {path}: {type(e).__name__}: {e}") from e
+    if "x_train" not in arrays:
+        raise ValueError(f"{path} has no 'x_train' array (keys: {sorted(arrays)}).")
+    return arrays
+
+
+def _load_folder(root, image_size, test_fraction, seed):
+    from keras_ssl.data.files import ImageFiles, folder_files, decode_image
+
+    files, labels, _, _ = folder_files(root)
+    if image_size is None:
+        image_size = decode_image(files[0])[0].shape[:2]
+    x, y = ImageFiles(files, labels, image_size=image_size, batch_size=256, shuffle=False).to_arrays()
+    return _split(x, y, test_fraction, seed)
+
+
+# ------------------------------------------------------------------ helpers
+def _images(x):
+    x = np.asarray(x)
+    return x[..., None] if x.ndim == 3 else x  # grayscale (N, H, W) gets a channel axis
+
+
+def _labels(y):
+    return None if y is None else np.asarray(y).reshape(-1).astype("int64")
+
+
+def _split(x, y, test_fraction, seed):
+    """Deterministic train/test split, stratified when labels exist."""
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
+    labels = np.zeros(len(x), "int64") if y is None else y
+    test = np.zeros(len(x), bool)
+    test[pick_per_class(labels, test_fraction, seed)] = True
+    if y is None:
+        return (x[~test], None), (x[test], None)
+    return (x[~test], y[~test]), (x[test], y[test])
+
+
+def pick_per_class(labels, fraction, seed, minimum=0):
+    """Sorted indices of `round(fraction * n_c)` (at least `minimum`) random items per class.
+
+    Args:
+        labels: integer labels `(N,)`.
+        fraction: share of each class to pick.
+        seed: NumPy seed.
+        minimum: least items picked per class.
+
+    Example:
+        >>> keep = pick_per_class(y_train, 0.1, seed=0)   # a class-balanced 10 %
+    """
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        count = min(len(members), max(minimum, int(round(fraction * len(members)))))
+        picked.append(rng.permutation(members)[:count])
+    return np.sort(np.concatenate(picked))
+
+
+def _resize_bilinear(x, size):
+    """Bilinear resize of `(N, H, W, C)` with half-pixel centres (no antialiasing)."""
+
+    def weights(n_in, n_out):
+        pos = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+        lo = np.floor(pos).astype(int)
+        hi = np.minimum(lo + 1, n_in - 1)
+        w = np.zeros((n_out, n_in))
+        np.add.at(w, (np.arange(n_out), lo), 1 - (pos - lo))
+        np.add.at(w, (np.arange(n_out), hi), pos - lo)
+        return w
+
+    wh, ww = weights(x.shape[1], size[0]), weights(x.shape[2], size[1])
+    return np.einsum("ih,nhwc,jw->nijc", wh, x.astype("float64"), ww)

@@ -1,0 +1,257 @@
+"""Any batch source, made acceptable to `fit` and checked like arrays are.
+
+- `to_dataset(data)`: wraps generators, lists, torch loaders and PyDatasets
+  so that Keras accepts them, and makes every batch `(x,)` or `(x, y)`
+  (dicts and `(x, y, filename)` triples included).
+- `prepare_fit_data(x, ...)`: one validation path for every source: arrays
+  are checked whole, streams on their first batch, with the same checks
+  and messages (`check_images`).
+
+Nothing here imports TensorFlow or PyTorch: their objects are recognised by
+duck typing, so `keras_ssl` imports on any backend with or without them.
+"""
+
+import keras
+import numpy as np
+
+from keras_ssl.data.checks import check_images
+
+IMAGE_KEYS = ("images", "image", "x", "pixel_values", "inputs", "input")
+TARGET_KEYS = ("labels", "label", "y", "texts", "text", "tokens", "targets", "target")
+
+
+def to_dataset(data, batch_size=None):
+    """Makes a batch source acceptable to `model.fit` / `model.predict`.
+
+    Keras rejects Python generators, torch `DataLoader`s and `PyDataset`s
+    that yield a bare image batch `x` instead of a tuple `(x,)`, and lists
+    of batches altogether. Those are wrapped so that every batch is a tuple;
+    NumPy arrays and `tf.data` datasets are returned unchanged.
+
+    Args:
+        data: a NumPy array (or a dict of them); a `tf.data.Dataset`; a `keras.utils.PyDataset`;
+            a torch `DataLoader` or map-style torch `Dataset`; a list (or
+            other sequence) of batches; a generator or other iterable of
+            batches. Batches may be `x`, `(x,)`, `(x, y)` or a dict.
+        batch_size: batches a `tf.data.Dataset` or torch `Dataset` of single
+            images; ignored otherwise.
+
+    Returns:
+        An object `fit` accepts, in the source's batch order. Generators and
+        iterables without indexing are read once, like any generator in
+        Keras: give several epochs a `PyDataset`, `DataLoader` or list.
+
+    Example:
+        >>> def batches():
+        ...     for _ in range(10):
+        ...         yield np.random.randint(0, 256, (32, 32, 32, 3), "uint8")
+        >>> model.fit(to_dataset(batches()), epochs=1)
+    """
+    if isinstance(data, (np.ndarray, dict)):
+        return data
+    if isinstance(data, tuple) and data and all(isinstance(a, np.ndarray) for a in data):
+        # fit(x=(images, labels)) would read the tuple as two model inputs
+        raise TypeError(
+            "got a tuple of NumPy arrays: pass arrays to fit directly (fit(x, y)), "
+            "or give a list of batches."
+        )
+    if _is_from(data, "tensorflow", "DatasetV2"):
+        spec = data.element_spec
+        if isinstance(spec, dict) or (isinstance(spec, tuple) and len(spec) > 2):
+            _select(spec)  # raises here, not inside tf.data, when no key holds images
+            data = data.map(lambda *element: _select(element[0] if len(element) == 1 else element))
+            spec = data.element_spec
+        spec = spec[0] if isinstance(spec, tuple) and len(spec) == 1 else spec
+        if getattr(spec, "shape", None) is not None and spec.shape.rank == 3:
+            if batch_size is None:
+                raise ValueError(
+                    "the tf.data.Dataset yields single images of shape "
+                    f"{spec.shape}; pass batch_size= to batch them."
+                )
+            return data.batch(batch_size)
+        return data
+    if _is_from(data, "torch", "DataLoader"):
+        return _tuple_loader(data)
+    if _is_from(data, "torch", "Dataset") and hasattr(data, "__len__"):
+        if batch_size is None:
+            raise ValueError("a torch Dataset yields single samples; pass batch_size=.")
+        return _SampleBatches(data, batch_size)
+    if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
+        raise TypeError(
+            "expected images as a NumPy array, tf.data.Dataset, keras.utils.PyDataset, "
+            f"torch DataLoader or an iterable of batches, got {type(data).__name__}."
+        )
+    if isinstance(data, keras.utils.PyDataset) or (
+        hasattr(data, "__getitem__") and hasattr(data, "__len__")
+    ):
+        return _IndexedBatches(data)
+    return (_select(batch) for batch in data)
+
+
+def _is_from(obj, package, class_name):
+    """Whether `obj` is an instance of `package`'s class `class_name` (no import)."""
+    return any(
+        cls.__name__ == class_name and cls.__module__.split(".")[0] == package
+        for cls in type(obj).__mro__
+    )
+
+
+def _select(batch):
+    """`batch` as `(x,)` or `(x, y)`: a dict's image and target keys, a triple's first two."""
+    if isinstance(batch, dict):
+        image = next((k for k in IMAGE_KEYS if k in batch), None)
+        if image is None:
+            raise ValueError(
+                f"the batches are dicts with keys {sorted(batch)}; keras_ssl looks for the images "
+                f"under one of {IMAGE_KEYS}. Map them to (images,) or (images, labels) tuples."
+            )
+        target = next((k for k in TARGET_KEYS if k in batch), None)
+        return (batch[image],) if target is None else (batch[image], batch[target])
+    if isinstance(batch, (tuple, list)):
+        # Keras would read a third element as sample weights (a filename, say).
+        return tuple(batch[:2])
+    return (batch,)
+
+
+
+def _tuple_loader(loader):
+    """A shallow copy of a torch `DataLoader` whose batches are tuples."""
+    # DataLoader refuses copy.copy (its __getstate__ raises); copying the
+    # instance dict keeps every setting (sampler, workers, pinning...).
+    copy = object.__new__(type(loader))
+    copy.__dict__.update(loader.__dict__)
+    copy._iterator = None  # persistent workers must not be shared with the original
+    copy.collate_fn = _TupleCollate(loader.collate_fn)
+    return copy
+
+
+class _TupleCollate:
+    """Picklable collate function (for worker processes) returning tuples."""
+
+    def __init__(self, collate_fn):
+        self.collate_fn = collate_fn
+
+    def __call__(self, samples):
+        return _select(self.collate_fn(samples))
+
+
+class _IndexedBatches(keras.utils.PyDataset):
+    """A `PyDataset` or sequence of batches whose batches are made tuples."""
+
+    def __init__(self, source):
+        super().__init__(
+            workers=getattr(source, "workers", 1),
+            use_multiprocessing=getattr(source, "use_multiprocessing", False),
+            max_queue_size=getattr(source, "max_queue_size", 10),
+        )
+        self.source = source
+
+    @property
+    def num_batches(self):
+        if isinstance(self.source, keras.utils.PyDataset):
+            return self.source.num_batches
+        return len(self.source)
+
+    def __getitem__(self, index):
+        return _select(self.source[index])
+
+    def on_epoch_begin(self):
+        getattr(self.source, "on_epoch_begin", lambda: None)()
+
+    def on_epoch_end(self):
+        getattr(self.source, "on_epoch_end", lambda: None)()
+
+
+class _SampleBatches(keras.utils.PyDataset):
+    """A map-style dataset of single samples, batched by stacking."""
+
+    def __init__(self, source, batch_size):
+        super().__init__()
+        self.source = source
+        self.batch_size = int(batch_size)
+
+    @property
+    def num_batches(self):
+        return -(-len(self.source) // self.batch_size)
+
+    def __getitem__(self, index):
+        stop = min(len(self.source), (index + 1) * self.batch_size)
+        samples = [_select(self.source[i]) for i in range(index * self.batch_size, stop)]
+        return tuple(np.stack([np.asarray(s[j]) for s in samples]) for j in range(len(samples[0])))
+
+
+def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=None, min_size=None,
+                     check_batch=None):
+    """Checks any image source for `fit` and returns what Keras should get.
+
+    NumPy images are checked whole and cut to full batches (SSL losses are
+    designed for the full batch). Every other source (`tf.data`,
+    `PyDataset`, `ImageFiles`, generator, list of batches, torch
+    `DataLoader` or `Dataset`) is made acceptable to Keras (`to_dataset`)
+    and its first batch gets the same checks, with the same messages: a
+    stream cannot be checked whole without reading it.
+
+    Args:
+        x: the images, or a source of `x`, `(x,)`, `(x, y)` or dict batches.
+        y: labels (or CLIP texts) with NumPy images; None with sources.
+        batch_size: with arrays: Keras's batch size (default 32); with a
+            torch `Dataset` or unbatched `tf.data`: the batch size to make.
+        channels: required channel count.
+        value_range: declared pixel range (see `check_images`).
+        min_size: the view size: smaller images are an error.
+        check_batch: called with the batch size; raises when the method
+            cannot train on it.
+
+    Returns:
+        `(x, y, batch_size)` to pass to `keras.Model.fit`.
+
+    Example:
+        >>> x, y, batch_size = prepare_fit_data(loader, channels=3, min_size=32)
+    """
+    if x is None:
+        raise ValueError("`fit` needs training images `x`, got None.")
+    checks = dict(channels=channels, value_range=value_range, min_size=min_size)
+    if isinstance(x, np.ndarray):
+        check_images(x, **checks)
+        batch = batch_size or 32
+        if check_batch is not None:
+            check_batch(min(batch, len(x)))
+        if y is not None and len(y) != len(x):
+            raise ValueError(f"labels `y` have length {len(y)} but `x` has {len(x)} images.")
+        keep = len(x) - len(x) % batch if len(x) >= batch else len(x)
+        return x[:keep], (None if y is None else y[:keep]), batch_size
+    if y is not None:
+        raise ValueError("`y` goes with NumPy images only; a dataset yields (images, labels) batches.")
+    source = to_dataset(x, batch_size)
+    source, first = _peek(source)
+    first = _numpy(first[0])
+    check_images(first, **checks)
+    if check_batch is not None:
+        check_batch(len(first))
+    return source, None, None
+
+
+def _numpy(tensor):
+    if _is_from(tensor, "torch", "Tensor"):
+        return tensor.detach().cpu().numpy()
+    return np.asarray(tensor)
+
+
+def _peek(source):
+    """`(source, first batch)`: a generator is re-chained so no batch is lost."""
+    try:
+        if _is_from(source, "tensorflow", "DatasetV2"):
+            return source, next(iter(source.take(1)))
+        if isinstance(source, keras.utils.PyDataset):
+            return source, source[0]
+        if hasattr(source, "__next__"):
+            first = next(source)
+            return _chain(first, source), first
+        return source, _select(next(iter(source)))
+    except (StopIteration, IndexError):
+        raise ValueError("the dataset yields no batches: it is empty.") from None
+
+
+def _chain(first, rest):
+    yield first
+    yield from rest
