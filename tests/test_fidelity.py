@@ -14,7 +14,8 @@ from conftest import small_encoder
 
 import keras_ssl
 from keras_ssl import losses
-from keras_ssl.layers import MultiCrop, PredictionHead, ProjectionHead, RandomApply, RandomResizedCrop
+from keras_ssl.layers import (ColorJitter, GaussianBlur, MultiCrop, PredictionHead, ProjectionHead, RandomApply,
+                              RandomResizedCrop)
 
 
 def _np(x):
@@ -201,7 +202,7 @@ def test_dino_views_are_dinos_recipe():
     views = keras_ssl.DINO.default_views(96, seed=0)
     assert isinstance(views, MultiCrop)
     assert views.global_scale == (0.4, 1.0) and views.local_scale == (0.05, 0.4)
-    blur = [_rates(c, keras.layers.RandomGaussianBlur) for c in views.crops]
+    blur = [_rates(c, GaussianBlur) for c in views.crops]
     solarize = [_rates(c, keras.layers.Solarization) for c in views.crops]
     assert blur == [[1.0], [0.1]] + [[0.5]] * views.num_local
     assert solarize == [[], [0.2]] + [[]] * views.num_local
@@ -219,3 +220,78 @@ def test_dino_freezes_the_last_layer_for_the_first_steps():
     model.fit(x, batch_size=4, epochs=1, verbose=0)  # steps 2 and 3: free
     assert np.abs(_np(model.head.last_v) - start).max() > 1e-6
     assert np.abs(_np(model.head.mlp[0].kernel) - mlp_moved).max() > 1e-6
+
+
+# ------------------------------------------------- ImageNet-size recipes
+def _pipelines(views):
+    return views.crops if isinstance(views, MultiCrop) else views._pipelines()
+
+
+def _jitter(pipeline):
+    [jitter] = [a.layer for a in pipeline.layers if isinstance(a, RandomApply) and isinstance(a.layer, ColorJitter)]
+    return (jitter.brightness[1] - 1, jitter.contrast[1] - 1, jitter.saturation[1] - 1, jitter.hue[1])
+
+
+def _blur_kernels(pipeline):
+    return [a.layer.kernel_size for a in pipeline.layers if isinstance(a, RandomApply)
+            and isinstance(a.layer, GaussianBlur)]
+
+
+# The papers' ImageNet pipelines (torchvision arguments in their official code):
+# SimCLR: jitter 0.8 s with s = 1, blur p 0.5; MoCo v2 / SimSiam: jitter
+# (0.4, 0.4, 0.4, 0.1), blur p 0.5; BYOL, Barlow Twins, VICReg, NNCLR: jitter
+# (0.4, 0.4, 0.2, 0.1), blur 1.0 / 0.1, solarisation 0 / 0.2; DINO: BYOL's jitter.
+# Blur kernels are ~10 % of the side (23 px at 224).
+RECIPES = {
+    "SimCLR": ((0.8, 0.8, 0.8, 0.2), [0.5, 0.5], [0.0, 0.0]),
+    "MoCoV2": ((0.4, 0.4, 0.4, 0.1), [0.5, 0.5], [0.0, 0.0]),
+    "SimSiam": ((0.4, 0.4, 0.4, 0.1), [0.5, 0.5], [0.0, 0.0]),
+    "BYOL": ((0.4, 0.4, 0.2, 0.1), [1.0, 0.1], [0.0, 0.2]),
+    "BarlowTwins": ((0.4, 0.4, 0.2, 0.1), [1.0, 0.1], [0.0, 0.2]),
+    "VICReg": ((0.4, 0.4, 0.2, 0.1), [1.0, 0.1], [0.0, 0.2]),
+    "NNCLR": ((0.4, 0.4, 0.2, 0.1), [1.0, 0.1], [0.0, 0.2]),
+    "DINO": ((0.4, 0.4, 0.2, 0.1), [1.0, 0.1], [0.0, 0.2]),
+}
+
+
+@pytest.mark.parametrize("size, kernel", [(224, 23), (96, 9)])
+@pytest.mark.parametrize("name", RECIPES)
+def test_imagenet_size_recipes_are_the_papers(name, size, kernel):
+    jitter, blur, solarize = RECIPES[name]
+    views = getattr(keras_ssl, name).default_views(size, seed=0)
+    pipelines = _pipelines(views)[:2]
+    for pipeline, blur_rate, solarize_rate in zip(pipelines, blur, solarize):
+        np.testing.assert_allclose(_jitter(pipeline), jitter)
+        assert _rates(pipeline, GaussianBlur) == ([blur_rate] if blur_rate else [])
+        assert _blur_kernels(pipeline) == ([kernel] if blur_rate else [])
+        assert _rates(pipeline, keras.layers.Solarization) == ([solarize_rate] if solarize_rate else [])
+
+
+def test_cifar_size_recipes_have_no_blur():
+    for name in RECIPES:
+        for pipeline in _pipelines(getattr(keras_ssl, name).default_views(32, seed=0)):
+            assert _rates(pipeline, GaussianBlur) == []
+
+
+def _blur_reference(image, sigma, kernel):
+    # torchvision.transforms.functional.gaussian_blur: separable kernel
+    # exp(-x^2 / 2 sigma^2) normalised, reflect padding.
+    radius = kernel // 2
+    x = np.arange(-radius, radius + 1)
+    k = np.exp(-(x**2) / (2 * sigma**2))
+    k /= k.sum()
+    padded = np.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+    rows = sum(k[i] * padded[i : i + image.shape[0]] for i in range(kernel))
+    return sum(k[i] * rows[:, i : i + image.shape[1]] for i in range(kernel))
+
+
+def test_gaussian_blur_matches_torchvisions_and_draws_sigma_per_image():
+    rng = np.random.default_rng(0)
+    image = rng.random((12, 10, 3)).astype("float32")
+    for sigma in (0.3, 1.7):
+        got = GaussianBlur(5, sigma=(sigma, sigma), seed=0)(image[None], training=True)
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got)[0], _blur_reference(image, sigma, 5), atol=1e-5)
+    same = np.repeat(image[None], 8, axis=0)
+    out = keras.ops.convert_to_numpy(GaussianBlur(5, seed=1)(same, training=True))
+    spread = [float(np.abs(o - out[0]).max()) for o in out[1:]]
+    assert min(spread) > 1e-4  # every image its own sigma (Keras's layer: one per batch)

@@ -61,12 +61,12 @@ def to_dataset(data, batch_size=None):
             _select(spec)  # raises here, not inside tf.data, when no key holds images
             data = data.map(lambda *element: _select(element[0] if len(element) == 1 else element))
             spec = data.element_spec
-        spec = spec[0] if isinstance(spec, tuple) and len(spec) == 1 else spec
-        if getattr(spec, "shape", None) is not None and spec.shape.rank == 3:
+        image_spec = spec[0] if isinstance(spec, tuple) else spec
+        if getattr(image_spec, "shape", None) is not None and image_spec.shape.rank == 3:
             if batch_size is None:
                 raise ValueError(
                     "the tf.data.Dataset yields single images of shape "
-                    f"{spec.shape}; pass batch_size= to batch them."
+                    f"{image_spec.shape}; pass batch_size= to batch them."
                 )
             return data.batch(batch_size)
         return data
@@ -241,12 +241,12 @@ def _peek(source):
     """`(source, first batch)`: a generator is re-chained so no batch is lost."""
     try:
         if _is_from(source, "tensorflow", "DatasetV2"):
-            return source, next(iter(source.take(1)))
+            return source, _select(next(iter(source.take(1))))
         if isinstance(source, keras.utils.PyDataset):
-            return source, source[0]
+            return source, _select(source[0])
         if hasattr(source, "__next__"):
             first = next(source)
-            return _chain(first, source), first
+            return _chain(first, source), _select(first)
         return source, _select(next(iter(source)))
     except (StopIteration, IndexError):
         raise ValueError("the dataset yields no batches: it is empty.") from None

@@ -1,7 +1,9 @@
 """Layers shared by the methods: augmentation, view makers, heads, memory banks, masking."""
 
 from keras_ssl.layers.augment import (
+    BYOL_JITTER,
     ColorJitter,
+    GaussianBlur,
     MultiCrop,
     OneView,
     RandomApply,
@@ -9,6 +11,7 @@ from keras_ssl.layers.augment import (
     SeedStream,
     TwoViews,
     ViewMaker,
+    blur_kernel,
     byol_views,
     crop_view,
     multi_crop_views,

@@ -187,6 +187,66 @@ class RandomResizedCrop(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
+class GaussianBlur(keras.layers.Layer):
+    """Gaussian blur with a sigma drawn per image, as SimCLR, BYOL and DINO blur.
+
+    Keras's `RandomGaussianBlur` draws one sigma per batch; the papers draw
+    one per image (torchvision's `GaussianBlur`). The kernel is separable,
+    applied as a sum of shifted images weighted per image, with reflected
+    borders (torchvision's padding).
+
+    Args:
+        kernel_size: odd side of the kernel (the papers: ~10 % of the image
+            side, 23 at 224 px).
+        sigma: `(low, high)` range of the per-image standard deviation.
+        seed: integer seed.
+
+    Example:
+        >>> blurred = GaussianBlur(9, seed=0)(images, training=True)
+    """
+
+    def __init__(self, kernel_size, sigma=(0.1, 2.0), seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.kernel_size = int(kernel_size)
+        if self.kernel_size < 1 or self.kernel_size % 2 == 0:
+            raise ValueError(f"`kernel_size` must be a positive odd int, got {kernel_size}.")
+        self.sigma = _pair(sigma, "sigma")
+        if not 0 < self.sigma[0] <= self.sigma[1]:
+            raise ValueError(f"`sigma` must be (low, high) with 0 < low <= high, got {sigma}.")
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, images, training=True):
+        if not training or self.kernel_size == 1:
+            return images
+        radius = self.kernel_size // 2
+        batch = ops.shape(images)[0]
+        sigma = keras.random.uniform((batch, 1), *self.sigma, seed=self.seed_generator)
+        offsets = ops.cast(ops.arange(-radius, radius + 1), "float32")
+        weights = ops.exp(-ops.square(offsets)[None, :] / (2.0 * ops.square(sigma)))
+        weights = ops.cast(weights / ops.sum(weights, axis=1, keepdims=True), images.dtype)
+        for axis in (1, 2):
+            size = images.shape[axis]
+            pad = [[0, 0]] * 4
+            pad[axis] = [radius, radius]
+            padded = ops.pad(images, pad, mode="reflect")
+            total = 0
+            for k in range(self.kernel_size):
+                part = padded[:, k : k + size] if axis == 1 else padded[:, :, k : k + size]
+                total = total + weights[:, k, None, None, None] * part
+            images = total
+        return images
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kernel_size=self.kernel_size, sigma=self.sigma, seed=self.seed)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
 class RandomApply(keras.layers.Layer):
     """Apply `layer` to each image independently with probability `rate`.
 
@@ -359,7 +419,9 @@ def color_jitter(strength=0.5, seed=None):
     """SimCLR's colour jitter: brightness, contrast, saturation `0.8 s`, hue `0.2 s`.
 
     Args:
-        strength: SimCLR's colour strength `s` (0.5 for CIFAR, 1.0 ImageNet).
+        strength: SimCLR's colour strength `s` (0.5 for CIFAR, 1.0 ImageNet),
+            or the four factors `(brightness, contrast, saturation, hue)`
+            themselves (BYOL and DINO: (0.4, 0.4, 0.2, 0.1)).
         seed: integer seed.
 
     Returns:
@@ -368,6 +430,10 @@ def color_jitter(strength=0.5, seed=None):
     Example:
         >>> jitter = color_jitter(0.5, seed=2)   # ColorJitter(0.4, 0.4, 0.4, 0.1)
     """
+    if isinstance(strength, (tuple, list)):
+        if len(strength) != 4:
+            raise ValueError(f"jitter factors must be (brightness, contrast, saturation, hue), got {strength}.")
+        return ColorJitter(*(float(v) for v in strength), seed=seed)
     s = float(strength)
     if s < 0:
         raise ValueError(f"`strength` must be >= 0, got {s}.")
@@ -395,11 +461,13 @@ def simclr_augmenter(
         channels: image channels; colour jitter and grayscale need 3 and are
             skipped for 1-channel images.
         crop_scale: area range of the resized crop.
-        color_strength: SimCLR's colour strength `s` (see `color_jitter`).
+        color_strength: SimCLR's colour strength `s`, or the four jitter
+            factors (see `color_jitter`).
         jitter_rate: probability of colour jitter (0.8 in SimCLR).
         grayscale_rate: probability of grayscale (0.2 in SimCLR).
         blur_rate: probability of Gaussian blur (0.5 in SimCLR on ImageNet;
-            0 for CIFAR-size images). Keras's blur draws one sigma per batch.
+            0 for CIFAR-size images): `GaussianBlur` with a kernel of ~10 %
+            of the side (`blur_kernel`) and sigma in [0.1, 2] per image.
         solarize_rate: probability of solarisation (BYOL's second view uses 0.2).
         horizontal_flip: flip half of the views (off for digits, where a
             flip changes the class).
@@ -426,10 +494,7 @@ def simclr_augmenter(
     elif channels != 1:
         raise ValueError(f"`channels` must be 1 or 3, got {channels}.")
     if blur_rate > 0:
-        blur = keras.layers.RandomGaussianBlur(
-            factor=1.0, kernel_size=max(3, (image_size // 10) | 1), sigma=(0.1, 2.0),
-            value_range=(0, 1), seed=seeds(),
-        )
+        blur = GaussianBlur(blur_kernel(image_size), sigma=(0.1, 2.0), seed=seeds())
         layers.append(RandomApply(blur, blur_rate, seeds()))
     if solarize_rate > 0:
         solarize = keras.layers.Solarization(
@@ -437,6 +502,16 @@ def simclr_augmenter(
         )
         layers.append(RandomApply(solarize, solarize_rate, seeds()))
     return keras.Sequential(layers, name=name)
+
+
+def blur_kernel(image_size):
+    """The papers' blur kernel side: ~10 % of the image side, odd (23 at 224 px, 9 at 96 px).
+
+    Example:
+        >>> blur_kernel(224)
+        23
+    """
+    return max(3, (int(image_size) // 10) | 1)
 
 
 def _output_shape(layer, input_shape):
@@ -568,8 +643,12 @@ def _with_min_scale(scale, min_crop_scale):
 
 
 def simclr_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
-                 horizontal_flip=True, seed=None):
-    """Two views from SimCLR's pipeline (`simclr_augmenter`): SimCLR, Barlow Twins, VICReg.
+                 horizontal_flip=True, color_strength=None, blur_rate=0.5, seed=None):
+    """Two views from SimCLR's pipeline (`simclr_augmenter`): SimCLR, MoCo v2, SimSiam.
+
+    Above 32 px this is the ImageNet recipe: colour strength 1.0 and blur
+    with probability `blur_rate` (kernel ~10 % of the side); at CIFAR size
+    (32 px and below) strength 0.5 and no blur, as the papers' CIFAR runs.
 
     Args:
         image_size: output side of each view.
@@ -577,13 +656,20 @@ def simclr_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_sca
         crop_scale: area range of the resized crop (SimSiam and MoCo v2: (0.2, 1)).
         min_crop_scale: no crop smaller than this fraction (digits: 0.3).
         horizontal_flip: flip half of the views.
+        color_strength: colour strength or jitter factors (default 1.0 above
+            32 px, 0.5 below; MoCo v2 and SimSiam use 0.5 everywhere).
+        blur_rate: blur probability above 32 px (0.5 in SimCLR, MoCo v2, SimSiam).
         seed: base seed.
 
     Example:
         >>> v1, v2 = simclr_views(32, seed=0)(images, training=True)
     """
+    big = image_size > 32
+    if color_strength is None:
+        color_strength = 1.0 if big else 0.5
     return TwoViews(simclr_augmenter(
         image_size, channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+        color_strength=color_strength, blur_rate=blur_rate if big else 0.0,
         horizontal_flip=horizontal_flip, seed=seed))
 
 
@@ -609,8 +695,8 @@ def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=N
 
 def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
                      global_scale=(0.14, 1.0), local_scale=(0.05, 0.14), global_blur=(0.5, 0.5),
-                     local_blur=0.5, global_solarize=(0.0, 0.0), min_crop_scale=None,
-                     horizontal_flip=True, seed=None):
+                     local_blur=0.5, global_solarize=(0.0, 0.0), color_strength=None,
+                     min_crop_scale=None, horizontal_flip=True, seed=None):
     """Two global and `num_local` local crops (`MultiCrop`), SwAV's recipe by default.
 
     SwAV blurs every crop with probability 0.5; DINO's recipe passes global
@@ -628,6 +714,8 @@ def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
         global_blur: blur probability of each of the two global crops.
         local_blur: blur probability of each local crop.
         global_solarize: solarisation probability of each global crop.
+        color_strength: colour strength or jitter factors (default 1.0 above
+            32 px, 0.5 below; DINO: (0.4, 0.4, 0.2, 0.1)).
         min_crop_scale: no crop smaller than this fraction.
         horizontal_flip: flip half of the views.
         seed: base seed.
@@ -641,17 +729,22 @@ def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
         image_size, local_size or max(1, image_size // 2), num_global=2, num_local=num_local,
         global_scale=_with_min_scale(global_scale, min_crop_scale),
         local_scale=_with_min_scale(local_scale, min_crop_scale),
-        channels=channels, color_strength=1.0 if big else 0.5, horizontal_flip=horizontal_flip,
+        channels=channels, color_strength=(1.0 if big else 0.5) if color_strength is None else color_strength,
+        horizontal_flip=horizontal_flip,
         blur_rates=blur, solarize_rates=[*global_solarize, *[0.0] * num_local], seed=seed,
     )
+
+
+BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 
 
 def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
                horizontal_flip=True, seed=None):
     """BYOL's two asymmetric view pipelines (blur 1.0 / 0.1, solarise 0 / 0.2).
 
-    Blur is kept only for images larger than 32 pixels, where it helps; at
-    32 px and below the colour strength is CIFAR's 0.5 instead of 1.0.
+    Colour jitter (0.4, 0.4, 0.2, 0.1) with probability 0.8, as BYOL,
+    Barlow Twins, VICReg and NNCLR. Blur is kept only for images larger
+    than 32 pixels (kernel ~10 % of the side), as the papers' CIFAR runs.
 
     Args:
         image_size: output side of each view.
@@ -671,8 +764,7 @@ def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale
     big = image_size > 32
     seeds = SeedStream(seed)
     common = dict(channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
-                  horizontal_flip=horizontal_flip,
-                  color_strength=1.0 if big else 0.5)
+                  horizontal_flip=horizontal_flip, color_strength=BYOL_JITTER)
     return TwoViews(
         simclr_augmenter(image_size, blur_rate=1.0 if big else 0.0, seed=seeds(), name="view_1", **common),
         simclr_augmenter(image_size, blur_rate=0.1 if big else 0.0, solarize_rate=0.2, seed=seeds(),
@@ -697,7 +789,7 @@ class MultiCrop(ViewMaker):
             uses (0.4, 1)).
         local_scale: area range of local crops (SwAV's; DINO (0.05, 0.4)).
         channels: image channels.
-        color_strength: SimCLR colour strength.
+        color_strength: SimCLR colour strength, or the four jitter factors.
         horizontal_flip: flip half of the views.
         blur_rates: Gaussian-blur probability of each view, global first
             (DINO: 1.0, 0.1, then 0.5 for every local crop); None: no blur.

@@ -3,7 +3,7 @@
 import keras
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import simclr_views
+from keras_ssl.layers.augment import byol_views
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.methods.base import SSLModel
 
@@ -48,7 +48,7 @@ class BarlowTwins(SSLModel):
     # correlation; useful runs want 128 or more.
     min_batch_size = 4
 
-    view_recipe = staticmethod(simclr_views)
+    view_recipe = staticmethod(byol_views)
     gathered_outputs = ("z1", "z2")
     monitored_output = "z1"
     loss_terms = ("on_diagonal", "off_diagonal")

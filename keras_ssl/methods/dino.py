@@ -4,7 +4,7 @@ import keras
 from keras import ops
 
 from keras_ssl import distribute, losses
-from keras_ssl.layers.augment import multi_crop_views
+from keras_ssl.layers.augment import BYOL_JITTER, multi_crop_views
 from keras_ssl.layers.heads import DINOHead
 from keras_ssl.methods.base import SSLModel
 
@@ -61,7 +61,7 @@ class DINO(SSLModel):
     local_views = True
     view_recipe = staticmethod(multi_crop_views)
     view_options = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4), "global_blur": (1.0, 0.1),
-                    "local_blur": 0.5, "global_solarize": (0.0, 0.2)}
+                    "local_blur": 0.5, "global_solarize": (0.0, 0.2), "color_strength": BYOL_JITTER}
     momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
     gathered_outputs = ("student", "teacher", "h1")
     monitored_output = "h1"

@@ -109,7 +109,7 @@ class MoCoV2(_MoCo):
     """
 
     view_recipe = staticmethod(simclr_views)
-    view_options = {"crop_scale": (0.2, 1.0)}
+    view_options = {"crop_scale": (0.2, 1.0), "color_strength": 0.5}
     gathered_outputs = ("z1", "k2")
 
     def __init__(self, encoder, *, temperature=0.2, queue_size=4096, projection_dim=128,

@@ -44,7 +44,7 @@ class SimSiam(SSLModel):
     """
 
     view_recipe = staticmethod(simclr_views)
-    view_options = {"crop_scale": (0.2, 1.0)}
+    view_options = {"crop_scale": (0.2, 1.0), "color_strength": 0.5}
     gathered_outputs = ("z1", "z2", "p1", "p2")
     monitored_output = "z1"
 
