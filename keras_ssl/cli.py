@@ -11,6 +11,8 @@ import sys
 import tempfile
 import time
 
+import numpy as np
+
 
 def _methods():
     from keras_ssl.methods import METHODS
@@ -32,7 +34,18 @@ def build_parser():
                    help="SSL method: simclr, moco, moco_v3, byol, nnclr, simsiam, barlow_twins, "
                    "vicreg, swav, dino, mae (default: simclr)")
     p.add_argument("--data", default="digits",
-                   help="cifar10 | mnist | fashion_mnist | digits | path.npz | image folder")
+                   help="cifar10 | mnist | fashion_mnist | digits | path.npz (in memory) | image folder "
+                   "or .txt/.csv file list (streamed) (default: digits)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="side of the training images: each image is resized to cover it (aspect kept) and "
+                   "centre-cropped (default: the data's own size; 96 for folders and file lists)")
+    p.add_argument("--value-range", default=None,
+                   help="LOW,HIGH pixel range of float or non-uint8 images, e.g. 0,255 (default: uint8 "
+                   "in 0-255, floats in 0-1)")
+    p.add_argument("--steps-per-epoch", type=int, default=None,
+                   help="optimizer steps per epoch (default: one pass over the data)")
+    p.add_argument("--eval-limit", type=int, default=2000,
+                   help="for streamed data: images decoded for kNN and figures, per split (default 2000)")
     p.add_argument("--data-dir", default=None, help="where <name>.npz files are (else $KERAS_SSL_DATA_DIR)")
     p.add_argument("--backbone", default=None,
                    help="tiny | resnet18 | resnet34 | resnet50 | vit_tiny | vit_small "
@@ -45,7 +58,8 @@ def build_parser():
     p.add_argument("--crop-scale", type=float, default=None,
                    help="smallest crop area fraction (default: the method's; 0.3 for digit data)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (default for digit data)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training images (streamed data: N random ones; default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="runs/demo", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing encoder in --output")
@@ -56,15 +70,20 @@ def build_parser():
 
     e = sub.add_parser("evaluate", help="evaluate a saved encoder on a labelled dataset")
     e.add_argument("encoder", help="encoder .keras file (or a run directory holding encoder.keras)")
-    e.add_argument("--data", default="digits", help="dataset, as for pretrain")
+    e.add_argument("--data", default=None,
+                   help="dataset, as for pretrain (default: the run's own data, else digits)")
     e.add_argument("--data-dir", default=None)
+    e.add_argument("--image-size", type=int, default=None, help="as for pretrain (default: the run's)")
+    e.add_argument("--value-range", default=None, help="as for pretrain (default: the run's)")
     e.add_argument("--protocol", default="knn", choices=["knn", "linear", "finetune"])
     e.add_argument("--k", type=int, default=200, help="kNN neighbours")
     e.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature")
     e.add_argument("--epochs", type=int, default=None, help="linear: 100, finetune: 10")
     e.add_argument("--batch-size", type=int, default=None, help="linear: 256, finetune: 64")
     e.add_argument("--label-fraction", type=float, default=1.0, help="finetune on this share of labels")
-    e.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    e.add_argument("--limit", type=int, default=None,
+                   help="use only the first N training images (streamed data: N random images of each "
+                   "split; default: all, 10000 for streamed data)")
     e.add_argument("--output", default=None, help="also write the result to this JSON file")
 
     x = sub.add_parser("export", help="extract the encoder of a saved SSL model")
@@ -74,6 +93,7 @@ def build_parser():
 
     g = sub.add_parser("plot", help="draw a run's figures (curves, embedding map, retrieval)")
     g.add_argument("run", help="run directory written by pretrain")
+    g.add_argument("--data", default=None, help="dataset (default: the run's own)")
     g.add_argument("--data-dir", default=None)
     return parser
 
@@ -121,7 +141,7 @@ def _build_encoder(name, input_shape, width, image_size):
 DIGITS = ("digits", "mnist")
 
 
-def _method_options(args, method, x_train):
+def _method_options(args, method, image_shape):
     """Constructor options from the command line and the method's declarations.
 
     Every method gets its paper's views (`method.default_views`) for the
@@ -135,7 +155,7 @@ def _method_options(args, method, x_train):
     digits = args.data in DIGITS
     scale = args.crop_scale if args.crop_scale is not None else (0.3 if digits else None)
     options["views"] = method.default_views(
-        x_train.shape[1], channels=x_train.shape[-1], min_crop_scale=scale,
+        image_shape[0], channels=image_shape[-1], min_crop_scale=scale,
         horizontal_flip=not (args.no_flip or digits), seed=args.seed + 1,
     )
     return options
@@ -163,26 +183,30 @@ def pretrain(args):
     from keras_ssl import distribute, evaluation
 
     keras.utils.set_random_seed(args.seed)
-    (x_train, y_train), (x_test, y_test) = _load_data(args.data, args.data_dir, args.limit)
+    spec = _data_spec(args)
+    d = _open_data(spec, batch_size=args.batch_size, eval_limit=args.eval_limit, training=True)
+    (x_train, y_train), (x_test, y_test) = d.train, d.test
     backbone = args.backbone or methods[args.method].default_backbone
-    print(f"backend {distribute.backend()} | data {args.data}: {len(x_train)} train images "
-          f"{x_train.shape[1:]}, {len(x_test)} test | method {args.method} | backbone {backbone}")
+    print(f"backend {distribute.backend()} | data {args.data}: {d.size} train images "
+          f"{d.shape}{' (streamed)' if d.streamed else ''}, {len(x_test)} test | method {args.method} "
+          f"| backbone {backbone}")
 
     method = methods[args.method]
-    image_shape = tuple(x_train.shape[1:])
+    image_shape = d.shape
     # Multi-crop methods feed the encoder crops of two sizes.
     encoder_input = (None, None, image_shape[-1]) if method.local_views else image_shape
     encoder = _build_encoder(backbone, encoder_input, args.width, image_shape[0])
-    model = method(encoder, input_shape=image_shape, seed=args.seed,
-                   **_method_options(args, method, x_train))
+    model = method(encoder, input_shape=image_shape, seed=args.seed, value_range=spec["value_range"],
+                   **_method_options(args, method, image_shape))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     os.makedirs(args.output, exist_ok=True)
+    value_range = spec["value_range"]
 
     def knn():
         if y_train is None or y_test is None:
             return None
-        tr = evaluation.embed(model.encoder, x_train)
-        te = evaluation.embed(model.encoder, x_test)
+        tr = evaluation.embed(model.encoder, x_train, value_range=value_range)
+        te = evaluation.embed(model.encoder, x_test, value_range=value_range)
         return evaluation.knn_accuracy(tr, y_train, te, y_test)["top1"]
 
     before = knn()
@@ -191,13 +215,14 @@ def pretrain(args):
     start = time.time()
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     callbacks = []
-    every = args.knn_every if args.knn_every is not None else (1 if len(x_train) <= 20000 else 5)
+    every = args.knn_every if args.knn_every is not None else (1 if d.size <= 20000 else 5)
     if every > 0 and y_train is not None and y_test is not None:
         from keras_ssl.callbacks import KNNMonitor
 
-        callbacks.append(KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every))
-    history = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=verbose,
-                        callbacks=callbacks)
+        callbacks.append(KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every,
+                                    value_range=value_range))
+    history = model.fit(d.fit, epochs=args.epochs, batch_size=None if d.streamed else args.batch_size,
+                        steps_per_epoch=args.steps_per_epoch, verbose=verbose, callbacks=callbacks)
     seconds = time.time() - start
     after = knn()
     if after is not None:
@@ -210,13 +235,14 @@ def pretrain(args):
     record.update(
         knn_before=before, knn_after=after, seconds=seconds, backend=distribute.backend(),
         method=args.method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-        limit=args.limit,
+        limit=args.limit, steps_per_epoch=args.steps_per_epoch, image_size=list(image_shape[:2]),
     )
     _write_json(os.path.join(args.output, "history.json"), record)
+    _write_json(os.path.join(args.output, DATA_RECORD), spec)
     print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
     if not args.no_plots:
         _write_plots(args.output, record, model.encoder, (x_train, y_train), (x_test, y_test),
-                     model.views)
+                     model.views, value_range)
     return 0
 
 
@@ -233,7 +259,7 @@ def _save_atomic(model, path):
             os.remove(tmp)
 
 
-def _write_plots(run_dir, record, encoder, train, test, views=None):
+def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=None):
     """Training curves, augmented views, embedding map and retrieval grid."""
     try:
         from keras_ssl import plots
@@ -252,30 +278,150 @@ def _write_plots(run_dir, record, encoder, train, test, views=None):
         written.append(plots.plot_history(curves, os.path.join(run_dir, "history.png")))
     (x_train, y_train), (x_test, y_test) = train, test
     if views is not None:
-        images = x_train[:8].astype("float32") / (255.0 if x_train.dtype == "uint8" else 1.0)
+        from keras_ssl.data import to_unit_float
+
+        images = to_unit_float(x_train[:8], value_range)
         made = views(images, training=True)
         written.append(plots.plot_views(images, made, os.path.join(run_dir, "views.png")))
     n = min(2000, len(x_test))
-    f_test = evaluation.embed(encoder, x_test[:n])
+    f_test = evaluation.embed(encoder, x_test[:n], value_range=value_range)
     written.append(plots.plot_embedding(
         f_test, None if y_test is None else y_test[:n], os.path.join(run_dir, "embedding.png")))
-    f_train = evaluation.embed(encoder, x_train[:n])
+    f_train = evaluation.embed(encoder, x_train[:n], value_range=value_range)
     _, idx = evaluation.nearest_neighbors(f_test[:8], f_train, k=8)
+    if value_range is not None:
+        x_train, x_test = (to_unit_float(x, value_range) for x in (x_train[:n], x_test[:8]))
     written.append(plots.plot_retrieval(x_test[:8], x_train[:n], idx, os.path.join(run_dir, "retrieval.png")))
     print("figures: " + ", ".join(os.path.basename(p) for p in written))
     return written
 
 
-def _load_data(name, data_dir, limit=None):
-    from keras_ssl import data
+DATA_RECORD = "data.json"
+
+
+def _is_stream(name):
+    return os.path.isdir(name) or name.lower().endswith((".txt", ".csv"))
+
+
+def _value_range(text):
+    if text is None or isinstance(text, (list, tuple)):
+        return None if text is None else [float(v) for v in text]
+    parts = text.replace("(", "").replace(")", "").split(",")
+    try:
+        low, high = (float(v) for v in parts)
+    except ValueError:
+        raise SystemExit(f"keras-ssl: --value-range takes LOW,HIGH (e.g. 0,255), got {text!r}.") from None
+    from keras_ssl.data import check_value_range
 
     try:
-        (x_train, y_train), (x_test, y_test) = data.load(name, data_dir=data_dir)
+        return list(check_value_range((low, high)))
+    except ValueError as e:
+        raise SystemExit(f"keras-ssl: --value-range: {e}") from None
+
+
+def _data_spec(args, run_spec=None):
+    """The data a command uses: its flags, else the run's record (`data.json`), else digits.
+
+    Paths are made absolute, so a run directory names its data wherever the
+    command is run from.
+    """
+    run_spec = run_spec or {}
+    name = args.data or run_spec.get("data") or "digits"
+    if args.data is not None and (os.path.exists(name) or _is_stream(name)):
+        name = os.path.abspath(name)
+    data_dir = getattr(args, "data_dir", None)
+    data_dir = os.path.abspath(data_dir) if data_dir else run_spec.get("data_dir")
+    pick = lambda flag, key: flag if flag is not None else run_spec.get(key)  # noqa: E731
+    return {
+        "data": name,
+        "data_dir": data_dir,
+        "image_size": pick(getattr(args, "image_size", None), "image_size"),
+        "value_range": _value_range(pick(getattr(args, "value_range", None), "value_range")),
+        "limit": pick(getattr(args, "limit", None), "limit"),
+        "seed": pick(getattr(args, "seed", None), "seed") or 0,
+    }
+
+
+class _Data:
+    """A command's data: what `fit` trains on and labelled arrays for evaluation."""
+
+    def __init__(self, fit, train, test, streamed, size):
+        self.fit, self.train, self.test, self.streamed, self.size = fit, train, test, streamed, size
+        self.shape = tuple(int(v) for v in train[0].shape[1:])
+
+
+def _open_data(spec, batch_size=128, eval_limit=None, training=False):
+    """Opens `spec`'s data: arrays in memory, or folders and file lists streamed.
+
+    Streamed sources are split (class-stratified, seed 0) into a training
+    part and a test part of at most 20 % (1,000 images); `eval_limit`
+    random images of each are decoded for kNN and figures, so memory does
+    not grow with the data.
+    """
+    from keras_ssl import data
+
+    name, size, limit = spec["data"], spec.get("image_size"), spec.get("limit")
+    try:
+        if _is_stream(name):
+            make = data.ImageFiles.from_folder if os.path.isdir(name) else data.ImageFiles.from_list
+            stream = make(name, image_size=size or 96, batch_size=batch_size, seed=spec.get("seed", 0),
+                          shuffle=training)
+            train, test = stream, None
+            if stream.labels is not None and len(stream.files) >= 20:
+                train, test = stream.split(min(0.2, 1000 / len(stream.files)), seed=0)
+            if limit:
+                train = train.subset(_some(len(train.files), limit, spec.get("seed", 0)))
+            n = eval_limit or len(stream.files)
+            x_train, y_train = train.subset(_some(len(train.files), n, 0), shuffle=False,
+                                            drop_remainder=False).to_arrays()
+            x_test, y_test = (x_train[:0], None) if test is None else test.subset(
+                _some(len(test.files), n, 0), drop_remainder=False).to_arrays()
+            return _Data(train, (x_train, y_train), (x_test, y_test), True, len(train.files))
+        (x_train, y_train), (x_test, y_test) = data.load(name, data_dir=spec.get("data_dir"))
     except ValueError as e:
         raise SystemExit(f"keras-ssl: {e}")
     if limit:
         x_train, y_train = x_train[:limit], (None if y_train is None else y_train[:limit])
-    return (x_train, y_train), (x_test, y_test)
+    if size and tuple(x_train.shape[1:3]) != (size, size):
+        x_train, x_test = data.resize_images(x_train, size), data.resize_images(x_test, size)
+    return _Data(x_train, (x_train, y_train), (x_test, y_test), False, len(x_train))
+
+
+def _some(total, count, seed):
+    """Sorted indices of `count` random items of `total` (all when fewer)."""
+    if count >= total:
+        return np.arange(total)
+    return np.sort(np.random.default_rng(seed).permutation(total)[:count])
+
+
+def _read_run_spec(path):
+    """The data record of the run `path` (a run directory or a file in one), or {}."""
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    record = os.path.join(folder, DATA_RECORD)
+    if not os.path.isfile(record):
+        return {}
+    with open(record) as f:
+        return json.load(f)
+
+
+def _check_encoder_takes(encoder, shape, source):
+    """A one-line error when the encoder cannot take the data's images."""
+    inputs = getattr(encoder, "inputs", None)
+    if not inputs:
+        return
+    wanted = tuple(inputs[0].shape[1:])
+    if len(wanted) != 3:
+        return
+    if wanted[-1] is not None and wanted[-1] != shape[-1]:
+        raise SystemExit(
+            f"keras-ssl: the encoder takes {wanted[-1]}-channel images but {source} has {shape[-1]}; "
+            "pass the --data it was trained on."
+        )
+    if any(w is not None and w != s for w, s in zip(wanted[:2], shape[:2])):
+        raise SystemExit(
+            f"keras-ssl: the encoder takes {wanted[0]}x{wanted[1]} images but {source} gives "
+            f"{shape[0]}x{shape[1]}; pass --image-size {wanted[0]} (or the --data it was trained on)."
+        )
 
 
 def _load_model(path, default_name):
@@ -298,20 +444,27 @@ def evaluate(args):
     from keras_ssl import evaluation
 
     encoder = _load_model(args.encoder, "encoder.keras")
-    (x_train, y_train), (x_test, y_test) = _load_data(args.data, args.data_dir, args.limit)
-    if y_train is None or y_test is None:
+    spec = dict(_data_spec(args, _read_run_spec(args.encoder)), limit=args.limit)
+    args.data = os.path.basename(spec["data"]) if _is_stream(spec["data"]) else spec["data"]
+    d = _open_data(spec, eval_limit=args.limit or 10000)
+    (x_train, y_train), (x_test, y_test) = d.train, d.test
+    if y_train is None or y_test is None or not len(x_test):
         raise SystemExit(f"keras-ssl: {args.data} has no labels to evaluate with.")
+    _check_encoder_takes(encoder, d.shape, args.data)
+    value_range = spec["value_range"]
     if args.protocol == "knn":
-        f_train, f_test = evaluation.embed(encoder, x_train), evaluation.embed(encoder, x_test)
+        f_train = evaluation.embed(encoder, x_train, value_range=value_range)
+        f_test = evaluation.embed(encoder, x_test, value_range=value_range)
         result = evaluation.knn_accuracy(f_train, y_train, f_test, y_test, k=args.k, temperature=args.temperature)
     elif args.protocol == "linear":
         result = evaluation.linear_probe(
             encoder, x_train, y_train, x_test, y_test, epochs=args.epochs or 100,
-            batch_size=args.batch_size or 256, verbose=0)
+            batch_size=args.batch_size or 256, value_range=value_range, verbose=0)
     else:
         result = evaluation.fine_tune(
             encoder, x_train, y_train, x_test, y_test, epochs=args.epochs or 10,
-            batch_size=args.batch_size or 64, label_fraction=args.label_fraction, verbose=2)
+            batch_size=args.batch_size or 64, label_fraction=args.label_fraction,
+            value_range=value_range, verbose=2)
     result = {k: float(v) for k, v in result.items()}
     print(f"{args.protocol} on {args.data}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
     if args.output:
@@ -340,8 +493,11 @@ def plot(args):
     with open(path) as f:
         record = json.load(f)
     encoder = _load_model(args.run, "encoder.keras")
-    train, test = _load_data(record.get("data", "digits"), args.data_dir, record.get("limit"))
-    _write_plots(args.run, record, encoder, train, test)
+    run_spec = _read_run_spec(args.run) or {"data": record.get("data", "digits"), "limit": record.get("limit")}
+    spec = _data_spec(args, run_spec)
+    d = _open_data(spec)
+    _check_encoder_takes(encoder, d.shape, spec["data"])
+    _write_plots(args.run, record, encoder, d.train, d.test, value_range=spec["value_range"])
     return 0
 
 

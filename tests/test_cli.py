@@ -130,3 +130,56 @@ def test_help_lists_every_method(capsys):
         cli.main(["pretrain", "--help"])
     out = capsys.readouterr().out
     assert all(name in out for name in METHODS)
+
+
+# ------------------------------------------------------- streamed folders
+@pytest.fixture(scope="module")
+def folder_run(tmp_path_factory):
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for i in range(40):
+        h, w = rng.integers(40, 81, 2)  # every image its own size and aspect
+        colour = (200, 40, 40) if i % 2 else (40, 40, 200)
+        array = np.clip(rng.normal(colour, 30, (h, w, 3)), 0, 255).astype("uint8")
+        folder = root / ("red" if i % 2 else "blue")
+        folder.mkdir(exist_ok=True)
+        Image.fromarray(array).save(folder / f"{i}.jpg")
+    out = str(tmp_path_factory.mktemp("run") / "folder")
+    here = os.getcwd()
+    os.chdir(root.parent)  # a relative --data path: the run must record it absolutely
+    try:
+        code = cli.main(["pretrain", "--data", root.name, "--image-size", "32", "--batch-size", "8",
+                         "--steps-per-epoch", "2", "--epochs", "2", "--width", "0.25", "--output", out,
+                         "--verbose", "0", "--no-plots"])
+    finally:
+        os.chdir(here)
+    assert code == 0
+    return str(root), out
+
+
+def test_pretrain_streams_a_folder_of_mixed_sizes(folder_run, capsys):
+    root, out = folder_run
+    with open(os.path.join(out, "data.json")) as f:
+        spec = json.load(f)
+    assert spec["data"] == root and spec["image_size"] == 32
+    with open(os.path.join(out, "history.json")) as f:
+        record = json.load(f)
+    assert len(record["loss"]) == 2 and record["steps_per_epoch"] == 2
+    model = keras.saving.load_model(os.path.join(out, "model.keras"))
+    assert int(keras.ops.convert_to_numpy(model.step)) == 4  # 2 epochs x --steps-per-epoch 2
+    assert model.image_shape == (32, 32, 3)
+
+
+def test_evaluate_and_plot_use_the_runs_own_data(folder_run, capsys, monkeypatch, tmp_path):
+    root, out = folder_run
+    monkeypatch.chdir(tmp_path)  # elsewhere: the recorded path is absolute
+    assert cli.main(["evaluate", out, "--k", "5"]) == 0
+    assert f"knn on {os.path.basename(root)}" in capsys.readouterr().out
+    assert cli.main(["plot", out]) == 0
+    assert os.path.isfile(os.path.join(out, "embedding.png"))
+    with pytest.raises(SystemExit, match="3-channel images but digits has 1"):
+        cli.main(["evaluate", out, "--data", "digits"])
+    with pytest.raises(SystemExit, match="--image-size 32"):
+        cli.main(["evaluate", out, "--image-size", "40"])

@@ -168,6 +168,34 @@ def pick_per_class(labels, fraction, seed, minimum=0):
     return np.sort(np.concatenate(picked))
 
 
+def resize_images(x, size, chunk=512):
+    """Images resized to cover `size` (aspect kept) and centre-cropped, as `ImageFiles` does.
+
+    Args:
+        x: images `(N, H, W, C)`.
+        size: int or `(height, width)`.
+        chunk: images resized at a time.
+
+    Returns:
+        Images `(N, height, width, C)` of `x`'s dtype.
+
+    Example:
+        >>> resize_images(x_train, 64).shape   # CIFAR-10 at 64 px
+        (50000, 64, 64, 3)
+    """
+    size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
+    out = np.empty((len(x), *size, x.shape[-1]), x.dtype)
+    for start in range(0, len(x), chunk):
+        part = keras.ops.image.resize(x[start : start + chunk].astype("float32"), size,
+                                      crop_to_aspect_ratio=True, antialias=True)
+        part = keras.ops.convert_to_numpy(part)
+        if x.dtype.kind in "ui":
+            info = np.iinfo(x.dtype)
+            part = np.clip(np.round(part), info.min, info.max)
+        out[start : start + chunk] = part
+    return out
+
+
 def _resize_bilinear(x, size):
     """Bilinear resize of `(N, H, W, C)` with half-pixel centres (no antialiasing)."""
 
