@@ -62,7 +62,9 @@ def to_dataset(data, batch_size=None):
             data = data.map(lambda *element: _select(element[0] if len(element) == 1 else element))
             spec = data.element_spec
         image_spec = spec[0] if isinstance(spec, tuple) else spec
-        if getattr(image_spec, "shape", None) is not None and image_spec.shape.rank == 3:
+        shape = getattr(image_spec, "shape", None)
+        # (H, W, C) single images; a rank-3 batch without channel axis is left to the rank check.
+        if shape is not None and shape.rank == 3 and shape[-1] in (1, 3, 4):
             if batch_size is None:
                 raise ValueError(
                     "the tf.data.Dataset yields single images of shape "
