@@ -139,12 +139,17 @@ def _split(x, y, test_fraction, seed):
     """Deterministic train/test split, stratified when labels exist."""
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
-    labels = np.zeros(len(x), "int64") if y is None else y
-    test = np.zeros(len(x), bool)
-    test[pick_per_class(labels, test_fraction, seed)] = True
+    test = test_mask(len(x), y, test_fraction, seed)
     if y is None:
         return (x[~test], None), (x[test], None)
     return (x[~test], y[~test]), (x[test], y[test])
+
+
+def test_mask(count, labels, fraction, seed):
+    """Boolean mask of a test split: `fraction` of each class (of all items without labels)."""
+    test = np.zeros(count, bool)
+    test[pick_per_class(np.zeros(count, "int64") if labels is None else labels, fraction, seed)] = True
+    return test
 
 
 def pick_per_class(labels, fraction, seed, minimum=0):

@@ -336,13 +336,11 @@ class ImageFiles(keras.utils.PyDataset):
         Example:
             >>> train, test = stream.split(0.2)
         """
-        from keras_ssl.data.datasets import pick_per_class
+        from keras_ssl.data.datasets import test_mask
 
         if not 0 < test_fraction < 1:
             raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
-        labels = np.zeros(len(self.files), "int64") if self.labels is None else self.labels
-        test = np.zeros(len(self.files), bool)
-        test[pick_per_class(labels, test_fraction, seed)] = True
+        test = test_mask(len(self.files), self.labels, test_fraction, seed)
         return (self.subset(np.flatnonzero(~test)),
                 self.subset(np.flatnonzero(test), shuffle=False, drop_remainder=False))
 

@@ -115,7 +115,6 @@ def _select(batch):
     return (batch,)
 
 
-
 def _tuple_loader(loader):
     """A shallow copy of a torch `DataLoader` whose batches are tuples."""
     # DataLoader refuses copy.copy (its __getstate__ raises); copying the
