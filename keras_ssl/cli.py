@@ -121,21 +121,16 @@ def main(argv=None):
     return commands[args.command](args)
 
 
-def _build_encoder(name, input_shape, width, image_size):
-    """The named backbone; `input_shape` may hold None for any spatial size."""
+def _build_encoder(name, input_shape, width, image_size, weights=None):
+    """The named backbone (`backbones.get`); `input_shape` may hold None for any spatial size."""
     from keras_ssl import backbones
 
-    if name == "tiny":
-        return backbones.tiny_encoder(input_shape=input_shape, width=int(32 * width))
-    if name in ("resnet18", "resnet34", "resnet50"):
-        stem = "cifar" if image_size <= 64 else "imagenet"
-        return getattr(backbones, name)(input_shape=input_shape, stem=stem, width=width)
-    if name in ("vit_tiny", "vit_small"):
-        patch = 4 if image_size <= 64 else 16
-        return getattr(backbones, name)(image_size=image_size, patch_size=patch, channels=input_shape[-1])
-    raise ValueError(
-        f"unknown --backbone {name!r}: use tiny, resnet18, resnet34, resnet50, vit_tiny or vit_small."
-    )
+    if name.startswith(("vit_", "hub:")) and None in input_shape:
+        input_shape = (image_size, image_size, input_shape[-1])
+    try:
+        return backbones.get(name, input_shape, width=width, weights=weights)
+    except ValueError as e:
+        raise SystemExit(f"keras-ssl: --backbone: {e}") from None
 
 
 DIGITS = ("digits", "mnist")

@@ -45,7 +45,8 @@ def embed(encoder, x, batch_size=256, value_range=None):
                 for i in range(0, len(images), batch_size)
             ])
         h = np.asarray(h, "float32")
-        out.append(h.mean(axis=(1, 2)) if h.ndim == 4 else h.reshape(len(h), -1))
+        # Maps (B, H, W, C) and tokens (B, T, D) are averaged, as `SSLModel` pools them.
+        out.append(h.mean(axis=tuple(range(1, h.ndim - 1))) if h.ndim in (3, 4) else h.reshape(len(h), -1))
     return np.concatenate(out)
 
 
@@ -259,16 +260,20 @@ def fine_tune(
     x = keras.layers.Rescaling(1.0 / (high - low), offset=-low / (high - low))(inputs)
     if augment:
         x = keras.layers.RandomFlip("horizontal", seed=seed)(x)
-    copy = _clone(encoder)
-    h = copy(x)  # builds the copy, so it can take the weights
-    copy.set_weights(encoder.get_weights())
-    if len(h.shape) == 4:
-        h = keras.layers.GlobalAveragePooling2D()(h)
+    from keras_ssl.backbones.clone import clone_model
+
+    copy = clone_model(encoder, input_shape=x_train.shape[1:])
+    features = copy(x)
+    if len(features.shape) == 4:
+        features = keras.layers.GlobalAveragePooling2D()(features)
+    elif len(features.shape) == 3:
+        features = keras.layers.GlobalAveragePooling1D()(features)
+    init = keras.initializers.GlorotUniform(seed + 1)
+    head = keras.layers.Dense(num_classes, kernel_initializer=init)
+    h = features
     if encoder_learning_rate_scale != 1:
         h = GradientScale(encoder_learning_rate_scale)(h)
-    init = keras.initializers.GlorotUniform(seed + 1)
-    logits = keras.layers.Dense(num_classes, kernel_initializer=init)(h)
-    classifier = keras.Model(inputs, logits)
+    classifier = keras.Model(inputs, head(h))
 
     steps = epochs * -(-len(x_train) // batch_size)
     learning_rate = learning_rate or 0.05 * batch_size / 256
@@ -278,6 +283,9 @@ def fine_tune(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     classifier.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
+    # The same layers without the training-only GradientScale: plain Keras,
+    # so the classifier loads without keras_ssl.
+    classifier = keras.Model(inputs, head(features), name="fine_tuned")
     results = {
         "top1": _accuracy(classifier.predict(x_test, batch_size=batch_size, verbose=0), y_test),
         "train_top1": _accuracy(
@@ -537,10 +545,3 @@ class _ShuffledBatches(keras.utils.PyDataset):
 
     def on_epoch_end(self):
         self.order = self.rng.permutation(len(self.x))
-
-
-def _clone(encoder):
-    """A structural copy of `encoder` with its own (fresh) variables."""
-    if isinstance(encoder, keras.Model):
-        return keras.models.clone_model(encoder)
-    return encoder.__class__.from_config(encoder.get_config())

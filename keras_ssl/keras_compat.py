@@ -89,3 +89,21 @@ def portable_compile_config(config):
         optimizer["module"] = "keras.optimizers"
         optimizer["registered_name"] = None
     return config
+
+
+def unsafe_deserialization():
+    """A scope in which `from_config` may rebuild `Lambda` layers.
+
+    Copying a model that is already in memory (a momentum target, a
+    fine-tuning copy) runs no code from a file, so Keras's safe mode, which
+    guards loading files, does not apply. Keras 3.15 offers only the global,
+    permanent `keras.config.enable_unsafe_deserialization()`;
+    `SafeModeScope` restores the previous setting on exit.
+
+    Example:
+        >>> with unsafe_deserialization():
+        ...     copy = keras.models.clone_model(model_with_lambda)
+    """
+    from keras.src.saving.serialization_lib import SafeModeScope
+
+    return SafeModeScope(False)

@@ -1,4 +1,51 @@
-"""Encoders: ResNets (CIFAR and ImageNet stems), a tiny conv net, ViTs."""
+"""Encoders: ResNets (CIFAR and ImageNet stems), a tiny conv net, ViTs,
+`keras.applications` and keras-hub backbones, and `get` by name."""
 
+from keras_ssl.backbones.clone import clone_model
+from keras_ssl.backbones.external import ALIASES, application, application_names, from_keras_hub, input_scaling
 from keras_ssl.backbones.resnet import resnet, resnet18, resnet34, resnet50, tiny_encoder
 from keras_ssl.backbones.vit import ViT, vit, vit_base, vit_small, vit_tiny
+
+OWN = ("tiny", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small")
+
+
+def get(name, input_shape, width=1.0, weights=None):
+    """An encoder by name, as the CLI's `--backbone` takes it.
+
+    Args:
+        name: one of keras_ssl's own (`OWN`: tiny, resnet18/34/50 with the
+            CIFAR stem up to 64 px and the ImageNet stem above, vit_tiny and
+            vit_small with 4-px patches up to 64 px, else 16), a
+            `keras.applications` class name or short name (`ALIASES`:
+            `"MobileNetV3Small"`, `"efficientnet_b0"`...), or
+            `"hub:<preset>"` for a keras-hub preset (name or directory).
+        input_shape: `(H, W, C)`; H and W may be None (multi-crop) except
+            for ViTs, which need the size.
+        width: width multiplier of keras_ssl's own conv nets.
+        weights: local weights file (or "imagenet") for keras.applications.
+
+    Returns:
+        A `keras.Model` mapping [0, 1] images to `(B, D)` features.
+
+    Example:
+        >>> encoder = get("mobilenet_v3_small", (64, 64, 3))
+    """
+    size = input_shape[0]
+    if name == "tiny":
+        return tiny_encoder(input_shape=input_shape, width=max(8, int(round(32 * width))))
+    if name in ("resnet18", "resnet34", "resnet50"):
+        stem = "cifar" if size is None or size <= 64 else "imagenet"
+        return globals()[name](input_shape=input_shape, stem=stem, width=width)
+    if name in ("vit_tiny", "vit_small"):
+        if size is None:
+            raise ValueError(f"{name} needs a fixed image size, got input_shape={input_shape}.")
+        patch = 4 if size <= 64 else 16
+        return globals()[name](image_size=size, patch_size=patch, channels=input_shape[-1])
+    if name.startswith("hub:"):
+        return from_keras_hub(name[4:], input_shape=input_shape if None not in input_shape else None)
+    if name in ALIASES or name in application_names():
+        return application(name, input_shape=input_shape, weights=weights)
+    raise ValueError(
+        f"unknown backbone {name!r}: use one of {list(OWN)}, a keras.applications model "
+        f"({', '.join(sorted(ALIASES))}, or a class name such as ResNet50), or hub:<keras-hub preset>."
+    )

@@ -49,7 +49,8 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
         input_shape: `(H, W, C)` of the images.
         stem: `"cifar"` (3x3 conv, stride 1, no max-pool: for 32x32 images)
             or `"imagenet"` (7x7 conv stride 2 and a 3x3 max-pool).
-        width: width multiplier of every stage (base widths 64-128-256-512).
+        width: width multiplier of every stage (base widths 64-128-256-512);
+            the stem keeps at least 16 channels (see the comment in the code).
         name: model name (default `resnet{depth}`).
 
     Returns:
@@ -69,7 +70,11 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
     if len(input_shape) != 3:
         raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")
     block = _bottleneck if depth == 50 else _basic_block
-    base = max(8, int(round(64 * width)))
+    # At least 16 stem channels: a 1x1 stride-2 convolution with fewer than
+    # 16 input channels on maps of 56 px or more crashes oneDNN (TensorFlow
+    # and PyTorch on CPU abort with a segfault), which widths below 0.25
+    # would put in every projection shortcut.
+    base = max(16, int(round(64 * width)))
     inputs = keras.Input(input_shape, name="images")
     if stem == "cifar":
         x = layers.ReLU(name="stem_relu")(_conv(inputs, base, 3, 1, "stem"))

@@ -181,7 +181,8 @@ class SSLModel(keras.Model):
         """Runs once the method's `__init__` has built its heads: creates the targets."""
         for online, target in self.momentum_pairs:
             if getattr(self, target, None) is None:
-                setattr(self, target, momentum_target(getattr(self, online)))
+                shape = self.image_shape if getattr(self, online) is self.encoder else None
+                setattr(self, target, momentum_target(getattr(self, online), input_shape=shape))
 
     # ------------------------------------------------------------- views
     @classmethod
@@ -231,6 +232,11 @@ class SSLModel(keras.Model):
         if refused:
             sizes = ", ".join(f"{h}x{w}" for h, w in refused)
             takes = _encoder_spatial_shape(self.encoder)
+            if takes and None in takes:  # any size in principle, yet too small for its strides
+                raise ValueError(
+                    f"the encoder cannot take {name}'s {sizes} views (its layers need larger "
+                    "inputs): use larger images or views (e.g. a larger local_size)."
+                )
             takes = f"{takes[0]}x{takes[1]} inputs only" if takes else "other inputs"
             raise ValueError(
                 f"the encoder takes {takes}, but {name}'s views include {sizes}. Build the "
@@ -557,23 +563,27 @@ def _finish_after(init):
     return wrapped
 
 
-def momentum_target(online):
+def momentum_target(online, input_shape=None):
     """A frozen structural copy of `online` whose weights start equal.
 
-    Its variables are non-trainable one by one (not `layer.trainable =
-    False`, which would switch BatchNorm to moving statistics), so the
-    target's BatchNorm uses batch statistics in training mode, as the
-    reference implementations do. Update it with `momentum_update`.
+    Any encoder or head that `backbones.clone_model` copies works:
+    functional, Sequential, subclassed, with `Lambda` layers, keras-hub
+    backbones. Its variables are non-trainable one by one (not
+    `layer.trainable = False`, which would switch BatchNorm to moving
+    statistics), so the target's BatchNorm uses batch statistics in training
+    mode, as the reference implementations do. Update it with
+    `momentum_update`.
+
+    Args:
+        online: the online network, built.
+        input_shape: `(H, W, C)` to build a subclassed copy with.
 
     Example:
         >>> target = momentum_target(projector)
     """
-    if isinstance(online, keras.Model) and keras_compat.is_functional(online):
-        target = keras.models.clone_model(online)
-    else:
-        target = online.__class__.from_config(online.get_config())
-        target.build(keras_compat.built_input_shape(online))
-    target.set_weights(online.get_weights())
+    from keras_ssl.backbones.clone import clone_model
+
+    target = clone_model(online, input_shape=input_shape)
     for v in target.weights:
         v.trainable = False
     return target
@@ -592,15 +602,22 @@ def momentum_update(online, target, momentum):
 
 
 def pool_features(h):
-    """Encoder output as `(B, D)` features: rank-4 maps are average-pooled.
+    """Encoder output as `(B, D)` features.
+
+    Rank-4 maps `(B, H, W, C)` are average-pooled over space, rank-3 token
+    sequences `(B, T, D)` (ViTs) over tokens: the mean needs no class
+    token and is what MAE fine-tunes on. To use a class token instead, pool
+    inside the encoder (`backbones.from_keras_hub(..., pooling="cls")`).
 
     Example:
         >>> features = pool_features(encoder(images))
     """
-    if len(h.shape) == 4:
-        return ops.mean(h, axis=(1, 2))
+    if len(h.shape) in (3, 4):
+        return ops.mean(h, axis=tuple(range(1, len(h.shape) - 1)))
     if len(h.shape) != 2:
-        raise ValueError(f"the encoder must return (B, D) or (B, H, W, C) features, got {h.shape}.")
+        raise ValueError(
+            f"the encoder must return (B, D) features, (B, T, D) tokens or (B, H, W, C) maps, got {h.shape}."
+        )
     return h
 
 
@@ -635,7 +652,9 @@ def _resolve_input_shape(encoder, input_shape):
         try:
             input_shape = tuple(encoder.input_shape[1:])
         except (AttributeError, ValueError):
-            input_shape = None
+            # A subclassed encoder knows the shape it was built with.
+            built = keras_compat.built_input_shape(encoder)
+            input_shape = tuple(built[1:]) if built is not None else None
     if input_shape is None or None in tuple(input_shape):
         raise ValueError(
             "cannot tell the image shape the encoder takes: pass input_shape=(H, W, C) "
