@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 KERAS_DATASETS = ("cifar10", "mnist", "fashion_mnist")
-NAMES = KERAS_DATASETS + ("digits",)
+NAMES = KERAS_DATASETS + ("digits", "scattered_digits")
 
 
 def load(name, data_dir=None, image_size=None, test_fraction=0.2, seed=0):
@@ -22,6 +22,11 @@ def load(name, data_dir=None, image_size=None, test_fraction=0.2, seed=0):
               else downloaded by `keras.datasets.<name>.load_data()`;
             - `"digits"`: scikit-learn's bundled 8x8 digits, scaled to uint8
               and resized to 32x32 (bilinear), split 1438/359, stratified;
+            - `"scattered_digits"`: the same digits drawn at a random size
+              (12-20 px) and position on a black 32x32 canvas, twice each
+              (2876 train / 718 test images, the test digits unseen): no
+              download, and unlike centred digits, raw pixels do not solve
+              it (see `scattered_digits`);
             - a path to an `.npz` with keys `x_train` (required), `y_train`,
               `x_test`, `y_test`;
             - a path to an image folder: one subfolder per class (labels are
@@ -51,6 +56,8 @@ def load(name, data_dir=None, image_size=None, test_fraction=0.2, seed=0):
         return _load_keras_dataset(name, data_dir)
     if name == "digits":
         return _load_digits(seed)
+    if name == "scattered_digits":
+        return scattered_digits(seed=seed)
     if os.path.isfile(name) and name.endswith(".npz"):
         return _load_npz(name, test_fraction, seed)
     if os.path.isdir(name):
@@ -88,6 +95,58 @@ def _load_digits(seed):
     x = _resize_bilinear(x[..., None], (32, 32))
     x = np.clip(np.round(x), 0, 255).astype("uint8")
     return _split(x, digits.target.astype("int64"), 0.2, seed)
+
+
+def scattered_digits(copies=2, size=32, digit_sizes=(12, 20), seed=0):
+    """scikit-learn's digits at random sizes and positions: the demo's data.
+
+    Centred, size-normalised 8x8 digits are a poor test of representation
+    learning: raw pixels already reach 0.98 kNN accuracy (k=5) and no
+    two-minute SSL run beats that. Real photos vary in where and how large
+    the object is; so here each digit is resized (bilinear) to a random side
+    in `digit_sizes` and pasted at a random position of a black canvas,
+    `copies` times. Raw pixels then score about 0.53 (weighted kNN, k=200),
+    and an encoder that learns shape from crops can beat them.
+
+    Args:
+        copies: placements of each digit.
+        size: canvas side.
+        digit_sizes: `(smallest, largest)` side of a drawn digit.
+        seed: seed of the train/test split of the digits and of placements.
+
+    Returns:
+        `(x_train, y_train), (x_test, y_test)`: uint8 `(N, size, size, 1)`
+        and int64 labels; train and test hold different digits.
+
+    Example:
+        >>> (x_train, y_train), (x_test, y_test) = scattered_digits()
+        >>> x_train.shape
+        (2876, 32, 32, 1)
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    (train, y_train), (test, y_test) = _split(
+        np.arange(len(digits.target))[:, None, None, None], digits.target.astype("int64"), 0.2, seed)
+    rng = np.random.default_rng(seed)
+    low, high = digit_sizes
+    if not 1 <= low <= high <= size:
+        raise ValueError(f"digit_sizes must satisfy 1 <= low <= high <= size, got {digit_sizes} for size {size}.")
+
+    def draw(indices):
+        indices = np.repeat(indices.reshape(-1), copies)
+        canvas = np.zeros((len(indices), size, size, 1), "float32")
+        sides = rng.integers(low, high + 1, len(indices))
+        corners = rng.integers(0, size - sides[:, None] + 1, (len(indices), 2))
+        for side in np.unique(sides):
+            rows = np.flatnonzero(sides == side)
+            glyphs = _resize_bilinear(digits.images[indices[rows], :, :, None] / 16.0, (int(side), int(side)))
+            for row, glyph in zip(rows, glyphs):
+                y, x = corners[row]
+                canvas[row, y : y + side, x : x + side] = glyph
+        return np.clip(np.round(255.0 * canvas), 0, 255).astype("uint8")
+
+    return (draw(train), np.repeat(y_train, copies)), (draw(test), np.repeat(y_test, copies))
 
 
 def _load_npz(path, test_fraction, seed):
