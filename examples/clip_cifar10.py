@@ -7,26 +7,19 @@ Captions come from the class names with varied templates and synonyms
 "this is an image of a horse.") appear in no training caption.
 """
 
-import argparse
-
+import common
 import keras
 
-import keras_ssl
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.text import CIFAR10_CLASSES, EVAL_TEMPLATES, Tokenizer, cifar10_captions
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--epochs", type=int, default=5)
-parser.add_argument("--limit", type=int, default=20000)
-parser.add_argument("--batch-size", type=int, default=128)
-args = parser.parse_args()
+args = common.parser(__doc__, epochs=5, limit=20000, batch_size=128, backbone="tiny", width=1.0).parse_args()
 
-(x_train, y_train), (x_test, y_test) = keras_ssl.data.load("cifar10")
-x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+(x_train, y_train), (x_test, y_test) = common.load_cifar10(args)
 captions = cifar10_captions(y_train, seed=0)
 tokenizer = Tokenizer(max_length=16).adapt(captions)
 
-model = CLIP(keras_ssl.backbones.tiny_encoder((32, 32, 3), width=32), tokenizer=tokenizer,
+model = CLIP(common.encoder(args), tokenizer=tokenizer,
              embed_dim=64, text_width=64, text_depth=2, text_heads=4)
 model.compile(optimizer=keras.optimizers.Adam(1e-3))
 model.fit(x_train, captions, epochs=args.epochs, batch_size=args.batch_size)

@@ -8,24 +8,16 @@ through keras.datasets. The encoder takes any image size (input
 through it once per step; `input_shape` tells SwAV the training image size.
 """
 
-import argparse
-
+import common
 import keras
 
-import keras_ssl
 from keras_ssl.methods.swav import SwAV
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--epochs", type=int, default=10)
-parser.add_argument("--limit", type=int, default=10000)
-parser.add_argument("--batch-size", type=int, default=256)
-parser.add_argument("--width", type=int, default=32)
-args = parser.parse_args()
+args = common.parser(__doc__, backbone="tiny", width=1.0).parse_args()
 
-(x_train, y_train), (x_test, y_test) = keras_ssl.data.load("cifar10")
-x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+(x_train, y_train), (x_test, y_test) = common.load_cifar10(args)
 
-encoder = keras_ssl.backbones.tiny_encoder(input_shape=(None, None, 3), width=args.width)
+encoder = common.encoder(args, any_size=True)  # multi-crop: 32 and 16 px crops
 model = SwAV(
     encoder, input_shape=(32, 32, 3), num_prototypes=512,  # default views: 2 global, 4 local 16 px
     freeze_prototypes_steps=len(x_train) // args.batch_size,  # the first epoch, as in the paper
@@ -34,7 +26,5 @@ model = SwAV(
 model.compile(optimizer=keras.optimizers.Adam(1e-3))
 model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size)
 
-train_features = keras_ssl.evaluation.embed(model.encoder, x_train)
-test_features = keras_ssl.evaluation.embed(model.encoder, x_test)
-print("kNN:", keras_ssl.evaluation.knn_accuracy(train_features, y_train, test_features, y_test))
+common.report_knn(model.encoder, (x_train, y_train), (x_test, y_test))
 model.encoder.save("swav_encoder.keras")

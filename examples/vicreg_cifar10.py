@@ -8,24 +8,16 @@ at 1e-3 with a short warm-up is safe. The logged `variance` term should
 reach ~0 early (every feature's std >= 1).
 """
 
-import argparse
-
+import common
 import keras
 
-import keras_ssl
 from keras_ssl.methods.vicreg import VICReg
 
-parser = argparse.ArgumentParser()
-parser.add_argument("--epochs", type=int, default=10)
-parser.add_argument("--limit", type=int, default=10000)
-parser.add_argument("--batch-size", type=int, default=256)
-parser.add_argument("--width", type=float, default=0.5)
-args = parser.parse_args()
+args = common.parser(__doc__).parse_args()
 
-(x_train, y_train), (x_test, y_test) = keras_ssl.data.load("cifar10")
-x_train, y_train = x_train[: args.limit], y_train[: args.limit]
+(x_train, y_train), (x_test, y_test) = common.load_cifar10(args)
 
-encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3), stem="cifar", width=args.width)
+encoder = common.encoder(args)
 model = VICReg(encoder, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0)
 steps = args.epochs * (len(x_train) // args.batch_size)
 warmup = max(1, steps // 10)
@@ -35,7 +27,5 @@ schedule = keras.optimizers.schedules.CosineDecay(
 model.compile(optimizer=keras.optimizers.Adam(schedule))
 model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size)
 
-train_features = keras_ssl.evaluation.embed(model.encoder, x_train)
-test_features = keras_ssl.evaluation.embed(model.encoder, x_test)
-print("kNN:", keras_ssl.evaluation.knn_accuracy(train_features, y_train, test_features, y_test))
+common.report_knn(model.encoder, (x_train, y_train), (x_test, y_test))
 model.encoder.save("vicreg_encoder.keras")

@@ -23,19 +23,62 @@ def backend():
     return keras.backend.backend()
 
 
-def resolve_jit_compile(jit_compile="auto"):
-    """The compile mode measured fastest on CPU for this backend.
+def accelerator():
+    """The kind of device the backend computes on: `"cpu"`, `"gpu"` or `"tpu"`.
 
-    `"auto"` gives XLA on JAX (jit), a plain graph on TensorFlow (XLA was
-    slower and adds minutes of compile time on CPU) and eager on PyTorch
-    (`torch.compile` likewise). An explicit `True`/`False` is kept.
+    Example:
+        >>> accelerator()
+        'cpu'
+    """
+    name = backend()
+    if name == "jax":
+        import jax
+
+        return {"cuda": "gpu", "rocm": "gpu"}.get(jax.default_backend(), jax.default_backend())
+    if name == "tensorflow":
+        import tensorflow as tf
+
+        for kind in ("TPU", "GPU"):
+            if tf.config.list_logical_devices(kind):
+                return kind.lower()
+        return "cpu"
+    if name == "torch":
+        import torch
+
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return "cpu"
+
+
+# `jit_compile="auto"` per (backend, device), from measurements. CPU (2 cores,
+# benchmarks/throughput.py): XLA on JAX; a plain graph on TensorFlow (XLA was
+# slower and costs minutes of compiling); eager PyTorch (torch.compile
+# likewise). GPU and TPU: XLA on JAX and TensorFlow, its reason to exist;
+# PyTorch stays eager until torch.compile is measured faster on a GPU.
+_AUTO_JIT = {
+    ("jax", "cpu"): True, ("tensorflow", "cpu"): False, ("torch", "cpu"): False,
+    ("jax", "gpu"): True, ("tensorflow", "gpu"): True, ("torch", "gpu"): False,
+    ("jax", "tpu"): True, ("tensorflow", "tpu"): True,
+}
+
+
+def resolve_jit_compile(jit_compile="auto", device=None):
+    """The compile mode measured fastest for this backend and device.
+
+    `"auto"` gives, on CPU, XLA on JAX, a plain graph on TensorFlow and
+    eager PyTorch; on a GPU or TPU, XLA on JAX and TensorFlow and eager
+    PyTorch (until `torch.compile` is measured faster there). An explicit
+    `True`/`False` is kept.
+
+    Args:
+        jit_compile: `"auto"`, True or False.
+        device: `"cpu"`, `"gpu"` or `"tpu"`; default: `accelerator()`.
 
     Example:
         >>> model.compile(jit_compile=resolve_jit_compile())
     """
     if jit_compile != "auto":
         return bool(jit_compile)
-    return backend() == "jax"
+    return _AUTO_JIT.get((backend(), device or accelerator()), False)
 
 
 def build_forward(fn, *args):

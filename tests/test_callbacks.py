@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from conftest import random_images
 
+import keras_ssl
 from keras_ssl import callbacks as cb
 from keras_ssl import evaluation as ev
 
@@ -183,3 +184,20 @@ def test_configs_round_trip():
                 np.testing.assert_array_equal(config[key], value)
             else:
                 assert config[key] == value, key
+
+
+def test_tensorboard_logs_every_loss_term_of_a_method(tmp_path):
+    pytest.importorskip("tensorboard")
+    tf = pytest.importorskip("tensorflow")  # tf.summary writes the events on every backend
+    model = keras_ssl.VICReg(conv_encoder(), projection_dim=16, seed=0)
+    model.compile(optimizer="adam")
+    board = keras.callbacks.TensorBoard(str(tmp_path / "logs"))
+    history = model.fit(labelled(16)[0], batch_size=8, epochs=2, verbose=0, callbacks=[board]).history
+    logged = {}
+    for path in glob.glob(str(tmp_path / "logs" / "train" / "*tfevents*")):
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                logged.setdefault(value.tag, []).append(float(tf.make_ndarray(value.tensor)))
+    assert set(model.loss_terms) <= set(history)
+    for name in ("loss",) + tuple(model.loss_terms):
+        np.testing.assert_allclose(logged[f"epoch_{name}"], history[name], rtol=1e-6)

@@ -76,7 +76,6 @@ def test_plot_redraws_figures(run_dir):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["pretrain", "--method", "nope"], "unknown --method"),
         (["pretrain", "--data", "nope", "--output", "unused"], "nope"),
         (["pretrain", "--backbone", "vgg", "--output", "unused", "--limit", "64"], "backbone"),
         (["evaluate", "missing.keras"], "no such file"),
@@ -123,6 +122,13 @@ def test_every_method_pretrains_from_the_cli_with_its_declared_views(name, tmp_p
              if isinstance(layer, RandomResizedCrop)]
     assert crops  # TwoViews(aug) shares one pipeline between its two views
     assert all(not c.horizontal_flip and c.scale[0] >= 0.3 for c in crops)
+
+
+def test_unknown_method_is_refused_by_the_parser_with_the_choices(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", "--method", "nope"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'nope'" in err and "simclr" in err
 
 
 def test_help_lists_every_method(capsys):

@@ -538,6 +538,10 @@ class ViewMaker(keras.layers.Layer):
         """`(height, width, channels)` of each view made from images of `image_shape`."""
         raise NotImplementedError
 
+    def compute_output_shape(self, input_shape):
+        # The list of view shapes: what `model.summary()` shows for the view maker.
+        return [(None, *shape) for shape in self.view_shapes(tuple(input_shape[1:]))]
+
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class OneView(ViewMaker):

@@ -182,7 +182,9 @@ class SSLModel(keras.Model):
         for online, target in self.momentum_pairs:
             if getattr(self, target, None) is None:
                 shape = self.image_shape if getattr(self, online) is self.encoder else None
-                setattr(self, target, momentum_target(getattr(self, online), input_shape=shape))
+                copy = momentum_target(getattr(self, online), input_shape=shape)
+                copy.name = target  # model.summary() then tells the target from the online network
+                setattr(self, target, copy)
 
     # ------------------------------------------------------------- views
     @classmethod
