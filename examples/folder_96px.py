@@ -25,8 +25,11 @@ parser.add_argument("--method", default="simclr", help="a keras-ssl method name 
 parser.add_argument("--epochs", type=int, default=5, help="training epochs")
 parser.add_argument("--batch-size", type=int, default=64, help="images per step")
 parser.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: the whole folder)")
-parser.add_argument("--width", type=float, default=0.5, help="ResNet-18 width multiplier")
-parser.add_argument("--test-limit", type=int, default=500, help="test images for the kNN check")
+parser.add_argument("--backbone", default="resnet18",
+                    help="resnet18 (ImageNet stem at 96 px), tiny, resnet50, vit_small, or a keras.applications "
+                    "model (mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)")
+parser.add_argument("--width", type=float, default=0.5, help="width multiplier of tiny and the ResNets")
+parser.add_argument("--test-limit", type=int, default=2000, help="test images embedded for the kNN check")
 parser.add_argument("--demo-images", type=int, default=2000, help="images of the demo folder")
 args = parser.parse_args()
 
@@ -53,7 +56,9 @@ train, test = stream.split(0.2) if stream.labels is not None else (stream, None)
 
 method = keras_ssl.methods.METHODS[args.method]
 spatial = (None, None, 3) if method.local_views else (96, 96, 3)  # multi-crop: two crop sizes
-encoder = keras_ssl.backbones.resnet18(input_shape=spatial, stem="imagenet", width=args.width)
+if args.backbone.startswith("vit"):
+    spatial = (96, 96, 3)  # ViTs interpolate their position embeddings for local crops
+encoder = keras_ssl.backbones.get(args.backbone, spatial, width=args.width)
 model = method(encoder, input_shape=(96, 96, 3), seed=0)
 model.compile(optimizer=keras.optimizers.Adam(1e-3))
 model.fit(train, epochs=args.epochs, steps_per_epoch=args.steps_per_epoch)

@@ -182,3 +182,13 @@ def test_trained_encoders_load_on_another_backend(tmp_path):
         encoder = keras.saving.load_model(out + kind + ".keras")
         got = keras.ops.convert_to_numpy(encoder(probe, training=False))
         np.testing.assert_allclose(got, np.load(out + kind + ".npy"), rtol=1e-4, atol=1e-4)
+
+
+def test_a_bare_application_that_rescales_itself_is_warned_about():
+    bare = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None,
+                                              pooling="avg")
+    with pytest.warns(UserWarning, match="rescales 0-255 pixels itself"):
+        keras_ssl.SimCLR(bare, hidden_dim=8, projection_dim=4)
+    assert backbones.rescales_0_255(bare)
+    assert not backbones.rescales_0_255(backbones.application("MobileNetV3Small", (32, 32, 3)))
+    assert not backbones.rescales_0_255(backbones.application("ResNet50", (32, 32, 3)))

@@ -189,3 +189,13 @@ def test_evaluate_and_plot_use_the_runs_own_data(folder_run, capsys, monkeypatch
         cli.main(["evaluate", out, "--data", "digits"])
     with pytest.raises(SystemExit, match="--image-size 32"):
         cli.main(["evaluate", out, "--image-size", "40"])
+
+
+def test_pretrain_with_a_keras_applications_backbone(tmp_path):
+    out = str(tmp_path / "mnv3")
+    assert cli.main(["pretrain", "--backbone", "mobilenet_v3_small", "--data", "digits", "--epochs", "1",
+                     "--limit", "64", "--batch-size", "32", "--output", out, "--verbose", "0", "--no-plots",
+                     "--knn-every", "0"]) == 0
+    encoder = keras.saving.load_model(os.path.join(out, "encoder.keras"))
+    assert encoder.name == "MobileNetV3Small" and encoder.input_shape == (None, 32, 32, 1)
+    assert "gray_to_rgb" in [layer.name for layer in encoder.layers]

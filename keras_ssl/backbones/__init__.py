@@ -2,7 +2,9 @@
 `keras.applications` and keras-hub backbones, and `get` by name."""
 
 from keras_ssl.backbones.clone import clone_model
-from keras_ssl.backbones.external import ALIASES, application, application_names, from_keras_hub, input_scaling
+from keras_ssl.backbones.external import (
+    ALIASES, application, application_names, from_keras_hub, input_scaling, rescales_0_255,
+)
 from keras_ssl.backbones.resnet import resnet, resnet18, resnet34, resnet50, tiny_encoder
 from keras_ssl.backbones.vit import ViT, vit, vit_base, vit_small, vit_tiny
 

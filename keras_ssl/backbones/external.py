@@ -93,6 +93,26 @@ def application(name, input_shape=(224, 224, 3), weights=None, name_prefix=None)
     return keras.Model(inputs, base.output, name=name_prefix or cls_name)
 
 
+def rescales_0_255(encoder):
+    """Whether `encoder` starts by rescaling 0-255 pixels itself (then [0, 1] inputs are wrong).
+
+    True when the first `Rescaling` layer it holds divides by about 255
+    or 127.5, as bare `keras.applications` EfficientNet, MobileNetV3 and
+    ConvNeXt models do; `application` puts a x255 scaling in front of them.
+
+    Example:
+        >>> rescales_0_255(keras.applications.EfficientNetB0(include_top=False, weights=None))
+        True
+    """
+    from keras_ssl import keras_compat
+
+    for layer in keras_compat.sublayers(encoder)[:12]:
+        if isinstance(layer, layers.Rescaling):
+            scale = np.asarray(layer.scale, "float64")
+            return bool(np.all(scale < 1.0 / 50))
+    return False
+
+
 def input_scaling(name):
     """`(matrix, offset)`: the map from [0, 1] RGB pixels to what `name` takes.
 
