@@ -64,37 +64,72 @@ class MomentumScheduler(keras.callbacks.Callback):
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class StopOnNaN(keras.callbacks.Callback):
-    """Stops `fit` at the first non-finite loss, naming the terms that went bad.
+    """Stops `fit` at the first non-finite loss or broken weights, before any checkpoint.
 
     Like `keras.callbacks.TerminateOnNaN`, but it raises `FloatingPointError`
     instead of finishing the epoch: finishing would run the epoch-end
     callbacks, and `ModelCheckpoint` or `BackupAndRestore` would overwrite
-    the last good checkpoint with NaN weights. The message lists the
-    method's logged terms (e.g. VICReg's `variance`) that are non-finite.
-    `SSLModel.fit` puts one first in the callback list.
+    the last good checkpoint. A step can also leave the loss it reported
+    finite while its update makes the weights, optimizer state, momentum
+    targets or queues NaN or huge (a learning-rate spike); so every variable
+    of the model and its optimizer is checked at each epoch end and every
+    `weights_every` steps, when checkpoints are written. `SSLModel.fit` puts
+    one first in the callback list, with `weights_every` set to the
+    smallest step frequency of its checkpoint callbacks.
+
+    Args:
+        weights_every: also check the variables every this many steps
+            (None: at epoch ends only).
+        max_abs: variables larger than this in magnitude count as diverged
+            (float32 weights of trained networks stay far below 1e12).
 
     Example:
         >>> model.fit(x, callbacks=[StopOnNaN(), keras.callbacks.BackupAndRestore("ckpt")])
     """
+
+    def __init__(self, weights_every=None, max_abs=1e12):
+        super().__init__()
+        self.weights_every = int(weights_every) if weights_every else None
+        self.max_abs = float(max_abs)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
 
     def on_train_batch_end(self, batch, logs=None):
         values = {k: _scalar(v) for k, v in (logs or {}).items()}
-        if "loss" not in values or np.isfinite(values["loss"]):
-            return
-        bad = [f"{k}={v}" for k, v in values.items() if k != "loss" and not np.isfinite(v)]
+        where = f"epoch {getattr(self, 'epoch', 0) + 1}, batch {batch + 1}"
+        if "loss" in values and not np.isfinite(values["loss"]):
+            bad = [f"{k}={v}" for k, v in values.items() if k != "loss" and not np.isfinite(v)]
+            self._stop(f"the loss became {values['loss']} at {where}; non-finite terms: "
+                       f"{', '.join(bad) or 'none besides the loss'}")
+        if self.weights_every and (batch + 1) % self.weights_every == 0:
+            self._check_variables(where)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_variables(f"the end of epoch {epoch + 1}")
+
+    def _check_variables(self, where):
+        variables = list(self.model.variables)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            variables += list(optimizer.variables)
+        for v in variables:
+            value = keras.ops.convert_to_numpy(v)
+            if not np.issubdtype(value.dtype, np.floating):
+                continue
+            if not np.all(np.isfinite(value)) or (value.size and np.abs(value).max() > self.max_abs):
+                kind = "non-finite" if not np.all(np.isfinite(value)) else f"larger than {self.max_abs:g}"
+                self._stop(f"variable {v.path} became {kind} at {where} while the loss stayed finite")
+
+    def _stop(self, what):
         self.model.stop_training = True
         raise FloatingPointError(
-            f"the loss became {values['loss']} at epoch {getattr(self, 'epoch', 0) + 1}, "
-            f"batch {batch + 1}; non-finite terms: {', '.join(bad) or 'none besides the loss'}. "
-            "Training stopped before any checkpoint was written for this epoch; lower the "
+            f"{what}. Training stopped before any checkpoint was written for this epoch; lower the "
             "learning rate or add warm-up."
         )
 
     def get_config(self):
-        return {}
+        return {"weights_every": self.weights_every, "max_abs": self.max_abs}
 
 
 def _scalar(value):

@@ -28,6 +28,31 @@ METHOD_NAMES = ("simclr", "moco", "moco_v3", "byol", "nnclr", "simsiam", "barlow
                 "dino", "mae")
 
 
+def _number(kind, low=None, high=None, low_open=False):
+    """An argparse type: `kind` (int or float) within [low, high] (low excluded when `low_open`)."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, got {text!r}")
+        too_low = low is not None and (value <= low if low_open else value < low)
+        if too_low or (high is not None and value > high) or value != value:
+            left = "(" if low_open else "["
+            raise argparse.ArgumentTypeError(
+                f"must be in {left}{'-inf' if low is None else low}, {'inf' if high is None else high}], "
+                f"got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
+COUNT = _number(int, 1)  # epochs, batch sizes, limits: at least one
+POSITIVE = _number(float, 0, low_open=True)
+FRACTION = _number(float, 0, 1, low_open=True)
+
+
 class _Help(argparse.HelpFormatter):
     """Shows each option's default, unless its help already says it or there is none."""
 
@@ -54,15 +79,15 @@ def build_parser():
     p.add_argument("--data", default="digits",
                    help="cifar10 | mnist | fashion_mnist | digits | path.npz (in memory) | image folder "
                    "or .txt/.csv file list (streamed) (default: digits)")
-    p.add_argument("--image-size", type=int, default=None,
+    p.add_argument("--image-size", type=_number(int, 8), default=None,
                    help="side of the training images: each image is resized to cover it (aspect kept) and "
                    "centre-cropped (default: the data's own size; 96 for folders and file lists)")
     p.add_argument("--value-range", default=None,
                    help="LOW,HIGH pixel range of float or non-uint8 images, e.g. 0,255 (default: uint8 "
                    "in 0-255, floats in 0-1)")
-    p.add_argument("--steps-per-epoch", type=int, default=None,
+    p.add_argument("--steps-per-epoch", type=COUNT, default=None,
                    help="optimizer steps per epoch (default: one pass over the data)")
-    p.add_argument("--eval-limit", type=int, default=2000,
+    p.add_argument("--eval-limit", type=COUNT, default=2000,
                    help="for streamed data: images decoded for kNN and figures, per split (default 2000)")
     p.add_argument("--data-dir", default=None, help="where <name>.npz files are (else $KERAS_SSL_DATA_DIR)")
     p.add_argument("--backbone", default=None,
@@ -72,21 +97,21 @@ def build_parser():
                    "for MAE)")
     p.add_argument("--weights", default=None,
                    help="weights file for a keras.applications --backbone (default: random init)")
-    p.add_argument("--width", type=float, default=1.0, help="width multiplier of keras_ssl's conv backbones")
-    p.add_argument("--epochs", type=int, default=10, help="passes over the data")
-    p.add_argument("--batch-size", type=int, default=128, help="images per step")
-    p.add_argument("--learning-rate", type=float, default=2e-3, help="Adam's learning rate")
-    p.add_argument("--temperature", type=float, default=None, help="loss temperature (default: the method's)")
-    p.add_argument("--crop-scale", type=float, default=None,
+    p.add_argument("--width", type=_number(float, 0.01, 16), default=1.0, help="width multiplier of keras_ssl's conv backbones")
+    p.add_argument("--epochs", type=COUNT, default=10, help="passes over the data")
+    p.add_argument("--batch-size", type=COUNT, default=128, help="images per step")
+    p.add_argument("--learning-rate", type=POSITIVE, default=2e-3, help="Adam's learning rate")
+    p.add_argument("--temperature", type=POSITIVE, default=None, help="loss temperature (default: the method's)")
+    p.add_argument("--crop-scale", type=FRACTION, default=None,
                    help="smallest crop area fraction (default: the method's; 0.3 for digit data)")
     p.add_argument("--no-flip", action="store_true", help="no horizontal flips (default for digit data)")
-    p.add_argument("--limit", type=int, default=None,
+    p.add_argument("--limit", type=COUNT, default=None,
                    help="use only the first N training images (streamed data: N random ones; default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, views and data order")
+    p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of weights, views and data order")
     p.add_argument("--output", default="runs/demo", help="run directory")
     p.add_argument("--overwrite", action="store_true", help="replace an existing encoder in --output")
-    p.add_argument("--verbose", type=int, default=None, help="Keras fit verbosity (default: progress bar)")
-    p.add_argument("--knn-every", type=int, default=None,
+    p.add_argument("--verbose", type=_number(int, 0, 2), default=None, help="Keras fit verbosity (default: progress bar)")
+    p.add_argument("--knn-every", type=_number(int, 0), default=None,
                    help="kNN accuracy every N epochs into the history (default 1, or 5 above 20k images; 0: off)")
     p.add_argument("--no-plots", action="store_true", help="do not write the run's PNG figures")
 
@@ -95,16 +120,16 @@ def build_parser():
     e.add_argument("--data", default=None,
                    help="dataset, as for pretrain (default: the run's own data, else digits)")
     e.add_argument("--data-dir", default=None, help="where <name>.npz files are (else $KERAS_SSL_DATA_DIR)")
-    e.add_argument("--image-size", type=int, default=None, help="as for pretrain (default: the run's)")
+    e.add_argument("--image-size", type=_number(int, 8), default=None, help="as for pretrain (default: the run's)")
     e.add_argument("--value-range", default=None, help="as for pretrain (default: the run's)")
     e.add_argument("--protocol", default="knn", choices=["knn", "linear", "finetune"],
                    help="weighted kNN, linear probe on frozen features, or fine-tuning")
-    e.add_argument("--k", type=int, default=200, help="kNN neighbours")
-    e.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature")
-    e.add_argument("--epochs", type=int, default=None, help="default: 100 for linear, 10 for finetune")
-    e.add_argument("--batch-size", type=int, default=None, help="default: 256 for linear, 64 for finetune")
-    e.add_argument("--label-fraction", type=float, default=1.0, help="finetune on this share of labels")
-    e.add_argument("--limit", type=int, default=None,
+    e.add_argument("--k", type=COUNT, default=200, help="kNN neighbours")
+    e.add_argument("--temperature", type=POSITIVE, default=0.1, help="kNN vote temperature")
+    e.add_argument("--epochs", type=COUNT, default=None, help="default: 100 for linear, 10 for finetune")
+    e.add_argument("--batch-size", type=COUNT, default=None, help="default: 256 for linear, 64 for finetune")
+    e.add_argument("--label-fraction", type=FRACTION, default=1.0, help="finetune on this share of labels")
+    e.add_argument("--limit", type=COUNT, default=None,
                    help="use only the first N training images (streamed data: N random images of each "
                    "split; default: all, 10000 for streamed data)")
     e.add_argument("--output", default=None, help="also write the result to this JSON file")
@@ -187,9 +212,15 @@ def _method_options(args, method, image_shape):
 def _write_json(path, obj):
     # Write then rename, so a crash never leaves a half-written file.
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+        os.replace(tmp, path)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise SystemExit(f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is "
+                         "unchanged.") from None
 
 
 def pretrain(args):
@@ -200,6 +231,18 @@ def pretrain(args):
     encoder_path = os.path.join(args.output, "encoder.keras")
     if os.path.exists(encoder_path) and not args.overwrite:
         raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
+    created = not os.path.exists(args.output)
+    _check_writable_dir(args.output)
+    try:
+        with _RunLock(args.output):
+            return _pretrain(args, methods, encoder_path)
+    except BaseException:
+        if created and not os.listdir(args.output):  # failed before writing anything: leave no trace
+            os.rmdir(args.output)
+        raise
+
+
+def _pretrain(args, methods, encoder_path):
 
     import keras
 
@@ -222,7 +265,6 @@ def pretrain(args):
     model = method(encoder, input_shape=image_shape, seed=args.seed, value_range=spec["value_range"],
                    **_method_options(args, method, image_shape))
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
-    os.makedirs(args.output, exist_ok=True)
     value_range = spec["value_range"]
 
     def knn():
@@ -293,14 +335,89 @@ def _raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side=64):
 def _save_atomic(model, path):
     # Save to a temporary file in the same directory, then rename: a crash
     # never leaves a half-written file where the old one was.
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(path) or ".")
-    os.close(fd)
     try:
-        model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(path) or ".")
+        os.close(fd)
+        try:
+            model.save(tmp)
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    except OSError as e:
+        raise SystemExit(f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is "
+                         "unchanged.") from None
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _check_writable_dir(path, flag="--output"):
+    """Creates `path` (with parents) and writes a probe file: a one-line error before any work."""
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise SystemExit(f"keras-ssl: {flag} {path} is a file, not a directory.")
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise SystemExit(f"keras-ssl: cannot write to {flag} {path}: {e.strerror or e}.") from None
+
+
+class _RunLock:
+    """`<run dir>/.lock`, holding the pid: a second `pretrain` on the directory fails naming the first."""
+
+    def __init__(self, folder):
+        self.folder, self.path = folder, os.path.join(folder, ".lock")
+
+    def __enter__(self):
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            except FileExistsError:
+                owner = _lock_owner(self.path)
+                if owner is not None and _alive(owner):
+                    raise SystemExit(
+                        f"keras-ssl: {self.folder} is in use by another keras-ssl pretrain (pid {owner}); "
+                        "wait for it to finish or choose another --output.") from None
+                try:  # its process is gone (killed): the lock is stale
+                    os.remove(self.path)
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(str(os.getpid()))
+            return self
+        raise SystemExit(f"keras-ssl: could not lock {self.folder} ({self.path}).")
+
+    def __exit__(self, *exc):
+        if _lock_owner(self.path) == os.getpid():
+            os.remove(self.path)
+
+
+def _lock_owner(path):
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0) or None
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid):
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=None):
@@ -520,8 +637,18 @@ def evaluate(args):
 
 def export(args):
     """Runs `keras-ssl export`: writes the bare encoder of a whole saved model."""
+    if not args.output.endswith(".keras"):
+        raise SystemExit(f"keras-ssl: --output must end in .keras (Keras picks the format by suffix), "
+                         f"got {args.output}.")
+    if os.path.isdir(args.output):
+        raise SystemExit(f"keras-ssl: --output {args.output} is a directory; name the .keras file to write.")
     if os.path.exists(args.output) and not args.overwrite:
         raise SystemExit(f"keras-ssl: {args.output} exists; pass --overwrite to replace it.")
+    parent = os.path.dirname(os.path.abspath(args.output))
+    if not os.path.isdir(parent):
+        raise SystemExit(f"keras-ssl: the directory of --output, {parent}, does not exist.")
+    if not os.access(parent, os.W_OK):
+        raise SystemExit(f"keras-ssl: cannot write to {parent} (read-only or not yours).")
     model = _load_model(args.model, "model.keras")
     encoder = getattr(model, "encoder", None)
     if encoder is None:

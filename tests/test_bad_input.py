@@ -101,7 +101,6 @@ OPTION_CASES = [
 ]
 
 CLI_CASES = [
-    ("CLI unknown method", lambda: cli.main(["pretrain", "--method", "dinov9"]), SystemExit, "unknown --method"),
     ("CLI unknown dataset", lambda: cli.main(["pretrain", "--data", "imagenet-1k", "--output", "_unused"]), SystemExit, "imagenet-1k"),
     ("CLI missing encoder file", lambda: cli.main(["evaluate", "no_such_encoder.keras"]), SystemExit, "no such file"),
 ]

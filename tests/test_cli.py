@@ -199,3 +199,69 @@ def test_pretrain_with_a_keras_applications_backbone(tmp_path):
     encoder = keras.saving.load_model(os.path.join(out, "encoder.keras"))
     assert encoder.name == "MobileNetV3Small" and encoder.input_shape == (None, 32, 32, 1)
     assert "gray_to_rgb" in [layer.name for layer in encoder.layers]
+
+
+@pytest.mark.parametrize("flag,value", [
+    ("--limit", "0"), ("--limit", "-5"), ("--batch-size", "0"), ("--crop-scale", "0"), ("--epochs", "-1"),
+    ("--width", "0.001"), ("--learning-rate", "0"), ("--crop-scale", "1.5"), ("--seed", "-1"),
+])
+def test_out_of_range_arguments_are_refused_with_the_range(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["pretrain", flag, value, "--output", "unused"])
+    err = capsys.readouterr().err
+    assert f"argument {flag}" in err and "must be in" in err and value in err
+
+
+def test_written_files_follow_the_umask(run_dir):
+    mask = os.umask(0)
+    os.umask(mask)
+    for name in ("encoder.keras", "model.keras", "history.json"):
+        assert os.stat(os.path.join(run_dir, name)).st_mode & 0o777 == 0o666 & ~mask, name
+
+
+@pytest.mark.parametrize("output,message", [
+    ("encoder", "must end in .keras"), ("missing/dir/encoder.keras", "does not exist"), ("d.keras", "is a directory"),
+])
+def test_export_checks_its_output_before_loading(output, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d.keras").mkdir()
+    with pytest.raises(SystemExit, match=message):
+        cli.main(["export", "no_model_needed.keras", "--output", output])
+
+
+def test_pretrain_output_that_is_a_file_fails_before_any_work(tmp_path):
+    target = tmp_path / "taken"
+    target.write_text("not a directory")
+    with pytest.raises(SystemExit, match="is a file, not a directory"):
+        cli.main(["pretrain", "--output", str(target), "--data", "no_such_dataset"])
+
+
+def test_pretrain_read_only_output_fails_before_any_work(tmp_path, monkeypatch):
+    import errno
+
+    def read_only(*args, **kwargs):  # as a read-only mount answers (root ignores chmod, so it is simulated)
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(cli.tempfile, "mkstemp", read_only)
+    with pytest.raises(SystemExit, match="cannot write to --output .*Read-only file system"):
+        cli.main(["pretrain", "--output", str(tmp_path / "ro"), "--data", "no_such_dataset"])
+
+
+def test_a_second_pretrain_on_a_locked_run_directory_names_the_first(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "busy"
+    folder.mkdir()
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (folder / ".lock").write_text(str(other.pid))
+        with pytest.raises(SystemExit, match=f"in use by another keras-ssl pretrain \\(pid {other.pid}\\)"):
+            cli.main(["pretrain", "--output", str(folder), "--data", "no_such_dataset"])
+    finally:
+        other.kill()
+        other.wait()
+    # Its process gone, the lock is stale: the next run takes it (and fails here only on the data).
+    with pytest.raises(SystemExit, match="no_such_dataset"):
+        cli.main(["pretrain", "--output", str(folder), "--data", "no_such_dataset"])
+    assert not (folder / ".lock").exists()

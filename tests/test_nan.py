@@ -56,3 +56,42 @@ def test_nan_stops_training_names_the_term_and_keeps_the_last_good_checkpoint(tm
     assert int(restored.step) == 6, "the checkpoint is the last good epoch's"
     for w in restored.get_weights():
         assert np.all(np.isfinite(w))
+
+
+class SpikeOnStep(keras.optimizers.schedules.LearningRateSchedule):
+    """1e-3, except a huge rate on one optimizer step (0-based)."""
+
+    def __init__(self, spike_step, spike=1e30):
+        self.spike_step, self.spike = spike_step, spike
+
+    def __call__(self, step):
+        return ops.where(ops.equal(step, self.spike_step), self.spike, 1e-3)
+
+    def get_config(self):
+        return {"spike_step": self.spike_step, "spike": self.spike}
+
+
+@pytest.mark.parametrize("checkpoint_kind", ["model_checkpoint", "backup_and_restore"])
+def test_a_spike_that_breaks_the_weights_but_not_the_loss_stops_before_the_checkpoint(tmp_path, checkpoint_kind):
+    import keras_ssl
+
+    model = keras_ssl.SimCLR(small_encoder(), hidden_dim=8, projection_dim=4, seed=0)
+    # 2 steps per epoch: the spike is the last step of epoch 2, whose reported loss is computed before it.
+    model.compile(optimizer=keras.optimizers.SGD(SpikeOnStep(spike_step=3)))
+    if checkpoint_kind == "model_checkpoint":
+        path = str(tmp_path / "last.weights.h5")
+        checkpoint = keras.callbacks.ModelCheckpoint(path, save_weights_only=True)
+    else:
+        path = str(tmp_path / "backup")
+        checkpoint = keras.callbacks.BackupAndRestore(path)
+    with pytest.raises(FloatingPointError, match="at the end of epoch 2 while the loss stayed finite"):
+        model.fit(random_images(16), batch_size=8, epochs=4, verbose=0, callbacks=[checkpoint])
+    saved = keras_ssl.SimCLR(small_encoder(), hidden_dim=8, projection_dim=4, seed=0)
+    saved.compile(optimizer=keras.optimizers.SGD(1e-3))
+    if checkpoint_kind == "model_checkpoint":
+        saved.load_weights(path)
+    else:
+        saved.load_weights(os.path.join(path, "latest.weights.h5"))
+    assert int(saved.step) == 2, "the checkpoint on disk is epoch 1's"
+    for w in saved.get_weights():
+        assert np.all(np.isfinite(w)) and np.abs(w).max() < 1e12

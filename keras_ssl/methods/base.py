@@ -472,7 +472,10 @@ class SSLModel(keras.Model):
         if not any(isinstance(c, MomentumScheduler) for c in callbacks):
             callbacks.append(MomentumScheduler())
         if not any(isinstance(c, StopOnNaN) for c in callbacks):
-            callbacks.insert(0, StopOnNaN())  # first: before any checkpoint saves
+            # First, before any checkpoint saves; checking the variables whenever one saves.
+            every = [c.save_freq for c in callbacks if isinstance(c, (keras.callbacks.ModelCheckpoint,
+                     keras.callbacks.BackupAndRestore)) and isinstance(getattr(c, "save_freq", None), int)]
+            callbacks.insert(0, StopOnNaN(weights_every=min(every) if every else None))
         return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
