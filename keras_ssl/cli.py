@@ -10,10 +10,11 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import numpy as np
+
+from keras_ssl import rundir
 
 
 def _methods():
@@ -209,20 +210,6 @@ def _method_options(args, method, image_shape):
     return options
 
 
-def _write_json(path, obj):
-    # Write then rename, so a crash never leaves a half-written file.
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise SystemExit(f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is "
-                         "unchanged.") from None
-
-
 def pretrain(args):
     """Runs `keras-ssl pretrain`: data, encoder, method, fit, kNN, files."""
     methods = _methods()
@@ -232,9 +219,9 @@ def pretrain(args):
     if os.path.exists(encoder_path) and not args.overwrite:
         raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
     created = not os.path.exists(args.output)
-    _check_writable_dir(args.output)
+    rundir.check_writable_dir(args.output)
     try:
-        with _RunLock(args.output):
+        with rundir.RunLock(args.output):
             return _pretrain(args, methods, encoder_path)
     except BaseException:
         if created and not os.listdir(args.output):  # failed before writing anything: leave no trace
@@ -297,16 +284,16 @@ def _pretrain(args, methods, encoder_path):
         print(f"raw-pixel kNN top-1 {raw:.4f}{raw_note} | random-init encoder {before:.4f} | trained "
               f"{args.method} encoder {after:.4f}  (weighted kNN, k=200, T=0.1, same images)")
 
-    _save_atomic(model.encoder, encoder_path)
-    _save_atomic(model, os.path.join(args.output, "model.keras"))
+    rundir.save_model(model.encoder, encoder_path)
+    rundir.save_model(model, os.path.join(args.output, "model.keras"))
     record = {key: [float(v) for v in values] for key, values in history.history.items()}
     record.update(
         knn_raw_pixels=raw, knn_before=before, knn_after=after, seconds=seconds, backend=distribute.backend(),
         method=args.method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
         limit=args.limit, steps_per_epoch=args.steps_per_epoch, image_size=list(image_shape[:2]),
     )
-    _write_json(os.path.join(args.output, "history.json"), record)
-    _write_json(os.path.join(args.output, DATA_RECORD), spec)
+    rundir.write_json(os.path.join(args.output, "history.json"), record)
+    rundir.write_json(os.path.join(args.output, DATA_RECORD), spec)
     print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
     if not args.no_plots:
         _write_plots(args.output, record, model.encoder, (x_train, y_train), (x_test, y_test),
@@ -330,94 +317,6 @@ def _raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side=64):
         note = f" (at {max_side} px)"
     pixels = [data.to_unit_float(x, value_range).reshape(len(x), -1) for x in (x_train, x_test)]
     return evaluation.knn_accuracy(pixels[0], y_train, pixels[1], y_test)["top1"], note
-
-
-def _save_atomic(model, path):
-    # Save to a temporary file in the same directory, then rename: a crash
-    # never leaves a half-written file where the old one was.
-    try:
-        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(path) or ".")
-        os.close(fd)
-        try:
-            model.save(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    except OSError as e:
-        raise SystemExit(f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is "
-                         "unchanged.") from None
-
-
-def _umask():
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _check_writable_dir(path, flag="--output"):
-    """Creates `path` (with parents) and writes a probe file: a one-line error before any work."""
-    if os.path.exists(path) and not os.path.isdir(path):
-        raise SystemExit(f"keras-ssl: {flag} {path} is a file, not a directory.")
-    try:
-        os.makedirs(path, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
-        os.close(fd)
-        os.remove(probe)
-    except OSError as e:
-        raise SystemExit(f"keras-ssl: cannot write to {flag} {path}: {e.strerror or e}.") from None
-
-
-class _RunLock:
-    """`<run dir>/.lock`, holding the pid: a second `pretrain` on the directory fails naming the first."""
-
-    def __init__(self, folder):
-        self.folder, self.path = folder, os.path.join(folder, ".lock")
-
-    def __enter__(self):
-        for _ in range(3):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            except FileExistsError:
-                owner = _lock_owner(self.path)
-                if owner is not None and _alive(owner):
-                    raise SystemExit(
-                        f"keras-ssl: {self.folder} is in use by another keras-ssl pretrain (pid {owner}); "
-                        "wait for it to finish or choose another --output.") from None
-                try:  # its process is gone (killed): the lock is stale
-                    os.remove(self.path)
-                except FileNotFoundError:
-                    pass
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
-            return self
-        raise SystemExit(f"keras-ssl: could not lock {self.folder} ({self.path}).")
-
-    def __exit__(self, *exc):
-        if _lock_owner(self.path) == os.getpid():
-            os.remove(self.path)
-
-
-def _lock_owner(path):
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0) or None
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid):
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=None):
@@ -631,7 +530,7 @@ def evaluate(args):
     result = {k: float(v) for k, v in result.items()}
     print(f"{args.protocol} on {args.data}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
     if args.output:
-        _write_json(args.output, dict(result, protocol=args.protocol, data=args.data, encoder=args.encoder))
+        rundir.write_json(args.output, dict(result, protocol=args.protocol, data=args.data, encoder=args.encoder))
     return 0
 
 
@@ -653,7 +552,7 @@ def export(args):
     encoder = getattr(model, "encoder", None)
     if encoder is None:
         raise SystemExit(f"keras-ssl: {args.model} is not a keras_ssl model (it has no encoder).")
-    _save_atomic(encoder, args.output)
+    rundir.save_model(encoder, args.output)
     print(f"wrote {args.output}")
     return 0
 

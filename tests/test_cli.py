@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ssl import cli, data, evaluation, keras_compat
+from keras_ssl import cli, data, evaluation, keras_compat, rundir
 from keras_ssl.layers import RandomResizedCrop
 from keras_ssl.methods import METHODS
 
@@ -242,7 +242,7 @@ def test_pretrain_read_only_output_fails_before_any_work(tmp_path, monkeypatch):
     def read_only(*args, **kwargs):  # as a read-only mount answers (root ignores chmod, so it is simulated)
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(cli.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(rundir.tempfile, "mkstemp", read_only)
     with pytest.raises(SystemExit, match="cannot write to --output .*Read-only file system"):
         cli.main(["pretrain", "--output", str(tmp_path / "ro"), "--data", "no_such_dataset"])
 
