@@ -69,14 +69,23 @@ def _classes(model):
 def _build_like(clone, model, input_shape):
     if clone.built and len(clone.weights) == len(model.weights):
         return
-    shape = keras_compat.built_input_shape(model)
-    shape = tuple(shape[1:]) if shape is not None else None
+    built = keras_compat.built_input_shape(model)
+    if built is not None and None not in tuple(built)[1:]:
+        try:  # a layer with its own `build` needs no forward
+            clone.build(built)
+        except Exception:  # a subclassed model without one: the traced call below
+            pass
+        if len(clone.weights) == len(model.weights):
+            return
+    shape = tuple(built[1:]) if built is not None else None
     if shape is None or None in shape:
         shape = tuple(input_shape) if input_shape is not None else shape
     if shape is None or None in shape:
         raise ValueError(f"cannot tell the input shape to build the copy with (got {shape}); pass input_shape")
-    # A subclassed model creates its variables on its first call.
-    clone(keras.ops.zeros((1,) + tuple(int(d) for d in shape)), training=False)
+    # A subclassed model creates its variables on its first call; traced, not run, on JAX.
+    from keras_ssl import distribute
+
+    distribute.build_forward(lambda x: clone(x, training=False), keras.ops.zeros((1,) + tuple(int(d) for d in shape)))
 
 
 def _check_same_variables(model, clone):
