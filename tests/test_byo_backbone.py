@@ -154,6 +154,7 @@ import sys, numpy as np, keras
 sys.path.insert(0, {tests!r})
 from byo_encoders import make
 import keras_ssl
+keras.utils.set_random_seed(0)  # the same trained weights on every run
 x = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3)).astype("uint8")
 probe = np.random.default_rng(1).random((4, 32, 32, 3)).astype("float32")
 for method, kind in (("BYOL", "subclassed"), ("MoCoV2", "MobileNetV2"), ("DINO", "MobileNetV3Small")):
@@ -183,7 +184,8 @@ def test_trained_encoders_load_on_another_backend(tmp_path):
     for kind in ("MobileNetV3Small", "MobileNetV2", "subclassed"):
         encoder = keras.saving.load_model(out + kind + ".keras")
         got = keras.ops.convert_to_numpy(encoder(probe, training=False))
-        np.testing.assert_allclose(got, np.load(out + kind + ".npy"), rtol=1e-4, atol=1e-4)
+        # 50+ layers through two backends' convolution kernels: float32 round-off, not 1e-5.
+        np.testing.assert_allclose(got, np.load(out + kind + ".npy"), rtol=1e-3, atol=1e-4)
 
 
 def test_a_bare_application_that_rescales_itself_is_warned_about():
