@@ -85,3 +85,12 @@ def test_keras_still_records_the_torch_optimizer_module():
     model.compile(optimizer="adam", loss="mse")
     module = model.get_compile_config()["optimizer"]["module"]
     assert ".backend." in module, "Keras fixed it: portable_compile_config may go"
+
+
+def test_unsafe_deserialization_scope_lifts_safe_mode_and_restores_it():
+    from keras.src.saving.serialization_lib import in_safe_mode
+
+    before = in_safe_mode()
+    with keras_compat.unsafe_deserialization():
+        assert in_safe_mode() is False  # what Lambda.from_config reads
+    assert in_safe_mode() == before  # the scope did not leak
