@@ -10,6 +10,7 @@ keras-hub backbones), so it saves and loads without keras_ssl.
 
 import importlib
 import os
+import warnings
 
 import numpy as np
 
@@ -111,6 +112,21 @@ def rescales_0_255(encoder):
             scale = np.asarray(layer.scale, "float64")
             return bool(np.all(scale < 1.0 / 50))
     return False
+
+
+def warn_if_rescales_0_255(encoder):
+    """Warns when `encoder` rescales 0-255 pixels itself (see `rescales_0_255`).
+
+    Example:
+        >>> warn_if_rescales_0_255(keras.applications.EfficientNetB0(include_top=False, weights=None))
+    """
+    if isinstance(encoder, keras.Model) and rescales_0_255(encoder):
+        warnings.warn(
+            f"the encoder {encoder.name!r} rescales 0-255 pixels itself, but methods feed it images in "
+            "[0, 1]: it would train on wrongly scaled input. Build it with "
+            "keras_ssl.backbones.application(name, input_shape), which puts the right scaling in front.",
+            stacklevel=4,
+        )
 
 
 def input_scaling(name):

@@ -38,13 +38,13 @@ with `.assign`, so it is compiled with the step and saved with the model.
 import functools
 import inspect
 import random
-import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
 from keras_ssl import distribute, keras_compat, losses
+from keras_ssl.backbones.external import warn_if_rescales_0_255
 from keras_ssl.data import check_value_range, prepare_fit_data
 from keras_ssl.layers.augment import SeedStream, ViewMaker
 from keras_ssl.layers.memory import MemoryBank
@@ -143,7 +143,7 @@ class SSLModel(keras.Model):
                 f"`encoder` must be a keras.Model or layer, got {type(encoder).__name__}."
             )
         self.encoder = encoder
-        _warn_if_rescales_0_255(encoder)
+        warn_if_rescales_0_255(encoder)
         self.image_shape = _resolve_input_shape(encoder, input_shape)
         self.value_range = check_value_range(value_range)
         self.seed = int(seed) if seed is not None else random.randint(0, 2**30)
@@ -652,18 +652,6 @@ def _encoder_spatial_shape(encoder):
     except (AttributeError, ValueError, TypeError):
         return None
     return shape[:2] if len(shape) == 3 else None
-
-
-def _warn_if_rescales_0_255(encoder):
-    from keras_ssl.backbones.external import rescales_0_255
-
-    if isinstance(encoder, keras.Model) and rescales_0_255(encoder):
-        warnings.warn(
-            f"the encoder {encoder.name!r} rescales 0-255 pixels itself, but methods feed it images in "
-            "[0, 1]: it would train on wrongly scaled input. Build it with "
-            "keras_ssl.backbones.application(name, input_shape), which puts the right scaling in front.",
-            stacklevel=3,
-        )
 
 
 def _resolve_input_shape(encoder, input_shape):
