@@ -17,7 +17,7 @@ import sys
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("backbones", "callbacks", "data", "distribute", "evaluation", "layers", "losses", "optimizers",
+_SUBMODULES = ("backbones", "callbacks", "checkpoints", "data", "distribute", "evaluation", "layers", "losses", "optimizers",
                "text", "methods")
 _METHODS = ("BYOL", "CLIP", "DINO", "MAE", "METHODS", "NNCLR", "BarlowTwins", "MoCo", "MoCoV2", "MoCoV3",
             "SimCLR", "SimSiam", "SSLModel", "SwAV", "VICReg")

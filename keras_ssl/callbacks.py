@@ -1,4 +1,4 @@
-"""Callbacks: what happens around `fit` (schedules and online monitors)."""
+"""Callbacks: what happens around `fit` (schedules, guards, checkpoints and online monitors)."""
 
 import warnings
 
@@ -6,6 +6,7 @@ import keras
 import numpy as np
 
 from keras_ssl import data, evaluation
+from keras_ssl.checkpoints import BackupAndRestore  # noqa: F401  (keras_ssl.callbacks.BackupAndRestore)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -130,6 +131,62 @@ class StopOnNaN(keras.callbacks.Callback):
 
     def get_config(self):
         return {"weights_every": self.weights_every, "max_abs": self.max_abs}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class DataEpochs(keras.callbacks.Callback):
+    """Tells the data its epoch, and stops at an epoch in which no step ran.
+
+    At each epoch start it calls the source's `set_epoch(epoch)` (or its
+    sampler's, as for a torch `DistributedSampler`), so a source that
+    orders itself by epoch (`data.ArrayBatches`, `data.ImageFiles`) gives
+    a resumed run the batches the uninterrupted run had. An epoch that ran
+    no step (a generator read out by the first epoch, a `PyDataset` whose
+    length became 0) raises instead of ending quietly with the epochs and
+    steps reported differing from what ran. `SSLModel.fit` puts one first
+    in the callback list.
+
+    Args:
+        source: what `fit` reads (None: only the empty-epoch check).
+
+    Example:
+        >>> model.fit(batches, epochs=3)   # SSLModel.fit adds DataEpochs(batches)
+    """
+
+    def __init__(self, source=None):
+        super().__init__()
+        self.source, self.epoch, self.steps = source, 0, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.steps = epoch, 0
+        for owner in (self.source, getattr(self.source, "sampler", None)):
+            set_epoch = getattr(owner, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+                break
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        expected = (self.params or {}).get("steps") or getattr(self, "first_steps", None)
+        self.first_steps = getattr(self, "first_steps", None) or self.steps
+        if self.steps and expected and self.steps < expected:
+            warnings.warn(f"epoch {epoch + 1} ran {self.steps} of {expected} steps: the data "
+                          f"({type(self.source).__name__}) ran out early.", stacklevel=2)
+        if not self.steps:
+            raise self.empty_error(epoch)
+
+    def empty_error(self, epoch):
+        """The error for an epoch without steps (also raised by `SSLModel.fit` where Keras fails first)."""
+        return ValueError(
+            f"epoch {epoch + 1} ran no training step: the data ({type(self.source).__name__}) yielded no "
+            "batches. A PyDataset emptied by its on_epoch_end is empty from the start (Keras calls "
+            "on_epoch_end once before the first epoch). The epochs that did run are in model.history."
+        )
+
+    def get_config(self):
+        return {}
 
 
 def _scalar(value):

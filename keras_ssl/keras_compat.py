@@ -107,3 +107,65 @@ def unsafe_deserialization():
     from keras.src.saving.serialization_lib import SafeModeScope
 
     return SafeModeScope(False)
+
+
+def set_initial_epoch(model, epoch):
+    """Makes the `fit` that is starting begin at `epoch` (None: as asked).
+
+    Keras 3.15's own `BackupAndRestore` sets `model._initial_epoch` in
+    `on_train_begin`, and `fit` reads it after that call. Keras never clears
+    it, so a later `fit` on the same model would also skip epochs; our
+    checkpoint callback sets it back to None when training ends.
+
+    Example:
+        >>> set_initial_epoch(self.model, 3)   # inside on_train_begin
+    """
+    model._initial_epoch = epoch
+
+
+def skip_train_steps(model, count):
+    """The next `count` steps of the running `fit` read their batch and do not train.
+
+    A run resumed from a checkpoint written in the middle of an epoch must
+    not train again on the batches before it; reading them keeps the data
+    in step. Keras 3.15 has no such option: `fit` calls
+    `model.train_function` once per step, with the TensorFlow iterator, the
+    JAX `(state, iterator)` or the PyTorch batches; the function is replaced
+    for `count` calls and then put back. Call it from `on_epoch_begin`.
+
+    Args:
+        model: the model being fitted (its train function is made).
+        count: calls to skip (steps divided by `steps_per_execution`).
+
+    Example:
+        >>> skip_train_steps(self.model, 5)   # resumed after batch 5 of this epoch
+    """
+    original = getattr(model, "_keras_ssl_train_function", None) or model.train_function
+    if count <= 0:
+        return
+    left = [int(count)]
+    backend = keras.backend.backend()
+
+    def skip(*args):
+        left[0] -= 1
+        if left[0] <= 0:
+            restore_train_function(model)
+        if backend in ("tensorflow", "jax"):  # fit passes an iterator: the batches are read and dropped
+            for _ in range(getattr(model, "steps_per_execution", 1) or 1):
+                next(args[-1])
+        return ({}, args[0]) if backend == "jax" else {}  # JAX's state goes on unchanged
+
+    model._keras_ssl_train_function = original
+    model.train_function = skip
+
+
+def restore_train_function(model):
+    """Undoes `skip_train_steps` (also when `fit` ends before the steps were skipped).
+
+    Example:
+        >>> restore_train_function(self.model)   # in on_train_end
+    """
+    original = getattr(model, "_keras_ssl_train_function", None)
+    if original is not None:
+        model.train_function = original
+        model._keras_ssl_train_function = None

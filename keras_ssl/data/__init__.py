@@ -18,10 +18,10 @@ from keras_ssl.data.datasets import (
     KERAS_DATASETS, NAMES, _resize_bilinear, load, pick_per_class, resize_images, scattered_digits,
 )
 from keras_ssl.data.files import IMAGE_EXTENSIONS, ImageFiles, decode_image, folder_files, list_files
-from keras_ssl.data.sources import prepare_fit_data, to_dataset
+from keras_ssl.data.sources import ArrayBatches, prepare_fit_data, to_dataset
 
 __all__ = [
-    "ImageFiles", "check_images", "check_value_range", "decode_image", "folder_files", "list_files",
+    "ArrayBatches", "ImageFiles", "check_images", "check_value_range", "decode_image", "folder_files", "list_files",
     "load", "looks_channels_first", "resize_images", "pick_per_class", "scattered_digits", "prepare_fit_data", "to_dataset", "to_unit_float",
     "IMAGE_EXTENSIONS", "KERAS_DATASETS", "NAMES", "_resize_bilinear",
 ]

@@ -383,6 +383,15 @@ class ImageFiles(keras.utils.PyDataset):
         self.epoch += 1
         self._order = self._permutation()
 
+    def set_epoch(self, epoch):
+        """Selects epoch `epoch`'s file order (`SSLModel.fit` calls it at each epoch start).
+
+        Example:
+            >>> stream.set_epoch(5)   # the order of the sixth epoch, in any process
+        """
+        self.epoch = int(epoch)
+        self._order = self._permutation()
+
     def report(self):
         """Warns once about files skipped or converted since the last report.
 

@@ -156,6 +156,9 @@ class _IndexedBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         return _select(self.source[index])
 
+    def set_epoch(self, epoch):
+        getattr(self.source, "set_epoch", lambda epoch: None)(epoch)
+
     def on_epoch_begin(self):
         getattr(self.source, "on_epoch_begin", lambda: None)()
 
@@ -179,6 +182,70 @@ class _SampleBatches(keras.utils.PyDataset):
         stop = min(len(self.source), (index + 1) * self.batch_size)
         samples = [_select(self.source[i]) for i in range(index * self.batch_size, stop)]
         return tuple(np.stack([np.asarray(s[j]) for s in samples]) for j in range(len(samples[0])))
+
+
+class ArrayBatches(keras.utils.PyDataset):
+    """Full batches of in-memory arrays, in an order set by the seed and the epoch alone.
+
+    Keras shuffles NumPy arrays from the global random state, which a
+    process resumed from a checkpoint does not share with the one that was
+    killed; here epoch `e`'s order is `default_rng([seed, e])`'s
+    permutation, so a resumed run sees the batches the uninterrupted run
+    saw. `SSLModel.fit` uses it for NumPy images and calls `set_epoch`
+    at each epoch start (as PyTorch's `DistributedSampler.set_epoch`).
+
+    Args:
+        x: images, `(N, H, W, C)`.
+        y: labels or token ids of the same length, or None.
+        batch_size: images per batch; the last incomplete batch is left
+            out (unless there is only one batch).
+        shuffle: a new order every epoch; False keeps the array order.
+        seed: seed of the order.
+
+    Example:
+        >>> batches = ArrayBatches(x_train, batch_size=256, seed=0)
+        >>> batches.set_epoch(3); first = batches[0]
+    """
+
+    def __init__(self, x, y=None, batch_size=32, shuffle=True, seed=0):
+        super().__init__()
+        self.x, self.y = x, y
+        self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch):
+        """Selects epoch `epoch`'s order (0-based, as Keras counts)."""
+        self.epoch = int(epoch)
+        n = len(self.x)
+        self._order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
+                       else np.arange(n))
+
+    @property
+    def num_batches(self):
+        return max(1, len(self.x) // self.batch_size)
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.num_batches:
+            raise IndexError(f"batch {index} of {self.num_batches}")
+        picked = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
+        return (self.x[picked],) if self.y is None else (self.x[picked], self.y[picked])
+
+
+def orders_itself(source):
+    """Whether `source` is a `PyDataset` that sets its own order per epoch (it has `set_epoch`).
+
+    Keras must not shuffle such a source's batches: it would do so from
+    Python's global random state, which a resumed process does not share.
+
+    Example:
+        >>> orders_itself(ArrayBatches(x))
+        True
+    """
+    if not isinstance(source, keras.utils.PyDataset):
+        return False
+    if isinstance(source, _IndexedBatches):
+        source = source.source
+    return callable(getattr(source, "set_epoch", None))
 
 
 def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=None, min_size=None,

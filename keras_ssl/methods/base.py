@@ -45,7 +45,8 @@ from keras import ops
 
 from keras_ssl import distribute, keras_compat, losses
 from keras_ssl.backbones.external import warn_if_rescales_0_255
-from keras_ssl.data import check_value_range, prepare_fit_data
+from keras_ssl.data import ArrayBatches, check_value_range, prepare_fit_data
+from keras_ssl.data.sources import orders_itself
 from keras_ssl.layers.augment import SeedStream, ViewMaker
 from keras_ssl.layers.memory import MemoryBank
 
@@ -464,11 +465,26 @@ class SSLModel(keras.Model):
         NumPy inputs drop the last incomplete batch (as SSL training loaders
         do) so every step has the full batch the loss was designed for.
         """
-        from keras_ssl.callbacks import MomentumScheduler, StopOnNaN
+        from keras_ssl.callbacks import DataEpochs, MomentumScheduler, StopOnNaN
+        from keras_ssl.checkpoints import BackupAndRestore
 
         x, y, batch_size = self._check_fit_data(x, y, batch_size)
+        if hasattr(x, "__next__") and kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0) > 1 \
+                and not kwargs.get("steps_per_epoch"):
+            raise ValueError(
+                f"fit(epochs={kwargs['epochs']}) got a generator or iterator, which is read once: the second "
+                "epoch would find it empty (Keras then replays its first batches). Give a PyDataset, a list "
+                "of batches or a torch DataLoader, or an endless generator with steps_per_epoch.")
         self._ensure_built()
-        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if isinstance(x, np.ndarray) and (y is None or y.dtype.kind in "biuf") and not any(
+                kwargs.get(k) for k in ("validation_split", "sample_weight", "class_weight")):
+            # Seeded by epoch, not by the global state: exact resume (see ArrayBatches).
+            x, y = ArrayBatches(x, y, batch_size or 32, shuffle=kwargs.pop("shuffle", True), seed=self.seed), None
+            batch_size = None
+        if orders_itself(x):
+            kwargs["shuffle"] = False  # Keras would reshuffle the batches from Python's global `random`
+        callbacks = [BackupAndRestore.like(c) if type(c) is keras.callbacks.BackupAndRestore else c
+                     for c in kwargs.pop("callbacks", None) or []]
         if not any(isinstance(c, MomentumScheduler) for c in callbacks):
             callbacks.append(MomentumScheduler())
         if not any(isinstance(c, StopOnNaN) for c in callbacks):
@@ -476,7 +492,14 @@ class SSLModel(keras.Model):
             every = [c.save_freq for c in callbacks if isinstance(c, (keras.callbacks.ModelCheckpoint,
                      keras.callbacks.BackupAndRestore)) and isinstance(getattr(c, "save_freq", None), int)]
             callbacks.insert(0, StopOnNaN(weights_every=min(every) if every else None))
-        return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
+        guard = DataEpochs(x)
+        callbacks.insert(0, guard)
+        try:
+            return super().fit(x, y, batch_size=batch_size, callbacks=callbacks, **kwargs)
+        except UnboundLocalError:  # Keras 3.15's JAX fit reads the logs of a step that never ran
+            if guard.steps == 0:
+                raise guard.empty_error(guard.epoch) from None
+            raise
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
         """`keras.Model.evaluate`: the SSL loss on held-out images (views drawn anew)."""
