@@ -83,15 +83,24 @@ class StopOnNaN(keras.callbacks.Callback):
             (None: at epoch ends only).
         max_abs: variables larger than this in magnitude count as diverged
             (float32 weights of trained networks stay far below 1e12).
+        divergence: optional factor: stop when the loss grows beyond this
+            many times its first epoch's size, or the norm of the trainable
+            weights grows this many times between two checks (100: two
+            orders of magnitude). None: off.
 
     Example:
-        >>> model.fit(x, callbacks=[StopOnNaN(), keras.callbacks.BackupAndRestore("ckpt")])
+        >>> model.fit(x, callbacks=[StopOnNaN(divergence=100), keras.callbacks.BackupAndRestore("ckpt")])
     """
 
-    def __init__(self, weights_every=None, max_abs=1e12):
+    def __init__(self, weights_every=None, max_abs=1e12, divergence=None):
         super().__init__()
         self.weights_every = int(weights_every) if weights_every else None
         self.max_abs = float(max_abs)
+        self.divergence = float(divergence) if divergence else None
+        self._loss_scale = self._norm = None
+
+    def on_train_begin(self, logs=None):
+        self._loss_scale = self._norm = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
@@ -103,11 +112,17 @@ class StopOnNaN(keras.callbacks.Callback):
             bad = [f"{k}={v}" for k, v in values.items() if k != "loss" and not np.isfinite(v)]
             self._stop(f"the loss became {values['loss']} at {where}; non-finite terms: "
                        f"{', '.join(bad) or 'none besides the loss'}")
+        scale = self._loss_scale
+        if self.divergence and scale and "loss" in values and abs(values["loss"]) > self.divergence * scale:
+            self._stop(f"the loss jumped to {values['loss']:.4g} at {where}, more than {self.divergence:g} "
+                       f"times its first epoch's size {scale:.4g} (divergence)")
         if self.weights_every and (batch + 1) % self.weights_every == 0:
             self._check_variables(where)
 
     def on_epoch_end(self, epoch, logs=None):
         self._check_variables(f"the end of epoch {epoch + 1}")
+        if self._loss_scale is None and logs and "loss" in logs:
+            self._loss_scale = max(abs(_scalar(logs["loss"])), 1e-6)
 
     def _check_variables(self, where):
         variables = list(self.model.variables)
@@ -121,6 +136,13 @@ class StopOnNaN(keras.callbacks.Callback):
             if not np.all(np.isfinite(value)) or (value.size and np.abs(value).max() > self.max_abs):
                 kind = "non-finite" if not np.all(np.isfinite(value)) else f"larger than {self.max_abs:g}"
                 self._stop(f"variable {v.path} became {kind} at {where} while the loss stayed finite")
+        if self.divergence:
+            norm = float(np.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w), dtype="float64")))
+                                     for w in self.model.trainable_variables)))
+            if self._norm and norm > self.divergence * self._norm:
+                self._stop(f"the norm of the trainable weights jumped from {self._norm:.4g} to {norm:.4g} by "
+                           f"{where} (divergence)")
+            self._norm = norm
 
     def _stop(self, what):
         self.model.stop_training = True
@@ -130,7 +152,7 @@ class StopOnNaN(keras.callbacks.Callback):
         )
 
     def get_config(self):
-        return {"weights_every": self.weights_every, "max_abs": self.max_abs}
+        return {"weights_every": self.weights_every, "max_abs": self.max_abs, "divergence": self.divergence}
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

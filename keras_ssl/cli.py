@@ -110,7 +110,13 @@ def build_parser():
                    help="use only the first N training images (streamed data: N random ones; default: all)")
     p.add_argument("--seed", type=_number(int, 0), default=0, help="seed of weights, views and data order")
     p.add_argument("--output", default="runs/demo", help="run directory")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing encoder in --output")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the run in --output (and a checkpoint left by a different command)")
+    p.add_argument("--checkpoint-every", type=COUNT, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS steps (default: at each epoch end only); rerunning the "
+                   "same command after a kill resumes from the last checkpoint")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start over even if --output holds a checkpoint of this command")
     p.add_argument("--verbose", type=_number(int, 0, 2), default=None, help="Keras fit verbosity (default: progress bar)")
     p.add_argument("--knn-every", type=_number(int, 0), default=None,
                    help="kNN accuracy every N epochs into the history (default 1, or 5 above 20k images; 0: off)")
@@ -216,24 +222,73 @@ def pretrain(args):
     if args.method not in methods:
         raise SystemExit(f"keras-ssl: unknown --method {args.method!r}; choose from {sorted(methods)}.")
     encoder_path = os.path.join(args.output, "encoder.keras")
-    if os.path.exists(encoder_path) and not args.overwrite:
-        raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
     created = not os.path.exists(args.output)
+    if not created and os.path.exists(encoder_path) and not (args.overwrite or _same_command_checkpoint(args)):
+        raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
     rundir.check_writable_dir(args.output)
     try:
         with rundir.RunLock(args.output):
-            return _pretrain(args, methods, encoder_path)
+            resume = _resume_plan(args)
+            return _pretrain(args, methods, encoder_path, resume)
     except BaseException:
         if created and not os.listdir(args.output):  # failed before writing anything: leave no trace
             os.rmdir(args.output)
         raise
 
 
-def _pretrain(args, methods, encoder_path):
+CHECKPOINT = "checkpoint"
+# Flags that do not change what is trained: a checkpoint resumes across them.
+_NOT_THE_RUN = ("command", "output", "overwrite", "verbose", "no_plots", "no_resume", "checkpoint_every",
+                "knn_every", "eval_limit")
+
+
+def _command(args):
+    """The flags that define a run, as recorded next to its checkpoint."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_THE_RUN}
+
+
+def _saved_command(args):
+    path = os.path.join(args.output, CHECKPOINT, "command.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _same_command_checkpoint(args):
+    """Whether --output holds an interrupted run of this very command."""
+    from keras_ssl.checkpoints import list_checkpoints
+
+    return (not args.no_resume and bool(list_checkpoints(os.path.join(args.output, CHECKPOINT)))
+            and _saved_command(args) == json.loads(json.dumps(_command(args))))
+
+
+def _resume_plan(args):
+    """The checkpoint state to resume from (None: start over), after clearing one that does not apply."""
+    from keras_ssl.checkpoints import list_checkpoints, read_state
+
+    folder = os.path.join(args.output, CHECKPOINT)
+    if _same_command_checkpoint(args):
+        return read_state(list_checkpoints(folder)[0])
+    saved = _saved_command(args) or {}
+    if list_checkpoints(folder) and not args.no_resume and not args.overwrite:
+        now = json.loads(json.dumps(_command(args)))
+        changed = [f"--{k.replace('_', '-')} {saved.get(k)} there, {now.get(k)} here"
+                   for k in sorted(set(now) | set(saved)) if saved.get(k) != now.get(k)]
+        raise SystemExit(f"keras-ssl: {folder} holds the checkpoint of an interrupted run of another command "
+                         f"({'; '.join(changed) or 'no record of it'}). Rerun that command to resume it, or "
+                         "pass --overwrite to start over.")
+    rundir.remove_dir(folder)
+    return None
+
+
+def _pretrain(args, methods, encoder_path, resume=None):
 
     import keras
 
     from keras_ssl import distribute, evaluation
+    from keras_ssl.checkpoints import BackupAndRestore
 
     keras.utils.set_random_seed(args.seed)
     spec = _data_spec(args)
@@ -274,8 +329,19 @@ def _pretrain(args, methods, encoder_path):
 
         callbacks.append(KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every,
                                     value_range=value_range))
-    history = model.fit(d.fit, epochs=args.epochs, batch_size=None if d.streamed else args.batch_size,
-                        steps_per_epoch=args.steps_per_epoch, verbose=verbose, callbacks=callbacks)
+    checkpoint_dir = os.path.join(args.output, CHECKPOINT)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    rundir.write_json(os.path.join(checkpoint_dir, "command.json"), _command(args))
+    backup = BackupAndRestore(checkpoint_dir, save_freq=args.checkpoint_every or "epoch", delete_checkpoint=False)
+    callbacks.append(backup)
+    if resume is not None:
+        done = resume["epoch"] >= args.epochs
+        print(f"resuming from epoch {min(resume['epoch'] + 1, args.epochs)} of {args.epochs}"
+              + (f", after its step {resume['batch']}" if resume["batch"] else "")
+              + (" (training was complete; writing the run's files)" if done else "")
+              + f" (checkpoint in {checkpoint_dir})")
+    model.fit(d.fit, epochs=args.epochs, batch_size=None if d.streamed else args.batch_size,
+              steps_per_epoch=args.steps_per_epoch, verbose=verbose, callbacks=callbacks)
     seconds = time.time() - start
     after = knn()
     if after is not None:
@@ -284,20 +350,29 @@ def _pretrain(args, methods, encoder_path):
         print(f"raw-pixel kNN top-1 {raw:.4f}{raw_note} | random-init encoder {before:.4f} | trained "
               f"{args.method} encoder {after:.4f}  (weighted kNN, k=200, T=0.1, same images)")
 
-    rundir.save_model(model.encoder, encoder_path)
-    rundir.save_model(model, os.path.join(args.output, "model.keras"))
-    record = {key: [float(v) for v in values] for key, values in history.history.items()}
+    # Every file is staged, then published as one run; the checkpoint goes last, so a kill
+    # anywhere before leaves a run to resume (or, while publishing, one to finish).
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    stage = rundir.staging_dir(args.output)
+    rundir.save_model(model.encoder, os.path.join(stage, "encoder.keras"))
+    rundir.save_model(model, os.path.join(stage, "model.keras"))
+    record = {}
+    for logs in backup.epoch_logs:  # every epoch, those before a resume included
+        for key, value in logs.items():
+            record.setdefault(key, []).append(value)
     record.update(
         knn_raw_pixels=raw, knn_before=before, knn_after=after, seconds=seconds, backend=distribute.backend(),
         method=args.method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
         limit=args.limit, steps_per_epoch=args.steps_per_epoch, image_size=list(image_shape[:2]),
+        run_id=run_id, resumed_from=None if resume is None else [resume["epoch"], resume["batch"]],
     )
-    rundir.write_json(os.path.join(args.output, "history.json"), record)
-    rundir.write_json(os.path.join(args.output, DATA_RECORD), spec)
-    print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
+    rundir.write_json(os.path.join(stage, "history.json"), record)
+    rundir.write_json(os.path.join(stage, DATA_RECORD), spec)
     if not args.no_plots:
-        _write_plots(args.output, record, model.encoder, (x_train, y_train), (x_test, y_test),
-                     model.views, value_range)
+        _write_plots(stage, record, model.encoder, (x_train, y_train), (x_test, y_test), model.views, value_range)
+    rundir.publish(args.output, run_id)
+    rundir.remove_dir(checkpoint_dir)
+    print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
     return 0
 
 
@@ -495,6 +570,7 @@ def _load_model(path, default_name):
         path = os.path.join(path, default_name)
     if not os.path.isfile(path):
         raise SystemExit(f"keras-ssl: no such file: {path}")
+    rundir.check_complete(path)
     try:
         return keras.saving.load_model(path)
     except Exception as e:  # corrupt or foreign file: say which file
@@ -562,6 +638,7 @@ def plot(args):
     path = os.path.join(args.run, "history.json")
     if not os.path.isfile(path):
         raise SystemExit(f"keras-ssl: {path} not found: is {args.run} a pretrain run directory?")
+    rundir.check_complete(path)
     with open(path) as f:
         record = json.load(f)
     encoder = _load_model(args.run, "encoder.keras")

@@ -1,12 +1,16 @@
-"""The run directory of `keras-ssl`: checked, locked, written file by file atomically.
+"""The run directory of `keras-ssl`: checked, locked, and published as one run.
 
 Every file goes through a temporary file in the same directory and a rename,
-so a crash never leaves a half-written file where the old one was; the
-`.lock` file names the process that owns the directory.
+so a crash never leaves a half-written file where the old one was; a run's
+files are staged and published together (`publish`), so a reader never sees
+files of two runs; the `.lock` file names the process that owns the
+directory.
 """
 
+import hashlib
 import json
 import os
+import shutil
 import tempfile
 
 
@@ -143,3 +147,106 @@ def _alive(pid):
     except PermissionError:  # someone else's process
         return True
     return True
+
+
+# A run directory is published as one run: the files are written to STAGING,
+# then MARKER is created, the files are moved in, MANIFEST (the run id and
+# each file's SHA-256) is written, and MARKER is removed. A reader that finds
+# MARKER, or a file whose hash is not the manifest's, refuses the directory.
+STAGING, MARKER, MANIFEST = ".staging", ".publishing", "run.json"
+RUN_FILES = ("encoder.keras", "model.keras", "history.json", "data.json", "history.png", "views.png",
+             "embedding.png", "retrieval.png")
+
+
+def staging_dir(folder):
+    """An empty `<folder>/.staging` to write a run's files into before `publish`.
+
+    Example:
+        >>> stage = staging_dir("runs/demo"); save_model(encoder, os.path.join(stage, "encoder.keras"))
+    """
+    path = os.path.join(folder, STAGING)
+    if os.path.exists(path):
+        shutil.rmtree(path)
+    os.makedirs(path)
+    return path
+
+
+def publish(folder, run_id):
+    """Moves every staged file into `folder` as one run, with a manifest.
+
+    A kill before the marker is written leaves the previous run untouched;
+    after it, readers refuse the directory until the same `pretrain` is
+    rerun. Files of an earlier run that this run did not write (figures
+    after `--no-plots`) are removed.
+
+    Args:
+        folder: the run directory.
+        run_id: names the run in `run.json`.
+
+    Example:
+        >>> publish("runs/demo", "20261204-071500-4242")
+    """
+    staging = os.path.join(folder, STAGING)
+    names = sorted(os.listdir(staging))
+    manifest = {"run_id": run_id, "files": {name: _sha256(os.path.join(staging, name)) for name in names}}
+    write_json(os.path.join(folder, MARKER), {"run_id": run_id})
+    for name in names:
+        _move(os.path.join(staging, name), os.path.join(folder, name))
+    for name in RUN_FILES:
+        if name not in names and os.path.exists(os.path.join(folder, name)):
+            os.remove(os.path.join(folder, name))
+    write_json(os.path.join(folder, MANIFEST), manifest)
+    os.remove(os.path.join(folder, MARKER))
+    shutil.rmtree(staging)
+
+
+def remove_dir(path):
+    """Removes a directory so that no kill leaves a part of it under its name (rename, then delete).
+
+    Example:
+        >>> remove_dir("runs/demo/checkpoint")
+    """
+    if not os.path.exists(path):
+        return
+    trash = os.path.join(os.path.dirname(os.path.abspath(path)), ".trash-" + os.path.basename(path))
+    if os.path.exists(trash):
+        shutil.rmtree(trash)
+    os.rename(path, trash)
+    shutil.rmtree(trash)
+
+
+def _move(source, target):
+    """One file of `publish` into place (a rename, atomic)."""
+    os.replace(source, target)
+
+
+def check_complete(path):
+    """A one-line error when `path` (a run directory or a file in one) is not one whole run.
+
+    Args:
+        path: the run directory, or one of its files, about to be read.
+
+    Example:
+        >>> check_complete("runs/demo/encoder.keras")
+    """
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    if os.path.exists(os.path.join(folder, MARKER)):
+        raise SystemExit(f"keras-ssl: {folder} was being written when its pretrain stopped; rerun that "
+                         "pretrain command to finish it.")
+    manifest_path = os.path.join(folder, MANIFEST)
+    if os.path.isdir(path) or not os.path.isfile(manifest_path):
+        return
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    expected = manifest.get("files", {}).get(os.path.basename(path))
+    if expected is not None and _sha256(path) != expected:
+        raise SystemExit(f"keras-ssl: {path} is not the file of run {manifest.get('run_id')} (run.json); "
+                         "another run or a person replaced it.")
+
+
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -91,7 +91,25 @@ def test_a_spike_that_breaks_the_weights_but_not_the_loss_stops_before_the_check
     if checkpoint_kind == "model_checkpoint":
         saved.load_weights(path)
     else:
-        saved.load_weights(os.path.join(path, "latest.weights.h5"))
+        from keras_ssl.checkpoints import list_checkpoints  # SSLModel.fit used keras_ssl's own
+
+        (newest,) = list_checkpoints(path)
+        saved.load_weights(os.path.join(newest, "model.weights.h5"))
     assert int(saved.step) == 2, "the checkpoint on disk is epoch 1's"
     for w in saved.get_weights():
         assert np.all(np.isfinite(w)) and np.abs(w).max() < 1e12
+
+
+def test_the_divergence_guard_names_a_weight_norm_that_jumps_orders_of_magnitude():
+    import keras_ssl
+    from keras_ssl.callbacks import StopOnNaN
+
+    model = keras_ssl.SimCLR(small_encoder(), hidden_dim=8, projection_dim=4, seed=0)
+    # A spike that leaves every weight finite and below max_abs, but 1e4 times larger.
+    model.compile(optimizer=keras.optimizers.SGD(SpikeOnStep(spike_step=3, spike=1e6)))
+    with pytest.raises(FloatingPointError, match=r"norm of the trainable weights jumped .* end of epoch 2"):
+        model.fit(random_images(16), batch_size=8, epochs=4, verbose=0, callbacks=[StopOnNaN(divergence=100)])
+    quiet = keras_ssl.SimCLR(small_encoder(), hidden_dim=8, projection_dim=4, seed=0)
+    quiet.compile(optimizer=keras.optimizers.SGD(1e-3))
+    assert len(quiet.fit(random_images(16), batch_size=8, epochs=3, verbose=0,
+                         callbacks=[StopOnNaN(divergence=100)]).epoch) == 3
