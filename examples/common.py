@@ -65,8 +65,7 @@ def report_knn(model_encoder, train, test):
     ev = keras_ssl.evaluation
     features = [ev.embed(model_encoder, x) for x in (x_train, x_test)]
     result = ev.knn_accuracy(features[0], y_train, features[1], y_test)
-    pixels = [np.asarray(x, "float32").reshape(len(x), -1) for x in (x_train, x_test)]
-    raw = ev.knn_accuracy(pixels[0], y_train, pixels[1], y_test)["top1"]
+    raw = ev.raw_pixel_knn(x_train, y_train, x_test, y_test)["top1"]
     print(f"kNN top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} ({len(x_train)} train / {len(x_test)} "
           f"test images; raw pixels: {raw:.4f})")
     return result

@@ -223,12 +223,10 @@ def pretrain(args):
         raise SystemExit(f"keras-ssl: unknown --method {args.method!r}; choose from {sorted(methods)}.")
     encoder_path = os.path.join(args.output, "encoder.keras")
     created = not os.path.exists(args.output)
-    if not created and os.path.exists(encoder_path) and not (args.overwrite or _same_command_checkpoint(args)):
-        raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
     rundir.check_writable_dir(args.output)
     try:
         with rundir.RunLock(args.output):
-            resume = _resume_plan(args)
+            resume = _resume_plan(args, encoder_path)
             return _pretrain(args, methods, encoder_path, resume)
     except BaseException:
         if created and not os.listdir(args.output):  # failed before writing anything: leave no trace
@@ -264,8 +262,12 @@ def _same_command_checkpoint(args):
             and _saved_command(args) == json.loads(json.dumps(_command(args))))
 
 
-def _resume_plan(args):
-    """The checkpoint state to resume from (None: start over), after clearing one that does not apply."""
+def _resume_plan(args, encoder_path):
+    """The checkpoint state to resume from (None: start over), after clearing one that does not apply.
+
+    An interrupted run of this command resumes; one of another command, or
+    a finished run, is replaced only with --overwrite.
+    """
     from keras_ssl.checkpoints import list_checkpoints, read_state
 
     folder = os.path.join(args.output, CHECKPOINT)
@@ -279,6 +281,8 @@ def _resume_plan(args):
         raise SystemExit(f"keras-ssl: {folder} holds the checkpoint of an interrupted run of another command "
                          f"({'; '.join(changed) or 'no record of it'}). Rerun that command to resume it, or "
                          "pass --overwrite to start over.")
+    if os.path.exists(encoder_path) and not args.overwrite:
+        raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
     rundir.remove_dir(folder)
     return None
 
@@ -377,21 +381,13 @@ def _pretrain(args, methods, encoder_path, resume=None):
 
 
 def _raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side=64):
-    """The baseline an encoder must beat: the same kNN on the pixels themselves.
-
-    Images larger than `max_side` are resized down first (memory); the
-    note says so.
-    """
+    """`evaluation.raw_pixel_knn`'s top-1 and a note saying when the images were downsized."""
     if y_train is None or y_test is None or not len(x_test):
         return None, ""
-    from keras_ssl import data, evaluation
+    from keras_ssl import evaluation
 
-    note = ""
-    if max(x_train.shape[1:3]) > max_side:
-        x_train, x_test = (data.resize_images(x, max_side) for x in (x_train, x_test))
-        note = f" (at {max_side} px)"
-    pixels = [data.to_unit_float(x, value_range).reshape(len(x), -1) for x in (x_train, x_test)]
-    return evaluation.knn_accuracy(pixels[0], y_train, pixels[1], y_test)["top1"], note
+    note = f" (at {max_side} px)" if max(x_train.shape[1:3]) > max_side else ""
+    return evaluation.raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side)["top1"], note
 
 
 def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=None):

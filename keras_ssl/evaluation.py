@@ -124,6 +124,29 @@ def knn_classify(
     return scores
 
 
+def raw_pixel_knn(x_train, y_train, x_test, y_test, value_range=None, max_side=64, **kwargs):
+    """The baseline an encoder must beat: `knn_accuracy` on the pixels themselves.
+
+    Args:
+        x_train, y_train, x_test, y_test: labelled images, `(N, H, W, C)`.
+        value_range: pixel range of the images (see `data.to_unit_float`).
+        max_side: larger images are resized down to this side first (memory).
+        **kwargs: `knn_accuracy`'s options (`k`, `temperature`).
+
+    Returns:
+        `knn_accuracy`'s dict (`top1`, `top5`).
+
+    Example:
+        >>> raw_pixel_knn(x_train, y_train, x_test, y_test)["top1"]
+    """
+    from keras_ssl import data
+
+    if max(x_train.shape[1:3]) > max_side:
+        x_train, x_test = (data.resize_images(x, max_side) for x in (x_train, x_test))
+    pixels = [data.to_unit_float(x, value_range).reshape(len(x), -1) for x in (x_train, x_test)]
+    return knn_accuracy(pixels[0], y_train, pixels[1], y_test, **kwargs)
+
+
 def knn_accuracy(
     train_features, train_labels, test_features, test_labels, k=200, temperature=0.1,
     top=(1, 5), num_classes=None, batch_size=1024,
