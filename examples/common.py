@@ -6,8 +6,6 @@ puts `examples/` first on `sys.path`).
 
 import argparse
 
-import numpy as np
-
 import keras_ssl
 
 

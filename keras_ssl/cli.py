@@ -115,6 +115,10 @@ def build_parser():
     p.add_argument("--checkpoint-every", type=COUNT, default=None, metavar="STEPS",
                    help="also checkpoint every STEPS steps (default: at each epoch end only); rerunning the "
                    "same command after a kill resumes from the last checkpoint")
+    p.add_argument("--divergence", type=_number(float, 1, low_open=True), default=None, metavar="FACTOR",
+                   help="stop when the loss grows FACTOR times its first epoch's size, or the weight norm "
+                   "FACTOR times between checks, e.g. 100 (default: off; NaN, Inf and weights above 1e12 "
+                   "always stop)")
     p.add_argument("--no-resume", action="store_true",
                    help="start over even if --output holds a checkpoint of this command")
     p.add_argument("--verbose", type=_number(int, 0, 2), default=None, help="Keras fit verbosity (default: progress bar)")
@@ -237,7 +241,7 @@ def pretrain(args):
 CHECKPOINT = "checkpoint"
 # Flags that do not change what is trained: a checkpoint resumes across them.
 _NOT_THE_RUN = ("command", "output", "overwrite", "verbose", "no_plots", "no_resume", "checkpoint_every",
-                "knn_every", "eval_limit")
+                "knn_every", "eval_limit", "divergence")
 
 
 def _command(args):
@@ -338,6 +342,10 @@ def _pretrain(args, methods, encoder_path, resume=None):
     rundir.write_json(os.path.join(checkpoint_dir, "command.json"), _command(args))
     backup = BackupAndRestore(checkpoint_dir, save_freq=args.checkpoint_every or "epoch", delete_checkpoint=False)
     callbacks.append(backup)
+    if args.divergence:
+        from keras_ssl.callbacks import StopOnNaN
+
+        callbacks.insert(0, StopOnNaN(weights_every=args.checkpoint_every, divergence=args.divergence))
     if resume is not None:
         done = resume["epoch"] >= args.epochs
         print(f"resuming from epoch {min(resume['epoch'] + 1, args.epochs)} of {args.epochs}"

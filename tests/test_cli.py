@@ -205,6 +205,7 @@ def test_backbone_flag_builds_keras_applications_for_the_data():
 @pytest.mark.parametrize("flag,value", [
     ("--limit", "0"), ("--limit", "-5"), ("--batch-size", "0"), ("--crop-scale", "0"), ("--epochs", "-1"),
     ("--width", "0.001"), ("--learning-rate", "0"), ("--crop-scale", "1.5"), ("--seed", "-1"),
+    ("--checkpoint-every", "0"), ("--divergence", "1"),
 ])
 def test_out_of_range_arguments_are_refused_with_the_range(flag, value, capsys):
     with pytest.raises(SystemExit):

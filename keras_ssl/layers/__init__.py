@@ -21,3 +21,4 @@ from keras_ssl.layers.augment import (
 )
 from keras_ssl.layers.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes, ZeroShotHead
 from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.layers.momentum import momentum_target, momentum_update
