@@ -103,6 +103,26 @@ def build_forward(fn, *args):
             fn(*args)
 
 
+def skipped_train_step(model, args):
+    """What `fit`'s train function returns for a step that reads its batch and does not train.
+
+    Keras 3.15's `fit` passes the TensorFlow and JAX train functions an
+    iterator (and JAX the state, returned with the logs), PyTorch's the
+    batches already read; see `keras_compat.skip_train_steps`.
+
+    Args:
+        model: the model being fitted.
+        args: the arguments `fit` passed to the train function.
+
+    Example:
+        >>> logs = skipped_train_step(model, (iterator,))
+    """
+    if backend() in ("tensorflow", "jax"):  # the batches are read and dropped
+        for _ in range(getattr(model, "steps_per_execution", 1) or 1):
+            next(args[-1])
+    return ({}, args[0]) if backend() == "jax" else {}  # JAX's state goes on unchanged
+
+
 def _replica_context():
     """The TF replica context when running inside a multi-replica step, else None."""
     if backend() != "tensorflow":

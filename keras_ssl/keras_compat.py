@@ -143,17 +143,15 @@ def skip_train_steps(model, count):
     original = getattr(model, "_keras_ssl_train_function", None) or model.train_function
     if count <= 0:
         return
+    from keras_ssl import distribute
+
     left = [int(count)]
-    backend = keras.backend.backend()
 
     def skip(*args):
         left[0] -= 1
         if left[0] <= 0:
             restore_train_function(model)
-        if backend in ("tensorflow", "jax"):  # fit passes an iterator: the batches are read and dropped
-            for _ in range(getattr(model, "steps_per_execution", 1) or 1):
-                next(args[-1])
-        return ({}, args[0]) if backend == "jax" else {}  # JAX's state goes on unchanged
+        return distribute.skipped_train_step(model, args)
 
     model._keras_ssl_train_function = original
     model.train_function = skip

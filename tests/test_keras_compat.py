@@ -94,3 +94,37 @@ def test_unsafe_deserialization_scope_lifts_safe_mode_and_restores_it():
     with keras_compat.unsafe_deserialization():
         assert in_safe_mode() is False  # what Lambda.from_config reads
     assert in_safe_mode() == before  # the scope did not leak
+
+
+def _dense_model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    return model
+
+
+def test_fit_starts_at_an_initial_epoch_set_in_on_train_begin():
+    class Resume(keras.callbacks.Callback):
+        def on_train_begin(self, logs=None):
+            keras_compat.set_initial_epoch(self.model, 2)
+
+    model = _dense_model()
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 2), "float32")
+    assert model.fit(x, y, epochs=4, verbose=0, callbacks=[Resume()]).epoch == [2, 3]
+    keras_compat.set_initial_epoch(model, None)
+    assert model.fit(x, y, epochs=1, verbose=0).epoch == [0]
+
+
+def test_skipped_train_steps_read_their_batches_and_do_not_train():
+    class Skip(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            keras_compat.skip_train_steps(self.model, 2)
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(16, 3)).astype("float32"), rng.normal(size=(16, 2)).astype("float32")
+    skipped, direct = _dense_model(), _dense_model()
+    skipped.fit(x, y, batch_size=4, shuffle=False, verbose=0, callbacks=[Skip()])
+    direct.fit(x[8:], y[8:], batch_size=4, shuffle=False, verbose=0)  # only the last two batches
+    for a, b in zip(skipped.get_weights(), direct.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert getattr(skipped, "_keras_ssl_train_function", None) is None, "the train function is put back"
