@@ -123,6 +123,23 @@ def skipped_train_step(model, args):
     return ({}, args[0]) if backend() == "jax" else {}  # JAX's state goes on unchanged
 
 
+def needs_array_input(model):
+    """Whether `fit` must get NumPy arrays rather than a `PyDataset`: a TF model under `tf.distribute`.
+
+    A PyDataset's batches reach a `MirroredStrategy` step without a static
+    size, and some gradients (of a matrix diagonal) need one; so there
+    Keras shuffles the arrays itself (exact resume then restarts the epoch
+    order from the global seed).
+
+    Example:
+        >>> if not needs_array_input(model): x = ArrayBatches(x, batch_size=256)
+    """
+    if backend() != "tensorflow":
+        return False
+    strategy = getattr(model, "distribute_strategy", None)
+    return strategy is not None and strategy.num_replicas_in_sync > 1
+
+
 def _replica_context():
     """The TF replica context when running inside a multi-replica step, else None."""
     if backend() != "tensorflow":

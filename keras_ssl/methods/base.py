@@ -478,7 +478,8 @@ class SSLModel(keras.Model):
                 "of batches or a torch DataLoader, or an endless generator with steps_per_epoch.")
         self._ensure_built()
         if isinstance(x, np.ndarray) and (y is None or y.dtype.kind in "biuf") and not any(
-                kwargs.get(k) for k in ("validation_split", "sample_weight", "class_weight")):
+                kwargs.get(k) for k in ("validation_split", "sample_weight", "class_weight")) \
+                and not distribute.needs_array_input(self):
             # Seeded by epoch, not by the global state: exact resume (see ArrayBatches).
             x, y = ArrayBatches(x, y, batch_size or 32, shuffle=kwargs.pop("shuffle", True), seed=self.seed), None
             batch_size = None
