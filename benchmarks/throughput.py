@@ -58,9 +58,10 @@ def forward_flops(model):
     total = 0
     for layer in model.layers:
         if isinstance(layer, keras.layers.Conv2D):
-            _, h, w, c_out = layer.output.shape
-            kh, kw = layer.kernel_size
-            total += 2 * h * w * kh * kw * layer.input.shape[-1] * c_out
+            shape = layer.output.shape
+            (h, w), c_out = (shape[2:], shape[1]) if layer.data_format == "channels_first" else (shape[1:3], shape[3])
+            kh, kw, c_in, _ = layer.kernel.shape
+            total += 2 * h * w * kh * kw * c_in * c_out
         elif isinstance(layer, keras.layers.Dense):
             total += 2 * layer.input.shape[-1] * layer.units
     return total

@@ -157,7 +157,9 @@ sys.path.insert(0, {tests!r})
 from conftest import small_encoder, random_images
 import keras_ssl
 keras.utils.set_random_seed(7)
-model = keras_ssl.SimCLR(small_encoder(), hidden_dim=16, projection_dim=8, seed=3)
+# keras_ssl's own backbone, in the saving backend's layout (channels-first inside on PyTorch).
+model = keras_ssl.SimCLR(keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8), hidden_dim=16,
+                         projection_dim=8, seed=3)
 model.compile(optimizer=keras.optimizers.Adam(1e-2))
 x = random_images(16)
 model.fit(x, batch_size=8, epochs=1, verbose=0)

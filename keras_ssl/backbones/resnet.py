@@ -2,46 +2,67 @@
 
 Built from plain Keras layers only, so a saved encoder loads with
 `keras.saving.load_model` on any backend without importing keras_ssl. Each
-model maps images in [0, 1] to pooled features `(B, D)`.
+model maps images in [0, 1], `(B, H, W, C)`, to pooled features `(B, D)`.
+Inside, the convolutions compute in the layout the backend runs fastest
+(`distribute.conv_layout`): on PyTorch one transposed view of the images
+makes every convolution run in PyTorch's channels-last memory format with
+no copies; the numbers are the same in either layout.
 """
 
 import keras
+
+from keras_ssl import distribute
 
 layers = keras.layers
 
 _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 
-def _conv(x, filters, kernel, strides, name):
+def _conv(x, filters, kernel, strides, name, data_format):
     x = layers.Conv2D(
-        filters, kernel, strides=strides, padding="same", use_bias=False,
+        filters, kernel, strides=strides, padding="same", use_bias=False, data_format=data_format,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)
     # momentum 0.9 = PyTorch's 0.1, as the reference implementations: Keras's 0.99
     # leaves the moving statistics far from the batch ones after short runs.
-    return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    return layers.BatchNormalization(axis=_channel_axis(data_format), momentum=0.9, epsilon=1e-5,
+                                     name=f"{name}_bn")(x)
 
 
-def _basic_block(x, filters, strides, name):
+def _channel_axis(data_format):
+    return 1 if data_format == "channels_first" else -1
+
+
+def _basic_block(x, filters, strides, name, data_format):
     shortcut = x
-    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 3, strides, f"{name}_1"))
-    y = _conv(y, filters, 3, 1, f"{name}_2")
-    if strides != 1 or x.shape[-1] != filters:
-        shortcut = _conv(x, filters, 1, strides, f"{name}_proj")
+    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 3, strides, f"{name}_1", data_format))
+    y = _conv(y, filters, 3, 1, f"{name}_2", data_format)
+    if strides != 1 or x.shape[_channel_axis(data_format)] != filters:
+        shortcut = _conv(x, filters, 1, strides, f"{name}_proj", data_format)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
-def _bottleneck(x, filters, strides, name):
+def _bottleneck(x, filters, strides, name, data_format):
     shortcut = x
-    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 1, 1, f"{name}_1"))
-    y = layers.ReLU(name=f"{name}_relu2")(_conv(y, filters, 3, strides, f"{name}_2"))
-    y = _conv(y, 4 * filters, 1, 1, f"{name}_3")
-    if strides != 1 or x.shape[-1] != 4 * filters:
-        shortcut = _conv(x, 4 * filters, 1, strides, f"{name}_proj")
+    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 1, 1, f"{name}_1", data_format))
+    y = layers.ReLU(name=f"{name}_relu2")(_conv(y, filters, 3, strides, f"{name}_2", data_format))
+    y = _conv(y, 4 * filters, 1, 1, f"{name}_3", data_format)
+    if strides != 1 or x.shape[_channel_axis(data_format)] != 4 * filters:
+        shortcut = _conv(x, 4 * filters, 1, strides, f"{name}_proj", data_format)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
-def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None):
+def _layout(inputs, data_format):
+    """The images `(B, H, W, C)` as the convolutions take them."""
+    data_format = data_format or distribute.conv_layout()
+    if data_format not in ("channels_last", "channels_first"):
+        raise ValueError(f"`data_format` must be 'channels_last' or 'channels_first', got {data_format!r}.")
+    if data_format == "channels_last":
+        return inputs, data_format
+    return layers.Permute((3, 1, 2), name="to_channels_first")(inputs), data_format
+
+
+def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_format=None):
     """A ResNet encoder returning globally pooled features.
 
     Args:
@@ -52,6 +73,9 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
         width: width multiplier of every stage (base widths 64-128-256-512);
             the stem keeps at least 16 channels (see the comment in the code).
         name: model name (default `resnet{depth}`).
+        data_format: layout the convolutions compute in (the images stay
+            `(B, H, W, C)`): "channels_last", "channels_first", or None for
+            the backend's fastest (`distribute.conv_layout`).
 
     Returns:
         A functional `keras.Model`; features have `512 * width` channels
@@ -76,47 +100,48 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
     # would put in every projection shortcut.
     base = max(16, int(round(64 * width)))
     inputs = keras.Input(input_shape, name="images")
+    x, data_format = _layout(inputs, data_format)
     if stem == "cifar":
-        x = layers.ReLU(name="stem_relu")(_conv(inputs, base, 3, 1, "stem"))
+        x = layers.ReLU(name="stem_relu")(_conv(x, base, 3, 1, "stem", data_format))
     else:
-        x = layers.ReLU(name="stem_relu")(_conv(inputs, base, 7, 2, "stem"))
-        x = layers.MaxPooling2D(3, strides=2, padding="same", name="stem_pool")(x)
+        x = layers.ReLU(name="stem_relu")(_conv(x, base, 7, 2, "stem", data_format))
+        x = layers.MaxPooling2D(3, strides=2, padding="same", data_format=data_format, name="stem_pool")(x)
     for stage, blocks in enumerate(_BLOCKS[depth]):
         for i in range(blocks):
             strides = 2 if stage > 0 and i == 0 else 1
-            x = block(x, base * 2**stage, strides, f"stage{stage + 1}_block{i + 1}")
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+            x = block(x, base * 2**stage, strides, f"stage{stage + 1}_block{i + 1}", data_format)
+    x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
     return keras.Model(inputs, x, name=name or f"resnet{depth}")
 
 
-def resnet18(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None):
+def resnet18(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_format=None):
     """ResNet-18 encoder; see `resnet`.
 
     Example:
         >>> encoder = resnet18(input_shape=(32, 32, 3))
     """
-    return resnet(18, input_shape, stem, width, name)
+    return resnet(18, input_shape, stem, width, name, data_format)
 
 
-def resnet34(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None):
+def resnet34(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_format=None):
     """ResNet-34 encoder; see `resnet`.
 
     Example:
         >>> encoder = resnet34(input_shape=(32, 32, 3))
     """
-    return resnet(34, input_shape, stem, width, name)
+    return resnet(34, input_shape, stem, width, name, data_format)
 
 
-def resnet50(input_shape=(224, 224, 3), stem="imagenet", width=1.0, name=None):
+def resnet50(input_shape=(224, 224, 3), stem="imagenet", width=1.0, name=None, data_format=None):
     """ResNet-50 encoder (bottleneck blocks); see `resnet`.
 
     Example:
         >>> encoder = resnet50(input_shape=(224, 224, 3))
     """
-    return resnet(50, input_shape, stem, width, name)
+    return resnet(50, input_shape, stem, width, name, data_format)
 
 
-def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder"):
+def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder", data_format=None):
     """A small 4-conv encoder for tests, demos and CPU-budget runs.
 
     Conv-BN-ReLU blocks of widths `w, 2w, 4w, 4w` (strides 1, 2, 2, 2), then
@@ -126,6 +151,7 @@ def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder"):
         input_shape: `(H, W, C)` of the images.
         width: base number of filters.
         name: model name.
+        data_format: as for `resnet`.
 
     Example:
         >>> encoder = tiny_encoder((32, 32, 3), width=16)
@@ -134,8 +160,8 @@ def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder"):
     if len(input_shape) != 3:
         raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")
     inputs = keras.Input(input_shape, name="images")
-    x = inputs
+    x, data_format = _layout(inputs, data_format)
     for i, (mult, strides) in enumerate(((1, 1), (2, 2), (4, 2), (4, 2))):
-        x = layers.ReLU(name=f"block{i + 1}_relu")(_conv(x, width * mult, 3, strides, f"block{i + 1}"))
-    x = layers.GlobalAveragePooling2D(name="pool")(x)
+        x = layers.ReLU(name=f"block{i + 1}_relu")(_conv(x, width * mult, 3, strides, f"block{i + 1}", data_format))
+    x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
     return keras.Model(inputs, x, name=name)
