@@ -464,7 +464,12 @@ class SSLModel(keras.Model):
         """`keras.Model.fit` after checking the data (see `check_images`).
 
         NumPy inputs drop the last incomplete batch (as SSL training loaders
-        do) so every step has the full batch the loss was designed for.
+        do) so every step has the full batch the loss was designed for, and
+        are batched in an order set by the model's seed and the epoch
+        (`data.ArrayBatches`), so a resumed run sees the batches the
+        uninterrupted one saw. A `keras.callbacks.BackupAndRestore` is
+        replaced by keras_ssl's kill-safe one (`checkpoints.BackupAndRestore`);
+        `DataEpochs` and `StopOnNaN` go first in the callback list.
         """
         from keras_ssl.callbacks import DataEpochs, MomentumScheduler, StopOnNaN
         from keras_ssl.checkpoints import BackupAndRestore
