@@ -177,7 +177,10 @@ class DataEpochs(keras.callbacks.Callback):
 
     def __init__(self, source=None):
         super().__init__()
-        self.source, self.epoch, self.steps = source, 0, 0
+        self.source, self.epoch, self.steps, self.first_steps = source, 0, 0, None
+
+    def on_train_begin(self, logs=None):
+        self.first_steps = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch, self.steps = epoch, 0
@@ -191,8 +194,8 @@ class DataEpochs(keras.callbacks.Callback):
         self.steps = batch + 1
 
     def on_epoch_end(self, epoch, logs=None):
-        expected = (self.params or {}).get("steps") or getattr(self, "first_steps", None)
-        self.first_steps = getattr(self, "first_steps", None) or self.steps
+        expected = (self.params or {}).get("steps") or self.first_steps
+        self.first_steps = self.first_steps or self.steps
         if self.steps and expected and self.steps < expected:
             warnings.warn(f"epoch {epoch + 1} ran {self.steps} of {expected} steps: the data "
                           f"({type(self.source).__name__}) ran out early.", stacklevel=2)

@@ -235,11 +235,9 @@ def _plain(value):
 
 def _discard(path):
     """Removes a checkpoint directory so that no kill leaves a part of it under its name."""
-    trash = os.path.join(os.path.dirname(path), ".trash-" + os.path.basename(path))
-    if os.path.exists(trash):
-        shutil.rmtree(trash)
-    os.rename(path, trash)
-    shutil.rmtree(trash)
+    from keras_ssl.rundir import remove_dir
+
+    remove_dir(path)
 
 
 def _remove_leftovers(backup_dir):
