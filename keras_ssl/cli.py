@@ -145,7 +145,8 @@ def build_parser():
                    "split; default: all, 10000 for streamed data)")
     e.add_argument("--output", default=None, help="also write the result to this JSON file")
 
-    x = sub.add_parser("export", help="extract the encoder of a saved SSL model", formatter_class=_Help)
+    x = sub.add_parser("export", help="extract the encoder of a saved SSL model, as plain Keras (loads without keras_ssl)",
+                       formatter_class=_Help)
     x.add_argument("model", help="whole-model .keras file (or a run directory holding model.keras)")
     x.add_argument("--output", required=True, help="encoder .keras file to write")
     x.add_argument("--overwrite", action="store_true", help="replace an existing --output")
@@ -615,7 +616,7 @@ def evaluate(args):
 
 
 def export(args):
-    """Runs `keras-ssl export`: writes the bare encoder of a whole saved model."""
+    """Runs `keras-ssl export`: writes the bare encoder of a whole saved model, in Keras's layers only."""
     if not args.output.endswith(".keras"):
         raise SystemExit(f"keras-ssl: --output must end in .keras (Keras picks the format by suffix), "
                          f"got {args.output}.")
@@ -632,7 +633,9 @@ def export(args):
     encoder = getattr(model, "encoder", None)
     if encoder is None:
         raise SystemExit(f"keras-ssl: {args.model} is not a keras_ssl model (it has no encoder).")
-    rundir.save_model(encoder, args.output)
+    from keras_ssl import backbones
+
+    rundir.save_model(backbones.plain_keras(encoder), args.output)
     print(f"wrote {args.output}")
     return 0
 

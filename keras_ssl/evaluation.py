@@ -283,7 +283,7 @@ def fine_tune(
     x = keras.layers.Rescaling(1.0 / (high - low), offset=-low / (high - low))(inputs)
     if augment:
         x = keras.layers.RandomFlip("horizontal", seed=seed)(x)
-    from keras_ssl.backbones.clone import clone_model
+    from keras_ssl.backbones.clone import clone_model, plain_keras
 
     copy = clone_model(encoder, input_shape=x_train.shape[1:])
     features = copy(x)
@@ -306,9 +306,10 @@ def fine_tune(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     classifier.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
-    # The same layers without the training-only GradientScale: plain Keras,
-    # so the classifier loads without keras_ssl.
-    classifier = keras.Model(inputs, head(features), name="fine_tuned")
+    # The same layers without the training-only GradientScale, and with
+    # Keras's own BatchNormalization: plain Keras, so the classifier loads
+    # without keras_ssl.
+    classifier = plain_keras(keras.Model(inputs, head(features), name="fine_tuned"))
     results = {
         "top1": _accuracy(classifier.predict(x_test, batch_size=batch_size, verbose=0), y_test),
         "train_top1": _accuracy(

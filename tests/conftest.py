@@ -69,3 +69,26 @@ class CrashAt(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if (self.current, batch) == (self.epoch, self.batch):
             raise RuntimeError("simulated crash")
+
+
+def grads(fn, *arrays):
+    """Gradients of the scalar `fn(*tensors)` with respect to each array (NumPy)."""
+    if BACKEND == "jax":
+        import jax
+
+        return [np.asarray(g) for g in jax.jit(jax.grad(fn, argnums=tuple(range(len(arrays)))))(*arrays)]
+    if BACKEND == "tensorflow":
+        import tensorflow as tf
+
+        xs = [tf.constant(a) for a in arrays]
+        with tf.GradientTape() as tape:
+            tape.watch(xs)
+            loss = fn(*xs)
+        return [np.zeros_like(a) if g is None else g.numpy() for a, g in zip(arrays, tape.gradient(loss, xs))]
+    import torch
+
+    xs = [torch.tensor(a, requires_grad=True) for a in arrays]
+    loss = fn(*xs)
+    if loss.requires_grad:  # a fully stopped graph has nothing to differentiate
+        loss.backward()
+    return [np.zeros_like(a) if x.grad is None else x.grad.numpy() for a, x in zip(arrays, xs)]

@@ -2,6 +2,7 @@
 
 import json
 import os
+import zipfile
 
 import keras
 import numpy as np
@@ -63,6 +64,8 @@ def test_export_gives_the_same_encoder(run_dir, tmp_path):
     a = keras.saving.load_model(out).predict(x, verbose=0)
     b = keras.saving.load_model(os.path.join(run_dir, "encoder.keras")).predict(x, verbose=0)
     np.testing.assert_allclose(a, b, atol=1e-6)
+    with zipfile.ZipFile(out) as archive:  # Keras's layers only: loads without keras_ssl
+        assert "keras_ssl" not in archive.read("config.json").decode()
     with pytest.raises(SystemExit, match="exists"):
         cli.main(["export", run_dir, "--output", out])
 

@@ -47,7 +47,8 @@ WORKER = textwrap.dedent(
                 return x
             def compute_output_shape(self, shape):
                 return shape
-        keras.layers.BatchNormalization = NoBN
+        import keras_ssl.layers.heads
+        keras_ssl.layers.heads.BatchNormalization = NoBN
     from keras_ssl import distribute
 
     def encoder():

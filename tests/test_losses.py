@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops
@@ -140,32 +140,6 @@ def ref_mae(target, pred, mask, normalize, eps=1e-6):
         target = (target - target.mean(-1, keepdims=True)) / np.sqrt(target.var(-1, ddof=1, keepdims=True) + eps)
     per_patch = ((pred - target) ** 2).mean(-1)
     return (per_patch * mask).sum() / mask.sum()
-
-
-# ---------------------------------------------------------------- backend-specific gradients
-
-
-def grads(fn, *arrays):
-    """Gradients of the scalar `fn(*tensors)` with respect to each array (NumPy)."""
-    if BACKEND == "jax":
-        import jax
-
-        return [np.asarray(g) for g in jax.jit(jax.grad(fn, argnums=tuple(range(len(arrays)))))(*arrays)]
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        xs = [tf.constant(a) for a in arrays]
-        with tf.GradientTape() as tape:
-            tape.watch(xs)
-            loss = fn(*xs)
-        return [np.zeros_like(a) if g is None else g.numpy() for a, g in zip(arrays, tape.gradient(loss, xs))]
-    import torch
-
-    xs = [torch.tensor(a, requires_grad=True) for a in arrays]
-    loss = fn(*xs)
-    if loss.requires_grad:  # a fully stopped graph has nothing to differentiate
-        loss.backward()
-    return [np.zeros_like(a) if x.grad is None else x.grad.numpy() for a, x in zip(arrays, xs)]
 
 
 # ---------------------------------------------------------------- NT-Xent / InfoNCE

@@ -1,7 +1,7 @@
 """Encoders: ResNets (CIFAR and ImageNet stems), a tiny conv net, ViTs,
 `keras.applications` and keras-hub backbones, and `get` by name."""
 
-from keras_ssl.backbones.clone import clone_model
+from keras_ssl.backbones.clone import clone_model, plain_keras
 from keras_ssl.backbones.external import (
     ALIASES, application, application_names, from_keras_hub, input_scaling, rescales_0_255,
 )

@@ -1,8 +1,11 @@
 """ResNet backbones (He et al. 2016) with CIFAR and ImageNet stems.
 
-Built from plain Keras layers only, so a saved encoder loads with
-`keras.saving.load_model` on any backend without importing keras_ssl. Each
-model maps images in [0, 1], `(B, H, W, C)`, to pooled features `(B, D)`.
+Built from Keras layers and keras_ssl's `BatchNormalization` (Keras's,
+trained by the backend's fused kernel), so a saved encoder loads with
+`keras.saving.load_model` on any backend once keras_ssl is imported, and
+`plain_keras(encoder)` is the same model of Keras layers only, for files
+that load without it. Each model maps images in [0, 1], `(B, H, W, C)`,
+to pooled features `(B, D)`.
 Inside, the convolutions compute in the layout the backend runs fastest
 (`distribute.conv_layout`): on PyTorch one transposed view of the images
 makes every convolution run in PyTorch's channels-last memory format with
@@ -12,6 +15,7 @@ no copies; the numbers are the same in either layout.
 import keras
 
 from keras_ssl import distribute
+from keras_ssl.layers.normalization import BatchNormalization
 
 layers = keras.layers
 
@@ -25,8 +29,7 @@ def _conv(x, filters, kernel, strides, name, data_format):
     )(x)
     # momentum 0.9 = PyTorch's 0.1, as the reference implementations: Keras's 0.99
     # leaves the moving statistics far from the batch ones after short runs.
-    return layers.BatchNormalization(axis=_channel_axis(data_format), momentum=0.9, epsilon=1e-5,
-                                     name=f"{name}_bn")(x)
+    return BatchNormalization(axis=_channel_axis(data_format), momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
 
 
 def _channel_axis(data_format):

@@ -1,4 +1,4 @@
-"""Layers shared by the methods: augmentation, view makers, heads, memory banks, masking."""
+"""Layers shared by the methods: augmentation, view makers, heads, memory banks, masking, fused BatchNorm."""
 
 from keras_ssl.layers.augment import (
     BYOL_JITTER,
@@ -21,4 +21,5 @@ from keras_ssl.layers.augment import (
 )
 from keras_ssl.layers.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes, ZeroShotHead
 from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.layers.normalization import BatchNormalization
 from keras_ssl.layers.momentum import momentum_target, momentum_update

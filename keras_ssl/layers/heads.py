@@ -5,12 +5,13 @@ import numpy as np
 from keras import ops
 
 from keras_ssl import losses
+from keras_ssl.layers.normalization import BatchNormalization
 
 
 def _batch_norm(**kwargs):
     # PyTorch's BatchNorm1d defaults, as every paper's code: eps 1e-5 and
     # running statistics updated with 0.1 of the batch (Keras: momentum 0.9).
-    return keras.layers.BatchNormalization(epsilon=1e-5, momentum=0.9, **kwargs)
+    return BatchNormalization(epsilon=1e-5, momentum=0.9, **kwargs)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
