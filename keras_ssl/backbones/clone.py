@@ -3,7 +3,11 @@
 import keras
 
 from keras_ssl import keras_compat
+from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.normalization import BatchNormalization
+
+# keras_ssl's subclasses that only compute Keras's layer faster: same config and weights.
+_FASTER = {BatchNormalization: keras.layers.BatchNormalization, Conv2D: keras.layers.Conv2D}
 
 
 def clone_model(model, input_shape=None, copy_weights=True):
@@ -49,11 +53,11 @@ def clone_model(model, input_shape=None, copy_weights=True):
 
 
 def plain_keras(model):
-    """The same model with keras_ssl's `BatchNormalization` layers as Keras's own.
+    """The same model with keras_ssl's `BatchNormalization` and `Conv2D` layers as Keras's own.
 
     keras_ssl's backbones and heads train with `keras_ssl.layers.BatchNormalization`
-    (Keras's layer run by the backend's fused kernel), so their saved files
-    load once keras_ssl is imported. This copy has the same config, weights
+    and `Conv2D` (Keras's layers computed by faster kernels), so their saved
+    files load once keras_ssl is imported. This copy has the same config, weights
     and outputs in Keras's layer, so its file loads with
     `keras.saving.load_model` where keras_ssl is not installed. Nested
     functional and Sequential models are copied through.
@@ -63,20 +67,19 @@ def plain_keras(model):
 
     Returns:
         The copy (its own variables, weights equal), or `model` itself when
-        it holds no keras_ssl `BatchNormalization`.
+        it holds neither.
 
     Example:
         >>> plain_keras(model.encoder).save("encoder.keras")
     """
-    if not any(isinstance(l, BatchNormalization) for l in keras_compat.sublayers(model)):
+    if not any(type(l) in _FASTER for l in keras_compat.sublayers(model)):
         return model
     if not keras_compat.is_functional(model):
         raise TypeError(f"plain_keras takes a functional or Sequential model, got {type(model).__name__} "
                         f"{model.name!r}; a subclassed model's layers are its own code.")
 
     def swap(layer):
-        cls = keras.layers.BatchNormalization if isinstance(layer, BatchNormalization) else type(layer)
-        return cls.from_config(layer.get_config())
+        return _FASTER.get(type(layer), type(layer)).from_config(layer.get_config())
 
     with keras_compat.unsafe_deserialization(), keras.saving.custom_object_scope(_classes(model)):
         copy = keras.models.clone_model(model, clone_function=swap, recursive=True)

@@ -1,7 +1,7 @@
 """ResNet backbones (He et al. 2016) with CIFAR and ImageNet stems.
 
-Built from Keras layers and keras_ssl's `BatchNormalization` (Keras's,
-trained by the backend's fused kernel), so a saved encoder loads with
+Built from Keras layers and keras_ssl's `BatchNormalization` and `Conv2D`
+(Keras's, computed by faster kernels where the backend has them), so a saved encoder loads with
 `keras.saving.load_model` on any backend once keras_ssl is imported, and
 `plain_keras(encoder)` is the same model of Keras layers only, for files
 that load without it. Each model maps images in [0, 1], `(B, H, W, C)`,
@@ -15,6 +15,7 @@ no copies; the numbers are the same in either layout.
 import keras
 
 from keras_ssl import distribute
+from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.normalization import BatchNormalization
 
 layers = keras.layers
@@ -23,7 +24,7 @@ _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 
 def _conv(x, filters, kernel, strides, name, data_format):
-    x = layers.Conv2D(
+    x = Conv2D(
         filters, kernel, strides=strides, padding="same", use_bias=False, data_format=data_format,
         kernel_initializer="he_normal", name=f"{name}_conv",
     )(x)

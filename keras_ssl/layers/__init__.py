@@ -1,4 +1,4 @@
-"""Layers shared by the methods: augmentation, view makers, heads, memory banks, masking, fused BatchNorm."""
+"""Layers shared by the methods: augmentation, view makers, heads, memory banks, masking, and Keras's BatchNorm and Conv2D on faster kernels."""
 
 from keras_ssl.layers.augment import (
     BYOL_JITTER,
@@ -19,6 +19,7 @@ from keras_ssl.layers.augment import (
     color_jitter,
     simclr_augmenter,
 )
+from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes, ZeroShotHead
 from keras_ssl.layers.memory import MemoryBank
 from keras_ssl.layers.normalization import BatchNormalization

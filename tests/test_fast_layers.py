@@ -1,9 +1,10 @@
-"""keras_ssl's BatchNormalization: Keras's function, by the backend's fused kernel.
+"""keras_ssl's BatchNormalization and Conv2D: Keras's functions, by faster kernels.
 
 References: batch normalisation and its gradient written from Ioffe &
-Szegedy (2015), Algorithm 1 and section 3, in NumPy; and Keras's own
-`BatchNormalization` in float64 with the same weights (via
-`backbones.plain_keras`) for a whole encoder's gradients.
+Szegedy (2015), Algorithm 1 and section 3, in NumPy; the backend's own
+convolution (`keras.ops.conv`) and its gradients; and Keras's own layers in
+float64 with the same weights (via `backbones.plain_keras`) for a whole
+encoder's gradients.
 """
 
 import os
@@ -17,7 +18,7 @@ from conftest import BACKEND, grads, random_images
 
 import keras_ssl
 from keras_ssl import backbones, distribute
-from keras_ssl.layers import BatchNormalization
+from keras_ssl.layers import BatchNormalization, Conv2D
 
 EPS = 1e-5
 
@@ -117,8 +118,10 @@ def test_backbones_and_heads_use_it():
     encoder = backbones.resnet18((16, 16, 3), width=0.25)
     model = keras_ssl.SimCLR(encoder, hidden_dim=16, projection_dim=8)
     model.build()
-    norms = [l for l in keras_ssl.keras_compat.sublayers(model) if isinstance(l, keras.layers.BatchNormalization)]
-    assert norms and all(isinstance(l, BatchNormalization) for l in norms)
+    layers = keras_ssl.keras_compat.sublayers(model)
+    for keras_class, ours in ((keras.layers.BatchNormalization, BatchNormalization), (keras.layers.Conv2D, Conv2D)):
+        found = [l for l in layers if isinstance(l, keras_class)]
+        assert found and all(isinstance(l, ours) for l in found), keras_class
 
 
 def _encoder_gradients(model, x, r):
@@ -150,14 +153,13 @@ def _encoder_gradients(model, x, r):
 
 def test_encoder_gradients_are_as_exact_as_keras_batch_norm():
     """Against float64 Keras: our float32 gradients within the error Keras's own float32 layer makes."""
-    if BACKEND == "jax":  # no float64 without jax_enable_x64, and no fused kernel: the layer is Keras's path
-        assert distribute.fused_batch_norm(keras.ops.ones((4, 2)), None, None, -1, EPS) is None
-        return
+    if BACKEND == "jax":  # no float64 without jax_enable_x64: Keras's float32 layers are the reference
+        return _compare_with_keras_layers_in_float32()
     rng = np.random.default_rng(0)
     x, r = rng.uniform(0, 1, (32, 16, 16, 3)), rng.normal(size=(128, 32))
     ours = backbones.resnet18((16, 16, 3), width=0.25)
     plain = backbones.plain_keras(ours)  # same weights, Keras's layer
-    assert not any(isinstance(l, BatchNormalization) for l in keras_ssl.keras_compat.sublayers(plain))
+    assert not any(isinstance(l, (BatchNormalization, Conv2D)) for l in keras_ssl.keras_compat.sublayers(plain))
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")
     try:
@@ -192,3 +194,58 @@ def test_plain_keras_copy_loads_without_keras_ssl(tmp_path):
     np.testing.assert_allclose(np.load(path + ".out.npy"), keras.ops.convert_to_numpy(encoder(x)), atol=1e-5)
     with pytest.raises(TypeError, match="functional or Sequential"):
         backbones.plain_keras(keras_ssl.SimCLR(encoder))
+
+
+def _compare_with_keras_layers_in_float32():
+    rng = np.random.default_rng(0)
+    x, r = rng.uniform(0, 1, (32, 16, 16, 3)).astype("float32"), rng.normal(size=(128, 32))
+    ours = backbones.resnet18((16, 16, 3), width=0.25)
+    plain = backbones.plain_keras(ours)
+    want = np.concatenate([g.ravel() for g in _encoder_gradients(plain, x, r)])
+    got = np.concatenate([g.ravel() for g in _encoder_gradients(ours, x, r)])
+    # Measured 1.2e-6 (each convolution agrees to 6e-7; BatchNorm amplifies rounding).
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
+
+
+CONVS = [(k, s, p, n, size) for k in (1, 3) for s in (1, 2) for p in ("same", "valid")
+         for n, size in ((6, 8), (5, 7))]
+
+
+@pytest.mark.parametrize("k,strides,padding,n,size", CONVS)
+def test_fast_conv_equals_the_backends_convolution_and_gradients(k, strides, padding, n, size, monkeypatch):
+    monkeypatch.setattr(distribute, "_CHUNK_BYTES", 700)  # several chunks even for these small maps
+    rng = np.random.default_rng(k * 10 + strides)
+    x = rng.normal(size=(n, size, size, 5)).astype("float32")
+    w = rng.normal(size=(k, k, 5, 6)).astype("float32")
+
+    def fast(x_, w_):
+        return distribute.fast_conv(x_, w_, (strides, strides), padding, "channels_last", (1, 1))
+
+    def reference(x_, w_):
+        return keras.ops.conv(x_, w_, strides=strides, padding=padding)
+
+    if fast(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(w)) is None:
+        assert BACKEND != "jax"  # JAX on CPU has it; other backends' own convolution is fast
+        return
+    want = keras.ops.convert_to_numpy(reference(x, w))
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(fast(x, w)), want, atol=1e-5, rtol=1e-5)
+    dy = rng.normal(size=want.shape).astype("float32")
+    got = grads(lambda x_, w_: keras.ops.sum(fast(x_, w_) * dy), x, w)
+    for a, b in zip(got, grads(lambda x_, w_: keras.ops.sum(reference(x_, w_) * dy), x, w)):
+        np.testing.assert_allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_fast_conv_leaves_what_it_does_not_cover_to_keras():
+    x, w = keras.ops.ones((4, 8, 8, 3)), keras.ops.ones((5, 5, 3, 2))
+    assert distribute.fast_conv(x, w, (1, 1), "same", "channels_last", (1, 1)) is None  # 5x5
+    w3 = keras.ops.ones((3, 3, 3, 2))
+    assert distribute.fast_conv(x, w3, (1, 1), "same", "channels_first", (1, 1)) is None
+    assert distribute.fast_conv(x, w3, (1, 1), "same", "channels_last", (2, 2)) is None  # dilated
+    layer = Conv2D(4, 3, padding="same", groups=1)
+    plain = keras.layers.Conv2D.from_config(layer.get_config())
+    images = random_images(4).astype("float32") / 255.0
+    layer.build(images.shape)
+    plain.build(images.shape)
+    plain.set_weights(layer.get_weights())
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(images)), keras.ops.convert_to_numpy(plain(images)),
+                               atol=1e-5)
