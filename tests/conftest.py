@@ -92,3 +92,18 @@ def grads(fn, *arrays):
     if loss.requires_grad:  # a fully stopped graph has nothing to differentiate
         loss.backward()
     return [np.zeros_like(a) if x.grad is None else x.grad.numpy() for a, x in zip(arrays, xs)]
+
+
+def outputs_without_keras_ssl(path, x):
+    """Outputs on `x` of the model file at `path`, loaded by a fresh process that never imports keras_ssl."""
+    import subprocess
+    import sys
+
+    np.save(path + ".npy", x)
+    script = (f"import numpy as np, keras\nm = keras.saving.load_model({path!r})\n"
+              f"np.save({path!r} + '.out.npy', m.predict(np.load({path!r} + '.npy'), verbose=0))\n"
+              "import sys; assert 'keras_ssl' not in sys.modules")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, KERAS_BACKEND=BACKEND))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return np.load(path + ".out.npy")
