@@ -2,6 +2,7 @@
 
     python benchmarks/throughput.py                       # everything, one process per run
     python benchmarks/throughput.py --width 0.25 --steps 5
+    python benchmarks/throughput.py --widths 0.25,1.0    # the README table: both widths
     python benchmarks/throughput.py --run jax:compiled    # a single measurement
     python benchmarks/throughput.py --methods all         # img/s of every method, each backend
     python benchmarks/throughput.py --precision bfloat16  # mixed_bfloat16 vs torch.autocast
@@ -35,6 +36,7 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--width", type=float, default=1.0, help="ResNet-18 width multiplier")
+    p.add_argument("--widths", default=None, help="comma list: one table per width (overrides --width)")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
     p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
@@ -323,6 +325,13 @@ def main():
     if args.methods:
         return method_table(args)
     peak, peak_library = matmul_peak(args.precision)
+    for width in (args.widths.split(",") if args.widths else [args.width]):
+        args.width = float(width)
+        table(args, peak, peak_library)
+
+
+def table(args, peak, peak_library):
+    """Round-robin rounds of every run at `args.width`, printed with ratios and % of peak."""
     runs = args.runs.split(",")
     # Round-robin, so slow spells on a shared machine hit every run alike.
     rounds = [{run: measure(run, args) for run in runs} for _ in range(args.repeats)]
