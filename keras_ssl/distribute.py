@@ -522,14 +522,13 @@ def _jax_conv():
     def bwd(strides, pads, saved, dy):
         x, w = saved
         kh, kw = w.shape[:2]
+        size = _chunk(x, dy.shape[1:3], w)
         if kh * kw > 1 and strides == (1, 1):
             dx = jax.vjp(lambda t: xla(t, w, strides, pads), x)[1](dy)[0]
         elif kh * kw == 1:
             dx = input_grad_mm(dy, w, x.shape, strides, pads)
         else:
-            size = _chunk(x, dy.shape[1:3], w)
             dx = per_chunk(lambda dc: input_grad_mm(dc, w, (dc.shape[0],) + x.shape[1:], strides, pads), size, dy)
-        size = _chunk(x, dy.shape[1:3], w)
         return dx, kernel_grad_mm(x, dy, w.shape, strides, pads, size)
 
     conv = jax.custom_vjp(_forward, nondiff_argnums=(2, 3))
