@@ -158,6 +158,48 @@ def resolve_jit_compile(jit_compile="auto", device=None):
     return _AUTO_JIT.get((backend(), device or accelerator()), False)
 
 
+# XLA:CPU hands dots, reductions, elementwise fusions and convolutions to YNNPACK by default.
+# In a ResNet step its convolutions and elementwise fusions are the slow part (profiled: 65 %
+# of a width-1.0 SimCLR step in YNNPACK convolutions at ~20 % of the matmul peak); XLA's own
+# kernels for those make the Keras step 1.6x faster at width 1.0 and 1.0-1.1x at 0.25
+# (`benchmarks/throughput.py`). YNNPACK keeps the reductions: XLA's own sum a 512x32x32 channel
+# mean with 20x the error (2e-6 against 9e-8). Gradients against float64 are unchanged
+# (tests/test_fast_layers.py). `benchmarks/jax_conv.py` times each choice.
+XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,"
+                   "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_DOT"}
+_XLA_OPTIONS_OK = {}
+
+
+def cpu_jit():
+    """`jax.jit` with `XLA_CPU_OPTIONS`, or None where they do not apply.
+
+    None unless the backend is JAX on one CPU device with no
+    `keras.distribution` set, `XLA_CPU_OPTIONS` is not empty and this
+    jaxlib accepts them (checked once, on a one-op function, so an XLA that
+    renamed them costs nothing but the speed). Set
+    `distribute.XLA_CPU_OPTIONS = {}` before `fit` for XLA's defaults.
+
+    Example:
+        >>> jit = distribute.cpu_jit()
+        >>> step = (jit or jax.jit)(train_step, donate_argnums=0)
+    """
+    if (backend() != "jax" or accelerator() != "cpu" or not XLA_CPU_OPTIONS
+            or keras.distribution.distribution() is not None):
+        return None
+    import functools
+
+    import jax
+
+    key = tuple(sorted(XLA_CPU_OPTIONS.items()))
+    if key not in _XLA_OPTIONS_OK:
+        try:
+            jax.jit(lambda x: x + 1, compiler_options=dict(key))(1.0)
+            _XLA_OPTIONS_OK[key] = True
+        except (RuntimeError, ValueError, TypeError):
+            _XLA_OPTIONS_OK[key] = False
+    return functools.partial(jax.jit, compiler_options=dict(key)) if _XLA_OPTIONS_OK[key] else None
+
+
 def build_forward(fn, *args):
     """Runs `fn(*args)` once to create every variable it uses, changing no state.
 
