@@ -12,19 +12,29 @@ Here the kernel gradient is instead `patches^T @ dy`, a few images at a time (`l
 ~4 MB of patches, which stay in cache), the stride-2 3x3 convolutions are chunked im2col
 matmuls both ways, the 1x1 ones a strided slice and a dot, and the stride-1 3x3 forward and
 input gradient stay XLA's. Measured on the 2-core AMD EPYC (2026-12-04, a loaded machine,
-best of 3-4 rounds): the whole ResNet-18's jitted forward+backward 1.4-1.6x faster at width
-0.25 and 1.55x at width 1.0; with YNNPACK off as well
-(`XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=`) 2.3x at width 1.0 but no gain at 0.25 on
-a quiet machine, and twice the float32 gradient error. Gradients equal XLA's to 6e-7 relative
-per convolution (`tests/test_fast_layers.py`); against float64 both are 4e-3 (worst leaf, relative L2, the
+best of 3-4 rounds): the whole ResNet-18's jitted forward+backward 1.4-1.9x faster at width
+0.25 and 1.55x at width 1.0. Gradients equal XLA's to 6e-7 relative per convolution
+(`tests/test_fast_layers.py`); against float64 both are 4e-3 (worst leaf, relative L2, the
 training-mode BatchNorm amplifies rounding).
+
+The third row compiles the same function with `distribute.XLA_CPU_OPTIONS`, as `SSLModel.fit`
+compiles its step on a JAX CPU: YNNPACK keeps dots and reductions, and XLA's own kernels run
+the convolutions and elementwise fusions. Pure JAX, width 1.0: 10.5-11.0 s against 15.8-16.5
+s with XLA's defaults (about 1.5x); width 0.25: within noise (1.3-1.6 s either way). Which
+fusion types to keep was measured here (2026-12-04): none at all (`""`) is as fast but sums in
+XLA's own reductions (a 512x32x32 channel mean: 2e-6 relative error against 9e-8 with
+YNNPACK); keeping elementwise fusions loses the gain (15.8 s); keeping convolutions is slower
+at width 0.25 (1.9 s).
 
 The library computes its backbones' convolutions this way on JAX on one CPU device
 (`keras_ssl.layers.Conv2D`, `distribute.fast_conv`); this script measures that function alone
 in a pure-JAX ResNet-18. What did not help (per-layer and end to end, same script):
 unchunked im2col (0.42x end to end: ~300 MB of patches per layer), `conv_general_dilated_patches`
 (2-4x slower than slices), 3x3 as nine shifted 1x1 matmuls (0.71-1.0x), everything as matmuls
-(0.79x), NCHW/OIHW dimension numbers (1.2-1.8x slower: XLA adds transposes), wrapping XLA's own
+(0.79x), the stride-1 3x3 forward and input gradient as chunked im2col where C >= 64
+(1.3-1.9x faster per convolution timed alone, equal in a conv-BN-ReLU block's forward+backward,
+0.89x end to end at width 0.25 and 1.03x at 1.0), NCHW/OIHW dimension numbers (1.2-1.8x
+slower: XLA adds transposes), wrapping XLA's own
 convolution in `custom_vjp` (0.89x), and the XLA flags `xla_cpu_enable_fast_math`,
 `xla_cpu_multi_thread_eigen=false`, `xla_cpu_prefer_vector_width=512`, `xla_cpu_use_onednn`,
 `xla_cpu_experimental_onednn_custom_call` and `xla_cpu_experimental_xnn_graph_fusion_mode=GREEDY`
