@@ -455,28 +455,27 @@ class SSLModel(keras.Model):
 
     def make_train_function(self, force=False):
         """Keras's, compiled with `distribute.XLA_CPU_OPTIONS` on JAX on a CPU."""
-        jit = self._cpu_jit()
-        if jit is None:
+        if not self._jit_with_cpu_options("train_function", self.train_step, force):
             return super().make_train_function(force)
-        if self.train_function is None or force:
-            self.train_function = self._make_function(jit(self.train_step, donate_argnums=0))
 
     def make_test_function(self, force=False):
         """Keras's, compiled with `distribute.XLA_CPU_OPTIONS` on JAX on a CPU."""
-        jit = self._cpu_jit()
-        if jit is None:
+        if not self._jit_with_cpu_options("test_function", self.test_step, force):
             return super().make_test_function(force)
-        if self.test_function is None or force:
-            self.test_function = self._make_function(jit(self.test_step, donate_argnums=0))
 
-    def _cpu_jit(self):
-        # Keras's JAX trainer jits its step with `jax.jit(step, donate_argnums=0)` and
-        # wraps it with `_make_function`; only the compiler options differ here.
+    def _jit_with_cpu_options(self, attribute, step, force):
+        # Keras's JAX trainer jits its step as `jax.jit(step, donate_argnums=0)` and wraps
+        # it with `_make_function`; only the compiler options differ here. False: Keras's own.
         if self.run_eagerly or not self.jit_compile or not hasattr(self, "_make_function"):
-            return None
+            return False
         if getattr(keras.config, "is_nnx_enabled", lambda: False)():
-            return None
-        return distribute.cpu_jit()
+            return False
+        jit = distribute.cpu_jit()
+        if jit is None:
+            return False
+        if getattr(self, attribute) is None or force:
+            setattr(self, attribute, self._make_function(jit(step, donate_argnums=0)))
+        return True
 
     def load_weights(self, filepath, *args, **kwargs):
         """`keras.Model.load_weights`, building the model first if needed."""
