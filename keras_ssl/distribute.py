@@ -15,6 +15,8 @@ Single process, many devices:
 Multi-host JAX: call `initialize()` first on every host.
 """
 
+import functools
+
 import keras
 
 
@@ -186,8 +188,6 @@ def cpu_jit():
     if (backend() != "jax" or accelerator() != "cpu" or not XLA_CPU_OPTIONS
             or keras.distribution.distribution() is not None):
         return None
-    import functools
-
     import jax
 
     key = tuple(sorted(XLA_CPU_OPTIONS.items()))

@@ -121,8 +121,11 @@ def test_backbones_and_heads_use_it():
         assert found and all(isinstance(l, ours) for l in found), keras_class
 
 
-def _encoder_gradients(model, x, r):
-    """Gradients of sum((normalize(model(x)) @ r)^2) for the model's trainable weights, in training mode."""
+def _encoder_gradients(model, x, r, jit=None):
+    """Gradients of sum((normalize(model(x)) @ r)^2) for the model's trainable weights, in training mode.
+
+    `jit` (JAX only): compiles the gradient function, e.g. `jax.jit` or `distribute.cpu_jit()`.
+    """
     def loss_of(features):
         z = features / keras.ops.norm(features, axis=1, keepdims=True)
         return keras.ops.sum(keras.ops.matmul(z, keras.ops.cast(r, z.dtype)) ** 2)
@@ -135,7 +138,8 @@ def _encoder_gradients(model, x, r):
                                           training=True)
             return loss_of(out)
 
-        return [np.asarray(g) for g in jax.grad(loss)([v.value for v in model.trainable_variables])]
+        grad = (jit or (lambda f: f))(jax.grad(loss))
+        return [np.asarray(g) for g in grad([v.value for v in model.trainable_variables])]
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
@@ -251,14 +255,7 @@ def test_cpu_jit_gradients_are_as_exact_as_xla_defaults():
     model = backbones.resnet18((16, 16, 3), width=0.25)
 
     def gradients(net, inputs, jit):
-        def loss(trainable):
-            out, _ = net.stateless_call(trainable, [v.value for v in net.non_trainable_variables], inputs,
-                                        training=True)
-            z = out / keras.ops.norm(out, axis=1, keepdims=True)
-            return keras.ops.sum(keras.ops.matmul(z, keras.ops.cast(r, z.dtype)) ** 2)
-
-        g = jit(jax.grad(loss))([v.value for v in net.trainable_variables])
-        return np.concatenate([np.asarray(a, np.float64).ravel() for a in g])
+        return np.concatenate([np.asarray(g, np.float64).ravel() for g in _encoder_gradients(net, inputs, r, jit)])
 
     previous = keras.config.dtype_policy()
     with jax.enable_x64(True):
