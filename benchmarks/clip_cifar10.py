@@ -21,7 +21,12 @@ import numpy as np
 
 import keras_ssl
 from keras_ssl.methods.clip import CLIP
-from keras_ssl.text import CIFAR10_CLASSES, EVAL_TEMPLATES, Tokenizer, cifar10_captions
+from keras_ssl.text import (
+    CIFAR10_CLASSES,
+    EVAL_TEMPLATES,
+    Tokenizer,
+    cifar10_captions,
+)
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochs", type=int, default=8)

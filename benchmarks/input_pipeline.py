@@ -117,7 +117,6 @@ def loaders(folder, size, batch):
 
 def step_rates(folder, size, batch, steps):
     """img/s of the SimCLR step on in-memory images, and fed by ImageFiles."""
-    import keras
 
     import keras_ssl
     from keras_ssl.data import ImageFiles

@@ -48,13 +48,13 @@ import time
 
 os.environ["KERAS_BACKEND"] = "jax"
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from jax import lax  # noqa: E402
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+from jax import lax
 
-from keras_ssl import distribute  # noqa: E402
+from keras_ssl import distribute
 
 
 # ------------------------------------------------------------ a CIFAR ResNet-18 in pure JAX

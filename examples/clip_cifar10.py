@@ -11,7 +11,12 @@ import common
 import keras
 
 from keras_ssl.methods.clip import CLIP
-from keras_ssl.text import CIFAR10_CLASSES, EVAL_TEMPLATES, Tokenizer, cifar10_captions
+from keras_ssl.text import (
+             CIFAR10_CLASSES,
+             EVAL_TEMPLATES,
+             Tokenizer,
+             cifar10_captions,
+)
 
 args = common.parser(__doc__, epochs=5, limit=20000, batch_size=128, backbone="tiny", width=1.0).parse_args()
 

@@ -1,58 +1,57 @@
 """keras_ssl: self-supervised representation learning for Keras 3.
 
 The same code trains on TensorFlow, JAX and PyTorch (`KERAS_BACKEND`).
+`import keras_ssl` registers every class with Keras, so a saved model loads
+with `keras.saving.load_model`.
 
 Example:
-    >>> import keras, keras_ssl
-    >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
+    >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
     >>> model = keras_ssl.SimCLR(encoder)
     >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    >>> model.fit(x_train, epochs=10, batch_size=256)
-    >>> model.encoder.save("encoder.keras")
+    >>> history = model.fit(x_small, epochs=1, batch_size=8, verbose=0)
+    >>> model.encoder.save(os.path.join(tmp_dir, "encoder.keras"))
 """
 
-import importlib
-import os
-import sys
+from keras_ssl import (
+    backbones,
+    backend,
+    callbacks,
+    checkpoints,
+    data,
+    distribute,
+    engine,
+    evaluation,
+    keras_compat,
+    layers,
+    losses,
+    methods,
+    monitors,
+    optimizers,
+    text,
+    views,
+)
+from keras_ssl.engine import SSLModel
+from keras_ssl.methods import (
+    BYOL,
+    CLIP,
+    DINO,
+    MAE,
+    METHODS,
+    NNCLR,
+    BarlowTwins,
+    MoCo,
+    MoCoV2,
+    MoCoV3,
+    SimCLR,
+    SimSiam,
+    SwAV,
+    VICReg,
+)
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("backbones", "callbacks", "checkpoints", "data", "distribute", "evaluation", "layers", "losses", "optimizers",
-               "text", "methods")
-_METHODS = ("BYOL", "CLIP", "DINO", "MAE", "METHODS", "NNCLR", "BarlowTwins", "MoCo", "MoCoV2", "MoCoV3",
-            "SimCLR", "SimSiam", "SSLModel", "SwAV", "VICReg")
-__all__ = list(_SUBMODULES) + list(_METHODS)
-
-
-def __getattr__(name):
-    # PEP 562: the modules load on first use, so the command line's --help
-    # needs no Keras (whose import takes seconds).
-    if name in _SUBMODULES:
-        return importlib.import_module(f"keras_ssl.{name}")
-    if name in _METHODS:
-        return getattr(importlib.import_module("keras_ssl.methods"), name)
-    raise AttributeError(f"module 'keras_ssl' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
-
-
-def import_all():
-    """Imports every module, registering every serialisable class with Keras.
-
-    `import keras_ssl` does this already, except inside the `keras-ssl`
-    command, which imports what each sub-command needs.
-
-    Example:
-        >>> keras_ssl.import_all()   # before keras.saving.load_model("model.keras")
-    """
-    for name in _SUBMODULES:
-        importlib.import_module(f"keras_ssl.{name}")
-
-
-# Loading a whole saved model needs our classes registered, and users expect
-# `import keras_ssl` to be enough; only the `keras-ssl` command (whose --help
-# must answer at once) defers them.
-if os.path.basename(sys.argv[0] if sys.argv and sys.argv[0] else "") not in ("keras-ssl", "keras-ssl.exe"):
-    import_all()
+__all__ = [
+    "BYOL", "CLIP", "DINO", "MAE", "METHODS", "NNCLR", "BarlowTwins", "MoCo", "MoCoV2", "MoCoV3", "SSLModel",
+    "SimCLR", "SimSiam", "SwAV", "VICReg", "backbones", "backend", "callbacks", "checkpoints", "data", "distribute",
+    "engine", "evaluation", "keras_compat", "layers", "losses", "methods", "monitors", "optimizers", "text", "views",
+]

@@ -23,6 +23,7 @@ import keras
 import numpy as np
 
 from keras_ssl import keras_compat
+from keras_ssl.rundir import remove_dir
 
 WEIGHTS = "model.weights.h5"
 STATE = "state.json"
@@ -118,7 +119,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         _remove_leftovers(self.backup_dir)
         found = list_checkpoints(self.backup_dir)
         if not found:
-            if os.path.exists(self._weights_path):  # a backup in Keras's own format
+            if os.path.exists(keras_compat.backup_weights_path(self)):  # a backup in Keras's own format
                 super().on_train_begin(logs)
             return
         errors = []
@@ -176,9 +177,6 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if self.save_freq == "epoch" or isinstance(self.save_freq, int):
             self._save(epoch + 1, 0)
 
-    def _save_model(self):  # Keras's name, kept for code that calls it
-        self._save(self._epoch, self._batches)
-
     def _save(self, epoch, batch):
         model = self.model  # on JAX this brings the step's state back to the variables
         name = f"{_PREFIX}{epoch:06d}-{batch:09d}"
@@ -235,8 +233,6 @@ def _plain(value):
 
 def _discard(path):
     """Removes a checkpoint directory so that no kill leaves a part of it under its name."""
-    from keras_ssl.rundir import remove_dir
-
     remove_dir(path)
 
 

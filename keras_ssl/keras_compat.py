@@ -6,7 +6,12 @@ so a Keras release that changes an internal fails there, loudly, and not
 somewhere deep inside a training step.
 """
 
+import contextlib
+
 import keras
+from keras.src.saving.serialization_lib import SafeModeScope
+
+from keras_ssl import backend
 
 KERAS_VERSION_CHECKED = "3.15.1"
 
@@ -104,8 +109,6 @@ def unsafe_deserialization():
         >>> with unsafe_deserialization():
         ...     copy = keras.models.clone_model(model_with_lambda)
     """
-    from keras.src.saving.serialization_lib import SafeModeScope
-
     return SafeModeScope(False)
 
 
@@ -143,15 +146,13 @@ def skip_train_steps(model, count):
     original = getattr(model, "_keras_ssl_train_function", None) or model.train_function
     if count <= 0:
         return
-    from keras_ssl import distribute
-
     left = [int(count)]
 
     def skip(*args):
         left[0] -= 1
         if left[0] <= 0:
             restore_train_function(model)
-        return distribute.skipped_train_step(model, args)
+        return backend.skipped_train_step(model, args)
 
     model._keras_ssl_train_function = original
     model.train_function = skip
@@ -167,3 +168,73 @@ def restore_train_function(model):
     if original is not None:
         model.train_function = original
         model._keras_ssl_train_function = None
+
+
+def jit_step_function(model, attribute, step, force=False):
+    """Sets `model.<attribute>` to Keras's JAX step function jitted with `backend.cpu_jit()`.
+
+    Keras 3.15's JAX trainer jits its step as `jax.jit(step,
+    donate_argnums=0)` and wraps it with the private `_make_function`; this
+    does the same with XLA's CPU compiler options, the only difference.
+
+    Returns:
+        False where it does not apply (other backends, eager, no jit, NNX,
+        a distribution, or a Keras without `_make_function`): the caller
+        then takes Keras's own `make_*_function`.
+
+    Example:
+        >>> if not jit_step_function(model, "train_function", model.train_step):
+        ...     keras.Model.make_train_function(model)
+    """
+    if model.run_eagerly or not model.jit_compile or not hasattr(model, "_make_function"):
+        return False
+    if getattr(keras.config, "is_nnx_enabled", lambda: False)():
+        return False
+    jit = backend.cpu_jit()
+    if jit is None:
+        return False
+    if getattr(model, attribute) is None or force:
+        setattr(model, attribute, model._make_function(jit(step, donate_argnums=0)))
+    return True
+
+
+@contextlib.contextmanager
+def empty_epoch_error(guard):
+    """Turns Keras 3.15's `UnboundLocalError` for an epoch without steps into `guard`'s error.
+
+    Keras 3.15's JAX `fit` reads the logs of a step that never ran when an
+    epoch yields no batch; `guard` (an `engine.callbacks.DataEpochs`) knows
+    which epoch it was and says so.
+
+    Example:
+        >>> with empty_epoch_error(guard):
+        ...     keras.Model.fit(model, x, callbacks=[guard])
+    """
+    try:
+        yield
+    except UnboundLocalError:
+        if guard.steps == 0:
+            raise guard.empty_error(guard.epoch) from None
+        raise
+
+
+def variable_index(optimizer, variable):
+    """The slot of `variable` in an optimizer's per-variable state lists (`momentums`, ...).
+
+    Keras 3.15's own optimizers index their slots with the private
+    `Optimizer._get_variable_index`; a custom optimizer (LARS) does the same.
+
+    Example:
+        >>> m = self.momentums[variable_index(self, variable)]
+    """
+    return optimizer._get_variable_index(variable)
+
+
+def backup_weights_path(callback):
+    """Where a Keras 3.15 `BackupAndRestore` keeps its own backup (its private `_weights_path`).
+
+    Example:
+        >>> os.path.exists(backup_weights_path(keras.callbacks.BackupAndRestore("ckpt")))
+        False
+    """
+    return callback._weights_path

@@ -5,6 +5,8 @@ import math
 import keras
 from keras import ops
 
+from keras_ssl import keras_compat
+
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class LARS(keras.optimizers.Optimizer):
@@ -80,7 +82,7 @@ class LARS(keras.optimizers.Optimizer):
                 (w_norm > 0) & (g_norm > 0), self.trust_coefficient * w_norm / g_norm, 1.0
             )
             g = g * ops.cast(ratio, variable.dtype)
-        m = self.momentums[self._get_variable_index(variable)]
+        m = self.momentums[keras_compat.variable_index(self, variable)]
         self.assign(m, self.momentum * m + g)
         step = self.momentum * m + g if self.nesterov else m
         self.assign_sub(variable, lr * step)

@@ -5,8 +5,10 @@ it, and figures are drawn on their own Agg canvas without pyplot, so the
 user's matplotlib backend and open figures are left alone.
 """
 
+import importlib
 import os
 
+import keras
 import numpy as np
 
 
@@ -172,14 +174,10 @@ def _numpy(x):
     """NumPy array of an array, list or backend tensor (the augmenters return tensors)."""
     if isinstance(x, (np.ndarray, list, tuple)):
         return np.asarray(x)
-    import keras
-
     return keras.ops.convert_to_numpy(x)
 
 
 def _optional(module, package, method):
-    import importlib
-
     try:
         return importlib.import_module(module)
     except ImportError as e:

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, random_images
 
-from keras_ssl.layers import augment
+from keras_ssl import views as augment
 
 
 def unit(x):

@@ -6,7 +6,7 @@ import pytest
 from conftest import BACKEND, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
-from keras_ssl.layers.augment import OneView, RandomResizedCrop, TwoViews
+from keras_ssl.views import OneView, RandomResizedCrop, TwoViews
 from keras_ssl.methods.byol import BYOL
 
 

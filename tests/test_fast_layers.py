@@ -282,10 +282,10 @@ def test_cpu_jit_applies_only_where_it_can(monkeypatch):
         assert distribute.cpu_jit() is None
         return
     assert distribute.cpu_jit() is not None
-    monkeypatch.setattr(distribute, "XLA_CPU_OPTIONS", {})
+    monkeypatch.setattr(keras_ssl.backend.compile, "XLA_CPU_OPTIONS", {})
     assert distribute.cpu_jit() is None
     # an XLA that does not know an option: XLA's defaults, not an error in fit
-    monkeypatch.setattr(distribute, "XLA_CPU_OPTIONS", {"xla_cpu_no_such_option_in_any_xla": "1"})
+    monkeypatch.setattr(keras_ssl.backend.compile, "XLA_CPU_OPTIONS", {"xla_cpu_no_such_option_in_any_xla": "1"})
     assert distribute.cpu_jit() is None
     monkeypatch.undo()
     keras.distribution.set_distribution(keras.distribution.DataParallel(devices=keras.distribution.list_devices()[:1]))

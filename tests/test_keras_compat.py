@@ -4,6 +4,8 @@ If one of these fails after a Keras upgrade, the internal changed: fix the
 helper in `keras_ssl/keras_compat.py` (or drop it if Keras fixed the gap).
 """
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -128,3 +130,56 @@ def test_skipped_train_steps_read_their_batches_and_do_not_train():
     for a, b in zip(skipped.get_weights(), direct.get_weights()):
         np.testing.assert_allclose(a, b, rtol=1e-6)
     assert getattr(skipped, "_keras_ssl_train_function", None) is None, "the train function is put back"
+
+
+def _tiny_model():
+    inputs = keras.Input((3,))
+    model = keras.Model(inputs, keras.layers.Dense(1)(inputs))
+    model.compile(optimizer="sgd", loss="mse")
+    return model
+
+
+def test_jit_step_function_replaces_keras_jax_step_only_where_it_applies():
+    model = _tiny_model()
+    model.make_train_function()
+    applied = keras_compat.jit_step_function(model, "train_function", model.train_step, force=True)
+    # JAX's trainer has `_make_function` and the CPU options apply; elsewhere Keras keeps its own.
+    assert applied == (BACKEND == "jax" and hasattr(model, "_make_function"))
+    if BACKEND == "jax":
+        assert hasattr(model, "_make_function"), "Keras's JAX trainer no longer has _make_function"
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+    history = model.fit(x, y, epochs=1, verbose=0)  # the replaced step trains
+    assert np.isfinite(history.history["loss"][0])
+
+
+def test_empty_epoch_error_names_the_epoch_only_for_an_epoch_without_steps():
+    class Guard:
+        steps, epoch = 0, 2
+
+        def empty_error(self, epoch):
+            return ValueError(f"epoch {epoch + 1} ran no training step")
+
+    with pytest.raises(ValueError, match="epoch 3 ran no training step"):
+        with keras_compat.empty_epoch_error(Guard()):
+            raise UnboundLocalError("logs")
+    Guard.steps = 1
+    with pytest.raises(UnboundLocalError):
+        with keras_compat.empty_epoch_error(Guard()):
+            raise UnboundLocalError("logs")
+
+
+def test_variable_index_finds_each_variables_optimizer_slot():
+    optimizer = keras.optimizers.SGD(0.1, momentum=0.9)
+    variables = [keras.Variable(np.zeros((2,)), name="a"), keras.Variable(np.zeros((3,)), name="b")]
+    optimizer.build(variables)
+    for v in variables:
+        assert tuple(optimizer.momentums[keras_compat.variable_index(optimizer, v)].shape) == tuple(v.shape)
+
+
+def test_backup_weights_path_is_where_keras_backup_and_restore_writes(tmp_path):
+    callback = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"), delete_checkpoint=False)
+    assert not os.path.exists(keras_compat.backup_weights_path(callback))
+    model = _tiny_model()
+    x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
+    model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])  # Keras saves its backup at each epoch end
+    assert os.path.isfile(keras_compat.backup_weights_path(callback))

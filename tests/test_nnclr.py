@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from conftest import BACKEND, random_images, small_encoder
 
-from keras_ssl.layers.augment import OneView, RandomResizedCrop, TwoViews
+from keras_ssl.views import OneView, RandomResizedCrop, TwoViews
 from keras_ssl.methods.nnclr import NNCLR
 
 

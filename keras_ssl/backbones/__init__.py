@@ -3,9 +3,20 @@
 
 from keras_ssl.backbones.clone import clone_model, plain_keras
 from keras_ssl.backbones.external import (
-    ALIASES, application, application_names, from_keras_hub, input_scaling, rescales_0_255,
+    ALIASES,
+    application,
+    application_names,
+    from_keras_hub,
+    input_scaling,
+    rescales_0_255,
 )
-from keras_ssl.backbones.resnet import resnet, resnet18, resnet34, resnet50, tiny_encoder
+from keras_ssl.backbones.resnet import (
+    resnet,
+    resnet18,
+    resnet34,
+    resnet50,
+    tiny_encoder,
+)
 from keras_ssl.backbones.vit import ViT, vit, vit_base, vit_small, vit_tiny
 
 OWN = ("tiny", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small")

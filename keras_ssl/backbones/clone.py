@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_ssl import keras_compat
+from keras_ssl import backend, keras_compat
 from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.normalization import BatchNormalization
 
@@ -123,9 +123,7 @@ def _build_like(clone, model, input_shape):
     if shape is None or None in shape:
         raise ValueError(f"cannot tell the input shape to build the copy with (got {shape}); pass input_shape")
     # A subclassed model creates its variables on its first call; traced, not run, on JAX.
-    from keras_ssl import distribute
-
-    distribute.build_forward(lambda x: clone(x, training=False), keras.ops.zeros((1,) + tuple(int(d) for d in shape)))
+    backend.build_forward(lambda x: clone(x, training=False), keras.ops.zeros((1,) + tuple(int(d) for d in shape)))
 
 
 def _check_same_variables(model, clone):

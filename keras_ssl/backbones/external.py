@@ -12,9 +12,10 @@ import importlib
 import os
 import warnings
 
+import keras
 import numpy as np
 
-import keras
+from keras_ssl import keras_compat
 
 layers = keras.layers
 
@@ -105,8 +106,6 @@ def rescales_0_255(encoder):
         >>> rescales_0_255(keras.applications.EfficientNetB0(include_top=False, weights=None))
         True
     """
-    from keras_ssl import keras_compat
-
     for layer in keras_compat.sublayers(encoder)[:12]:
         if isinstance(layer, layers.Rescaling):
             scale = np.asarray(layer.scale, "float64")

@@ -7,14 +7,14 @@ Built from Keras layers and keras_ssl's `BatchNormalization` and `Conv2D`
 that load without it. Each model maps images in [0, 1], `(B, H, W, C)`,
 to pooled features `(B, D)`.
 Inside, the convolutions compute in the layout the backend runs fastest
-(`distribute.conv_layout`): on PyTorch one transposed view of the images
+(`backend.conv_layout`): on PyTorch one transposed view of the images
 makes every convolution run in PyTorch's channels-last memory format with
 no copies; the numbers are the same in either layout.
 """
 
 import keras
 
-from keras_ssl import distribute
+from keras_ssl import backend
 from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.normalization import BatchNormalization
 
@@ -58,7 +58,7 @@ def _bottleneck(x, filters, strides, name, data_format):
 
 def _layout(inputs, data_format):
     """The images `(B, H, W, C)` as the convolutions take them."""
-    data_format = data_format or distribute.conv_layout()
+    data_format = data_format or backend.conv_layout()
     if data_format not in ("channels_last", "channels_first"):
         raise ValueError(f"`data_format` must be 'channels_last' or 'channels_first', got {data_format!r}.")
     if data_format == "channels_last":
@@ -79,7 +79,7 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
         name: model name (default `resnet{depth}`).
         data_format: layout the convolutions compute in (the images stay
             `(B, H, W, C)`): "channels_last", "channels_first", or None for
-            the backend's fastest (`distribute.conv_layout`).
+            the backend's fastest (`backend.conv_layout`).
 
     Returns:
         A functional `keras.Model`; features have `512 * width` channels

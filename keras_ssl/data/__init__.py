@@ -13,15 +13,32 @@ Nothing here imports TensorFlow or PyTorch: their objects are recognised by
 duck typing, so `keras_ssl` imports on any backend with or without them.
 """
 
-from keras_ssl.data.checks import check_images, check_value_range, looks_channels_first, to_unit_float
-from keras_ssl.data.datasets import (
-    KERAS_DATASETS, NAMES, _resize_bilinear, load, pick_per_class, resize_images, scattered_digits,
+from keras_ssl.data.checks import (
+    check_images,
+    check_value_range,
+    looks_channels_first,
+    to_unit_float,
 )
-from keras_ssl.data.files import IMAGE_EXTENSIONS, ImageFiles, decode_image, folder_files, list_files
+from keras_ssl.data.datasets import (
+    KERAS_DATASETS,
+    NAMES,
+    _resize_bilinear,
+    load,
+    resize_images,
+    scattered_digits,
+)
+from keras_ssl.data.files import (
+    IMAGE_EXTENSIONS,
+    decode_image,
+    folder_files,
+    list_files,
+)
+from keras_ssl.data.image_files import ImageFiles
 from keras_ssl.data.sources import ArrayBatches, prepare_fit_data, to_dataset
+from keras_ssl.data.splits import pick_per_class, split, test_mask
 
 __all__ = [
     "ArrayBatches", "ImageFiles", "check_images", "check_value_range", "decode_image", "folder_files", "list_files",
     "load", "looks_channels_first", "resize_images", "pick_per_class", "scattered_digits", "prepare_fit_data", "to_dataset", "to_unit_float",
-    "IMAGE_EXTENSIONS", "KERAS_DATASETS", "NAMES", "_resize_bilinear",
+    "IMAGE_EXTENSIONS", "KERAS_DATASETS", "NAMES", "_resize_bilinear", "split", "test_mask",
 ]

@@ -7,6 +7,11 @@ import zlib
 
 import keras
 import numpy as np
+from sklearn.datasets import load_digits
+
+from keras_ssl.data.files import decode_image, folder_files
+from keras_ssl.data.image_files import ImageFiles
+from keras_ssl.data.splits import split
 
 KERAS_DATASETS = ("cifar10", "mnist", "fashion_mnist")
 NAMES = KERAS_DATASETS + ("digits", "scattered_digits")
@@ -88,13 +93,11 @@ def _load_keras_dataset(name, data_dir):
 
 
 def _load_digits(seed):
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
     x = np.round(digits.images * (255.0 / 16.0))
     x = _resize_bilinear(x[..., None], (32, 32))
     x = np.clip(np.round(x), 0, 255).astype("uint8")
-    return _split(x, digits.target.astype("int64"), 0.2, seed)
+    return split(x, digits.target.astype("int64"), 0.2, seed)
 
 
 def scattered_digits(copies=2, size=32, digit_sizes=(12, 20), seed=0):
@@ -123,10 +126,8 @@ def scattered_digits(copies=2, size=32, digit_sizes=(12, 20), seed=0):
         >>> x_train.shape
         (2876, 32, 32, 1)
     """
-    from sklearn.datasets import load_digits
-
     digits = load_digits()
-    (train, y_train), (test, y_test) = _split(
+    (train, y_train), (test, y_test) = split(
         np.arange(len(digits.target))[:, None, None, None], digits.target.astype("int64"), 0.2, seed)
     rng = np.random.default_rng(seed)
     low, high = digit_sizes
@@ -156,7 +157,7 @@ def _load_npz(path, test_fraction, seed):
     if y is not None and len(y) != len(x):
         raise ValueError(f"{path}: y_train has {len(y)} labels for {len(x)} images in x_train.")
     if "x_test" not in arrays:
-        return _split(x, y, test_fraction, seed)
+        return split(x, y, test_fraction, seed)
     x_test, y_test = _images(arrays["x_test"]), _labels(arrays.get("y_test"))
     if y_test is not None and len(y_test) != len(x_test):
         raise ValueError(f"{path}: y_test has {len(y_test)} labels for {len(x_test)} images in x_test.")
@@ -175,13 +176,11 @@ def _read_npz(path):
 
 
 def _load_folder(root, image_size, test_fraction, seed):
-    from keras_ssl.data.files import ImageFiles, folder_files, decode_image
-
     files, labels, _, _ = folder_files(root)
     if image_size is None:
         image_size = decode_image(files[0])[0].shape[:2]
     x, y = ImageFiles(files, labels, image_size=image_size, batch_size=256, shuffle=False).to_arrays()
-    return _split(x, y, test_fraction, seed)
+    return split(x, y, test_fraction, seed)
 
 
 # ------------------------------------------------------------------ helpers
@@ -192,44 +191,6 @@ def _images(x):
 
 def _labels(y):
     return None if y is None else np.asarray(y).reshape(-1).astype("int64")
-
-
-def _split(x, y, test_fraction, seed):
-    """Deterministic train/test split, stratified when labels exist."""
-    if not 0 <= test_fraction < 1:
-        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}.")
-    test = test_mask(len(x), y, test_fraction, seed)
-    if y is None:
-        return (x[~test], None), (x[test], None)
-    return (x[~test], y[~test]), (x[test], y[test])
-
-
-def test_mask(count, labels, fraction, seed):
-    """Boolean mask of a test split: `fraction` of each class (of all items without labels)."""
-    test = np.zeros(count, bool)
-    test[pick_per_class(np.zeros(count, "int64") if labels is None else labels, fraction, seed)] = True
-    return test
-
-
-def pick_per_class(labels, fraction, seed, minimum=0):
-    """Sorted indices of `round(fraction * n_c)` (at least `minimum`) random items per class.
-
-    Args:
-        labels: integer labels `(N,)`.
-        fraction: share of each class to pick.
-        seed: NumPy seed.
-        minimum: least items picked per class.
-
-    Example:
-        >>> keep = pick_per_class(y_train, 0.1, seed=0)   # a class-balanced 10 %
-    """
-    rng = np.random.default_rng(seed)
-    picked = []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        count = min(len(members), max(minimum, int(round(fraction * len(members)))))
-        picked.append(rng.permutation(members)[:count])
-    return np.sort(np.concatenate(picked))
 
 
 def resize_images(x, size, chunk=512):

@@ -1,6 +1,20 @@
-"""Layers shared by the methods: augmentation, view makers, heads, memory banks, masking, and Keras's BatchNorm and Conv2D on faster kernels."""
+"""Layers shared by the methods: heads, memory banks, masking, and Keras's BatchNorm and Conv2D on faster kernels.
 
-from keras_ssl.layers.augment import (
+The view makers and augmentation layers live in `keras_ssl.views`; they are
+also importable from here, where earlier releases had them.
+"""
+
+from keras_ssl.layers.conv import Conv2D
+from keras_ssl.layers.heads import (
+    DINOHead,
+    PredictionHead,
+    ProjectionHead,
+    Prototypes,
+    ZeroShotHead,
+)
+from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.layers.normalization import BatchNormalization
+from keras_ssl.views import (
     BYOL_JITTER,
     ColorJitter,
     GaussianBlur,
@@ -13,14 +27,9 @@ from keras_ssl.layers.augment import (
     ViewMaker,
     blur_kernel,
     byol_views,
+    color_jitter,
     crop_view,
     multi_crop_views,
-    simclr_views,
-    color_jitter,
     simclr_augmenter,
+    simclr_views,
 )
-from keras_ssl.layers.conv import Conv2D
-from keras_ssl.layers.heads import DINOHead, PredictionHead, ProjectionHead, Prototypes, ZeroShotHead
-from keras_ssl.layers.memory import MemoryBank
-from keras_ssl.layers.normalization import BatchNormalization
-from keras_ssl.layers.momentum import momentum_target, momentum_update

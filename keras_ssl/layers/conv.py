@@ -2,7 +2,7 @@
 
 import keras
 
-from keras_ssl import distribute
+from keras_ssl import backend
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -11,7 +11,7 @@ class Conv2D(keras.layers.Conv2D):
 
     Same arguments, weights, config and numbers (to float32 rounding) as
     `keras.layers.Conv2D`. XLA:CPU's convolution backward transposes every
-    activation first; `distribute.fast_conv` computes the same convolution
+    activation first; `backend.fast_conv` computes the same convolution
     and exact gradient as matmuls over a few images at a time (1x1 and 3x3
     kernels, channels-last, one CPU device), 1.4-1.6x a ResNet's
     forward+backward. Elsewhere it is Keras's layer. `backbones.plain_keras`
@@ -26,7 +26,7 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
-        fast = None if self.groups != 1 else distribute.fast_conv(
+        fast = None if self.groups != 1 else backend.fast_conv(
             inputs, keras.ops.convert_to_tensor(kernel), self.strides, self.padding, self.data_format,
             self.dilation_rate)
         return super().convolution_op(inputs, kernel) if fast is None else fast

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_ssl import distribute
+from keras_ssl import backend
 from keras_ssl.losses import l2_normalize
 
 
@@ -72,7 +72,7 @@ class MemoryBank(keras.layers.Layer):
         Under a multi-replica step the keys of all replicas are enqueued, in
         replica order, so every replica keeps the same queue.
         """
-        keys = distribute.gather(ops.stop_gradient(ops.convert_to_tensor(keys)))
+        keys = backend.gather(ops.stop_gradient(ops.convert_to_tensor(keys)))
         self.check_batch_size(keys.shape[0])
         keys = l2_normalize(keys)
         batch = ops.shape(keys)[0]

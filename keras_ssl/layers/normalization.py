@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from keras_ssl import distribute
+from keras_ssl import backend
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -16,7 +16,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
     PyTorch eight passes over the activations forward and as many
     backward, 45 % of a ResNet-18 x0.25 step); this layer calls the
     backend's own batch-norm kernel where there is one
-    (`distribute.fused_batch_norm`: PyTorch's `batch_norm`, TensorFlow's
+    (`backend.fused_batch_norm`: PyTorch's `batch_norm`, TensorFlow's
     `FusedBatchNormV3`), which computes the same function and its exact
     gradient, and updates the moving statistics as Keras does (biased
     batch variance). JAX, masks, `renorm` and `synchronized` use Keras's
@@ -39,7 +39,7 @@ class BatchNormalization(keras.layers.BatchNormalization):
         x = ops.cast(inputs, keras.backend.result_type(inputs.dtype, "float32"))
         gamma = ops.cast(self.gamma, x.dtype) if self.scale else None
         beta = ops.cast(self.beta, x.dtype) if self.center else None
-        fused = distribute.fused_batch_norm(x, gamma, beta, self.axis, self.epsilon)
+        fused = backend.fused_batch_norm(x, gamma, beta, self.axis, self.epsilon)
         if fused is None:
             return super().call(inputs, training=training, mask=mask)
         outputs, mean, variance = fused

@@ -1,7 +1,7 @@
 """Self-supervised methods; `METHODS` maps the CLI names to the image-only methods."""
 
+from keras_ssl.engine import SSLModel
 from keras_ssl.methods.barlow_twins import BarlowTwins
-from keras_ssl.methods.base import SSLModel
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.methods.dino import DINO

@@ -8,11 +8,11 @@ from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.data import check_images
+from keras_ssl.engine import SSLModel, pool_features
 from keras_ssl.evaluation import recall_at_k
-from keras_ssl.layers.augment import crop_view
 from keras_ssl.layers.heads import ZeroShotHead
-from keras_ssl.methods.base import SSLModel, pool_features
 from keras_ssl.text import TextTransformer, as_texts
+from keras_ssl.views.recipes import clip_view
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -58,8 +58,7 @@ class CLIP(SSLModel):
     """
 
     global_views = 1
-    view_recipe = staticmethod(crop_view)
-    view_options = {"crop_scale": (0.5, 1.0)}
+    view_recipe = staticmethod(clip_view)
     gathered_outputs = ("z1", "text")
     monitored_output = "z1"
     loss_terms = ("logit_scale",)

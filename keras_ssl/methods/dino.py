@@ -3,10 +3,10 @@
 import keras
 from keras import ops
 
-from keras_ssl import distribute, losses
-from keras_ssl.layers.augment import BYOL_JITTER, multi_crop_views
+from keras_ssl import backend, losses
+from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import DINOHead
-from keras_ssl.methods.base import SSLModel
+from keras_ssl.views.recipes import dino_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -53,15 +53,13 @@ class DINO(SSLModel):
 
     Example:
         >>> encoder = keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4)
-        >>> model = keras_ssl.DINO(encoder, local_size=16)
+        >>> model = keras_ssl.DINO(encoder, views=keras_ssl.views.dino_views(32, local_size=16))
         >>> model.compile(optimizer=keras.optimizers.AdamW(5e-4))
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
     local_views = True
-    view_recipe = staticmethod(multi_crop_views)
-    view_options = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4), "global_blur": (1.0, 0.1),
-                    "local_blur": 0.5, "global_solarize": (0.0, 0.2), "color_strength": BYOL_JITTER}
+    view_recipe = staticmethod(dino_views)
     momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
     gathered_outputs = ("student", "teacher", "h1")
     monitored_output = "h1"
@@ -116,22 +114,15 @@ class DINO(SSLModel):
         student = self._heads(self.head, features, training)
         teacher_features = self.encode(views[:2], training, encoder=self.teacher_encoder)
         teacher = [ops.stop_gradient(t) for t in self._heads(self.teacher_head, teacher_features, training)]
-        # The loss uses the centre before this step's update (copied: on TF
-        # and torch a variable's value aliases its later assignment).
-        center = ops.copy(ops.convert_to_tensor(self.center))
-        outputs = {"student": student, "teacher": teacher, "h1": features[0], "center": center,
-                   "teacher_temperature": self.current_teacher_temperature()}
-        if training:
-            # The centre follows the global batch (every replica's teacher outputs).
-            batch_mean = ops.mean(distribute.gather(ops.concatenate(teacher, axis=0)), axis=0)
-            m = self.center_momentum
-            self.center.assign(m * center + (1.0 - m) * ops.cast(batch_mean, "float32"))
-        return outputs
+        return {"student": student, "teacher": teacher, "h1": features[0]}
 
     def compute_ssl_loss(self, outputs):
-        # The warmed-up temperature is a tensor; losses.dino checks Python
-        # numbers, so centre and scale the teacher here and pass 1.
-        temperature = outputs["teacher_temperature"]
-        teacher = [(ops.cast(t, "float32") - outputs["center"]) / temperature for t in outputs["teacher"]]
-        zeros = ops.zeros_like(outputs["center"])
-        return losses.dino(outputs["student"], teacher, zeros, self.student_temperature, 1.0), {}
+        return losses.dino(outputs["student"], outputs["teacher"], self.center, self.student_temperature,
+                           self.current_teacher_temperature()), {}
+
+    def update_state(self, outputs):
+        # After the loss has used the previous centre, which follows the
+        # global batch (every replica's teacher outputs).
+        batch_mean = ops.mean(backend.gather(ops.concatenate(outputs["teacher"], axis=0)), axis=0)
+        m = self.center_momentum
+        self.center.assign(m * ops.convert_to_tensor(self.center) + (1.0 - m) * ops.cast(batch_mean, "float32"))

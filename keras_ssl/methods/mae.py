@@ -5,12 +5,17 @@ import numpy as np
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.backbones.vit import ViT, TransformerBlock
-from keras_ssl.layers.augment import crop_view
+from keras_ssl.backbones.vit import TransformerBlock, ViT
+from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import (
-    RandomMasking, num_visible, patchify, random_masking, take_tokens, unpatchify,
+    RandomMasking,
+    num_visible,
+    patchify,
+    random_masking,
+    take_tokens,
+    unpatchify,
 )
-from keras_ssl.methods.base import SSLModel
+from keras_ssl.views.recipes import crop_view
 
 _INIT = keras.initializers.TruncatedNormal(stddev=0.02)
 

@@ -7,14 +7,18 @@ from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.backbones.vit import ViT
-from keras_ssl.layers.augment import byol_views, simclr_views
+from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
 from keras_ssl.layers.memory import MemoryBank
-from keras_ssl.methods.base import SSLModel
+from keras_ssl.views.recipes import byol_views, mocov2_views
 
 
-class _MoCo(SSLModel):
-    """What MoCo v2 and v3 share: a momentum key encoder and split BatchNorm.
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MoCo(SSLModel):
+    """MoCo: what v2 and v3 share, a momentum key encoder and split BatchNorm.
+
+    `MoCo(encoder, version=2)` makes a `MoCoV2`, `version=3` a `MoCoV3`;
+    both are subclasses, so `isinstance(model, keras_ssl.MoCo)` holds.
 
     Split BatchNorm simulates MoCo's shuffle-BN on one device: in training
     the networks run on `num_splits` sub-batches, so BatchNorm statistics
@@ -23,13 +27,35 @@ class _MoCo(SSLModel):
     sub-batches share only `1 / num_splits` of their rows (as a random
     shuffle does on average). The interleave is fixed, not random: it needs
     no seed and a resumed run repeats it exactly.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        version: 2 or 3, when constructing `MoCo` itself.
+        **kwargs: the options of `MoCoV2` or `MoCoV3`.
+
+    Example:
+        >>> model = keras_ssl.MoCo(keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8), version=3)
+        >>> isinstance(model, keras_ssl.MoCoV3), isinstance(model, keras_ssl.MoCo)
+        (True, True)
     """
+
+    version = None
+
+    def __new__(cls, *args, version=None, **kwargs):
+        made = cls
+        if cls is MoCo:
+            if version not in (2, 3):
+                raise ValueError(f"`version` must be 2 or 3, got {version}.")
+            made = MoCoV2 if version == 2 else MoCoV3
+        elif version not in (None, cls.version):
+            raise ValueError(f"{cls.__name__} is MoCo version {cls.version}, got version={version}.")
+        return super().__new__(made, *args, **kwargs)
 
     momentum_pairs = (("encoder", "key_encoder"), ("projector", "key_projector"))
     monitored_output = "z1"
 
     def __init__(self, encoder, *, temperature, projection_dim, hidden_dim, split_batch_norm,
-                 num_splits, **kwargs):
+                 num_splits, version=None, **kwargs):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if int(num_splits) < 1:
@@ -77,7 +103,7 @@ class _MoCo(SSLModel):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
-class MoCoV2(_MoCo):
+class MoCoV2(MoCo):
     """MoCo v2: queries classified against their keys among a queue of past keys.
 
     A query `q` (encoder + 2-layer MLP projector) is contrasted with its key
@@ -108,8 +134,8 @@ class MoCoV2(_MoCo):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
-    view_recipe = staticmethod(simclr_views)
-    view_options = {"crop_scale": (0.2, 1.0), "color_strength": 0.5}
+    version = 2
+    view_recipe = staticmethod(mocov2_views)
     gathered_outputs = ("z1", "k2")
 
     def __init__(self, encoder, *, temperature=0.2, queue_size=4096, projection_dim=128,
@@ -128,21 +154,20 @@ class MoCoV2(_MoCo):
 
     def ssl_forward(self, views, training):
         v1, v2 = views
-        z1, k2 = self.query(v1, training), self.key(v2, training)
-        queue = self.queue.read()  # the negatives of this step, read before enqueue
-        if training:
-            self.queue.enqueue(k2)
-        return {"z1": z1, "k2": k2, "queue": queue}
+        return {"z1": self.query(v1, training), "k2": self.key(v2, training)}
 
     def compute_ssl_loss(self, outputs):
         # The official code's logits [q.k+, q.queue] / T: the queue alone
-        # holds the negatives, not the batch's other keys.
+        # holds the negatives (read before this step's keys enter it).
         return losses.info_nce(outputs["z1"], outputs["k2"], self.temperature,
-                               negatives=outputs["queue"], in_batch_negatives=False), {}
+                               negatives=self.queue.read(), in_batch_negatives=False), {}
+
+    def update_state(self, outputs):
+        self.queue.enqueue(outputs["k2"])
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
-class MoCoV3(_MoCo):
+class MoCoV3(MoCo):
     """MoCo v3: symmetric InfoNCE between predicted queries and momentum keys.
 
     No queue: each view's query (encoder, projector, predictor) is
@@ -169,6 +194,7 @@ class MoCoV3(_MoCo):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
+    version = 3
     view_recipe = staticmethod(byol_views)
     gathered_outputs = ("z1", "q1", "q2", "k1", "k2")
 
@@ -197,14 +223,3 @@ class MoCoV3(_MoCo):
         loss = losses.info_nce(outputs["q1"], outputs["k2"], t) + losses.info_nce(
             outputs["q2"], outputs["k1"], t)
         return 2.0 * t * loss, {}  # scaled by 2 tau as in the MoCo v3 code
-
-
-def MoCo(encoder, *, version=2, **kwargs):  # noqa: N802 (a class-like factory)
-    """`MoCoV2(encoder, **kwargs)` for `version=2`, `MoCoV3` for 3.
-
-    Example:
-        >>> model = keras_ssl.MoCo(encoder, version=3)   # a MoCoV3
-    """
-    if version not in (2, 3):
-        raise ValueError(f"`version` must be 2 or 3, got {version}.")
-    return (MoCoV2 if version == 2 else MoCoV3)(encoder, **kwargs)

@@ -5,10 +5,10 @@ import keras
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import byol_views
+from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
 from keras_ssl.layers.memory import MemoryBank
-from keras_ssl.methods.base import SSLModel
+from keras_ssl.views.recipes import byol_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -76,9 +76,10 @@ class NNCLR(SSLModel):
             "nn1": self.nearest_neighbour(z1, support),
             "nn2": self.nearest_neighbour(z2, support),
         }
-        if training:
-            self.support.enqueue(z1)
         return outputs
+
+    def update_state(self, outputs):
+        self.support.enqueue(outputs["z1"])
 
     def compute_ssl_loss(self, outputs):
         t = self.temperature

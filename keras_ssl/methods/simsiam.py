@@ -4,9 +4,9 @@ import keras
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import simclr_views
+from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
-from keras_ssl.methods.base import SSLModel
+from keras_ssl.views.recipes import mocov2_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -43,8 +43,7 @@ class SimSiam(SSLModel):
         >>> model.fit(x_train, epochs=10, batch_size=256)
     """
 
-    view_recipe = staticmethod(simclr_views)
-    view_options = {"crop_scale": (0.2, 1.0), "color_strength": 0.5}
+    view_recipe = staticmethod(mocov2_views)
     gathered_outputs = ("z1", "z2", "p1", "p2")
     monitored_output = "z1"
 

@@ -4,10 +4,10 @@ import keras
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import multi_crop_views
+from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import ProjectionHead, Prototypes
 from keras_ssl.layers.memory import MemoryBank
-from keras_ssl.methods.base import SSLModel
+from keras_ssl.views.recipes import multi_crop_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -54,6 +54,7 @@ class SwAV(SSLModel):
     local_views = True
     view_recipe = staticmethod(multi_crop_views)
     gathered_outputs = ("z1", "scores")
+    local_outputs = ("z2",)
     monitored_output = "z1"
 
     def __init__(self, encoder, *, num_prototypes=512, projection_dim=128, hidden_dim=None,
@@ -87,15 +88,7 @@ class SwAV(SSLModel):
         # One projector call over all crops, so BatchNorm sees every crop.
         z = losses.l2_normalize(self.projector(ops.concatenate(features, axis=0), training=training))
         z = ops.split(z, len(views), axis=0)
-        outputs = {"z1": z[0], "scores": [self.prototypes(zv, step=self.step) for zv in z]}
-        if self.queues:
-            kernel = ops.stop_gradient(self.prototypes.normalized_kernel())
-            outputs["queue_full"] = ops.logical_and(self.queues[0].is_full(), self.queues[1].is_full())
-            outputs["queue_scores"] = [ops.matmul(queue.read(), kernel) for queue in self.queues]
-            if training:
-                for queue, zi in zip(self.queues, z):
-                    queue.enqueue(zi)
-        return outputs
+        return {"z1": z[0], "z2": z[1], "scores": [self.prototypes(zv, step=self.step) for zv in z]}
 
     def compute_ssl_loss(self, outputs):
         scores = outputs["scores"]
@@ -104,6 +97,13 @@ class SwAV(SSLModel):
         loss = losses.swav(scores, (0, 1), **options)
         if self.queues:
             # A queue joins Sinkhorn only once full (random rows would bias the codes).
-            queued = losses.swav(scores, (0, 1), queue_scores=outputs["queue_scores"], **options)
-            loss = ops.where(outputs["queue_full"], queued, loss)
+            kernel = ops.stop_gradient(self.prototypes.normalized_kernel())
+            queue_scores = [ops.matmul(queue.read(), kernel) for queue in self.queues]
+            queued = losses.swav(scores, (0, 1), queue_scores=queue_scores, **options)
+            full = ops.logical_and(self.queues[0].is_full(), self.queues[1].is_full())
+            loss = ops.where(full, queued, loss)
         return loss, {}
+
+    def update_state(self, outputs):
+        for queue, z in zip(self.queues, (outputs["z1"], outputs["z2"])):
+            queue.enqueue(z)

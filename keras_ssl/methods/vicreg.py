@@ -3,9 +3,9 @@
 import keras
 
 from keras_ssl import losses
-from keras_ssl.layers.augment import byol_views
+from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import ProjectionHead
-from keras_ssl.methods.base import SSLModel
+from keras_ssl.views.recipes import byol_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

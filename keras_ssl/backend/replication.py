@@ -1,0 +1,173 @@
+"""Replication: data parallelism over devices (JAX `DataParallel`, TF `MirroredStrategy`), the
+gradient-correct gather of per-sample outputs across replicas, and multi-host setup."""
+
+import keras
+
+from keras_ssl.backend.probes import backend
+
+
+def _replica_context():
+    """The TF replica context when running inside a multi-replica step, else None."""
+    if backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context():
+        return None
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync < 2:
+        return None
+    return context
+
+
+def num_replicas():
+    """Replicas that run this step in sync (TF `MirroredStrategy`), else 1.
+
+    On JAX under `DataParallel` the step sees the global batch: 1.
+
+    Example:
+        >>> loss = global_loss / num_replicas()
+    """
+    context = _replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
+def gather(x):
+    """Concatenates `x` over replicas along axis 0, with the right gradient.
+
+    Inside a TensorFlow multi-replica step it returns the global batch in
+    replica order (`rank * B + i` is local row `i` of replica `rank`); its
+    backward sums the upstream gradients of all replicas and keeps the local
+    rows (so no 1/N scaling, unlike an all-reduce without gradient). Elsewhere
+    (one device, JAX's global-batch step, torch) it returns `x` unchanged.
+
+    Methods that update state inside `ssl_forward` (queues, centres) call
+    `gather` on the values they store, so every replica stores the same
+    global batch. Batches must be equal on all replicas (as `fit` makes
+    them from NumPy, which drops the last incomplete batch).
+
+    Args:
+        x: a `(B, ...)` tensor (or a nested structure of them).
+
+    Example:
+        >>> keys = distribute.gather(keys)  # before enqueueing
+    """
+    context = _replica_context()
+    if context is None:
+        return x
+    import tensorflow as tf
+
+    # Each replica places its rows at rank * B in zeros and the replicas
+    # sum: the all-reduce's gradient is the sum of the replicas' upstream
+    # gradients and the pad's gradient keeps the local rows. Not
+    # `ReplicaContext.all_gather`: its shape and value collectives are
+    # unordered across tensors and replicas (measured on CPU: "Shape mismatch
+    # in the collective instance" aborts), while the all-reduce goes through
+    # the strategy's cross-device ops like Keras's gradient sum.
+    n, rank = context.num_replicas_in_sync, context.replica_id_in_sync_group
+
+    def place(t):
+        t = tf.convert_to_tensor(t)
+        rows = tf.shape(t)[0]
+        pads = [[rank * rows, (n - 1 - rank) * rows]] + [[0, 0]] * (t.shape.rank - 1)
+        return tf.pad(tf.cast(t, "int32") if t.dtype == tf.bool else t, pads)
+
+    placed = tf.nest.map_structure(place, x)
+    summed = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
+    return tf.nest.map_structure(
+        lambda t, g: tf.cast(g, tf.bool) if tf.convert_to_tensor(t).dtype == tf.bool else g,
+        x, summed,
+    )
+
+
+def _single_device_only(devices, what):
+    if backend() == "torch":
+        count = 1 if devices is None else devices if isinstance(devices, int) else len(devices)
+        if count > 1:
+            raise NotImplementedError(
+                f"`{what}` on PyTorch: keras_ssl trains on one device only with the torch "
+                "backend (Keras 3 has no multi-device trainer for torch). Use the JAX "
+                "backend (`data_parallel`) or TensorFlow (`mirrored_strategy`)."
+            )
+
+
+def _first(devices, available):
+    """`devices` as given, or the first `devices` of `available` when it is a count."""
+    if not isinstance(devices, int):
+        return devices
+    if not 1 <= devices <= len(available):
+        raise ValueError(f"`devices` must be in [1, {len(available)}], got {devices}.")
+    return available[:devices]
+
+
+def data_parallel(devices=None):
+    """Data parallelism over the local devices on JAX; returns the distribution.
+
+    Call it before creating the model. Each step sees the global batch split
+    over the devices; the loss and gradients equal those of one device.
+
+    Args:
+        devices: list of device names (e.g. `["gpu:0", "gpu:1"]`) or a count
+            of the first devices; `None` uses all devices.
+
+    Example:
+        >>> keras_ssl.distribute.data_parallel()
+        >>> model = keras_ssl.SimCLR(encoder); model.compile(); model.fit(x, batch_size=512)
+    """
+    _single_device_only(devices, "data_parallel")
+    if backend() != "jax":
+        raise NotImplementedError(
+            f"`data_parallel` needs the JAX backend (got {backend()}); on TensorFlow use "
+            "`with keras_ssl.distribute.mirrored_strategy().scope(): ...`."
+        )
+    devices = _first(devices, keras.distribution.list_devices())
+    distribution = keras.distribution.DataParallel(devices=devices)
+    keras.distribution.set_distribution(distribution)
+    return distribution
+
+
+def mirrored_strategy(devices=None):
+    """A `tf.distribute.MirroredStrategy` over the local devices (TensorFlow).
+
+    Create and compile the model inside its scope; `fit` then splits each
+    batch over the replicas and `SSLModel` gathers embeddings across them.
+
+    Args:
+        devices: list of device names (e.g. `["/gpu:0", "/gpu:1"]`) or a count
+            of the first logical devices (GPUs if any, else CPUs); `None`
+            uses all GPUs (or the CPU).
+
+    Example:
+        >>> strategy = keras_ssl.distribute.mirrored_strategy()
+        >>> with strategy.scope():
+        ...     model = keras_ssl.SimCLR(encoder); model.compile()
+        >>> model.fit(x, batch_size=512)
+    """
+    _single_device_only(devices, "mirrored_strategy")
+    if backend() != "tensorflow":
+        raise NotImplementedError(
+            f"`mirrored_strategy` needs the TensorFlow backend (got {backend()}); on JAX "
+            "use `keras_ssl.distribute.data_parallel()`."
+        )
+    import tensorflow as tf
+
+    available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    devices = _first(devices, [d.name for d in available])
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def initialize(job_addresses=None, num_processes=None, process_id=None):
+    """Multi-host JAX setup (`keras.distribution.initialize`); call first on every host.
+
+    Args:
+        job_addresses: comma-separated `host:port` of the coordinator (first).
+        num_processes: number of hosts.
+        process_id: this host's index.
+
+    Example:
+        >>> keras_ssl.distribute.initialize("10.0.0.1:1234", 2, 0)
+        >>> keras_ssl.distribute.data_parallel()
+    """
+    if backend() != "jax":
+        raise NotImplementedError(f"multi-host training needs the JAX backend, got {backend()}.")
+    keras.distribution.initialize(job_addresses, num_processes, process_id)

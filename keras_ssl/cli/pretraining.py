@@ -1,0 +1,306 @@
+"""`keras-ssl pretrain`, and `run_pretrain`, the same command called from Python.
+
+A run: lock --output, decide whether a checkpoint there resumes, then data,
+encoder and method, fit with kNN monitoring and checkpoints, and publish the
+run's files all at once (`rundir`), the checkpoint removed last.
+"""
+
+import json
+import os
+import sys
+import time
+
+import keras
+
+from keras_ssl import backbones, distribute, evaluation, rundir
+from keras_ssl.callbacks import StopOnNaN
+from keras_ssl.checkpoints import BackupAndRestore, list_checkpoints, read_state
+from keras_ssl.cli.commands import _write_plots
+from keras_ssl.cli.parser import DIGITS, build_parser
+from keras_ssl.cli.rundata import DATA_RECORD, _data_spec, _open_data
+from keras_ssl.methods import METHODS
+from keras_ssl.monitors import KNNMonitor
+
+CHECKPOINT = "checkpoint"
+# Flags that do not change what is trained: a checkpoint resumes across them.
+_NOT_THE_RUN = ("command", "output", "overwrite", "verbose", "no_plots", "no_resume", "checkpoint_every",
+                "knn_every", "eval_limit", "divergence")
+
+
+def pretrain(args):
+    """Runs `keras-ssl pretrain`: data, encoder, method, fit, kNN, files.
+
+    Args:
+        args: the Namespace of `build_parser()` for the `pretrain` command.
+
+    Returns:
+        0, once `args.output` holds encoder.keras, model.keras,
+        history.json, data.json and (unless --no-plots) the figures.
+
+    Example:
+        >>> pretrain(build_parser().parse_args(["pretrain", "--epochs", "2", "--output", "runs/x"]))
+        0
+    """
+    if args.method not in METHODS:
+        raise SystemExit(f"keras-ssl: unknown --method {args.method!r}; choose from {sorted(METHODS)}.")
+    encoder_path = os.path.join(args.output, "encoder.keras")
+    created = not os.path.exists(args.output)
+    rundir.check_writable_dir(args.output)
+    try:
+        with rundir.RunLock(args.output):
+            resume = _resume_plan(args, encoder_path)
+            return _pretrain(args, METHODS[args.method], encoder_path, resume)
+    except BaseException:
+        if created and not os.listdir(args.output):  # failed before writing anything: leave no trace
+            os.rmdir(args.output)
+        raise
+
+
+def run_pretrain(output, **options):
+    """Runs `keras-ssl pretrain --output OUTPUT --flag value ...` from Python.
+
+    Each keyword is a flag of `keras-ssl pretrain`, dashes written as
+    underscores (`batch_size=64` is `--batch-size 64`); a switch such as
+    `no_plots` takes True or False; a flag left out, or None, keeps its
+    default. The values go through the command's parser, so one it refuses
+    (`epochs=0`) stops the call as it stops the command: usage and message
+    on stderr, then SystemExit.
+
+    Args:
+        output: the run directory (`--output`).
+        **options: the other flags of `keras-ssl pretrain`; `value_range`
+            may be a (low, high) pair.
+
+    Returns:
+        What the command returns: 0, once `output` holds the run's files.
+
+    Raises:
+        TypeError: a keyword that is no flag of `keras-ssl pretrain`, or a
+            switch given something other than True or False.
+        SystemExit: a value the parser refuses, or a run that cannot start.
+
+    Example:
+        >>> run_pretrain("runs/digits", data="digits", epochs=2, limit=512, no_plots=True)
+        0
+    """
+    return pretrain(_pretrain_args(output, **options))
+
+
+def _pretrain_args(output, **options):
+    """The Namespace that `keras-ssl pretrain --output OUTPUT` and `options` as flags give."""
+    parser = build_parser()
+    defaults = vars(parser.parse_args(["pretrain"]))
+    flags = sorted(set(defaults) - {"command", "output"})
+    argv = ["pretrain", f"--output={os.fspath(output)}"]  # --flag=value: a value may start with "-"
+    for name, value in options.items():
+        if name not in flags:
+            raise TypeError(f"run_pretrain() got an unexpected keyword argument {name!r}; the flags of "
+                            f"`keras-ssl pretrain` are {', '.join(flags)}.")
+        flag = "--" + name.replace("_", "-")
+        if defaults[name] is False:  # a switch (store_true): present or not
+            if not isinstance(value, bool):
+                raise TypeError(f"run_pretrain(): {name} is the switch {flag}: pass True or False, got {value!r}.")
+            argv += [flag] if value else []
+        elif value is not None:
+            text = ",".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+            argv.append(f"{flag}={text}")
+    return parser.parse_args(argv)
+
+
+# ------------------------------------------------------------------ resuming
+def _command(args):
+    """The flags that define a run, as recorded next to its checkpoint."""
+    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_THE_RUN}
+
+
+def _saved_command(args):
+    """The flags recorded next to the checkpoint in --output, or None."""
+    path = os.path.join(args.output, CHECKPOINT, "command.json")
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _same_command_checkpoint(args):
+    """Whether --output holds an interrupted run of this very command."""
+    return (not args.no_resume and bool(list_checkpoints(os.path.join(args.output, CHECKPOINT)))
+            and _saved_command(args) == json.loads(json.dumps(_command(args))))
+
+
+def _resume_plan(args, encoder_path):
+    """The checkpoint state to resume from (None: start over), after clearing one that does not apply.
+
+    An interrupted run of this command resumes; one of another command, or
+    a finished run, is replaced only with --overwrite.
+    """
+    folder = os.path.join(args.output, CHECKPOINT)
+    if _same_command_checkpoint(args):
+        return read_state(list_checkpoints(folder)[0])
+    saved = _saved_command(args) or {}
+    if list_checkpoints(folder) and not args.no_resume and not args.overwrite:
+        now = json.loads(json.dumps(_command(args)))
+        changed = [f"--{k.replace('_', '-')} {saved.get(k)} there, {now.get(k)} here"
+                   for k in sorted(set(now) | set(saved)) if saved.get(k) != now.get(k)]
+        raise SystemExit(f"keras-ssl: {folder} holds the checkpoint of an interrupted run of another command "
+                         f"({'; '.join(changed) or 'no record of it'}). Rerun that command to resume it, or "
+                         "pass --overwrite to start over.")
+    if os.path.exists(encoder_path) and not args.overwrite:
+        raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
+    rundir.remove_dir(folder)
+    return None
+
+
+# ------------------------------------------------------------------ the run
+def _pretrain(args, method, encoder_path, resume=None):
+    """The run, once --output is locked and its checkpoint sorted out: model, fit, scores, files."""
+    keras.utils.set_random_seed(args.seed)
+    spec = _data_spec(args)
+    d = _open_data(spec, batch_size=args.batch_size, eval_limit=args.eval_limit, training=True)
+    value_range = spec["value_range"]
+    backbone = args.backbone or method.default_backbone
+    print(f"backend {distribute.backend()} | data {args.data}: {d.size} train images "
+          f"{d.shape}{' (streamed)' if d.streamed else ''}, {len(d.test[0])} test | method {args.method} "
+          f"| backbone {backbone}")
+    model = _build_model(args, method, backbone, d.shape, value_range)
+
+    raw, raw_note = _raw_pixel_knn(*d.train, *d.test, value_range)
+    before = _knn(model.encoder, d, value_range)
+    if before is not None:
+        print(f"kNN top-1 of the randomly initialised encoder: {before:.4f}")
+    start = time.time()
+    backup = _fit(args, model, d, value_range, resume)
+    seconds = time.time() - start
+    after = _knn(model.encoder, d, value_range)
+    if after is not None:
+        print(f"kNN top-1 after {args.epochs} epochs of {args.method}: {after:.4f} "
+              f"(random init {before:.4f}) in {seconds:.0f} s")
+        print(f"raw-pixel kNN top-1 {raw:.4f}{raw_note} | random-init encoder {before:.4f} | trained "
+              f"{args.method} encoder {after:.4f}  (weighted kNN, k=200, T=0.1, same images)")
+
+    run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    scores = {"knn_raw_pixels": raw, "knn_before": before, "knn_after": after, "seconds": seconds}
+    record = _history_record(args, backup.epoch_logs, scores, d.shape, run_id, resume)
+    _publish(args, run_id, model, record, spec, d)
+    print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
+    return 0
+
+
+def _build_encoder(name, input_shape, width, image_size, weights=None):
+    """The named backbone (`backbones.get`); `input_shape` may hold None for any spatial size."""
+    if name.startswith(("vit_", "hub:")) and None in input_shape:
+        input_shape = (image_size, image_size, input_shape[-1])
+    try:
+        return backbones.get(name, input_shape, width=width, weights=weights)
+    except ValueError as e:
+        raise SystemExit(f"keras-ssl: --backbone: {e}") from None
+
+
+def _method_options(args, method, image_shape):
+    """Constructor options from the command line and the method's declarations.
+
+    Every method gets its paper's views (`method.default_views`) for the
+    data; on digit data flips change the class and small crops lose the
+    digit, so there no crop is smaller than 30 % of the image and nothing
+    is flipped.
+    """
+    options = {}
+    if args.temperature is not None and "temperature" in method.hyperparameters():
+        options["temperature"] = args.temperature
+    digits = args.data in DIGITS
+    scale = args.crop_scale if args.crop_scale is not None else (0.3 if digits else None)
+    options["views"] = method.default_views(
+        image_shape[0], channels=image_shape[-1], min_crop_scale=scale,
+        horizontal_flip=not (args.no_flip or digits), seed=args.seed + 1,
+    )
+    return options
+
+
+def _build_model(args, method, backbone, image_shape, value_range):
+    """The method around a new `backbone` encoder, compiled with Adam at --learning-rate."""
+    # Multi-crop methods feed the encoder crops of two sizes.
+    encoder_input = (None, None, image_shape[-1]) if method.local_views else image_shape
+    encoder = _build_encoder(backbone, encoder_input, args.width, image_shape[0], args.weights)
+    model = method(encoder, input_shape=image_shape, seed=args.seed, value_range=value_range,
+                   **_method_options(args, method, image_shape))
+    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    return model
+
+
+def _knn(encoder, d, value_range):
+    """Weighted-kNN top-1 of `encoder` on the data's labelled images, or None without labels."""
+    (x_train, y_train), (x_test, y_test) = d.train, d.test
+    if y_train is None or y_test is None:
+        return None
+    tr = evaluation.embed(encoder, x_train, value_range=value_range)
+    te = evaluation.embed(encoder, x_test, value_range=value_range)
+    return evaluation.knn_accuracy(tr, y_train, te, y_test)["top1"]
+
+
+def _raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side=64):
+    """`evaluation.raw_pixel_knn`'s top-1 and a note saying when the images were downsized."""
+    if y_train is None or y_test is None or not len(x_test):
+        return None, ""
+    note = f" (at {max_side} px)" if max(x_train.shape[1:3]) > max_side else ""
+    return evaluation.raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side)["top1"], note
+
+
+def _fit(args, model, d, value_range, resume):
+    """Trains with kNN monitoring, checkpoints (resuming `resume`) and divergence checks; the checkpoint callback."""
+    (x_train, y_train), (x_test, y_test) = d.train, d.test
+    callbacks = []
+    every = args.knn_every if args.knn_every is not None else (1 if d.size <= 20000 else 5)
+    if every > 0 and y_train is not None and y_test is not None:
+        callbacks.append(KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every,
+                                    value_range=value_range))
+    checkpoint_dir = os.path.join(args.output, CHECKPOINT)
+    os.makedirs(checkpoint_dir, exist_ok=True)
+    rundir.write_json(os.path.join(checkpoint_dir, "command.json"), _command(args))
+    backup = BackupAndRestore(checkpoint_dir, save_freq=args.checkpoint_every or "epoch", delete_checkpoint=False)
+    callbacks.append(backup)
+    if args.divergence:
+        callbacks.insert(0, StopOnNaN(weights_every=args.checkpoint_every, divergence=args.divergence))
+    if resume is not None:
+        done = resume["epoch"] >= args.epochs
+        print(f"resuming from epoch {min(resume['epoch'] + 1, args.epochs)} of {args.epochs}"
+              + (f", after its step {resume['batch']}" if resume["batch"] else "")
+              + (" (training was complete; writing the run's files)" if done else "")
+              + f" (checkpoint in {checkpoint_dir})")
+    verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    model.fit(d.fit, epochs=args.epochs, batch_size=None if d.streamed else args.batch_size,
+              steps_per_epoch=args.steps_per_epoch, verbose=verbose, callbacks=callbacks)
+    return backup
+
+
+def _history_record(args, epoch_logs, scores, image_shape, run_id, resume):
+    """history.json: every epoch's logs (those before a resume included), the scores and the run's flags."""
+    record = {}
+    for logs in epoch_logs:
+        for key, value in logs.items():
+            record.setdefault(key, []).append(value)
+    record.update(
+        **scores, backend=distribute.backend(),
+        method=args.method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
+        limit=args.limit, steps_per_epoch=args.steps_per_epoch, image_size=list(image_shape[:2]),
+        run_id=run_id, resumed_from=None if resume is None else [resume["epoch"], resume["batch"]],
+    )
+    return record
+
+
+def _publish(args, run_id, model, record, spec, d):
+    """Writes the run's files into --output at once, then removes the checkpoint.
+
+    Every file is staged, then published as one run; the checkpoint goes
+    last, so a kill anywhere before leaves a run to resume (or, while
+    publishing, one to finish).
+    """
+    stage = rundir.staging_dir(args.output)
+    rundir.save_model(model.encoder, os.path.join(stage, "encoder.keras"))
+    rundir.save_model(model, os.path.join(stage, "model.keras"))
+    rundir.write_json(os.path.join(stage, "history.json"), record)
+    rundir.write_json(os.path.join(stage, DATA_RECORD), spec)
+    if not args.no_plots:
+        _write_plots(stage, record, model.encoder, d.train, d.test, model.views, spec["value_range"])
+    rundir.publish(args.output, run_id)
+    rundir.remove_dir(os.path.join(args.output, CHECKPOINT))

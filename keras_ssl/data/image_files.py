@@ -1,0 +1,297 @@
+"""Streaming image files: decode, resize and batch in worker threads.
+
+`ImageFiles` is a `keras.utils.PyDataset`: Keras's own enqueuer runs
+`__getitem__` in a pool of worker threads and keeps `max_queue_size`
+batches ready, so the dataset is never held in memory and nothing here
+writes a thread pool or queue. Pillow releases the GIL while it decodes
+and resizes, so threads run in parallel; on 2 cores they beat processes
+(no pickling of batches) and match `tf.data` with the same decoder (see
+`benchmarks/input_pipeline.py`). Per-sample augmentation stays inside the
+compiled training step.
+
+Every file is decoded the same way (`decode_image`): EXIF orientation
+applied, CMYK / palette / 16-bit / alpha images converted to 8-bit RGB (or
+L), then resized so that it covers the target size (aspect kept) and
+centre-cropped to it. A file that cannot be decoded is replaced in its
+batch by another image of the batch, so every step keeps its full batch;
+each epoch ends with one warning that counts and names the files skipped
+or converted.
+"""
+
+
+import os
+import threading
+import warnings
+
+import keras
+import numpy as np
+from PIL import Image
+
+from keras_ssl.data.files import (
+    _GRAY_MODES,
+    decode_image,
+    folder_files,
+    list_files,
+)
+from keras_ssl.data.splits import test_mask
+
+
+class ImageFiles(keras.utils.PyDataset):
+    """Batches of images streamed from files, decoded in worker threads.
+
+    Batches are `(images,)`, or `(images, labels)` with `with_labels=True`;
+    images are uint8 `(B, H, W, C)`. Memory holds the file list and the
+    `max_queue_size` batches Keras prefetches, whatever the number of files.
+
+    Args:
+        files: image paths.
+        labels: int labels aligned with `files`, or None.
+        image_size: int or `(height, width)`: every image is resized to cover
+            it (aspect kept) and centre-cropped.
+        batch_size: images per batch.
+        channels: 3 or 1; None: 1 if the first decodable images are all
+            grayscale, else 3 (grayscale files in an RGB set are converted).
+        shuffle: new file order every epoch (seeded); False keeps the order.
+        drop_remainder: drop the last incomplete batch (default: with
+            `shuffle`, as SSL training wants full batches).
+        with_labels: yield `(images, labels)` (needs labels).
+        seed: seed of the shuffle.
+        workers: decoding threads (default: the CPU count, at most 8).
+        use_multiprocessing: decode in processes instead of threads.
+        max_queue_size: batches decoded ahead.
+
+    Raises:
+        ValueError: before any training, when there are no files or none of
+            the first files decodes.
+
+    Example:
+        >>> train = ImageFiles.from_folder("photos/", image_size=96, batch_size=128)
+        >>> model.fit(train, epochs=100)
+    """
+
+    PROBE = 32  # files decoded at construction to check the set and pick channels
+
+    def __init__(self, files, labels=None, *, image_size, batch_size=128, channels=None, shuffle=True,
+                 drop_remainder=None, with_labels=False, seed=0, workers=None,
+                 use_multiprocessing=False, max_queue_size=10):
+        super().__init__(workers=workers or min(8, os.cpu_count() or 1),
+                         use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+        self.files = [os.fspath(f) for f in files]
+        if not self.files:
+            raise ValueError("ImageFiles got no files.")
+        self.labels = None if labels is None else np.asarray(labels, "int64").reshape(-1)
+        if self.labels is not None and len(self.labels) != len(self.files):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.files)} files.")
+        if with_labels and self.labels is None:
+            raise ValueError("with_labels=True but the files have no labels.")
+        size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
+        if len(size) != 2 or min(int(s) for s in size) < 1:
+            raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size}.")
+        self.image_size = tuple(int(s) for s in size)
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
+        self.shuffle = bool(shuffle)
+        self.drop_remainder = self.shuffle if drop_remainder is None else bool(drop_remainder)
+        self.with_labels = bool(with_labels)
+        self.seed = int(seed)
+        self.epoch = 0
+        self._order = self._permutation()
+        self._lock = threading.Lock()
+        self._problems = {}  # path -> reason, skipped or converted
+        self._reported = set()
+        self._bad = set()
+        self.channels = None if channels is None else int(channels)
+        if self.channels not in (None, 1, 3):
+            raise ValueError(f"`channels` must be 1 or 3, got {channels}.")
+        self._fallback = self._probe()
+        if self.num_batches == 0:
+            raise ValueError(
+                f"{len(self.files)} image(s) make no full batch of {self.batch_size}; "
+                "pass a smaller batch_size or drop_remainder=False."
+            )
+
+    # ----------------------------------------------------------- builders
+    @classmethod
+    def from_folder(cls, root, **kwargs):
+        """An `ImageFiles` over a folder (see `folder_files`); labels from sub-folders.
+
+        Example:
+            >>> train, test = ImageFiles.from_folder("pets/", image_size=96).split(0.1)
+        """
+        files, labels, classes, ignored = folder_files(root)
+        if ignored:
+            warnings.warn(f"{root}: left out {len(ignored)} non-image file(s): "
+                          f"{_names(ignored)}.", stacklevel=2)
+        stream = cls(files, labels, **kwargs)
+        stream.classes = classes
+        return stream
+
+    @classmethod
+    def from_list(cls, path, root=None, **kwargs):
+        """An `ImageFiles` over a text/CSV list of paths (see `list_files`).
+
+        Example:
+            >>> train = ImageFiles.from_list("train.csv", image_size=224, batch_size=256)
+        """
+        files, labels, classes = list_files(path, root)
+        stream = cls(files, labels, **kwargs)
+        stream.classes = classes
+        return stream
+
+    def config(self):
+        """The keyword arguments that rebuild this stream on other files."""
+        return dict(image_size=self.image_size, batch_size=self.batch_size, channels=self.channels,
+                    shuffle=self.shuffle, drop_remainder=self.drop_remainder,
+                    with_labels=self.with_labels, seed=self.seed, workers=self.workers,
+                    use_multiprocessing=self.use_multiprocessing, max_queue_size=self.max_queue_size)
+
+    def subset(self, indices, **overrides):
+        """Another `ImageFiles` over the files at `indices` (settings kept unless overridden).
+
+        Example:
+            >>> gallery = train.subset(range(2000), shuffle=False)
+        """
+        indices = np.asarray(indices, "int64")
+        kwargs = dict(self.config(), **overrides)
+        stream = type(self)([self.files[i] for i in indices],
+                            None if self.labels is None else self.labels[indices], **kwargs)
+        stream.classes = getattr(self, "classes", None)
+        return stream
+
+    def split(self, test_fraction, seed=0):
+        """`(train, test)`: a class-stratified split; the test part keeps file order.
+
+        Example:
+            >>> train, test = stream.split(0.2)
+        """
+        if not 0 < test_fraction < 1:
+            raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
+        test = test_mask(len(self.files), self.labels, test_fraction, seed)
+        return (self.subset(np.flatnonzero(~test)),
+                self.subset(np.flatnonzero(test), shuffle=False, drop_remainder=False))
+
+    def to_arrays(self):
+        """All images (and labels) in file order, as NumPy arrays: for small sets only.
+
+        Example:
+            >>> x_test, y_test = test.to_arrays()
+        """
+        stream = self.subset(np.arange(len(self.files)), shuffle=False, drop_remainder=False,
+                             with_labels=False)
+        x = np.concatenate([stream[i][0] for i in range(stream.num_batches)])
+        stream.report()
+        self._problems.update(stream._problems)
+        self._reported |= stream._reported
+        return x, self.labels
+
+    # ------------------------------------------------------------ batches
+    @property
+    def num_batches(self):
+        n = len(self.files)
+        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+
+    def __len__(self):
+        return self.num_batches
+
+    def __getitem__(self, index):
+        if not 0 <= index < self.num_batches:
+            raise IndexError(f"batch {index} of {self.num_batches}")
+        picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
+        images = [self._load(self.files[i]) for i in picked]
+        good = [im for im in images if im is not None]
+        images = [im if im is not None else (good[k % len(good)] if good else self._fallback)
+                  for k, im in enumerate(images)]
+        x = np.stack(images)
+        return (x, self.labels[picked]) if self.with_labels else (x,)
+
+    def on_epoch_end(self):
+        self.report()
+        self.epoch += 1
+        self._order = self._permutation()
+
+    def set_epoch(self, epoch):
+        """Selects epoch `epoch`'s file order (`SSLModel.fit` calls it at each epoch start).
+
+        Example:
+            >>> stream.set_epoch(5)   # the order of the sixth epoch, in any process
+        """
+        self.epoch = int(epoch)
+        self._order = self._permutation()
+
+    def report(self):
+        """Warns once about files skipped or converted since the last report.
+
+        Example:
+            >>> stream.report()   # also called at every epoch end
+        """
+        with self._lock:
+            new = {p: r for p, r in self._problems.items() if p not in self._reported}
+            self._reported |= set(new)
+        if not new:
+            return
+        skipped = [p for p, r in new.items() if r.startswith("skipped")]
+        converted = [p for p in new if p not in skipped]
+        parts = []
+        if skipped:
+            parts.append(f"skipped {len(skipped)} file(s) that do not decode (each replaced in its "
+                         f"batch by another image): {_names(skipped, new)}")
+        if converted:
+            parts.append(f"converted {len(converted)} file(s) to {self._mode()}: {_names(converted, new)}")
+        warnings.warn("ImageFiles: " + "; ".join(parts) + ".", stacklevel=2)
+
+    # ------------------------------------------------------------ helpers
+    def _mode(self):
+        return "8-bit RGB" if self.channels == 3 else "8-bit grayscale"
+
+    def _permutation(self):
+        if not self.shuffle:
+            return np.arange(len(self.files))
+        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.files))
+
+    def _load(self, path):
+        if path in self._bad:
+            return None
+        try:
+            image, note = decode_image(path, self.image_size, self.channels)
+        except Exception as e:  # Pillow raises many types for corrupt files
+            with self._lock:
+                self._bad.add(path)
+                self._problems[path] = f"skipped: {type(e).__name__}: {e}"
+            return None
+        if note and note != "EXIF-rotated":
+            with self._lock:
+                self._problems.setdefault(path, note)
+        return image
+
+    def _probe(self):
+        """Decodes the first files: errors before training, picks `channels`."""
+        first = self.files[: self.PROBE]
+        if self.channels is None:
+            modes = []
+            for path in first:
+                try:
+                    with Image.open(path) as im:
+                        modes.append(im.mode)
+                except Exception:
+                    continue
+            self.channels = 1 if modes and all(m in _GRAY_MODES for m in modes) else 3
+        decoded = [self._load(path) for path in first]
+        good = [im for im in decoded if im is not None]
+        if not good:
+            reasons = "; ".join(f"{os.path.basename(p)}: {self._problems[p][9:]}" for p in first[:3])
+            raise ValueError(
+                f"none of the first {len(first)} image file(s) decodes ({reasons}). "
+                "Are these image files?"
+            )
+        return good[0]
+
+
+def _names(paths, reasons=None, shown=10):
+    def why(path):
+        reason = reasons[path].removeprefix("skipped: ") if reasons else ""
+        return f" ({reason[:80]})" if reason else ""
+
+    named = [os.path.basename(p) + why(p) for p in paths[:shown]]
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(named) + more

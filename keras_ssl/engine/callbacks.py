@@ -1,0 +1,219 @@
+"""The engine's own callbacks, which `SSLModel.fit` adds: the momentum schedule's length, the
+finiteness guard that runs before any checkpoint, and the data's epoch."""
+
+import warnings
+
+import keras
+import numpy as np
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MomentumScheduler(keras.callbacks.Callback):
+    """Tells the model how many optimizer steps the `fit` call will take.
+
+    The model computes its EMA momentum inside the compiled step from its own
+    step counter (`SSLModel.current_momentum`), so the schedule is exact with
+    `steps_per_execution > 1` and after resuming (`initial_epoch`, or
+    `BackupAndRestore`, which restores the step counter). This callback owns
+    the schedule: it sets the run length, and optionally the end points.
+    `SSLModel.fit` adds one when none is given. When `fit` cannot know its
+    length (a generator or dataset of unknown size, no `steps_per_epoch`),
+    it warns once that the momentum stays at its start value.
+
+    Args:
+        momentum: momentum at step 0 (default: the model's).
+        momentum_end: momentum at the last step (default: the model's).
+        total_steps: run length; defaults to `epochs * steps_per_epoch` of `fit`.
+
+    Example:
+        >>> model.fit(x, epochs=100, callbacks=[MomentumScheduler(momentum=0.99)])
+    """
+
+    def __init__(self, momentum=None, momentum_end=None, total_steps=None):
+        super().__init__()
+        self.momentum, self.momentum_end, self.total_steps = momentum, momentum_end, total_steps
+
+    def on_train_begin(self, logs=None):
+        model = self.model
+        if self.momentum is not None or self.momentum_end is not None:
+            if model.momentum is None:
+                raise ValueError(f"{type(model).__name__} has no momentum schedule to set.")
+            model.set_momentum_schedule(
+                model.momentum if self.momentum is None else self.momentum,
+                model.momentum_end if self.momentum_end is None else self.momentum_end,
+            )
+        total = self.total_steps
+        if total is None:
+            epochs, steps = self.params.get("epochs"), self.params.get("steps")
+            total = epochs * steps if epochs and steps else 0
+            if not total and getattr(model, "momentum", None) not in (None, model.momentum_end):
+                warnings.warn(
+                    f"fit cannot tell how many steps this run takes (data of unknown length), so "
+                    f"the EMA momentum stays at its start value {model.momentum:g} instead of "
+                    f"following its schedule to {model.momentum_end:g}. Pass steps_per_epoch= "
+                    "to fit, or callbacks=[keras_ssl.callbacks.MomentumScheduler(total_steps=N)].",
+                    stacklevel=2,
+                )
+        model.total_steps.assign(int(total))
+
+    def get_config(self):
+        return {"momentum": self.momentum, "momentum_end": self.momentum_end,
+                "total_steps": self.total_steps}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class StopOnNaN(keras.callbacks.Callback):
+    """Stops `fit` at the first non-finite loss or broken weights, before any checkpoint.
+
+    Like `keras.callbacks.TerminateOnNaN`, but it raises `FloatingPointError`
+    instead of finishing the epoch: finishing would run the epoch-end
+    callbacks, and `ModelCheckpoint` or `BackupAndRestore` would overwrite
+    the last good checkpoint. A step can also leave the loss it reported
+    finite while its update makes the weights, optimizer state, momentum
+    targets or queues NaN or huge (a learning-rate spike); so every variable
+    of the model and its optimizer is checked at each epoch end and every
+    `weights_every` steps, when checkpoints are written. `SSLModel.fit` puts
+    one first in the callback list, with `weights_every` set to the
+    smallest step frequency of its checkpoint callbacks.
+
+    Args:
+        weights_every: also check the variables every this many steps
+            (None: at epoch ends only).
+        max_abs: variables larger than this in magnitude count as diverged
+            (float32 weights of trained networks stay far below 1e12).
+        divergence: optional factor: stop when the loss grows beyond this
+            many times its first epoch's size, or the norm of the trainable
+            weights grows this many times between two checks (100: two
+            orders of magnitude). None: off.
+
+    Example:
+        >>> model.fit(x, callbacks=[StopOnNaN(divergence=100), keras.callbacks.BackupAndRestore("ckpt")])
+    """
+
+    def __init__(self, weights_every=None, max_abs=1e12, divergence=None):
+        super().__init__()
+        self.weights_every = int(weights_every) if weights_every else None
+        self.max_abs = float(max_abs)
+        self.divergence = float(divergence) if divergence else None
+        self._loss_scale = self._norm = None
+
+    def on_train_begin(self, logs=None):
+        self._loss_scale = self._norm = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        values = {k: _scalar(v) for k, v in (logs or {}).items()}
+        where = f"epoch {getattr(self, 'epoch', 0) + 1}, batch {batch + 1}"
+        if "loss" in values and not np.isfinite(values["loss"]):
+            bad = [f"{k}={v}" for k, v in values.items() if k != "loss" and not np.isfinite(v)]
+            self._stop(f"the loss became {values['loss']} at {where}; non-finite terms: "
+                       f"{', '.join(bad) or 'none besides the loss'}")
+        scale = self._loss_scale
+        if self.divergence and scale and "loss" in values and abs(values["loss"]) > self.divergence * scale:
+            self._stop(f"the loss jumped to {values['loss']:.4g} at {where}, more than {self.divergence:g} "
+                       f"times its first epoch's size {scale:.4g} (divergence)")
+        if self.weights_every and (batch + 1) % self.weights_every == 0:
+            self._check_variables(where)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check_variables(f"the end of epoch {epoch + 1}")
+        if self._loss_scale is None and logs and "loss" in logs:
+            self._loss_scale = max(abs(_scalar(logs["loss"])), 1e-6)
+
+    def _check_variables(self, where):
+        variables = list(self.model.variables)
+        optimizer = getattr(self.model, "optimizer", None)
+        if optimizer is not None:
+            variables += list(optimizer.variables)
+        for v in variables:
+            value = keras.ops.convert_to_numpy(v)
+            if not np.issubdtype(value.dtype, np.floating):
+                continue
+            if not np.all(np.isfinite(value)) or (value.size and np.abs(value).max() > self.max_abs):
+                kind = "non-finite" if not np.all(np.isfinite(value)) else f"larger than {self.max_abs:g}"
+                self._stop(f"variable {v.path} became {kind} at {where} while the loss stayed finite")
+        if self.divergence:
+            norm = float(np.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w), dtype="float64")))
+                                     for w in self.model.trainable_variables)))
+            if self._norm and norm > self.divergence * self._norm:
+                self._stop(f"the norm of the trainable weights jumped from {self._norm:.4g} to {norm:.4g} by "
+                           f"{where} (divergence)")
+            self._norm = norm
+
+    def _stop(self, what):
+        self.model.stop_training = True
+        raise FloatingPointError(
+            f"{what}. Training stopped before any checkpoint was written for this epoch; lower the "
+            "learning rate or add warm-up."
+        )
+
+    def get_config(self):
+        return {"weights_every": self.weights_every, "max_abs": self.max_abs, "divergence": self.divergence}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class DataEpochs(keras.callbacks.Callback):
+    """Tells the data its epoch, and stops at an epoch in which no step ran.
+
+    At each epoch start it calls the source's `set_epoch(epoch)` (or its
+    sampler's, as for a torch `DistributedSampler`), so a source that
+    orders itself by epoch (`data.ArrayBatches`, `data.ImageFiles`) gives
+    a resumed run the batches the uninterrupted run had. An epoch that ran
+    no step (a generator read out by the first epoch, a `PyDataset` whose
+    length became 0) raises instead of ending quietly with the epochs and
+    steps reported differing from what ran. `SSLModel.fit` puts one first
+    in the callback list.
+
+    Args:
+        source: what `fit` reads (None: only the empty-epoch check).
+
+    Example:
+        >>> model.fit(batches, epochs=3)   # SSLModel.fit adds DataEpochs(batches)
+    """
+
+    def __init__(self, source=None):
+        super().__init__()
+        self.source, self.epoch, self.steps, self.first_steps = source, 0, 0, None
+
+    def on_train_begin(self, logs=None):
+        self.first_steps = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch, self.steps = epoch, 0
+        for owner in (self.source, getattr(self.source, "sampler", None)):
+            set_epoch = getattr(owner, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+                break
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps = batch + 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        expected = (self.params or {}).get("steps") or self.first_steps
+        self.first_steps = self.first_steps or self.steps
+        if self.steps and expected and self.steps < expected:
+            warnings.warn(f"epoch {epoch + 1} ran {self.steps} of {expected} steps: the data "
+                          f"({type(self.source).__name__}) ran out early.", stacklevel=2)
+        if not self.steps:
+            raise self.empty_error(epoch)
+
+    def empty_error(self, epoch):
+        """The error for an epoch without steps (also raised by `SSLModel.fit` where Keras fails first)."""
+        return ValueError(
+            f"epoch {epoch + 1} ran no training step: the data ({type(self.source).__name__}) yielded no "
+            "batches. A PyDataset emptied by its on_epoch_end is empty from the start (Keras calls "
+            "on_epoch_end once before the first epoch). The epochs that did run are in model.history."
+        )
+
+    def get_config(self):
+        return {}
+
+
+def _scalar(value):
+    try:
+        return float(keras.ops.convert_to_numpy(value))
+    except (TypeError, ValueError):
+        return 0.0

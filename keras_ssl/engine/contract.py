@@ -1,0 +1,128 @@
+"""The method contract: what a method declares, the config derived from it, and the checks that
+hold a method to its declarations when it is constructed and built, before any training."""
+
+import functools
+import inspect
+
+import keras
+
+# Constructor arguments stored under another attribute name.
+_CONFIG_ATTRIBUTES = {"input_shape": "image_shape"}
+
+
+class MethodContract:
+    """Declarations every method makes, as class attributes, with the engine's checks of them.
+
+    The engine acts on these; no method name and no method's output key
+    appears in the engine.
+    """
+
+    #: full-size views the step needs (first in the list of views)
+    global_views = 2
+    #: whether the method also takes smaller views (multi-crop) after them
+    local_views = False
+    #: outputs of `ssl_forward` gathered across replicas before the loss
+    #: (per-sample tensors, or lists of them, whose loss couples the samples)
+    gathered_outputs = ()
+    #: outputs the loss uses per replica (per-sample means need no gather)
+    local_outputs = ()
+    #: output whose std (L2-normalised rows) is logged as `z_std`; None: none
+    monitored_output = None
+    #: loss terms of `compute_ssl_loss` logged as metrics
+    loss_terms = ()
+    #: smallest batch the method's loss is defined for
+    min_batch_size = 2
+    #: the CLI's backbone when none is named (MAE needs a ViT)
+    default_backbone = "tiny"
+    #: the paper's views: a recipe from `keras_ssl.views.recipes`
+    view_recipe = None
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            # On torch a Keras layer is a torch.nn.Module, whose __call__
+            # runs `forward` directly and would skip `call`.
+            raise TypeError(f"{cls.__name__} must name its SSL forward `ssl_forward`, not `forward`.")
+        if "__init__" in cls.__dict__:
+            cls.__init__ = _finish_after(cls.__init__)
+
+    @classmethod
+    def hyperparameters(cls):
+        """Names of the constructor's arguments, subclass first: the config's keys.
+
+        Example:
+            >>> "temperature" in keras_ssl.SimCLR.hyperparameters()
+            True
+        """
+        names = []
+        for klass in cls.__mro__:
+            init = klass.__dict__.get("__init__")
+            if init is None or klass is keras.Model:
+                continue
+            if not issubclass(klass, MethodContract):
+                break
+            for p in inspect.signature(init).parameters.values():
+                if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self":
+                    if p.name not in names:
+                        names.append(p.name)
+        return names
+
+    def get_config(self):
+        """Every constructor argument's live value (derived from the signatures)."""
+        config = super().get_config()
+        for name in self.hyperparameters():
+            value = getattr(self, _CONFIG_ATTRIBUTES.get(name, name))
+            config[name] = keras.saving.serialize_keras_object(value)
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = {key: keras.saving.deserialize_keras_object(value)
+                  if isinstance(value, dict) and "class_name" in value else value
+                  for key, value in config.items()}
+        return cls(**config)
+
+    def _check_hyperparameters(self):
+        missing = [name for name in self.hyperparameters()
+                   if not hasattr(self, _CONFIG_ATTRIBUTES.get(name, name))]
+        if missing:
+            raise TypeError(
+                f"{type(self).__name__} stores no attribute for its constructor argument(s) {missing}: "
+                "store each under its own name (`self.x = x`), so `get_config` can save it."
+            )
+
+    def _check_declarations(self, outputs, terms):
+        """Compares what `ssl_forward` and `compute_ssl_loss` returned with the declarations."""
+        name, keys = type(self).__name__, sorted(outputs)
+        if any(k.startswith("_") for k in keys):
+            raise ValueError(f"{name}.ssl_forward returns {keys}: keys starting with '_' are the engine's.")
+        for what in ("gathered_outputs", "local_outputs"):
+            missing = [k for k in getattr(self, what) if k not in outputs]
+            if missing:
+                raise ValueError(f"{name} declares {what} {missing}, but its ssl_forward returns {keys}.")
+        undeclared = [k for k in keys if k not in (*self.gathered_outputs, *self.local_outputs)]
+        if undeclared:
+            raise ValueError(
+                f"{name}.ssl_forward returns {undeclared}, declared in neither `gathered_outputs` "
+                "(gathered across replicas before the loss) nor `local_outputs` (used per replica); "
+                f"it returns {keys}."
+            )
+        if self.monitored_output is not None and self.monitored_output not in outputs:
+            raise ValueError(f"{name} monitors {self.monitored_output!r}, but its ssl_forward returns {keys}.")
+        if sorted(terms) != sorted(self.loss_terms):
+            raise ValueError(
+                f"{name}.compute_ssl_loss returns the terms {sorted(terms)}, but {name} declares "
+                f"loss_terms={tuple(self.loss_terms)}."
+            )
+
+
+def _finish_after(init):
+    """Wraps a method's `__init__` so the engine finishes construction after it."""
+
+    @functools.wraps(init)
+    def wrapped(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if type(self).__init__ is wrapped:  # the outermost constructor only
+            self._finish_construction()
+
+    return wrapped

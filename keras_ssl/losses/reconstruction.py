@@ -1,0 +1,58 @@
+"""Masked-image reconstruction: MAE's per-patch pixel loss."""
+
+from keras import ops
+
+from keras_ssl.losses.common import _check_rank
+
+
+def patch_statistics(patches, eps=1e-6):
+    """Per-patch mean and std of MAE's `norm_pix_loss`: unbiased variance + `eps`.
+
+    Args:
+        patches: `(B, N, P)` pixel patches.
+        eps: added to the variance.
+
+    Returns:
+        `(mean, std)`, each `(B, N, 1)` float32.
+
+    Example:
+        >>> mean, std = patch_statistics(patchify(images, 4))
+    """
+    patches = ops.cast(patches, "float32")
+    n = patches.shape[-1]
+    mean = ops.mean(patches, axis=-1, keepdims=True)
+    # torch.var's default (MAE's forward_loss) is the unbiased variance.
+    var = ops.sum(ops.square(patches - mean), axis=-1, keepdims=True) / max(n - 1, 1)
+    return mean, ops.sqrt(var + eps)
+
+
+def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False, eps=1e-6):
+    """MAE's loss: mean squared error on the masked patches only.
+
+    Args:
+        target_patches: `(B, N, P)` pixel patches of the image.
+        predicted_patches: `(B, N, P)` decoder outputs.
+        mask: `(B, N)`, 1 for masked (reconstructed) patches, 0 for visible.
+        normalize: normalise each target patch by its mean and unbiased
+            variance (`torch.var`'s default), as MAE's `norm_pix_loss`.
+        eps: added to the patch variance when `normalize`.
+
+    Returns:
+        Scalar float32 loss: `sum(mean_P((pred - target)^2) * mask) / sum(mask)`
+        (0 when nothing is masked).
+
+    Example:
+        >>> t = keras.random.uniform((2, 16, 48)); p = keras.random.uniform((2, 16, 48))
+        >>> mae_reconstruction(t, p, keras.ops.ones((2, 16)), normalize=True)
+    """
+    _check_rank("target_patches", target_patches, 3)
+    _check_rank("predicted_patches", predicted_patches, 3)
+    _check_rank("mask", mask, 2)
+    target = ops.cast(target_patches, "float32")
+    if normalize:
+        mean, std = patch_statistics(target, eps)
+        target = (target - mean) / std
+    error = ops.mean(ops.square(ops.cast(predicted_patches, "float32") - target), axis=-1)
+    mask = ops.cast(mask, "float32")
+    # The floor only matters when nothing is masked: 0 / tiny = 0, not NaN.
+    return ops.sum(error * mask) / ops.maximum(ops.sum(mask), 1e-12)

@@ -1,0 +1,30 @@
+"""Views: per-sample augmentation layers, view makers and every paper's recipe.
+
+- `augment`: `RandomResizedCrop`, `GaussianBlur`, `RandomApply`,
+  `simclr_augmenter` (one view's pipeline); `color`: `ColorJitter`.
+- `makers`: `OneView`, `TwoViews`, `MultiCrop` (a batch in, a list of views out).
+- `recipes`: each paper's views (`simclr_views`, `byol_views`,
+  `mocov2_views`, `multi_crop_views`, `dino_views`, `crop_view`, `clip_view`).
+- `seeds`: `SeedStream`, one distinct seed per random layer.
+"""
+
+from keras_ssl.views.augment import (
+    GaussianBlur,
+    RandomApply,
+    RandomResizedCrop,
+    blur_kernel,
+    simclr_augmenter,
+)
+from keras_ssl.views.color import ColorJitter, color_jitter
+from keras_ssl.views.makers import MultiCrop, OneView, TwoViews, ViewMaker
+from keras_ssl.views.recipes import (
+    BYOL_JITTER,
+    byol_views,
+    clip_view,
+    crop_view,
+    dino_views,
+    mocov2_views,
+    multi_crop_views,
+    simclr_views,
+)
+from keras_ssl.views.seeds import SeedStream

@@ -1,0 +1,150 @@
+"""Colour jitter as torchvision computes it, per image, in one HSV round trip."""
+
+import keras
+from keras import ops
+
+
+def _pair(value, name):
+    if isinstance(value, (int, float)):
+        value = (value, value)
+    value = tuple(float(v) for v in value)
+    if len(value) != 2 or value[0] > value[1]:
+        raise ValueError(f"`{name}` must be a (low, high) pair with low <= high, got {value}.")
+    return value
+
+
+def _factor_range(value, name, center, bound=None):
+    """torchvision's jitter argument: `x` means `[center - x, center + x]`."""
+    if isinstance(value, (int, float)):
+        if value < 0:
+            raise ValueError(f"`{name}` must be >= 0, got {value}.")
+        value = (center - value, center + value)
+        if center == 1:
+            value = (max(value[0], 0.0), value[1])
+    low, high = _pair(value, name)
+    if center == 1 and low < 0:
+        raise ValueError(f"`{name}` factors must be >= 0, got {(low, high)}.")
+    if bound is not None and not -bound <= low <= high <= bound:
+        raise ValueError(f"`{name}` must lie in [-{bound}, {bound}], got {(low, high)}.")
+    return low, high
+
+
+def _grayscale(x):
+    # ITU-R 601 luma, the weights of torchvision's rgb_to_grayscale
+    return 0.299 * x[..., 0:1] + 0.587 * x[..., 1:2] + 0.114 * x[..., 2:3]
+
+
+def _shift_hue(x, shift):
+    """Rotates the HSV hue of RGB images in [0, 1] by `shift` turns, `(B, 1, 1)`."""
+    r, g, b = x[..., 0], x[..., 1], x[..., 2]
+    value = ops.max(x, axis=-1)
+    chroma = value - ops.min(x, axis=-1)
+    saturation = chroma / ops.where(value > 0, value, 1.0)
+    safe = ops.where(chroma > 0, chroma, 1.0)
+    hue = ops.where(
+        value == r,
+        (g - b) / safe,
+        ops.where(value == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe),
+    )
+    hue = ops.where(chroma > 0, hue / 6.0, 0.0) + shift
+    hue6 = 6.0 * (hue - ops.floor(hue))
+    # Hexcone HSV -> RGB without branches: channel n in (5, 3, 1) for R, G, B.
+    channels = []
+    for n in (5.0, 3.0, 1.0):
+        k = ops.mod(n + hue6, 6.0)
+        channels.append(value - value * saturation * ops.clip(ops.minimum(k, 4.0 - k), 0.0, 1.0))
+    return ops.stack(channels, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class ColorJitter(keras.layers.Layer):
+    """torchvision's `ColorJitter` with its own random factors for every image.
+
+    Brightness scales the image, contrast blends it with its mean grey
+    level, saturation with its greyscale version, and hue rotates its HSV
+    hue, as torchvision does (and in torchvision's formulas, so strengths
+    carry over from PyTorch recipes). The four run in that fixed order;
+    torchvision draws a random order per image. Images are RGB floats in
+    [0, 1] and stay in it.
+
+    Args:
+        brightness: `x` draws factors in `[max(0, 1 - x), 1 + x]`; or a
+            `(low, high)` range. 0 skips it.
+        contrast: same form as `brightness`.
+        saturation: same form as `brightness`.
+        hue: `h` draws shifts in `[-h, h]` turns of the colour wheel, with
+            `0 <= h <= 0.5`; or a `(low, high)` range.
+        seed: integer seed of the layer's `SeedGenerator`.
+
+    Example:
+        >>> jitter = ColorJitter(0.4, 0.4, 0.4, 0.1, seed=0)   # SimCLR, s = 0.5
+        >>> out = jitter(images, training=True)
+    """
+
+    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.brightness = _factor_range(brightness, "brightness", 1)
+        self.contrast = _factor_range(contrast, "contrast", 1)
+        self.saturation = _factor_range(saturation, "saturation", 1)
+        self.hue = _factor_range(hue, "hue", 0, bound=0.5)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def _draw(self, batch, low_high):
+        low, high = low_high
+        return keras.random.uniform((batch, 1, 1, 1), low, high, seed=self.seed_generator)
+
+    def call(self, images, training=True):
+        if images.shape[-1] != 3:
+            raise ValueError(f"ColorJitter needs RGB images (3 channels), got shape {images.shape}.")
+        if not training:
+            return images
+        x = ops.cast(images, "float32")
+        batch = ops.shape(x)[0]
+        if self.brightness != (1.0, 1.0):
+            x = ops.clip(x * self._draw(batch, self.brightness), 0.0, 1.0)
+        if self.contrast != (1.0, 1.0):
+            mean = ops.mean(_grayscale(x), axis=(1, 2, 3), keepdims=True)
+            x = ops.clip(mean + self._draw(batch, self.contrast) * (x - mean), 0.0, 1.0)
+        if self.saturation != (1.0, 1.0):
+            gray = _grayscale(x)
+            x = ops.clip(gray + self._draw(batch, self.saturation) * (x - gray), 0.0, 1.0)
+        if self.hue != (0.0, 0.0):
+            x = _shift_hue(x, self._draw(batch, self.hue)[..., 0])
+        return ops.cast(x, self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            brightness=self.brightness, contrast=self.contrast, saturation=self.saturation,
+            hue=self.hue, seed=self.seed,
+        )
+        return config
+
+
+def color_jitter(strength=0.5, seed=None):
+    """SimCLR's colour jitter: brightness, contrast, saturation `0.8 s`, hue `0.2 s`.
+
+    Args:
+        strength: SimCLR's colour strength `s` (0.5 for CIFAR, 1.0 ImageNet),
+            or the four factors `(brightness, contrast, saturation, hue)`
+            themselves (BYOL and DINO: (0.4, 0.4, 0.2, 0.1)).
+        seed: integer seed.
+
+    Returns:
+        A `ColorJitter` layer.
+
+    Example:
+        >>> jitter = color_jitter(0.5, seed=2)   # ColorJitter(0.4, 0.4, 0.4, 0.1)
+    """
+    if isinstance(strength, (tuple, list)):
+        if len(strength) != 4:
+            raise ValueError(f"jitter factors must be (brightness, contrast, saturation, hue), got {strength}.")
+        return ColorJitter(*(float(v) for v in strength), seed=seed)
+    s = float(strength)
+    if s < 0:
+        raise ValueError(f"`strength` must be >= 0, got {s}.")
+    return ColorJitter(0.8 * s, 0.8 * s, 0.8 * s, min(0.2 * s, 0.5), seed=seed)

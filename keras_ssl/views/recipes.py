@@ -1,0 +1,187 @@
+"""Every paper's view recipe, in one place."""
+
+from keras_ssl.views.augment import RandomResizedCrop, simclr_augmenter
+from keras_ssl.views.makers import MultiCrop, OneView, TwoViews
+from keras_ssl.views.seeds import SeedStream
+
+
+def _with_min_scale(scale, min_crop_scale):
+    """`scale` with no crop smaller than `min_crop_scale` (None: unchanged)."""
+    if min_crop_scale is None:
+        return tuple(scale)
+    low = max(float(min_crop_scale), scale[0])
+    return (low, max(low, scale[1]))
+
+
+def simclr_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
+                 horizontal_flip=True, color_strength=None, blur_rate=0.5, seed=None):
+    """Two views from SimCLR's pipeline (`simclr_augmenter`): SimCLR, MoCo v2, SimSiam.
+
+    Above 32 px this is the ImageNet recipe: colour strength 1.0 and blur
+    with probability `blur_rate` (kernel ~10 % of the side); at CIFAR size
+    (32 px and below) strength 0.5 and no blur, as the papers' CIFAR runs.
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels.
+        crop_scale: area range of the resized crop (SimSiam and MoCo v2: (0.2, 1)).
+        min_crop_scale: no crop smaller than this fraction (digits: 0.3).
+        horizontal_flip: flip half of the views.
+        color_strength: colour strength or jitter factors (default 1.0 above
+            32 px, 0.5 below; MoCo v2 and SimSiam use 0.5 everywhere).
+        blur_rate: blur probability above 32 px (0.5 in SimCLR, MoCo v2, SimSiam).
+        seed: base seed.
+
+    Example:
+        >>> v1, v2 = simclr_views(32, seed=0)(images, training=True)
+    """
+    big = image_size > 32
+    if color_strength is None:
+        color_strength = 1.0 if big else 0.5
+    return TwoViews(simclr_augmenter(
+        image_size, channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+        color_strength=color_strength, blur_rate=blur_rate if big else 0.0,
+        horizontal_flip=horizontal_flip, seed=seed))
+
+
+def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=None,
+              horizontal_flip=True, seed=None):
+    """One view: a random resized crop and flip, no colour (MAE; CLIP uses (0.5, 1)).
+
+    Args:
+        image_size: output side of the view.
+        channels: image channels (unused: no colour augmentation).
+        crop_scale: area range of the crop.
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
+        seed: seed of the crop.
+
+    Example:
+        >>> [v] = crop_view(32, seed=0)(images, training=True)
+    """
+    return OneView(RandomResizedCrop(
+        image_size, scale=_with_min_scale(crop_scale, min_crop_scale),
+        horizontal_flip=horizontal_flip, seed=seed))
+
+
+def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
+                     global_scale=(0.14, 1.0), local_scale=(0.05, 0.14), global_blur=(0.5, 0.5),
+                     local_blur=0.5, global_solarize=(0.0, 0.0), color_strength=None,
+                     min_crop_scale=None, horizontal_flip=True, seed=None):
+    """Two global and `num_local` local crops (`MultiCrop`), SwAV's recipe by default.
+
+    SwAV blurs every crop with probability 0.5; DINO's recipe passes global
+    scale (0.4, 1), local (0.05, 0.4), blur 1.0 / 0.1 on the global crops
+    and 0.5 on the local ones, and solarisation 0.2 on the second global
+    crop. As `byol_views`, blur is kept only for images larger than 32
+    pixels, and the colour strength is 1.0 there (0.5 at CIFAR size).
+
+    Args:
+        image_size: side of the global crops.
+        channels: image channels.
+        local_size: side of the local crops; defaults to `image_size // 2`.
+        num_local: number of local crops (SwAV 6, DINO 10 on ImageNet).
+        global_scale, local_scale: area ranges.
+        global_blur: blur probability of each of the two global crops.
+        local_blur: blur probability of each local crop.
+        global_solarize: solarisation probability of each global crop.
+        color_strength: colour strength or jitter factors (default 1.0 above
+            32 px, 0.5 below; DINO: (0.4, 0.4, 0.2, 0.1)).
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+
+    Example:
+        >>> views = multi_crop_views(32, num_local=4, seed=0)
+    """
+    big = image_size > 32
+    blur = [float(r) if big else 0.0 for r in (*global_blur, *[local_blur] * num_local)]
+    return MultiCrop(
+        image_size, local_size or max(1, image_size // 2), num_global=2, num_local=num_local,
+        global_scale=_with_min_scale(global_scale, min_crop_scale),
+        local_scale=_with_min_scale(local_scale, min_crop_scale),
+        channels=channels, color_strength=(1.0 if big else 0.5) if color_strength is None else color_strength,
+        horizontal_flip=horizontal_flip,
+        blur_rates=blur, solarize_rates=[*global_solarize, *[0.0] * num_local], seed=seed,
+    )
+
+
+BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
+
+
+def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
+               horizontal_flip=True, seed=None):
+    """BYOL's two asymmetric view pipelines (blur 1.0 / 0.1, solarise 0 / 0.2).
+
+    Colour jitter (0.4, 0.4, 0.2, 0.1) with probability 0.8, as BYOL,
+    Barlow Twins, VICReg and NNCLR. Blur is kept only for images larger
+    than 32 pixels (kernel ~10 % of the side), as the papers' CIFAR runs.
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels.
+        crop_scale: area range of the resized crop.
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+
+    Returns:
+        A `TwoViews` with one pipeline per view.
+
+    Example:
+        >>> views = byol_views(32, seed=0)
+        >>> v1, v2 = views(images, training=True)
+    """
+    big = image_size > 32
+    seeds = SeedStream(seed)
+    common = dict(channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+                  horizontal_flip=horizontal_flip, color_strength=BYOL_JITTER)
+    return TwoViews(
+        simclr_augmenter(image_size, blur_rate=1.0 if big else 0.0, seed=seeds(), name="view_1", **common),
+        simclr_augmenter(image_size, blur_rate=0.1 if big else 0.0, solarize_rate=0.2, seed=seeds(),
+                         name="view_2", **common),
+    )
+
+
+def mocov2_views(image_size, **options):
+    """MoCo v2's and SimSiam's views: SimCLR's pipeline, crop scale (0.2, 1), colour strength 0.5.
+
+    Args:
+        image_size: output side of each view.
+        **options: `simclr_views` arguments (they override the recipe's).
+
+    Example:
+        >>> v1, v2 = mocov2_views(32, seed=0)(images, training=True)
+    """
+    return simclr_views(image_size, **{"crop_scale": (0.2, 1.0), "color_strength": 0.5, **options})
+
+
+def dino_views(image_size, **options):
+    """DINO's multi-crop: global scale (0.4, 1), local (0.05, 0.4), BYOL's jitter.
+
+    Blur 1.0 / 0.1 on the two global crops and 0.5 on the local ones (above
+    32 px), solarisation 0.2 on the second global crop.
+
+    Args:
+        image_size: side of the global crops.
+        **options: `multi_crop_views` arguments (they override the recipe's).
+
+    Example:
+        >>> views = dino_views(32, local_size=16, seed=0)
+    """
+    recipe = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4), "global_blur": (1.0, 0.1),
+              "local_blur": 0.5, "global_solarize": (0.0, 0.2), "color_strength": BYOL_JITTER}
+    return multi_crop_views(image_size, **{**recipe, **options})
+
+
+def clip_view(image_size, **options):
+    """CLIP's image view: a resized crop of scale (0.5, 1) and a flip, no colour.
+
+    Args:
+        image_size: output side of the view.
+        **options: `crop_view` arguments (they override the recipe's).
+
+    Example:
+        >>> [v] = clip_view(32, seed=0)(images, training=True)
+    """
+    return crop_view(image_size, **{"crop_scale": (0.5, 1.0), **options})
