@@ -127,6 +127,29 @@ def test_every_method_pretrains_from_the_cli_with_its_declared_views(name, tmp_p
     assert all(not c.horizontal_flip and c.scale[0] >= 0.3 for c in crops)
 
 
+def test_run_pretrain_is_the_command_called_from_python(tmp_path, capsys):
+    out = tmp_path / "py"
+    # The keywords are the flags: the same Namespace as the command line.
+    assert cli.pretraining._pretrain_args(out, epochs=3, no_plots=True, no_flip=False, value_range=(0, 255)) == \
+        cli.build_parser().parse_args(["pretrain", "--output", str(out), "--epochs", "3", "--no-plots",
+                                       "--value-range", "0,255"])
+    assert cli.run_pretrain(out, data="digits", epochs=1, batch_size=32, limit=64, width=0.25, verbose=0,
+                            knn_every=0, no_plots=True) == 0
+    with open(out / "history.json") as f:
+        record = json.load(f)
+    assert len(record["loss"]) == 1 and record["limit"] == 64 and record["batch_size"] == 32
+    assert not (out / "history.png").exists()
+    # Refused as the command refuses them: the parser's message, then SystemExit; unknown keywords: TypeError.
+    with pytest.raises(SystemExit):
+        cli.run_pretrain(out, epochs=0)
+    err = capsys.readouterr().err
+    assert "argument --epochs" in err and "must be in" in err
+    with pytest.raises(TypeError, match="'epoch'.*epochs"):
+        cli.run_pretrain(out, epoch=1)
+    with pytest.raises(TypeError, match="switch --no-plots"):
+        cli.run_pretrain(out, no_plots="yes")
+
+
 def test_unknown_method_is_refused_by_the_parser_with_the_choices(capsys):
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--method", "nope"])
