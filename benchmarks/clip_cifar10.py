@@ -43,8 +43,15 @@ tokenizer = Tokenizer(max_length=16).adapt(captions)
 pairs_x, pairs_y = x_test[:1000], y_test[:1000]
 pair_captions = cifar10_captions(pairs_y, seed=1)
 
-model = CLIP(keras_ssl.backbones.tiny_encoder((32, 32, 3), width=args.width), tokenizer=tokenizer,
-             embed_dim=64, text_width=64, text_depth=1, text_heads=4, seed=0)
+model = CLIP(
+    keras_ssl.backbones.tiny_encoder((32, 32, 3), width=args.width),
+    tokenizer=tokenizer,
+    embed_dim=64,
+    text_width=64,
+    text_depth=1,
+    text_heads=4,
+    seed=0,
+)
 model.compile(optimizer=keras.optimizers.Adam(2e-3))
 
 
@@ -62,7 +69,9 @@ def report(stage):
 report("random init")
 start = time.time()
 history = model.fit(x_train, captions, epochs=args.epochs, batch_size=args.batch_size, verbose=2)
-print(f"trained {args.epochs} epochs on {len(x_train)} pairs in {time.time() - start:.0f} s "
-      f"({keras.backend.backend()}); final loss {history.history['loss'][-1]:.3f}, "
-      f"logit scale {history.history['logit_scale'][-1]:.1f}")
+print(
+    f"trained {args.epochs} epochs on {len(x_train)} pairs in {time.time() - start:.0f} s "
+    f"({keras.backend.backend()}); final loss {history.history['loss'][-1]:.3f}, "
+    f"logit scale {history.history['logit_scale'][-1]:.1f}"
+)
 report("trained")

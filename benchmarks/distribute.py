@@ -81,7 +81,7 @@ def step_time(backend, devices, args):
             times.append(time.perf_counter() - self.start)
 
     model.fit(x, batch_size=args.batch_size, epochs=1, shuffle=False, verbose=0, callbacks=[Timer()])
-    return float(np.median(times[args.warmup:]))
+    return float(np.median(times[args.warmup :]))
 
 
 def nt_xent_memory(backend, batches):
@@ -122,8 +122,22 @@ def run_child(run, args):
     else:
         env["KERAS_BACKEND"] = kind
         env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={value}"
-    cmd = [sys.executable, __file__, "--run", run, "--batch-size", str(args.batch_size), "--width", str(args.width),
-           "--steps", str(args.steps), "--warmup", str(args.warmup), "--memory-batches", args.memory_batches]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--run",
+        run,
+        "--batch-size",
+        str(args.batch_size),
+        "--width",
+        str(args.width),
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+        "--memory-batches",
+        args.memory_batches,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
@@ -143,8 +157,10 @@ def main():
         print(json.dumps({"run": args.run, "result": result}))
         return
 
-    print(f"SimCLR step, CIFAR ResNet-18 width {args.width}, global batch {args.batch_size} (x2 views), "
-          f"{os.cpu_count()} CPUs; virtual devices share them")
+    print(
+        f"SimCLR step, CIFAR ResNet-18 width {args.width}, global batch {args.batch_size} (x2 views), "
+        f"{os.cpu_count()} CPUs; virtual devices share them"
+    )
     print(f"{'backend':12s} {'devices':>7s} {'s/step':>8s} {'img/s':>8s} {'vs 1 device':>12s}")
     for backend in args.backends.split(","):
         one = None

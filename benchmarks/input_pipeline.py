@@ -60,7 +60,8 @@ def make_folder(root, count):
         images = np.clip(rng.normal(128, 40, (512, 8, 8, 3)), 0, 255).astype("uint8")
     for i in range(count):
         Image.fromarray(images[i % len(images)]).resize((160, 160), Image.BICUBIC).save(
-            os.path.join(folder, f"{i:06d}.jpg"), quality=90)
+            os.path.join(folder, f"{i:06d}.jpg"), quality=90
+        )
     return folder
 
 
@@ -80,10 +81,12 @@ def loaders(folder, size, batch):
     n = len(files) - len(files) % batch
     model = keras.Sequential([keras.Input((size, size, 3)), keras.layers.GlobalAveragePooling2D()])
     results = {}
-    for name, kwargs in (("ImageFiles, 1 thread", dict(workers=1)),
-                         ("ImageFiles, 2 threads", dict(workers=2)),
-                         ("ImageFiles, 4 threads", dict(workers=4)),
-                         ("ImageFiles, 2 processes", dict(workers=2, use_multiprocessing=True))):
+    for name, kwargs in (
+        ("ImageFiles, 1 thread", dict(workers=1)),
+        ("ImageFiles, 2 threads", dict(workers=2)),
+        ("ImageFiles, 4 threads", dict(workers=4)),
+        ("ImageFiles, 2 processes", dict(workers=2, use_multiprocessing=True)),
+    ):
         stream = ImageFiles(files, image_size=size, batch_size=batch, channels=3, **kwargs)
         results[name] = rate(lambda: model.predict(stream, verbose=0), n)
     try:
@@ -91,18 +94,24 @@ def loaders(folder, size, batch):
     except ImportError:
         tf = None
     if tf is not None:
+
         def load(path):
             image = tf.io.decode_jpeg(tf.io.read_file(path), channels=3)
             return tf.cast(tf.image.resize(image, (size, size), antialias=True), "uint8")
 
-        ds = (tf.data.Dataset.from_tensor_slices(files[:n]).map(load, num_parallel_calls=tf.data.AUTOTUNE)
-              .batch(batch).prefetch(tf.data.AUTOTUNE))
+        ds = (
+            tf.data.Dataset.from_tensor_slices(files[:n])
+            .map(load, num_parallel_calls=tf.data.AUTOTUNE)
+            .batch(batch)
+            .prefetch(tf.data.AUTOTUNE)
+        )
         results["tf.data (tf.io.decode_jpeg, AUTOTUNE)"] = rate(lambda: model.predict(ds, verbose=0), n)
     try:
         import torch
     except ImportError:
         torch = None
     if torch is not None:
+
         class Files(torch.utils.data.Dataset):
             def __len__(self):
                 return n
@@ -126,8 +135,7 @@ def step_rates(folder, size, batch, steps):
     model.compile(optimizer="adam")
     x = np.random.default_rng(0).integers(0, 256, (batch * (steps + 2), size, size, 3), "uint8")
     model.fit(x[: 2 * batch], batch_size=batch, epochs=1, verbose=0)  # compile
-    in_memory = rate(lambda: model.fit(x[: steps * batch], batch_size=batch, epochs=1, verbose=0),
-                     steps * batch)
+    in_memory = rate(lambda: model.fit(x[: steps * batch], batch_size=batch, epochs=1, verbose=0), steps * batch)
     stream = ImageFiles.from_folder(folder, image_size=size, batch_size=batch)
     streamed = rate(lambda: model.fit(stream, steps_per_epoch=steps, epochs=1, verbose=0), steps * batch)
     return in_memory, streamed

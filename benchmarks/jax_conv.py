@@ -72,9 +72,11 @@ def init(width, key):
     params = {}
 
     def conv(name, k, cin, cout):
-        params[name] = {"w": jax.random.normal(next(keys), (k, k, cin, cout)) * np.sqrt(2 / (k * k * cin)),
-                        "g": 1 + 0.1 * jax.random.normal(next(keys), (cout,)),
-                        "b": 0.1 * jax.random.normal(next(keys), (cout,))}
+        params[name] = {
+            "w": jax.random.normal(next(keys), (k, k, cin, cout)) * np.sqrt(2 / (k * k * cin)),
+            "g": 1 + 0.1 * jax.random.normal(next(keys), (cout,)),
+            "b": 0.1 * jax.random.normal(next(keys), (cout,)),
+        }
 
     conv("stem", 3, 3, base)
     cin = base
@@ -119,11 +121,14 @@ def main():
     x = jax.random.uniform(jax.random.PRNGKey(1), (args.batch_size, 32, 32, 3))
     dim = params["s3b1_2"]["w"].shape[-1]
     projection = jax.random.normal(jax.random.PRNGKey(2), (dim, 128)) / np.sqrt(dim)
-    steps = {name: jax.jit(jax.value_and_grad(functools.partial(loss, conv=conv)))
-             for name, conv in (("xla", xla_conv), ("chunked matmul", conv2d))}
+    steps = {
+        name: jax.jit(jax.value_and_grad(functools.partial(loss, conv=conv)))
+        for name, conv in (("xla", xla_conv), ("chunked matmul", conv2d))
+    }
     # the library's whole choice: these convolutions, compiled as `SSLModel.fit` compiles
-    steps["+ XLA_CPU_OPTIONS"] = jax.jit(jax.value_and_grad(functools.partial(loss, conv=conv2d)),
-                                         compiler_options=distribute.XLA_CPU_OPTIONS)
+    steps["+ XLA_CPU_OPTIONS"] = jax.jit(
+        jax.value_and_grad(functools.partial(loss, conv=conv2d)), compiler_options=distribute.XLA_CPU_OPTIONS
+    )
     results = {name: jax.block_until_ready(step(params, x, projection)) for name, step in steps.items()}
     best = {name: float("inf") for name in steps}
     for _ in range(args.rounds):  # alternating, best of rounds: other load only slows a run
@@ -132,8 +137,12 @@ def main():
             jax.block_until_ready(step(params, x, projection))
             best[name] = min(best[name], time.perf_counter() - start)
     ref = jax.tree.leaves(results["xla"][1])
-    error = {name: max(float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b))
-                       for a, b in zip(jax.tree.leaves(results[name][1]), ref)) for name in list(steps)[1:]}
+    error = {
+        name: max(
+            float(jnp.linalg.norm(a - b) / jnp.linalg.norm(b)) for a, b in zip(jax.tree.leaves(results[name][1]), ref)
+        )
+        for name in list(steps)[1:]
+    }
     print(f"ResNet-18 width {args.width}, {args.batch_size} views, jitted forward+backward, best of {args.rounds}")
     for name in steps:
         print(f"{name:20s} {best[name] * 1e3:8.0f} ms  {best['xla'] / best[name]:.2f}x")

@@ -61,5 +61,4 @@ print(
     f"loss {history.history['loss'][0]:.4f} -> {history.history['loss'][-1]:.4f}"
 )
 print(f"kNN top-1 (k=200, T=0.1) random-init={before[0]:.4f} mae={after[0]:.4f}")
-print(f"linear probe top-1 ({args.probe_epochs} epochs) random-init={before[1]:.4f} "
-      f"mae={after[1]:.4f}")
+print(f"linear probe top-1 ({args.probe_epochs} epochs) random-init={before[1]:.4f} mae={after[1]:.4f}")

@@ -40,12 +40,11 @@ def protocols(enc):
     f_train, f_test = evaluation.embed(enc, x_train), evaluation.embed(enc, x_test)
     return {
         "knn": evaluation.knn_accuracy(f_train, y_train, f_test, y_test)["top1"],
-        "linear": evaluation.linear_probe(enc, x_train, y_train, x_test, y_test,
-                                          epochs=args.probe_epochs)["top1"],
-        "finetune": evaluation.fine_tune(enc, x_train, y_train, x_test, y_test,
-                                         epochs=args.finetune_epochs)["top1"],
-        "finetune_10%": evaluation.fine_tune(enc, x_train, y_train, x_test, y_test,
-                                             epochs=args.finetune_epochs, label_fraction=0.1)["top1"],
+        "linear": evaluation.linear_probe(enc, x_train, y_train, x_test, y_test, epochs=args.probe_epochs)["top1"],
+        "finetune": evaluation.fine_tune(enc, x_train, y_train, x_test, y_test, epochs=args.finetune_epochs)["top1"],
+        "finetune_10%": evaluation.fine_tune(
+            enc, x_train, y_train, x_test, y_test, epochs=args.finetune_epochs, label_fraction=0.1
+        )["top1"],
         "std": evaluation.embedding_std(f_test),
         "rankme": evaluation.rankme(f_test),
     }
@@ -59,8 +58,10 @@ start = time.time()
 model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=2)
 seconds = time.time() - start
 after = protocols(model.encoder)
-print(f"backend={keras.backend.backend()} images={args.images} epochs={args.epochs} "
-      f"resnet18-cifar width={args.width} pretrain={seconds:.0f}s test_images={len(x_test)}")
+print(
+    f"backend={keras.backend.backend()} images={args.images} epochs={args.epochs} "
+    f"resnet18-cifar width={args.width} pretrain={seconds:.0f}s test_images={len(x_test)}"
+)
 print(f"{'protocol':14s} {'random-init':>12s} {'simclr':>8s}")
 for key in before:
     print(f"{key:14s} {before[key]:12.4f} {after[key]:8.4f}")

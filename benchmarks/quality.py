@@ -128,9 +128,13 @@ def main():
         return keras_ssl.evaluation.knn_accuracy(train, y_train, test, y_test)["top1"]
 
     budget = "ResNet-18 (MAE ViT-Tiny/4)" if args.full else f"tiny_encoder x{args.width} (MAE ViT 2x64)"
-    print(f"backend={keras.backend.backend()} images={len(x_train)} test={len(x_test)} epochs={args.epochs} "
-          f"batch={args.batch_size} {budget}; kNN top-1 k=200 T=0.1")
-    print(f"{'method':>13s} {'random':>7s} {'trained':>8s} {'gain':>6s} {'loss first -> last':>20s} {'train s':>8s} {'img/s':>6s}")
+    print(
+        f"backend={keras.backend.backend()} images={len(x_train)} test={len(x_test)} epochs={args.epochs} "
+        f"batch={args.batch_size} {budget}; kNN top-1 k=200 T=0.1"
+    )
+    print(
+        f"{'method':>13s} {'random':>7s} {'trained':>8s} {'gain':>6s} {'loss first -> last':>20s} {'train s':>8s} {'img/s':>6s}"
+    )
     for name in args.methods.split(","):
         cls, options, _ = METHODS[name]
         before = knn(encoder(name, args))
@@ -141,12 +145,16 @@ def main():
         model = cls(encoder(name, args), seed=args.seed, **options)
         model.compile(optimizer=optimizer(name, steps_per_epoch, args))
         timer = EpochTimer()
-        loss = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0,
-                         callbacks=[timer]).history["loss"]
+        loss = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0, callbacks=[timer]).history[
+            "loss"
+        ]
         seconds = sum(timer.seconds)
         after = knn(model.encoder)
-        print(f"{name:>13s} {before:7.4f} {after:8.4f} {after - before:+6.3f} "
-              f"{loss[0]:9.3f} -> {loss[-1]:7.3f} {seconds:8.0f} {timer.images_per_second(len(x_train)):6.0f}", flush=True)
+        print(
+            f"{name:>13s} {before:7.4f} {after:8.4f} {after - before:+6.3f} "
+            f"{loss[0]:9.3f} -> {loss[-1]:7.3f} {seconds:8.0f} {timer.images_per_second(len(x_train)):6.0f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -39,16 +39,30 @@ def parse():
     p.add_argument("--widths", default=None, help="comma list: one table per width (overrides --width)")
     p.add_argument("--steps", type=int, default=5, help="timed steps")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation)")
-    p.add_argument("--precision", choices=("float32", "bfloat16"), default="float32",
-                   help="bfloat16: keras_ssl under mixed_bfloat16, the reference under torch.autocast")
-    p.add_argument("--methods", default=None,
-                   help="per-method table instead: comma list or 'all', on quality.py's CPU budget models")
+    p.add_argument(
+        "--precision",
+        choices=("float32", "bfloat16"),
+        default="float32",
+        help="bfloat16: keras_ssl under mixed_bfloat16, the reference under torch.autocast",
+    )
+    p.add_argument(
+        "--methods",
+        default=None,
+        help="per-method table instead: comma list or 'all', on quality.py's CPU budget models",
+    )
     p.add_argument("--backends", default="tensorflow,jax,torch", help="backends of the --methods table")
     p.add_argument("--run", default=None, help="one measurement: torch-reference or BACKEND:compiled|eager")
-    p.add_argument("--repeats", type=int, default=3,
-                   help="rounds over the runs; each run reports its best round (other load only slows a run)")
-    p.add_argument("--runs", default="torch-reference,torch-reference:channels_last,jax:compiled,"
-                   "tensorflow:compiled,torch:eager,jax:eager,tensorflow:eager,torch:compiled")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=3,
+        help="rounds over the runs; each run reports its best round (other load only slows a run)",
+    )
+    p.add_argument(
+        "--runs",
+        default="torch-reference,torch-reference:channels_last,jax:compiled,"
+        "tensorflow:compiled,torch:eager,jax:eager,tensorflow:eager,torch:compiled",
+    )
     return p.parse_args()
 
 
@@ -122,7 +136,7 @@ def time_steps(model, x, args):
             times.append(time.perf_counter() - self.start)
 
     model.fit(x, batch_size=args.batch_size, epochs=1, verbose=0, shuffle=False, callbacks=[Timer()])
-    return np.median(times[args.warmup:])
+    return np.median(times[args.warmup :])
 
 
 def run_method(backend, name, args):
@@ -200,7 +214,10 @@ def run_torch_reference(args, channels_last=False):
         apply = (torch.rand(b, 1, 1, 1) < 0.8).float()
         j = x * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
         gray = (0.299 * j[:, :1] + 0.587 * j[:, 1:2] + 0.114 * j[:, 2:]).clamp(0, 1)
-        j = (gray.mean((2, 3), keepdim=True) + (j - gray.mean((2, 3), keepdim=True)) * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)).clamp(0, 1)
+        j = (
+            gray.mean((2, 3), keepdim=True)
+            + (j - gray.mean((2, 3), keepdim=True)) * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
+        ).clamp(0, 1)
         gray = 0.299 * j[:, :1] + 0.587 * j[:, 1:2] + 0.114 * j[:, 2:]
         j = (gray + (j - gray) * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)).clamp(0, 1)
         j = hue_shift(j, torch.empty(b, 1, 1).uniform_(-0.1, 0.1))
@@ -250,7 +267,7 @@ def run_torch_reference(args, channels_last=False):
         opt.step()
         loss.item()
         times.append(time.perf_counter() - start)
-    return np.median(times[args.warmup:])
+    return np.median(times[args.warmup :])
 
 
 def matmul_peak(precision, n=2048, reps=5):
@@ -299,8 +316,22 @@ def matmul_peak(precision, n=2048, reps=5):
 
 def measure(run, args):
     """One run in a fresh process: {"seconds", "flops"}, or None if it failed."""
-    cmd = [sys.executable, __file__, "--run", run, "--batch-size", str(args.batch_size), "--width", str(args.width),
-           "--precision", args.precision, "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--run",
+        run,
+        "--batch-size",
+        str(args.batch_size),
+        "--width",
+        str(args.width),
+        "--precision",
+        args.precision,
+        "--steps",
+        str(args.steps),
+        "--warmup",
+        str(args.warmup),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode or not lines:
@@ -325,7 +356,7 @@ def main():
     if args.methods:
         return method_table(args)
     peak, peak_library = matmul_peak(args.precision)
-    for width in (args.widths.split(",") if args.widths else [args.width]):
+    for width in args.widths.split(",") if args.widths else [args.width]:
         args.width = float(width)
         table(args, peak, peak_library)
 
@@ -339,9 +370,11 @@ def table(args, peak, peak_library):
     seconds = {run: s for run, s in seconds.items() if s}
     flops = next((r[run]["flops"] for r in rounds for run in seconds if r[run] and r[run]["flops"]), None)
     ref = min(seconds["torch-reference"]) if "torch-reference" in seconds else None
-    print(f"\nSimCLR step, CIFAR ResNet-18 width {args.width}, batch {args.batch_size} (x2 views), "
-          f"{args.precision}, {os.cpu_count()} CPUs, {args.precision} matmul peak {peak / 1e9:.0f} GFLOP/s "
-          f"({peak_library}); best of {args.repeats} rounds, spread = slowest / best - 1")
+    print(
+        f"\nSimCLR step, CIFAR ResNet-18 width {args.width}, batch {args.batch_size} (x2 views), "
+        f"{args.precision}, {os.cpu_count()} CPUs, {args.precision} matmul peak {peak / 1e9:.0f} GFLOP/s "
+        f"({peak_library}); best of {args.repeats} rounds, spread = slowest / best - 1"
+    )
     print(f"{'run':30s} {'s/step':>8s} {'img/s':>8s} {'vs torch':>9s} {'% peak':>7s} {'spread':>7s}")
     for run, times in seconds.items():
         best = min(times)
@@ -355,17 +388,20 @@ def method_table(args):
     METHODS = import_quality().METHODS
     names = list(METHODS) if args.methods == "all" else args.methods.split(",")
     backends = args.backends.split(",")
-    rounds = [{(b, n): measure(f"method:{b}:{n}", args) for b in backends for n in names}
-              for _ in range(args.repeats)]
-    table = {key: min((r[key] for r in rounds if r[key]), key=lambda r: r["seconds"], default=None)
-             for key in rounds[0]}
-    print(f"\nimages/s per method (quality.py's CPU budget: tiny_encoder x16, MAE ViT 2x64; batch "
-          f"{args.batch_size}, each image in all its views; compiled step; {args.precision}; "
-          f"best of {args.repeats} rounds), {os.cpu_count()} CPUs")
+    rounds = [{(b, n): measure(f"method:{b}:{n}", args) for b in backends for n in names} for _ in range(args.repeats)]
+    table = {
+        key: min((r[key] for r in rounds if r[key]), key=lambda r: r["seconds"], default=None) for key in rounds[0]
+    }
+    print(
+        f"\nimages/s per method (quality.py's CPU budget: tiny_encoder x16, MAE ViT 2x64; batch "
+        f"{args.batch_size}, each image in all its views; compiled step; {args.precision}; "
+        f"best of {args.repeats} rounds), {os.cpu_count()} CPUs"
+    )
     print(f"{'method':>13s} " + " ".join(f"{b:>10s}" for b in backends))
     for n in names:
-        cells = [f"{args.batch_size / table[b, n]['seconds']:10.0f}" if table[b, n] else f"{'failed':>10s}"
-                 for b in backends]
+        cells = [
+            f"{args.batch_size / table[b, n]['seconds']:10.0f}" if table[b, n] else f"{'failed':>10s}" for b in backends
+        ]
         print(f"{n:>13s} " + " ".join(cells))
 
 

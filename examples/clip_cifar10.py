@@ -12,10 +12,10 @@ import keras
 
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.text import (
-             CIFAR10_CLASSES,
-             EVAL_TEMPLATES,
-             Tokenizer,
-             cifar10_captions,
+    CIFAR10_CLASSES,
+    EVAL_TEMPLATES,
+    Tokenizer,
+    cifar10_captions,
 )
 
 args = common.parser(__doc__, epochs=5, limit=20000, batch_size=128, backbone="tiny", width=1.0).parse_args()
@@ -24,8 +24,7 @@ args = common.parser(__doc__, epochs=5, limit=20000, batch_size=128, backbone="t
 captions = cifar10_captions(y_train, seed=0)
 tokenizer = Tokenizer(max_length=16).adapt(captions)
 
-model = CLIP(common.encoder(args), tokenizer=tokenizer,
-             embed_dim=64, text_width=64, text_depth=2, text_heads=4)
+model = CLIP(common.encoder(args), tokenizer=tokenizer, embed_dim=64, text_width=64, text_depth=2, text_heads=4)
 model.compile(optimizer=keras.optimizers.Adam(1e-3))
 model.fit(x_train, captions, epochs=args.epochs, batch_size=args.batch_size)
 

@@ -22,12 +22,19 @@ def parser(doc, epochs=10, limit=10000, batch_size=256, backbone="resnet18", wid
     p = argparse.ArgumentParser(description=doc, formatter_class=_Help)
     p.add_argument("--epochs", type=int, default=epochs, help="passes over the training images")
     p.add_argument("--limit", type=int, default=limit, help="training images used (the first N of 50,000)")
-    p.add_argument("--test-limit", type=int, default=2000,
-                   help="test images embedded for the kNN check (of 10,000; embedding all costs minutes on CPU)")
+    p.add_argument(
+        "--test-limit",
+        type=int,
+        default=2000,
+        help="test images embedded for the kNN check (of 10,000; embedding all costs minutes on CPU)",
+    )
     p.add_argument("--batch-size", type=int, default=batch_size, help="images per step")
-    p.add_argument("--backbone", default=backbone,
-                   help="tiny, resnet18, resnet34, resnet50, vit_tiny, vit_small, or a keras.applications "
-                   "model (mobilenet_v3_small, efficientnet_b0, ...; see keras_ssl.backbones.get)")
+    p.add_argument(
+        "--backbone",
+        default=backbone,
+        help="tiny, resnet18, resnet34, resnet50, vit_tiny, vit_small, or a keras.applications "
+        "model (mobilenet_v3_small, efficientnet_b0, ...; see keras_ssl.backbones.get)",
+    )
     p.add_argument("--width", type=float, default=width, help="width multiplier of tiny and the ResNets")
     return p
 
@@ -64,6 +71,8 @@ def report_knn(model_encoder, train, test):
     features = [ev.embed(model_encoder, x) for x in (x_train, x_test)]
     result = ev.knn_accuracy(features[0], y_train, features[1], y_test)
     raw = ev.raw_pixel_knn(x_train, y_train, x_test, y_test)["top1"]
-    print(f"kNN top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} ({len(x_train)} train / {len(x_test)} "
-          f"test images; raw pixels: {raw:.4f})")
+    print(
+        f"kNN top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f} ({len(x_train)} train / {len(x_test)} "
+        f"test images; raw pixels: {raw:.4f})"
+    )
     return result

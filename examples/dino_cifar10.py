@@ -21,9 +21,13 @@ args = common.parser(__doc__, backbone="tiny", width=1.0).parse_args()
 encoder = common.encoder(args, any_size=not args.backbone.startswith("vit"))
 steps = args.epochs * (len(x_train) // args.batch_size)
 model = DINO(
-    encoder, input_shape=(32, 32, 3), output_dim=4096,  # default views: 2 global, 4 local 16 px crops
+    encoder,
+    input_shape=(32, 32, 3),
+    output_dim=4096,  # default views: 2 global, 4 local 16 px crops
     momentum=0.99,  # short runs (paper: 0.996 over 100+ epochs)
-    teacher_temperature=0.07, warmup_teacher_temperature=0.04, warmup_teacher_steps=steps // 3,
+    teacher_temperature=0.07,
+    warmup_teacher_temperature=0.04,
+    warmup_teacher_steps=steps // 3,
 )
 model.compile(optimizer=keras.optimizers.AdamW(5e-4, weight_decay=0.04))
 model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size)

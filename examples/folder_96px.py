@@ -25,9 +25,12 @@ parser.add_argument("--method", default="simclr", help="a keras-ssl method name 
 parser.add_argument("--epochs", type=int, default=5, help="training epochs")
 parser.add_argument("--batch-size", type=int, default=64, help="images per step")
 parser.add_argument("--steps-per-epoch", type=int, default=None, help="steps per epoch (default: the whole folder)")
-parser.add_argument("--backbone", default="resnet18",
-                    help="resnet18 (ImageNet stem at 96 px), tiny, resnet50, vit_small, or a keras.applications "
-                    "model (mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)")
+parser.add_argument(
+    "--backbone",
+    default="resnet18",
+    help="resnet18 (ImageNet stem at 96 px), tiny, resnet50, vit_small, or a keras.applications "
+    "model (mobilenet_v3_small, efficientnet_b0, convnext_tiny, ...)",
+)
 parser.add_argument("--width", type=float, default=0.5, help="width multiplier of tiny and the ResNets")
 parser.add_argument("--test-limit", type=int, default=2000, help="test images embedded for the kNN check")
 parser.add_argument("--demo-images", type=int, default=2000, help="images of the demo folder")

@@ -19,7 +19,9 @@ args = common.parser(__doc__, backbone="tiny", width=1.0).parse_args()
 
 encoder = common.encoder(args, any_size=True)  # multi-crop: 32 and 16 px crops
 model = SwAV(
-    encoder, input_shape=(32, 32, 3), num_prototypes=512,  # default views: 2 global, 4 local 16 px
+    encoder,
+    input_shape=(32, 32, 3),
+    num_prototypes=512,  # default views: 2 global, 4 local 16 px
     freeze_prototypes_steps=len(x_train) // args.batch_size,  # the first epoch, as in the paper
     queue_size=0 if args.batch_size >= 256 else 3840,  # small batches need the queue
 )

@@ -9,11 +9,19 @@ monitors of `keras_ssl.monitors` (`KNNMonitor`, `LinearProbeMonitor`,
 from keras_ssl.checkpoints import BackupAndRestore
 from keras_ssl.engine.callbacks import DataEpochs, MomentumScheduler, StopOnNaN
 from keras_ssl.monitors import (
-           CollapseMonitor,
-           KNNMonitor,
-           LinearProbeMonitor,
-           alternate_split,
+    CollapseMonitor,
+    KNNMonitor,
+    LinearProbeMonitor,
+    alternate_split,
 )
 
-__all__ = ["BackupAndRestore", "CollapseMonitor", "DataEpochs", "KNNMonitor", "LinearProbeMonitor",
-           "MomentumScheduler", "StopOnNaN", "alternate_split"]
+__all__ = [
+    "BackupAndRestore",
+    "CollapseMonitor",
+    "DataEpochs",
+    "KNNMonitor",
+    "LinearProbeMonitor",
+    "MomentumScheduler",
+    "StopOnNaN",
+    "alternate_split",
+]

@@ -91,8 +91,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     """
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
-        super().__init__(backup_dir, save_freq=save_freq, double_checkpoint=double_checkpoint,
-                         delete_checkpoint=delete_checkpoint)
+        super().__init__(
+            backup_dir, save_freq=save_freq, double_checkpoint=double_checkpoint, delete_checkpoint=delete_checkpoint
+        )
         self.epoch_logs, self.resumed_from = [], None
         self._skip, self._metrics, self._epoch, self._batches = 0, None, 0, 0
 
@@ -103,12 +104,20 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         Example:
             >>> ours = BackupAndRestore.like(keras.callbacks.BackupAndRestore("ckpt"))
         """
-        return cls(callback.backup_dir, save_freq=callback.save_freq,
-                   double_checkpoint=callback.double_checkpoint, delete_checkpoint=callback.delete_checkpoint)
+        return cls(
+            callback.backup_dir,
+            save_freq=callback.save_freq,
+            double_checkpoint=callback.double_checkpoint,
+            delete_checkpoint=callback.delete_checkpoint,
+        )
 
     def get_config(self):
-        return {"backup_dir": self.backup_dir, "save_freq": self.save_freq,
-                "double_checkpoint": self.double_checkpoint, "delete_checkpoint": self.delete_checkpoint}
+        return {
+            "backup_dir": self.backup_dir,
+            "save_freq": self.save_freq,
+            "double_checkpoint": self.double_checkpoint,
+            "delete_checkpoint": self.delete_checkpoint,
+        }
 
     # ------------------------------------------------------------ restore
     def on_train_begin(self, logs=None):
@@ -131,9 +140,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 errors.append(f"{os.path.basename(path)}: {e}")
                 warnings.warn(f"BackupAndRestore: could not restore {path} ({e}); trying an older one.")
         else:
-            raise RuntimeError(f"no checkpoint in {self.backup_dir} could be restored: {'; '.join(errors)}. "
-                               "Delete the directory to start over.")
-        for stale in found[:found.index(path)]:  # unreadable and newer: would shadow the good one
+            raise RuntimeError(
+                f"no checkpoint in {self.backup_dir} could be restored: {'; '.join(errors)}. "
+                "Delete the directory to start over."
+            )
+        for stale in found[: found.index(path)]:  # unreadable and newer: would shadow the good one
             _discard(stale)
 
     def _restore(self, model, path):
@@ -191,8 +202,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         self._reached("weights")
         state = {"epoch": epoch, "batch": batch, "logs": self.epoch_logs, "format": 1}
         if batch:
-            state["metrics"] = {m.name: [keras.ops.convert_to_numpy(v).tolist() for v in m.variables]
-                                for m in model.metrics}
+            state["metrics"] = {
+                m.name: [keras.ops.convert_to_numpy(v).tolist() for v in m.variables] for m in model.metrics
+            }
         with open(os.path.join(tmp, STATE), "w") as f:
             json.dump(state, f)
         _fsync(os.path.join(tmp, STATE))
@@ -203,7 +215,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         os.rename(tmp, final)
         _fsync(self.backup_dir)
         self._reached("published")
-        for old in list_checkpoints(self.backup_dir)[2 if self.double_checkpoint else 1:]:
+        for old in list_checkpoints(self.backup_dir)[2 if self.double_checkpoint else 1 :]:
             _discard(old)
         self._reached("pruned")
 

@@ -40,8 +40,12 @@ class _EncoderMonitor(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         # the image and label arrays come back serialized ("__numpy__" dicts)
-        return cls(**{key: keras.saving.deserialize_keras_object(value) if isinstance(value, dict)
-                      else value for key, value in config.items()})
+        return cls(
+            **{
+                key: keras.saving.deserialize_keras_object(value) if isinstance(value, dict) else value
+                for key, value in config.items()
+            }
+        )
 
 
 def _labelled(x, y, value_range, what):
@@ -120,8 +124,19 @@ class KNNMonitor(_EncoderMonitor):
         >>> history.history["knn_top1"]
     """
 
-    def __init__(self, x, y, x_train=None, y_train=None, every=1, k=200, temperature=0.1,
-                 name="knn_top1", batch_size=256, value_range=None):
+    def __init__(
+        self,
+        x,
+        y,
+        x_train=None,
+        y_train=None,
+        every=1,
+        k=200,
+        temperature=0.1,
+        name="knn_top1",
+        batch_size=256,
+        value_range=None,
+    ):
         super().__init__(every, batch_size, value_range)
         if int(k) < 1 or temperature <= 0:
             raise ValueError(f"need k >= 1 and temperature > 0, got k={k}, temperature={temperature}.")
@@ -134,14 +149,28 @@ class KNNMonitor(_EncoderMonitor):
             return
         (xg, yg), (xq, yq) = self._gallery, self._queries
         accuracy = evaluation.knn_accuracy(
-            self._embed(xg), yg, self._embed(xq), yq, k=self.k, temperature=self.temperature,
-            top=(1,), num_classes=int(max(yg.max(), yq.max())) + 1,
+            self._embed(xg),
+            yg,
+            self._embed(xq),
+            yq,
+            k=self.k,
+            temperature=self.temperature,
+            top=(1,),
+            num_classes=int(max(yg.max(), yq.max())) + 1,
         )
         logs[self.name] = accuracy["top1"]
 
     def get_config(self):
-        return {**super().get_config(), "x": self.x, "y": self.y, "x_train": self.x_train,
-                "y_train": self.y_train, "k": self.k, "temperature": self.temperature, "name": self.name}
+        return {
+            **super().get_config(),
+            "x": self.x,
+            "y": self.y,
+            "x_train": self.x_train,
+            "y_train": self.y_train,
+            "k": self.k,
+            "temperature": self.temperature,
+            "name": self.name,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -174,8 +203,20 @@ class LinearProbeMonitor(_EncoderMonitor):
         >>> model.fit(x_train, epochs=100, callbacks=[probe])
     """
 
-    def __init__(self, x, y, x_test=None, y_test=None, every=1, epochs=10, learning_rate=1e-3,
-                 name="linear_top1", batch_size=256, value_range=None, seed=0):
+    def __init__(
+        self,
+        x,
+        y,
+        x_test=None,
+        y_test=None,
+        every=1,
+        epochs=10,
+        learning_rate=1e-3,
+        name="linear_top1",
+        batch_size=256,
+        value_range=None,
+        seed=0,
+    ):
         super().__init__(every, batch_size, value_range)
         if int(epochs) < 1:
             raise ValueError(f"epochs must be at least 1, got {epochs}.")
@@ -188,15 +229,31 @@ class LinearProbeMonitor(_EncoderMonitor):
             return
         (x, y), (x_test, y_test) = self._train, self._test
         result = evaluation.linear_probe(
-            self._encoder(), x, y, x_test, y_test, epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, value_range=self.value_range, seed=self.seed,
+            self._encoder(),
+            x,
+            y,
+            x_test,
+            y_test,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            value_range=self.value_range,
+            seed=self.seed,
         )
         logs[self.name] = result["top1"]
 
     def get_config(self):
-        return {**super().get_config(), "x": self.x, "y": self.y, "x_test": self.x_test,
-                "y_test": self.y_test, "epochs": self.epochs, "learning_rate": self.learning_rate,
-                "name": self.name, "seed": self.seed}
+        return {
+            **super().get_config(),
+            "x": self.x,
+            "y": self.y,
+            "x_test": self.x_test,
+            "y_test": self.y_test,
+            "epochs": self.epochs,
+            "learning_rate": self.learning_rate,
+            "name": self.name,
+            "seed": self.seed,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -226,8 +283,7 @@ class CollapseMonitor(_EncoderMonitor):
         >>> model.fit(x_train, epochs=100, callbacks=[CollapseMonitor(x_test[:1000], every=5)])
     """
 
-    def __init__(self, x, every=1, std_threshold=None, rank_threshold=2.0, batch_size=256,
-                 value_range=None):
+    def __init__(self, x, every=1, std_threshold=None, rank_threshold=2.0, batch_size=256, value_range=None):
         super().__init__(every, batch_size, value_range)
         data.check_images(x, value_range=value_range)
         self.x, self.std_threshold, self.rank_threshold = x, std_threshold, rank_threshold
@@ -252,5 +308,9 @@ class CollapseMonitor(_EncoderMonitor):
             logs.update(values)
 
     def get_config(self):
-        return {**super().get_config(), "x": self.x, "std_threshold": self.std_threshold,
-                "rank_threshold": self.rank_threshold}
+        return {
+            **super().get_config(),
+            "x": self.x,
+            "std_threshold": self.std_threshold,
+            "rank_threshold": self.rank_threshold,
+        }

@@ -78,9 +78,7 @@ class LARS(keras.optimizers.Optimizer):
             g = g + self.lars_weight_decay * w
             w_norm, g_norm = ops.norm(ops.reshape(w, (-1,))), ops.norm(ops.reshape(g, (-1,)))
             # A zero weight (fresh layer) or gradient keeps the plain step.
-            ratio = ops.where(
-                (w_norm > 0) & (g_norm > 0), self.trust_coefficient * w_norm / g_norm, 1.0
-            )
+            ratio = ops.where((w_norm > 0) & (g_norm > 0), self.trust_coefficient * w_norm / g_norm, 1.0)
             g = g * ops.cast(ratio, variable.dtype)
         m = self.momentums[keras_compat.variable_index(self, variable)]
         self.assign(m, self.momentum * m + g)
@@ -125,9 +123,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = ops.cast(step, "float32")
         warm = self.peak * step / max(self.warmup_steps, 1)
-        progress = ops.clip(
-            (step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0
-        )
+        progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
         cosine = self.final + 0.5 * (self.peak - self.final) * (1 + ops.cos(math.pi * progress))
         return ops.where(step < self.warmup_steps, warm, cosine)
 

@@ -29,8 +29,11 @@ def plot_history(history, path):
     history = getattr(history, "history", history)
     if not isinstance(history, dict):
         raise TypeError(f"history must be a dict of lists or a History, got {type(history).__name__}.")
-    curves = {k: np.asarray(v, float) for k, v in history.items()
-              if np.ndim(v) == 1 and len(v) and np.issubdtype(np.asarray(v).dtype, np.number)}
+    curves = {
+        k: np.asarray(v, float)
+        for k, v in history.items()
+        if np.ndim(v) == 1 and len(v) and np.issubdtype(np.asarray(v).dtype, np.number)
+    }
     if not curves:
         raise ValueError(f"no numeric curves to plot in the history (keys: {sorted(history)}).")
     losses = {k: v for k, v in curves.items() if "loss" in k}
@@ -139,16 +142,18 @@ def plot_retrieval(query_images, gallery_images, neighbor_indices, path):
     queries, gallery = _images(query_images), _images(gallery_images)
     idx = _numpy(neighbor_indices)
     if idx.ndim != 2 or len(idx) != len(queries):
-        raise ValueError(
-            f"neighbor_indices must be (Q, K) with Q={len(queries)} queries, got shape {idx.shape}."
-        )
+        raise ValueError(f"neighbor_indices must be (Q, K) with Q={len(queries)} queries, got shape {idx.shape}.")
     if idx.size and (idx.min() < 0 or idx.max() >= len(gallery)):
         raise ValueError(f"neighbor_indices must lie in [0, {len(gallery)}).")
     # One row per query: transpose into the grid's rows-of-columns layout.
     columns = [queries] + [gallery[idx[:, j]] for j in range(idx.shape[1])]
     rows = [np.stack([col[q] for col in columns]) for q in range(len(queries))]
-    return _grid(rows, [f"query {q}" for q in range(len(queries))], path,
-                 titles=["query"] + [f"nn {j + 1}" for j in range(idx.shape[1])])
+    return _grid(
+        rows,
+        [f"query {q}" for q in range(len(queries))],
+        path,
+        titles=["query"] + [f"nn {j + 1}" for j in range(idx.shape[1])],
+    )
 
 
 def plot_reconstruction(originals, masked, reconstructed, path, n=8):
@@ -200,8 +205,9 @@ def _grid(rows, row_labels, path, titles=None):
         for j, image in enumerate(row):
             ax = fig.add_subplot(len(rows), cols, i * cols + j + 1)
             gray = image.shape[-1] == 1
-            ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None,
-                      vmin=0, vmax=1, interpolation="nearest")
+            ax.imshow(
+                image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1, interpolation="nearest"
+            )
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:

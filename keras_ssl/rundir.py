@@ -32,8 +32,9 @@ def write_json(path, obj):
     except OSError as e:
         if os.path.exists(tmp):
             os.remove(tmp)
-        raise SystemExit(f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is "
-                         "unchanged.") from None
+        raise SystemExit(
+            f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is unchanged."
+        ) from None
 
 
 def save_model(model, path):
@@ -57,8 +58,9 @@ def save_model(model, path):
             if os.path.exists(tmp):
                 os.remove(tmp)
     except OSError as e:
-        raise SystemExit(f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is "
-                         "unchanged.") from None
+        raise SystemExit(
+            f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is unchanged."
+        ) from None
 
 
 def _umask():
@@ -113,7 +115,8 @@ class RunLock:
                 if owner is not None and _alive(owner):
                     raise SystemExit(
                         f"keras-ssl: {self.folder} is in use by another keras-ssl pretrain (pid {owner}); "
-                        "wait for it to finish or choose another --output.") from None
+                        "wait for it to finish or choose another --output."
+                    ) from None
                 try:  # its process is gone (killed): the lock is stale
                     os.remove(self.path)
                 except FileNotFoundError:
@@ -154,8 +157,16 @@ def _alive(pid):
 # each file's SHA-256) is written, and MARKER is removed. A reader that finds
 # MARKER, or a file whose hash is not the manifest's, refuses the directory.
 STAGING, MARKER, MANIFEST = ".staging", ".publishing", "run.json"
-RUN_FILES = ("encoder.keras", "model.keras", "history.json", "data.json", "history.png", "views.png",
-             "embedding.png", "retrieval.png")
+RUN_FILES = (
+    "encoder.keras",
+    "model.keras",
+    "history.json",
+    "data.json",
+    "history.png",
+    "views.png",
+    "embedding.png",
+    "retrieval.png",
+)
 
 
 def staging_dir(folder):
@@ -231,8 +242,10 @@ def check_complete(path):
     """
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     if os.path.exists(os.path.join(folder, MARKER)):
-        raise SystemExit(f"keras-ssl: {folder} was being written when its pretrain stopped; rerun that "
-                         "pretrain command to finish it.")
+        raise SystemExit(
+            f"keras-ssl: {folder} was being written when its pretrain stopped; rerun that "
+            "pretrain command to finish it."
+        )
     manifest_path = os.path.join(folder, MANIFEST)
     if os.path.isdir(path) or not os.path.isfile(manifest_path):
         return
@@ -240,8 +253,10 @@ def check_complete(path):
         manifest = json.load(f)
     expected = manifest.get("files", {}).get(os.path.basename(path))
     if expected is not None and _sha256(path) != expected:
-        raise SystemExit(f"keras-ssl: {path} is not the file of run {manifest.get('run_id')} (run.json); "
-                         "another run or a person replaced it.")
+        raise SystemExit(
+            f"keras-ssl: {path} is not the file of run {manifest.get('run_id')} (run.json); "
+            "another run or a person replaced it."
+        )
 
 
 def _sha256(path):

@@ -190,8 +190,7 @@ class TextTransformer(keras.Model):
         (1, 32)
     """
 
-    def __init__(self, vocab_size, max_length=16, dim=64, depth=2, heads=4, causal=True,
-                 pooling="eos", **kwargs):
+    def __init__(self, vocab_size, max_length=16, dim=64, depth=2, heads=4, causal=True, pooling="eos", **kwargs):
         super().__init__(**kwargs)
         if pooling not in ("eos", "mean"):
             raise ValueError(f"`pooling` must be 'eos' or 'mean', got {pooling!r}.")
@@ -204,7 +203,8 @@ class TextTransformer(keras.Model):
 
     def build(self, input_shape):
         self.position_embedding = self.add_weight(
-            name="position_embedding", shape=(self.max_length, self.dim),
+            name="position_embedding",
+            shape=(self.max_length, self.dim),
             initializer=keras.initializers.RandomNormal(stddev=0.01),
         )
         self.token_embedding.build(input_shape)
@@ -241,8 +241,13 @@ class TextTransformer(keras.Model):
 
     def get_config(self):
         return {
-            **super().get_config(), "vocab_size": self.vocab_size, "max_length": self.max_length,
-            "dim": self.dim, "depth": self.depth, "heads": self.heads, "causal": self.causal,
+            **super().get_config(),
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "dim": self.dim,
+            "depth": self.depth,
+            "heads": self.heads,
+            "causal": self.causal,
             "pooling": self.pooling,
         }
 
@@ -262,9 +267,16 @@ CIFAR10_SYNONYMS = {
     "truck": ("truck", "lorry", "pickup truck", "dump truck"),
 }
 TRAIN_TEMPLATES = (
-    "a photo of a {}.", "a picture of a {}.", "an image of the {}.", "a blurry photo of a {}.",
-    "a small {} in the picture.", "a close-up photo of the {}.", "there is a {} here.",
-    "a low resolution photo of a {}.", "the {} in this photo.", "a cropped photo of the {}.",
+    "a photo of a {}.",
+    "a picture of a {}.",
+    "an image of the {}.",
+    "a blurry photo of a {}.",
+    "a small {} in the picture.",
+    "a close-up photo of the {}.",
+    "there is a {} here.",
+    "a low resolution photo of a {}.",
+    "the {} in this photo.",
+    "a cropped photo of the {}.",
 )
 #: zero-shot prompts: no training caption uses these templates
 EVAL_TEMPLATES = ("this is an image of a {}.", "a photo showing the {}.", "a {} is in this picture.")
@@ -291,7 +303,4 @@ def cifar10_captions(labels, seed=0, templates=TRAIN_TEMPLATES, synonyms=CIFAR10
         raise ValueError(f"CIFAR-10 labels must lie in 0..9, got [{labels.min()}, {labels.max()}].")
     rng = np.random.default_rng(seed)
     words = [synonyms[c] for c in CIFAR10_CLASSES]
-    return [
-        templates[rng.integers(len(templates))].format(words[y][rng.integers(len(words[y]))])
-        for y in labels
-    ]
+    return [templates[rng.integers(len(templates))].format(words[y][rng.integers(len(words[y]))]) for y in labels]

@@ -10,9 +10,9 @@ os.environ["XLA_FLAGS"] = (
     os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
 ).strip()
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import keras
+import numpy as np
+import pytest
 
 BACKEND = keras.backend.backend()
 
@@ -100,10 +100,17 @@ def outputs_without_keras_ssl(path, x):
     import sys
 
     np.save(path + ".npy", x)
-    script = (f"import numpy as np, keras\nm = keras.saving.load_model({path!r})\n"
-              f"np.save({path!r} + '.out.npy', m.predict(np.load({path!r} + '.npy'), verbose=0))\n"
-              "import sys; assert 'keras_ssl' not in sys.modules")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, KERAS_BACKEND=BACKEND))
+    script = (
+        f"import numpy as np, keras\nm = keras.saving.load_model({path!r})\n"
+        f"np.save({path!r} + '.out.npy', m.predict(np.load({path!r} + '.npy'), verbose=0))\n"
+        "import sys; assert 'keras_ssl' not in sys.modules"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, KERAS_BACKEND=BACKEND),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return np.load(path + ".out.npy")

@@ -13,9 +13,9 @@ import sys
 import keras
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from conftest import random_images, small_encoder  # noqa: E402
+from conftest import random_images, small_encoder
 
-import keras_ssl  # noqa: E402
+import keras_ssl
 
 FIT = dict(batch_size=8, epochs=3, verbose=0)  # 5 steps an epoch; checkpoints every 2 steps
 SAVE_FREQ = 2

@@ -134,8 +134,10 @@ def test_configs_round_trip():
 
     jitter = augment.ColorJitter(0.4, (0.5, 1.2), 0.3, 0.1, seed=2)
     again = augment.ColorJitter.from_config(json.loads(json.dumps(jitter.get_config())))
-    np.testing.assert_allclose([again.brightness, again.contrast, again.saturation, again.hue],
-                               [(0.6, 1.4), (0.5, 1.2), (0.7, 1.3), (-0.1, 0.1)])
+    np.testing.assert_allclose(
+        [again.brightness, again.contrast, again.saturation, again.hue],
+        [(0.6, 1.4), (0.5, 1.2), (0.7, 1.3), (-0.1, 0.1)],
+    )
     assert again.seed == 2
 
 
@@ -154,7 +156,7 @@ def _jitter_reference(x, b, c, s, h):
     """torchvision's colour-jitter formulas in NumPy, hue through `colorsys`."""
     import colorsys
 
-    gray = lambda im: (0.299 * im[..., 0] + 0.587 * im[..., 1] + 0.114 * im[..., 2])[..., None]  # noqa: E731
+    gray = lambda im: (0.299 * im[..., 0] + 0.587 * im[..., 1] + 0.114 * im[..., 2])[..., None]
     x = np.clip(x * b, 0, 1)
     x = np.clip(c * x + (1 - c) * gray(x).mean(), 0, 1)
     x = np.clip(s * x + (1 - s) * gray(x), 0, 1)

@@ -58,19 +58,65 @@ FIT_CASES = [
     ("batch of 1 for SimCLR", lambda: fit(simclr(), random_images(16), batch_size=1), ValueError, "at least 2"),
     ("dataset of 1 image", lambda: fit(simclr(), random_images(1)), ValueError, "at least 2"),
     ("empty dataset", lambda: fit(simclr(), random_images(16)[:0]), ValueError, "empty"),
-    ("int32 images without value_range", lambda: fit(simclr(), random_images(16).astype("int32")), ValueError, "value_range"),
+    (
+        "int32 images without value_range",
+        lambda: fit(simclr(), random_images(16).astype("int32")),
+        ValueError,
+        "value_range",
+    ),
     ("NaN in the images", lambda: fit(simclr(), with_value(np.nan)), ValueError, "NaN"),
     ("Inf in the images", lambda: fit(simclr(), with_value(np.inf)), ValueError, "Inf"),
     ("float images in [0, 255] undeclared", lambda: fit(simclr(), float_images() * 255), ValueError, "value_range"),
-    ("values outside the declared range", lambda: fit(simclr(value_range=(0, 1)), with_value(2.0)), ValueError, "outside"),
+    (
+        "values outside the declared range",
+        lambda: fit(simclr(value_range=(0, 1)), with_value(2.0)),
+        ValueError,
+        "outside",
+    ),
     ("string images", lambda: fit(simclr(), np.full((16, 16, 16, 3), "a")), ValueError, "dtype"),
-    ("labels of the wrong length", lambda: simclr().fit(random_images(16), np.zeros(5), batch_size=8, verbose=0), ValueError, "length"),
-    ("images smaller than the views", lambda: fit(keras_ssl.SimCLR(small_encoder((None, None, 3)), input_shape=(32, 32, 3), seed=0, **HEAD), random_images(16, 16)), ValueError, "smaller"),
+    (
+        "labels of the wrong length",
+        lambda: simclr().fit(random_images(16), np.zeros(5), batch_size=8, verbose=0),
+        ValueError,
+        "length",
+    ),
+    (
+        "images smaller than the views",
+        lambda: fit(
+            keras_ssl.SimCLR(small_encoder((None, None, 3)), input_shape=(32, 32, 3), seed=0, **HEAD),
+            random_images(16, 16),
+        ),
+        ValueError,
+        "smaller",
+    ),
     ("tf.data of rank 3", lambda: fit(simclr(), tf_dataset((16, 16, 16))), ValueError, "rank 4"),
     ("tf.data with 1 channel", lambda: fit(simclr(), tf_dataset((16, 16, 16, 1))), ValueError, "channels"),
-    ("Barlow Twins batch of 2", lambda: fit(_compiled(keras_ssl.BarlowTwins(small_encoder(), projection_dim=16, seed=0)), random_images(16), batch_size=2), ValueError, "at least"),
-    ("MoCo queue smaller than the batch", lambda: fit(_compiled(keras_ssl.MoCo(small_encoder(), queue_size=8, seed=0, **HEAD)), random_images(32), batch_size=16), ValueError, "memory bank"),
-    ("NNCLR queue smaller than the batch", lambda: fit(_compiled(keras_ssl.NNCLR(small_encoder(), queue_size=8, seed=0, **HEAD)), random_images(32), batch_size=16), ValueError, "memory bank|queue"),
+    (
+        "Barlow Twins batch of 2",
+        lambda: fit(
+            _compiled(keras_ssl.BarlowTwins(small_encoder(), projection_dim=16, seed=0)),
+            random_images(16),
+            batch_size=2,
+        ),
+        ValueError,
+        "at least",
+    ),
+    (
+        "MoCo queue smaller than the batch",
+        lambda: fit(
+            _compiled(keras_ssl.MoCo(small_encoder(), queue_size=8, seed=0, **HEAD)), random_images(32), batch_size=16
+        ),
+        ValueError,
+        "memory bank",
+    ),
+    (
+        "NNCLR queue smaller than the batch",
+        lambda: fit(
+            _compiled(keras_ssl.NNCLR(small_encoder(), queue_size=8, seed=0, **HEAD)), random_images(32), batch_size=16
+        ),
+        ValueError,
+        "memory bank|queue",
+    ),
 ]
 
 
@@ -89,10 +135,20 @@ OPTION_CASES = [
     ("MoCo momentum < 0", lambda: keras_ssl.MoCo(small_encoder(), momentum=-0.1), ValueError, "momentum"),
     ("MoCo queue of 1", lambda: keras_ssl.MoCo(small_encoder(), queue_size=1), ValueError, "queue_size"),
     ("Barlow Twins lambd < 0", lambda: keras_ssl.BarlowTwins(small_encoder(), lambd=-1.0), ValueError, "lambd"),
-    ("VICReg all coefficients 0", lambda: keras_ssl.VICReg(small_encoder(), sim_coeff=0, std_coeff=0, cov_coeff=0), ValueError, "coeff"),
+    (
+        "VICReg all coefficients 0",
+        lambda: keras_ssl.VICReg(small_encoder(), sim_coeff=0, std_coeff=0, cov_coeff=0),
+        ValueError,
+        "coeff",
+    ),
     ("encoder that is not a model", lambda: keras_ssl.SimCLR("resnet18"), TypeError, "encoder"),
     ("value_range reversed", lambda: keras_ssl.SimCLR(small_encoder(), value_range=(1, 0)), ValueError, "value_range"),
-    ("a loss passed to compile", lambda: keras_ssl.SimCLR(small_encoder()).compile(optimizer="adam", loss="mse"), ValueError, "loss"),
+    (
+        "a loss passed to compile",
+        lambda: keras_ssl.SimCLR(small_encoder()).compile(optimizer="adam", loss="mse"),
+        ValueError,
+        "loss",
+    ),
     ("nt_xent temperature 0", lambda: losses.nt_xent(np.ones((4, 2)), np.ones((4, 2)), 0.0), ValueError, "temperature"),
     ("crop scale above 1", lambda: keras_ssl.layers.RandomResizedCrop(8, scale=(0.5, 2.0)), ValueError, "scale"),
     ("unknown backbone depth", lambda: keras_ssl.backbones.resnet(depth=20), ValueError, "depth"),
@@ -101,7 +157,12 @@ OPTION_CASES = [
 ]
 
 CLI_CASES = [
-    ("CLI unknown dataset", lambda: cli.main(["pretrain", "--data", "imagenet-1k", "--output", "_unused"]), SystemExit, "imagenet-1k"),
+    (
+        "CLI unknown dataset",
+        lambda: cli.main(["pretrain", "--data", "imagenet-1k", "--output", "_unused"]),
+        SystemExit,
+        "imagenet-1k",
+    ),
     ("CLI missing encoder file", lambda: cli.main(["evaluate", "no_such_encoder.keras"]), SystemExit, "no such file"),
 ]
 

@@ -18,14 +18,27 @@ METHODS = {
     "byol": lambda e: keras_ssl.BYOL(e, hidden_dim=16, projection_dim=8, seed=1),
     "moco": lambda e: keras_ssl.MoCoV2(e, hidden_dim=16, projection_dim=8, queue_size=16, seed=1),
     # Local crops of the global size: MobileNetV3 refuses 16-px inputs.
-    "dino": lambda e: keras_ssl.DINO(e, output_dim=16, hidden_dim=16, bottleneck_dim=8, seed=1,
-                                     views=multi_crop_views(32, local_size=32, num_local=1, seed=2)),
+    "dino": lambda e: keras_ssl.DINO(
+        e,
+        output_dim=16,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        seed=1,
+        views=multi_crop_views(32, local_size=32, num_local=1, seed=2),
+    ),
 }
 # With the cross-backend test below (BYOL-subclassed, MoCo-MobileNetV2,
 # DINO-MobileNetV3), every method trains on both applications and the
 # subclassed encoder; compiling each costs 10-40 s, so no case repeats.
-CASES = [("byol", "MobileNetV3Small"), ("byol", "MobileNetV2"), ("byol", "lambda"),
-         ("moco", "MobileNetV3Small"), ("moco", "subclassed"), ("dino", "MobileNetV2"), ("dino", "subclassed")]
+CASES = [
+    ("byol", "MobileNetV3Small"),
+    ("byol", "MobileNetV2"),
+    ("byol", "lambda"),
+    ("moco", "MobileNetV3Small"),
+    ("moco", "subclassed"),
+    ("dino", "MobileNetV2"),
+    ("dino", "subclassed"),
+]
 
 
 def _numpy(weights):
@@ -113,8 +126,9 @@ def test_grayscale_and_bad_names():
 
 
 def test_weights_from_a_local_file(tmp_path):
-    source = keras.applications.MobileNetV3Small(include_top=False, weights=None, input_shape=(32, 32, 3),
-                                                 pooling="avg")
+    source = keras.applications.MobileNetV3Small(
+        include_top=False, weights=None, input_shape=(32, 32, 3), pooling="avg"
+    )
     path = str(tmp_path / "mnv3.weights.h5")
     source.save_weights(path)
     encoder = backbones.application("MobileNetV3Small", (32, 32, 3), weights=path)
@@ -138,8 +152,9 @@ def test_token_encoders_are_mean_pooled():
 
 def test_keras_hub_vit_with_class_token():
     keras_hub = pytest.importorskip("keras_hub")
-    vit = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2,
-                                       hidden_dim=16, mlp_dim=32)
+    vit = keras_hub.models.ViTBackbone(
+        image_shape=(32, 32, 3), patch_size=8, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32
+    )
     encoder = backbones.from_keras_hub(vit, pooling="cls")
     x = np.random.default_rng(0).random((2, 32, 32, 3)).astype("float32")
     tokens = keras.ops.convert_to_numpy(vit(x))
@@ -177,8 +192,13 @@ def test_trained_encoders_load_on_another_backend(tmp_path):
     source = backends[(backends.index(BACKEND) + 1) % 3]
     out = str(tmp_path) + os.sep
     script = TRAIN_AND_SAVE.format(tests=os.path.dirname(__file__), out=out)
-    done = subprocess.run([sys.executable, "-c", script], env=dict(os.environ, KERAS_BACKEND=source),
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env=dict(os.environ, KERAS_BACKEND=source),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     probe = np.random.default_rng(1).random((4, 32, 32, 3)).astype("float32")
     for kind in ("MobileNetV3Small", "MobileNetV2", "subclassed"):
@@ -189,8 +209,7 @@ def test_trained_encoders_load_on_another_backend(tmp_path):
 
 
 def test_a_bare_application_that_rescales_itself_is_warned_about():
-    bare = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None,
-                                              pooling="avg")
+    bare = keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), include_top=False, weights=None, pooling="avg")
     with pytest.warns(UserWarning, match="rescales 0-255 pixels itself"):
         keras_ssl.SimCLR(bare, hidden_dim=8, projection_dim=4)
     assert backbones.rescales_0_255(bare)

@@ -6,8 +6,8 @@ import pytest
 from conftest import BACKEND, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
-from keras_ssl.views import OneView, RandomResizedCrop, TwoViews
 from keras_ssl.methods.byol import BYOL
+from keras_ssl.views import OneView, RandomResizedCrop, TwoViews
 
 
 def crops(seed=10):
@@ -127,8 +127,11 @@ def test_whole_model_saves_targets_and_continues(tmp_path):
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"momentum": 1.5}, "momentum"), ({"momentum_end": -0.1}, "momentum_end"),
-     ({"views": OneView(RandomResizedCrop(16))}, "needs 2 full-size views")],
+    [
+        ({"momentum": 1.5}, "momentum"),
+        ({"momentum_end": -0.1}, "momentum_end"),
+        ({"views": OneView(RandomResizedCrop(16))}, "needs 2 full-size views"),
+    ],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -28,20 +28,24 @@ class Wrapped(keras.Model):
 
 
 def conv_encoder():
-    return keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)),
-        keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
-        keras.layers.GlobalAveragePooling2D(),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.Conv2D(6, 3, padding="same", activation="relu"),
+            keras.layers.GlobalAveragePooling2D(),
+        ]
+    )
 
 
 def constant_encoder():
     """Features that do not depend on the image: complete collapse."""
-    return keras.Sequential([
-        keras.Input((SIZE, SIZE, 3)),
-        keras.layers.GlobalAveragePooling2D(),
-        keras.layers.Dense(4, kernel_initializer="zeros", bias_initializer="ones", trainable=False),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((SIZE, SIZE, 3)),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(4, kernel_initializer="zeros", bias_initializer="ones", trainable=False),
+        ]
+    )
 
 
 def labelled(n=24, seed=0):
@@ -52,10 +56,10 @@ def labelled(n=24, seed=0):
 def train(encoder, monitors, epochs=2):
     x, y = labelled(16, seed=5)
     model = Wrapped(encoder)
-    model.compile(optimizer=keras.optimizers.SGD(0.1),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    history = model.fit(x.astype("float32") / 255.0, y, batch_size=8, epochs=epochs, verbose=0,
-                        callbacks=monitors)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
+    history = model.fit(x.astype("float32") / 255.0, y, batch_size=8, epochs=epochs, verbose=0, callbacks=monitors)
     return model, history.history
 
 
@@ -75,8 +79,9 @@ def test_knn_monitor_logs_what_knn_accuracy_computes():
     monitor, recorder = cb.KNNMonitor(x, y, xg, yg, k=5, temperature=0.2), Recorder()
     model, history = train(conv_encoder(), [monitor, recorder])
     assert len(history["knn_top1"]) == 2
-    want = ev.knn_accuracy(ev.embed(model.encoder, xg), yg, ev.embed(model.encoder, x), y, k=5,
-                           temperature=0.2, num_classes=3)["top1"]
+    want = ev.knn_accuracy(
+        ev.embed(model.encoder, xg), yg, ev.embed(model.encoder, x), y, k=5, temperature=0.2, num_classes=3
+    )["top1"]
     assert history["knn_top1"][-1] == pytest.approx(want, abs=1e-12)
     assert [logs["knn_top1"] for logs in recorder.seen] == history["knn_top1"]
 
@@ -172,9 +177,11 @@ def test_monitors_reject_bad_arguments(make, match):
 
 def test_configs_round_trip():
     x, y = labelled(8)
-    for monitor in (cb.KNNMonitor(x, y, every=3, k=7, name="knn"),
-                    cb.LinearProbeMonitor(x, y, epochs=2, seed=4),
-                    cb.CollapseMonitor(x, std_threshold=0.01)):
+    for monitor in (
+        cb.KNNMonitor(x, y, every=3, k=7, name="knn"),
+        cb.LinearProbeMonitor(x, y, epochs=2, seed=4),
+        cb.CollapseMonitor(x, std_threshold=0.01),
+    ):
         copy = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(monitor))
         assert type(copy) is type(monitor)
         config, original = copy.get_config(), monitor.get_config()

@@ -21,8 +21,9 @@ from keras_ssl.data import ArrayBatches
 
 def _assert_same_variables(a, b):
     for u, v in zip(a.variables, b.variables):
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(u), keras.ops.convert_to_numpy(v), atol=1e-6,
-                                   err_msg=u.path)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(u), keras.ops.convert_to_numpy(v), atol=1e-6, err_msg=u.path
+        )
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +36,7 @@ def reference():
 @pytest.mark.parametrize("save_freq, crash", [(SAVE_FREQ, (1, 2)), (SAVE_FREQ, (0, 1)), ("epoch", (1, 3))])
 def test_resume_mid_epoch_with_shuffled_arrays_is_exact(reference, tmp_path, save_freq, crash):
     ref, ref_history = reference
-    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path), save_freq=save_freq)  # noqa: E731
+    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path), save_freq=save_freq)
     with pytest.raises(RuntimeError, match="simulated"):
         build().fit(images(), callbacks=[backup(), CrashAt(*crash)], **FIT)
     # Keras's own BackupAndRestore was replaced by keras_ssl's, whose checkpoints are directories.
@@ -49,7 +50,7 @@ def test_resume_mid_epoch_with_shuffled_arrays_is_exact(reference, tmp_path, sav
     assert history.epoch == list(range(crash[0], 3))
     _assert_same_variables(ref, resumed)
     # The interrupted epoch's mean loss includes the steps before the kill (running metrics restored).
-    np.testing.assert_allclose(history.history["loss"], ref_history["loss"][crash[0]:], rtol=1e-5)
+    np.testing.assert_allclose(history.history["loss"], ref_history["loss"][crash[0] :], rtol=1e-5)
     np.testing.assert_allclose([e["loss"] for e in callback.epoch_logs], ref_history["loss"], rtol=1e-5)
     assert not os.path.exists(tmp_path), "a completed run deletes its checkpoints (delete_checkpoint=True)"
 
@@ -62,8 +63,12 @@ def test_resume_mid_epoch_with_shuffled_arrays_is_exact(reference, tmp_path, sav
 def test_a_kill_at_any_write_boundary_leaves_one_whole_checkpoint(reference, tmp_path, boundary):
     here = os.path.dirname(os.path.abspath(__file__))
     # The fourth checkpoint (epoch 1, after batch 2); the third is (epoch 1, batch 0).
-    done = subprocess.run([sys.executable, os.path.join(here, "kill_checkpoint.py"), str(tmp_path), boundary, "4"],
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, os.path.join(here, "kill_checkpoint.py"), str(tmp_path), boundary, "4"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == -9, done.stderr[-2000:]
     found = list_checkpoints(str(tmp_path))
     assert len(found) in (1, 2)
@@ -123,7 +128,7 @@ class _EmptiedAfterOneEpoch(keras.utils.PyDataset):
         return 0 if self.epochs else len(self.x) // 8
 
     def __getitem__(self, i):
-        return self.x[i * 8:(i + 1) * 8]
+        return self.x[i * 8 : (i + 1) * 8]
 
     def on_epoch_end(self):
         self.epochs += 1
@@ -139,9 +144,9 @@ def test_a_generator_with_several_epochs_is_refused_before_any_step():
     x = images()
     model = build()
     with pytest.raises(ValueError, match="generator or iterator, which is read once"):
-        model.fit((x[i:i + 8] for i in range(0, 40, 8)), epochs=3, verbose=0)
+        model.fit((x[i : i + 8] for i in range(0, 40, 8)), epochs=3, verbose=0)
     assert int(model.step) == 0
-    endless = (x[i % 5 * 8:(i % 5 + 1) * 8] for i in range(10**9))
+    endless = (x[i % 5 * 8 : (i % 5 + 1) * 8] for i in range(10**9))
     assert model.fit(endless, epochs=2, steps_per_epoch=3, verbose=0).epoch == [0, 1]
     assert int(model.step) == 6
 
@@ -157,7 +162,7 @@ class _Shrinking(keras.utils.PyDataset):
     def __getitem__(self, i):
         if i >= self.count:
             raise IndexError(i)
-        return self.x[i * 8:(i + 1) * 8]
+        return self.x[i * 8 : (i + 1) * 8]
 
 
 class _ShrinkAfterFirstEpoch(keras.callbacks.Callback):

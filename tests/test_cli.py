@@ -16,17 +16,39 @@ from keras_ssl.methods import METHODS
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("run") / "digits")
-    code = cli.main([
-        "pretrain", "--data", "digits", "--epochs", "1", "--batch-size", "32", "--limit", "128",
-        "--width", "0.25", "--output", out, "--verbose", "0",
-    ])
+    code = cli.main(
+        [
+            "pretrain",
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--limit",
+            "128",
+            "--width",
+            "0.25",
+            "--output",
+            out,
+            "--verbose",
+            "0",
+        ]
+    )
     assert code == 0
     return out
 
 
 def test_pretrain_writes_encoder_history_and_figures(run_dir):
-    for name in ("encoder.keras", "model.keras", "history.json", "history.png",
-                 "views.png", "embedding.png", "retrieval.png"):
+    for name in (
+        "encoder.keras",
+        "model.keras",
+        "history.json",
+        "history.png",
+        "views.png",
+        "embedding.png",
+        "retrieval.png",
+    ):
         assert os.path.isfile(os.path.join(run_dir, name)), name
     with open(os.path.join(run_dir, "history.json")) as f:
         record = json.load(f)
@@ -45,14 +67,30 @@ def test_pretrain_refuses_to_overwrite(run_dir):
 
 def test_evaluate_knn_equals_library_call(run_dir, tmp_path, capsys):
     out = str(tmp_path / "knn.json")
-    assert cli.main(["evaluate", run_dir, "--data", "digits", "--protocol", "knn", "--k", "20",
-                     "--limit", "128", "--output", out]) == 0
+    assert (
+        cli.main(
+            [
+                "evaluate",
+                run_dir,
+                "--data",
+                "digits",
+                "--protocol",
+                "knn",
+                "--k",
+                "20",
+                "--limit",
+                "128",
+                "--output",
+                out,
+            ]
+        )
+        == 0
+    )
     with open(out) as f:
         got = json.load(f)
     encoder = keras.saving.load_model(os.path.join(run_dir, "encoder.keras"))
     (x, y), (xt, yt) = data.load("digits")
-    want = evaluation.knn_accuracy(
-        evaluation.embed(encoder, x[:128]), y[:128], evaluation.embed(encoder, xt), yt, k=20)
+    want = evaluation.knn_accuracy(evaluation.embed(encoder, x[:128]), y[:128], evaluation.embed(encoder, xt), yt, k=20)
     assert got["top1"] == pytest.approx(want["top1"], abs=1e-6)
     assert "knn on digits" in capsys.readouterr().out
 
@@ -111,18 +149,35 @@ def test_every_method_pretrains_from_the_cli_with_its_declared_views(name, tmp_p
         return forward(self, views, *extra, training=training)
 
     monkeypatch.setattr(method, "ssl_forward", recording)
-    code = cli.main(["pretrain", "--method", name, "--data", "digits", "--epochs", "1",
-                     "--batch-size", "32", "--limit", "64", "--output", str(tmp_path / name),
-                     "--verbose", "0", "--knn-every", "0", "--no-plots"])
+    code = cli.main(
+        [
+            "pretrain",
+            "--method",
+            name,
+            "--data",
+            "digits",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "32",
+            "--limit",
+            "64",
+            "--output",
+            str(tmp_path / name),
+            "--verbose",
+            "0",
+            "--knn-every",
+            "0",
+            "--no-plots",
+        ]
+    )
     assert code == 0
     # Full-size views of the image's side; multi-crop adds 4 local crops of half of it.
     side = data.load("digits")[0][0].shape[1]
-    want = [(side, side, 1)] * method.global_views + (
-        [(side // 2, side // 2, 1)] * 4 if method.local_views else [])
+    want = [(side, side, 1)] * method.global_views + ([(side // 2, side // 2, 1)] * 4 if method.local_views else [])
     assert seen["views"] == want
     # The digit rule reaches every method: no flips, no crop under 30 % of the image.
-    crops = [layer for layer in keras_compat.sublayers(seen["model"].views)
-             if isinstance(layer, RandomResizedCrop)]
+    crops = [layer for layer in keras_compat.sublayers(seen["model"].views) if isinstance(layer, RandomResizedCrop)]
     assert crops  # TwoViews(aug) shares one pipeline between its two views
     assert all(not c.horizontal_flip and c.scale[0] >= 0.3 for c in crops)
 
@@ -130,11 +185,17 @@ def test_every_method_pretrains_from_the_cli_with_its_declared_views(name, tmp_p
 def test_run_pretrain_is_the_command_called_from_python(tmp_path, capsys):
     out = tmp_path / "py"
     # The keywords are the flags: the same Namespace as the command line.
-    assert cli.pretraining._pretrain_args(out, epochs=3, no_plots=True, no_flip=False, value_range=(0, 255)) == \
-        cli.build_parser().parse_args(["pretrain", "--output", str(out), "--epochs", "3", "--no-plots",
-                                       "--value-range", "0,255"])
-    assert cli.run_pretrain(out, data="digits", epochs=1, batch_size=32, limit=64, width=0.25, verbose=0,
-                            knn_every=0, no_plots=True) == 0
+    assert cli.pretraining._pretrain_args(
+        out, epochs=3, no_plots=True, no_flip=False, value_range=(0, 255)
+    ) == cli.build_parser().parse_args(
+        ["pretrain", "--output", str(out), "--epochs", "3", "--no-plots", "--value-range", "0,255"]
+    )
+    assert (
+        cli.run_pretrain(
+            out, data="digits", epochs=1, batch_size=32, limit=64, width=0.25, verbose=0, knn_every=0, no_plots=True
+        )
+        == 0
+    )
     with open(out / "history.json") as f:
         record = json.load(f)
     assert len(record["loss"]) == 1 and record["limit"] == 64 and record["batch_size"] == 32
@@ -182,9 +243,28 @@ def folder_run(tmp_path_factory):
     here = os.getcwd()
     os.chdir(root.parent)  # a relative --data path: the run must record it absolutely
     try:
-        code = cli.main(["pretrain", "--data", root.name, "--image-size", "32", "--batch-size", "8",
-                         "--steps-per-epoch", "2", "--epochs", "2", "--width", "0.25", "--output", out,
-                         "--verbose", "0", "--no-plots"])
+        code = cli.main(
+            [
+                "pretrain",
+                "--data",
+                root.name,
+                "--image-size",
+                "32",
+                "--batch-size",
+                "8",
+                "--steps-per-epoch",
+                "2",
+                "--epochs",
+                "2",
+                "--width",
+                "0.25",
+                "--output",
+                out,
+                "--verbose",
+                "0",
+                "--no-plots",
+            ]
+        )
     finally:
         os.chdir(here)
     assert code == 0
@@ -228,11 +308,22 @@ def test_backbone_flag_builds_keras_applications_for_the_data():
         cli._build_encoder("resnet9", (32, 32, 3), 1.0, 32)
 
 
-@pytest.mark.parametrize("flag,value", [
-    ("--limit", "0"), ("--limit", "-5"), ("--batch-size", "0"), ("--crop-scale", "0"), ("--epochs", "-1"),
-    ("--width", "0.001"), ("--learning-rate", "0"), ("--crop-scale", "1.5"), ("--seed", "-1"),
-    ("--checkpoint-every", "0"), ("--divergence", "1"),
-])
+@pytest.mark.parametrize(
+    "flag,value",
+    [
+        ("--limit", "0"),
+        ("--limit", "-5"),
+        ("--batch-size", "0"),
+        ("--crop-scale", "0"),
+        ("--epochs", "-1"),
+        ("--width", "0.001"),
+        ("--learning-rate", "0"),
+        ("--crop-scale", "1.5"),
+        ("--seed", "-1"),
+        ("--checkpoint-every", "0"),
+        ("--divergence", "1"),
+    ],
+)
 def test_out_of_range_arguments_are_refused_with_the_range(flag, value, capsys):
     with pytest.raises(SystemExit):
         cli.main(["pretrain", flag, value, "--output", "unused"])
@@ -247,9 +338,14 @@ def test_written_files_follow_the_umask(run_dir):
         assert os.stat(os.path.join(run_dir, name)).st_mode & 0o777 == 0o666 & ~mask, name
 
 
-@pytest.mark.parametrize("output,message", [
-    ("encoder", "must end in .keras"), ("missing/dir/encoder.keras", "does not exist"), ("d.keras", "is a directory"),
-])
+@pytest.mark.parametrize(
+    "output,message",
+    [
+        ("encoder", "must end in .keras"),
+        ("missing/dir/encoder.keras", "does not exist"),
+        ("d.keras", "is a directory"),
+    ],
+)
 def test_export_checks_its_output_before_loading(output, message, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "d.keras").mkdir()

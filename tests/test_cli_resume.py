@@ -15,14 +15,36 @@ import pytest
 
 from keras_ssl import cli
 
-ARGS = ["pretrain", "--data", "digits", "--epochs", "3", "--batch-size", "64", "--limit", "256", "--width", "0.25",
-        "--checkpoint-every", "2", "--knn-every", "1", "--no-plots", "--verbose", "0"]
+ARGS = [
+    "pretrain",
+    "--data",
+    "digits",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "64",
+    "--limit",
+    "256",
+    "--width",
+    "0.25",
+    "--checkpoint-every",
+    "2",
+    "--knn-every",
+    "1",
+    "--no-plots",
+    "--verbose",
+    "0",
+]
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _killed(where, output):
-    done = subprocess.run([sys.executable, os.path.join(HERE, "kill_pretrain.py"), where, *ARGS, "--output", output],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, os.path.join(HERE, "kill_pretrain.py"), where, *ARGS, "--output", output],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == -9, done.stdout[-1000:] + done.stderr[-2000:]
 
 

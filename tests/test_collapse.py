@@ -58,9 +58,7 @@ def test_vicreg_variance_term_alone_keeps_the_std_up():
     for name, coeffs in (("variance", (0.0, 1.0, 0.0)), ("invariance", (1.0, 0.0, 0.0))):
         keras.utils.set_random_seed(0)
         sim, std, cov = coeffs
-        model = VICReg(
-            small_encoder(), projection_dim=32, sim_coeff=sim, std_coeff=std, cov_coeff=cov, seed=0
-        )
+        model = VICReg(small_encoder(), projection_dim=32, sim_coeff=sim, std_coeff=std, cov_coeff=cov, seed=0)
         runs[name] = train(model, epochs=20)  # 80 steps
     kept, lost = runs["variance"], runs["invariance"]
     # The hinge relu(1 - std) is ~0 when every feature's std is >= 1.

@@ -66,8 +66,7 @@ def test_toy_method_gets_targets_queue_and_metrics_by_declaration():
     assert np.all(np.isfinite(history.history["loss"]))
     assert int(model.queue.filled) == 16 and int(model.step) == 8
     # The teachers moved (EMA of a moving student) but are not the student.
-    moved = [np.abs(np.array(t) - np.array(o)).max()
-             for o, t in zip(model.head.weights, model.teacher_head.weights)]
+    moved = [np.abs(np.array(t) - np.array(o)).max() for o, t in zip(model.head.weights, model.teacher_head.weights)]
     assert max(moved) > 1e-6
 
 
@@ -76,15 +75,16 @@ def test_toy_method_resumes_exactly_and_round_trips_a_whole_model(tmp_path):
     fit = dict(batch_size=8, epochs=3, shuffle=False, verbose=0)
     reference = toy()
     reference.fit(x, **fit)
-    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
+    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     with pytest.raises(RuntimeError, match="simulated"):
         toy().fit(x, callbacks=[backup(), CrashAt(epoch=1, batch=2)], **fit)
     resumed = toy()
     assert len(resumed.fit(x, callbacks=[backup()], **fit).epoch) == 2
     assert len(reference.variables) == len(resumed.variables)
     for a, b in zip(reference.variables, resumed.variables):  # teachers, queue, pointer, step
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a),
-                                   atol=1e-5, err_msg=a.path)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(b), keras.ops.convert_to_numpy(a), atol=1e-5, err_msg=a.path
+        )
 
     path = str(tmp_path / "toy.keras")
     reference.save(path)
@@ -129,8 +129,7 @@ def test_views_are_checked_at_construction():
     with pytest.raises(ValueError, match="needs 2 full-size views; the given MultiCrop makes 2 full-size and 2 local"):
         keras_ssl.SimCLR(encoder, views=MultiCrop(16, 8, num_local=2))
     with pytest.raises(ValueError, match="needs 1 full-size view; the given TwoViews makes 2"):
-        keras_ssl.MAE(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=4),
-                      views=TwoViews(simclr_augmenter(16)))
+        keras_ssl.MAE(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=4), views=TwoViews(simclr_augmenter(16)))
     with pytest.raises(ValueError, match=r"views have \[3\] channels but the images have 1"):
         keras_ssl.SimCLR(small_encoder((16, 16, 1)), views=TwoViews(keras.layers.Conv2D(3, 1)))
 
@@ -140,8 +139,11 @@ def test_views_an_encoder_refuses_are_named_at_construction():
     # not with Keras's raw shape error inside fit.
     with pytest.raises(ValueError, match=r"16x16 inputs only.*8x8.*\(None, None, 3\)"):
         keras_ssl.SwAV(small_encoder((16, 16, 3)))
-    model = keras_ssl.SwAV(small_encoder((None, None, 3)), input_shape=(16, 16, 3),
-                           views=keras_ssl.layers.multi_crop_views(16, num_local=3, seed=0))
+    model = keras_ssl.SwAV(
+        small_encoder((None, None, 3)),
+        input_shape=(16, 16, 3),
+        views=keras_ssl.layers.multi_crop_views(16, num_local=3, seed=0),
+    )
     assert [tuple(s) for s in model.view_shapes] == [(16, 16, 3)] * 2 + [(8, 8, 3)] * 3
 
 
@@ -194,8 +196,9 @@ def _code_strings_and_names(path):
 
 def test_the_engine_names_no_method_and_no_method_output():
     engine = os.path.dirname(keras_ssl.engine.__file__)
-    in_base = set().union(*(_code_strings_and_names(os.path.join(engine, f))
-                            for f in os.listdir(engine) if f.endswith(".py")))
+    in_base = set().union(
+        *(_code_strings_and_names(os.path.join(engine, f)) for f in os.listdir(engine) if f.endswith(".py"))
+    )
     classes = [keras_ssl.CLIP, *keras_ssl.METHODS.values()]
     names = {cls.__name__ for cls in classes} | {"MoCo"}
     keys = set()

@@ -11,6 +11,7 @@ from conftest import BACKEND, data_dir, random_images
 
 from keras_ssl import data
 
+
 # ------------------------------------------------------------------ load
 def test_digits_shapes_split_and_stratification():
     (x_train, y_train), (x_test, y_test) = data.load("digits")
@@ -58,8 +59,13 @@ def test_npz_with_only_unlabeled_grayscale_images_is_split(tmp_path):
 
 def test_named_dataset_is_read_from_data_dir(tmp_path, monkeypatch):
     x = random_images(6, 4)
-    np.savez(tmp_path / "cifar10.npz", x_train=x, y_train=np.arange(6).reshape(6, 1),
-             x_test=x[:2], y_test=np.arange(2).reshape(2, 1))
+    np.savez(
+        tmp_path / "cifar10.npz",
+        x_train=x,
+        y_train=np.arange(6).reshape(6, 1),
+        x_test=x[:2],
+        y_test=np.arange(2).reshape(2, 1),
+    )
     (a, b), (_, d) = data.load("cifar10", data_dir=str(tmp_path))
     np.testing.assert_array_equal(a, x)
     assert b.shape == (6,) and d.shape == (2,)  # keras-style (N, 1) labels flattened
@@ -211,8 +217,15 @@ def test_list_of_batches_is_reiterable_and_trains():
     np.testing.assert_array_equal(predict(wrapped), X.reshape(12, -1))
     np.testing.assert_array_equal(predict(wrapped), X.reshape(12, -1))  # second pass
     layers = keras.layers
-    model = keras.Sequential([keras.Input((4, 4, 1)), layers.Rescaling(1 / 255), layers.Flatten(),
-                              layers.Dense(2), layers.ActivityRegularization(l2=1.0)])
+    model = keras.Sequential(
+        [
+            keras.Input((4, 4, 1)),
+            layers.Rescaling(1 / 255),
+            layers.Flatten(),
+            layers.Dense(2),
+            layers.ActivityRegularization(l2=1.0),
+        ]
+    )
     model.compile(optimizer="sgd")  # the loss is the layer's: fit needs no labels
     history = model.fit(wrapped, epochs=2, verbose=0)
     assert len(history.history["loss"]) == 2 and np.isfinite(history.history["loss"]).all()
@@ -285,6 +298,11 @@ sys.meta_path.insert(0, Block())
 def test_modules_import_without_tensorflow_torch_or_matplotlib():
     code = BLOCK_IMPORTS + "import keras_ssl.data, keras_ssl.evaluation, keras_ssl.plots; print('imported')"
     env = {**os.environ, "KERAS_BACKEND": "jax"}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         cwd=os.path.dirname(os.path.dirname(__file__)))
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert out.stdout.strip().endswith("imported"), out.stderr[-2000:]

@@ -14,8 +14,8 @@ import textwrap
 
 import numpy as np
 import pytest
-
 from conftest import BACKEND
+
 from keras_ssl import distribute
 
 NUM_DEVICES = 4
@@ -162,11 +162,14 @@ def _run_worker(tmp_path_factory, *args):
     env["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={NUM_DEVICES}"
     proc = subprocess.run(
         [sys.executable, str(script), str(NUM_DEVICES), *args],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     line = [l for l in proc.stdout.splitlines() if l.startswith("RESULTS")]
     assert proc.returncode == 0 and line, proc.stderr[-4000:]
-    return json.loads(line[0][len("RESULTS"):])
+    return json.loads(line[0][len("RESULTS") :])
 
 
 @pytest.fixture(scope="module")
@@ -200,7 +203,7 @@ def test_tf_gather_order_and_gradient(tmp_path_factory):
     c = np.arange(1.0, 2 * n + 1)
     total = n * (n + 1) / 2  # sum_r (r + 1)
     for r in range(n):
-        np.testing.assert_allclose(g["grads"][r], total * c[2 * r: 2 * r + 2], rtol=1e-6)
+        np.testing.assert_allclose(g["grads"][r], total * c[2 * r : 2 * r + 2], rtol=1e-6)
 
 
 def test_single_device_helpers_are_identity():

@@ -89,13 +89,20 @@ def _commands(page):
 
 
 def _all_commands():
-    return [pytest.param(page, number, argv, id=f"{_name(page)}:{number}")
-            for page in PAGES for number, argv in _commands(page)]
+    return [
+        pytest.param(page, number, argv, id=f"{_name(page)}:{number}")
+        for page in PAGES
+        for number, argv in _commands(page)
+    ]
 
 
 def _python_blocks():
-    return [pytest.param(page, start, text, id=f"{_name(page)}:{start}")
-            for page in PAGES for language, start, text in _blocks(page)[0] if language in ("python", "py")]
+    return [
+        pytest.param(page, start, text, id=f"{_name(page)}:{start}")
+        for page in PAGES
+        for language, start, text in _blocks(page)[0]
+        if language in ("python", "py")
+    ]
 
 
 # ------------------------------------------------------------------ commands
@@ -112,8 +119,10 @@ def test_every_command_is_checked(page, number, argv):
     elif program in ("python", "python3") and len(argv) > 1 and argv[1].split("/")[0] in ("benchmarks", "examples"):
         _check_script(argv[1], argv[2:], where)
     elif program not in SHELL_WORDS:
-        pytest.fail(f"{where}: neither a test nor CI runs `{program}` commands; "
-                    "check it in tests/test_docs.py or leave it out of ```bash blocks")
+        pytest.fail(
+            f"{where}: neither a test nor CI runs `{program}` commands; "
+            "check it in tests/test_docs.py or leave it out of ```bash blocks"
+        )
 
 
 def _check_cli(argv, where):
@@ -147,7 +156,8 @@ def _check_pip(args, where):
             assert re.search(r"pip install .*-e \"?\.\[", ci), f"{where}: .ci/run installs no `-e .[...]`"
         else:
             assert re.search(rf"pip install [^\n]*{re.escape(shlex.quote(spec))}", ci) or re.search(
-                rf"pip install [^\n]*\"{re.escape(spec)}\"", ci), f"{where}: .ci/run does not install {spec}"
+                rf"pip install [^\n]*\"{re.escape(spec)}\"", ci
+            ), f"{where}: .ci/run does not install {spec}"
 
 
 def _check_script(script, args, where):
@@ -247,11 +257,19 @@ def test_keras_ssl_names_in_the_prose_exist(page):
 
 
 def test_python_names_are_found():
-    tree = ast.parse("import keras_ssl\nfrom keras_ssl import backbones as b\nfrom keras_ssl.layers import X\n"
-                     "keras_ssl.losses.nt_xent(a)\nb.resnet18().encoder\nX.y\n")
-    assert _keras_ssl_names(tree) == {"keras_ssl", "keras_ssl.backbones", "keras_ssl.layers.X",
-                                      "keras_ssl.losses", "keras_ssl.losses.nt_xent", "keras_ssl.backbones.resnet18",
-                                      "keras_ssl.layers.X.y"}
+    tree = ast.parse(
+        "import keras_ssl\nfrom keras_ssl import backbones as b\nfrom keras_ssl.layers import X\n"
+        "keras_ssl.losses.nt_xent(a)\nb.resnet18().encoder\nX.y\n"
+    )
+    assert _keras_ssl_names(tree) == {
+        "keras_ssl",
+        "keras_ssl.backbones",
+        "keras_ssl.layers.X",
+        "keras_ssl.losses",
+        "keras_ssl.losses.nt_xent",
+        "keras_ssl.backbones.resnet18",
+        "keras_ssl.layers.X.y",
+    }
 
 
 # --------------------------------------------------------------------- pages
@@ -284,6 +302,7 @@ def test_links_lead_somewhere(page):
 def test_readme_is_a_front_door():
     lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
     assert len(lines) <= README_MAX_LINES, (
-        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move details to docs/")
+        f"README.md has {len(lines)} lines (at most {README_MAX_LINES}): move details to docs/"
+    )
     for page in ("methods", "benchmarks", "scaling", "runs", "write-a-method"):
         assert (ROOT / "docs" / f"{page}.md").is_file(), f"docs/{page}.md is missing"

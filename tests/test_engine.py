@@ -25,8 +25,7 @@ class ToyEMA(SSLModel):
     momentum_pairs = (("encoder", "target"),)
 
     def __init__(self, encoder, *, momentum=0.9, **kw):
-        super().__init__(encoder, views=keras_ssl.layers.OneView(Identity()), momentum=momentum,
-                         momentum_end=1.0, **kw)
+        super().__init__(encoder, views=keras_ssl.layers.OneView(Identity()), momentum=momentum, momentum_end=1.0, **kw)
         self.seen_tau = self.add_weight(name="seen_tau", shape=(), trainable=False)
 
     def ssl_forward(self, views, training):
@@ -46,9 +45,7 @@ def cosine_tau(base, end, step, total):
 
 
 def trainable_pairs(model):
-    return [
-        (o, t) for o, t in zip(model.encoder.weights, model.target.weights) if o.trainable
-    ]
+    return [(o, t) for o, t in zip(model.encoder.weights, model.target.weights) if o.trainable]
 
 
 def test_target_starts_equal_and_is_not_trainable():
@@ -73,8 +70,7 @@ def test_ema_follows_numpy_reference_with_cosine_schedule():
         online = [np.array(o) for o, _ in pairs]
         tau = cosine_tau(0.5, 1.0, k, total)
         expected = [tau * e + (1 - tau) * o for e, o in zip(expected, online)]
-        model.fit(x, batch_size=8, epochs=1, verbose=0,
-                  callbacks=[MomentumScheduler(total_steps=total)])
+        model.fit(x, batch_size=8, epochs=1, verbose=0, callbacks=[MomentumScheduler(total_steps=total)])
         np.testing.assert_allclose(float(model.seen_tau), tau, atol=1e-6)
         for e, (_, t) in zip(expected, pairs):
             np.testing.assert_allclose(np.array(t), e, atol=1e-5)
@@ -119,8 +115,7 @@ def test_scheduler_overrides_end_points_on_a_compiled_step():
     model.compile(optimizer="sgd")
     x = random_images(8)
     model.fit(x, batch_size=8, epochs=1, verbose=0)
-    model.fit(x, batch_size=8, epochs=1, verbose=0,
-              callbacks=[MomentumScheduler(momentum=0.8, momentum_end=0.8)])
+    model.fit(x, batch_size=8, epochs=1, verbose=0, callbacks=[MomentumScheduler(momentum=0.8, momentum_end=0.8)])
     np.testing.assert_allclose(float(model.seen_tau), 0.8, atol=1e-6)
     # The live schedule is what the config saves (one source of truth).
     config = model.get_config()

@@ -122,10 +122,12 @@ def test_linear_probe_learns_separable_features():
     y = rng.integers(0, 2, 96)
     # class shifts half the pixels up, half down: separable, not by the mean
     pattern = np.where(np.arange(16) % 2, 1.0, -1.0).reshape(4, 4, 1)
-    x = np.clip(0.5 + 0.15 * (2 * y - 1)[:, None, None, None] * pattern
-                + rng.normal(0, 0.08, (96, 4, 4, 1)), 0, 1).astype("float32")
-    result = ev.linear_probe(flatten_encoder((4, 4, 1)), x[:64], y[:64], x[64:], y[64:],
-                             epochs=15, batch_size=16, learning_rate=1e-2)
+    x = np.clip(
+        0.5 + 0.15 * (2 * y - 1)[:, None, None, None] * pattern + rng.normal(0, 0.08, (96, 4, 4, 1)), 0, 1
+    ).astype("float32")
+    result = ev.linear_probe(
+        flatten_encoder((4, 4, 1)), x[:64], y[:64], x[64:], y[64:], epochs=15, batch_size=16, learning_rate=1e-2
+    )
     assert result["top1"] > 0.9 and result["train_top1"] > 0.9
 
 
@@ -138,8 +140,7 @@ def test_fine_tune_leaves_the_original_encoder_untouched():
     encoder = small_encoder((16, 16, 3), width=4)
     before = weights_of(encoder)
     x, y = random_images(24), np.arange(24) % 3
-    result, model = ev.fine_tune(encoder, x[:16], y[:16], x[16:], y[16:], epochs=1, batch_size=8,
-                                 return_model=True)
+    result, model = ev.fine_tune(encoder, x[:16], y[:16], x[16:], y[16:], epochs=1, batch_size=8, return_model=True)
     assert all(np.array_equal(a, b) for a, b in zip(before, weights_of(encoder)))
     assert 0 <= result["top1"] <= 1 and result["num_labeled"] == 16
     copy = [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
@@ -149,8 +150,9 @@ def test_fine_tune_leaves_the_original_encoder_untouched():
 def test_zero_encoder_rate_freezes_the_encoder_weights():
     encoder = small_encoder((16, 16, 3), width=4)
     x, y = random_images(16), np.arange(16) % 2
-    _, model = ev.fine_tune(encoder, x, y, x, y, epochs=1, batch_size=8, augment=False,
-                            encoder_learning_rate_scale=0.0, return_model=True)
+    _, model = ev.fine_tune(
+        encoder, x, y, x, y, epochs=1, batch_size=8, augment=False, encoder_learning_rate_scale=0.0, return_model=True
+    )
     copy = [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
     for a, b in zip(encoder.trainable_weights, copy.trainable_weights):
         np.testing.assert_array_equal(np.array(a), np.array(b))
@@ -192,11 +194,11 @@ def test_labeled_subset_is_class_balanced():
 
 def test_fine_tune_uses_the_label_fraction():
     x, y = random_images(40), np.repeat([0, 1], 20)
-    result = ev.fine_tune(small_encoder(width=4), x, y, x[:8], y[:8], epochs=1, batch_size=8,
-                          label_fraction=0.1)
+    result = ev.fine_tune(small_encoder(width=4), x, y, x[:8], y[:8], epochs=1, batch_size=8, label_fraction=0.1)
     assert result["num_labeled"] == 4
-    results = ev.semi_supervised(small_encoder(width=4), x, y, x[:8], y[:8], fractions=(0.05, 0.25),
-                                 epochs=1, batch_size=8)
+    results = ev.semi_supervised(
+        small_encoder(width=4), x, y, x[:8], y[:8], fractions=(0.05, 0.25), epochs=1, batch_size=8
+    )
     assert {f: r["num_labeled"] for f, r in results.items()} == {0.05: 2, 0.25: 10}
     with pytest.raises(TypeError, match="label_fraction"):
         ev.semi_supervised(small_encoder(width=4), x, y, x, y, label_fraction=0.5)
@@ -248,8 +250,9 @@ def test_linear_probe_is_reproducible_and_returns_the_classifier():
     encoder = flatten_encoder((2, 2, 1))
 
     def probe(seed):
-        return ev.linear_probe(encoder, x[:32], y[:32], x[32:], y[32:], epochs=3, batch_size=8,
-                               seed=seed, return_model=True)
+        return ev.linear_probe(
+            encoder, x[:32], y[:32], x[32:], y[32:], epochs=3, batch_size=8, seed=seed, return_model=True
+        )
 
     (r1, m1), (r2, m2), (_, m3) = probe(0), probe(0), probe(1)
     np.testing.assert_array_equal(np.array(m1.layers[-1].kernel), np.array(m2.layers[-1].kernel))

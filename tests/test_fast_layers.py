@@ -7,7 +7,6 @@ float64 with the same weights (via `backbones.plain_keras`) for a whole
 encoder's gradients.
 """
 
-
 import keras
 import numpy as np
 import pytest
@@ -31,8 +30,11 @@ def reference(x, gamma, beta, axis, dy):
     xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
     y = gamma.reshape(shape) * xhat + beta.reshape(shape)
     dxhat = dy * gamma.reshape(shape)
-    dx = invstd.reshape(shape) / n * (n * dxhat - dxhat.sum(axes).reshape(shape)
-                                      - xhat * (dxhat * xhat).sum(axes).reshape(shape))
+    dx = (
+        invstd.reshape(shape)
+        / n
+        * (n * dxhat - dxhat.sum(axes).reshape(shape) - xhat * (dxhat * xhat).sum(axes).reshape(shape))
+    )
     return y, mean, var, (dx, (dy * xhat).sum(axes), dy.sum(axes))
 
 
@@ -58,8 +60,9 @@ def test_fused_kernel_matches_the_papers_forward_and_gradient(case):
     shape, axis = CASES[case]
     x, gamma, beta, dy = _data(shape, axis)
     y_ref, mean_ref, var_ref, grads_ref = reference(x.astype("float64"), gamma, beta, axis, dy)
-    fused = distribute.fused_batch_norm(keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(gamma),
-                                        keras.ops.convert_to_tensor(beta), axis, EPS)
+    fused = distribute.fused_batch_norm(
+        keras.ops.convert_to_tensor(x), keras.ops.convert_to_tensor(gamma), keras.ops.convert_to_tensor(beta), axis, EPS
+    )
     if fused is None:  # the backend has no fused kernel here: the layer takes Keras's path
         assert BACKEND == "jax" or (BACKEND == "tensorflow" and axis == 1), (BACKEND, case)
         return
@@ -101,8 +104,11 @@ def test_layer_trains_like_the_paper_and_updates_moving_statistics_as_keras(case
     plain = keras.layers.BatchNormalization.from_config(layer.get_config())
     plain.build(shape)
     plain.set_weights(layer.get_weights())
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(x, training=False)),
-                               keras.ops.convert_to_numpy(plain(x, training=False)), atol=1e-6)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(x, training=False)),
+        keras.ops.convert_to_numpy(plain(x, training=False)),
+        atol=1e-6,
+    )
 
 
 def test_a_single_value_per_channel_takes_keras_path():
@@ -126,6 +132,7 @@ def _encoder_gradients(model, x, r, jit=None):
 
     `jit` (JAX only): compiles the gradient function, e.g. `jax.jit` or `distribute.cpu_jit()`.
     """
+
     def loss_of(features):
         z = features / keras.ops.norm(features, axis=1, keepdims=True)
         return keras.ops.sum(keras.ops.matmul(z, keras.ops.cast(r, z.dtype)) ** 2)
@@ -134,8 +141,7 @@ def _encoder_gradients(model, x, r, jit=None):
         import jax
 
         def loss(trainable):
-            out, _ = model.stateless_call(trainable, [v.value for v in model.non_trainable_variables], x,
-                                          training=True)
+            out, _ = model.stateless_call(trainable, [v.value for v in model.non_trainable_variables], x, training=True)
             return loss_of(out)
 
         grad = (jit or (lambda f: f))(jax.grad(loss))
@@ -201,8 +207,7 @@ def _compare_with_keras_layers_in_float32():
     assert np.linalg.norm(got - want) / np.linalg.norm(want) < 1e-4
 
 
-CONVS = [(k, s, p, n, size) for k in (1, 3) for s in (1, 2) for p in ("same", "valid")
-         for n, size in ((6, 8), (5, 7))]
+CONVS = [(k, s, p, n, size) for k in (1, 3) for s in (1, 2) for p in ("same", "valid") for n, size in ((6, 8), (5, 7))]
 
 
 @pytest.mark.parametrize("k,strides,padding,n,size", CONVS)
@@ -241,8 +246,9 @@ def test_fast_conv_leaves_what_it_does_not_cover_to_keras():
     layer.build(images.shape)
     plain.build(images.shape)
     plain.set_weights(layer.get_weights())
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(layer(images)), keras.ops.convert_to_numpy(plain(images)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(layer(images)), keras.ops.convert_to_numpy(plain(images)), atol=1e-5
+    )
 
 
 @pytest.mark.skipif(BACKEND != "jax", reason="XLA:CPU compiler options: JAX only")

@@ -14,8 +14,15 @@ from conftest import small_encoder
 
 import keras_ssl
 from keras_ssl import losses
-from keras_ssl.layers import (ColorJitter, GaussianBlur, MultiCrop, PredictionHead, ProjectionHead, RandomApply,
-                              RandomResizedCrop)
+from keras_ssl.layers import (
+    ColorJitter,
+    GaussianBlur,
+    MultiCrop,
+    PredictionHead,
+    ProjectionHead,
+    RandomApply,
+    RandomResizedCrop,
+)
 
 
 def _np(x):
@@ -41,16 +48,17 @@ def test_moco_v2_contrasts_the_positive_with_the_queue_only():
     rng = np.random.default_rng(0)
     q, k, queue = rng.normal(size=(6, 8)), rng.normal(size=(6, 8)), rng.normal(size=(20, 8))
     want = moco_v2_reference(q, k, queue, 0.2)
-    got = losses.info_nce(q.astype("float32"), k.astype("float32"), 0.2,
-                          negatives=queue.astype("float32"), in_batch_negatives=False)
+    got = losses.info_nce(
+        q.astype("float32"), k.astype("float32"), 0.2, negatives=queue.astype("float32"), in_batch_negatives=False
+    )
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
     model = keras_ssl.MoCoV2(small_encoder(), queue_size=20)
-    loss, _ = model.compute_ssl_loss({"z1": q.astype("float32"), "k2": k.astype("float32"),
-                                      "queue": queue.astype("float32")})
+    loss, _ = model.compute_ssl_loss(
+        {"z1": q.astype("float32"), "k2": k.astype("float32"), "queue": queue.astype("float32")}
+    )
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
     # With the other keys of the batch as extra negatives the value differs.
-    with_batch = losses.info_nce(q.astype("float32"), k.astype("float32"), 0.2,
-                                 negatives=queue.astype("float32"))
+    with_batch = losses.info_nce(q.astype("float32"), k.astype("float32"), 0.2, negatives=queue.astype("float32"))
     assert abs(float(with_batch) - want) > 1e-3
 
 
@@ -164,8 +172,7 @@ def test_moco_v3_heads_follow_the_official_code():
     assert _output_is_batch_normalised(resnet.projector, resnet.feature_dim)
     predictor = [b for b in resnet.predictor.blocks if isinstance(b, keras.layers.Dense)]
     assert len(predictor) == 2 and not any(d.use_bias for d in predictor)
-    vit = keras_ssl.MoCoV3(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=8),
-                           projection_dim=8, hidden_dim=16)
+    vit = keras_ssl.MoCoV3(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=8), projection_dim=8, hidden_dim=16)
     assert sum(isinstance(b, keras.layers.Dense) for b in vit.projector.blocks) == 3
 
 
@@ -185,8 +192,9 @@ def test_mae_norm_pix_loss_uses_the_unbiased_patch_variance():
     mean, var = target.mean(-1, keepdims=True), target.var(-1, ddof=1, keepdims=True)
     normed = (target - mean) / np.sqrt(var + 1e-6)
     want = (((pred - normed) ** 2).mean(-1) * mask).sum() / mask.sum()
-    got = losses.mae_reconstruction(target.astype("float32"), pred.astype("float32"),
-                                    mask.astype("float32"), normalize=True)
+    got = losses.mae_reconstruction(
+        target.astype("float32"), pred.astype("float32"), mask.astype("float32"), normalize=True
+    )
     np.testing.assert_allclose(float(got), want, rtol=1e-5)
 
 
@@ -209,8 +217,15 @@ def test_dino_views_are_dinos_recipe():
 
 
 def test_dino_freezes_the_last_layer_for_the_first_steps():
-    model = keras_ssl.DINO(small_encoder((None, None, 3)), input_shape=(16, 16, 3), output_dim=16,
-                           hidden_dim=8, bottleneck_dim=4, freeze_last_layer_steps=2, seed=0)
+    model = keras_ssl.DINO(
+        small_encoder((None, None, 3)),
+        input_shape=(16, 16, 3),
+        output_dim=16,
+        hidden_dim=8,
+        bottleneck_dim=4,
+        freeze_last_layer_steps=2,
+        seed=0,
+    )
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
     x = np.random.default_rng(4).integers(0, 256, (8, 16, 16, 3)).astype("uint8")
     start = _np(model.head.last_v)
@@ -233,8 +248,9 @@ def _jitter(pipeline):
 
 
 def _blur_kernels(pipeline):
-    return [a.layer.kernel_size for a in pipeline.layers if isinstance(a, RandomApply)
-            and isinstance(a.layer, GaussianBlur)]
+    return [
+        a.layer.kernel_size for a in pipeline.layers if isinstance(a, RandomApply) and isinstance(a.layer, GaussianBlur)
+    ]
 
 
 # The papers' ImageNet pipelines (torchvision arguments in their official code):

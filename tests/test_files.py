@@ -118,8 +118,13 @@ def test_a_folder_of_mixed_sizes_and_bad_files_streams_with_one_warning(tmp_path
     for name in ("truncated.jpg", "garbage.png", "text.jpg"):
         assert name in message
     assert "converted 5 file(s)" in message
-    for name in ("cmyk.jpg (CMYK)", "deep.png (16-bit", "palette.png (palette)", "alpha.png (alpha)",
-                 "gray.png (grayscale)"):
+    for name in (
+        "cmyk.jpg (CMYK)",
+        "deep.png (16-bit",
+        "palette.png (palette)",
+        "alpha.png (alpha)",
+        "gray.png (grayscale)",
+    ):
         assert name in message
     assert "phone.jpg" not in message  # orientation is applied, not a problem
 
@@ -141,8 +146,9 @@ def test_every_epoch_reshuffles_reproducibly_and_labels_follow(tmp_path):
 def test_file_list_with_class_names(tmp_path):
     for i in range(4):
         save(str(tmp_path / "img" / f"{i}.png"), rgb(10, 12, seed=i))
-    (tmp_path / "train.csv").write_text("path,label\n" + "".join(
-        f"img/{i}.png,{'bird' if i < 3 else 'ant'}\n" for i in range(4)))
+    (tmp_path / "train.csv").write_text(
+        "path,label\n" + "".join(f"img/{i}.png,{'bird' if i < 3 else 'ant'}\n" for i in range(4))
+    )
     stream = data.ImageFiles.from_list(str(tmp_path / "train.csv"), image_size=8, batch_size=2, shuffle=False)
     assert stream.classes == ["ant", "bird"]
     np.testing.assert_array_equal(stream.labels, [1, 1, 1, 0])
@@ -207,7 +213,8 @@ def sources(batch):
         import torch
 
         made["torch"] = lambda: torch.utils.data.DataLoader(
-            torch.utils.data.TensorDataset(torch.from_numpy(batch)), batch_size=len(batch))
+            torch.utils.data.TensorDataset(torch.from_numpy(batch)), batch_size=len(batch)
+        )
     return made
 
 

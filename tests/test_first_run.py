@@ -27,6 +27,7 @@ def test_scattered_digits_are_the_digits_moved_and_resized():
     boxes = np.array(boxes)
     assert boxes[:, 2].max() <= 20 and boxes[:, 3].max() <= 20  # drawn at 12-20 px
     assert len(np.unique(boxes[:, 0])) > 10 and len(np.unique(boxes[:, 1])) > 10  # at many places
+
     # Each image is a digit of its label: its tight box, shrunk to 8x8, is nearest the mean of that class.
     def normalised(image):
         rows, cols = np.flatnonzero(image.any(axis=1)), np.flatnonzero(image.any(axis=0))
@@ -36,7 +37,9 @@ def test_scattered_digits_are_the_digits_moved_and_resized():
 
     digits = load_digits()
     templates = np.stack([np.mean([normalised(d) for d in digits.images[digits.target == c]], 0) for c in range(10)])
-    nearest = [int(np.argmin(((templates - normalised(image)) ** 2).sum(axis=(1, 2)))) for image in x_train[:200, ..., 0]]
+    nearest = [
+        int(np.argmin(((templates - normalised(image)) ** 2).sum(axis=(1, 2)))) for image in x_train[:200, ..., 0]
+    ]
     # A nearest-mean classifier is weak (1 vs 7...), but far above chance only with the right labels.
     assert np.mean(np.equal(nearest, y_train[:200])) > 0.5
     assert np.mean(np.equal(nearest, np.roll(y_train[:200], 7))) < 0.25
@@ -46,8 +49,29 @@ def test_scattered_digits_are_the_digits_moved_and_resized():
 
 def test_pretrain_prints_the_raw_pixel_baseline_line(tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert cli.main(["pretrain", "--data", "scattered_digits", "--epochs", "1", "--batch-size", "64",
-                     "--limit", "256", "--output", out, "--verbose", "0", "--no-plots", "--knn-every", "0"]) == 0
+    assert (
+        cli.main(
+            [
+                "pretrain",
+                "--data",
+                "scattered_digits",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "64",
+                "--limit",
+                "256",
+                "--output",
+                out,
+                "--verbose",
+                "0",
+                "--no-plots",
+                "--knn-every",
+                "0",
+            ]
+        )
+        == 0
+    )
     lines = [l for l in capsys.readouterr().out.splitlines() if l.startswith("raw-pixel kNN")]
     assert len(lines) == 1
     numbers = [float(w) for w in lines[0].replace("|", " ").split() if w.replace(".", "").isdigit() and "." in w]
@@ -75,28 +99,34 @@ def test_help_names_match_the_methods_and_show_defaults(capsys):
     with pytest.raises(SystemExit):
         cli.main(["pretrain", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    for flag in ("--epochs EPOCHS passes over the data (default: 10)", "--seed SEED", "(default: 0)",
-                 "--batch-size BATCH_SIZE images per step (default: 128)"):
+    for flag in (
+        "--epochs EPOCHS passes over the data (default: 10)",
+        "--seed SEED",
+        "(default: 0)",
+        "--batch-size BATCH_SIZE images per step (default: 128)",
+    ):
         assert flag in text
 
 
 def test_the_command_line_process_registers_every_class_for_load_model():
     # `import keras_ssl` imports every module, in the `keras-ssl` command too (its --help included), so
     # the command's process loads any saved model.
-    script = ("import sys; sys.argv = ['keras-ssl', '--help']\n"
-              "from keras_ssl import cli\n"
-              "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
-              "import keras\n"
-              "print(keras.saving.get_registered_object('keras_ssl>SimCLR') is not None)")
+    script = (
+        "import sys; sys.argv = ['keras-ssl', '--help']\n"
+        "from keras_ssl import cli\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "import keras\n"
+        "print(keras.saving.get_registered_object('keras_ssl>SimCLR') is not None)"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert "usage: keras-ssl" in done.stdout, done.stdout + done.stderr[-2000:]
     assert done.stdout.strip().endswith("True"), done.stdout + done.stderr[-2000:]
 
 
 def test_import_registers_every_class_for_load_model():
-    script = ("import keras_ssl, sys\n"
-              "import keras\n"
-              "print(keras.saving.get_registered_object('keras_ssl>SimCLR') is not None)")
+    script = (
+        "import keras_ssl, sys\nimport keras\nprint(keras.saving.get_registered_object('keras_ssl>SimCLR') is not None)"
+    )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.stdout.strip().endswith("True"), done.stderr[-2000:]
 
@@ -114,8 +144,9 @@ def test_summary_names_targets_and_shows_built_view_makers():
 
 def test_fine_tuned_classifier_loads_with_plain_keras(tmp_path):
     x, y = random_images(32), np.arange(32) % 2
-    _, classifier = evaluation.fine_tune(backbones.tiny_encoder((16, 16, 3), width=8), x, y, x, y, epochs=1,
-                                         batch_size=16, return_model=True)
+    _, classifier = evaluation.fine_tune(
+        backbones.tiny_encoder((16, 16, 3), width=8), x, y, x, y, epochs=1, batch_size=16, return_model=True
+    )
     path = str(tmp_path / "classifier.keras")
     classifier.save(path)
     expected = classifier.predict(x, verbose=0)
@@ -134,6 +165,9 @@ def test_auto_compilation_per_device():
 def test_narrow_resnets_keep_16_channels_into_strided_1x1_convolutions():
     # oneDNN aborts on a stride-2 1x1 convolution with < 16 input channels (TensorFlow, PyTorch).
     encoder = backbones.resnet18(input_shape=(64, 64, 3), width=0.125)
-    convs = [l for l in encoder.layers if isinstance(l, keras.layers.Conv2D)
-             and l.kernel_size == (1, 1) and l.strides == (2, 2)]
+    convs = [
+        l
+        for l in encoder.layers
+        if isinstance(l, keras.layers.Conv2D) and l.kernel_size == (1, 1) and l.strides == (2, 2)
+    ]
     assert convs and all(l.kernel.shape[-2] >= 16 for l in convs)  # input channels, in either layout

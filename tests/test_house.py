@@ -15,12 +15,23 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 MAX_LINES = 400
 # Lower ranks are imported by higher ones, never the other way round.
 RANKS = {
-    "keras_ssl.backend": 0, "keras_ssl.keras_compat": 0,
-    "keras_ssl.distribute": 1, "keras_ssl.views": 1, "keras_ssl.layers": 1, "keras_ssl.backbones": 1,
-    "keras_ssl.data": 1, "keras_ssl.losses": 1, "keras_ssl.checkpoints": 1, "keras_ssl.rundir": 1,
-    "keras_ssl.text": 1, "keras_ssl.optimizers": 1,
+    "keras_ssl.backend": 0,
+    "keras_ssl.keras_compat": 0,
+    "keras_ssl.distribute": 1,
+    "keras_ssl.views": 1,
+    "keras_ssl.layers": 1,
+    "keras_ssl.backbones": 1,
+    "keras_ssl.data": 1,
+    "keras_ssl.losses": 1,
+    "keras_ssl.checkpoints": 1,
+    "keras_ssl.rundir": 1,
+    "keras_ssl.text": 1,
+    "keras_ssl.optimizers": 1,
     "keras_ssl.engine": 2,
-    "keras_ssl.methods": 3, "keras_ssl.evaluation": 3, "keras_ssl.monitors": 3, "keras_ssl.callbacks": 3,
+    "keras_ssl.methods": 3,
+    "keras_ssl.evaluation": 3,
+    "keras_ssl.monitors": 3,
+    "keras_ssl.callbacks": 3,
     "keras_ssl.plots": 3,
     "keras_ssl.cli": 4,
     "keras_ssl": 5,
@@ -49,8 +60,13 @@ MODULES = _modules()
 def _imports(path, module):
     """`(imported module, line, inside a function)` for each import of the file."""
     tree = ast.parse(open(path).read())
-    functions = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
-                 for n in ast.walk(f) if n is not f}
+    functions = {
+        id(n)
+        for f in ast.walk(tree)
+        if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+        for n in ast.walk(f)
+        if n is not f
+    }
     package = module if path.endswith("__init__.py") else module.rsplit(".", 1)[0]
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -58,7 +74,9 @@ def _imports(path, module):
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+                base = ".".join(
+                    package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else [])
+                )
             # `from keras_ssl import data` imports the module keras_ssl.data
             names = [f"{base}.{a.name}" if f"{base}.{a.name}" in MODULES else base for a in node.names]
         else:
@@ -98,8 +116,15 @@ def test_imports_run_one_way_and_sit_at_the_top(module):
 def test_the_engine_imports_no_method_cli_evaluation_or_monitor():
     for module in (m for m in MODULES if m.startswith("keras_ssl.engine")):
         for name, line, _ in _imports(MODULES[module], module):
-            assert not name.startswith(("keras_ssl.methods", "keras_ssl.cli", "keras_ssl.evaluation",
-                                        "keras_ssl.monitors", "keras_ssl.callbacks")), (module, line, name)
+            assert not name.startswith(
+                (
+                    "keras_ssl.methods",
+                    "keras_ssl.cli",
+                    "keras_ssl.evaluation",
+                    "keras_ssl.monitors",
+                    "keras_ssl.callbacks",
+                )
+            ), (module, line, name)
 
 
 def test_no_import_circle_between_modules_or_rooms():
@@ -150,9 +175,14 @@ def test_keras_private_names_appear_only_in_keras_compat():
             name = None
             if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
                 name = node.attr
-            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                  and node.func.id in ("getattr", "hasattr", "setattr") and len(node.args) > 1
-                  and isinstance(node.args[1], ast.Constant) and str(node.args[1].value).startswith("_")):
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("getattr", "hasattr", "setattr")
+                and len(node.args) > 1
+                and isinstance(node.args[1], ast.Constant)
+                and str(node.args[1].value).startswith("_")
+            ):
                 name = node.args[1].value
             if name and not name.startswith("__"):
                 assert name in own, f"{module}:{node.lineno} reads {name}, a Keras internal: put it in keras_compat"

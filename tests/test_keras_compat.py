@@ -73,8 +73,13 @@ def test_built_input_shape():
 
 
 def test_portable_compile_config_points_optimizers_at_keras_optimizers():
-    config = {"optimizer": {"module": "keras.src.backend.torch.optimizers.torch_adam",
-                            "class_name": "Adam", "registered_name": "Adam"}}
+    config = {
+        "optimizer": {
+            "module": "keras.src.backend.torch.optimizers.torch_adam",
+            "class_name": "Adam",
+            "registered_name": "Adam",
+        }
+    }
     fixed = keras_compat.portable_compile_config(config)
     assert fixed["optimizer"]["module"] == "keras.optimizers"
     assert fixed["optimizer"]["registered_name"] is None

@@ -12,8 +12,9 @@ from keras_ssl.layers import GaussianBlur, MultiCrop
 
 def _blurs(views):
     pipelines = views.crops if isinstance(views, MultiCrop) else views._pipelines()
-    return [layer for p in pipelines for layer in keras_ssl.keras_compat.sublayers(p)
-            if isinstance(layer, GaussianBlur)]
+    return [
+        layer for p in pipelines for layer in keras_ssl.keras_compat.sublayers(p) if isinstance(layer, GaussianBlur)
+    ]
 
 
 @pytest.mark.slow

@@ -32,11 +32,19 @@ def test_both_layouts_give_the_same_features(name):
     last, first = _pair(name)
     size = last.input_shape[1]
     x = random_images(4, size=size).astype("float32") / 255.0
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(first(x, training=False)),
-                               keras.ops.convert_to_numpy(last(x, training=False)), atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(first(x, training=False)),
+        keras.ops.convert_to_numpy(last(x, training=False)),
+        atol=1e-4,
+        rtol=1e-4,
+    )
     if name != "resnet50_imagenet_stem":  # its 1x1 final maps: BatchNorm over 4 values amplifies rounding
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(first(x, training=True)),
-                                   keras.ops.convert_to_numpy(last(x, training=True)), atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(first(x, training=True)),
+            keras.ops.convert_to_numpy(last(x, training=True)),
+            atol=1e-4,
+            rtol=1e-4,
+        )
 
 
 def test_both_layouts_take_the_same_training_step():

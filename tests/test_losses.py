@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, grads
+from conftest import grads
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from keras import ops

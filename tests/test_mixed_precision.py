@@ -10,8 +10,8 @@ import pytest
 from conftest import BACKEND, random_images, small_encoder
 
 import keras_ssl
-from keras_ssl.layers import multi_crop_views
 from keras_ssl.backbones.vit import vit
+from keras_ssl.layers import multi_crop_views
 from keras_ssl.text import Tokenizer, cifar10_captions
 
 CAPTIONS = cifar10_captions(np.arange(8) % 10, seed=0)
@@ -28,14 +28,33 @@ METHODS = {
     "simsiam": lambda: keras_ssl.SimSiam(small_encoder(), projection_dim=16, prediction_dim=8),
     "barlow_twins": lambda: keras_ssl.BarlowTwins(small_encoder(), projection_dim=16),
     "vicreg": lambda: keras_ssl.VICReg(small_encoder(), projection_dim=16),
-    "swav": lambda: keras_ssl.SwAV(small_encoder((None, None, 3)), input_shape=(16, 16, 3), num_prototypes=16,
-                                   hidden_dim=16, projection_dim=8, views=multi_crop_views(16, num_local=2)),
-    "dino": lambda: keras_ssl.DINO(small_encoder((None, None, 3)), input_shape=(16, 16, 3), output_dim=32,
-                                   hidden_dim=16, bottleneck_dim=8, views=multi_crop_views(16, num_local=2)),
-    "mae": lambda: keras_ssl.MAE(vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2),
-                                 decoder_dim=16, decoder_depth=1, decoder_heads=2),
-    "clip": lambda: keras_ssl.CLIP(small_encoder(), tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
-                                   embed_dim=16, text_width=16, text_depth=1, text_heads=2),
+    "swav": lambda: keras_ssl.SwAV(
+        small_encoder((None, None, 3)),
+        input_shape=(16, 16, 3),
+        num_prototypes=16,
+        hidden_dim=16,
+        projection_dim=8,
+        views=multi_crop_views(16, num_local=2),
+    ),
+    "dino": lambda: keras_ssl.DINO(
+        small_encoder((None, None, 3)),
+        input_shape=(16, 16, 3),
+        output_dim=32,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        views=multi_crop_views(16, num_local=2),
+    ),
+    "mae": lambda: keras_ssl.MAE(
+        vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2), decoder_dim=16, decoder_depth=1, decoder_heads=2
+    ),
+    "clip": lambda: keras_ssl.CLIP(
+        small_encoder(),
+        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
+        embed_dim=16,
+        text_width=16,
+        text_depth=1,
+        text_heads=2,
+    ),
 }
 
 

@@ -3,11 +3,11 @@
 import keras
 import numpy as np
 import pytest
-from conftest import CrashAt, BACKEND, random_images, small_encoder
+from conftest import BACKEND, CrashAt, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
-from keras_ssl.views import RandomResizedCrop, TwoViews
 from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
+from keras_ssl.views import RandomResizedCrop, TwoViews
 
 
 @keras.saving.register_keras_serializable(package="test_moco")
@@ -131,8 +131,11 @@ def test_split_batch_norm_uses_sub_batch_statistics():
     model = make_model(2, split_batch_norm=True, num_splits=2)
     v = keras.ops.convert_to_tensor(random_images(8).astype("float32") / 255)
     block = [model.projector(model.encoder(c, training=True), training=True) for c in (v[:4], v[4:])]
-    np.testing.assert_allclose(numpy(model._embed(v, True, model.encoder, model.projector)),
-                               np.concatenate([numpy(b) for b in block]), atol=1e-5)
+    np.testing.assert_allclose(
+        numpy(model._embed(v, True, model.encoder, model.projector)),
+        np.concatenate([numpy(b) for b in block]),
+        atol=1e-5,
+    )
     # Keys: sub-batch g holds rows i with i % 2 == g, returned in the original order.
     strided = [numpy(model.projector(model.encoder(c, training=True), training=True)) for c in (v[0::2], v[1::2])]
     expected = np.empty_like(np.concatenate(strided))
@@ -172,7 +175,7 @@ def test_backup_and_restore_resumes_to_the_uninterrupted_result(tmp_path):
     fit = dict(batch_size=8, epochs=3, shuffle=False, verbose=0)
     reference = resumable_model()
     reference.fit(x, **fit)
-    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
+    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     crashed = resumable_model()
     with pytest.raises(RuntimeError, match="simulated"):
         crashed.fit(x, callbacks=[backup(), CrashAt(epoch=1, batch=1)], **fit)
@@ -200,17 +203,23 @@ def test_defaults_follow_the_papers():
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"version": 1}, "version"), ({"temperature": 0.0}, "temperature"),
-     ({"momentum": 1.5}, "momentum"), ({"momentum_end": -1.0}, "momentum_end"),
-     ({"queue_size": 1}, "queue_size")],
+    [
+        ({"version": 1}, "version"),
+        ({"temperature": 0.0}, "temperature"),
+        ({"momentum": 1.5}, "momentum"),
+        ({"momentum_end": -1.0}, "momentum_end"),
+        ({"queue_size": 1}, "queue_size"),
+    ],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):
         make_model(**kw)
 
 
-@pytest.mark.parametrize("kw, batch, match", [({"queue_size": 8}, 16, "larger than the memory bank"),
-                                              ({"num_splits": 3}, 8, "divisible by num_splits")])
+@pytest.mark.parametrize(
+    "kw, batch, match",
+    [({"queue_size": 8}, 16, "larger than the memory bank"), ({"num_splits": 3}, 8, "divisible by num_splits")],
+)
 def test_bad_batch_sizes_are_rejected_before_training(kw, batch, match):
     model = make_model(2, **kw)
     model.compile(optimizer="sgd")

@@ -111,5 +111,9 @@ def test_the_divergence_guard_names_a_weight_norm_that_jumps_orders_of_magnitude
         model.fit(random_images(16), batch_size=8, epochs=4, verbose=0, callbacks=[StopOnNaN(divergence=100)])
     quiet = keras_ssl.SimCLR(small_encoder(), hidden_dim=8, projection_dim=4, seed=0)
     quiet.compile(optimizer=keras.optimizers.SGD(1e-3))
-    assert len(quiet.fit(random_images(16), batch_size=8, epochs=3, verbose=0,
-                         callbacks=[StopOnNaN(divergence=100)]).epoch) == 3
+    assert (
+        len(
+            quiet.fit(random_images(16), batch_size=8, epochs=3, verbose=0, callbacks=[StopOnNaN(divergence=100)]).epoch
+        )
+        == 3
+    )

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from conftest import BACKEND, random_images, small_encoder
 
-from keras_ssl.views import OneView, RandomResizedCrop, TwoViews
 from keras_ssl.methods.nnclr import NNCLR
+from keras_ssl.views import OneView, RandomResizedCrop, TwoViews
 
 
 def make_model(**kw):
@@ -97,8 +97,11 @@ def test_whole_model_saves_the_support_queue(tmp_path):
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"temperature": -0.1}, "temperature"), ({"queue_size": 0}, "queue_size"),
-     ({"views": OneView(keras.layers.Identity())}, "needs 2 full-size views")],
+    [
+        ({"temperature": -0.1}, "temperature"),
+        ({"queue_size": 0}, "queue_size"),
+        ({"views": OneView(keras.layers.Identity())}, "needs 2 full-size views"),
+    ],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -29,8 +29,7 @@ def test_lars_matches_numpy_and_excludes_bias():
     kernel0, bias0 = rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")
     kernel = keras.Variable(kernel0)
     bias = keras.Variable(bias0)
-    grads = [(rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32"))
-             for _ in range(3)]
+    grads = [(rng.normal(size=(4, 3)).astype("float32"), rng.normal(size=(3,)).astype("float32")) for _ in range(3)]
     opt = LARS(0.5, momentum=0.9, weight_decay=1e-2, trust_coefficient=0.01)
     for gk, gb in grads:
         opt.apply_gradients([(keras.ops.convert_to_tensor(gk), kernel), (keras.ops.convert_to_tensor(gb), bias)])

@@ -9,9 +9,9 @@ import pytest
 from conftest import random_images
 
 pytest.importorskip("matplotlib")
-import matplotlib.image  # noqa: E402
+import matplotlib.image
 
-from keras_ssl import plots  # noqa: E402
+from keras_ssl import plots
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -27,8 +27,7 @@ def read_png(path):
 
 
 def test_plot_history(tmp_path):
-    history = {"loss": [3.0, 2.5, 2.1, 2.0], "knn_top1": [0.2, 0.3, 0.4, 0.45], "z_std": [0.1] * 4,
-               "lr": 0.1}
+    history = {"loss": [3.0, 2.5, 2.1, 2.0], "knn_top1": [0.2, 0.3, 0.4, 0.45], "z_std": [0.1] * 4, "lr": 0.1}
     path = plots.plot_history(history, tmp_path / "sub" / "history.png")
     assert path.endswith("history.png")
     two_panels = read_png(path)

@@ -9,20 +9,33 @@ from conftest import CrashAt, random_images, small_encoder
 import keras_ssl
 from keras_ssl.layers import multi_crop_views
 
-
 METHODS = {
     "simclr": lambda: keras_ssl.SimCLR(small_encoder(), hidden_dim=16, projection_dim=8, seed=3),
     "byol": lambda: keras_ssl.BYOL(small_encoder(), hidden_dim=16, projection_dim=8, seed=3),
-    "moco": lambda: keras_ssl.MoCo(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8,
-                                   num_splits=2, seed=3),
+    "moco": lambda: keras_ssl.MoCo(
+        small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, num_splits=2, seed=3
+    ),
     "nnclr": lambda: keras_ssl.NNCLR(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=3),
-    "swav": lambda: keras_ssl.SwAV(small_encoder((None, None, 3)), input_shape=(16, 16, 3), num_prototypes=16,
-                                   hidden_dim=16, projection_dim=8, queue_size=16,
-                                   views=multi_crop_views(16, num_local=2, seed=4),
-                                   freeze_prototypes_steps=2, seed=3),
-    "dino": lambda: keras_ssl.DINO(small_encoder((None, None, 3)), input_shape=(16, 16, 3), output_dim=32,
-                                   hidden_dim=16, bottleneck_dim=8, seed=3,
-                                   views=multi_crop_views(16, num_local=2, seed=4)),
+    "swav": lambda: keras_ssl.SwAV(
+        small_encoder((None, None, 3)),
+        input_shape=(16, 16, 3),
+        num_prototypes=16,
+        hidden_dim=16,
+        projection_dim=8,
+        queue_size=16,
+        views=multi_crop_views(16, num_local=2, seed=4),
+        freeze_prototypes_steps=2,
+        seed=3,
+    ),
+    "dino": lambda: keras_ssl.DINO(
+        small_encoder((None, None, 3)),
+        input_shape=(16, 16, 3),
+        output_dim=32,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        seed=3,
+        views=multi_crop_views(16, num_local=2, seed=4),
+    ),
 }
 
 
@@ -39,7 +52,7 @@ def test_resume_with_random_augmentations_is_exact(name, tmp_path):
     fit = dict(batch_size=8, epochs=3, shuffle=False, verbose=0)
     reference = build(name)
     reference.fit(x, **fit)
-    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))  # noqa: E731
+    backup = lambda: keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
     crashed = build(name)
     with pytest.raises(RuntimeError, match="simulated"):
         crashed.fit(x, callbacks=[backup(), CrashAt(epoch=1, batch=1)], **fit)
@@ -56,8 +69,7 @@ def test_resume_with_random_augmentations_is_exact(name, tmp_path):
 @pytest.mark.parametrize("name", ["simclr", "byol"])
 def test_same_seed_gives_the_same_first_epoch_loss(name):
     x = random_images(32)
-    first = [build(name).fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0]
-             for _ in range(2)]
+    first = [build(name).fit(x, batch_size=8, epochs=1, shuffle=False, verbose=0).history["loss"][0] for _ in range(2)]
     assert np.isfinite(first[0]) and first[0] == pytest.approx(first[1], rel=1e-6, abs=1e-6)
 
 

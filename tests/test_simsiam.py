@@ -44,9 +44,7 @@ def test_loss_is_symmetric_negative_cosine_of_its_own_forward():
     x = random_images(8)
     out = model(x, training=True)
     got = keras.ops.convert_to_numpy(model.compute_loss(x, None, out, None, training=True))
-    via_losses = 0.5 * (
-        losses.negative_cosine(out["p1"], out["z2"]) + losses.negative_cosine(out["p2"], out["z1"])
-    )
+    via_losses = 0.5 * (losses.negative_cosine(out["p1"], out["z2"]) + losses.negative_cosine(out["p2"], out["z1"]))
     np.testing.assert_allclose(got, keras.ops.convert_to_numpy(via_losses), rtol=1e-5)
 
     def cos(a, b):

@@ -5,8 +5,17 @@ import numpy as np
 import pytest
 
 from keras_ssl.text import (
-    BOS, CIFAR10_CLASSES, CIFAR10_SYNONYMS, EOS, EVAL_TEMPLATES, PAD, TRAIN_TEMPLATES, UNK,
-    TextTransformer, Tokenizer, cifar10_captions,
+    BOS,
+    CIFAR10_CLASSES,
+    CIFAR10_SYNONYMS,
+    EOS,
+    EVAL_TEMPLATES,
+    PAD,
+    TRAIN_TEMPLATES,
+    UNK,
+    TextTransformer,
+    Tokenizer,
+    cifar10_captions,
 )
 
 
@@ -49,8 +58,7 @@ def test_tokenizer_rejects_bad_arguments():
 
 @pytest.mark.parametrize("pooling, causal", [("eos", True), ("mean", False)])
 def test_text_transformer_ignores_padding(pooling, causal):
-    model = TextTransformer(vocab_size=20, max_length=8, dim=16, depth=1, heads=2,
-                            causal=causal, pooling=pooling)
+    model = TextTransformer(vocab_size=20, max_length=8, dim=16, depth=1, heads=2, causal=causal, pooling=pooling)
     short = np.array([[BOS, 5, 6, 7, EOS]], "int32")
     padded = np.concatenate([short, np.zeros((1, 3), "int32")], axis=1)
     out_short = keras.ops.convert_to_numpy(model(short))
@@ -68,9 +76,7 @@ def test_text_transformer_saves_and_loads(tmp_path):
     path = str(tmp_path / "text.keras")
     model.save(path)
     loaded = keras.saving.load_model(path)
-    np.testing.assert_allclose(
-        keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6
-    )
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(loaded(x)), keras.ops.convert_to_numpy(model(x)), atol=1e-6)
     with pytest.raises(ValueError, match="length"):
         model(np.zeros((1, 9), "int32"))
     with pytest.raises(ValueError, match="heads"):

@@ -8,7 +8,11 @@ import pytest
 from keras import ops
 
 from keras_ssl.backbones.vit import (
-    ClassTokenPositionEmbedding, TransformerBlock, ViT, vit, vit_tiny,
+    ClassTokenPositionEmbedding,
+    TransformerBlock,
+    ViT,
+    vit,
+    vit_tiny,
 )
 from keras_ssl.layers.masking import RandomMasking, num_visible, patchify, random_masking, unpatchify
 
@@ -107,6 +111,7 @@ def test_transformer_block_matches_numpy_reference():
     block = TransformerBlock(8, heads=2, mlp_ratio=2.0)
     x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
     out = np_(block(x))
+
     def ln(z, layer):
         mu, var = z.mean(-1, keepdims=True), z.var(-1, keepdims=True)
         return (z - mu) / np.sqrt(var + 1e-6) * np.array(layer.gamma) + np.array(layer.beta)
@@ -187,8 +192,9 @@ def test_vit_saves_loads_and_clones(tmp_path):
 
 def test_vit_trains_in_a_plain_keras_fit():
     model = keras.Sequential([small_vit(), keras.layers.Dense(3)])
-    model.compile(optimizer=keras.optimizers.Adam(1e-2),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     x, y = images(8), np.arange(8) % 3
     before = [np.array(w) for w in model.weights]
     history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)

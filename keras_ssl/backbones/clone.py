@@ -75,8 +75,10 @@ def plain_keras(model):
     if not any(type(l) in _FASTER for l in keras_compat.sublayers(model)):
         return model
     if not keras_compat.is_functional(model):
-        raise TypeError(f"plain_keras takes a functional or Sequential model, got {type(model).__name__} "
-                        f"{model.name!r}; a subclassed model's layers are its own code.")
+        raise TypeError(
+            f"plain_keras takes a functional or Sequential model, got {type(model).__name__} "
+            f"{model.name!r}; a subclassed model's layers are its own code."
+        )
 
     def swap(layer):
         return _FASTER.get(type(layer), type(layer)).from_config(layer.get_config())

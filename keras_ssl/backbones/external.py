@@ -77,8 +77,7 @@ def application(name, input_shape=(224, 224, 3), weights=None, name_prefix=None)
     constructor = getattr(keras.applications, cls_name, None)
     if constructor is None or not cls_name[:1].isupper():
         raise ValueError(
-            f"unknown keras.applications model {name!r}; use one of {application_names()} "
-            f"or {sorted(ALIASES)}."
+            f"unknown keras.applications model {name!r}; use one of {application_names()} or {sorted(ALIASES)}."
         )
     if weights not in (None, "imagenet") and not os.path.isfile(str(weights)):
         raise ValueError(f"`weights` must be None, 'imagenet' or a weights file; {weights!r} does not exist.")
@@ -155,12 +154,13 @@ def _input_scaling(cls_name):
         scale = np.diag(matrix)
         if np.allclose(scale, scale[0]) and np.allclose(offset, offset[0]):
             return layers.Rescaling(float(scale[0]), offset=float(offset[0]), name="input_scaling")
-        return layers.Rescaling(
-            [float(v) for v in scale], offset=[float(v) for v in offset], name="input_scaling"
-        )
+        return layers.Rescaling([float(v) for v in scale], offset=[float(v) for v in offset], name="input_scaling")
     # Channels swapped (caffe's BGR): a frozen 1x1 convolution, still plain Keras.
     return layers.Conv2D(
-        3, 1, name="input_scaling", trainable=False,
+        3,
+        1,
+        name="input_scaling",
+        trainable=False,
         kernel_initializer=keras.initializers.Constant(matrix.T.reshape(1, 1, 3, 3)),
         bias_initializer=keras.initializers.Constant(offset),
     )

@@ -25,8 +25,14 @@ _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 def _conv(x, filters, kernel, strides, name, data_format):
     x = Conv2D(
-        filters, kernel, strides=strides, padding="same", use_bias=False, data_format=data_format,
-        kernel_initializer="he_normal", name=f"{name}_conv",
+        filters,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        data_format=data_format,
+        kernel_initializer="he_normal",
+        name=f"{name}_conv",
     )(x)
     # momentum 0.9 = PyTorch's 0.1, as the reference implementations: Keras's 0.99
     # leaves the moving statistics far from the batch ones after short runs.

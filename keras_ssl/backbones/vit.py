@@ -46,9 +46,7 @@ class PatchEmbedding(layers.Layer):
         p = self.patch_size
         if height is not None and width is not None and (height % p or width % p):
             # A "valid" strided conv would silently drop the border pixels.
-            raise ValueError(
-                f"patch_size {self.patch_size} does not divide the image size {height}x{width}."
-            )
+            raise ValueError(f"patch_size {self.patch_size} does not divide the image size {height}x{width}.")
         return self.projection(images)
 
     def compute_output_shape(self, input_shape):
@@ -92,9 +90,7 @@ class ClassTokenPositionEmbedding(layers.Layer):
         """The `(1, height * width, dim)` patch positions for a grid of that size."""
         positions = ops.convert_to_tensor(self.positions)
         if (height, width) != (self.grid_height, self.grid_width):
-            positions = ops.image.resize(
-                positions, (height, width), interpolation=self.interpolation
-            )
+            positions = ops.image.resize(positions, (height, width), interpolation=self.interpolation)
         return ops.reshape(positions, (1, height * width, positions.shape[-1]))
 
     def patch_tokens(self, grid):
@@ -176,8 +172,11 @@ class TransformerBlock(layers.Layer):
 
     def get_config(self):
         return {
-            **super().get_config(), "dim": self.dim, "heads": self.heads,
-            "mlp_ratio": self.mlp_ratio, "dropout": self.dropout,
+            **super().get_config(),
+            "dim": self.dim,
+            "heads": self.heads,
+            "mlp_ratio": self.mlp_ratio,
+            "dropout": self.dropout,
         }
 
 
@@ -214,20 +213,39 @@ class ViT(keras.Model):
     """
 
     def __init__(
-        self, image_size=32, patch_size=4, channels=3, dim=192, depth=12, heads=3,
-        mlp_ratio=4.0, dropout=0.0, pool="cls", interpolation="bicubic", name="vit", **kwargs,
+        self,
+        image_size=32,
+        patch_size=4,
+        channels=3,
+        dim=192,
+        depth=12,
+        heads=3,
+        mlp_ratio=4.0,
+        dropout=0.0,
+        pool="cls",
+        interpolation="bicubic",
+        name="vit",
+        **kwargs,
     ):
         if patch_size < 1 or image_size % patch_size:
             raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}.")
         if pool not in ("cls", "mean"):
             raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
         if depth < 1 or dim % heads:
-            raise ValueError(f"need depth >= 1 and `heads` dividing `dim`, got depth={depth}, "
-                             f"dim={dim}, heads={heads}.")
+            raise ValueError(
+                f"need depth >= 1 and `heads` dividing `dim`, got depth={depth}, dim={dim}, heads={heads}."
+            )
         options = dict(
-            image_size=int(image_size), patch_size=int(patch_size), channels=int(channels),
-            dim=int(dim), depth=int(depth), heads=int(heads), mlp_ratio=float(mlp_ratio),
-            dropout=float(dropout), pool=pool, interpolation=interpolation,
+            image_size=int(image_size),
+            patch_size=int(patch_size),
+            channels=int(channels),
+            dim=int(dim),
+            depth=int(depth),
+            heads=int(heads),
+            mlp_ratio=float(mlp_ratio),
+            dropout=float(dropout),
+            pool=pool,
+            interpolation=interpolation,
         )
         inputs = keras.Input((image_size, image_size, channels), name="images")
         grid = PatchEmbedding(patch_size, dim, name="patch_embed")(inputs)
@@ -284,8 +302,9 @@ def vit(image_size=32, patch_size=4, dim=192, depth=12, heads=3, channels=3, **k
     Example:
         >>> encoder = vit(image_size=16, patch_size=4, dim=32, depth=2, heads=2)
     """
-    return ViT(image_size=image_size, patch_size=patch_size, channels=channels, dim=dim,
-               depth=depth, heads=heads, **kwargs)
+    return ViT(
+        image_size=image_size, patch_size=patch_size, channels=channels, dim=dim, depth=depth, heads=heads, **kwargs
+    )
 
 
 def vit_tiny(image_size=32, patch_size=4, channels=3, **kwargs):

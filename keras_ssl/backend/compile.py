@@ -13,9 +13,14 @@ from keras_ssl.backend.probes import accelerator, backend
 # likewise). GPU and TPU: XLA on JAX and TensorFlow, its reason to exist;
 # PyTorch stays eager until torch.compile is measured faster on a GPU.
 _AUTO_JIT = {
-    ("jax", "cpu"): True, ("tensorflow", "cpu"): False, ("torch", "cpu"): False,
-    ("jax", "gpu"): True, ("tensorflow", "gpu"): True, ("torch", "gpu"): False,
-    ("jax", "tpu"): True, ("tensorflow", "tpu"): True,
+    ("jax", "cpu"): True,
+    ("tensorflow", "cpu"): False,
+    ("torch", "cpu"): False,
+    ("jax", "gpu"): True,
+    ("tensorflow", "gpu"): True,
+    ("torch", "gpu"): False,
+    ("jax", "tpu"): True,
+    ("tensorflow", "tpu"): True,
 }
 
 
@@ -46,8 +51,10 @@ def resolve_jit_compile(jit_compile="auto", device=None):
 # (`benchmarks/throughput.py`). YNNPACK keeps the reductions: XLA's own sum a 512x32x32 channel
 # mean with 20x the error (2e-6 against 9e-8). Gradients against float64 are unchanged
 # (tests/test_fast_layers.py). `benchmarks/jax_conv.py` times each choice.
-XLA_CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,"
-                   "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_DOT"}
+XLA_CPU_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_REDUCE,"
+    "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_DOT"
+}
 _XLA_OPTIONS_OK = {}
 
 
@@ -64,8 +71,12 @@ def cpu_jit():
         >>> jit = distribute.cpu_jit()
         >>> step = (jit or jax.jit)(train_step, donate_argnums=0)
     """
-    if (backend() != "jax" or accelerator() != "cpu" or not XLA_CPU_OPTIONS
-            or keras.distribution.distribution() is not None):
+    if (
+        backend() != "jax"
+        or accelerator() != "cpu"
+        or not XLA_CPU_OPTIONS
+        or keras.distribution.distribution() is not None
+    ):
         return None
     import jax
 

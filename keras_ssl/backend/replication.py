@@ -76,7 +76,8 @@ def gather(x):
     summed = context.all_reduce(tf.distribute.ReduceOp.SUM, placed)
     return tf.nest.map_structure(
         lambda t, g: tf.cast(g, tf.bool) if tf.convert_to_tensor(t).dtype == tf.bool else g,
-        x, summed,
+        x,
+        summed,
     )
 
 

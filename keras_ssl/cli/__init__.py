@@ -16,10 +16,20 @@ import sys
 
 from keras_ssl.cli.commands import evaluate, export, plot
 from keras_ssl.cli.parser import DEMO, DIGITS, METHOD_NAMES, build_parser
-from keras_ssl.cli.pretraining import _build_encoder, pretrain, run_pretrain  # noqa: F401  (tests use cli._build_encoder)
+from keras_ssl.cli.pretraining import _build_encoder, pretrain, run_pretrain
 
-__all__ = ["DEMO", "DIGITS", "METHOD_NAMES", "build_parser", "evaluate", "export", "main", "plot", "pretrain",
-           "run_pretrain"]
+__all__ = [
+    "DEMO",
+    "DIGITS",
+    "METHOD_NAMES",
+    "build_parser",
+    "evaluate",
+    "export",
+    "main",
+    "plot",
+    "pretrain",
+    "run_pretrain",
+]
 
 _COMMANDS = {"pretrain": pretrain, "evaluate": evaluate, "export": export, "plot": plot}
 
@@ -43,8 +53,10 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     if not argv:
         argv = list(DEMO)
-        print("keras-ssl: no command given, running the two-minute SimCLR demo on scattered digits "
-              "(see `keras-ssl --help`).")
+        print(
+            "keras-ssl: no command given, running the two-minute SimCLR demo on scattered digits "
+            "(see `keras-ssl --help`)."
+        )
     args = build_parser().parse_args(argv)
     if args.command not in _COMMANDS:
         build_parser().print_help()

@@ -44,13 +44,29 @@ def evaluate(args):
         result = evaluation.knn_accuracy(f_train, y_train, f_test, y_test, k=args.k, temperature=args.temperature)
     elif args.protocol == "linear":
         result = evaluation.linear_probe(
-            encoder, x_train, y_train, x_test, y_test, epochs=args.epochs or 100,
-            batch_size=args.batch_size or 256, value_range=value_range, verbose=0)
+            encoder,
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            epochs=args.epochs or 100,
+            batch_size=args.batch_size or 256,
+            value_range=value_range,
+            verbose=0,
+        )
     else:
         result = evaluation.fine_tune(
-            encoder, x_train, y_train, x_test, y_test, epochs=args.epochs or 10,
-            batch_size=args.batch_size or 64, label_fraction=args.label_fraction,
-            value_range=value_range, verbose=2)
+            encoder,
+            x_train,
+            y_train,
+            x_test,
+            y_test,
+            epochs=args.epochs or 10,
+            batch_size=args.batch_size or 64,
+            label_fraction=args.label_fraction,
+            value_range=value_range,
+            verbose=2,
+        )
     result = {k: float(v) for k, v in result.items()}
     print(f"{args.protocol} on {args.data}: " + ", ".join(f"{k}={v:.4f}" for k, v in result.items()))
     if args.output:
@@ -72,8 +88,9 @@ def export(args):
         0
     """
     if not args.output.endswith(".keras"):
-        raise SystemExit(f"keras-ssl: --output must end in .keras (Keras picks the format by suffix), "
-                         f"got {args.output}.")
+        raise SystemExit(
+            f"keras-ssl: --output must end in .keras (Keras picks the format by suffix), got {args.output}."
+        )
     if os.path.isdir(args.output):
         raise SystemExit(f"keras-ssl: --output {args.output} is a directory; name the .keras file to write.")
     if os.path.exists(args.output) and not args.overwrite:
@@ -132,7 +149,7 @@ def _load_model(path, default_name):
     rundir.check_complete(path)
     try:
         return keras.saving.load_model(path)
-    except Exception as e:  # noqa: BLE001  (corrupt or foreign file: say which file)
+    except Exception as e:
         raise SystemExit(f"keras-ssl: could not load {path} as a Keras model: {e}")
 
 
@@ -161,8 +178,9 @@ def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=
         written.append(plots.plot_views(images, made, os.path.join(run_dir, "views.png")))
     n = min(2000, len(x_test))
     f_test = evaluation.embed(encoder, x_test[:n], value_range=value_range)
-    written.append(plots.plot_embedding(
-        f_test, None if y_test is None else y_test[:n], os.path.join(run_dir, "embedding.png")))
+    written.append(
+        plots.plot_embedding(f_test, None if y_test is None else y_test[:n], os.path.join(run_dir, "embedding.png"))
+    )
     f_train = evaluation.embed(encoder, x_train[:n], value_range=value_range)
     _, idx = evaluation.nearest_neighbors(f_test[:8], f_train, k=8)
     if value_range is not None:

@@ -23,8 +23,18 @@ from keras_ssl.monitors import KNNMonitor
 
 CHECKPOINT = "checkpoint"
 # Flags that do not change what is trained: a checkpoint resumes across them.
-_NOT_THE_RUN = ("command", "output", "overwrite", "verbose", "no_plots", "no_resume", "checkpoint_every",
-                "knn_every", "eval_limit", "divergence")
+_NOT_THE_RUN = (
+    "command",
+    "output",
+    "overwrite",
+    "verbose",
+    "no_plots",
+    "no_resume",
+    "checkpoint_every",
+    "knn_every",
+    "eval_limit",
+    "divergence",
+)
 
 
 def pretrain(args):
@@ -94,8 +104,10 @@ def _pretrain_args(output, **options):
     argv = ["pretrain", f"--output={os.fspath(output)}"]  # --flag=value: a value may start with "-"
     for name, value in options.items():
         if name not in flags:
-            raise TypeError(f"run_pretrain() got an unexpected keyword argument {name!r}; the flags of "
-                            f"`keras-ssl pretrain` are {', '.join(flags)}.")
+            raise TypeError(
+                f"run_pretrain() got an unexpected keyword argument {name!r}; the flags of "
+                f"`keras-ssl pretrain` are {', '.join(flags)}."
+            )
         flag = "--" + name.replace("_", "-")
         if defaults[name] is False:  # a switch (store_true): present or not
             if not isinstance(value, bool):
@@ -125,8 +137,11 @@ def _saved_command(args):
 
 def _same_command_checkpoint(args):
     """Whether --output holds an interrupted run of this very command."""
-    return (not args.no_resume and bool(list_checkpoints(os.path.join(args.output, CHECKPOINT)))
-            and _saved_command(args) == json.loads(json.dumps(_command(args))))
+    return (
+        not args.no_resume
+        and bool(list_checkpoints(os.path.join(args.output, CHECKPOINT)))
+        and _saved_command(args) == json.loads(json.dumps(_command(args)))
+    )
 
 
 def _resume_plan(args, encoder_path):
@@ -141,11 +156,16 @@ def _resume_plan(args, encoder_path):
     saved = _saved_command(args) or {}
     if list_checkpoints(folder) and not args.no_resume and not args.overwrite:
         now = json.loads(json.dumps(_command(args)))
-        changed = [f"--{k.replace('_', '-')} {saved.get(k)} there, {now.get(k)} here"
-                   for k in sorted(set(now) | set(saved)) if saved.get(k) != now.get(k)]
-        raise SystemExit(f"keras-ssl: {folder} holds the checkpoint of an interrupted run of another command "
-                         f"({'; '.join(changed) or 'no record of it'}). Rerun that command to resume it, or "
-                         "pass --overwrite to start over.")
+        changed = [
+            f"--{k.replace('_', '-')} {saved.get(k)} there, {now.get(k)} here"
+            for k in sorted(set(now) | set(saved))
+            if saved.get(k) != now.get(k)
+        ]
+        raise SystemExit(
+            f"keras-ssl: {folder} holds the checkpoint of an interrupted run of another command "
+            f"({'; '.join(changed) or 'no record of it'}). Rerun that command to resume it, or "
+            "pass --overwrite to start over."
+        )
     if os.path.exists(encoder_path) and not args.overwrite:
         raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
     rundir.remove_dir(folder)
@@ -160,9 +180,11 @@ def _pretrain(args, method, encoder_path, resume=None):
     d = _open_data(spec, batch_size=args.batch_size, eval_limit=args.eval_limit, training=True)
     value_range = spec["value_range"]
     backbone = args.backbone or method.default_backbone
-    print(f"backend {distribute.backend()} | data {args.data}: {d.size} train images "
-          f"{d.shape}{' (streamed)' if d.streamed else ''}, {len(d.test[0])} test | method {args.method} "
-          f"| backbone {backbone}")
+    print(
+        f"backend {distribute.backend()} | data {args.data}: {d.size} train images "
+        f"{d.shape}{' (streamed)' if d.streamed else ''}, {len(d.test[0])} test | method {args.method} "
+        f"| backbone {backbone}"
+    )
     model = _build_model(args, method, backbone, d.shape, value_range)
 
     raw, raw_note = _raw_pixel_knn(*d.train, *d.test, value_range)
@@ -174,10 +196,14 @@ def _pretrain(args, method, encoder_path, resume=None):
     seconds = time.time() - start
     after = _knn(model.encoder, d, value_range)
     if after is not None:
-        print(f"kNN top-1 after {args.epochs} epochs of {args.method}: {after:.4f} "
-              f"(random init {before:.4f}) in {seconds:.0f} s")
-        print(f"raw-pixel kNN top-1 {raw:.4f}{raw_note} | random-init encoder {before:.4f} | trained "
-              f"{args.method} encoder {after:.4f}  (weighted kNN, k=200, T=0.1, same images)")
+        print(
+            f"kNN top-1 after {args.epochs} epochs of {args.method}: {after:.4f} "
+            f"(random init {before:.4f}) in {seconds:.0f} s"
+        )
+        print(
+            f"raw-pixel kNN top-1 {raw:.4f}{raw_note} | random-init encoder {before:.4f} | trained "
+            f"{args.method} encoder {after:.4f}  (weighted kNN, k=200, T=0.1, same images)"
+        )
 
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     scores = {"knn_raw_pixels": raw, "knn_before": before, "knn_after": after, "seconds": seconds}
@@ -211,8 +237,11 @@ def _method_options(args, method, image_shape):
     digits = args.data in DIGITS
     scale = args.crop_scale if args.crop_scale is not None else (0.3 if digits else None)
     options["views"] = method.default_views(
-        image_shape[0], channels=image_shape[-1], min_crop_scale=scale,
-        horizontal_flip=not (args.no_flip or digits), seed=args.seed + 1,
+        image_shape[0],
+        channels=image_shape[-1],
+        min_crop_scale=scale,
+        horizontal_flip=not (args.no_flip or digits),
+        seed=args.seed + 1,
     )
     return options
 
@@ -222,8 +251,13 @@ def _build_model(args, method, backbone, image_shape, value_range):
     # Multi-crop methods feed the encoder crops of two sizes.
     encoder_input = (None, None, image_shape[-1]) if method.local_views else image_shape
     encoder = _build_encoder(backbone, encoder_input, args.width, image_shape[0], args.weights)
-    model = method(encoder, input_shape=image_shape, seed=args.seed, value_range=value_range,
-                   **_method_options(args, method, image_shape))
+    model = method(
+        encoder,
+        input_shape=image_shape,
+        seed=args.seed,
+        value_range=value_range,
+        **_method_options(args, method, image_shape),
+    )
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     return model
 
@@ -252,8 +286,9 @@ def _fit(args, model, d, value_range, resume):
     callbacks = []
     every = args.knn_every if args.knn_every is not None else (1 if d.size <= 20000 else 5)
     if every > 0 and y_train is not None and y_test is not None:
-        callbacks.append(KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every,
-                                    value_range=value_range))
+        callbacks.append(
+            KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every, value_range=value_range)
+        )
     checkpoint_dir = os.path.join(args.output, CHECKPOINT)
     os.makedirs(checkpoint_dir, exist_ok=True)
     rundir.write_json(os.path.join(checkpoint_dir, "command.json"), _command(args))
@@ -263,13 +298,21 @@ def _fit(args, model, d, value_range, resume):
         callbacks.insert(0, StopOnNaN(weights_every=args.checkpoint_every, divergence=args.divergence))
     if resume is not None:
         done = resume["epoch"] >= args.epochs
-        print(f"resuming from epoch {min(resume['epoch'] + 1, args.epochs)} of {args.epochs}"
-              + (f", after its step {resume['batch']}" if resume["batch"] else "")
-              + (" (training was complete; writing the run's files)" if done else "")
-              + f" (checkpoint in {checkpoint_dir})")
+        print(
+            f"resuming from epoch {min(resume['epoch'] + 1, args.epochs)} of {args.epochs}"
+            + (f", after its step {resume['batch']}" if resume["batch"] else "")
+            + (" (training was complete; writing the run's files)" if done else "")
+            + f" (checkpoint in {checkpoint_dir})"
+        )
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    model.fit(d.fit, epochs=args.epochs, batch_size=None if d.streamed else args.batch_size,
-              steps_per_epoch=args.steps_per_epoch, verbose=verbose, callbacks=callbacks)
+    model.fit(
+        d.fit,
+        epochs=args.epochs,
+        batch_size=None if d.streamed else args.batch_size,
+        steps_per_epoch=args.steps_per_epoch,
+        verbose=verbose,
+        callbacks=callbacks,
+    )
     return backup
 
 
@@ -280,10 +323,17 @@ def _history_record(args, epoch_logs, scores, image_shape, run_id, resume):
         for key, value in logs.items():
             record.setdefault(key, []).append(value)
     record.update(
-        **scores, backend=distribute.backend(),
-        method=args.method, data=args.data, epochs=args.epochs, batch_size=args.batch_size,
-        limit=args.limit, steps_per_epoch=args.steps_per_epoch, image_size=list(image_shape[:2]),
-        run_id=run_id, resumed_from=None if resume is None else [resume["epoch"], resume["batch"]],
+        **scores,
+        backend=distribute.backend(),
+        method=args.method,
+        data=args.data,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        limit=args.limit,
+        steps_per_epoch=args.steps_per_epoch,
+        image_size=list(image_shape[:2]),
+        run_id=run_id,
+        resumed_from=None if resume is None else [resume["epoch"], resume["batch"]],
     )
     return record
 

@@ -109,8 +109,11 @@ def _open_stream(spec, batch_size, eval_limit, training):
         train = train.subset(_some(len(train.files), limit, seed))
     n = eval_limit or len(stream.files)
     x_train, y_train = train.subset(_some(len(train.files), n, 0), shuffle=False, drop_remainder=False).to_arrays()
-    x_test, y_test = (x_train[:0], None) if test is None else test.subset(
-        _some(len(test.files), n, 0), drop_remainder=False).to_arrays()
+    x_test, y_test = (
+        (x_train[:0], None)
+        if test is None
+        else test.subset(_some(len(test.files), n, 0), drop_remainder=False).to_arrays()
+    )
     return _Data(train, (x_train, y_train), (x_test, y_test), True, len(train.files))
 
 

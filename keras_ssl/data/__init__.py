@@ -38,7 +38,25 @@ from keras_ssl.data.sources import ArrayBatches, prepare_fit_data, to_dataset
 from keras_ssl.data.splits import pick_per_class, split, test_mask
 
 __all__ = [
-    "ArrayBatches", "ImageFiles", "check_images", "check_value_range", "decode_image", "folder_files", "list_files",
-    "load", "looks_channels_first", "resize_images", "pick_per_class", "scattered_digits", "prepare_fit_data", "to_dataset", "to_unit_float",
-    "IMAGE_EXTENSIONS", "KERAS_DATASETS", "NAMES", "_resize_bilinear", "split", "test_mask",
+    "ArrayBatches",
+    "ImageFiles",
+    "check_images",
+    "check_value_range",
+    "decode_image",
+    "folder_files",
+    "list_files",
+    "load",
+    "looks_channels_first",
+    "resize_images",
+    "pick_per_class",
+    "scattered_digits",
+    "prepare_fit_data",
+    "to_dataset",
+    "to_unit_float",
+    "IMAGE_EXTENSIONS",
+    "KERAS_DATASETS",
+    "NAMES",
+    "_resize_bilinear",
+    "split",
+    "test_mask",
 ]

@@ -18,8 +18,7 @@ def check_value_range(value_range):
     if value_range is None:
         return None
     bad = ValueError(
-        f"`value_range` must be (low, high): two finite numbers with low < high, e.g. (0, 255); "
-        f"got {value_range!r}."
+        f"`value_range` must be (low, high): two finite numbers with low < high, e.g. (0, 255); got {value_range!r}."
     )
     if isinstance(value_range, (str, bytes)) or not hasattr(value_range, "__len__") or len(value_range) != 2:
         raise bad
@@ -71,9 +70,7 @@ def check_images(x, channels=None, min_batch=None, value_range=None, min_size=No
     """
     x = np.asarray(x)
     if x.ndim != 4:
-        raise ValueError(
-            f"expected images of rank 4 (batch, height, width, channels), got shape {x.shape}."
-        )
+        raise ValueError(f"expected images of rank 4 (batch, height, width, channels), got shape {x.shape}.")
     if x.shape[0] == 0:
         raise ValueError(f"the image batch is empty (shape {x.shape}).")
     if min_batch is not None and x.shape[0] < min_batch:
@@ -86,8 +83,7 @@ def check_images(x, channels=None, min_batch=None, value_range=None, min_size=No
                 "PyTorch or tf.transpose(x, (0, 2, 3, 1))."
             )
         raise ValueError(
-            f"expected images with {channels} channel(s), got {x.shape[-1]} "
-            f"(shape {x.shape}); channels go last."
+            f"expected images with {channels} channel(s), got {x.shape[-1]} (shape {x.shape}); channels go last."
         )
     if min_size is not None and min(x.shape[1:3]) < min_size:
         raise ValueError(
@@ -117,9 +113,7 @@ def check_images(x, channels=None, min_batch=None, value_range=None, min_size=No
             raise ValueError(f"the images contain {bad} NaN or Inf value(s).")
     lo, hi = x.min(), x.max()
     if lo < low or hi > high:
-        raise ValueError(
-            f"image values span [{lo}, {hi}], outside value_range ({low:g}, {high:g}).{hint}"
-        )
+        raise ValueError(f"image values span [{lo}, {hi}], outside value_range ({low:g}, {high:g}).{hint}")
     return (low, high)
 
 

@@ -128,7 +128,8 @@ def scattered_digits(copies=2, size=32, digit_sizes=(12, 20), seed=0):
     """
     digits = load_digits()
     (train, y_train), (test, y_test) = split(
-        np.arange(len(digits.target))[:, None, None, None], digits.target.astype("int64"), 0.2, seed)
+        np.arange(len(digits.target))[:, None, None, None], digits.target.astype("int64"), 0.2, seed
+    )
     rng = np.random.default_rng(seed)
     low, high = digit_sizes
     if not 1 <= low <= high <= size:
@@ -211,8 +212,9 @@ def resize_images(x, size, chunk=512):
     size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
     out = np.empty((len(x), *size, x.shape[-1]), x.dtype)
     for start in range(0, len(x), chunk):
-        part = keras.ops.image.resize(x[start : start + chunk].astype("float32"), size,
-                                      crop_to_aspect_ratio=True, antialias=True)
+        part = keras.ops.image.resize(
+            x[start : start + chunk].astype("float32"), size, crop_to_aspect_ratio=True, antialias=True
+        )
         part = keras.ops.convert_to_numpy(part)
         if x.dtype.kind in "ui":
             info = np.iinfo(x.dtype)

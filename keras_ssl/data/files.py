@@ -64,8 +64,10 @@ def decode_image(path, size=None, channels=3):
             # Decode at the smallest 1/2^k scale still covering the target: far
             # less work for large photos than decoding in full and shrinking.
             scale = max(size[0] / im.height, size[1] / im.width)
-            im.draft(im.mode if im.mode in ("L", "RGB") else None,
-                     (int(np.ceil(im.width * scale)), int(np.ceil(im.height * scale))))
+            im.draft(
+                im.mode if im.mode in ("L", "RGB") else None,
+                (int(np.ceil(im.width * scale)), int(np.ceil(im.height * scale))),
+            )
         im.load()
         if im.getexif().get(0x0112, 1) != 1:
             im = ImageOps.exif_transpose(im)
@@ -145,8 +147,9 @@ def folder_files(root):
                 dirs[:] = sorted(d for d in dirs if not d.startswith("."))
                 entries.extend((os.path.join(folder, f), label) for f in sorted(names))
     else:
-        entries = [(os.path.join(root, f), None) for f in sorted(os.listdir(root))
-                   if os.path.isfile(os.path.join(root, f))]
+        entries = [
+            (os.path.join(root, f), None) for f in sorted(os.listdir(root)) if os.path.isfile(os.path.join(root, f))
+        ]
     files, labels = [], []
     for path, label in entries:
         if os.path.basename(path).startswith("."):
@@ -185,8 +188,11 @@ def list_files(path, root=None):
     path = os.fspath(path)
     root = root or os.path.dirname(os.path.abspath(path))
     with open(path, newline="") as f:
-        rows = [r for r in (csv.reader(f) if path.lower().endswith(".csv") else ([line.strip()] for line in f))
-                if r and r[0].strip() and not r[0].startswith("#")]
+        rows = [
+            r
+            for r in (csv.reader(f) if path.lower().endswith(".csv") else ([line.strip()] for line in f))
+            if r and r[0].strip() and not r[0].startswith("#")
+        ]
     if rows and rows[0][0].strip().lower() in ("path", "file", "filename", "image", "filepath"):
         rows = rows[1:]
     if not rows:

@@ -18,7 +18,6 @@ each epoch ends with one warning that counts and names the files skipped
 or converted.
 """
 
-
 import os
 import threading
 import warnings
@@ -71,11 +70,27 @@ class ImageFiles(keras.utils.PyDataset):
 
     PROBE = 32  # files decoded at construction to check the set and pick channels
 
-    def __init__(self, files, labels=None, *, image_size, batch_size=128, channels=None, shuffle=True,
-                 drop_remainder=None, with_labels=False, seed=0, workers=None,
-                 use_multiprocessing=False, max_queue_size=10):
-        super().__init__(workers=workers or min(8, os.cpu_count() or 1),
-                         use_multiprocessing=use_multiprocessing, max_queue_size=max_queue_size)
+    def __init__(
+        self,
+        files,
+        labels=None,
+        *,
+        image_size,
+        batch_size=128,
+        channels=None,
+        shuffle=True,
+        drop_remainder=None,
+        with_labels=False,
+        seed=0,
+        workers=None,
+        use_multiprocessing=False,
+        max_queue_size=10,
+    ):
+        super().__init__(
+            workers=workers or min(8, os.cpu_count() or 1),
+            use_multiprocessing=use_multiprocessing,
+            max_queue_size=max_queue_size,
+        )
         self.files = [os.fspath(f) for f in files]
         if not self.files:
             raise ValueError("ImageFiles got no files.")
@@ -121,8 +136,7 @@ class ImageFiles(keras.utils.PyDataset):
         """
         files, labels, classes, ignored = folder_files(root)
         if ignored:
-            warnings.warn(f"{root}: left out {len(ignored)} non-image file(s): "
-                          f"{_names(ignored)}.", stacklevel=2)
+            warnings.warn(f"{root}: left out {len(ignored)} non-image file(s): {_names(ignored)}.", stacklevel=2)
         stream = cls(files, labels, **kwargs)
         stream.classes = classes
         return stream
@@ -141,10 +155,18 @@ class ImageFiles(keras.utils.PyDataset):
 
     def config(self):
         """The keyword arguments that rebuild this stream on other files."""
-        return dict(image_size=self.image_size, batch_size=self.batch_size, channels=self.channels,
-                    shuffle=self.shuffle, drop_remainder=self.drop_remainder,
-                    with_labels=self.with_labels, seed=self.seed, workers=self.workers,
-                    use_multiprocessing=self.use_multiprocessing, max_queue_size=self.max_queue_size)
+        return dict(
+            image_size=self.image_size,
+            batch_size=self.batch_size,
+            channels=self.channels,
+            shuffle=self.shuffle,
+            drop_remainder=self.drop_remainder,
+            with_labels=self.with_labels,
+            seed=self.seed,
+            workers=self.workers,
+            use_multiprocessing=self.use_multiprocessing,
+            max_queue_size=self.max_queue_size,
+        )
 
     def subset(self, indices, **overrides):
         """Another `ImageFiles` over the files at `indices` (settings kept unless overridden).
@@ -154,8 +176,9 @@ class ImageFiles(keras.utils.PyDataset):
         """
         indices = np.asarray(indices, "int64")
         kwargs = dict(self.config(), **overrides)
-        stream = type(self)([self.files[i] for i in indices],
-                            None if self.labels is None else self.labels[indices], **kwargs)
+        stream = type(self)(
+            [self.files[i] for i in indices], None if self.labels is None else self.labels[indices], **kwargs
+        )
         stream.classes = getattr(self, "classes", None)
         return stream
 
@@ -168,8 +191,10 @@ class ImageFiles(keras.utils.PyDataset):
         if not 0 < test_fraction < 1:
             raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
         test = test_mask(len(self.files), self.labels, test_fraction, seed)
-        return (self.subset(np.flatnonzero(~test)),
-                self.subset(np.flatnonzero(test), shuffle=False, drop_remainder=False))
+        return (
+            self.subset(np.flatnonzero(~test)),
+            self.subset(np.flatnonzero(test), shuffle=False, drop_remainder=False),
+        )
 
     def to_arrays(self):
         """All images (and labels) in file order, as NumPy arrays: for small sets only.
@@ -177,8 +202,7 @@ class ImageFiles(keras.utils.PyDataset):
         Example:
             >>> x_test, y_test = test.to_arrays()
         """
-        stream = self.subset(np.arange(len(self.files)), shuffle=False, drop_remainder=False,
-                             with_labels=False)
+        stream = self.subset(np.arange(len(self.files)), shuffle=False, drop_remainder=False, with_labels=False)
         x = np.concatenate([stream[i][0] for i in range(stream.num_batches)])
         stream.report()
         self._problems.update(stream._problems)
@@ -200,8 +224,9 @@ class ImageFiles(keras.utils.PyDataset):
         picked = self._order[index * self.batch_size : (index + 1) * self.batch_size]
         images = [self._load(self.files[i]) for i in picked]
         good = [im for im in images if im is not None]
-        images = [im if im is not None else (good[k % len(good)] if good else self._fallback)
-                  for k, im in enumerate(images)]
+        images = [
+            im if im is not None else (good[k % len(good)] if good else self._fallback) for k, im in enumerate(images)
+        ]
         x = np.stack(images)
         return (x, self.labels[picked]) if self.with_labels else (x,)
 
@@ -234,8 +259,10 @@ class ImageFiles(keras.utils.PyDataset):
         converted = [p for p in new if p not in skipped]
         parts = []
         if skipped:
-            parts.append(f"skipped {len(skipped)} file(s) that do not decode (each replaced in its "
-                         f"batch by another image): {_names(skipped, new)}")
+            parts.append(
+                f"skipped {len(skipped)} file(s) that do not decode (each replaced in its "
+                f"batch by another image): {_names(skipped, new)}"
+            )
         if converted:
             parts.append(f"converted {len(converted)} file(s) to {self._mode()}: {_names(converted, new)}")
         warnings.warn("ImageFiles: " + "; ".join(parts) + ".", stacklevel=2)
@@ -281,8 +308,7 @@ class ImageFiles(keras.utils.PyDataset):
         if not good:
             reasons = "; ".join(f"{os.path.basename(p)}: {self._problems[p][9:]}" for p in first[:3])
             raise ValueError(
-                f"none of the first {len(first)} image file(s) decodes ({reasons}). "
-                "Are these image files?"
+                f"none of the first {len(first)} image file(s) decodes ({reasons}). Are these image files?"
             )
         return good[0]
 

@@ -52,8 +52,7 @@ def to_dataset(data, batch_size=None):
     if isinstance(data, tuple) and data and all(isinstance(a, np.ndarray) for a in data):
         # fit(x=(images, labels)) would read the tuple as two model inputs
         raise TypeError(
-            "got a tuple of NumPy arrays: pass arrays to fit directly (fit(x, y)), "
-            "or give a list of batches."
+            "got a tuple of NumPy arrays: pass arrays to fit directly (fit(x, y)), or give a list of batches."
         )
     if _is_from(data, "tensorflow", "DatasetV2"):
         spec = data.element_spec
@@ -83,19 +82,14 @@ def to_dataset(data, batch_size=None):
             "expected images as a NumPy array, tf.data.Dataset, keras.utils.PyDataset, "
             f"torch DataLoader or an iterable of batches, got {type(data).__name__}."
         )
-    if isinstance(data, keras.utils.PyDataset) or (
-        hasattr(data, "__getitem__") and hasattr(data, "__len__")
-    ):
+    if isinstance(data, keras.utils.PyDataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
         return _IndexedBatches(data)
     return (_select(batch) for batch in data)
 
 
 def _is_from(obj, package, class_name):
     """Whether `obj` is an instance of `package`'s class `class_name` (no import)."""
-    return any(
-        cls.__name__ == class_name and cls.__module__.split(".")[0] == package
-        for cls in type(obj).__mro__
-    )
+    return any(cls.__name__ == class_name and cls.__module__.split(".")[0] == package for cls in type(obj).__mro__)
 
 
 def _select(batch):
@@ -217,8 +211,7 @@ class ArrayBatches(keras.utils.PyDataset):
         """Selects epoch `epoch`'s order (0-based, as Keras counts)."""
         self.epoch = int(epoch)
         n = len(self.x)
-        self._order = (np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle
-                       else np.arange(n))
+        self._order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
 
     @property
     def num_batches(self):
@@ -227,7 +220,7 @@ class ArrayBatches(keras.utils.PyDataset):
     def __getitem__(self, index):
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} of {self.num_batches}")
-        picked = np.sort(self._order[index * self.batch_size:(index + 1) * self.batch_size])
+        picked = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
         return (self.x[picked],) if self.y is None else (self.x[picked], self.y[picked])
 
 
@@ -248,8 +241,7 @@ def orders_itself(source):
     return callable(getattr(source, "set_epoch", None))
 
 
-def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=None, min_size=None,
-                     check_batch=None):
+def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=None, min_size=None, check_batch=None):
     """Checks any image source for `fit` and returns what Keras should get.
 
     NumPy images are checked whole and cut to full batches (SSL losses are

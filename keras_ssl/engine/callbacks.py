@@ -57,8 +57,7 @@ class MomentumScheduler(keras.callbacks.Callback):
         model.total_steps.assign(int(total))
 
     def get_config(self):
-        return {"momentum": self.momentum, "momentum_end": self.momentum_end,
-                "total_steps": self.total_steps}
+        return {"momentum": self.momentum, "momentum_end": self.momentum_end, "total_steps": self.total_steps}
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -108,12 +107,16 @@ class StopOnNaN(keras.callbacks.Callback):
         where = f"epoch {getattr(self, 'epoch', 0) + 1}, batch {batch + 1}"
         if "loss" in values and not np.isfinite(values["loss"]):
             bad = [f"{k}={v}" for k, v in values.items() if k != "loss" and not np.isfinite(v)]
-            self._stop(f"the loss became {values['loss']} at {where}; non-finite terms: "
-                       f"{', '.join(bad) or 'none besides the loss'}")
+            self._stop(
+                f"the loss became {values['loss']} at {where}; non-finite terms: "
+                f"{', '.join(bad) or 'none besides the loss'}"
+            )
         scale = self._loss_scale
         if self.divergence and scale and "loss" in values and abs(values["loss"]) > self.divergence * scale:
-            self._stop(f"the loss jumped to {values['loss']:.4g} at {where}, more than {self.divergence:g} "
-                       f"times its first epoch's size {scale:.4g} (divergence)")
+            self._stop(
+                f"the loss jumped to {values['loss']:.4g} at {where}, more than {self.divergence:g} "
+                f"times its first epoch's size {scale:.4g} (divergence)"
+            )
         if self.weights_every and (batch + 1) % self.weights_every == 0:
             self._check_variables(where)
 
@@ -135,11 +138,19 @@ class StopOnNaN(keras.callbacks.Callback):
                 kind = "non-finite" if not np.all(np.isfinite(value)) else f"larger than {self.max_abs:g}"
                 self._stop(f"variable {v.path} became {kind} at {where} while the loss stayed finite")
         if self.divergence:
-            norm = float(np.sqrt(sum(float(np.sum(np.square(keras.ops.convert_to_numpy(w), dtype="float64")))
-                                     for w in self.model.trainable_variables)))
+            norm = float(
+                np.sqrt(
+                    sum(
+                        float(np.sum(np.square(keras.ops.convert_to_numpy(w), dtype="float64")))
+                        for w in self.model.trainable_variables
+                    )
+                )
+            )
             if self._norm and norm > self.divergence * self._norm:
-                self._stop(f"the norm of the trainable weights jumped from {self._norm:.4g} to {norm:.4g} by "
-                           f"{where} (divergence)")
+                self._stop(
+                    f"the norm of the trainable weights jumped from {self._norm:.4g} to {norm:.4g} by "
+                    f"{where} (divergence)"
+                )
             self._norm = norm
 
     def _stop(self, what):
@@ -195,8 +206,11 @@ class DataEpochs(keras.callbacks.Callback):
         expected = (self.params or {}).get("steps") or self.first_steps
         self.first_steps = self.first_steps or self.steps
         if self.steps and expected and self.steps < expected:
-            warnings.warn(f"epoch {epoch + 1} ran {self.steps} of {expected} steps: the data "
-                          f"({type(self.source).__name__}) ran out early.", stacklevel=2)
+            warnings.warn(
+                f"epoch {epoch + 1} ran {self.steps} of {expected} steps: the data "
+                f"({type(self.source).__name__}) ran out early.",
+                stacklevel=2,
+            )
         if not self.steps:
             raise self.empty_error(epoch)
 

@@ -77,14 +77,16 @@ class MethodContract:
 
     @classmethod
     def from_config(cls, config):
-        config = {key: keras.saving.deserialize_keras_object(value)
-                  if isinstance(value, dict) and "class_name" in value else value
-                  for key, value in config.items()}
+        config = {
+            key: keras.saving.deserialize_keras_object(value)
+            if isinstance(value, dict) and "class_name" in value
+            else value
+            for key, value in config.items()
+        }
         return cls(**config)
 
     def _check_hyperparameters(self):
-        missing = [name for name in self.hyperparameters()
-                   if not hasattr(self, _CONFIG_ATTRIBUTES.get(name, name))]
+        missing = [name for name in self.hyperparameters() if not hasattr(self, _CONFIG_ATTRIBUTES.get(name, name))]
         if missing:
             raise TypeError(
                 f"{type(self).__name__} stores no attribute for its constructor argument(s) {missing}: "

@@ -18,8 +18,13 @@ def check_fit_data(model, x, y, batch_size):
         >>> x, y, batch_size = check_fit_data(model, x_train, None, 256)
     """
     return prepare_fit_data(
-        x, y, batch_size, channels=model.image_shape[-1], value_range=model.value_range,
-        min_size=model.image_size, check_batch=model.check_batch_size,
+        x,
+        y,
+        batch_size,
+        channels=model.image_shape[-1],
+        value_range=model.value_range,
+        min_size=model.image_size,
+        check_batch=model.check_batch_size,
     )
 
 
@@ -39,28 +44,41 @@ def fit_arguments(model, x, y, batch_size, kwargs):
         >>> x, y, batch_size, kwargs, guard = fit_arguments(model, x_train, None, 256, {"epochs": 2})
     """
     x, y, batch_size = model._check_fit_data(x, y, batch_size)  # a method may take (images, texts)
-    if hasattr(x, "__next__") and kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0) > 1 \
-            and not kwargs.get("steps_per_epoch"):
+    if (
+        hasattr(x, "__next__")
+        and kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0) > 1
+        and not kwargs.get("steps_per_epoch")
+    ):
         raise ValueError(
             f"fit(epochs={kwargs['epochs']}) got a generator or iterator, which is read once: the second "
             "epoch would find it empty (Keras then replays its first batches). Give a PyDataset, a list "
-            "of batches or a torch DataLoader, or an endless generator with steps_per_epoch.")
-    if isinstance(x, np.ndarray) and (y is None or y.dtype.kind in "biuf") and not any(
-            kwargs.get(k) for k in ("validation_split", "sample_weight", "class_weight")) \
-            and not backend.needs_array_input(model):
+            "of batches or a torch DataLoader, or an endless generator with steps_per_epoch."
+        )
+    if (
+        isinstance(x, np.ndarray)
+        and (y is None or y.dtype.kind in "biuf")
+        and not any(kwargs.get(k) for k in ("validation_split", "sample_weight", "class_weight"))
+        and not backend.needs_array_input(model)
+    ):
         # Seeded by epoch, not by the global state: exact resume (see ArrayBatches).
         x, y = ArrayBatches(x, y, batch_size or 32, shuffle=kwargs.pop("shuffle", True), seed=model.seed), None
         batch_size = None
     if orders_itself(x):
         kwargs["shuffle"] = False  # Keras would reshuffle the batches from Python's global `random`
-    callbacks = [BackupAndRestore.like(c) if type(c) is keras.callbacks.BackupAndRestore else c
-                 for c in kwargs.pop("callbacks", None) or []]
+    callbacks = [
+        BackupAndRestore.like(c) if type(c) is keras.callbacks.BackupAndRestore else c
+        for c in kwargs.pop("callbacks", None) or []
+    ]
     if not any(isinstance(c, MomentumScheduler) for c in callbacks):
         callbacks.append(MomentumScheduler())
     if not any(isinstance(c, StopOnNaN) for c in callbacks):
         # First, before any checkpoint saves; checking the variables whenever one saves.
-        every = [c.save_freq for c in callbacks if isinstance(c, (keras.callbacks.ModelCheckpoint,
-                 keras.callbacks.BackupAndRestore)) and isinstance(getattr(c, "save_freq", None), int)]
+        every = [
+            c.save_freq
+            for c in callbacks
+            if isinstance(c, (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore))
+            and isinstance(getattr(c, "save_freq", None), int)
+        ]
         callbacks.insert(0, StopOnNaN(weights_every=min(every) if every else None))
     guard = DataEpochs(x)
     callbacks.insert(0, guard)

@@ -28,6 +28,26 @@ def pool_features(h):
     return h
 
 
+def encode_views(encoder, views, training=False):
+    """`encoder` run once per group of consecutive same-size views; one `(B, D)` batch per view.
+
+    Example:
+        >>> h1, h2 = encode_views(encoder, [v1, v2], training=True)   # one encoder call on 2B images
+    """
+    groups = []
+    for view in views:
+        if groups and tuple(groups[-1][-1].shape[1:]) == tuple(view.shape[1:]):
+            groups[-1].append(view)
+        else:
+            groups.append([view])
+    features = []
+    for group in groups:
+        batch = group[0] if len(group) == 1 else ops.concatenate(group, axis=0)
+        h = pool_features(encoder(batch, training=training))
+        features.extend(ops.split(h, len(group), axis=0) if len(group) > 1 else [h])
+    return features
+
+
 def check_views(model, views, image_size):
     """The view shapes of `views`, after checking them against what `model` declares and its encoder takes.
 
@@ -42,7 +62,8 @@ def check_views(model, views, image_size):
             f"got {type(views).__name__}. Wrap a single augmentation layer as TwoViews(layer)."
         )
     wanted = f"{model.global_views} full-size view{'s' * (model.global_views > 1)}" + (
-        " and any number of smaller local views" if model.local_views else "")
+        " and any number of smaller local views" if model.local_views else ""
+    )
     if views.num_global != model.global_views or (views.num_local and not model.local_views):
         raise ValueError(
             f"{name} needs {wanted}; the given {type(views).__name__} makes "
@@ -105,8 +126,7 @@ def resolve_input_shape(encoder, input_shape):
             input_shape = tuple(built[1:]) if built is not None else None
     if input_shape is None or None in tuple(input_shape):
         raise ValueError(
-            "cannot tell the image shape the encoder takes: pass input_shape=(H, W, C) "
-            f"(got {input_shape})."
+            f"cannot tell the image shape the encoder takes: pass input_shape=(H, W, C) (got {input_shape})."
         )
     input_shape = tuple(int(d) for d in input_shape)
     if len(input_shape) != 3:

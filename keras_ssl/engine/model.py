@@ -30,6 +30,7 @@ from keras_ssl.engine import fit as fit_policy
 from keras_ssl.engine.contract import MethodContract
 from keras_ssl.engine.introspection import (
     check_views,
+    encode_views,
     feature_dim,
     pool_features,
     resolve_input_shape,
@@ -84,8 +85,19 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         >>> history = model.fit(x_small, epochs=1, batch_size=8, verbose=0)
     """
 
-    def __init__(self, encoder, *, views=None, input_shape=None, image_size=None, value_range=None, seed=None,
-                 momentum=None, momentum_end=None, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        *,
+        views=None,
+        input_shape=None,
+        image_size=None,
+        value_range=None,
+        seed=None,
+        momentum=None,
+        momentum_end=None,
+        **kwargs,
+    ):
         # The engine's own arithmetic (momentum updates, queues, centres,
         # losses) runs in float32 even under a mixed-precision policy: a
         # half-type model would autocast every variable it reads. The encoder
@@ -119,7 +131,8 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         # length of the run, set by `MomentumScheduler` when `fit` starts.
         self.step = self.add_weight(name="step", shape=(), dtype="int32", initializer="zeros", trainable=False)
         self.total_steps = self.add_weight(
-            name="total_steps", shape=(), dtype="int32", initializer="zeros", trainable=False)
+            name="total_steps", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
         self._init_momentum(momentum, momentum_end)
 
     def _finish_construction(self):
@@ -144,8 +157,9 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         """
         if cls.view_recipe is None:
             raise NotImplementedError(f"{cls.__name__} declares no view_recipe: pass `views=`.")
-        return cls.view_recipe(image_size, channels=channels, min_crop_scale=min_crop_scale,
-                               horizontal_flip=horizontal_flip, seed=seed)
+        return cls.view_recipe(
+            image_size, channels=channels, min_crop_scale=min_crop_scale, horizontal_flip=horizontal_flip, seed=seed
+        )
 
     # ----------------------------------------------------------- helpers
     def next_seed(self):
@@ -173,19 +187,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         Returns:
             list of `(B, D)` feature batches, one per view.
         """
-        encoder = encoder or self.encoder
-        groups = []
-        for view in views:
-            if groups and tuple(groups[-1][-1].shape[1:]) == tuple(view.shape[1:]):
-                groups[-1].append(view)
-            else:
-                groups.append([view])
-        features = []
-        for group in groups:
-            batch = group[0] if len(group) == 1 else ops.concatenate(group, axis=0)
-            h = pool_features(encoder(batch, training=training))
-            features.extend(ops.split(h, len(group), axis=0) if len(group) > 1 else [h])
-        return features
+        return encode_views(encoder or self.encoder, views, training)
 
     def embed(self, views, head, training=False, encoder=None):
         """`head(encoder(view))` for each view: the encoder runs once per same-size group."""
@@ -255,7 +257,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         if training:
             loss, monitored = y_pred[_LOSS], y_pred.get(_MONITORED)
-            terms = {k[len(_TERM):]: v for k, v in y_pred.items() if k.startswith(_TERM)}
+            terms = {k[len(_TERM) :]: v for k, v in y_pred.items() if k.startswith(_TERM)}
         else:  # `evaluate` called `self(x)` for embeddings; rebuild the SSL forward.
             loss, terms, gathered = self._loss(self._forward(x, training=False))
             monitored = gathered.get(self.monitored_output)
@@ -314,8 +316,9 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         # Saved as requested, so a model saved with "auto" on JAX (XLA) does
         # not force torch.compile when it is loaded on PyTorch.
         self._jit_request = jit_compile
-        super().compile(optimizer=optimizer, jit_compile=backend.resolve_jit_compile(jit_compile),
-                        run_eagerly=run_eagerly, **kwargs)
+        super().compile(
+            optimizer=optimizer, jit_compile=backend.resolve_jit_compile(jit_compile), run_eagerly=run_eagerly, **kwargs
+        )
 
     def make_train_function(self, force=False):
         """Keras's, compiled with `backend.compile.XLA_CPU_OPTIONS` on JAX on a CPU."""

@@ -89,7 +89,9 @@ class MomentumTargets:
             # must reach a step function that is already compiled, and the
             # live values are what `get_config` saves.
             self._momentum_ends = self.add_weight(
-                name="momentum_ends", shape=(2,), trainable=False,
+                name="momentum_ends",
+                shape=(2,),
+                trainable=False,
                 initializer=keras.initializers.Constant([momentum, momentum_end]),
             )
         else:

@@ -32,7 +32,19 @@ from keras_ssl.evaluation.representation import (
 )
 
 __all__ = [
-    "GradientScale", "alignment", "embed", "embedding_std", "fine_tune", "knn_accuracy", "knn_classify",
-    "labeled_subset", "linear_probe", "nearest_neighbors", "rankme", "raw_pixel_knn", "recall_at_k",
-    "semi_supervised", "uniformity",
+    "GradientScale",
+    "alignment",
+    "embed",
+    "embedding_std",
+    "fine_tune",
+    "knn_accuracy",
+    "knn_classify",
+    "labeled_subset",
+    "linear_probe",
+    "nearest_neighbors",
+    "rankme",
+    "raw_pixel_knn",
+    "recall_at_k",
+    "semi_supervised",
+    "uniformity",
 ]

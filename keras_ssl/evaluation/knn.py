@@ -38,10 +38,12 @@ def embed(encoder, x, batch_size=256, value_range=None):
         if isinstance(encoder, keras.Model):
             h = encoder.predict(images, batch_size=batch_size, verbose=0)
         else:
-            h = np.concatenate([
-                keras.ops.convert_to_numpy(encoder(images[i : i + batch_size], training=False))
-                for i in range(0, len(images), batch_size)
-            ])
+            h = np.concatenate(
+                [
+                    keras.ops.convert_to_numpy(encoder(images[i : i + batch_size], training=False))
+                    for i in range(0, len(images), batch_size)
+                ]
+            )
         h = np.asarray(h, "float32")
         # Maps (B, H, W, C) and tokens (B, T, D) are averaged, as `SSLModel` pools them.
         out.append(h.mean(axis=tuple(range(1, h.ndim - 1))) if h.ndim in (3, 4) else h.reshape(len(h), -1))
@@ -67,9 +69,7 @@ def nearest_neighbors(query, gallery, k, batch_size=1024):
     query = _normalize(_matrix(query, "query", "float32"))
     gallery = _normalize(_matrix(gallery, "gallery", "float32"))
     if query.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"query features have dimension {query.shape[1]}, gallery {gallery.shape[1]}."
-        )
+        raise ValueError(f"query features have dimension {query.shape[1]}, gallery {gallery.shape[1]}.")
     if int(k) < 1:
         raise ValueError(f"k must be at least 1, got {k}.")
     k = min(int(k), len(gallery))
@@ -85,7 +85,12 @@ def nearest_neighbors(query, gallery, k, batch_size=1024):
 
 
 def knn_classify(
-    train_features, train_labels, test_features, k=200, temperature=0.1, num_classes=None,
+    train_features,
+    train_labels,
+    test_features,
+    k=200,
+    temperature=0.1,
+    num_classes=None,
     batch_size=1024,
 ):
     """Weighted kNN class scores (InstDisc / lightly protocol).
@@ -144,8 +149,15 @@ def raw_pixel_knn(x_train, y_train, x_test, y_test, value_range=None, max_side=6
 
 
 def knn_accuracy(
-    train_features, train_labels, test_features, test_labels, k=200, temperature=0.1,
-    top=(1, 5), num_classes=None, batch_size=1024,
+    train_features,
+    train_labels,
+    test_features,
+    test_labels,
+    k=200,
+    temperature=0.1,
+    top=(1, 5),
+    num_classes=None,
+    batch_size=1024,
 ):
     """Top-n accuracies of `knn_classify`.
 
@@ -161,7 +173,5 @@ def knn_accuracy(
     Example:
         >>> knn_accuracy(train_features, y_train, test_features, y_test)["top1"]
     """
-    scores = knn_classify(
-        train_features, train_labels, test_features, k, temperature, num_classes, batch_size
-    )
+    scores = knn_classify(train_features, train_labels, test_features, k, temperature, num_classes, batch_size)
     return _top_accuracies(scores, _labels(test_labels, len(scores)), top)

@@ -11,8 +11,18 @@ from keras_ssl.evaluation.knn import embed
 
 # ------------------------------------------------------------- training
 def linear_probe(
-    encoder, x_train, y_train, x_test, y_test, epochs=100, batch_size=256, learning_rate=1e-3,
-    value_range=None, seed=0, verbose=0, return_model=False,
+    encoder,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    epochs=100,
+    batch_size=256,
+    learning_rate=1e-3,
+    value_range=None,
+    seed=0,
+    verbose=0,
+    return_model=False,
 ):
     """Offline linear evaluation on frozen features.
 
@@ -46,11 +56,13 @@ def linear_probe(
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}.")
     std = f_train.std(axis=0) + 1e-6
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    classifier = keras.Sequential([
-        keras.Input((f_train.shape[1],)),
-        keras.layers.Normalization(mean=f_train.mean(axis=0), variance=std**2),
-        keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed)),
-    ])
+    classifier = keras.Sequential(
+        [
+            keras.Input((f_train.shape[1],)),
+            keras.layers.Normalization(mean=f_train.mean(axis=0), variance=std**2),
+            keras.layers.Dense(num_classes, kernel_initializer=keras.initializers.GlorotUniform(seed)),
+        ]
+    )
     steps = epochs * -(-len(f_train) // batch_size)
     classifier.compile(
         optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)),
@@ -66,9 +78,21 @@ def linear_probe(
 
 
 def fine_tune(
-    encoder, x_train, y_train, x_test, y_test, epochs=10, batch_size=64, learning_rate=None,
-    encoder_learning_rate_scale=0.1, label_fraction=1.0, augment=True, value_range=None,
-    seed=0, verbose=0, return_model=False,
+    encoder,
+    x_train,
+    y_train,
+    x_test,
+    y_test,
+    epochs=10,
+    batch_size=64,
+    learning_rate=None,
+    encoder_learning_rate_scale=0.1,
+    label_fraction=1.0,
+    augment=True,
+    value_range=None,
+    seed=0,
+    verbose=0,
+    return_model=False,
 ):
     """Fine-tunes a copy of the encoder with a new linear head.
 
@@ -109,9 +133,7 @@ def fine_tune(
     check_images(x_test, channels=x_train.shape[-1], value_range=value_range)
     y_train, y_test = _labels(y_train, len(x_train)), _labels(y_test, len(x_test))
     if encoder_learning_rate_scale < 0:
-        raise ValueError(
-            f"encoder_learning_rate_scale must be >= 0, got {encoder_learning_rate_scale}."
-        )
+        raise ValueError(f"encoder_learning_rate_scale must be >= 0, got {encoder_learning_rate_scale}.")
     keep = labeled_subset(y_train, label_fraction, seed)
     x_train, y_train = x_train[keep], y_train[keep]
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
@@ -148,9 +170,7 @@ def fine_tune(
     classifier = plain_keras(keras.Model(inputs, head(features), name="fine_tuned"))
     results = {
         "top1": _accuracy(classifier.predict(x_test, batch_size=batch_size, verbose=0), y_test),
-        "train_top1": _accuracy(
-            classifier.predict(x_train, batch_size=batch_size, verbose=0), y_train
-        ),
+        "train_top1": _accuracy(classifier.predict(x_train, batch_size=batch_size, verbose=0), y_train),
         "num_labeled": len(keep),
     }
     return (results, classifier) if return_model else results

@@ -26,7 +26,16 @@ class Conv2D(keras.layers.Conv2D):
     """
 
     def convolution_op(self, inputs, kernel):
-        fast = None if self.groups != 1 else backend.fast_conv(
-            inputs, keras.ops.convert_to_tensor(kernel), self.strides, self.padding, self.data_format,
-            self.dilation_rate)
+        fast = (
+            None
+            if self.groups != 1
+            else backend.fast_conv(
+                inputs,
+                keras.ops.convert_to_tensor(kernel),
+                self.strides,
+                self.padding,
+                self.data_format,
+                self.dilation_rate,
+            )
+        )
         return super().convolution_op(inputs, kernel) if fast is None else fast

@@ -148,7 +148,8 @@ class Prototypes(keras.layers.Layer):
 
     def build(self, input_shape):
         self.kernel = self.add_weight(
-            name="kernel", shape=(input_shape[-1], self.num_prototypes),
+            name="kernel",
+            shape=(input_shape[-1], self.num_prototypes),
             initializer="glorot_uniform",
         )
 
@@ -196,13 +197,20 @@ class DINOHead(keras.layers.Layer):
         >>> logits = head(h)   # (B, 4096)
     """
 
-    def __init__(self, output_dim=65536, hidden_dim=2048, bottleneck_dim=256, num_layers=3,
-                 norm_last_layer=True, freeze_last_layer_steps=0, **kwargs):
+    def __init__(
+        self,
+        output_dim=65536,
+        hidden_dim=2048,
+        bottleneck_dim=256,
+        num_layers=3,
+        norm_last_layer=True,
+        freeze_last_layer_steps=0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if int(num_layers) < 1:
             raise ValueError(f"`num_layers` must be >= 1, got {num_layers}.")
-        for name, value in (("output_dim", output_dim), ("hidden_dim", hidden_dim),
-                            ("bottleneck_dim", bottleneck_dim)):
+        for name, value in (("output_dim", output_dim), ("hidden_dim", hidden_dim), ("bottleneck_dim", bottleneck_dim)):
             if int(value) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {value}.")
         self.output_dim, self.hidden_dim = int(output_dim), int(hidden_dim)
@@ -210,13 +218,14 @@ class DINOHead(keras.layers.Layer):
         self.norm_last_layer = bool(norm_last_layer)
         self.freeze_last_layer_steps = int(freeze_last_layer_steps)
         self.mlp = [
-            keras.layers.Dense(self.hidden_dim, activation="gelu",
-                               kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+            keras.layers.Dense(
+                self.hidden_dim, activation="gelu", kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02)
+            )
             for _ in range(self.num_layers - 1)
         ]
-        self.mlp.append(keras.layers.Dense(
-            self.bottleneck_dim, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02)
-        ))
+        self.mlp.append(
+            keras.layers.Dense(self.bottleneck_dim, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
+        )
 
     def build(self, input_shape):
         shape = tuple(input_shape)
@@ -224,11 +233,14 @@ class DINOHead(keras.layers.Layer):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
         self.last_v = self.add_weight(
-            name="last_v", shape=(self.bottleneck_dim, self.output_dim),
+            name="last_v",
+            shape=(self.bottleneck_dim, self.output_dim),
             initializer=keras.initializers.TruncatedNormal(stddev=0.02),
         )
         self.last_g = self.add_weight(
-            name="last_g", shape=(self.output_dim,), initializer="ones",
+            name="last_g",
+            shape=(self.output_dim,),
+            initializer="ones",
             trainable=not self.norm_last_layer,
         )
 
@@ -252,9 +264,12 @@ class DINOHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            output_dim=self.output_dim, hidden_dim=self.hidden_dim,
-            bottleneck_dim=self.bottleneck_dim, num_layers=self.num_layers,
-            norm_last_layer=self.norm_last_layer, freeze_last_layer_steps=self.freeze_last_layer_steps,
+            output_dim=self.output_dim,
+            hidden_dim=self.hidden_dim,
+            bottleneck_dim=self.bottleneck_dim,
+            num_layers=self.num_layers,
+            norm_last_layer=self.norm_last_layer,
+            freeze_last_layer_steps=self.freeze_last_layer_steps,
         )
         return config
 
@@ -282,5 +297,4 @@ class ZeroShotHead(keras.layers.Layer):
         return ops.softmax(logits, axis=-1)
 
     def get_config(self):
-        return {**super().get_config(), "class_embeddings": self.class_embeddings.tolist(),
-                "scale": self.scale}
+        return {**super().get_config(), "class_embeddings": self.class_embeddings.tolist(), "scale": self.scale}

@@ -52,8 +52,10 @@ def unpatchify(patches, patch_size, image_size, channels):
         raise ValueError(f"patch_size {p} does not divide the image size {height}x{width}.")
     expected = ((height // p) * (width // p), p * p * channels)
     if tuple(patches.shape[1:]) != expected:
-        raise ValueError(f"expected patches of shape (B, {expected[0]}, {expected[1]}) for "
-                         f"{height}x{width}x{channels} images, got {tuple(patches.shape)}.")
+        raise ValueError(
+            f"expected patches of shape (B, {expected[0]}, {expected[1]}) for "
+            f"{height}x{width}x{channels} images, got {tuple(patches.shape)}."
+        )
     x = ops.reshape(patches, (-1, height // p, width // p, p, p, channels))
     x = ops.transpose(x, (0, 1, 3, 2, 4, 5))
     return ops.reshape(x, (-1, height, width, channels))

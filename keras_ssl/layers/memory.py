@@ -38,15 +38,14 @@ class MemoryBank(keras.layers.Layer):
             return l2_normalize(keras.random.normal(shape, seed=seed))
 
         self.queue = self.add_weight(
-            name="queue", shape=(self.size, self.dim), dtype="float32",
-            initializer=unit_rows, trainable=False,
+            name="queue",
+            shape=(self.size, self.dim),
+            dtype="float32",
+            initializer=unit_rows,
+            trainable=False,
         )
-        self.pointer = self.add_weight(
-            name="pointer", shape=(), dtype="int32", initializer="zeros", trainable=False
-        )
-        self.filled = self.add_weight(
-            name="filled", shape=(), dtype="int32", initializer="zeros", trainable=False
-        )
+        self.pointer = self.add_weight(name="pointer", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        self.filled = self.add_weight(name="filled", shape=(), dtype="int32", initializer="zeros", trainable=False)
         self.built = True
 
     def check_batch_size(self, batch_size):

@@ -44,8 +44,8 @@ class BatchNormalization(keras.layers.BatchNormalization):
             return super().call(inputs, training=training, mask=mask)
         outputs, mean, variance = fused
         mean, variance = ops.stop_gradient(mean), ops.stop_gradient(variance)
-        self.moving_mean.assign(
-            ops.cast(self.moving_mean, x.dtype) * self.momentum + mean * (1.0 - self.momentum))
+        self.moving_mean.assign(ops.cast(self.moving_mean, x.dtype) * self.momentum + mean * (1.0 - self.momentum))
         self.moving_variance.assign(
-            ops.cast(self.moving_variance, x.dtype) * self.momentum + variance * (1.0 - self.momentum))
+            ops.cast(self.moving_variance, x.dtype) * self.momentum + variance * (1.0 - self.momentum)
+        )
         return ops.cast(outputs, self.compute_dtype)

@@ -19,6 +19,20 @@ from keras_ssl.losses.contrastive import clip, info_nce, nt_xent
 from keras_ssl.losses.reconstruction import mae_reconstruction, patch_statistics
 
 __all__ = [
-    "barlow_twins", "barlow_twins_terms", "byol_loss", "clip", "dino", "embedding_std", "info_nce", "l2_normalize",
-    "mae_reconstruction", "negative_cosine", "nt_xent", "patch_statistics", "sinkhorn", "swav", "vicreg", "vicreg_terms",
+    "barlow_twins",
+    "barlow_twins_terms",
+    "byol_loss",
+    "clip",
+    "dino",
+    "embedding_std",
+    "info_nce",
+    "l2_normalize",
+    "mae_reconstruction",
+    "negative_cosine",
+    "nt_xent",
+    "patch_statistics",
+    "sinkhorn",
+    "swav",
+    "vicreg",
+    "vicreg_terms",
 ]

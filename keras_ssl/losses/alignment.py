@@ -162,8 +162,4 @@ def vicreg(z1, z2, sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, eps=1e-4):
         >>> vicreg(keras.random.normal((8, 16)), keras.random.normal((8, 16)))
     """
     terms = vicreg_terms(z1, z2, eps)
-    return (
-        sim_coeff * terms["invariance"]
-        + std_coeff * terms["variance"]
-        + cov_coeff * terms["covariance"]
-    )
+    return sim_coeff * terms["invariance"] + std_coeff * terms["variance"] + cov_coeff * terms["covariance"]

@@ -78,9 +78,7 @@ def swav(
     if num_crops < 2:
         raise ValueError(f"`scores_per_crop` needs at least 2 crops, got {num_crops}.")
     if not assignment_crops or any(not 0 <= i < num_crops for i in assignment_crops):
-        raise ValueError(
-            f"`assignment_crops` must be indices in [0, {num_crops}), got {assignment_crops}."
-        )
+        raise ValueError(f"`assignment_crops` must be indices in [0, {num_crops}), got {assignment_crops}.")
     if queue_scores is None:
         queue_scores = [None] * len(assignment_crops)
     if len(queue_scores) != len(assignment_crops):
@@ -128,9 +126,7 @@ def dino(
         >>> t = [keras.random.normal((8, 32)) for _ in range(2)]
         >>> dino(s, t, keras.ops.zeros((32,)))
     """
-    _check_positive(
-        student_temperature=student_temperature, teacher_temperature=teacher_temperature
-    )
+    _check_positive(student_temperature=student_temperature, teacher_temperature=teacher_temperature)
     if len(teacher_logits) > len(student_logits):
         raise ValueError(
             f"got {len(teacher_logits)} teacher crops for {len(student_logits)} student crops; "
@@ -142,9 +138,7 @@ def dino(
     total = 0.0
     pairs = 0
     for i, t in enumerate(teacher_logits):
-        probs = ops.stop_gradient(
-            ops.softmax((ops.cast(t, "float32") - center) / teacher_temperature, axis=-1)
-        )
+        probs = ops.stop_gradient(ops.softmax((ops.cast(t, "float32") - center) / teacher_temperature, axis=-1))
         for v, s in enumerate(student):
             if v != i:
                 total += _cross_entropy(probs, s)

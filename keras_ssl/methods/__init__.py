@@ -14,7 +14,15 @@ from keras_ssl.methods.swav import SwAV
 from keras_ssl.methods.vicreg import VICReg
 
 METHODS = {
-    "simclr": SimCLR, "moco": MoCoV2, "moco_v3": MoCoV3, "byol": BYOL, "nnclr": NNCLR,
-    "simsiam": SimSiam, "barlow_twins": BarlowTwins, "vicreg": VICReg,
-    "swav": SwAV, "dino": DINO, "mae": MAE,
+    "simclr": SimCLR,
+    "moco": MoCoV2,
+    "moco_v3": MoCoV3,
+    "byol": BYOL,
+    "nnclr": NNCLR,
+    "simsiam": SimSiam,
+    "barlow_twins": BarlowTwins,
+    "vicreg": VICReg,
+    "swav": SwAV,
+    "dino": DINO,
+    "mae": MAE,
 }

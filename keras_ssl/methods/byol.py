@@ -42,8 +42,7 @@ class BYOL(SSLModel):
     gathered_outputs = ("z1", "z2", "p1", "p2", "t1", "t2")
     monitored_output = "z1"
 
-    def __init__(self, encoder, *, projection_dim=256, hidden_dim=None, momentum=0.996,
-                 momentum_end=1.0, **kwargs):
+    def __init__(self, encoder, *, projection_dim=256, hidden_dim=None, momentum=0.996, momentum_end=1.0, **kwargs):
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(4096, 4 * self.feature_dim))
@@ -56,8 +55,7 @@ class BYOL(SSLModel):
         z1, z2 = self.embed(views, self.projector, training)
         p1, p2 = self.predictor(z1, training=training), self.predictor(z2, training=training)
         t1, t2 = self.embed(views, self.target_projector, training, encoder=self.target_encoder)
-        return {"z1": z1, "z2": z2, "p1": p1, "p2": p2,
-                "t1": ops.stop_gradient(t1), "t2": ops.stop_gradient(t2)}
+        return {"z1": z1, "z2": z2, "p1": p1, "p2": p2, "t1": ops.stop_gradient(t1), "t2": ops.stop_gradient(t2)}
 
     def compute_ssl_loss(self, outputs):
         loss = losses.byol_loss(outputs["p1"], outputs["t2"])

@@ -63,9 +63,22 @@ class CLIP(SSLModel):
     monitored_output = "z1"
     loss_terms = ("logit_scale",)
 
-    def __init__(self, encoder, text_encoder=None, *, tokenizer=None, embed_dim=64,
-                 vocab_size=None, max_length=None, text_width=64, text_depth=2, text_heads=4,
-                 temperature=0.07, max_logit_scale=100.0, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        text_encoder=None,
+        *,
+        tokenizer=None,
+        embed_dim=64,
+        vocab_size=None,
+        max_length=None,
+        text_width=64,
+        text_depth=2,
+        text_heads=4,
+        temperature=0.07,
+        max_logit_scale=100.0,
+        **kwargs,
+    ):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if not max_logit_scale >= 1.0 / temperature:
@@ -86,15 +99,17 @@ class CLIP(SSLModel):
         self.text_encoder = text_encoder or TextTransformer(
             self.vocab_size, self.max_length, text_width, text_depth, text_heads, name="text_encoder"
         )
-        text_dim = self.text_encoder.compute_output_spec(
-            keras.KerasTensor((2, self.max_length), dtype="int32")).shape[-1]
+        text_dim = self.text_encoder.compute_output_spec(keras.KerasTensor((2, self.max_length), dtype="int32")).shape[
+            -1
+        ]
         self.image_projection = keras.layers.Dense(embed_dim, use_bias=False, name="image_projection")
         self.text_projection = keras.layers.Dense(embed_dim, use_bias=False, name="text_projection")
         self.image_projection.build((None, self.feature_dim))
         self.text_projection.build((None, int(text_dim)))
         # log of the scale, as CLIP learns it
         self.log_logit_scale = self.add_weight(
-            name="log_logit_scale", shape=(),
+            name="log_logit_scale",
+            shape=(),
             initializer=keras.initializers.Constant(math.log(1.0 / temperature)),
         )
 
@@ -120,8 +135,10 @@ class CLIP(SSLModel):
         if training:
             return super().call(inputs, training=True)
         images, tokens = inputs
-        return {"image": self._embed_images(self.preprocess(images)),
-                "text": self._embed_tokens(ops.cast(tokens, "int32"))}
+        return {
+            "image": self._embed_images(self.preprocess(images)),
+            "text": self._embed_tokens(ops.cast(tokens, "int32")),
+        }
 
     def build_inputs(self):
         return (ops.zeros((2,) + self.image_shape), ops.zeros((2, self.max_length), "int32"))
@@ -172,13 +189,12 @@ class CLIP(SSLModel):
         if isinstance(x, keras.utils.PyDataset):
             self._check_batch(np.asarray(x[0][0]))
             return _PairBatches(x, self), None, None
-        raise TypeError(
-            f"expected (images, texts) arrays, a tf.data.Dataset or a PyDataset, got {type(x).__name__}."
-        )
+        raise TypeError(f"expected (images, texts) arrays, a tf.data.Dataset or a PyDataset, got {type(x).__name__}.")
 
     def _check_batch(self, images):
-        check_images(images, channels=self.image_shape[-1], value_range=self.value_range,
-                     min_size=self.image_size, min_batch=2)
+        check_images(
+            images, channels=self.image_shape[-1], value_range=self.value_range, min_size=self.image_size, min_batch=2
+        )
 
     # ------------------------------------------------------- inference
     def encode_image(self, images, batch_size=256):
@@ -211,8 +227,11 @@ class CLIP(SSLModel):
         classes /= np.linalg.norm(classes, axis=1, keepdims=True)
         head = ZeroShotHead(classes, float(ops.convert_to_numpy(self.logit_scale)), name="zero_shot_head")
         images = keras.Input(self.image_shape, name="images")
-        x = images if self.value_range is None else (images - self.value_range[0]) / (
-            self.value_range[1] - self.value_range[0])
+        x = (
+            images
+            if self.value_range is None
+            else (images - self.value_range[0]) / (self.value_range[1] - self.value_range[0])
+        )
         features = pool_features(self.encoder(x, training=False))
         return keras.Model(images, head(self.image_projection(features)), name="zero_shot_classifier")
 
@@ -222,8 +241,7 @@ class CLIP(SSLModel):
         With `labels`, a retrieved item counts when it has the query's label
         (class-level recall), else only the exact pair counts.
         """
-        return recall_at_k(self.encode_image(images, batch_size), self.encode_text(texts, batch_size),
-                           ks, labels)
+        return recall_at_k(self.encode_image(images, batch_size), self.encode_text(texts, batch_size), ks, labels)
 
 
 def _batched(fn, x, batch_size):

@@ -64,19 +64,37 @@ class DINO(SSLModel):
     gathered_outputs = ("student", "teacher", "h1")
     monitored_output = "h1"
 
-    def __init__(self, encoder, *, output_dim=4096, hidden_dim=None, bottleneck_dim=256,
-                 norm_last_layer=True, student_temperature=0.1, teacher_temperature=0.04,
-                 warmup_teacher_temperature=0.04, warmup_teacher_steps=0, center_momentum=0.9,
-                 momentum=0.996, momentum_end=1.0, freeze_last_layer_steps=200, **kwargs):
-        for name, value in (("student_temperature", student_temperature),
-                            ("teacher_temperature", teacher_temperature),
-                            ("warmup_teacher_temperature", warmup_teacher_temperature)):
+    def __init__(
+        self,
+        encoder,
+        *,
+        output_dim=4096,
+        hidden_dim=None,
+        bottleneck_dim=256,
+        norm_last_layer=True,
+        student_temperature=0.1,
+        teacher_temperature=0.04,
+        warmup_teacher_temperature=0.04,
+        warmup_teacher_steps=0,
+        center_momentum=0.9,
+        momentum=0.996,
+        momentum_end=1.0,
+        freeze_last_layer_steps=200,
+        **kwargs,
+    ):
+        for name, value in (
+            ("student_temperature", student_temperature),
+            ("teacher_temperature", teacher_temperature),
+            ("warmup_teacher_temperature", warmup_teacher_temperature),
+        ):
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
         if not 0.0 <= center_momentum < 1.0:
             raise ValueError(f"`center_momentum` must be in [0, 1), got {center_momentum}.")
-        for name, value in (("warmup_teacher_steps", warmup_teacher_steps),
-                            ("freeze_last_layer_steps", freeze_last_layer_steps)):
+        for name, value in (
+            ("warmup_teacher_steps", warmup_teacher_steps),
+            ("freeze_last_layer_steps", freeze_last_layer_steps),
+        ):
             if int(value) != value or value < 0:
                 raise ValueError(f"`{name}` must be an integer >= 0, got {value}.")
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
@@ -89,12 +107,15 @@ class DINO(SSLModel):
         self.warmup_teacher_steps = int(warmup_teacher_steps)
         self.center_momentum = float(center_momentum)
         self.freeze_last_layer_steps = int(freeze_last_layer_steps)
-        self.head = DINOHead(self.output_dim, self.hidden_dim, self.bottleneck_dim,
-                             norm_last_layer=self.norm_last_layer,
-                             freeze_last_layer_steps=self.freeze_last_layer_steps)
+        self.head = DINOHead(
+            self.output_dim,
+            self.hidden_dim,
+            self.bottleneck_dim,
+            norm_last_layer=self.norm_last_layer,
+            freeze_last_layer_steps=self.freeze_last_layer_steps,
+        )
         self.head.build((None, self.feature_dim))
-        self.center = self.add_weight(name="center", shape=(self.output_dim,),
-                                      initializer="zeros", trainable=False)
+        self.center = self.add_weight(name="center", shape=(self.output_dim,), initializer="zeros", trainable=False)
 
     def current_teacher_temperature(self):
         """The teacher temperature of this step: linear warm-up, then constant."""
@@ -117,8 +138,13 @@ class DINO(SSLModel):
         return {"student": student, "teacher": teacher, "h1": features[0]}
 
     def compute_ssl_loss(self, outputs):
-        return losses.dino(outputs["student"], outputs["teacher"], self.center, self.student_temperature,
-                           self.current_teacher_temperature()), {}
+        return losses.dino(
+            outputs["student"],
+            outputs["teacher"],
+            self.center,
+            self.student_temperature,
+            self.current_teacher_temperature(),
+        ), {}
 
     def update_state(self, outputs):
         # After the loss has used the previous centre, which follows the

@@ -45,12 +45,8 @@ class MAEDecoder(keras.layers.Layer):
 
     def build(self, latent_shape):
         self.embed.build(latent_shape)
-        self.mask_token = self.add_weight(
-            name="mask_token", shape=(1, 1, self.dim), initializer=_INIT
-        )
-        self.positions = self.add_weight(
-            name="positions", shape=(1, 1 + self.num_patches, self.dim), initializer=_INIT
-        )
+        self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, self.dim), initializer=_INIT)
+        self.positions = self.add_weight(name="positions", shape=(1, 1 + self.num_patches, self.dim), initializer=_INIT)
         tokens = (None, 1 + self.num_patches, self.dim)
         for block in self.blocks:
             block.build(tokens)
@@ -75,8 +71,12 @@ class MAEDecoder(keras.layers.Layer):
 
     def get_config(self):
         return {
-            **super().get_config(), "num_patches": self.num_patches, "patch_dim": self.patch_dim,
-            "dim": self.dim, "depth": self.depth, "heads": self.heads,
+            **super().get_config(),
+            "num_patches": self.num_patches,
+            "patch_dim": self.patch_dim,
+            "dim": self.dim,
+            "depth": self.depth,
+            "heads": self.heads,
         }
 
 
@@ -113,20 +113,29 @@ class MAE(SSLModel):
     gathered_outputs = ("target", "pred", "mask")
     default_backbone = "vit_tiny"
 
-    def __init__(self, encoder, *, mask_ratio=0.75, decoder_dim=128, decoder_depth=2,
-                 decoder_heads=4, norm_pix_loss=True, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        *,
+        mask_ratio=0.75,
+        decoder_dim=128,
+        decoder_depth=2,
+        decoder_heads=4,
+        norm_pix_loss=True,
+        **kwargs,
+    ):
         if not isinstance(encoder, ViT):
             raise TypeError(
-                "MAE needs a keras_ssl ViT encoder (keras_ssl.backbones.vit_tiny(...)), "
-                f"got {type(encoder).__name__}."
+                f"MAE needs a keras_ssl ViT encoder (keras_ssl.backbones.vit_tiny(...)), got {type(encoder).__name__}."
             )
         if not 0 < mask_ratio < 1:
             raise ValueError(f"`mask_ratio` must be in (0, 1), got {mask_ratio}.")
         super().__init__(encoder, **kwargs)
         self.patch_size = encoder.patch_size
         if self.image_size % self.patch_size:
-            raise ValueError(f"the encoder's patch_size {self.patch_size} does not divide "
-                             f"image_size {self.image_size}.")
+            raise ValueError(
+                f"the encoder's patch_size {self.patch_size} does not divide image_size {self.image_size}."
+            )
         self.num_patches = (self.image_size // self.patch_size) ** 2
         visible = num_visible(self.num_patches, mask_ratio)
         self.mask_ratio = float(mask_ratio)
@@ -134,8 +143,9 @@ class MAE(SSLModel):
         self.decoder_heads, self.norm_pix_loss = decoder_heads, bool(norm_pix_loss)
         self.masking = RandomMasking(mask_ratio, seed=self.next_seed())
         channels = self.image_shape[-1]
-        self.decoder = MAEDecoder(self.num_patches, self.patch_size**2 * channels,
-                                  decoder_dim, decoder_depth, decoder_heads)
+        self.decoder = MAEDecoder(
+            self.num_patches, self.patch_size**2 * channels, decoder_dim, decoder_depth, decoder_heads
+        )
         self.decoder.build((None, 1 + visible, encoder.dim))
 
     def _masked_forward(self, images, training, seed=None):

@@ -54,8 +54,9 @@ class MoCo(SSLModel):
     momentum_pairs = (("encoder", "key_encoder"), ("projector", "key_projector"))
     monitored_output = "z1"
 
-    def __init__(self, encoder, *, temperature, projection_dim, hidden_dim, split_batch_norm,
-                 num_splits, version=None, **kwargs):
+    def __init__(
+        self, encoder, *, temperature, projection_dim, hidden_dim, split_batch_norm, num_splits, version=None, **kwargs
+    ):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if int(num_splits) < 1:
@@ -69,8 +70,9 @@ class MoCo(SSLModel):
     def check_batch_size(self, batch_size):
         super().check_batch_size(batch_size)
         if self.split_batch_norm and batch_size % self.num_splits:
-            raise ValueError(f"split BatchNorm needs a batch size divisible by num_splits="
-                             f"{self.num_splits}, got {batch_size}.")
+            raise ValueError(
+                f"split BatchNorm needs a batch size divisible by num_splits={self.num_splits}, got {batch_size}."
+            )
 
     def build_inputs(self):
         # Split BatchNorm needs num_splits rows.
@@ -138,14 +140,33 @@ class MoCoV2(MoCo):
     view_recipe = staticmethod(mocov2_views)
     gathered_outputs = ("z1", "k2")
 
-    def __init__(self, encoder, *, temperature=0.2, queue_size=4096, projection_dim=128,
-                 hidden_dim=None, momentum=0.99, momentum_end=None, split_batch_norm=True,
-                 num_splits=4, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        *,
+        temperature=0.2,
+        queue_size=4096,
+        projection_dim=128,
+        hidden_dim=None,
+        momentum=0.99,
+        momentum_end=None,
+        split_batch_norm=True,
+        num_splits=4,
+        **kwargs,
+    ):
         if int(queue_size) < 2:
             raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
-        super().__init__(encoder, temperature=temperature, projection_dim=projection_dim,
-                         hidden_dim=hidden_dim, momentum=momentum, momentum_end=momentum_end,
-                         split_batch_norm=split_batch_norm, num_splits=num_splits, **kwargs)
+        super().__init__(
+            encoder,
+            temperature=temperature,
+            projection_dim=projection_dim,
+            hidden_dim=hidden_dim,
+            momentum=momentum,
+            momentum_end=momentum_end,
+            split_batch_norm=split_batch_norm,
+            num_splits=num_splits,
+            **kwargs,
+        )
         self.queue_size = int(queue_size)
         # MoCo v2's MLP head has no BatchNorm
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
@@ -159,8 +180,9 @@ class MoCoV2(MoCo):
     def compute_ssl_loss(self, outputs):
         # The official code's logits [q.k+, q.queue] / T: the queue alone
         # holds the negatives (read before this step's keys enter it).
-        return losses.info_nce(outputs["z1"], outputs["k2"], self.temperature,
-                               negatives=self.queue.read(), in_batch_negatives=False), {}
+        return losses.info_nce(
+            outputs["z1"], outputs["k2"], self.temperature, negatives=self.queue.read(), in_batch_negatives=False
+        ), {}
 
     def update_state(self, outputs):
         self.queue.enqueue(outputs["k2"])
@@ -198,15 +220,35 @@ class MoCoV3(MoCo):
     view_recipe = staticmethod(byol_views)
     gathered_outputs = ("z1", "q1", "q2", "k1", "k2")
 
-    def __init__(self, encoder, *, temperature=1.0, projection_dim=256, hidden_dim=None,
-                 momentum=0.99, momentum_end=1.0, projector_layers=None, split_batch_norm=False,
-                 num_splits=4, **kwargs):
-        super().__init__(encoder, temperature=temperature, projection_dim=projection_dim,
-                         hidden_dim=hidden_dim, momentum=momentum, momentum_end=momentum_end,
-                         split_batch_norm=split_batch_norm, num_splits=num_splits, **kwargs)
+    def __init__(
+        self,
+        encoder,
+        *,
+        temperature=1.0,
+        projection_dim=256,
+        hidden_dim=None,
+        momentum=0.99,
+        momentum_end=1.0,
+        projector_layers=None,
+        split_batch_norm=False,
+        num_splits=4,
+        **kwargs,
+    ):
+        super().__init__(
+            encoder,
+            temperature=temperature,
+            projection_dim=projection_dim,
+            hidden_dim=hidden_dim,
+            momentum=momentum,
+            momentum_end=momentum_end,
+            split_batch_norm=split_batch_norm,
+            num_splits=num_splits,
+            **kwargs,
+        )
         self.projector_layers = int(projector_layers or (3 if isinstance(self.encoder, ViT) else 2))
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim,
-                                        num_layers=self.projector_layers, output_batch_norm=True)
+        self.projector = ProjectionHead(
+            self.hidden_dim, self.projection_dim, num_layers=self.projector_layers, output_batch_norm=True
+        )
         self.predictor = PredictionHead(self.hidden_dim, self.projection_dim, output_bias=False)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
@@ -220,6 +262,5 @@ class MoCoV3(MoCo):
 
     def compute_ssl_loss(self, outputs):
         t = self.temperature
-        loss = losses.info_nce(outputs["q1"], outputs["k2"], t) + losses.info_nce(
-            outputs["q2"], outputs["k1"], t)
+        loss = losses.info_nce(outputs["q1"], outputs["k2"], t) + losses.info_nce(outputs["q2"], outputs["k1"], t)
         return 2.0 * t * loss, {}  # scaled by 2 tau as in the MoCo v3 code

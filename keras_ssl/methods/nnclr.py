@@ -42,8 +42,7 @@ class NNCLR(SSLModel):
     gathered_outputs = ("z1", "z2", "p1", "p2", "nn1", "nn2")
     monitored_output = "z1"
 
-    def __init__(self, encoder, *, temperature=0.1, queue_size=4096, projection_dim=256,
-                 hidden_dim=None, **kwargs):
+    def __init__(self, encoder, *, temperature=0.1, queue_size=4096, projection_dim=256, hidden_dim=None, **kwargs):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if int(queue_size) < 2:
@@ -53,8 +52,7 @@ class NNCLR(SSLModel):
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
         # The paper: BatchNorm after every projector layer, the output included.
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3,
-                                        output_batch_norm=True)
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3, output_batch_norm=True)
         self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
@@ -84,7 +82,6 @@ class NNCLR(SSLModel):
     def compute_ssl_loss(self, outputs):
         t = self.temperature
         loss = 0.5 * (
-            losses.info_nce(outputs["nn1"], outputs["p2"], t)
-            + losses.info_nce(outputs["nn2"], outputs["p1"], t)
+            losses.info_nce(outputs["nn1"], outputs["p2"], t) + losses.info_nce(outputs["nn2"], outputs["p1"], t)
         )
         return loss, {}

@@ -65,9 +65,7 @@ class SimSiam(SSLModel):
         self.projection_dim = int(projection_dim or min(2048, 4 * self.feature_dim))
         self.prediction_dim = int(prediction_dim or max(1, self.projection_dim // 4))
         self.stop_gradient = stop_gradient
-        self.projector = ProjectionHead(
-            self.projection_dim, self.projection_dim, num_layers=3, output_batch_norm=True
-        )
+        self.projector = ProjectionHead(self.projection_dim, self.projection_dim, num_layers=3, output_batch_norm=True)
         self.predictor = PredictionHead(self.prediction_dim, self.projection_dim)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))

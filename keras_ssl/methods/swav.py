@@ -57,16 +57,29 @@ class SwAV(SSLModel):
     local_outputs = ("z2",)
     monitored_output = "z1"
 
-    def __init__(self, encoder, *, num_prototypes=512, projection_dim=128, hidden_dim=None,
-                 temperature=0.1, epsilon=0.05, sinkhorn_iterations=3, freeze_prototypes_steps=200,
-                 queue_size=0, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        *,
+        num_prototypes=512,
+        projection_dim=128,
+        hidden_dim=None,
+        temperature=0.1,
+        epsilon=0.05,
+        sinkhorn_iterations=3,
+        freeze_prototypes_steps=200,
+        queue_size=0,
+        **kwargs,
+    ):
         for name, value in (("temperature", temperature), ("epsilon", epsilon)):
             if not value > 0:
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
-        for name, value, low in (("num_prototypes", num_prototypes, 1),
-                                 ("sinkhorn_iterations", sinkhorn_iterations, 1),
-                                 ("freeze_prototypes_steps", freeze_prototypes_steps, 0),
-                                 ("queue_size", queue_size, 0)):
+        for name, value, low in (
+            ("num_prototypes", num_prototypes, 1),
+            ("sinkhorn_iterations", sinkhorn_iterations, 1),
+            ("freeze_prototypes_steps", freeze_prototypes_steps, 0),
+            ("queue_size", queue_size, 0),
+        ):
             if int(value) != value or value < low:
                 raise ValueError(f"`{name}` must be an integer >= {low}, got {value}.")
         super().__init__(encoder, **kwargs)
@@ -80,8 +93,10 @@ class SwAV(SSLModel):
         self.prototypes = Prototypes(self.num_prototypes, self.freeze_prototypes_steps)
         self.prototypes.build((None, self.projection_dim))
         # One queue per assignment (global) crop, as in the reference code.
-        self.queues = [MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed(),
-                                  name=f"queue_{i}") for i in range(2 if self.queue_size else 0)]
+        self.queues = [
+            MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed(), name=f"queue_{i}")
+            for i in range(2 if self.queue_size else 0)
+        ]
 
     def ssl_forward(self, views, training):
         features = self.encode(views, training)
@@ -92,8 +107,7 @@ class SwAV(SSLModel):
 
     def compute_ssl_loss(self, outputs):
         scores = outputs["scores"]
-        options = dict(temperature=self.temperature, epsilon=self.epsilon,
-                       iterations=self.sinkhorn_iterations)
+        options = dict(temperature=self.temperature, epsilon=self.epsilon, iterations=self.sinkhorn_iterations)
         loss = losses.swav(scores, (0, 1), **options)
         if self.queues:
             # A queue joins Sinkhorn only once full (random rows would bias the codes).

@@ -89,9 +89,7 @@ class RandomResizedCrop(keras.layers.Layer):
         (see the class doc).
         """
         tries = 10
-        uniform = lambda shape, lo=0.0, hi=1.0: keras.random.uniform(
-            shape, lo, hi, seed=self.seed_generator
-        )
+        uniform = lambda shape, lo=0.0, hi=1.0: keras.random.uniform(shape, lo, hi, seed=self.seed_generator)
         area = uniform((batch, tries), *self.scale) * float(height * width)
         aspect = ops.exp(uniform((batch, tries), math.log(self.ratio[0]), math.log(self.ratio[1])))
         w = ops.round(ops.sqrt(area * aspect))
@@ -109,10 +107,8 @@ class RandomResizedCrop(keras.layers.Layer):
             fallback_w, fallback_h = width, height
         w = ops.where(found, ops.take_along_axis(w, first, axis=1)[:, 0], float(fallback_w))
         h = ops.where(found, ops.take_along_axis(h, first, axis=1)[:, 0], float(fallback_h))
-        top = ops.where(found, ops.floor(uniform((batch,)) * (height - h + 1.0)),
-                        ops.floor((height - h) / 2.0))
-        left = ops.where(found, ops.floor(uniform((batch,)) * (width - w + 1.0)),
-                         ops.floor((width - w) / 2.0))
+        top = ops.where(found, ops.floor(uniform((batch,)) * (height - h + 1.0)), ops.floor((height - h) / 2.0))
+        left = ops.where(found, ops.floor(uniform((batch,)) * (width - w + 1.0)), ops.floor((width - w) / 2.0))
         return top, left, h, w
 
     def call(self, images, training=True):
@@ -254,9 +250,7 @@ class RandomApply(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            layer=keras.saving.serialize_keras_object(self.layer), rate=self.rate, seed=self.seed
-        )
+        config.update(layer=keras.saving.serialize_keras_object(self.layer), rate=self.rate, seed=self.seed)
         return config
 
     @classmethod
@@ -309,9 +303,7 @@ def simclr_augmenter(
         >>> views = TwoViews(augment)(x, training=True)
     """
     seeds = SeedStream(seed)
-    layers = [
-        RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=horizontal_flip, seed=seeds())
-    ]
+    layers = [RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=horizontal_flip, seed=seeds())]
     if channels == 3:
         if jitter_rate > 0:
             layers.append(RandomApply(color_jitter(color_strength, seeds()), jitter_rate, seeds()))

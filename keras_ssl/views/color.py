@@ -119,8 +119,11 @@ class ColorJitter(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
-            brightness=self.brightness, contrast=self.contrast, saturation=self.saturation,
-            hue=self.hue, seed=self.seed,
+            brightness=self.brightness,
+            contrast=self.contrast,
+            saturation=self.saturation,
+            hue=self.hue,
+            seed=self.seed,
         )
         return config
 

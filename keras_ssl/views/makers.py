@@ -120,8 +120,11 @@ class TwoViews(ViewMaker):
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
-        return {**super().get_config(), "augment": serialize(self.augment),
-                "augment_2": None if self.augment_2 is None else serialize(self.augment_2)}
+        return {
+            **super().get_config(),
+            "augment": serialize(self.augment),
+            "augment_2": None if self.augment_2 is None else serialize(self.augment_2),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -180,9 +183,7 @@ class MultiCrop(ViewMaker):
     ):
         super().__init__(**kwargs)
         if num_global < 1 or num_local < 0:
-            raise ValueError(
-                f"Need num_global >= 1 and num_local >= 0, got {num_global}, {num_local}."
-            )
+            raise ValueError(f"Need num_global >= 1 and num_local >= 0, got {num_global}, {num_local}.")
         self.global_size, self.local_size = int(global_size), int(local_size)
         if not 1 <= self.local_size <= self.global_size:
             raise ValueError(f"`local_size` must be in [1, global_size={self.global_size}], got {local_size}.")
@@ -224,7 +225,8 @@ class MultiCrop(ViewMaker):
     def view_shapes(self, image_shape):
         channels = image_shape[-1]
         return [(self.global_size, self.global_size, channels)] * self.num_global + [
-            (self.local_size, self.local_size, channels)] * self.num_local
+            (self.local_size, self.local_size, channels)
+        ] * self.num_local
 
     def get_config(self):
         config = super().get_config()

@@ -13,8 +13,17 @@ def _with_min_scale(scale, min_crop_scale):
     return (low, max(low, scale[1]))
 
 
-def simclr_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
-                 horizontal_flip=True, color_strength=None, blur_rate=0.5, seed=None):
+def simclr_views(
+    image_size,
+    *,
+    channels=3,
+    crop_scale=(0.08, 1.0),
+    min_crop_scale=None,
+    horizontal_flip=True,
+    color_strength=None,
+    blur_rate=0.5,
+    seed=None,
+):
     """Two views from SimCLR's pipeline (`simclr_augmenter`): SimCLR, MoCo v2, SimSiam.
 
     Above 32 px this is the ImageNet recipe: colour strength 1.0 and blur
@@ -38,14 +47,20 @@ def simclr_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_sca
     big = image_size > 32
     if color_strength is None:
         color_strength = 1.0 if big else 0.5
-    return TwoViews(simclr_augmenter(
-        image_size, channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
-        color_strength=color_strength, blur_rate=blur_rate if big else 0.0,
-        horizontal_flip=horizontal_flip, seed=seed))
+    return TwoViews(
+        simclr_augmenter(
+            image_size,
+            channels=channels,
+            crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+            color_strength=color_strength,
+            blur_rate=blur_rate if big else 0.0,
+            horizontal_flip=horizontal_flip,
+            seed=seed,
+        )
+    )
 
 
-def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=None,
-              horizontal_flip=True, seed=None):
+def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=None, horizontal_flip=True, seed=None):
     """One view: a random resized crop and flip, no colour (MAE; CLIP uses (0.5, 1)).
 
     Args:
@@ -59,15 +74,29 @@ def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=N
     Example:
         >>> [v] = crop_view(32, seed=0)(images, training=True)
     """
-    return OneView(RandomResizedCrop(
-        image_size, scale=_with_min_scale(crop_scale, min_crop_scale),
-        horizontal_flip=horizontal_flip, seed=seed))
+    return OneView(
+        RandomResizedCrop(
+            image_size, scale=_with_min_scale(crop_scale, min_crop_scale), horizontal_flip=horizontal_flip, seed=seed
+        )
+    )
 
 
-def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
-                     global_scale=(0.14, 1.0), local_scale=(0.05, 0.14), global_blur=(0.5, 0.5),
-                     local_blur=0.5, global_solarize=(0.0, 0.0), color_strength=None,
-                     min_crop_scale=None, horizontal_flip=True, seed=None):
+def multi_crop_views(
+    image_size,
+    *,
+    channels=3,
+    local_size=None,
+    num_local=4,
+    global_scale=(0.14, 1.0),
+    local_scale=(0.05, 0.14),
+    global_blur=(0.5, 0.5),
+    local_blur=0.5,
+    global_solarize=(0.0, 0.0),
+    color_strength=None,
+    min_crop_scale=None,
+    horizontal_flip=True,
+    seed=None,
+):
     """Two global and `num_local` local crops (`MultiCrop`), SwAV's recipe by default.
 
     SwAV blurs every crop with probability 0.5; DINO's recipe passes global
@@ -97,20 +126,25 @@ def multi_crop_views(image_size, *, channels=3, local_size=None, num_local=4,
     big = image_size > 32
     blur = [float(r) if big else 0.0 for r in (*global_blur, *[local_blur] * num_local)]
     return MultiCrop(
-        image_size, local_size or max(1, image_size // 2), num_global=2, num_local=num_local,
+        image_size,
+        local_size or max(1, image_size // 2),
+        num_global=2,
+        num_local=num_local,
         global_scale=_with_min_scale(global_scale, min_crop_scale),
         local_scale=_with_min_scale(local_scale, min_crop_scale),
-        channels=channels, color_strength=(1.0 if big else 0.5) if color_strength is None else color_strength,
+        channels=channels,
+        color_strength=(1.0 if big else 0.5) if color_strength is None else color_strength,
         horizontal_flip=horizontal_flip,
-        blur_rates=blur, solarize_rates=[*global_solarize, *[0.0] * num_local], seed=seed,
+        blur_rates=blur,
+        solarize_rates=[*global_solarize, *[0.0] * num_local],
+        seed=seed,
     )
 
 
 BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 
 
-def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None,
-               horizontal_flip=True, seed=None):
+def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale=None, horizontal_flip=True, seed=None):
     """BYOL's two asymmetric view pipelines (blur 1.0 / 0.1, solarise 0 / 0.2).
 
     Colour jitter (0.4, 0.4, 0.2, 0.1) with probability 0.8, as BYOL,
@@ -134,12 +168,17 @@ def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale
     """
     big = image_size > 32
     seeds = SeedStream(seed)
-    common = dict(channels=channels, crop_scale=_with_min_scale(crop_scale, min_crop_scale),
-                  horizontal_flip=horizontal_flip, color_strength=BYOL_JITTER)
+    common = dict(
+        channels=channels,
+        crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+        horizontal_flip=horizontal_flip,
+        color_strength=BYOL_JITTER,
+    )
     return TwoViews(
         simclr_augmenter(image_size, blur_rate=1.0 if big else 0.0, seed=seeds(), name="view_1", **common),
-        simclr_augmenter(image_size, blur_rate=0.1 if big else 0.0, solarize_rate=0.2, seed=seeds(),
-                         name="view_2", **common),
+        simclr_augmenter(
+            image_size, blur_rate=0.1 if big else 0.0, solarize_rate=0.2, seed=seeds(), name="view_2", **common
+        ),
     )
 
 
@@ -169,8 +208,14 @@ def dino_views(image_size, **options):
     Example:
         >>> views = dino_views(32, local_size=16, seed=0)
     """
-    recipe = {"global_scale": (0.4, 1.0), "local_scale": (0.05, 0.4), "global_blur": (1.0, 0.1),
-              "local_blur": 0.5, "global_solarize": (0.0, 0.2), "color_strength": BYOL_JITTER}
+    recipe = {
+        "global_scale": (0.4, 1.0),
+        "local_scale": (0.05, 0.4),
+        "global_blur": (1.0, 0.1),
+        "local_blur": 0.5,
+        "global_solarize": (0.0, 0.2),
+        "color_strength": BYOL_JITTER,
+    }
     return multi_crop_views(image_size, **{**recipe, **options})
 
 

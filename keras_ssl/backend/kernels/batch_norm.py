@@ -55,7 +55,8 @@ def fused_batch_norm(x, scale, offset, axis, epsilon):
         scale = tf.ones((channels,), x.dtype) if scale is None else scale
         offset = tf.zeros((channels,), x.dtype) if offset is None else offset
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            flat, scale, offset, epsilon=epsilon, data_format="NHWC", is_training=True)
+            flat, scale, offset, epsilon=epsilon, data_format="NHWC", is_training=True
+        )
         # FusedBatchNormV3 returns the unbiased variance (for its running average).
         count = tf.cast(tf.size(x) // channels, x.dtype)
         variance = variance * tf.maximum(count - 1, 0.0) / count

@@ -38,9 +38,15 @@ def fast_conv(x, kernel, strides, padding, data_format, dilation_rate):
     Example:
         >>> y = fast_conv(x, kernel, (2, 2), "same", "channels_last", (1, 1))
     """
-    if (backend() != "jax" or data_format != "channels_last" or tuple(dilation_rate) != (1, 1)
-            or tuple(kernel.shape[:2]) not in ((1, 1), (3, 3)) or len(x.shape) != 4
-            or keras.distribution.distribution() is not None or accelerator() != "cpu"):
+    if (
+        backend() != "jax"
+        or data_format != "channels_last"
+        or tuple(dilation_rate) != (1, 1)
+        or tuple(kernel.shape[:2]) not in ((1, 1), (3, 3))
+        or len(x.shape) != 4
+        or keras.distribution.distribution() is not None
+        or accelerator() != "cpu"
+    ):
         return None
     global _CONV
     if _CONV is None:
@@ -85,8 +91,16 @@ def _jax_conv():
         # (B, H', W', kh*kw*C) in (i, j, c) order, the rows of kernel.reshape(kh*kw*C, O)
         (sh, sw), (ho, wo) = strides, _out_size(x.shape[1:3], (kh, kw), strides, pads)
         xp = jnp.pad(x, ((0, 0), pads[0], pads[1], (0, 0)))
-        cols = [lax.slice(xp, (0, i, j, 0), (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, xp.shape[3]),
-                          (1, sh, sw, 1)) for i in range(kh) for j in range(kw)]
+        cols = [
+            lax.slice(
+                xp,
+                (0, i, j, 0),
+                (xp.shape[0], i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, xp.shape[3]),
+                (1, sh, sw, 1),
+            )
+            for i in range(kh)
+            for j in range(kw)
+        ]
         return jnp.concatenate(cols, -1) if len(cols) > 1 else cols[0]
 
     def per_chunk(f, size, *arrays):
@@ -108,10 +122,14 @@ def _jax_conv():
         total = 0
         for t in range(kh * kw):
             i, j = divmod(t, kw)
-            config = ((0, 0, 0), (i, hp - i - sh * (ho - 1) - 1, sh - 1), (j, wp - j - sw * (wo - 1) - 1, sw - 1),
-                      (0, 0, 0))
+            config = (
+                (0, 0, 0),
+                (i, hp - i - sh * (ho - 1) - 1, sh - 1),
+                (j, wp - j - sw * (wo - 1) - 1, sw - 1),
+                (0, 0, 0),
+            )
             total = total + lax.pad(taps[:, :, :, t, :], jnp.zeros((), dy.dtype), config)
-        return total[:, pads[0][0]:pads[0][0] + h, pads[1][0]:pads[1][0] + wd, :]
+        return total[:, pads[0][0] : pads[0][0] + h, pads[1][0] : pads[1][0] + wd, :]
 
     def kernel_grad_mm(x, dy, shape, strides, pads, size):
         kh, kw, c, o = shape
