@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import random_images, small_encoder
+from numpy_refs import barlow_twins as numpy_barlow_twins
+from numpy_refs import barlow_twins_terms as numpy_barlow_twins_terms
 
-from keras_ssl import losses
 from keras_ssl.methods.barlow_twins import BarlowTwins
 
 
@@ -39,17 +40,29 @@ def test_fit_updates_encoder_and_logs_terms_that_make_the_loss(mode):
     assert any(np.abs(a - b).max() > 0 for a, b in zip(before, after))
 
 
-def test_loss_and_terms_match_the_losses_functions_on_its_own_forward():
+def test_numpy_barlow_twins_reference_on_a_hand_case():
+    # N = 2, eps = 0: standardising a column of two distinct values gives [-1, 1] or [1, -1].
+    # z1 = [[1, 2], [3, 0]] -> columns [-1, 1], [1, -1]; z2 = [[0, 0], [1, 1]] -> [-1, 1], [-1, 1].
+    # C = z1n^T z2n / 2 = [[1, 1], [-1, -1]]: on = (1 - 1)^2 + (1 - (-1))^2 = 4,
+    # off = lambd (1 + 1) = 1 for lambd = 0.5; scale 3 -> 3 (4 + 1) = 15.
+    z1, z2 = [[1.0, 2.0], [3.0, 0.0]], [[0.0, 0.0], [1.0, 1.0]]
+    terms = numpy_barlow_twins_terms(z1, z2, lambd=0.5, eps=0.0)
+    np.testing.assert_allclose([terms["on_diagonal"], terms["off_diagonal"]], [4.0, 1.0], rtol=1e-12)
+    np.testing.assert_allclose(numpy_barlow_twins(z1, z2, lambd=0.5, scale=3.0, eps=0.0), 15.0, rtol=1e-12)
+
+
+def test_loss_and_terms_match_the_numpy_reference_on_its_own_forward():
     model = make_model(lambd=0.02, scale=2.0)
     x = random_images(8)
     out = model(x, training=True)
     loss, terms = model.compute_ssl_loss(out)
-    expected = losses.barlow_twins(out["z1"], out["z2"], lambd=0.02, scale=2.0)
-    np.testing.assert_allclose(to_numpy(loss), to_numpy(expected), rtol=1e-5)
-    ref_terms = losses.barlow_twins_terms(out["z1"], out["z2"], lambd=0.02)
+    z1, z2 = to_numpy(out["z1"]), to_numpy(out["z2"])
+    expected = numpy_barlow_twins(z1, z2, lambd=0.02, scale=2.0)
+    np.testing.assert_allclose(to_numpy(loss), expected, rtol=1e-5)
+    ref_terms = numpy_barlow_twins_terms(z1, z2, lambd=0.02)
     assert set(terms) == {"on_diagonal", "off_diagonal"}
     for name in terms:
-        np.testing.assert_allclose(to_numpy(terms[name]), to_numpy(ref_terms[name]), rtol=1e-5)
+        np.testing.assert_allclose(to_numpy(terms[name]), ref_terms[name], rtol=1e-5)
     # The trackers `fit` logs receive exactly these terms.
     model.compute_loss(x, None, out, None, training=True)
     logged = {m.name: float(to_numpy(m.result())) for m in model.metrics if m.name in terms}
@@ -76,9 +89,7 @@ def test_default_projector_width_scales_with_the_encoder():
     assert model.projection_dim == 8 * model.feature_dim  # 128 for 16 features
     dense = [l for l in model.projector._flatten_layers() if isinstance(l, keras.layers.Dense)]
     assert [l.units for l in dense] == [128] * 3
-    wide = keras.Sequential(
-        [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(512)]
-    )
+    wide = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(512)])
     big = BarlowTwins(wide, seed=1)
     assert big.projection_dim == 2048
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from conftest import random_images, small_encoder
 from keras import ops
+from numpy_refs import clip as numpy_clip
 
-from keras_ssl import losses
 from keras_ssl.evaluation import recall_at_k
 from keras_ssl.layers import OneView
 from keras_ssl.methods.clip import CLIP
@@ -21,8 +21,7 @@ TOKENIZER = Tokenizer(max_length=12).adapt(CAPTIONS)
 
 def make_model(encoder=None, **kw):
     kw.setdefault("tokenizer", TOKENIZER)
-    return CLIP(encoder or small_encoder(), embed_dim=16, text_width=16, text_depth=1, text_heads=2,
-                seed=1, **kw)
+    return CLIP(encoder or small_encoder(), embed_dim=16, text_width=16, text_depth=1, text_heads=2, seed=1, **kw)
 
 
 def weights_of(layer):
@@ -76,14 +75,24 @@ def test_logit_scale_starts_at_inverse_temperature_and_is_clamped():
     assert model.log_logit_scale.trainable
 
 
-def test_loss_is_losses_clip_of_its_own_forward():
+def test_numpy_clip_reference_on_a_hand_case():
+    # Images [2, 0], [5, 0] (both e1 once normalised), texts e1, e2, scale 1:
+    # logits [[1, 0], [1, 0]]. Image -> text: -ln(e / (e + 1)) and -ln(1 / (e + 1)), mean
+    # ln(1 + e) - 1/2. Text -> image: logits^T = [[1, 1], [0, 0]], ln 2 for both rows.
+    got = numpy_clip([[2.0, 0.0], [5.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], 1.0)
+    np.testing.assert_allclose(got, (np.log(1 + np.e) - 0.5 + np.log(2)) / 2, rtol=1e-12)
+    # Matched orthogonal pairs at scale s: every row is -ln(e^s / (e^s + 1)) = ln(1 + e^-s).
+    np.testing.assert_allclose(numpy_clip(np.eye(2), np.eye(2), 3.0), np.log1p(np.exp(-3.0)), rtol=1e-12)
+
+
+def test_loss_is_clip_of_its_own_forward():
     model = make_model()
     model.log_logit_scale.assign(math.log(20.0))
     x = (random_images(8), TOKENIZER(CAPTIONS[:8]))
     out = model(x, training=True)
     got = model.compute_loss(x, None, out, None, training=True)
-    expected = losses.clip(out["z1"], out["text"], 20.0)
-    np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(expected), rtol=1e-5)
+    expected = numpy_clip(ops.convert_to_numpy(out["z1"]), ops.convert_to_numpy(out["text"]), 20.0)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-5)
 
 
 def toy_problem(n=32, seed=0):
@@ -101,9 +110,7 @@ def toy_problem(n=32, seed=0):
 def test_zero_shot_classifier_gives_probabilities_and_learns_a_toy_problem():
     images, labels, captions = toy_problem()
     # a hand-built encoder of the mean colour: the toy problem is linearly separable
-    encoder = keras.Sequential(
-        [keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(8)]
-    )
+    encoder = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(8)])
     tokenizer = Tokenizer(max_length=10).adapt(captions)
     model = make_model(encoder, tokenizer=tokenizer, views=OneView(keras.layers.Identity()))
     model.compile(optimizer=keras.optimizers.Adam(1e-2))
@@ -123,7 +130,11 @@ def test_zero_shot_classifier_gives_probabilities_and_learns_a_toy_problem():
 def test_recall_at_k_against_hand_cases():
     e = np.random.default_rng(0).normal(size=(6, 4))
     assert recall_at_k(e, e, ks=(1, 5)) == {
-        "image_to_text@1": 1.0, "image_to_text@5": 1.0, "text_to_image@1": 1.0, "text_to_image@5": 1.0}
+        "image_to_text@1": 1.0,
+        "image_to_text@5": 1.0,
+        "text_to_image@1": 1.0,
+        "text_to_image@5": 1.0,
+    }
     # texts rotated by one: image i's nearest text is text i-1, so no exact hit at k=1
     images = np.eye(4)
     texts = np.roll(np.eye(4), 1, axis=0)
@@ -147,8 +158,9 @@ def test_whole_model_saves_and_loads_with_tokenizer(tmp_path):
     assert isinstance(loaded, CLIP) and loaded.tokenizer.vocabulary == TOKENIZER.vocabulary
     np.testing.assert_allclose(loaded.encode_text(CAPTIONS), model.encode_text(CAPTIONS), atol=1e-5)
     np.testing.assert_allclose(loaded.encode_image(images), model.encode_image(images), atol=1e-5)
-    np.testing.assert_allclose(float(ops.convert_to_numpy(loaded.logit_scale)),
-                               float(ops.convert_to_numpy(model.logit_scale)), rtol=1e-6)
+    np.testing.assert_allclose(
+        float(ops.convert_to_numpy(loaded.logit_scale)), float(ops.convert_to_numpy(model.logit_scale)), rtol=1e-6
+    )
     history = loaded.fit(images, CAPTIONS, batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0]) and int(loaded.optimizer.iterations) == 4
 

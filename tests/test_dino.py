@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from conftest import BACKEND, random_images, small_encoder
 from keras import ops
+from numpy_refs import dino as numpy_dino
 from test_swav import Crops, to_np
 
-from keras_ssl import losses
 from keras_ssl.callbacks import MomentumScheduler
 from keras_ssl.layers.heads import DINOHead
 from keras_ssl.methods.dino import DINO
@@ -47,18 +47,36 @@ def test_fit_updates_student_with_finite_loss(mode):
     assert np.abs(np.array(model.center)).max() > 0
 
 
+def test_numpy_dino_reference_on_a_hand_case():
+    # K = 2, one sample. Both teacher crops are [1, 1 + 0.5 ln 3]: centred by [1, 1] and
+    # divided by tau_t = 0.5 they are [0, ln 3], so q = [1/4, 3/4]. Student crops (tau_s = 1):
+    # crop 0 is [0, 0] (uniform: cross-entropy ln 2 whatever q), crops 1 and 2 are [0, ln 3]
+    # (p = q: cross-entropy H = ln 4 - (3/4) ln 3). Pairs (iq, v != iq): (0, 1), (0, 2),
+    # (1, 0), (1, 2) -> (3 H + ln 2) / 4. (With the v == iq pairs it would be (4 H + 2 ln 2) / 6.)
+    teacher = [np.array([[1.0, 1.0 + 0.5 * np.log(3)]])] * 2
+    student = [np.array([[0.0, 0.0]]), np.array([[0.0, np.log(3)]]), np.array([[0.0, np.log(3)]])]
+    h = np.log(4) - 0.75 * np.log(3)
+    got = numpy_dino(student, teacher, [1.0, 1.0], student_temperature=1.0, teacher_temperature=0.5)
+    np.testing.assert_allclose(got, (3 * h + np.log(2)) / 4, rtol=1e-12)
+
+
 def test_loss_is_dino_of_its_own_outputs_with_warmed_up_temperature():
     model = make_model(warmup_teacher_temperature=0.02, teacher_temperature=0.06, warmup_teacher_steps=4)
     model.step.assign(1)
+    # A non-zero centre; centre and temperature are read before the step, whose loss
+    # must use them (not the centre this step updates).
+    model.center.assign(0.1 * np.random.default_rng(0).normal(size=32).astype("float32"))
+    center = np.array(model.center)
+    temperature = float(ops.convert_to_numpy(model.current_teacher_temperature()))
+    np.testing.assert_allclose(temperature, 0.03, rtol=1e-6)  # 0.02 + (0.06 - 0.02) * 1/4
     x = random_images(8)
     out = model(x, training=True)
     np_out = to_np(out)
-    np.testing.assert_allclose(np_out["teacher_temperature"], 0.03, rtol=1e-6)
     student = np_out["student"]
     teacher = np_out["teacher"]
-    expected = losses.dino(student, teacher, np_out["center"], 0.1, 0.03)
+    expected = numpy_dino(student, teacher, center, 0.1, 0.03)
     got = model.compute_loss(x, None, out, None, training=True)
-    np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(expected), rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-5)
     model.step.assign(9)
     np.testing.assert_allclose(float(model.current_teacher_temperature()), 0.06, rtol=1e-6)
 
@@ -68,9 +86,11 @@ def test_student_and_teacher_encoders_run_once_per_resolution():
     model.build()  # its forward on blank images is not what we count
     shapes = {"student": [], "teacher": []}
     for key, encoder in (("student", model.encoder), ("teacher", model.teacher_encoder)):
+
         def counting(inputs, *args, _call=encoder.call, _key=key, **kwargs):
             shapes[_key].append(tuple(inputs.shape))
             return _call(inputs, *args, **kwargs)
+
         encoder.call = counting
     model(random_images(8), training=True)
     assert shapes == {"student": [(16, 16, 16, 3), (16, 8, 8, 3)], "teacher": [(16, 16, 16, 3)]}
@@ -81,8 +101,9 @@ def test_center_is_an_ema_of_teacher_batch_means():
     x = random_images(8)
     expected = np.zeros(32, "float32")
     for _ in range(3):
+        # Before each step the centre is the previous EMA (the loss uses it: see the loss test).
+        np.testing.assert_allclose(np.array(model.center), expected, atol=1e-6)
         out = to_np(model(x, training=True))
-        np.testing.assert_allclose(out["center"], expected, atol=1e-6)  # the loss uses the old centre
         batch_mean = np.concatenate([out["teacher"][0], out["teacher"][1]]).mean(axis=0)
         expected = 0.8 * expected + 0.2 * batch_mean
         np.testing.assert_allclose(np.array(model.center), expected, atol=1e-6)
@@ -168,11 +189,14 @@ def test_accepts_a_vit_encoder():
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"student_temperature": 0.0}, "student_temperature"),
-     ({"teacher_temperature": -0.04}, "teacher_temperature"),
-     ({"center_momentum": 1.0}, "center_momentum"), ({"momentum": 1.5}, "momentum"),
-     ({"warmup_teacher_steps": -1}, "warmup_teacher_steps"),
-     ({"freeze_last_layer_steps": 1.5}, "freeze_last_layer_steps")],
+    [
+        ({"student_temperature": 0.0}, "student_temperature"),
+        ({"teacher_temperature": -0.04}, "teacher_temperature"),
+        ({"center_momentum": 1.0}, "center_momentum"),
+        ({"momentum": 1.5}, "momentum"),
+        ({"warmup_teacher_steps": -1}, "warmup_teacher_steps"),
+        ({"freeze_last_layer_steps": 1.5}, "freeze_last_layer_steps"),
+    ],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 from conftest import random_images, small_encoder
 from keras import ops
+from numpy_refs import sinkhorn as numpy_sinkhorn
+from numpy_refs import swav as numpy_swav
 
-from keras_ssl import losses
-from keras_ssl.layers.augment import OneView, RandomResizedCrop, ViewMaker
+from keras_ssl.layers import OneView, RandomResizedCrop, ViewMaker
 from keras_ssl.layers.heads import Prototypes
 from keras_ssl.methods.swav import SwAV
 
@@ -54,8 +55,10 @@ def numpy_unit_columns(w):
 
 
 def to_np(outputs):
-    return {k: [ops.convert_to_numpy(t) for t in v] if isinstance(v, list) else ops.convert_to_numpy(v)
-            for k, v in outputs.items()}
+    return {
+        k: [ops.convert_to_numpy(t) for t in v] if isinstance(v, list) else ops.convert_to_numpy(v)
+        for k, v in outputs.items()
+    }
 
 
 @pytest.mark.parametrize("mode", ["default", "eager"])
@@ -78,10 +81,33 @@ def test_scores_are_cosines_to_unit_prototypes_and_loss_is_swav():
     np.testing.assert_allclose(np.linalg.norm(z1, axis=1), 1.0, rtol=1e-5)
     kernel = numpy_unit_columns(np.array(model.prototypes.kernel))
     np.testing.assert_allclose(np_out["scores"][0], z1 @ kernel, atol=1e-5)
-    scores = out["scores"]
-    expected = losses.swav(scores, (0, 1), temperature=0.1, epsilon=0.05, iterations=3)
+    scores = np_out["scores"]
+    expected = numpy_swav(scores, (0, 1), temperature=0.1, epsilon=0.05, iterations=3)
     got = model.compute_loss(x, None, out, None, training=True)
-    np.testing.assert_allclose(ops.convert_to_numpy(got), ops.convert_to_numpy(expected), rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-5)
+
+
+def test_numpy_swav_references_on_hand_cases():
+    # Sinkhorn, one iteration, exp(scores / eps) = [[1, 1], [2, 6]] (B x K), total 10:
+    # [[.1, .1], [.2, .6]]. Prototype masses .3, .7 scaled to 1/K = 1/2:
+    # [[1/6, 1/14], [1/3, 3/7]]. Sample masses 5/21, 16/21 scaled to 1/B, times B = 2:
+    # rows [0.7, 0.3] and [7/16, 9/16].
+    q = numpy_sinkhorn(0.05 * np.log([[1.0, 1.0], [2.0, 6.0]]), epsilon=0.05, iterations=1)
+    np.testing.assert_allclose(q, [[0.7, 0.3], [7 / 16, 9 / 16]], rtol=1e-12)
+    # One sample, two crops: equipartition makes the codes uniform, [1/2, 1/2], whatever
+    # the scores. Crop 1 predicts crop 0's codes with softmax([0, 0]): ln 2; crop 0
+    # predicts crop 1's with softmax([0, ln 3]) = [1/4, 3/4]: (ln 4 + ln 4/3) / 2.
+    t = 0.1
+    crops = [np.array([[0.0, 0.0]]), np.array([[0.0, t * np.log(3)]])]
+    expected = (np.log(2) + 0.5 * np.log(16 / 3)) / 2
+    np.testing.assert_allclose(numpy_swav(crops, (0, 1), temperature=t), expected, rtol=1e-12)
+    # A queued row [1, 1] (after exp(./eps)) prepended to the sample's [1, 3]: one
+    # iteration on [[1, 1], [1, 3]] gives the sample (last row) the codes [2/5, 3/5]
+    # (the queue row's are [2/3, 1/3]). Predicted by softmax([0, ln 3]) = [1/4, 3/4]:
+    # -(2/5 ln 1/4 + 3/5 ln 3/4) = ln 4 - (3/5) ln 3.
+    crops = [0.05 * np.log([[1.0, 3.0]]), np.array([[0.0, t * np.log(3)]])]
+    got = numpy_swav(crops, (0,), temperature=t, epsilon=0.05, iterations=1, queue_scores=[np.zeros((1, 2))])
+    np.testing.assert_allclose(got, np.log(4) - 0.6 * np.log(3), rtol=1e-12)
 
 
 def test_encoder_runs_once_per_resolution():
@@ -113,32 +139,38 @@ def test_prototypes_are_frozen_for_the_first_steps_then_updated():
     assert np.abs(np.array(model.prototypes.kernel) - kernel0).max() > 0
 
 
+def queues_full(model):
+    return all(bool(ops.convert_to_numpy(queue.is_full())) for queue in model.queues)
+
+
 def test_queue_holds_past_embeddings_and_joins_sinkhorn_once_full():
     model = make_model(queue_size=16)
     x = random_images(8)
-    first = to_np(model(x, training=True))
-    assert not first["queue_full"]
+    # Queue state is read from the model before each step (not from the step's outputs);
+    # the step's loss is `compute_loss`'s, which must use the state before the step.
+    assert not queues_full(model)
+    out = model(x, training=True)
+    first = to_np(out)
     # Not full: the loss ignores the queue.
     scores = first["scores"]
-    expected = losses.swav(scores, (0, 1))
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(model.compute_ssl_loss(first)[0]), ops.convert_to_numpy(expected), rtol=1e-5
-    )
+    expected = numpy_swav(scores, (0, 1))
+    np.testing.assert_allclose(ops.convert_to_numpy(model.compute_loss(x, None, out, None)), expected, rtol=1e-5)
     np.testing.assert_allclose(np.array(model.queues[0].queue)[:8], first["z1"], atol=1e-6)
     second = model(x, training=True)
-    third = to_np(model(x, training=True))
-    assert third["queue_full"]
-    # Queue scores were read before this step's enqueue, with the current prototypes.
+    assert queues_full(model)
+    # The queues as the third step reads them (before its enqueue), copied to NumPy.
+    queues = [np.array(queue.queue) for queue in model.queues]
+    out = model(x, training=True)
+    third = to_np(out)
+    # They hold the first two steps' embeddings; the queue scores use the current prototypes.
     kernel = numpy_unit_columns(np.array(model.prototypes.kernel))
     queue0 = np.concatenate([first["z1"], ops.convert_to_numpy(second["z1"])])
-    np.testing.assert_allclose(third["queue_scores"][0], queue0 @ kernel, atol=1e-5)
+    np.testing.assert_allclose(queues[0] @ kernel, queue0 @ kernel, atol=1e-5)
     scores = third["scores"]
-    queued = third["queue_scores"]
-    expected = losses.swav(scores, (0, 1), queue_scores=queued)
-    assert not np.isclose(ops.convert_to_numpy(expected), ops.convert_to_numpy(losses.swav(scores, (0, 1))))
-    np.testing.assert_allclose(
-        ops.convert_to_numpy(model.compute_ssl_loss(third)[0]), ops.convert_to_numpy(expected), rtol=1e-5
-    )
+    queued = [queue @ kernel for queue in queues]
+    expected = numpy_swav(scores, (0, 1), queue_scores=queued)
+    assert not np.isclose(expected, numpy_swav(scores, (0, 1)))
+    np.testing.assert_allclose(ops.convert_to_numpy(model.compute_loss(x, None, out, None)), expected, rtol=1e-5)
 
 
 def test_evaluate_leaves_the_queue_alone():
@@ -181,10 +213,15 @@ def test_prototypes_layer():
 
 @pytest.mark.parametrize(
     "kw, match",
-    [({"temperature": 0.0}, "temperature"), ({"epsilon": -1.0}, "epsilon"),
-     ({"num_prototypes": 0}, "num_prototypes"), ({"sinkhorn_iterations": 0}, "sinkhorn_iterations"),
-     ({"queue_size": -4}, "queue_size"), ({"freeze_prototypes_steps": 1.5}, "freeze_prototypes_steps"),
-     ({"views": OneView(keras.layers.Identity())}, "needs 2 full-size views")],
+    [
+        ({"temperature": 0.0}, "temperature"),
+        ({"epsilon": -1.0}, "epsilon"),
+        ({"num_prototypes": 0}, "num_prototypes"),
+        ({"sinkhorn_iterations": 0}, "sinkhorn_iterations"),
+        ({"queue_size": -4}, "queue_size"),
+        ({"freeze_prototypes_steps": 1.5}, "freeze_prototypes_steps"),
+        ({"views": OneView(keras.layers.Identity())}, "needs 2 full-size views"),
+    ],
 )
 def test_bad_options_are_rejected(kw, match):
     with pytest.raises(ValueError, match=match):

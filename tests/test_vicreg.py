@@ -4,8 +4,9 @@ import keras
 import numpy as np
 import pytest
 from conftest import random_images, small_encoder
+from numpy_refs import vicreg as numpy_vicreg
+from numpy_refs import vicreg_terms as numpy_vicreg_terms
 
-from keras_ssl import losses
 from keras_ssl.methods.vicreg import VICReg
 
 TERMS = ("invariance", "variance", "covariance")
@@ -41,22 +42,33 @@ def test_fit_updates_encoder_and_logs_terms_that_make_the_loss(mode):
     assert any(np.abs(a - b).max() > 0 for a, b in zip(before, after))
 
 
-def test_loss_and_terms_match_the_losses_functions_on_its_own_forward():
+def test_numpy_vicreg_reference_on_a_hand_case():
+    # N = 2, D = 2, eps = 0. z1 = 0.5 [[1, 1], [-1, -1]], z2 = 0.5 [[1, -1], [-1, 1]].
+    # invariance: z1 - z2 = [[0, 1], [0, -1]], mean of squares 2 / 4 = 0.5.
+    # variance: every column is [0.5, -0.5], unbiased var (0.25 + 0.25) / 1 = 0.5,
+    #   std sqrt(0.5); hinge 1 - sqrt(0.5) in each dim and branch; (h / 2 + h / 2) = h.
+    # covariance: cov(z1) = [[.5, .5], [.5, .5]], cov(z2) = [[.5, -.5], [-.5, .5]];
+    #   each branch (0.25 + 0.25) / D = 0.25, summed over branches: 0.5.
+    z1 = 0.5 * np.array([[1.0, 1.0], [-1.0, -1.0]])
+    z2 = 0.5 * np.array([[1.0, -1.0], [-1.0, 1.0]])
+    terms = numpy_vicreg_terms(z1, z2, eps=0.0)
+    hinge = 1 - np.sqrt(0.5)
+    np.testing.assert_allclose([terms[k] for k in TERMS], [0.5, hinge, 0.5], rtol=1e-12)
+    np.testing.assert_allclose(numpy_vicreg(z1, z2, 25.0, 25.0, 1.0, eps=0.0), 25 * 0.5 + 25 * hinge + 0.5, rtol=1e-12)
+
+
+def test_loss_and_terms_match_the_numpy_reference_on_its_own_forward():
     model = make_model(sim_coeff=10.0, std_coeff=5.0, cov_coeff=3.0, eps=1e-3)
     x = random_images(8)
     out = model(x, training=True)
     loss, terms = model.compute_ssl_loss(out)
-    expected = losses.vicreg(out["z1"], out["z2"], 10.0, 5.0, 3.0, eps=1e-3)
-    np.testing.assert_allclose(to_numpy(loss), to_numpy(expected), rtol=1e-5)
-    ref_terms = losses.vicreg_terms(out["z1"], out["z2"], eps=1e-3)
+    z1, z2 = to_numpy(out["z1"]), to_numpy(out["z2"])
+    expected = numpy_vicreg(z1, z2, 10.0, 5.0, 3.0, eps=1e-3)
+    np.testing.assert_allclose(to_numpy(loss), expected, rtol=1e-5)
+    ref_terms = numpy_vicreg_terms(z1, z2, eps=1e-3)
     assert set(terms) == set(TERMS)
     for name in TERMS:
-        np.testing.assert_allclose(to_numpy(terms[name]), to_numpy(ref_terms[name]), rtol=1e-5)
-    # An independent NumPy reference of the two simplest terms.
-    z1, z2 = (to_numpy(out[k]).astype("float64") for k in ("z1", "z2"))
-    np.testing.assert_allclose(to_numpy(terms["invariance"]), np.mean((z1 - z2) ** 2), rtol=1e-4)
-    hinge = [np.mean(np.maximum(0, 1 - np.sqrt(z.var(0, ddof=1) + 1e-3))) for z in (z1, z2)]
-    np.testing.assert_allclose(to_numpy(terms["variance"]), np.mean(hinge), rtol=1e-4)
+        np.testing.assert_allclose(to_numpy(terms[name]), ref_terms[name], rtol=1e-5)
     # The trackers `fit` logs receive exactly these terms.
     model.compute_loss(x, None, out, None, training=True)
     logged = {m.name: float(to_numpy(m.result())) for m in model.metrics if m.name in TERMS}
