@@ -1,21 +1,10 @@
-"""Streaming image files: decode, resize and batch in worker threads.
+"""Image files on disk: `decode_image` (how every file is read), and the file lists of a
+folder (`folder_files`) or of a `.txt`/`.csv` list (`list_files`). `data.image_files.ImageFiles`
+streams them in batches.
 
-`ImageFiles` is a `keras.utils.PyDataset`: Keras's own enqueuer runs
-`__getitem__` in a pool of worker threads and keeps `max_queue_size`
-batches ready, so the dataset is never held in memory and nothing here
-writes a thread pool or queue. Pillow releases the GIL while it decodes
-and resizes, so threads run in parallel; on 2 cores they beat processes
-(no pickling of batches) and match `tf.data` with the same decoder (see
-`benchmarks/input_pipeline.py`). Per-sample augmentation stays inside the
-compiled training step.
-
-Every file is decoded the same way (`decode_image`): EXIF orientation
-applied, CMYK / palette / 16-bit / alpha images converted to 8-bit RGB (or
-L), then resized so that it covers the target size (aspect kept) and
-centre-cropped to it. A file that cannot be decoded is replaced in its
-batch by another image of the batch, so every step keeps its full batch;
-each epoch ends with one warning that counts and names the files skipped
-or converted.
+Every file is decoded the same way: EXIF orientation applied, CMYK / palette /
+16-bit / alpha images converted to 8-bit RGB (or L), then resized so that it
+covers the target size (aspect kept) and centre-cropped to it.
 """
 
 import csv

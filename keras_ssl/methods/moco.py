@@ -17,7 +17,7 @@ from keras_ssl.views.recipes import byol_views, mocov2_views
 class MoCo(SSLModel):
     """MoCo: what v2 and v3 share, a momentum key encoder and split BatchNorm.
 
-    `MoCo(encoder, version=2)` makes a `MoCoV2`, `version=3` a `MoCoV3`;
+    `MoCo(encoder, version=2)` (the default) makes a `MoCoV2`, `version=3` a `MoCoV3`;
     both are subclasses, so `isinstance(model, keras_ssl.MoCo)` holds.
 
     Split BatchNorm simulates MoCo's shuffle-BN on one device: in training
@@ -30,7 +30,7 @@ class MoCo(SSLModel):
 
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
-        version: 2 or 3, when constructing `MoCo` itself.
+        version: 2 (default) or 3, when constructing `MoCo` itself.
         **kwargs: the options of `MoCoV2` or `MoCoV3`.
 
     Example:
@@ -44,6 +44,7 @@ class MoCo(SSLModel):
     def __new__(cls, *args, version=None, **kwargs):
         made = cls
         if cls is MoCo:
+            version = 2 if version is None else version
             if version not in (2, 3):
                 raise ValueError(f"`version` must be 2 or 3, got {version}.")
             made = MoCoV2 if version == 2 else MoCoV3
