@@ -32,8 +32,19 @@ class LARS(keras.optimizers.Optimizer):
         **kwargs: other `keras.optimizers.Optimizer` options (`clipnorm`...).
 
     Example:
+        >>> from keras_ssl.optimizers import LARS, WarmupCosine, scale_learning_rate
         >>> lr = WarmupCosine(scale_learning_rate(0.3, 512), total_steps=10000, warmup_steps=500)
+        >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16)
         >>> model.compile(optimizer=LARS(lr, weight_decay=1e-6))
+
+        Each matrix moves by `trust_coefficient` times its norm, whatever
+        the gradient's size; a vector (bias) takes the plain SGD step:
+
+        >>> w, b = keras.Variable(np.ones((2, 2))), keras.Variable(np.ones(2))
+        >>> optimizer = LARS(1.0, momentum=0.0, weight_decay=0.0)
+        >>> _ = optimizer.apply_gradients([(100 * ops.ones((2, 2)), w), (0.1 * ops.ones(2), b)])
+        >>> np.round(np.asarray(w, "float64"), 4).tolist(), np.round(np.asarray(b, "float64"), 4).tolist()
+        ([[0.999, 0.999], [0.999, 0.999]], [0.9, 0.9])
     """
 
     def __init__(
@@ -108,8 +119,10 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
         final: learning rate at `total_steps` (and after).
 
     Example:
-        >>> schedule = WarmupCosine(1e-3, total_steps=1000, warmup_steps=100)
-        >>> float(schedule(100))  # 1e-3
+        >>> schedule = keras_ssl.optimizers.WarmupCosine(1e-3, total_steps=1000, warmup_steps=100)
+        >>> [round(float(schedule(step)), 6) for step in (0, 50, 100, 550, 1000)]
+        [0.0, 0.0005, 0.001, 0.0005, 0.0]
+        >>> optimizer = keras.optimizers.AdamW(schedule)
     """
 
     def __init__(self, peak, total_steps, warmup_steps=0, final=0.0):
@@ -149,7 +162,10 @@ def scale_learning_rate(base, batch_size, rule="linear", base_batch_size=256):
         base_batch_size: the batch the base rate is quoted for.
 
     Example:
-        >>> scale_learning_rate(0.3, 1024)   # 1.2
+        >>> keras_ssl.optimizers.scale_learning_rate(0.3, 1024)
+        1.2
+        >>> keras_ssl.optimizers.scale_learning_rate(0.3, 1024, rule="sqrt")
+        0.6
     """
     if batch_size <= 0 or base_batch_size <= 0:
         raise ValueError(f"Batch sizes must be positive, got {batch_size}, {base_batch_size}.")

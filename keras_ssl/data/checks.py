@@ -12,7 +12,7 @@ def check_value_range(value_range):
         value_range: None, or two finite numbers with `low < high`.
 
     Example:
-        >>> check_value_range((0, 255))
+        >>> keras_ssl.data.check_value_range((0, 255))
         (0.0, 255.0)
     """
     if value_range is None:
@@ -35,7 +35,7 @@ def looks_channels_first(shape):
     """Whether a rank-4 shape is `(N, C, H, W)` rather than `(N, H, W, C)`.
 
     Example:
-        >>> looks_channels_first((16, 3, 64, 64))
+        >>> keras_ssl.data.looks_channels_first((16, 3, 64, 64))
         True
     """
     return len(shape) == 4 and shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4) and shape[-1] is not None
@@ -65,8 +65,12 @@ def check_images(x, channels=None, min_batch=None, value_range=None, min_size=No
             range).
 
     Example:
-        >>> check_images(np.zeros((8, 32, 32, 3), "uint8"))
+        >>> keras_ssl.data.check_images(np.zeros((8, 32, 32, 3), "uint8"))
         (0.0, 255.0)
+        >>> keras_ssl.data.check_images(np.zeros((8, 3, 32, 32), "float32"), channels=3)
+        Traceback (most recent call last):
+        ...
+        ValueError: the images look channels-first (N, C, H, W) = (8, 3, 32, 32); ...
     """
     x = np.asarray(x)
     if x.ndim != 4:
@@ -129,7 +133,7 @@ def to_unit_float(x, value_range=None):
         float32 NumPy array of the same shape.
 
     Example:
-        >>> to_unit_float(np.array([0, 255], "uint8"))
+        >>> keras_ssl.data.to_unit_float(np.array([0, 255], "uint8"))
         array([0., 1.], dtype=float32)
     """
     x = np.asarray(x)

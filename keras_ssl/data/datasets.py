@@ -52,9 +52,9 @@ def load(name, data_dir=None, image_size=None, test_fraction=0.2, seed=0):
         and int64 labels `(N,)`, or `None` labels for unlabeled sources.
 
     Example:
-        >>> (x_train, y_train), (x_test, y_test) = load("digits")
-        >>> x_train.shape, x_train.dtype
-        ((1438, 32, 32, 1), dtype('uint8'))
+        >>> (x_train, y_train), (x_test, y_test) = keras_ssl.data.load("digits")
+        >>> x_train.shape, x_train.dtype, x_test.shape, y_test.dtype
+        ((1438, 32, 32, 1), dtype('uint8'), (359, 32, 32, 1), dtype('int64'))
     """
     name = os.fspath(name)
     if name in KERAS_DATASETS:
@@ -122,9 +122,9 @@ def scattered_digits(copies=2, size=32, digit_sizes=(12, 20), seed=0):
         and int64 labels; train and test hold different digits.
 
     Example:
-        >>> (x_train, y_train), (x_test, y_test) = scattered_digits()
-        >>> x_train.shape
-        (2876, 32, 32, 1)
+        >>> (x_train, y_train), (x_test, y_test) = keras_ssl.data.scattered_digits()
+        >>> x_train.shape, x_test.shape
+        ((2876, 32, 32, 1), (718, 32, 32, 1))
     """
     digits = load_digits()
     (train, y_train), (test, y_test) = split(
@@ -206,8 +206,9 @@ def resize_images(x, size, chunk=512):
         Images `(N, height, width, C)` of `x`'s dtype.
 
     Example:
-        >>> resize_images(x_train, 64).shape   # CIFAR-10 at 64 px
-        (50000, 64, 64, 3)
+        >>> large = keras_ssl.data.resize_images(x_train, 32)   # 16 px images at 32 px
+        >>> large.shape, large.dtype
+        ((64, 32, 32, 3), dtype('uint8'))
     """
     size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
     out = np.empty((len(x), *size, x.shape[-1]), x.dtype)

@@ -40,9 +40,15 @@ def decode_image(path, size=None, channels=3):
         OSError, ValueError (and Pillow's errors): the file does not decode.
 
     Example:
-        >>> image, note = decode_image("photo.jpg", size=96)
-        >>> image.shape
-        (96, 96, 3)
+        >>> from PIL import Image
+        >>> Image.fromarray(np.zeros((24, 32, 3), "uint8")).save("photo.jpg")   # 32 wide, 24 high
+        >>> image, note = keras_ssl.data.decode_image("photo.jpg", size=16)
+        >>> image.shape, image.dtype, note
+        ((16, 16, 3), dtype('uint8'), None)
+        >>> Image.fromarray(np.zeros((24, 32), "uint8")).save("gray.png")
+        >>> image, note = keras_ssl.data.decode_image("gray.png", size=16)
+        >>> image.shape, note
+        ((16, 16, 3), 'grayscale')
     """
     Image, ImageOps = _pil()
     if size is not None:
@@ -121,9 +127,13 @@ def folder_files(root):
         None), class names, and the non-image files that were left out.
 
     Example:
-        >>> files, labels, classes, _ = folder_files("pets/")
-        >>> classes
-        ['cat', 'dog']
+        >>> from PIL import Image
+        >>> for i, name in enumerate(["cat", "dog", "cat", "dog"]):
+        ...     os.makedirs(f"pets/{name}", exist_ok=True)
+        ...     Image.fromarray(x_small[i]).save(f"pets/{name}/{i}.png")
+        >>> files, labels, classes, _ = keras_ssl.data.folder_files("pets/")
+        >>> classes, labels.tolist(), [os.path.basename(f) for f in files]
+        (['cat', 'dog'], [0, 0, 1, 1], ['0.png', '2.png', '1.png', '3.png'])
     """
     root = os.fspath(root)
     if not os.path.isdir(root):
@@ -172,7 +182,11 @@ def list_files(path, root=None):
         and class names when labels were names (else None).
 
     Example:
-        >>> files, labels, _ = list_files("train.csv")
+        >>> with open("train.csv", "w") as f:
+        ...     print("path,label", "cats/1.jpg,cat", "dogs/2.jpg,dog", sep="\\n", file=f)
+        >>> files, labels, classes = keras_ssl.data.list_files("train.csv")
+        >>> [os.path.relpath(f) for f in files], labels.tolist(), classes
+        (['cats/1.jpg', 'dogs/2.jpg'], [0, 1], ['cat', 'dog'])
     """
     path = os.fspath(path)
     root = root or os.path.dirname(os.path.abspath(path))

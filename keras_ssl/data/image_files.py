@@ -64,8 +64,16 @@ class ImageFiles(keras.utils.PyDataset):
             the first files decodes.
 
     Example:
-        >>> train = ImageFiles.from_folder("photos/", image_size=96, batch_size=128)
-        >>> model.fit(train, epochs=100)
+        >>> from PIL import Image
+        >>> for i, (image, label) in enumerate(zip(x_train, y_train)):
+        ...     os.makedirs(f"photos/{label}", exist_ok=True)
+        ...     Image.fromarray(image).save(f"photos/{label}/{i}.png")
+        >>> train = keras_ssl.data.ImageFiles.from_folder("photos/", image_size=16, batch_size=16)
+        >>> len(train), train.classes, train[0][0].shape, train[0][0].dtype
+        (4, ['0', '1', '2', '3'], (16, 16, 16, 3), dtype('uint8'))
+        >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16)
+        >>> model.compile(optimizer="adam")
+        >>> history = model.fit(train, epochs=1, verbose=0)
     """
 
     PROBE = 32  # files decoded at construction to check the set and pick channels
@@ -132,7 +140,14 @@ class ImageFiles(keras.utils.PyDataset):
         """An `ImageFiles` over a folder (see `folder_files`); labels from sub-folders.
 
         Example:
-            >>> train, test = ImageFiles.from_folder("pets/", image_size=96).split(0.1)
+            >>> from PIL import Image
+            >>> for i, (image, label) in enumerate(zip(x_train, ["cat", "dog"] * 32)):
+            ...     os.makedirs(f"pets/{label}", exist_ok=True)
+            ...     Image.fromarray(image).save(f"pets/{label}/{i}.png")
+            >>> pets = keras_ssl.data.ImageFiles.from_folder("pets/", image_size=16, batch_size=16)
+            >>> train, test = pets.split(0.25)
+            >>> pets.classes, len(train.files), len(test.files)
+            (['cat', 'dog'], 48, 16)
         """
         files, labels, classes, ignored = folder_files(root)
         if ignored:
@@ -146,7 +161,13 @@ class ImageFiles(keras.utils.PyDataset):
         """An `ImageFiles` over a text/CSV list of paths (see `list_files`).
 
         Example:
-            >>> train = ImageFiles.from_list("train.csv", image_size=224, batch_size=256)
+            >>> from PIL import Image
+            >>> for i, image in enumerate(x_train): Image.fromarray(image).save(f"{i}.png")
+            >>> with open("train.csv", "w") as f:
+            ...     print("path,label", *(f"{i}.png,{y}" for i, y in enumerate(y_train)), sep="\\n", file=f)
+            >>> train = keras_ssl.data.ImageFiles.from_list("train.csv", image_size=16, batch_size=16)
+            >>> len(train), train.labels[:6].tolist()
+            (4, [0, 1, 2, 3, 0, 1])
         """
         files, labels, classes = list_files(path, root)
         stream = cls(files, labels, **kwargs)
@@ -172,7 +193,13 @@ class ImageFiles(keras.utils.PyDataset):
         """Another `ImageFiles` over the files at `indices` (settings kept unless overridden).
 
         Example:
-            >>> gallery = train.subset(range(2000), shuffle=False)
+            >>> from PIL import Image
+            >>> files = [f"{i}.png" for i in range(len(x_train))]
+            >>> for path, image in zip(files, x_train): Image.fromarray(image).save(path)
+            >>> train = keras_ssl.data.ImageFiles(files, y_train, image_size=16, batch_size=16)
+            >>> gallery = train.subset(range(20), shuffle=False, drop_remainder=False)
+            >>> len(gallery.files), len(gallery), gallery.labels[:6].tolist()
+            (20, 2, [0, 1, 2, 3, 0, 1])
         """
         indices = np.asarray(indices, "int64")
         kwargs = dict(self.config(), **overrides)
@@ -186,7 +213,13 @@ class ImageFiles(keras.utils.PyDataset):
         """`(train, test)`: a class-stratified split; the test part keeps file order.
 
         Example:
-            >>> train, test = stream.split(0.2)
+            >>> from PIL import Image
+            >>> files = [f"{i}.png" for i in range(len(x_train))]
+            >>> for path, image in zip(files, x_train): Image.fromarray(image).save(path)
+            >>> stream = keras_ssl.data.ImageFiles(files, y_train, image_size=16, batch_size=16)
+            >>> train, test = stream.split(0.25)
+            >>> len(train.files), len(test.files), np.bincount(test.labels).tolist(), test.shuffle
+            (48, 16, [4, 4, 4, 4], False)
         """
         if not 0 < test_fraction < 1:
             raise ValueError(f"`test_fraction` must be in (0, 1), got {test_fraction}.")
@@ -200,7 +233,13 @@ class ImageFiles(keras.utils.PyDataset):
         """All images (and labels) in file order, as NumPy arrays: for small sets only.
 
         Example:
-            >>> x_test, y_test = test.to_arrays()
+            >>> from PIL import Image
+            >>> files = [f"{i}.png" for i in range(len(x_train))]
+            >>> for path, image in zip(files, x_train): Image.fromarray(image).save(path)
+            >>> stream = keras_ssl.data.ImageFiles(files, y_train, image_size=16, batch_size=16)
+            >>> x, y = stream.to_arrays()
+            >>> x.shape, np.array_equal(x, x_train), np.array_equal(y, y_train)
+            ((64, 16, 16, 3), True, True)
         """
         stream = self.subset(np.arange(len(self.files)), shuffle=False, drop_remainder=False, with_labels=False)
         x = np.concatenate([stream[i][0] for i in range(stream.num_batches)])
@@ -239,7 +278,15 @@ class ImageFiles(keras.utils.PyDataset):
         """Selects epoch `epoch`'s file order (`SSLModel.fit` calls it at each epoch start).
 
         Example:
+            >>> from PIL import Image
+            >>> files = [f"{i}.png" for i in range(len(x_train))]
+            >>> for path, image in zip(files, x_train): Image.fromarray(image).save(path)
+            >>> stream = keras_ssl.data.ImageFiles(files, image_size=16, batch_size=16, seed=0)
             >>> stream.set_epoch(5)   # the order of the sixth epoch, in any process
+            >>> again = keras_ssl.data.ImageFiles(files, image_size=16, batch_size=16, seed=0)
+            >>> again.set_epoch(5)
+            >>> np.array_equal(stream[0][0], again[0][0])
+            True
         """
         self.epoch = int(epoch)
         self._order = self._permutation()
@@ -248,7 +295,18 @@ class ImageFiles(keras.utils.PyDataset):
         """Warns once about files skipped or converted since the last report.
 
         Example:
-            >>> stream.report()   # also called at every epoch end
+            >>> from PIL import Image
+            >>> files = [f"{i}.png" for i in range(len(x_train))]
+            >>> for path, image in zip(files, x_train): Image.fromarray(image).save(path)
+            >>> with open("broken.png", "w") as f:
+            ...     _ = f.write("not an image")
+            >>> stream = keras_ssl.data.ImageFiles(["broken.png", *files], image_size=16, batch_size=16)
+            >>> import warnings
+            >>> with warnings.catch_warnings(record=True) as caught:
+            ...     warnings.simplefilter("always")
+            ...     stream.report()   # also called at every epoch end
+            >>> print(caught[0].message)
+            ImageFiles: skipped 1 file(s) that do not decode (each replaced in its batch by another image): broken.png (...).
         """
         with self._lock:
             new = {p: r for p, r in self._problems.items() if p not in self._reported}

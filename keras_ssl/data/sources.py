@@ -43,9 +43,14 @@ def to_dataset(data, batch_size=None):
 
     Example:
         >>> def batches():
-        ...     for _ in range(10):
-        ...         yield np.random.randint(0, 256, (32, 32, 32, 3), "uint8")
-        >>> model.fit(to_dataset(batches()), epochs=1)
+        ...     for i in range(0, 64, 16):
+        ...         yield x_train[i : i + 16]   # bare image batches, which Keras rejects
+        >>> data = keras_ssl.data.to_dataset(batches())
+        >>> encoder.predict(data, steps=4, verbose=0).shape
+        (64, 32)
+        >>> listed = keras_ssl.data.to_dataset([{"images": x_train[:8], "labels": y_train[:8]}])
+        >>> [a.shape for a in listed[0]]   # a list of dict batches: (images, labels) tuples
+        [(8, 16, 16, 3), (8,)]
     """
     if isinstance(data, (np.ndarray, dict)):
         return data
@@ -197,8 +202,14 @@ class ArrayBatches(keras.utils.PyDataset):
         seed: seed of the order.
 
     Example:
-        >>> batches = ArrayBatches(x_train, batch_size=256, seed=0)
+        >>> batches = keras_ssl.data.ArrayBatches(x_train, batch_size=16, seed=0)
+        >>> batches.num_batches
+        4
         >>> batches.set_epoch(3); first = batches[0]
+        >>> again = keras_ssl.data.ArrayBatches(x_train, batch_size=16, seed=0)
+        >>> again.set_epoch(3)   # a resumed process sees the same batches
+        >>> first[0].shape, np.array_equal(first[0], again[0][0])
+        ((16, 16, 16, 3), True)
     """
 
     def __init__(self, x, y=None, batch_size=32, shuffle=True, seed=0):
@@ -231,8 +242,11 @@ def orders_itself(source):
     Python's global random state, which a resumed process does not share.
 
     Example:
-        >>> orders_itself(ArrayBatches(x))
+        >>> from keras_ssl.data.sources import orders_itself
+        >>> orders_itself(keras_ssl.data.ArrayBatches(x_train))
         True
+        >>> orders_itself(keras_ssl.data.to_dataset([x_train[:32], x_train[32:]]))   # a list of batches
+        False
     """
     if not isinstance(source, keras.utils.PyDataset):
         return False
@@ -266,7 +280,14 @@ def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=N
         `(x, y, batch_size)` to pass to `keras.Model.fit`.
 
     Example:
-        >>> x, y, batch_size = prepare_fit_data(loader, channels=3, min_size=32)
+        >>> loader = [x_train[i : i + 16] for i in range(0, 64, 16)]   # a list of batches
+        >>> x, y, batch_size = keras_ssl.data.prepare_fit_data(loader, channels=3, min_size=16)
+        >>> x[0][0].shape, y, batch_size
+        ((16, 16, 16, 3), None, None)
+        >>> keras_ssl.data.prepare_fit_data(loader, channels=3, min_size=32)
+        Traceback (most recent call last):
+        ...
+        ValueError: images of 16x16 pixels are smaller than the 32x32 views; ...
     """
     if x is None:
         raise ValueError("`fit` needs training images `x`, got None.")

@@ -26,7 +26,12 @@ class MomentumScheduler(keras.callbacks.Callback):
         total_steps: run length; defaults to `epochs * steps_per_epoch` of `fit`.
 
     Example:
-        >>> model.fit(x, epochs=100, callbacks=[MomentumScheduler(momentum=0.99)])
+        >>> model = keras_ssl.BYOL(encoder, projection_dim=8, hidden_dim=16)
+        >>> model.compile(optimizer="adam")
+        >>> schedule = keras_ssl.callbacks.MomentumScheduler(momentum=0.99)
+        >>> history = model.fit(x_small, epochs=1, batch_size=8, callbacks=[schedule], verbose=0)
+        >>> model.momentum, model.momentum_end, int(model.total_steps)   # 16 images: 2 steps
+        (0.99, 1.0, 2)
     """
 
     def __init__(self, momentum=None, momentum_end=None, total_steps=None):
@@ -86,7 +91,15 @@ class StopOnNaN(keras.callbacks.Callback):
             orders of magnitude). None: off.
 
     Example:
-        >>> model.fit(x, callbacks=[StopOnNaN(divergence=100), keras.callbacks.BackupAndRestore("ckpt")])
+        >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16)
+        >>> model.compile(optimizer="adam")
+        >>> guard = keras_ssl.callbacks.StopOnNaN(divergence=100)
+        >>> backup = keras.callbacks.BackupAndRestore("ckpt")
+        >>> history = model.fit(x_small, epochs=1, batch_size=8, callbacks=[guard, backup], verbose=0)
+        >>> guard.on_train_batch_end(0, {"loss": float("nan")})   # what a NaN step meets
+        Traceback (most recent call last):
+        ...
+        FloatingPointError: the loss became nan at epoch 1, batch 1; non-finite terms: none besides the loss. ...
     """
 
     def __init__(self, weights_every=None, max_abs=1e12, divergence=None):
@@ -181,7 +194,15 @@ class DataEpochs(keras.callbacks.Callback):
         source: what `fit` reads (None: only the empty-epoch check).
 
     Example:
-        >>> model.fit(batches, epochs=3)   # SSLModel.fit adds DataEpochs(batches)
+        >>> batches = keras_ssl.data.ArrayBatches(x_train, batch_size=16, seed=0)
+        >>> callback = keras_ssl.callbacks.DataEpochs(batches)  # what SSLModel.fit(batches) adds
+        >>> callback.on_epoch_begin(2)
+        >>> batches.epoch
+        2
+        >>> callback.on_epoch_end(2)   # no step ran in this epoch
+        Traceback (most recent call last):
+        ...
+        ValueError: epoch 3 ran no training step: the data (ArrayBatches) yielded no batches. ...
     """
 
     def __init__(self, source=None):

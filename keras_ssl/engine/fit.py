@@ -15,7 +15,11 @@ def check_fit_data(model, x, y, batch_size):
     """`(x, y, batch_size)` after the checks every source gets (see `data.prepare_fit_data`).
 
     Example:
-        >>> x, y, batch_size = check_fit_data(model, x_train, None, 256)
+        >>> from keras_ssl.engine.fit import check_fit_data
+        >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16)
+        >>> x, y, batch_size = check_fit_data(model, x_train[:60], None, 16)
+        >>> x.shape, y, batch_size   # cut to full batches of 16
+        ((48, 16, 16, 3), None, 16)
     """
     return prepare_fit_data(
         x,
@@ -41,7 +45,13 @@ def fit_arguments(model, x, y, batch_size, kwargs):
         `(x, y, batch_size, kwargs, guard)`, `guard` the `DataEpochs` added.
 
     Example:
-        >>> x, y, batch_size, kwargs, guard = fit_arguments(model, x_train, None, 256, {"epochs": 2})
+        >>> from keras_ssl.engine.fit import fit_arguments
+        >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16, seed=0)
+        >>> x, y, batch_size, kwargs, guard = fit_arguments(model, x_train, None, 16, {"epochs": 2})
+        >>> type(x).__name__, x.num_batches, y, batch_size
+        ('ArrayBatches', 4, None, None)
+        >>> [type(c).__name__ for c in kwargs["callbacks"]], kwargs["shuffle"]
+        (['DataEpochs', 'StopOnNaN', 'MomentumScheduler'], False)
     """
     x, y, batch_size = model._check_fit_data(x, y, batch_size)  # a method may take (images, texts)
     if (

@@ -17,7 +17,13 @@ def pool_features(h):
     inside the encoder (`backbones.from_keras_hub(..., pooling="cls")`).
 
     Example:
-        >>> features = pool_features(encoder(images))
+        >>> from keras_ssl.engine import pool_features
+        >>> tuple(pool_features(ops.ones((8, 4, 4, 32))).shape)   # feature maps
+        (8, 32)
+        >>> tuple(pool_features(ops.ones((8, 17, 64))).shape)   # ViT tokens
+        (8, 64)
+        >>> tuple(pool_features(encoder(images)).shape)   # already (B, D)
+        (8, 32)
     """
     if len(h.shape) in (3, 4):
         return ops.mean(h, axis=tuple(range(1, len(h.shape) - 1)))
@@ -32,7 +38,11 @@ def encode_views(encoder, views, training=False):
     """`encoder` run once per group of consecutive same-size views; one `(B, D)` batch per view.
 
     Example:
+        >>> from keras_ssl.engine.introspection import encode_views
+        >>> v1, v2 = images, images[:, :, ::-1]
         >>> h1, h2 = encode_views(encoder, [v1, v2], training=True)   # one encoder call on 2B images
+        >>> tuple(h1.shape), tuple(h2.shape)
+        ((8, 32), (8, 32))
     """
     groups = []
     for view in views:

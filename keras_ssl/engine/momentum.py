@@ -24,7 +24,14 @@ def momentum_target(online, input_shape=None):
         input_shape: `(H, W, C)` to build a subclassed copy with.
 
     Example:
+        >>> from keras_ssl.engine import momentum_target
+        >>> projector = keras_ssl.layers.heads.ProjectionHead(hidden_dim=16, output_dim=8)
+        >>> projector.build((None, 16))
         >>> target = momentum_target(projector)
+        >>> any(v.trainable for v in target.weights)
+        False
+        >>> all(np.array_equal(a, b) for a, b in zip(projector.get_weights(), target.get_weights()))
+        True
     """
     target = clone_model(online, input_shape=input_shape)
     for v in target.weights:
@@ -36,7 +43,13 @@ def momentum_update(online, target, momentum):
     """`target <- momentum * target + (1 - momentum) * online`, trainable weights only.
 
     Example:
-        >>> momentum_update(model.encoder, model.target_encoder, 0.99)
+        >>> from keras_ssl.engine import momentum_target, momentum_update
+        >>> target = momentum_target(encoder)
+        >>> kernel = encoder.trainable_weights[0]
+        >>> _ = kernel.assign(kernel + 1.0)   # an optimizer step moves the online weights
+        >>> momentum_update(encoder, target, 0.99)
+        >>> round(float(ops.mean(kernel - target.weights[0])), 4)   # the target moved 1% of the way
+        0.99
     """
     for o, t in zip(online.weights, target.weights):
         if o.trainable:

@@ -35,10 +35,12 @@ class BarlowTwins(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
-        >>> model = keras_ssl.BarlowTwins(encoder, lambd=5e-3)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.BarlowTwins(encoder, lambd=5e-3, projection_dim=16)
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'off_diagonal', 'on_diagonal', 'z_std']
     """
 
     # Batch standardisation of B samples leaves B - 2 degrees of freedom per

@@ -31,10 +31,12 @@ class BYOL(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
-        >>> model = keras_ssl.BYOL(encoder)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.BYOL(encoder, projection_dim=8, hidden_dim=16)
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history), model.momentum, model.momentum_end
+        (['loss', 'z_std'], 0.996, 1.0)
     """
 
     view_recipe = staticmethod(byol_views)

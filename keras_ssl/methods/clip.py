@@ -49,12 +49,21 @@ class CLIP(SSLModel):
         **kwargs: `SSLModel` options (`value_range`, `seed`, ...).
 
     Example:
-        >>> tok = keras_ssl.text.Tokenizer(max_length=16).adapt(captions)
-        >>> model = keras_ssl.CLIP(keras_ssl.backbones.tiny_encoder(), tokenizer=tok)
+        >>> names = ["cat", "dog", "ship", "truck"]
+        >>> captions = [f"a photo of a {names[label]}." for label in y_train]
+        >>> tok = keras_ssl.text.Tokenizer(max_length=8).adapt(captions)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.CLIP(encoder, tokenizer=tok, embed_dim=16, text_width=16, text_depth=1, text_heads=2)
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        >>> model.fit(images, captions, batch_size=128, epochs=10)
+        >>> history = model.fit(x_train, captions, batch_size=16, epochs=1, verbose=0)
+        >>> sorted(history.history)
+        ['logit_scale', 'loss', 'z_std']
+        >>> model.encode_text(["a photo of a cat.", "a photo of a dog."]).shape
+        (2, 16)
         >>> classifier = model.zero_shot_classifier(["cat", "dog"])
-        >>> probabilities = classifier.predict(test_images)
+        >>> probabilities = classifier.predict(x_test / 255.0, verbose=0)   # float images in [0, 1]
+        >>> probabilities.shape, bool(np.allclose(probabilities.sum(axis=1), 1.0, atol=1e-5))
+        ((32, 2), True)
     """
 
     global_views = 1

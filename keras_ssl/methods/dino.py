@@ -52,10 +52,18 @@ class DINO(SSLModel):
         **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
 
     Example:
-        >>> encoder = keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4)
-        >>> model = keras_ssl.DINO(encoder, views=keras_ssl.views.dino_views(32, local_size=16))
+        >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
+        >>> model = keras_ssl.DINO(
+        ...     encoder,
+        ...     views=keras_ssl.views.dino_views(16, local_size=8),
+        ...     output_dim=32,
+        ...     hidden_dim=16,
+        ...     bottleneck_dim=8,
+        ... )
         >>> model.compile(optimizer=keras.optimizers.AdamW(5e-4))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'z_std']
     """
 
     local_views = True

@@ -30,8 +30,12 @@ class MAEDecoder(keras.layers.Layer):
         dim, depth, heads: decoder token size, blocks, attention heads.
 
     Example:
-        >>> decoder = MAEDecoder(64, 48, dim=128, depth=2, heads=4)
-        >>> pixels = decoder(latent, ids_restore)  # (B, 64, 48)
+        >>> from keras_ssl.methods.mae import MAEDecoder
+        >>> decoder = MAEDecoder(16, 48, dim=16, depth=1, heads=2)   # 16x16 images: 16 patches of 4x4x3
+        >>> latent = ops.zeros((8, 1 + 4, 32))   # the encoder's class token and 4 visible tokens
+        >>> ids_restore = ops.tile(ops.arange(16)[None], (8, 1))
+        >>> tuple(decoder(latent, ids_restore).shape)   # pixels of every patch
+        (8, 16, 48)
     """
 
     def __init__(self, num_patches, patch_dim, dim=128, depth=2, heads=4, **kwargs):
@@ -101,11 +105,15 @@ class MAE(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> encoder = keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4)
-        >>> model = keras_ssl.MAE(encoder, mask_ratio=0.75)
+        >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
+        >>> model = keras_ssl.MAE(encoder, mask_ratio=0.75, decoder_dim=16, decoder_depth=1, decoder_heads=2)
+        >>> model.num_patches
+        16
         >>> model.compile(optimizer=keras.optimizers.AdamW(1.5e-4, weight_decay=0.05))
-        >>> model.fit(x_train, epochs=100, batch_size=256)
-        >>> masked, reconstructed = model.reconstruct(x_test[:8])
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> masked, reconstructed = model.reconstruct(x_test[:8], seed=0)
+        >>> masked.shape, reconstructed.shape
+        ((8, 16, 16, 3), (8, 16, 16, 3))
     """
 
     global_views = 1

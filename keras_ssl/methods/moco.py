@@ -132,9 +132,12 @@ class MoCoV2(MoCo):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> model = keras_ssl.MoCoV2(keras_ssl.backbones.resnet18())
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.MoCoV2(encoder, queue_size=64, projection_dim=8, hidden_dim=16)
         >>> model.compile(optimizer=keras.optimizers.SGD(0.06, momentum=0.9))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history), model.momentum, model.momentum_end
+        (['loss', 'z_std'], 0.99, 0.99)
     """
 
     version = 2
@@ -212,9 +215,12 @@ class MoCoV3(MoCo):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> model = keras_ssl.MoCoV3(keras_ssl.backbones.resnet18())
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.MoCoV3(encoder, projection_dim=8, hidden_dim=16)
         >>> model.compile(optimizer=keras_ssl.optimizers.LARS(0.3))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history), model.momentum, model.momentum_end
+        (['loss', 'z_std'], 0.99, 1.0)
     """
 
     version = 3

@@ -33,9 +33,12 @@ class NNCLR(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> model = keras_ssl.NNCLR(keras_ssl.backbones.resnet18(), queue_size=4096)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.NNCLR(encoder, queue_size=64, projection_dim=8, hidden_dim=16)
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'z_std']
     """
 
     view_recipe = staticmethod(byol_views)

@@ -30,10 +30,12 @@ class SimCLR(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
-        >>> model = keras_ssl.SimCLR(encoder, temperature=0.5)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.SimCLR(encoder, temperature=0.5, projection_dim=8, hidden_dim=16)
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'z_std']
         >>> model.encoder.save("encoder.keras")
     """
 

@@ -37,10 +37,14 @@ class SimSiam(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(32, 32, 3))
-        >>> model = keras_ssl.SimSiam(encoder)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = keras_ssl.SimSiam(encoder, projection_dim=16)
+        >>> model.projection_dim, model.prediction_dim
+        (16, 4)
         >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'z_std']
     """
 
     view_recipe = staticmethod(mocov2_views)

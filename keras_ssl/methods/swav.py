@@ -45,10 +45,16 @@ class SwAV(SSLModel):
         **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
 
     Example:
-        >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3))
-        >>> model = keras_ssl.SwAV(encoder, input_shape=(32, 32, 3))
+        >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)
+        >>> model = keras_ssl.SwAV(
+        ...     encoder, input_shape=(16, 16, 3), num_prototypes=16, projection_dim=8, hidden_dim=16
+        ... )
+        >>> model.view_shapes   # 2 global crops, 4 local ones of half the side
+        [(16, 16, 3), (16, 16, 3), (8, 8, 3), (8, 8, 3), (8, 8, 3), (8, 8, 3)]
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
-        >>> model.fit(x_train, epochs=10, batch_size=256)
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history)
+        ['loss', 'z_std']
     """
 
     local_views = True
