@@ -37,7 +37,14 @@ def list_checkpoints(backup_dir):
         backup_dir: a `BackupAndRestore` directory.
 
     Example:
-        >>> newest = list_checkpoints("runs/demo/checkpoint")[0]
+        >>> from keras_ssl.checkpoints import BackupAndRestore, list_checkpoints
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> backup = BackupAndRestore("backups", double_checkpoint=True, delete_checkpoint=False)
+        >>> history = model.fit(np.ones((32, 4)), np.ones((32, 1)), epochs=3, callbacks=[backup], verbose=0)
+        >>> list_checkpoints("backups")  # the newest and, with double_checkpoint, the one before
+        ['backups/ckpt-000003-000000000', 'backups/ckpt-000002-000000000']
+        >>> newest = list_checkpoints("backups")[0]
     """
     if not os.path.isdir(backup_dir):
         return []
@@ -53,8 +60,14 @@ def read_state(checkpoint):
     """The `state.json` of a checkpoint directory: `epoch`, `batch`, `logs`, `metrics`.
 
     Example:
-        >>> read_state(list_checkpoints("ckpt")[0])["epoch"]
-        3
+        >>> from keras_ssl.checkpoints import BackupAndRestore, list_checkpoints, read_state
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> backup = BackupAndRestore("backup_dir", delete_checkpoint=False)
+        >>> history = model.fit(np.ones((32, 4)), np.ones((32, 1)), epochs=3, callbacks=[backup], verbose=0)
+        >>> state = read_state(list_checkpoints("backup_dir")[0])
+        >>> state["epoch"], state["batch"], len(state["logs"])
+        (3, 0, 3)
     """
     with open(os.path.join(checkpoint, STATE)) as f:
         return json.load(f)
@@ -86,8 +99,15 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         resumed_from: `(epoch, batch)` the last `fit` resumed from, or None.
 
     Example:
-        >>> backup = BackupAndRestore("ckpt", save_freq=100)
-        >>> model.fit(x, epochs=40, callbacks=[backup])   # rerun after a kill: resumes
+        >>> from keras_ssl.checkpoints import BackupAndRestore
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])  # any Keras model
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> x, y = np.ones((32, 4)), np.ones((32, 1))
+        >>> backup = BackupAndRestore("ckpt", save_freq=2, delete_checkpoint=False)
+        >>> history = model.fit(x, y, epochs=3, batch_size=8, callbacks=[backup], verbose=0)
+        >>> history = model.fit(x, y, epochs=5, batch_size=8, callbacks=[backup], verbose=0)  # rerun: resumes
+        >>> backup.resumed_from, len(backup.epoch_logs), len(history.history["loss"])
+        ((3, 0), 5, 2)
     """
 
     def __init__(self, backup_dir, save_freq="epoch", double_checkpoint=False, delete_checkpoint=True):
@@ -102,7 +122,10 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         """This class with the settings of a `keras.callbacks.BackupAndRestore`.
 
         Example:
-            >>> ours = BackupAndRestore.like(keras.callbacks.BackupAndRestore("ckpt"))
+            >>> from keras_ssl.checkpoints import BackupAndRestore
+            >>> ours = BackupAndRestore.like(keras.callbacks.BackupAndRestore("ckpt", save_freq=100))
+            >>> type(ours).__module__, ours.backup_dir, ours.save_freq
+            ('keras_ssl.checkpoints', 'ckpt', 100)
         """
         return cls(
             callback.backup_dir,

@@ -83,6 +83,7 @@ def alternate_split(labels):
         `(N,)` bool array.
 
     Example:
+        >>> from keras_ssl.monitors import alternate_split
         >>> alternate_split(np.array([0, 1, 0, 1, 1]))
         array([ True,  True, False, False,  True])
     """
@@ -119,9 +120,13 @@ class KNNMonitor(_EncoderMonitor):
         value_range: pixel range of the images (see `data.check_images`).
 
     Example:
-        >>> monitor = KNNMonitor(x_test, y_test, x_train[:5000], y_train[:5000], every=5)
-        >>> history = model.fit(x_train, epochs=50, callbacks=[monitor])
-        >>> history.history["knn_top1"]
+        >>> from keras_ssl.monitors import KNNMonitor
+        >>> model = keras_ssl.SimCLR(encoder)
+        >>> model.compile(optimizer="adam")
+        >>> monitor = KNNMonitor(x_test, y_test, x_train, y_train, every=2)
+        >>> history = model.fit(x_train, epochs=3, batch_size=32, callbacks=[monitor], verbose=0)
+        >>> len(history.history["loss"]), len(history.history["knn_top1"])  # epochs 2 and 3 (the last)
+        (3, 2)
     """
 
     def __init__(
@@ -199,8 +204,13 @@ class LinearProbeMonitor(_EncoderMonitor):
         seed: of the classifier's initialisation and shuffling.
 
     Example:
-        >>> probe = LinearProbeMonitor(x_train[:5000], y_train[:5000], x_test, y_test, every=10)
-        >>> model.fit(x_train, epochs=100, callbacks=[probe])
+        >>> from keras_ssl.monitors import LinearProbeMonitor
+        >>> model = keras_ssl.SimCLR(encoder)
+        >>> model.compile(optimizer="adam")
+        >>> probe = LinearProbeMonitor(x_train, y_train, x_test, y_test, every=10, epochs=2)
+        >>> history = model.fit(x_train, epochs=1, batch_size=32, callbacks=[probe], verbose=0)
+        >>> len(history.history["linear_top1"])  # the last epoch is always probed
+        1
     """
 
     def __init__(
@@ -280,7 +290,12 @@ class CollapseMonitor(_EncoderMonitor):
         value_range: pixel range of the images (see `data.check_images`).
 
     Example:
-        >>> model.fit(x_train, epochs=100, callbacks=[CollapseMonitor(x_test[:1000], every=5)])
+        >>> from keras_ssl.monitors import CollapseMonitor
+        >>> model = keras_ssl.SimCLR(encoder)
+        >>> model.compile(optimizer="adam")
+        >>> history = model.fit(x_train, epochs=1, batch_size=32, callbacks=[CollapseMonitor(x_test)], verbose=0)
+        >>> "embedding_std" in history.history, "rankme" in history.history
+        (True, True)
     """
 
     def __init__(self, x, every=1, std_threshold=None, rank_threshold=2.0, batch_size=256, value_range=None):

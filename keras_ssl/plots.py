@@ -24,7 +24,10 @@ def plot_history(history, path):
         `path`.
 
     Example:
-        >>> plot_history(model.fit(x, epochs=10), "history.png")
+        >>> from keras_ssl.plots import plot_history
+        >>> history = {"loss": [5.1, 4.2, 3.9], "knn_top1": [0.31, 0.42, 0.47]}  # or model.fit(...)
+        >>> plot_history(history, "history.png")
+        'history.png'
     """
     history = getattr(history, "history", history)
     if not isinstance(history, dict):
@@ -63,7 +66,10 @@ def plot_views(images, views, path, n=8):
         `path`.
 
     Example:
-        >>> plot_views(x[:8], model.views(x[:8], training=True), "views.png")
+        >>> from keras_ssl.plots import plot_views
+        >>> views = keras_ssl.views.simclr_views(16, seed=0)  # what `model.views` is for SimCLR
+        >>> plot_views(x_small[:4], views(x_small[:4], training=True), "views.png")
+        'views.png'
     """
     rows = [_images(images)[:n]] + [_images(v)[:n] for v in views]
     return _grid(rows, ["original"] + [f"view {i + 1}" for i in range(len(views))], path)
@@ -85,7 +91,10 @@ def plot_embedding(features, labels, path, method="pca", seed=0):
         `path`.
 
     Example:
-        >>> plot_embedding(embed(encoder, x_test[:2000]), y_test[:2000], "pca.png")
+        >>> from keras_ssl.evaluation import embed
+        >>> from keras_ssl.plots import plot_embedding
+        >>> plot_embedding(embed(encoder, x_test), y_test, "pca.png")
+        'pca.png'
     """
     f = _numpy(features).astype(float)
     if f.ndim != 2 or len(f) < 2:
@@ -136,8 +145,12 @@ def plot_retrieval(query_images, gallery_images, neighbor_indices, path):
         `path`.
 
     Example:
-        >>> _, idx = nearest_neighbors(f_test[:8], f_train, k=8)
-        >>> plot_retrieval(x_test[:8], x_train, idx, "retrieval.png")
+        >>> from keras_ssl.evaluation import embed, nearest_neighbors
+        >>> from keras_ssl.plots import plot_retrieval
+        >>> f_train, f_test = embed(encoder, x_train, batch_size=32), embed(encoder, x_test, batch_size=32)
+        >>> _, idx = nearest_neighbors(f_test[:4], f_train, k=4)
+        >>> plot_retrieval(x_test[:4], x_train, idx, "retrieval.png")
+        'retrieval.png'
     """
     queries, gallery = _images(query_images), _images(gallery_images)
     idx = _numpy(neighbor_indices)
@@ -168,7 +181,12 @@ def plot_reconstruction(originals, masked, reconstructed, path, n=8):
         `path`.
 
     Example:
-        >>> plot_reconstruction(x[:8], masked, model.reconstruct(x[:8]), "mae.png")
+        >>> from keras_ssl.plots import plot_reconstruction
+        >>> vit = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=8, depth=1, heads=2)
+        >>> model = keras_ssl.MAE(vit, decoder_dim=8, decoder_depth=1, decoder_heads=2)
+        >>> masked, reconstructed = model.reconstruct(x_small[:4], seed=0)
+        >>> plot_reconstruction(x_small[:4], masked, reconstructed, "mae.png")
+        'mae.png'
     """
     rows = [_images(a)[:n] for a in (originals, masked, reconstructed)]
     return _grid(rows, ["original", "masked", "reconstructed"], path)

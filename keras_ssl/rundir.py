@@ -22,7 +22,13 @@ def write_json(path, obj):
         obj: a JSON-serialisable object.
 
     Example:
-        >>> write_json("runs/demo/history.json", {"loss": [1.0]})
+        >>> import json
+        >>> from keras_ssl.rundir import write_json
+        >>> os.makedirs("runs/json")
+        >>> write_json("runs/json/history.json", {"loss": [1.0]})
+        >>> with open("runs/json/history.json") as f:
+        ...     json.load(f)
+        {'loss': [1.0]}
     """
     tmp = path + ".tmp"
     try:
@@ -45,7 +51,11 @@ def save_model(model, path):
         path: the `.keras` file to write.
 
     Example:
-        >>> save_model(model.encoder, "runs/demo/encoder.keras")
+        >>> from keras_ssl.rundir import save_model
+        >>> os.makedirs("runs/model")
+        >>> save_model(encoder, "runs/model/encoder.keras")
+        >>> os.listdir("runs/model")  # no temporary file left behind
+        ['encoder.keras']
     """
     try:
         fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(path) or ".")
@@ -77,7 +87,15 @@ def check_writable_dir(path, flag="--output"):
         flag: the command-line flag named in the error.
 
     Example:
-        >>> check_writable_dir("runs/demo")
+        >>> from keras_ssl.rundir import check_writable_dir
+        >>> check_writable_dir("runs/new")
+        >>> os.path.isdir("runs/new")
+        True
+        >>> open("notes.txt", "w").close()
+        >>> check_writable_dir("notes.txt")
+        Traceback (most recent call last):
+        ...
+        SystemExit: keras-ssl: --output notes.txt is a file, not a directory.
     """
     if os.path.exists(path) and not os.path.isdir(path):
         raise SystemExit(f"keras-ssl: {flag} {path} is a file, not a directory.")
@@ -99,8 +117,19 @@ class RunLock:
         folder: the run directory.
 
     Example:
-        >>> with RunLock("runs/demo"):
-        ...     train()
+        >>> from keras_ssl.rundir import RunLock
+        >>> os.makedirs("runs/locked")
+        >>> with RunLock("runs/locked"):
+        ...     os.listdir("runs/locked")  # train here
+        ['.lock']
+        >>> os.listdir("runs/locked")
+        []
+        >>> with RunLock("runs/locked"):
+        ...     with RunLock("runs/locked"):  # a second pretrain on the same directory
+        ...         pass
+        Traceback (most recent call last):
+        ...
+        SystemExit: keras-ssl: runs/locked is in use by another keras-ssl pretrain (pid ...); wait for it ...
     """
 
     def __init__(self, folder):
@@ -173,7 +202,11 @@ def staging_dir(folder):
     """An empty `<folder>/.staging` to write a run's files into before `publish`.
 
     Example:
-        >>> stage = staging_dir("runs/demo"); save_model(encoder, os.path.join(stage, "encoder.keras"))
+        >>> from keras_ssl.rundir import staging_dir, write_json
+        >>> stage = staging_dir("runs/staged")
+        >>> stage, os.listdir(stage)
+        ('runs/staged/.staging', [])
+        >>> write_json(os.path.join(stage, "history.json"), {"loss": [1.0]})  # then `publish`
     """
     path = os.path.join(folder, STAGING)
     if os.path.exists(path):
@@ -195,7 +228,16 @@ def publish(folder, run_id):
         run_id: names the run in `run.json`.
 
     Example:
-        >>> publish("runs/demo", "20261204-071500-4242")
+        >>> import json
+        >>> from keras_ssl.rundir import publish, staging_dir, write_json
+        >>> stage = staging_dir("runs/published")
+        >>> write_json(os.path.join(stage, "history.json"), {"loss": [1.0]})
+        >>> publish("runs/published", "20261204-071500-4242")
+        >>> sorted(os.listdir("runs/published"))
+        ['history.json', 'run.json']
+        >>> with open("runs/published/run.json") as f:
+        ...     json.load(f)["run_id"]
+        '20261204-071500-4242'
     """
     staging = os.path.join(folder, STAGING)
     names = sorted(os.listdir(staging))
@@ -215,7 +257,11 @@ def remove_dir(path):
     """Removes a directory so that no kill leaves a part of it under its name (rename, then delete).
 
     Example:
-        >>> remove_dir("runs/demo/checkpoint")
+        >>> from keras_ssl.rundir import remove_dir
+        >>> os.makedirs("runs/old/checkpoint/ckpt-000001-000000000")
+        >>> remove_dir("runs/old/checkpoint")
+        >>> os.listdir("runs/old")
+        []
     """
     if not os.path.exists(path):
         return
@@ -238,7 +284,15 @@ def check_complete(path):
         path: the run directory, or one of its files, about to be read.
 
     Example:
-        >>> check_complete("runs/demo/encoder.keras")
+        >>> from keras_ssl.rundir import check_complete, publish, staging_dir, write_json
+        >>> write_json(os.path.join(staging_dir("runs/checked"), "history.json"), {"loss": [1.0]})
+        >>> publish("runs/checked", "run-1")
+        >>> check_complete("runs/checked/history.json")  # the file run.json names: no error
+        >>> write_json("runs/checked/history.json", {"loss": [0.5]})  # replaced behind the run's back
+        >>> check_complete("runs/checked/history.json")
+        Traceback (most recent call last):
+        ...
+        SystemExit: keras-ssl: runs/checked/history.json is not the file of run run-1 (run.json); ...
     """
     folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
     if os.path.exists(os.path.join(folder, MARKER)):

@@ -36,6 +36,7 @@ class Tokenizer:
         level: `"word"` (words and punctuation marks) or `"char"`.
 
     Example:
+        >>> from keras_ssl.text import Tokenizer
         >>> tok = Tokenizer(max_length=8).adapt(["a photo of a cat.", "a dog"])
         >>> tok(["a cat"])
         array([[2, 4, 6, 3, 0, 0, 0, 0]], dtype=int32)
@@ -108,7 +109,11 @@ def as_texts(texts):
     """A list of strings from a string, a list of strings or a NumPy string array.
 
     Example:
-        >>> as_texts("a cat")   # ["a cat"]
+        >>> from keras_ssl.text import as_texts
+        >>> as_texts("a cat")
+        ['a cat']
+        >>> as_texts(("a cat", "a dog"))
+        ['a cat', 'a dog']
     """
     if isinstance(texts, str):
         return [texts]
@@ -128,8 +133,12 @@ class TextBlock(keras.layers.Layer):
         mlp_ratio: MLP width as a multiple of `dim`.
 
     Example:
+        >>> from keras_ssl.text import TextBlock
         >>> block = TextBlock(32, heads=4)
-        >>> block(x, mask)   # x (B, L, 32), mask (B, L, L) bool: query i sees key j
+        >>> x = np.random.default_rng(0).normal(size=(2, 5, 32)).astype("float32")  # (B, L, 32)
+        >>> mask = np.tril(np.ones((2, 5, 5), bool))  # (B, L, L) bool: query i sees key j (here j <= i)
+        >>> tuple(block(x, mask).shape)
+        (2, 5, 32)
     """
 
     def __init__(self, dim, heads, mlp_ratio=4.0, **kwargs):
@@ -185,8 +194,10 @@ class TextTransformer(keras.Model):
         pooling: `"eos"` or `"mean"`.
 
     Example:
-        >>> encoder = TextTransformer(vocab_size=100, max_length=16, dim=32, depth=1, heads=4)
-        >>> encoder(tokenizer(["a photo of a cat."])).shape
+        >>> from keras_ssl.text import TextTransformer, Tokenizer
+        >>> tokenizer = Tokenizer(max_length=16).adapt(["a photo of a cat.", "a picture of a dog."])
+        >>> encoder = TextTransformer(vocab_size=tokenizer.vocab_size, max_length=16, dim=32, depth=1, heads=4)
+        >>> tuple(encoder(tokenizer(["a photo of a cat."])).shape)
         (1, 32)
     """
 
@@ -295,8 +306,9 @@ def cifar10_captions(labels, seed=0, templates=TRAIN_TEMPLATES, synonyms=CIFAR10
         list of `N` captions.
 
     Example:
+        >>> from keras_ssl.text import cifar10_captions
         >>> cifar10_captions([3, 5], seed=0)
-        ['a cropped photo of the kitten.', 'a photo of a hound.']
+        ['the kitty in this photo.', 'a close-up photo of the puppy.']
     """
     labels = np.asarray(labels).reshape(-1)
     if labels.size and (labels.min() < 0 or labels.max() >= len(CIFAR10_CLASSES)):

@@ -46,7 +46,12 @@ def main(argv=None):
         one-line message.
 
     Example:
-        >>> main(["pretrain", "--data", "digits", "--epochs", "2", "--output", "runs/x"])
+        >>> from keras_ssl.cli import main
+        >>> main(["pretrain", "--data", "digits", "--limit", "64", "--epochs", "1", "--batch-size", "16",
+        ...       "--knn-every", "0", "--no-plots", "--verbose", "0", "--output", "runs/x"])
+        backend ... | data digits: 64 train images (32, 32, 1), 359 test | method simclr | backbone tiny
+        kNN top-1 of the randomly initialised encoder: ...
+        wrote runs/x/encoder.keras, model.keras and history.json in runs/x
         0
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")  # TensorFlow's C++ start-up chatter

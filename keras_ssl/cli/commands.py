@@ -26,7 +26,14 @@ def evaluate(args):
         0; the scores are printed, and written to `args.output` when given.
 
     Example:
-        >>> evaluate(build_parser().parse_args(["evaluate", "runs/demo", "--protocol", "linear"]))
+        >>> from keras_ssl.cli import build_parser, evaluate
+        >>> keras_ssl.backbones.tiny_encoder((32, 32, 1), width=8).save("encoder.keras")  # or a run directory
+        >>> args = build_parser().parse_args(
+        ...     ["evaluate", "encoder.keras", "--data", "digits", "--limit", "256", "--protocol", "linear",
+        ...      "--epochs", "5"]
+        ... )
+        >>> evaluate(args)
+        linear on digits: top1=..., train_top1=...
         0
     """
     encoder = _load_model(args.encoder, "encoder.keras")
@@ -84,8 +91,15 @@ def export(args):
         0, once `args.output` is written (it loads without keras_ssl).
 
     Example:
-        >>> export(build_parser().parse_args(["export", "runs/demo", "--output", "encoder.keras"]))
+        >>> from keras_ssl.cli import build_parser, export
+        >>> model = keras_ssl.SimCLR(keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8))
+        >>> model.build()  # fit builds it too
+        >>> model.save("model.keras")  # a whole SSL model, as pretrain writes it (or its run directory)
+        >>> export(build_parser().parse_args(["export", "model.keras", "--output", "exported.keras"]))
+        wrote exported.keras
         0
+        >>> keras.saving.load_model("exported.keras").output_shape
+        (None, 32)
     """
     if not args.output.endswith(".keras"):
         raise SystemExit(
@@ -119,7 +133,12 @@ def plot(args):
         0; the PNG files are written in `args.run`.
 
     Example:
+        >>> from keras_ssl.cli import build_parser, plot
+        >>> os.makedirs("runs/demo")  # what pretrain writes, here by hand: the encoder and history.json
+        >>> keras_ssl.backbones.tiny_encoder((32, 32, 1), width=8).save("runs/demo/encoder.keras")
+        >>> keras_ssl.rundir.write_json("runs/demo/history.json", {"loss": [5.1, 4.2], "data": "digits", "limit": 64})
         >>> plot(build_parser().parse_args(["plot", "runs/demo"]))
+        figures: history.png, embedding.png, retrieval.png
         0
     """
     path = os.path.join(args.run, "history.json")

@@ -75,9 +75,10 @@ def build_parser():
         `command` is "pretrain", "evaluate", "export", "plot" or None.
 
     Example:
+        >>> from keras_ssl.cli import build_parser
         >>> args = build_parser().parse_args(["pretrain", "--epochs", "2", "--output", "runs/x"])
-        >>> args.epochs, args.method
-        (2, 'simclr')
+        >>> args.command, args.epochs, args.method, args.output
+        ('pretrain', 2, 'simclr', 'runs/x')
     """
     parser = argparse.ArgumentParser(
         prog="keras-ssl",

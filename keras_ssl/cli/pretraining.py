@@ -48,8 +48,15 @@ def pretrain(args):
         history.json, data.json and (unless --no-plots) the figures.
 
     Example:
-        >>> pretrain(build_parser().parse_args(["pretrain", "--epochs", "2", "--output", "runs/x"]))
+        >>> from keras_ssl.cli import build_parser, pretrain
+        >>> args = build_parser().parse_args(["pretrain", "--limit", "64", "--epochs", "1", "--batch-size", "16",
+        ...                                   "--knn-every", "0", "--no-plots", "--verbose", "0", "--output", "runs/x"])
+        >>> pretrain(args)
+        backend ... | data digits: 64 train images ...
+        wrote runs/x/encoder.keras, model.keras and history.json in runs/x
         0
+        >>> sorted(os.listdir("runs/x"))
+        ['data.json', 'encoder.keras', 'history.json', 'model.keras', 'run.json']
     """
     if args.method not in METHODS:
         raise SystemExit(f"keras-ssl: unknown --method {args.method!r}; choose from {sorted(METHODS)}.")
@@ -90,8 +97,17 @@ def run_pretrain(output, **options):
         SystemExit: a value the parser refuses, or a run that cannot start.
 
     Example:
-        >>> run_pretrain("runs/digits", data="digits", epochs=2, limit=512, no_plots=True)
+        >>> import json
+        >>> from keras_ssl.cli import run_pretrain
+        >>> run_pretrain("runs/digits", data="digits", epochs=1, limit=64, batch_size=16, knn_every=0,
+        ...              no_plots=True, verbose=0)
+        backend ... | data digits: 64 train images ...
+        wrote runs/digits/encoder.keras, model.keras and history.json in runs/digits
         0
+        >>> with open("runs/digits/history.json") as f:
+        ...     record = json.load(f)
+        >>> record["method"], record["epochs"], len(record["loss"])
+        ('simclr', 1, 1)
     """
     return pretrain(_pretrain_args(output, **options))
 

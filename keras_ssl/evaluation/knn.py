@@ -28,7 +28,10 @@ def embed(encoder, x, batch_size=256, value_range=None):
         float32 NumPy array `(N, D)`.
 
     Example:
-        >>> features = embed(model.encoder, x_test)  # uint8 CIFAR images
+        >>> from keras_ssl.evaluation import embed
+        >>> features = embed(encoder, x_test)  # uint8 images (N, 16, 16, 3)
+        >>> features.shape, features.dtype
+        ((32, 32), dtype('float32'))
     """
     value_range = check_images(x, value_range=value_range)
     chunk = max(1, int(batch_size)) * 16  # convert to float a slice at a time
@@ -63,7 +66,13 @@ def nearest_neighbors(query, gallery, k, batch_size=1024):
         `(similarities, indices)`, both `(Q, k)`, most similar first.
 
     Example:
-        >>> sims, idx = nearest_neighbors(test_features, train_features, k=5)
+        >>> from keras_ssl.evaluation import nearest_neighbors
+        >>> gallery = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+        >>> sims, idx = nearest_neighbors(np.array([[1.0, 0.2]]), gallery, k=2)
+        >>> idx
+        array([[0, 2]])
+        >>> sims.round(2)
+        array([[0.98, 0.83]], dtype=float32)
     """
     # float32: cosine similarities need no more, and features can be large
     query = _normalize(_matrix(query, "query", "float32"))
@@ -111,7 +120,12 @@ def knn_classify(
         `(M, num_classes)` scores: the summed weights per class.
 
     Example:
-        >>> scores = knn_classify(train_features, y_train, test_features)
+        >>> from keras_ssl.evaluation import embed, knn_classify
+        >>> train_features = embed(encoder, x_train, batch_size=32)
+        >>> test_features = embed(encoder, x_test, batch_size=32)
+        >>> scores = knn_classify(train_features, y_train, test_features, k=20)
+        >>> scores.shape  # (test images, classes)
+        (32, 4)
         >>> predictions = scores.argmax(axis=1)
     """
     train_labels = _labels(train_labels, len(train_features))
@@ -140,7 +154,10 @@ def raw_pixel_knn(x_train, y_train, x_test, y_test, value_range=None, max_side=6
         `knn_accuracy`'s dict (`top1`, `top5`).
 
     Example:
-        >>> raw_pixel_knn(x_train, y_train, x_test, y_test)["top1"]
+        >>> from keras_ssl.evaluation import raw_pixel_knn
+        >>> (x_train, y_train), (x_test, y_test) = keras_ssl.data.load("digits")  # bundled, no download
+        >>> round(raw_pixel_knn(x_train, y_train, x_test, y_test)["top1"], 2)
+        0.92
     """
     if max(x_train.shape[1:3]) > max_side:
         x_train, x_test = (data.resize_images(x, max_side) for x in (x_train, x_test))
@@ -171,7 +188,13 @@ def knn_accuracy(
         `{"top1": ..., "top5": ...}` (one key per `top` entry), floats in [0, 1].
 
     Example:
-        >>> knn_accuracy(train_features, y_train, test_features, y_test)["top1"]
+        >>> from keras_ssl.evaluation import knn_accuracy
+        >>> rng = np.random.default_rng(0)
+        >>> centres = rng.normal(size=(4, 16))  # features that separate the 4 classes
+        >>> train_features = centres[y_train] + 0.1 * rng.normal(size=(64, 16))
+        >>> test_features = centres[y_test] + 0.1 * rng.normal(size=(32, 16))
+        >>> knn_accuracy(train_features, y_train, test_features, y_test, top=(1, 2))
+        {'top1': 1.0, 'top2': 1.0}
     """
     scores = knn_classify(train_features, train_labels, test_features, k, temperature, num_classes, batch_size)
     return _top_accuracies(scores, _labels(test_labels, len(scores)), top)

@@ -47,7 +47,12 @@ def linear_probe(
         classifier when `return_model`.
 
     Example:
-        >>> linear_probe(model.encoder, x_train, y_train, x_test, y_test)["top1"]
+        >>> from keras_ssl.evaluation import linear_probe
+        >>> result = linear_probe(encoder, x_train, y_train, x_test, y_test, epochs=2, batch_size=32)
+        >>> sorted(result)
+        ['top1', 'train_top1']
+        >>> 0.0 <= result["top1"] <= 1.0
+        True
     """
     f_train = embed(encoder, x_train, batch_size, value_range)
     f_test = embed(encoder, x_test, batch_size, value_range)
@@ -127,7 +132,15 @@ def fine_tune(
         (raw images -> logits) when `return_model`.
 
     Example:
-        >>> fine_tune(model.encoder, x_train, y_train, x_test, y_test, label_fraction=0.1)
+        >>> from keras_ssl.evaluation import fine_tune
+        >>> result, classifier = fine_tune(
+        ...     encoder, x_train, y_train, x_test, y_test, epochs=1, batch_size=16, label_fraction=0.25,
+        ...     return_model=True,
+        ... )
+        >>> result["num_labeled"]  # a quarter of the 16 images of each of the 4 classes
+        16
+        >>> classifier.input_shape, classifier.output_shape  # raw images -> logits
+        ((None, 16, 16, 3), (None, 4))
     """
     value_range = check_images(x_train, value_range=value_range)
     check_images(x_test, channels=x_train.shape[-1], value_range=value_range)
@@ -188,7 +201,10 @@ def semi_supervised(encoder, x_train, y_train, x_test, y_test, fractions=(0.01, 
         `{fraction: fine_tune's result}`.
 
     Example:
-        >>> semi_supervised(model.encoder, x_train, y_train, x_test, y_test)[0.01]["top1"]
+        >>> from keras_ssl.evaluation import semi_supervised
+        >>> results = semi_supervised(encoder, x_train, y_train, x_test, y_test, epochs=1, batch_size=16)
+        >>> {fraction: r["num_labeled"] for fraction, r in results.items()}  # at least 1 per class
+        {0.01: 4, 0.1: 8}
     """
     if "label_fraction" in kwargs or "return_model" in kwargs:
         raise TypeError("semi_supervised sets label_fraction itself and returns no models.")
@@ -210,7 +226,10 @@ def labeled_subset(labels, fraction, seed=0):
         sorted int indices into `labels`.
 
     Example:
-        >>> idx = labeled_subset(y_train, 0.01)  # 50 per CIFAR-10 class
+        >>> from keras_ssl.evaluation import labeled_subset
+        >>> idx = labeled_subset(y_train, 0.25)  # 64 images, 16 per class
+        >>> np.bincount(y_train[idx])
+        array([4, 4, 4, 4])
     """
     labels = _labels(labels, None)
     if not 0 < fraction <= 1:
@@ -231,7 +250,14 @@ class GradientScale(keras.layers.Layer):
         scale: the gradient multiplier.
 
     Example:
-        >>> h = GradientScale(0.1)(encoder(images))
+        >>> from keras_ssl.evaluation import GradientScale
+        >>> inputs = keras.Input((16, 16, 3))
+        >>> h = GradientScale(0.1)(encoder(inputs))  # the encoder learns at a tenth of the head's rate
+        >>> classifier = keras.Model(inputs, keras.layers.Dense(4)(h))
+        >>> classifier.output_shape
+        (None, 4)
+        >>> ops.convert_to_numpy(GradientScale(0.1)(ops.ones((1, 3))))  # forward: the identity
+        array([[1., 1., 1.]], dtype=float32)
     """
 
     def __init__(self, scale, **kwargs):

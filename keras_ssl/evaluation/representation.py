@@ -18,7 +18,12 @@ def embedding_std(z):
         float.
 
     Example:
-        >>> embedding_std(np.random.normal(size=(1000, 64)))  # ~0.125
+        >>> from keras_ssl.evaluation import embedding_std
+        >>> rng = np.random.default_rng(0)
+        >>> round(embedding_std(rng.normal(size=(1000, 64))), 3)  # 1 / sqrt(64)
+        0.125
+        >>> embedding_std(np.ones((1000, 64)))  # collapsed
+        0.0
     """
     return float(_normalize(_matrix(z, "z")).std(axis=0).mean())
 
@@ -37,7 +42,12 @@ def rankme(z, eps=1e-7):
         float.
 
     Example:
-        >>> rankme(np.random.normal(size=(2000, 16)))  # ~15.9
+        >>> from keras_ssl.evaluation import rankme
+        >>> rng = np.random.default_rng(0)
+        >>> round(rankme(rng.normal(size=(2000, 16))), 1)  # nearly the full 16
+        16.0
+        >>> round(rankme(np.outer(rng.normal(size=2000), rng.normal(size=16))), 1)  # rank 1
+        1.0
     """
     s = np.linalg.svd(_matrix(z, "z"), compute_uv=False)
     p = s / max(s.sum(), np.finfo("float64").tiny) + eps
@@ -56,7 +66,14 @@ def alignment(z1, z2, alpha=2):
         float, 0 for perfectly aligned pairs, at most `2^alpha`.
 
     Example:
-        >>> alignment(embed(encoder, view1), embed(encoder, view2))
+        >>> from keras_ssl.evaluation import alignment, embed
+        >>> view1, view2 = images, images[:, :, ::-1]  # two views: the images and their mirror images
+        >>> a = alignment(embed(encoder, view1), embed(encoder, view2))
+        >>> 0.0 <= a <= 4.0
+        True
+        >>> z = np.random.default_rng(0).normal(size=(100, 8))
+        >>> round(alignment(z, z), 6), round(alignment(z, -z), 6)  # the two extremes
+        (0.0, 4.0)
     """
     z1, z2 = _normalize(_matrix(z1, "z1")), _normalize(_matrix(z2, "z2"))
     if z1.shape != z2.shape:
@@ -77,7 +94,12 @@ def uniformity(z, t=2, batch_size=1024):
         float: 0 when all points coincide, more negative when spread out.
 
     Example:
-        >>> uniformity(np.random.normal(size=(500, 32)))  # ~ -3.9
+        >>> from keras_ssl.evaluation import uniformity
+        >>> rng = np.random.default_rng(0)
+        >>> round(uniformity(rng.normal(size=(500, 32))), 2)
+        -3.75
+        >>> uniformity(np.ones((500, 32)))  # collapsed
+        0.0
     """
     z = _normalize(_matrix(z, "z"))
     n = len(z)
@@ -108,6 +130,7 @@ def recall_at_k(image_embeddings, text_embeddings, ks=(1, 5), labels=None):
         dict `{"image_to_text@k": r, "text_to_image@k": r}`.
 
     Example:
+        >>> from keras_ssl.evaluation import recall_at_k
         >>> e = np.eye(4)
         >>> recall_at_k(e, e, ks=(1,))
         {'image_to_text@1': 1.0, 'text_to_image@1': 1.0}
