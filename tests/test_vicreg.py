@@ -84,24 +84,6 @@ def test_default_projector_width_scales_with_the_encoder():
     assert (model.sim_coeff, model.std_coeff, model.cov_coeff, model.eps) == (25.0, 25.0, 1.0, 1e-4)
 
 
-def test_whole_model_saves_loads_and_continues_training(tmp_path):
-    model = make_model(sim_coeff=10.0, cov_coeff=0.5)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3))
-    x = random_images(16)
-    model.fit(x, batch_size=8, epochs=1, verbose=0)
-    path = str(tmp_path / "vicreg.keras")
-    model.save(path)
-    loaded = keras.saving.load_model(path)
-    assert isinstance(loaded, VICReg)
-    assert (loaded.sim_coeff, loaded.std_coeff, loaded.cov_coeff) == (10.0, 25.0, 0.5)
-    for a, b in zip(model.get_weights(), loaded.get_weights()):
-        np.testing.assert_array_equal(a, b)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
-    history = loaded.fit(x, batch_size=8, epochs=1, verbose=0).history
-    assert np.isfinite(history["loss"][0]) and "variance" in history
-    assert int(loaded.optimizer.iterations) == 4
-
-
 def test_bad_options_and_small_batches_are_rejected():
     for name in ("sim_coeff", "std_coeff", "cov_coeff", "eps"):
         with pytest.raises(ValueError, match=name):

@@ -1,0 +1,129 @@
+"""Every method through the shared harness (`method_harness.run_method_test`), on tiny encoders.
+
+What is particular to a method (its loss against a NumPy reference, its
+heads and state) is in its own test file.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import BACKEND, random_images, small_encoder
+from method_harness import run_method_test
+
+import keras_ssl
+from keras_ssl.backbones import vit
+from keras_ssl.text import Tokenizer, cifar10_captions
+from keras_ssl.views import dino_views, multi_crop_views
+
+CAPTIONS = cifar10_captions(np.arange(16) % 10, seed=0)
+
+
+def _multi_crop_encoder():
+    return small_encoder((None, None, 3))
+
+
+# name -> (a tiny model, the data `fit` gets: two batches of 8)
+MAKERS = {
+    "simclr": lambda: keras_ssl.SimCLR(small_encoder(), hidden_dim=16, projection_dim=8, seed=1),
+    "moco_v2": lambda: keras_ssl.MoCoV2(small_encoder(), hidden_dim=16, projection_dim=8, queue_size=12, seed=1),
+    "moco_v3": lambda: keras_ssl.MoCoV3(small_encoder(), hidden_dim=16, projection_dim=8, seed=1),
+    "byol": lambda: keras_ssl.BYOL(small_encoder(), hidden_dim=16, projection_dim=8, seed=1),
+    "simsiam": lambda: keras_ssl.SimSiam(small_encoder(), projection_dim=32, prediction_dim=16, seed=1),
+    "barlow_twins": lambda: keras_ssl.BarlowTwins(small_encoder(), projection_dim=32, seed=1),
+    "vicreg": lambda: keras_ssl.VICReg(small_encoder(), projection_dim=32, seed=1),
+    "nnclr": lambda: keras_ssl.NNCLR(small_encoder(), hidden_dim=16, projection_dim=8, queue_size=12, seed=1),
+    "swav": lambda: keras_ssl.SwAV(
+        _multi_crop_encoder(),
+        input_shape=(16, 16, 3),
+        num_prototypes=16,
+        projection_dim=32,
+        hidden_dim=16,
+        queue_size=16,
+        views=multi_crop_views(16, local_size=8, num_local=2, seed=10),
+        seed=1,
+    ),
+    "dino": lambda: keras_ssl.DINO(
+        _multi_crop_encoder(),
+        input_shape=(16, 16, 3),
+        output_dim=32,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        views=dino_views(16, local_size=8, num_local=2, seed=10),
+        seed=1,
+    ),
+    "mae": lambda: keras_ssl.MAE(
+        vit(image_size=16, patch_size=4, dim=32, depth=2, heads=2),
+        decoder_dim=16,
+        decoder_depth=1,
+        decoder_heads=2,
+        seed=1,
+    ),
+    "clip": lambda: keras_ssl.CLIP(
+        small_encoder(),
+        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
+        embed_dim=16,
+        text_width=16,
+        text_depth=1,
+        text_heads=2,
+        seed=1,
+    ),
+}
+
+
+# Eager steps are slow to trace on JAX (each op compiles alone): compiled there, eager elsewhere too.
+MODES = ("default",) if BACKEND == "jax" else ("default", "eager")
+
+
+def test_every_method_is_in_the_harness():
+    names = {c.__name__ for c in keras_ssl.METHODS.values()} | {"CLIP", "MoCoV2", "MoCoV3"}
+    assert names == {type(make()).__name__ for make in MAKERS.values()}
+
+
+@pytest.mark.parametrize("name", sorted(MAKERS))
+def test_method_harness(name, tmp_path):
+    keras.utils.set_random_seed(5)
+    texts = np.array(CAPTIONS) if name == "clip" else None  # CLIP trains on (images, texts)
+    run_method_test(MAKERS[name], random_images(16), tmp_path, y=texts, modes=MODES)
+
+
+LOAD_SCRIPT = """
+import json, sys, numpy as np, keras
+import keras_ssl
+paths = json.loads(sys.argv[1])
+out = {}
+for name, path in paths.items():
+    model = keras.saving.load_model(path)
+    x = np.load(path + ".npy")
+    out[name] = np.asarray(model.encoder.predict(x, verbose=0)).tolist()
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_every_method_saved_here_loads_on_another_backend(tmp_path):
+    other = {"tensorflow": "jax", "jax": "torch", "torch": "tensorflow"}[BACKEND]
+    paths, expected = {}, {}
+    x = random_images(8).astype("float32") / 255.0
+    for name, make in sorted(MAKERS.items()):
+        model = make()
+        model.build()
+        path = str(tmp_path / f"{name}.keras")
+        model.save(path)
+        np.save(path + ".npy", x)
+        paths[name], expected[name] = path, np.asarray(model.encoder.predict(x, verbose=0))
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_SCRIPT, json.dumps(paths)],
+        env=dict(os.environ, KERAS_BACKEND=other),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    got = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in paths:
+        np.testing.assert_allclose(np.array(got[name]), expected[name], atol=1e-4, err_msg=f"{name} on {other}")
