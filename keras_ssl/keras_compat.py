@@ -24,7 +24,15 @@ def sublayers(layer):
     Keras itself uses to collect weights and metrics.
 
     Example:
-        >>> banks = [l for l in sublayers(model) if isinstance(l, MemoryBank)]
+        >>> from keras_ssl.keras_compat import sublayers
+        >>> model = keras_ssl.MoCo(encoder, queue_size=64, projection_dim=8)
+        >>> banks = [l for l in sublayers(model) if isinstance(l, keras_ssl.layers.MemoryBank)]
+        >>> len(banks), banks[0].size
+        (1, 64)
+        >>> [type(l).__name__ for l in model.layers]   # direct children only
+        ['Functional', 'TwoViews', 'ProjectionHead', 'MemoryBank', 'Functional', 'ProjectionHead']
+        >>> sum(isinstance(l, keras.layers.Dense) for l in sublayers(model))   # inside the two projectors
+        4
     """
     return list(layer._flatten_layers(include_self=True, recursive=True))
 
@@ -38,7 +46,11 @@ def seed_generators(layer):
     in `_seed_generators` when one is assigned as an attribute.
 
     Example:
-        >>> states = [g.state for g in seed_generators(model)]
+        >>> from keras_ssl.keras_compat import seed_generators
+        >>> views = keras_ssl.views.TwoViews(keras_ssl.views.RandomResizedCrop(8, seed=0))
+        >>> states = [g.state for g in seed_generators(views)]
+        >>> len(states), tuple(states[0].shape)
+        (1, (2,))
     """
     seen, found = set(), []
     for sub in sublayers(layer):
@@ -57,7 +69,13 @@ def is_functional(model):
     functional models hold the graph in `_nodes_by_depth`.
 
     Example:
-        >>> target = keras.models.clone_model(m) if is_functional(m) else ...
+        >>> from keras_ssl.keras_compat import is_functional
+        >>> is_functional(encoder), is_functional(keras_ssl.SimCLR(encoder))
+        (True, False)
+        >>> m = encoder
+        >>> target = keras.models.clone_model(m) if is_functional(m) else keras_ssl.backbones.clone_model(m)
+        >>> target.output_shape
+        (None, 32)
     """
     return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
 
@@ -69,7 +87,15 @@ def built_input_shape(layer):
     arguments of `build` in `_build_shapes_dict`.
 
     Example:
+        >>> from keras_ssl.keras_compat import built_input_shape
+        >>> layer = keras_ssl.layers.ProjectionHead(hidden_dim=8, output_dim=4)
+        >>> layer.build((None, 16))
+        >>> built_input_shape(layer), built_input_shape(encoder)
+        ((None, 16), (None, 16, 16, 3))
+        >>> clone = keras_ssl.layers.ProjectionHead.from_config(layer.get_config())
         >>> clone.build(built_input_shape(layer))
+        >>> [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in layer.weights]
+        True
     """
     shape = getattr(layer, "input_shape", None) if isinstance(layer, keras.Model) else None
     if shape is not None:
@@ -87,7 +113,15 @@ def portable_compile_config(config):
     optimizer is pointed at the portable `keras.optimizers` instead.
 
     Example:
-        >>> config = portable_compile_config(super().get_compile_config())
+        >>> from keras_ssl.keras_compat import portable_compile_config
+        >>> encoder.compile(optimizer="adam", loss="mse")
+        >>> config = portable_compile_config(encoder.get_compile_config())
+        >>> config["optimizer"]["module"]
+        'keras.optimizers'
+        >>> saved_on_torch = {"optimizer": {"module": "keras.src.backend.torch.optimizers.torch_adam",
+        ...     "class_name": "Adam", "config": {}, "registered_name": "Adam"}}
+        >>> portable_compile_config(saved_on_torch)["optimizer"]["module"]
+        'keras.optimizers'
     """
     optimizer = config.get("optimizer") if config else None
     if isinstance(optimizer, dict) and ".backend." in str(optimizer.get("module", "")):
@@ -106,8 +140,16 @@ def unsafe_deserialization():
     `SafeModeScope` restores the previous setting on exit.
 
     Example:
+        >>> from keras_ssl.keras_compat import unsafe_deserialization
+        >>> model_with_lambda = keras.Sequential([keras.Input((4,)), keras.layers.Lambda(lambda x: 2 * x)])
         >>> with unsafe_deserialization():
         ...     copy = keras.models.clone_model(model_with_lambda)
+        >>> ops.convert_to_numpy(copy(ops.ones((1, 4)))).tolist()
+        [[2.0, 2.0, 2.0, 2.0]]
+        >>> keras.models.clone_model(model_with_lambda)   # outside the scope: Keras's safe mode
+        Traceback (most recent call last):
+        ...
+        ValueError: Requested the deserialization of a `Lambda` layer whose `function` is a Python lambda. ...
     """
     return SafeModeScope(False)
 
@@ -121,7 +163,17 @@ def set_initial_epoch(model, epoch):
     checkpoint callback sets it back to None when training ends.
 
     Example:
-        >>> set_initial_epoch(self.model, 3)   # inside on_train_begin
+        >>> from keras_ssl.keras_compat import set_initial_epoch
+        >>> class StartAt(keras.callbacks.Callback):
+        ...     def on_train_begin(self, logs=None):
+        ...         set_initial_epoch(self.model, 2)   # inside on_train_begin
+        ...     def on_train_end(self, logs=None):
+        ...         set_initial_epoch(self.model, None)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> history = model.fit(np.ones((8, 4)), np.ones((8, 1)), epochs=3, verbose=0, callbacks=[StartAt()])
+        >>> history.epoch   # epochs 0 and 1 were skipped
+        [2]
     """
     model._initial_epoch = epoch
 
@@ -141,7 +193,17 @@ def skip_train_steps(model, count):
         count: calls to skip (steps divided by `steps_per_execution`).
 
     Example:
-        >>> skip_train_steps(self.model, 5)   # resumed after batch 5 of this epoch
+        >>> from keras_ssl.keras_compat import restore_train_function, skip_train_steps
+        >>> class Resume(keras.callbacks.Callback):
+        ...     def on_train_begin(self, logs=None):
+        ...         skip_train_steps(self.model, 3)   # resumed after batch 3 of this epoch
+        ...     def on_train_end(self, logs=None):
+        ...         restore_train_function(self.model)
+        >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+        >>> model.compile(optimizer="sgd", loss="mse")
+        >>> history = model.fit(np.ones((8, 4)), np.ones((8, 1)), batch_size=2, verbose=0, callbacks=[Resume()])
+        >>> int(model.optimizer.iterations)   # 4 batches read, the last one trained
+        1
     """
     original = getattr(model, "_keras_ssl_train_function", None) or model.train_function
     if count <= 0:
@@ -162,7 +224,16 @@ def restore_train_function(model):
     """Undoes `skip_train_steps` (also when `fit` ends before the steps were skipped).
 
     Example:
-        >>> restore_train_function(self.model)   # in on_train_end
+        >>> from keras_ssl.keras_compat import restore_train_function, skip_train_steps
+        >>> encoder.compile(optimizer="sgd", loss="mse")
+        >>> encoder.make_train_function()
+        >>> original = encoder.train_function
+        >>> skip_train_steps(encoder, 2)
+        >>> encoder.train_function is original
+        False
+        >>> restore_train_function(encoder)   # in on_train_end
+        >>> encoder.train_function is original
+        True
     """
     original = getattr(model, "_keras_ssl_train_function", None)
     if original is not None:
@@ -183,8 +254,14 @@ def jit_step_function(model, attribute, step, force=False):
         then takes Keras's own `make_*_function`.
 
     Example:
-        >>> if not jit_step_function(model, "train_function", model.train_step):
-        ...     keras.Model.make_train_function(model)
+        >>> from keras_ssl.keras_compat import jit_step_function
+        >>> encoder.compile(optimizer="sgd", loss="mse")   # jit_compile="auto": XLA on JAX
+        >>> if not jit_step_function(encoder, "train_function", encoder.train_step):
+        ...     keras.Model.make_train_function(encoder)
+        >>> encoder.train_function is not None
+        True
+        >>> jit_step_function(encoder, "train_function", encoder.train_step)   # JAX on CPU: it applies
+        True
     """
     if model.run_eagerly or not model.jit_compile or not hasattr(model, "_make_function"):
         return False
@@ -207,8 +284,13 @@ def empty_epoch_error(guard):
     which epoch it was and says so.
 
     Example:
-        >>> with empty_epoch_error(guard):
-        ...     keras.Model.fit(model, x, callbacks=[guard])
+        >>> from keras_ssl.keras_compat import empty_epoch_error
+        >>> guard = keras_ssl.callbacks.DataEpochs()
+        >>> with empty_epoch_error(guard):   # what Keras raises when an epoch ran no step
+        ...     raise UnboundLocalError("cannot access local variable 'logs'")
+        Traceback (most recent call last):
+        ...
+        ValueError: epoch 1 ran no training step: ...
     """
     try:
         yield
@@ -225,7 +307,16 @@ def variable_index(optimizer, variable):
     `Optimizer._get_variable_index`; a custom optimizer (LARS) does the same.
 
     Example:
-        >>> m = self.momentums[variable_index(self, variable)]
+        >>> from keras_ssl.keras_compat import variable_index
+        >>> optimizer = keras.optimizers.SGD(momentum=0.9)
+        >>> dense = keras.layers.Dense(2)
+        >>> dense.build((None, 3))
+        >>> optimizer.build(dense.trainable_variables)
+        >>> variable_index(optimizer, dense.bias)
+        1
+        >>> m = optimizer.momentums[variable_index(optimizer, dense.kernel)]
+        >>> tuple(m.shape)
+        (3, 2)
     """
     return optimizer._get_variable_index(variable)
 
@@ -234,7 +325,9 @@ def backup_weights_path(callback):
     """Where a Keras 3.15 `BackupAndRestore` keeps its own backup (its private `_weights_path`).
 
     Example:
-        >>> os.path.exists(backup_weights_path(keras.callbacks.BackupAndRestore("ckpt")))
-        False
+        >>> from keras_ssl.keras_compat import backup_weights_path
+        >>> path = backup_weights_path(keras.callbacks.BackupAndRestore("ckpt"))
+        >>> os.path.basename(path), os.path.exists(path)   # written during fit, deleted when it ends
+        ('latest.weights.h5', False)
     """
     return callback._weights_path

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, CrashAt, random_images, small_encoder
+from conftest import CrashAt, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
 from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3

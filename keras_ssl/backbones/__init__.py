@@ -41,7 +41,11 @@ def get(name, input_shape, width=1.0, weights=None):
         A `keras.Model` mapping [0, 1] images to `(B, D)` features.
 
     Example:
-        >>> encoder = get("mobilenet_v3_small", (64, 64, 3))
+        >>> encoder = keras_ssl.backbones.get("resnet18", (16, 16, 3), width=0.25)
+        >>> encoder.name, encoder.output_shape   # CIFAR stem at 16 px, 512 * width features
+        ('resnet18', (None, 128))
+        >>> tuple(keras_ssl.backbones.get("tiny", (16, 16, 3), width=0.25)(images).shape)
+        (8, 32)
     """
     size = input_shape[0]
     if name == "tiny":

@@ -32,7 +32,11 @@ def clone_model(model, input_shape=None, copy_weights=True):
         The copy.
 
     Example:
-        >>> target = clone_model(encoder, input_shape=(32, 32, 3))
+        >>> target = keras_ssl.backbones.clone_model(encoder, input_shape=(16, 16, 3))
+        >>> target is encoder, len(target.weights) == len(encoder.weights)
+        (False, True)
+        >>> all(np.array_equal(a, b) for a, b in zip(target.get_weights(), encoder.get_weights()))
+        True
     """
     failures = []
     for copy in (_from_config, _layer_by_layer):
@@ -70,7 +74,14 @@ def plain_keras(model):
         it holds neither.
 
     Example:
-        >>> plain_keras(model.encoder).save("encoder.keras")
+        >>> plain = keras_ssl.backbones.plain_keras(encoder)
+        >>> type(encoder.get_layer("block1_bn")).__module__
+        'keras_ssl.layers.normalization'
+        >>> type(plain.get_layer("block1_bn")) is keras.layers.BatchNormalization
+        True
+        >>> bool(ops.all(ops.isclose(plain(images), encoder(images), atol=1e-5)))   # the same outputs
+        True
+        >>> plain.save("encoder.keras")   # loads where keras_ssl is not installed
     """
     if not any(type(l) in _FASTER for l in keras_compat.sublayers(model)):
         return model

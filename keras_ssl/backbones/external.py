@@ -39,8 +39,9 @@ def application_names():
     """Every `keras.applications` class name `application` accepts.
 
     Example:
-        >>> "MobileNetV3Small" in application_names()
-        True
+        >>> names = keras_ssl.backbones.application_names()
+        >>> "MobileNetV3Small" in names, "ResNet50" in names, "resnet50" in names
+        (True, True, False)
     """
     return sorted(n for n in dir(keras.applications) if n[:1].isupper())
 
@@ -70,8 +71,11 @@ def application(name, input_shape=(224, 224, 3), weights=None, name_prefix=None)
         A functional `keras.Model` mapping [0, 1] images to `(B, D)`.
 
     Example:
-        >>> encoder = application("MobileNetV3Small", input_shape=(64, 64, 3))
-        >>> model = keras_ssl.BYOL(encoder)
+        >>> encoder = keras_ssl.backbones.application("VGG16", input_shape=(32, 32, 3))
+        >>> encoder.name, encoder.output_shape
+        ('VGG16', (None, 512))
+        >>> type(encoder.get_layer("input_scaling")).__name__   # caffe-style BGR: a frozen 1x1 conv
+        'Conv2D'
     """
     cls_name = ALIASES.get(name, name)
     constructor = getattr(keras.applications, cls_name, None)
@@ -102,8 +106,11 @@ def rescales_0_255(encoder):
     ConvNeXt models do; `application` puts a x255 scaling in front of them.
 
     Example:
-        >>> rescales_0_255(keras.applications.EfficientNetB0(include_top=False, weights=None))
+        >>> bare = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), encoder])
+        >>> keras_ssl.backbones.rescales_0_255(bare)
         True
+        >>> keras_ssl.backbones.rescales_0_255(encoder)
+        False
     """
     for layer in keras_compat.sublayers(encoder)[:12]:
         if isinstance(layer, layers.Rescaling):
@@ -116,7 +123,14 @@ def warn_if_rescales_0_255(encoder):
     """Warns when `encoder` rescales 0-255 pixels itself (see `rescales_0_255`).
 
     Example:
-        >>> warn_if_rescales_0_255(keras.applications.EfficientNetB0(include_top=False, weights=None))
+        >>> import warnings
+        >>> from keras_ssl.backbones.external import warn_if_rescales_0_255
+        >>> bare = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), encoder])
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     warn_if_rescales_0_255(bare)
+        >>> "rescales 0-255 pixels itself" in str(caught[0].message)
+        True
     """
     if isinstance(encoder, keras.Model) and rescales_0_255(encoder):
         warnings.warn(
@@ -134,7 +148,14 @@ def input_scaling(name):
     `preprocess_input` of the architecture's module (which takes 0-255).
 
     Example:
-        >>> matrix, offset = input_scaling("ResNet50")   # BGR flip, x 255, minus means
+        >>> matrix, offset = keras_ssl.backbones.input_scaling("ResNet50")   # BGR flip, x 255, minus means
+        >>> matrix.round(1).tolist()
+        [[0.0, 0.0, 255.0], [0.0, 255.0, 0.0], [255.0, 0.0, 0.0]]
+        >>> offset.round(3).tolist()
+        [-103.939, -116.779, -123.68]
+        >>> matrix, offset = keras_ssl.backbones.input_scaling("mobilenet_v2")   # [-1, 1]
+        >>> np.diag(matrix).round(3).tolist(), offset.round(3).tolist()
+        ([2.0, 2.0, 2.0], [-1.0, -1.0, -1.0])
     """
     cls_name = ALIASES.get(name, name)
     module = getattr(keras.applications, cls_name).__module__.rsplit(".", 1)[-1]
@@ -189,9 +210,12 @@ def from_keras_hub(backbone, input_shape=None, pooling="cls", scale=1 / 255, off
         A functional `keras.Model` mapping [0, 1] images to `(B, D)`.
 
     Example:
+        >>> import keras_hub  # doctest: +SKIP
         >>> vit = keras_hub.models.ViTBackbone(image_shape=(32, 32, 3), patch_size=4,
-        ...     num_layers=4, num_heads=4, hidden_dim=128, mlp_dim=256)
-        >>> encoder = from_keras_hub(vit, pooling="cls")
+        ...     num_layers=4, num_heads=4, hidden_dim=128, mlp_dim=256)  # doctest: +SKIP
+        >>> encoder = keras_ssl.backbones.from_keras_hub(vit, pooling="cls")  # doctest: +SKIP
+        >>> encoder.output_shape  # doctest: +SKIP
+        (None, 128)
     """
     try:
         import keras_hub

@@ -92,8 +92,9 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
         (`2048 * width` for ResNet-50).
 
     Example:
-        >>> encoder = resnet(18, input_shape=(32, 32, 3), stem="cifar", width=0.5)
-        >>> encoder(images).shape   # (B, 256)
+        >>> encoder = keras_ssl.backbones.resnet(18, input_shape=(16, 16, 3), stem="cifar", width=0.25)
+        >>> encoder.output_shape   # (B, 512 * width)
+        (None, 128)
     """
     if depth not in _BLOCKS:
         raise ValueError(f"`depth` must be one of {sorted(_BLOCKS)}, got {depth}.")
@@ -128,7 +129,9 @@ def resnet18(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_f
     """ResNet-18 encoder; see `resnet`.
 
     Example:
-        >>> encoder = resnet18(input_shape=(32, 32, 3))
+        >>> encoder = keras_ssl.backbones.resnet18(input_shape=(16, 16, 3), width=0.25)
+        >>> encoder.name, encoder.output_shape
+        ('resnet18', (None, 128))
     """
     return resnet(18, input_shape, stem, width, name, data_format)
 
@@ -137,7 +140,9 @@ def resnet34(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_f
     """ResNet-34 encoder; see `resnet`.
 
     Example:
-        >>> encoder = resnet34(input_shape=(32, 32, 3))
+        >>> encoder = keras_ssl.backbones.resnet34(input_shape=(16, 16, 3), width=0.25)
+        >>> encoder.name, encoder.output_shape
+        ('resnet34', (None, 128))
     """
     return resnet(34, input_shape, stem, width, name, data_format)
 
@@ -146,7 +151,9 @@ def resnet50(input_shape=(224, 224, 3), stem="imagenet", width=1.0, name=None, d
     """ResNet-50 encoder (bottleneck blocks); see `resnet`.
 
     Example:
-        >>> encoder = resnet50(input_shape=(224, 224, 3))
+        >>> encoder = keras_ssl.backbones.resnet50(input_shape=(64, 64, 3), width=0.25)
+        >>> encoder.name, encoder.output_shape   # 2048 * width features
+        ('resnet50', (None, 512))
     """
     return resnet(50, input_shape, stem, width, name, data_format)
 
@@ -164,8 +171,9 @@ def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder", data_fo
         data_format: as for `resnet`.
 
     Example:
-        >>> encoder = tiny_encoder((32, 32, 3), width=16)
-        >>> encoder(images).shape   # (B, 64)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=16)
+        >>> tuple(encoder(images).shape)   # (B, 4 * width)
+        (8, 64)
     """
     if len(input_shape) != 3:
         raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")

@@ -28,8 +28,9 @@ class PatchEmbedding(layers.Layer):
         dim: embedding size.
 
     Example:
-        >>> PatchEmbedding(4, 64)(keras.ops.zeros((2, 32, 32, 3))).shape
-        (2, 8, 8, 64)
+        >>> from keras_ssl.backbones.vit import PatchEmbedding
+        >>> tuple(PatchEmbedding(4, 8)(images).shape)   # (B, H / 4, W / 4, dim)
+        (8, 4, 4, 8)
     """
 
     def __init__(self, patch_size, dim, **kwargs):
@@ -68,9 +69,12 @@ class ClassTokenPositionEmbedding(layers.Layer):
         interpolation: `ops.image.resize` method for other grid sizes.
 
     Example:
+        >>> from keras_ssl.backbones.vit import ClassTokenPositionEmbedding
         >>> layer = ClassTokenPositionEmbedding()
-        >>> layer(keras.ops.zeros((2, 8, 8, 64))).shape   # (B, 1 + 8 * 8, dim)
-        (2, 65, 64)
+        >>> tuple(layer(ops.zeros((2, 4, 4, 8))).shape)   # (B, 1 + 4 * 4, dim)
+        (2, 17, 8)
+        >>> tuple(layer(ops.zeros((2, 2, 2, 8))).shape)   # another grid: positions interpolated
+        (2, 5, 8)
     """
 
     def __init__(self, interpolation="bicubic", **kwargs):
@@ -129,8 +133,9 @@ class TransformerBlock(layers.Layer):
         dropout: dropout rate after attention and in the MLP.
 
     Example:
-        >>> TransformerBlock(64, heads=4)(keras.ops.zeros((2, 17, 64))).shape
-        (2, 17, 64)
+        >>> from keras_ssl.backbones.vit import TransformerBlock
+        >>> tuple(TransformerBlock(8, heads=2)(ops.zeros((2, 17, 8))).shape)
+        (2, 17, 8)
     """
 
     def __init__(self, dim, heads, mlp_ratio=4.0, dropout=0.0, **kwargs):
@@ -205,11 +210,14 @@ class ViT(keras.Model):
         name: model name.
 
     Example:
-        >>> encoder = ViT(image_size=32, patch_size=4, dim=192, depth=12, heads=3)
-        >>> encoder(keras.ops.zeros((2, 32, 32, 3))).shape
-        (2, 192)
-        >>> encoder(keras.ops.zeros((2, 16, 16, 3))).shape  # smaller crops too
-        (2, 192)
+        >>> encoder = keras_ssl.backbones.ViT(image_size=16, patch_size=4, dim=8, depth=2, heads=2)
+        >>> encoder.output_shape
+        (None, 8)
+        >>> crops = images[:, :8, :8]
+        >>> tuple(encoder(crops).shape)  # smaller crops too
+        (8, 8)
+        >>> tuple(encoder.encode_tokens(encoder.embed_patches(crops)).shape)   # (B, 1 + 2 * 2, dim)
+        (8, 5, 8)
     """
 
     def __init__(
@@ -300,7 +308,9 @@ def vit(image_size=32, patch_size=4, dim=192, depth=12, heads=3, channels=3, **k
     """A custom-size `ViT` (see `ViT` for the other options).
 
     Example:
-        >>> encoder = vit(image_size=16, patch_size=4, dim=32, depth=2, heads=2)
+        >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=8, depth=2, heads=2)
+        >>> encoder.output_shape, len(encoder.blocks)
+        ((None, 8), 2)
     """
     return ViT(
         image_size=image_size, patch_size=patch_size, channels=channels, dim=dim, depth=depth, heads=heads, **kwargs
@@ -311,7 +321,9 @@ def vit_tiny(image_size=32, patch_size=4, channels=3, **kwargs):
     """ViT-Tiny: dim 192, depth 12, 3 heads.
 
     Example:
-        >>> encoder = vit_tiny(image_size=32, patch_size=4)
+        >>> encoder = keras_ssl.backbones.vit_tiny(image_size=16, patch_size=4)
+        >>> encoder.name, encoder.output_shape, len(encoder.blocks)
+        ('vit_tiny', (None, 192), 12)
     """
     kwargs.setdefault("name", "vit_tiny")
     return vit(image_size, patch_size, 192, 12, 3, channels, **kwargs)
@@ -321,7 +333,9 @@ def vit_small(image_size=32, patch_size=4, channels=3, **kwargs):
     """ViT-Small: dim 384, depth 12, 6 heads.
 
     Example:
-        >>> encoder = vit_small(image_size=32, patch_size=4)
+        >>> encoder = keras_ssl.backbones.vit_small(image_size=16, patch_size=4)
+        >>> encoder.name, encoder.output_shape, len(encoder.blocks)
+        ('vit_small', (None, 384), 12)
     """
     kwargs.setdefault("name", "vit_small")
     return vit(image_size, patch_size, 384, 12, 6, channels, **kwargs)
@@ -331,7 +345,9 @@ def vit_base(image_size=224, patch_size=16, channels=3, **kwargs):
     """ViT-Base: dim 768, depth 12, 12 heads.
 
     Example:
-        >>> encoder = vit_base(image_size=224, patch_size=16)
+        >>> encoder = keras_ssl.backbones.vit_base(image_size=32, patch_size=16)
+        >>> encoder.name, encoder.output_shape, len(encoder.blocks)
+        ('vit_base', (None, 768), 12)
     """
     kwargs.setdefault("name", "vit_base")
     return vit(image_size, patch_size, 768, 12, 12, channels, **kwargs)

@@ -37,7 +37,10 @@ def resolve_jit_compile(jit_compile="auto", device=None):
         device: `"cpu"`, `"gpu"` or `"tpu"`; default: `accelerator()`.
 
     Example:
-        >>> model.compile(jit_compile=resolve_jit_compile())
+        >>> from keras_ssl.backend import resolve_jit_compile
+        >>> resolve_jit_compile(), resolve_jit_compile(device="gpu"), resolve_jit_compile(False)   # on JAX
+        (True, True, False)
+        >>> encoder.compile(optimizer="sgd", loss="mse", jit_compile=resolve_jit_compile())
     """
     if jit_compile != "auto":
         return bool(jit_compile)
@@ -68,8 +71,13 @@ def cpu_jit():
     `keras_ssl.backend.compile.XLA_CPU_OPTIONS = {}` before `fit` for XLA's defaults.
 
     Example:
-        >>> jit = distribute.cpu_jit()
-        >>> step = (jit or jax.jit)(train_step, donate_argnums=0)
+        >>> import jax
+        >>> jit = keras_ssl.distribute.cpu_jit()   # JAX on one CPU: jax.jit with XLA_CPU_OPTIONS
+        >>> jit is not None
+        True
+        >>> step = (jit or jax.jit)(lambda x: 2 * x + 1)
+        >>> float(step(np.float32(1.5)))
+        4.0
     """
     if (
         backend() != "jax"
@@ -101,7 +109,13 @@ def build_forward(fn, *args):
     inside are initialised when it exits.
 
     Example:
-        >>> distribute.build_forward(lambda x: model.call(x, training=True), ops.zeros((2, 32, 32, 3)))
+        >>> head = keras_ssl.layers.ProjectionHead(hidden_dim=8, output_dim=4)
+        >>> keras_ssl.distribute.build_forward(lambda x: head(x, training=True), ops.ones((2, 16)))
+        >>> head.built, [tuple(w.shape) for w in head.trainable_weights[:2]]
+        (True, [(16, 8), (8,)])
+        >>> moving_mean = [w for w in head.non_trainable_weights if "moving_mean" in w.path][0]
+        >>> float(ops.max(ops.abs(moving_mean)))   # the training-mode call updated no statistic
+        0.0
     """
     with keras.StatelessScope():
         if backend() == "jax":
@@ -124,7 +138,12 @@ def skipped_train_step(model, args):
         args: the arguments `fit` passed to the train function.
 
     Example:
-        >>> logs = skipped_train_step(model, (iterator,))
+        >>> encoder.compile(optimizer="sgd", loss="mse", steps_per_execution=2)
+        >>> state, batches = ("trainable", "optimizer"), iter(range(10))
+        >>> keras_ssl.backend.skipped_train_step(encoder, (state, batches))   # JAX: (logs, state)
+        ({}, ('trainable', 'optimizer'))
+        >>> next(batches)   # two batches were read and dropped
+        2
     """
     if backend() in ("tensorflow", "jax"):  # the batches are read and dropped
         for _ in range(getattr(model, "steps_per_execution", 1) or 1):
@@ -141,7 +160,12 @@ def needs_array_input(model):
     order from the global seed).
 
     Example:
-        >>> if not needs_array_input(model): x = ArrayBatches(x, batch_size=256)
+        >>> from keras_ssl.backend import needs_array_input
+        >>> needs_array_input(encoder)   # True only on TensorFlow under a multi-replica strategy
+        False
+        >>> x = x_train if needs_array_input(encoder) else keras_ssl.data.ArrayBatches(x_train, batch_size=16)
+        >>> type(x).__name__, x.num_batches
+        ('ArrayBatches', 4)
     """
     if backend() != "tensorflow":
         return False

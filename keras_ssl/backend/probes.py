@@ -12,7 +12,7 @@ def accelerator():
     """The kind of device the backend computes on: `"cpu"`, `"gpu"` or `"tpu"`.
 
     Example:
-        >>> accelerator()
+        >>> keras_ssl.backend.accelerator()   # on a machine without GPUs
         'cpu'
     """
     name = backend()
@@ -46,6 +46,10 @@ def conv_layout():
     channels-last.
 
     Example:
-        >>> layers.Conv2D(64, 3, data_format=conv_layout())
+        >>> keras_ssl.backend.conv_layout()   # JAX and TensorFlow; "channels_first" on PyTorch
+        'channels_last'
+        >>> conv = keras.layers.Conv2D(8, 3, data_format=keras_ssl.backend.conv_layout())
+        >>> tuple(conv(images).shape)
+        (8, 14, 14, 8)
     """
     return "channels_first" if backend() == "torch" else "channels_last"

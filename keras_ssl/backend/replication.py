@@ -26,7 +26,10 @@ def num_replicas():
     On JAX under `DataParallel` the step sees the global batch: 1.
 
     Example:
-        >>> loss = global_loss / num_replicas()
+        >>> keras_ssl.distribute.num_replicas()   # outside a TensorFlow multi-replica step
+        1
+        >>> global_loss = 0.75
+        >>> loss = global_loss / keras_ssl.distribute.num_replicas()
     """
     context = _replica_context()
     return 1 if context is None else int(context.num_replicas_in_sync)
@@ -50,7 +53,10 @@ def gather(x):
         x: a `(B, ...)` tensor (or a nested structure of them).
 
     Example:
-        >>> keys = distribute.gather(keys)  # before enqueueing
+        >>> keys = np.ones((8, 4), "float32")
+        >>> keys = keras_ssl.distribute.gather(keys)  # before enqueueing
+        >>> tuple(keys.shape)   # one replica: unchanged; (replicas * 8, 4) under a strategy
+        (8, 4)
     """
     context = _replica_context()
     if context is None:
@@ -112,8 +118,14 @@ def data_parallel(devices=None):
             of the first devices; `None` uses all devices.
 
     Example:
-        >>> keras_ssl.distribute.data_parallel()
-        >>> model = keras_ssl.SimCLR(encoder); model.compile(); model.fit(x, batch_size=512)
+        >>> distribution = keras_ssl.distribute.data_parallel()   # every local device: one CPU here
+        >>> type(distribution).__name__, keras.distribution.distribution() is distribution
+        ('DataParallel', True)
+        >>> tuple(distribution.device_mesh.shape)
+        (1,)
+        >>> model = keras_ssl.SimCLR(keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8))
+        >>> model.compile()   # model.fit(x, batch_size=512) then splits each batch over the devices
+        >>> keras.distribution.set_distribution(None)   # back to no distribution
     """
     _single_device_only(devices, "data_parallel")
     if backend() != "jax":
@@ -139,10 +151,18 @@ def mirrored_strategy(devices=None):
             uses all GPUs (or the CPU).
 
     Example:
-        >>> strategy = keras_ssl.distribute.mirrored_strategy()
-        >>> with strategy.scope():
+        >>> strategy = keras_ssl.distribute.mirrored_strategy()  # doctest: +SKIP
+        >>> with strategy.scope():  # doctest: +SKIP
         ...     model = keras_ssl.SimCLR(encoder); model.compile()
-        >>> model.fit(x, batch_size=512)
+        >>> history = model.fit(x_small, batch_size=8, epochs=1, verbose=0)  # doctest: +SKIP
+
+        On JAX it points to `data_parallel`:
+
+        >>> keras_ssl.distribute.mirrored_strategy()
+        Traceback (most recent call last):
+        ...
+        NotImplementedError: `mirrored_strategy` needs the TensorFlow backend (got jax);
+        on JAX use `keras_ssl.distribute.data_parallel()`.
     """
     _single_device_only(devices, "mirrored_strategy")
     if backend() != "tensorflow":
@@ -166,8 +186,8 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
         process_id: this host's index.
 
     Example:
-        >>> keras_ssl.distribute.initialize("10.0.0.1:1234", 2, 0)
-        >>> keras_ssl.distribute.data_parallel()
+        >>> keras_ssl.distribute.initialize("10.0.0.1:1234", 2, 0)  # doctest: +SKIP
+        >>> distribution = keras_ssl.distribute.data_parallel()  # doctest: +SKIP
     """
     if backend() != "jax":
         raise NotImplementedError(f"multi-host training needs the JAX backend, got {backend()}.")

@@ -21,8 +21,12 @@ class Conv2D(keras.layers.Conv2D):
         **kwargs: those of `keras.layers.Conv2D`.
 
     Example:
-        >>> conv = Conv2D(64, 3, strides=2, padding="same", use_bias=False)
+        >>> conv = keras_ssl.layers.Conv2D(8, 3, strides=2, padding="same", use_bias=False)
         >>> y = conv(images)
+        >>> tuple(y.shape)
+        (8, 8, 8, 8)
+        >>> bool(ops.all(ops.isclose(y, ops.conv(images, conv.kernel, strides=2, padding="same"), atol=1e-4)))
+        True
     """
 
     def convolution_op(self, inputs, kernel):

@@ -35,8 +35,11 @@ class ProjectionHead(keras.layers.Layer):
             `not output_batch_norm` (MoCo v3's predictor has none).
 
     Example:
-        >>> head = ProjectionHead(hidden_dim=512, output_dim=128)
-        >>> z = head(h)   # (B, 128)
+        >>> head = keras_ssl.layers.ProjectionHead(hidden_dim=16, output_dim=8)
+        >>> h = encoder(images)   # (B, 32)
+        >>> z = head(h, training=True)
+        >>> tuple(z.shape)
+        (8, 8)
     """
 
     def __init__(
@@ -103,7 +106,10 @@ class PredictionHead(ProjectionHead):
         **kwargs: see `ProjectionHead`.
 
     Example:
-        >>> p = PredictionHead(hidden_dim=64, output_dim=128)(z)
+        >>> z = keras.random.normal((8, 8), seed=0)
+        >>> p = keras_ssl.layers.PredictionHead(hidden_dim=16, output_dim=8)(z)
+        >>> tuple(p.shape)
+        (8, 8)
     """
 
     def __init__(self, hidden_dim=512, output_dim=128, num_layers=2, **kwargs):
@@ -134,8 +140,12 @@ class Prototypes(keras.layers.Layer):
         freeze_steps: steps without prototype updates (>= 0).
 
     Example:
-        >>> protos = Prototypes(512, freeze_steps=200)
-        >>> scores = protos(l2_normalize(z), step=model.step)   # (B, 512)
+        >>> protos = keras_ssl.layers.Prototypes(10, freeze_steps=200)
+        >>> z = keras.random.normal((8, 4), seed=0)
+        >>> step = keras.Variable(0, dtype="int32", trainable=False)   # the optimizer's step
+        >>> scores = protos(keras_ssl.losses.l2_normalize(z), step=step)   # cosines, (B, 10)
+        >>> tuple(scores.shape), bool(ops.all(ops.abs(scores) <= 1 + 1e-6))
+        ((8, 10), True)
     """
 
     def __init__(self, num_prototypes, freeze_steps=0, **kwargs):
@@ -193,8 +203,13 @@ class DINOHead(keras.layers.Layer):
             it, the last layer gets no gradient (DINO's `freeze_last_layer`).
 
     Example:
-        >>> head = DINOHead(4096, hidden_dim=512, bottleneck_dim=128)
-        >>> logits = head(h)   # (B, 4096)
+        >>> head = keras_ssl.layers.DINOHead(64, hidden_dim=16, bottleneck_dim=8)
+        >>> h = encoder(images)
+        >>> logits = head(h)
+        >>> tuple(logits.shape)   # (B, 64)
+        (8, 64)
+        >>> [w.name for w in head.weights if not w.trainable]   # norm_last_layer: g fixed to 1
+        ['last_g']
     """
 
     def __init__(
@@ -283,8 +298,10 @@ class ZeroShotHead(keras.layers.Layer):
         scale: logit scale.
 
     Example:
-        >>> ZeroShotHead(np.eye(3, 8), 100.0)(keras.random.normal((2, 8))).shape
-        (2, 3)
+        >>> head = keras_ssl.layers.ZeroShotHead(np.eye(3, 8), 100.0)
+        >>> probs = head(np.array([[0.0, 1.0, 0, 0, 0, 0, 0, 0], [0.6, 0, 0.8, 0, 0, 0, 0, 0]], "float32"))
+        >>> tuple(probs.shape), ops.convert_to_numpy(ops.argmax(probs, axis=-1)).tolist()
+        ((2, 3), [1, 2])
     """
 
     def __init__(self, class_embeddings, scale, **kwargs):

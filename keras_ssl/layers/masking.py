@@ -22,8 +22,9 @@ def patchify(images, patch_size):
         patch_size: side `p` of the square patches; must divide H and W.
 
     Example:
-        >>> patchify(keras.ops.zeros((2, 32, 32, 3)), 4).shape
-        (2, 64, 48)
+        >>> from keras_ssl.layers.masking import patchify
+        >>> tuple(patchify(images, 4).shape)   # (B, (H / p) * (W / p), p * p * C)
+        (8, 16, 48)
     """
     _, height, width, channels = images.shape
     p = int(patch_size)
@@ -44,7 +45,10 @@ def unpatchify(patches, patch_size, image_size, channels):
         channels: `C`.
 
     Example:
-        >>> images = unpatchify(patchify(x, 4), 4, 32, 3)   # == x
+        >>> from keras_ssl.layers.masking import patchify, unpatchify
+        >>> x = unpatchify(patchify(images, 4), 4, 16, 3)   # == images
+        >>> tuple(x.shape), bool(np.array_equal(x, images))
+        ((8, 16, 16, 3), True)
     """
     height, width = _hw(image_size)
     p = int(patch_size)
@@ -67,6 +71,7 @@ def num_visible(num_tokens, mask_ratio):
     Raises ValueError when that keeps none or masks none.
 
     Example:
+        >>> from keras_ssl.layers.masking import num_visible
         >>> num_visible(64, 0.75)
         16
     """
@@ -100,7 +105,11 @@ def random_masking(tokens, mask_ratio, seed=None):
         ids_restore)` puts tokens back in place.
 
     Example:
+        >>> from keras_ssl.layers.masking import random_masking
+        >>> tokens = keras.random.normal((2, 16, 8), seed=0)
         >>> visible, mask, ids_restore = random_masking(tokens, 0.75, seed=0)
+        >>> tuple(visible.shape), ops.convert_to_numpy(ops.sum(mask, axis=1)).tolist()   # 4 kept, 12 masked
+        ((2, 4, 8), [12.0, 12.0])
     """
     num_tokens = tokens.shape[1]
     keep = num_visible(num_tokens, mask_ratio)
@@ -117,7 +126,13 @@ def take_tokens(tokens, ids):
     """`tokens[b, ids[b, i], :]`: `(B, N, D)`, `(B, n)` ints -> `(B, n, D)`.
 
     Example:
-        >>> take_tokens(tokens, ids_restore)  # unshuffle
+        >>> from keras_ssl.layers.masking import random_masking, take_tokens
+        >>> tokens = keras.random.normal((2, 16, 8), seed=0)
+        >>> visible, mask, ids_restore = random_masking(tokens, 0.75, seed=0)
+        >>> masked = ops.zeros((2, 12, 8))   # stand-ins for the masked tokens (MAE's mask token)
+        >>> restored = take_tokens(ops.concatenate([visible, masked], axis=1), ids_restore)  # unshuffle
+        >>> bool(np.array_equal(restored * (1 - mask[..., None]), tokens * (1 - mask[..., None])))
+        True
     """
     shape = (ops.shape(ids)[0], ids.shape[1], tokens.shape[-1])
     ids = ops.broadcast_to(ops.expand_dims(ids, -1), shape)
@@ -133,7 +148,11 @@ class RandomMasking(keras.layers.Layer):
         seed: integer seed.
 
     Example:
+        >>> from keras_ssl.layers.masking import RandomMasking
+        >>> tokens = keras.random.normal((2, 16, 8), seed=0)
         >>> visible, mask, ids_restore = RandomMasking(0.75, seed=1)(tokens)
+        >>> tuple(visible.shape), tuple(mask.shape), tuple(ids_restore.shape)
+        ((2, 4, 8), (2, 16), (2, 16))
     """
 
     def __init__(self, mask_ratio=0.75, seed=None, **kwargs):

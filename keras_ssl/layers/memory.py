@@ -23,9 +23,16 @@ class MemoryBank(keras.layers.Layer):
         seed: seed of the random initial keys.
 
     Example:
-        >>> bank = MemoryBank(4096, 128, seed=0)
-        >>> negatives = bank.read()        # (4096, 128), a copy
-        >>> bank.enqueue(keys)             # keys: (B, 128)
+        >>> bank = keras_ssl.layers.MemoryBank(64, 8, seed=0)
+        >>> negatives = bank.read()        # (64, 8), a copy
+        >>> keys = keras.random.normal((16, 8), seed=1)
+        >>> bank.enqueue(keys)             # keys: (B, 8)
+        >>> int(bank.pointer.numpy()), int(bank.filled.numpy()), bool(bank.is_full())
+        (16, 16, False)
+        >>> bool(np.allclose(bank.read()[:16], keras_ssl.losses.l2_normalize(keys), atol=1e-6))
+        True
+        >>> bool(np.array_equal(bank.read()[16:], negatives[16:]))   # the older rows are kept
+        True
     """
 
     def __init__(self, size, dim, seed=None, **kwargs):

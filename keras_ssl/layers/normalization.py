@@ -28,8 +28,14 @@ class BatchNormalization(keras.layers.BatchNormalization):
         **kwargs: those of `keras.layers.BatchNormalization`.
 
     Example:
-        >>> bn = BatchNormalization(momentum=0.9, epsilon=1e-5)
-        >>> y = bn(features, training=True)
+        >>> bn = keras_ssl.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+        >>> features = 3 * keras.random.normal((8, 16), seed=0) + 2
+        >>> y = bn(features, training=True)   # normalised with the batch's statistics
+        >>> round(float(ops.max(ops.abs(ops.mean(y, axis=0)))), 4), round(float(ops.mean(ops.std(y, axis=0))), 3)
+        (0.0, 1.0)
+        >>> keras_bn = keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5)
+        >>> bool(ops.all(ops.isclose(y, keras_bn(features, training=True), atol=1e-5)))   # Keras's numbers
+        True
     """
 
     def call(self, inputs, training=None, mask=None):

@@ -23,7 +23,12 @@ def sinkhorn(scores, epsilon=0.05, iterations=3):
         to about `B / K`.
 
     Example:
-        >>> q = sinkhorn(keras.random.normal((8, 4)), epsilon=0.05, iterations=3)
+        >>> scores = 0.1 * np.random.default_rng(1).normal(size=(8, 4))   # e.g. cosines to prototypes
+        >>> q = keras_ssl.losses.sinkhorn(scores, epsilon=0.05, iterations=3)
+        >>> tuple(q.shape), bool(np.allclose(ops.sum(q, axis=1), 1.0, atol=1e-5))
+        ((8, 4), True)
+        >>> [round(float(total), 1) for total in ops.sum(q, axis=0)]   # about B / K = 2
+        [2.0, 2.0, 1.9, 2.0]
     """
     _check_positive(epsilon=epsilon, iterations=iterations)
     log_q = ops.stop_gradient(ops.cast(scores, "float32")) / epsilon
@@ -70,8 +75,10 @@ def swav(
         assignment crops.
 
     Example:
-        >>> scores = [keras.random.normal((8, 10)) for _ in range(4)]
-        >>> swav(scores, assignment_crops=(0, 1))
+        >>> rng = np.random.default_rng(0)
+        >>> scores = [rng.normal(size=(8, 10)) for _ in range(4)]   # 2 global and 2 local crops
+        >>> round(float(keras_ssl.losses.swav(scores, assignment_crops=(0, 1))), 3)
+        15.472
     """
     _check_positive(temperature=temperature)
     num_crops = len(scores_per_crop)
@@ -122,9 +129,11 @@ def dino(
         crop `v != i`).
 
     Example:
-        >>> s = [keras.random.normal((8, 32)) for _ in range(4)]
-        >>> t = [keras.random.normal((8, 32)) for _ in range(2)]
-        >>> dino(s, t, keras.ops.zeros((32,)))
+        >>> rng = np.random.default_rng(0)
+        >>> s = [rng.normal(size=(8, 32)) for _ in range(4)]   # student: 2 global and 2 local crops
+        >>> t = [rng.normal(size=(8, 32)) for _ in range(2)]   # teacher: the 2 global crops
+        >>> round(float(keras_ssl.losses.dino(s, t, np.zeros(32))), 3)
+        20.856
     """
     _check_positive(student_temperature=student_temperature, teacher_temperature=teacher_temperature)
     if len(teacher_logits) > len(student_logits):

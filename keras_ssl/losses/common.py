@@ -24,7 +24,10 @@ def l2_normalize(x, axis=-1, eps=1e-12):
         eps: floor on the squared norm, so a zero vector stays finite.
 
     Example:
-        >>> l2_normalize(keras.ops.ones((2, 4)))  # rows of 0.5
+        >>> ops.convert_to_numpy(keras_ssl.losses.l2_normalize(ops.ones((2, 4)))).tolist()  # rows of 0.5
+        [[0.5, 0.5, 0.5, 0.5], [0.5, 0.5, 0.5, 0.5]]
+        >>> ops.convert_to_numpy(keras_ssl.losses.l2_normalize(ops.zeros((1, 3)))).tolist()  # stays finite
+        [[0.0, 0.0, 0.0]]
     """
     x = ops.cast(x, "float32")
     return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=axis, keepdims=True), eps))
@@ -50,6 +53,10 @@ def embedding_std(z):
         have collapsed to a point.
 
     Example:
-        >>> embedding_std(keras.random.normal((64, 16)))  # ~0.25
+        >>> z = np.random.default_rng(0).normal(size=(64, 16))
+        >>> round(float(keras_ssl.losses.embedding_std(z)), 2)  # ~1 / sqrt(16)
+        0.25
+        >>> float(keras_ssl.losses.embedding_std(np.ones((64, 16))))  # collapsed
+        0.0
     """
     return ops.mean(ops.std(l2_normalize(z), axis=0))

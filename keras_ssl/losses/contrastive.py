@@ -23,8 +23,12 @@ def nt_xent(z1, z2, temperature=0.5):
         Scalar float32 loss, the mean over the `2B` views.
 
     Example:
-        >>> z1 = keras.random.normal((8, 16)); z2 = keras.random.normal((8, 16))
-        >>> nt_xent(z1, z2, temperature=0.5)
+        >>> rng = np.random.default_rng(0)
+        >>> z1, z2 = rng.normal(size=(8, 16)), rng.normal(size=(8, 16))
+        >>> round(float(keras_ssl.losses.nt_xent(z1, z2, temperature=0.5)), 3)
+        2.782
+        >>> round(float(keras_ssl.losses.nt_xent(z1, z1, temperature=0.5)), 3)   # equal views: lower
+        1.147
     """
     _check_positive(temperature=temperature)
     z = l2_normalize(ops.concatenate([z1, z2], axis=0))
@@ -60,7 +64,15 @@ def info_nce(query, keys, temperature=0.2, negatives=None, in_batch_negatives=Tr
         Scalar float32 loss (mean cross-entropy).
 
     Example:
-        >>> info_nce(keras.random.normal((8, 16)), keras.random.normal((8, 16)), 0.2)
+        >>> rng = np.random.default_rng(0)
+        >>> query, keys = rng.normal(size=(8, 16)), rng.normal(size=(8, 16))
+        >>> round(float(keras_ssl.losses.info_nce(query, keys, 0.2)), 3)
+        2.494
+        >>> round(float(keras_ssl.losses.info_nce(query, query, 0.2)), 3)   # keys equal to the queries
+        0.099
+        >>> queue = rng.normal(size=(32, 16))   # MoCo: negatives from a queue only
+        >>> round(float(keras_ssl.losses.info_nce(query, keys, 0.2, negatives=queue, in_batch_negatives=False)), 3)
+        4.087
     """
     _check_positive(temperature=temperature)
     if not in_batch_negatives and negatives is None:
@@ -94,7 +106,12 @@ def clip(image_embeddings, text_embeddings, logit_scale):
         cross-entropies.
 
     Example:
-        >>> clip(keras.random.normal((8, 16)), keras.random.normal((8, 16)), 14.3)
+        >>> rng = np.random.default_rng(0)
+        >>> image_embeddings, text_embeddings = rng.normal(size=(8, 16)), rng.normal(size=(8, 16))
+        >>> round(float(keras_ssl.losses.clip(image_embeddings, text_embeddings, 14.3)), 2)
+        4.4
+        >>> round(float(keras_ssl.losses.clip(image_embeddings, image_embeddings, 14.3)), 3)   # matched pairs
+        0.001
     """
     if isinstance(logit_scale, (int, float)):
         _check_positive(logit_scale=logit_scale)

@@ -16,7 +16,10 @@ def patch_statistics(patches, eps=1e-6):
         `(mean, std)`, each `(B, N, 1)` float32.
 
     Example:
-        >>> mean, std = patch_statistics(patchify(images, 4))
+        >>> from keras_ssl.layers.masking import patchify
+        >>> mean, std = keras_ssl.losses.patch_statistics(patchify(images, 4))
+        >>> tuple(mean.shape), tuple(std.shape)   # (B, N, 1)
+        ((8, 16, 1), (8, 16, 1))
     """
     patches = ops.cast(patches, "float32")
     n = patches.shape[-1]
@@ -42,8 +45,16 @@ def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False,
         (0 when nothing is masked).
 
     Example:
-        >>> t = keras.random.uniform((2, 16, 48)); p = keras.random.uniform((2, 16, 48))
-        >>> mae_reconstruction(t, p, keras.ops.ones((2, 16)), normalize=True)
+        >>> rng = np.random.default_rng(0)
+        >>> t, p = rng.uniform(size=(2, 16, 48)), rng.uniform(size=(2, 16, 48))
+        >>> mask = np.ones((2, 16))
+        >>> round(float(keras_ssl.losses.mae_reconstruction(t, p, mask)), 3)   # about 2 var(U(0, 1)) = 1/6
+        0.179
+        >>> loss = keras_ssl.losses.mae_reconstruction(t, p, mask, normalize=True)   # MAE's norm_pix_loss
+        >>> float(keras_ssl.losses.mae_reconstruction(t, t, mask))   # a perfect prediction
+        0.0
+        >>> float(keras_ssl.losses.mae_reconstruction(t, p, 0 * mask))   # nothing masked
+        0.0
     """
     _check_rank("target_patches", target_patches, 3)
     _check_rank("predicted_patches", predicted_patches, 3)

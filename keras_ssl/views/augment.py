@@ -54,8 +54,10 @@ class RandomResizedCrop(keras.layers.Layer):
         seed: integer seed of this layer's `SeedGenerator`.
 
     Example:
-        >>> crop = RandomResizedCrop(32, scale=(0.2, 1.0), seed=1)
-        >>> views = crop(images, training=True)   # (B, 32, 32, C)
+        >>> crop = keras_ssl.views.RandomResizedCrop(8, scale=(0.2, 1.0), seed=1)
+        >>> views = crop(images, training=True)   # (B, 8, 8, C)
+        >>> tuple(views.shape)
+        (8, 8, 8, 3)
     """
 
     def __init__(
@@ -161,7 +163,9 @@ class GaussianBlur(keras.layers.Layer):
         seed: integer seed.
 
     Example:
-        >>> blurred = GaussianBlur(9, seed=0)(images, training=True)
+        >>> blurred = keras_ssl.views.GaussianBlur(3, seed=0)(images, training=True)
+        >>> tuple(blurred.shape), bool(ops.std(blurred) < ops.std(images))   # smoother
+        ((8, 16, 16, 3), True)
     """
 
     def __init__(self, kernel_size, sigma=(0.1, 2.0), seed=None, **kwargs):
@@ -219,8 +223,14 @@ class RandomApply(keras.layers.Layer):
         seed: integer seed of the coin's `SeedGenerator`.
 
     Example:
-        >>> jitter = RandomApply(keras.layers.RandomColorJitter(
+        >>> jitter = keras_ssl.views.RandomApply(keras.layers.RandomColorJitter(
         ...     value_range=(0, 1), contrast_factor=0.4), rate=0.8, seed=3)
+        >>> out = jitter(images, training=True)
+        >>> tuple(out.shape)
+        (8, 16, 16, 3)
+        >>> never = keras_ssl.views.RandomApply(keras.layers.RandomGrayscale(1.0), rate=0.0, seed=3)
+        >>> bool(np.array_equal(never(images, training=True), images))   # rate 0: images unchanged
+        True
     """
 
     def __init__(self, layer, rate=0.5, seed=None, **kwargs):
@@ -299,8 +309,12 @@ def simclr_augmenter(
         `(B, image_size, image_size, C)`.
 
     Example:
-        >>> augment = simclr_augmenter(32, seed=0)
-        >>> views = TwoViews(augment)(x, training=True)
+        >>> augment = keras_ssl.views.simclr_augmenter(16, seed=0)
+        >>> [layer.__class__.__name__ for layer in augment.layers]
+        ['RandomResizedCrop', 'RandomApply', 'RandomGrayscale']
+        >>> v1, v2 = keras_ssl.views.TwoViews(augment)(images, training=True)
+        >>> tuple(v1.shape), bool(ops.min(v1) >= 0 and ops.max(v1) <= 1)
+        ((8, 16, 16, 3), True)
     """
     seeds = SeedStream(seed)
     layers = [RandomResizedCrop(image_size, scale=crop_scale, horizontal_flip=horizontal_flip, seed=seeds())]
@@ -326,7 +340,7 @@ def blur_kernel(image_size):
     """The papers' blur kernel side: ~10 % of the image side, odd (23 at 224 px, 9 at 96 px).
 
     Example:
-        >>> blur_kernel(224)
-        23
+        >>> keras_ssl.views.blur_kernel(224), keras_ssl.views.blur_kernel(96), keras_ssl.views.blur_kernel(16)
+        (23, 9, 3)
     """
     return max(3, (int(image_size) // 10) | 1)

@@ -77,8 +77,12 @@ class ColorJitter(keras.layers.Layer):
         seed: integer seed of the layer's `SeedGenerator`.
 
     Example:
-        >>> jitter = ColorJitter(0.4, 0.4, 0.4, 0.1, seed=0)   # SimCLR, s = 0.5
+        >>> jitter = keras_ssl.views.ColorJitter(0.4, 0.4, 0.4, 0.1, seed=0)   # SimCLR, s = 0.5
         >>> out = jitter(images, training=True)
+        >>> tuple(out.shape), bool(ops.min(out) >= 0 and ops.max(out) <= 1)
+        ((8, 16, 16, 3), True)
+        >>> bool(np.array_equal(jitter(images, training=False), images))   # inference: unchanged
+        True
     """
 
     def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, seed=None, **kwargs):
@@ -141,7 +145,9 @@ def color_jitter(strength=0.5, seed=None):
         A `ColorJitter` layer.
 
     Example:
-        >>> jitter = color_jitter(0.5, seed=2)   # ColorJitter(0.4, 0.4, 0.4, 0.1)
+        >>> jitter = keras_ssl.views.color_jitter(0.5, seed=2)   # ColorJitter(0.4, 0.4, 0.4, 0.1)
+        >>> jitter.brightness, jitter.contrast, jitter.saturation, jitter.hue
+        ((0.6, 1.4), (0.6, 1.4), (0.6, 1.4), (-0.1, 0.1))
     """
     if isinstance(strength, (tuple, list)):
         if len(strength) != 4:

@@ -45,8 +45,10 @@ class OneView(ViewMaker):
         augment: a layer mapping a batch of images to a batch of views.
 
     Example:
-        >>> views = OneView(RandomResizedCrop(32, scale=(0.2, 1.0)))
+        >>> views = keras_ssl.views.OneView(keras_ssl.views.RandomResizedCrop(8, scale=(0.2, 1.0)))
         >>> [v] = views(images, training=True)
+        >>> tuple(v.shape)
+        (8, 8, 8, 3)
     """
 
     def __init__(self, augment, **kwargs):
@@ -91,8 +93,10 @@ class TwoViews(ViewMaker):
         augment_2: layer making the second view.
 
     Example:
-        >>> views = TwoViews(simclr_augmenter(32, seed=0))
+        >>> views = keras_ssl.views.TwoViews(keras_ssl.views.simclr_augmenter(16, seed=0))
         >>> v1, v2 = views(images, training=True)
+        >>> tuple(v1.shape), tuple(v2.shape), bool(np.array_equal(v1, v2))   # two different views
+        ((8, 16, 16, 3), (8, 16, 16, 3), False)
     """
 
     num_global = 2
@@ -161,8 +165,9 @@ class MultiCrop(ViewMaker):
         seed: base seed.
 
     Example:
-        >>> views = MultiCrop(32, 16, num_local=4, seed=0)(images, training=True)
-        >>> [v.shape[1] for v in views]   # [32, 32, 16, 16, 16, 16]
+        >>> views = keras_ssl.views.MultiCrop(16, 8, num_local=4, seed=0)(images, training=True)
+        >>> [v.shape[1] for v in views]   # 2 global crops, then the local ones
+        [16, 16, 8, 8, 8, 8]
     """
 
     def __init__(

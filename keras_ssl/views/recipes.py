@@ -42,7 +42,9 @@ def simclr_views(
         seed: base seed.
 
     Example:
-        >>> v1, v2 = simclr_views(32, seed=0)(images, training=True)
+        >>> v1, v2 = keras_ssl.views.simclr_views(16, seed=0)(images, training=True)
+        >>> tuple(v1.shape), tuple(v2.shape)
+        ((8, 16, 16, 3), (8, 16, 16, 3))
     """
     big = image_size > 32
     if color_strength is None:
@@ -72,7 +74,9 @@ def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=N
         seed: seed of the crop.
 
     Example:
-        >>> [v] = crop_view(32, seed=0)(images, training=True)
+        >>> [v] = keras_ssl.views.crop_view(8, seed=0)(images, training=True)
+        >>> tuple(v.shape)
+        (8, 8, 8, 3)
     """
     return OneView(
         RandomResizedCrop(
@@ -121,7 +125,9 @@ def multi_crop_views(
         seed: base seed.
 
     Example:
-        >>> views = multi_crop_views(32, num_local=4, seed=0)
+        >>> views = keras_ssl.views.multi_crop_views(16, num_local=4, seed=0)
+        >>> views.num_global, views.num_local, views.view_shapes((16, 16, 3))
+        (2, 4, [(16, 16, 3), (16, 16, 3), (8, 8, 3), (8, 8, 3), (8, 8, 3), (8, 8, 3)])
     """
     big = image_size > 32
     blur = [float(r) if big else 0.0 for r in (*global_blur, *[local_blur] * num_local)]
@@ -163,8 +169,10 @@ def byol_views(image_size, *, channels=3, crop_scale=(0.08, 1.0), min_crop_scale
         A `TwoViews` with one pipeline per view.
 
     Example:
-        >>> views = byol_views(32, seed=0)
+        >>> views = keras_ssl.views.byol_views(16, seed=0)
         >>> v1, v2 = views(images, training=True)
+        >>> tuple(v1.shape), tuple(v2.shape)
+        ((8, 16, 16, 3), (8, 16, 16, 3))
     """
     big = image_size > 32
     seeds = SeedStream(seed)
@@ -190,7 +198,9 @@ def mocov2_views(image_size, **options):
         **options: `simclr_views` arguments (they override the recipe's).
 
     Example:
-        >>> v1, v2 = mocov2_views(32, seed=0)(images, training=True)
+        >>> v1, v2 = keras_ssl.views.mocov2_views(16, seed=0)(images, training=True)
+        >>> tuple(v1.shape), tuple(v2.shape)
+        ((8, 16, 16, 3), (8, 16, 16, 3))
     """
     return simclr_views(image_size, **{"crop_scale": (0.2, 1.0), "color_strength": 0.5, **options})
 
@@ -206,7 +216,9 @@ def dino_views(image_size, **options):
         **options: `multi_crop_views` arguments (they override the recipe's).
 
     Example:
-        >>> views = dino_views(32, local_size=16, seed=0)
+        >>> views = keras_ssl.views.dino_views(16, local_size=8, seed=0)
+        >>> views.global_scale, views.local_scale, views.num_local   # 4 local crops by default
+        ((0.4, 1.0), (0.05, 0.4), 4)
     """
     recipe = {
         "global_scale": (0.4, 1.0),
@@ -227,6 +239,8 @@ def clip_view(image_size, **options):
         **options: `crop_view` arguments (they override the recipe's).
 
     Example:
-        >>> [v] = clip_view(32, seed=0)(images, training=True)
+        >>> [v] = keras_ssl.views.clip_view(8, seed=0)(images, training=True)
+        >>> tuple(v.shape)
+        (8, 8, 8, 3)
     """
     return crop_view(image_size, **{"crop_scale": (0.5, 1.0), **options})

@@ -16,9 +16,13 @@ class SeedStream:
         seed: base seed; `None` makes every call return `None` (random).
 
     Example:
-        >>> seeds = SeedStream(0)
-        >>> crop = RandomResizedCrop(32, seed=seeds())
-        >>> jitter = color_jitter(0.5, seed=seeds())
+        >>> seeds = keras_ssl.views.SeedStream(0)
+        >>> crop = keras_ssl.views.RandomResizedCrop(8, seed=seeds())
+        >>> jitter = keras_ssl.views.color_jitter(0.5, seed=seeds())
+        >>> crop.seed != jitter.seed   # one distinct seed per layer
+        True
+        >>> keras_ssl.views.SeedStream(None)() is None   # no base seed: random
+        True
     """
 
     def __init__(self, seed=None):

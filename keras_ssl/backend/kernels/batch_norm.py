@@ -26,7 +26,16 @@ def fused_batch_norm(x, scale, offset, axis, epsilon):
         number of values per channel, as `keras.ops.moments`), or None.
 
     Example:
-        >>> out = fused_batch_norm(x, gamma, beta, axis=-1, epsilon=1e-5)
+        >>> x = ops.convert_to_tensor(np.random.default_rng(0).normal(size=(8, 4)), "float32")
+        >>> gamma, beta = ops.ones((4,)), ops.zeros((4,))
+        >>> out = keras_ssl.backend.fused_batch_norm(x, gamma, beta, axis=-1, epsilon=1e-5)
+        >>> out is None   # on JAX; (outputs, mean, variance) on TensorFlow and PyTorch
+        True
+        >>> if out is None:   # Keras's path
+        ...     mean, variance = ops.moments(x, axes=[0])
+        ...     out = ops.batch_normalization(x, mean, variance, -1, beta, gamma, 1e-5), mean, variance
+        >>> [tuple(t.shape) for t in out]
+        [(8, 4), (4,), (4,)]
     """
     kind = backend()
     if kind == "torch":

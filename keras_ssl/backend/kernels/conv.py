@@ -36,7 +36,12 @@ def fast_conv(x, kernel, strides, padding, data_format, dilation_rate):
         `(B, H', W', O)`, or None.
 
     Example:
-        >>> y = fast_conv(x, kernel, (2, 2), "same", "channels_last", (1, 1))
+        >>> x, kernel = ops.convert_to_tensor(images), keras.random.normal((3, 3, 3, 8), seed=0)
+        >>> y = keras_ssl.backend.fast_conv(x, kernel, (2, 2), "same", "channels_last", (1, 1))
+        >>> tuple(y.shape)   # None on other backends and devices
+        (8, 8, 8, 8)
+        >>> bool(np.allclose(y, ops.conv(x, kernel, strides=2, padding="same"), atol=1e-4))
+        True
     """
     if (
         backend() != "jax"
