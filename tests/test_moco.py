@@ -62,8 +62,6 @@ def pairs(model):
     return out
 
 
-
-
 def test_v2_loss_is_info_nce_against_the_queue_read_before_enqueue():
     model = make_model(2)
     x = random_images(8)
