@@ -23,6 +23,7 @@ class ToyEMA(SSLModel):
 
     global_views = 1
     momentum_pairs = (("encoder", "target"),)
+    local_outputs = ("h", "t")
 
     def __init__(self, encoder, *, momentum=0.9, **kw):
         super().__init__(encoder, views=keras_ssl.layers.OneView(Identity()), momentum=momentum, momentum_end=1.0, **kw)

@@ -212,7 +212,7 @@ CONVS = [(k, s, p, n, size) for k in (1, 3) for s in (1, 2) for p in ("same", "v
 
 @pytest.mark.parametrize("k,strides,padding,n,size", CONVS)
 def test_fast_conv_equals_the_backends_convolution_and_gradients(k, strides, padding, n, size, monkeypatch):
-    monkeypatch.setattr(distribute, "_CHUNK_BYTES", 700)  # several chunks even for these small maps
+    monkeypatch.setattr(keras_ssl.backend.kernels.conv, "_CHUNK_BYTES", 700)  # several chunks even for these small maps
     rng = np.random.default_rng(k * 10 + strides)
     x = rng.normal(size=(n, size, size, 5)).astype("float32")
     w = rng.normal(size=(k, k, 5, 6)).astype("float32")
@@ -305,14 +305,14 @@ def test_cpu_jit_applies_only_where_it_can(monkeypatch):
 @pytest.mark.parametrize("steps_per_execution", [1, 2])
 def test_fit_and_evaluate_compile_with_cpu_jit(steps_per_execution, monkeypatch):
     calls = []
-    original = distribute.cpu_jit
+    original = keras_ssl.backend.cpu_jit  # what the engine's compile path (keras_compat) calls
 
     def spy():
         jit = original()
         calls.append(jit is not None)
         return jit
 
-    monkeypatch.setattr(distribute, "cpu_jit", spy)
+    monkeypatch.setattr(keras_ssl.backend, "cpu_jit", spy)
     images = random_images(16)
     model = keras_ssl.SimCLR(backbones.tiny_encoder((16, 16, 3), width=8), image_size=16, seed=0)
     model.compile(optimizer=keras.optimizers.SGD(0.1), steps_per_execution=steps_per_execution)

@@ -22,6 +22,7 @@ class BlowsUp(SSLModel):
 
     global_views = 1
     monitored_output = "z1"
+    local_outputs = ("z1",)
     loss_terms = ("variance", "invariance")
 
     def __init__(self, encoder, *, at=6, **kw):
@@ -34,7 +35,7 @@ class BlowsUp(SSLModel):
 
     def compute_ssl_loss(self, outputs):
         invariance = ops.mean(ops.square(outputs["z1"]))
-        broken = ops.cast(self.step, "float32") > self.at  # step counts the current batch
+        broken = ops.cast(self.step, "float32") >= self.at  # inside a step, `step` counts the steps before it
         variance = ops.where(broken, ops.cast(float("nan"), "float32"), 0.1 * invariance)
         return invariance + variance, {"variance": variance, "invariance": invariance}
 
