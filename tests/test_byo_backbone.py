@@ -215,3 +215,20 @@ def test_a_bare_application_that_rescales_itself_is_warned_about():
     assert backbones.rescales_0_255(bare)
     assert not backbones.rescales_0_255(backbones.application("MobileNetV3Small", (32, 32, 3)))
     assert not backbones.rescales_0_255(backbones.application("ResNet50", (32, 32, 3)))
+
+
+def test_a_normalization_with_a_0_255_mean_counts_as_rescaling_itself():
+    # ConvNeXt's stem subtracts ImageNet's mean in 0-255 pixels (keras.applications.convnext).
+    mean = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+    variance = [(0.229 * 255) ** 2, (0.224 * 255) ** 2, (0.225 * 255) ** 2]
+    stem = keras.layers.Normalization(mean=mean, variance=variance)
+    bare = keras.Sequential([keras.Input((16, 16, 3)), stem, keras.layers.GlobalAveragePooling2D()])
+    assert backbones.rescales_0_255(bare)
+    unit = keras.layers.Normalization(mean=[0.485, 0.456, 0.406], variance=[0.05, 0.05, 0.05])
+    assert not backbones.rescales_0_255(
+        keras.Sequential([keras.Input((16, 16, 3)), unit, keras.layers.GlobalAveragePooling2D()])
+    )
+    if keras.backend.backend() == "jax":  # the real stem, once (building it takes seconds)
+        convnext = keras.applications.ConvNeXtTiny(input_shape=(32, 32, 3), include_top=False, weights=None)
+        assert backbones.rescales_0_255(convnext)
+        assert not backbones.rescales_0_255(backbones.application("ConvNeXtTiny", (32, 32, 3)))

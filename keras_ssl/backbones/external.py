@@ -102,8 +102,9 @@ def rescales_0_255(encoder):
     """Whether `encoder` starts by rescaling 0-255 pixels itself (then [0, 1] inputs are wrong).
 
     True when the first `Rescaling` layer it holds divides by about 255
-    or 127.5, as bare `keras.applications` EfficientNet, MobileNetV3 and
-    ConvNeXt models do; `application` puts a x255 scaling in front of them.
+    or 127.5, as bare `keras.applications` EfficientNet and MobileNetV3
+    models do, or its first `Normalization` subtracts a mean given in 0-255
+    pixels, as ConvNeXt does; `application` puts a x255 scaling in front of them.
 
     Example:
         >>> bare = keras.Sequential([keras.Input((16, 16, 3)), keras.layers.Rescaling(1 / 255), encoder])
@@ -116,6 +117,9 @@ def rescales_0_255(encoder):
         if isinstance(layer, layers.Rescaling):
             scale = np.asarray(layer.scale, "float64")
             return bool(np.all(scale < 1.0 / 50))
+        if isinstance(layer, layers.Normalization) and getattr(layer, "input_mean", None) is not None:
+            # ConvNeXt subtracts ImageNet's mean in 0-255 pixels (about 120): [0, 1] inputs are wrong.
+            return bool(np.all(np.asarray(layer.input_mean, "float64") > 2.0))
     return False
 
 
