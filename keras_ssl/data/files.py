@@ -17,10 +17,6 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".
 _GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
 
 
-def _pil():
-    return Image, ImageOps
-
-
 def decode_image(path, size=None, channels=3):
     """Decodes one image file to uint8 `(H, W, channels)`, fixing what cameras and editors write.
 
@@ -50,7 +46,6 @@ def decode_image(path, size=None, channels=3):
         >>> image.shape, note
         ((16, 16, 3), 'grayscale')
     """
-    Image, ImageOps = _pil()
     if size is not None:
         size = (int(size), int(size)) if np.isscalar(size) else tuple(int(s) for s in size)
     notes = []
@@ -67,7 +62,7 @@ def decode_image(path, size=None, channels=3):
         if im.getexif().get(0x0112, 1) != 1:
             im = ImageOps.exif_transpose(im)
             notes.append("EXIF-rotated")
-        im = _eight_bit(im, channels, notes, Image)
+        im = _eight_bit(im, channels, notes)
         if size is not None and (im.height, im.width) != size:
             scale = max(size[0] / im.height, size[1] / im.width)
             resized = (max(size[1], round(im.width * scale)), max(size[0], round(im.height * scale)))
@@ -79,7 +74,7 @@ def decode_image(path, size=None, channels=3):
     return array, (", ".join(notes) or None)
 
 
-def _eight_bit(im, channels, notes, Image):
+def _eight_bit(im, channels, notes):
     """`im` as 8-bit "RGB" or "L", with what was converted appended to `notes`."""
     mode = im.mode
     if mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
