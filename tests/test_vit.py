@@ -14,7 +14,7 @@ from keras_ssl.backbones.vit import (
     vit,
     vit_tiny,
 )
-from keras_ssl.layers.masking import RandomMasking, num_visible, patchify, random_masking, unpatchify
+from keras_ssl.layers.masking import RandomMasking, num_visible, patchify, random_masking, take_tokens, unpatchify
 
 
 def np_(x):
@@ -201,3 +201,86 @@ def test_vit_trains_in_a_plain_keras_fit():
     assert np.all(np.isfinite(history.history["loss"]))
     changed = [not np.array_equal(a, np.array(b)) for a, b in zip(before, model.weights)]
     assert all(changed[: len(model.layers[0].weights)])  # every ViT weight got a gradient
+
+
+def test_attention_mask_equals_running_on_the_kept_tokens_only():
+    # Masking keys out must give the kept tokens exactly what a forward on those tokens alone
+    # gives them (I-JEPA's context encoder relies on it); registers and layerscale on.
+    model = small_vit(num_registers=2, layerscale=0.1)
+    x = images()
+    tokens = model.embed_patches(x)
+    keep = np.zeros((4, 16), bool)
+    rng = np.random.default_rng(1)
+    ids = np.stack([np.sort(rng.choice(16, 6, replace=False)) for _ in range(4)])
+    np.put_along_axis(keep, ids, True, axis=1)
+    full = np_(model.encode_tokens(tokens, attention_mask=keep))
+    alone = np_(model.encode_tokens(take_tokens(tokens, ids)))
+    assert full.shape == (4, 17, 32) and alone.shape == (4, 7, 32)
+    np.testing.assert_allclose(full[:, 0], alone[:, 0], atol=1e-4)
+    np.testing.assert_allclose(np.take_along_axis(full[:, 1:], ids[..., None], axis=1), alone[:, 1:], atol=1e-4)
+    # Without the mask, the other tokens do change the kept ones.
+    assert np.abs(np_(model.encode_tokens(tokens))[:, 0] - alone[:, 0]).max() > 1e-3
+
+
+def test_mask_tokens_replace_the_patch_embedding_before_the_positions():
+    model = small_vit()
+    x = images()
+    mask = np.zeros((4, 16), "float32")
+    mask[:, [0, 5, 7]] = 1
+    token = np.random.default_rng(2).normal(size=32).astype("float32")
+    masked = np_(model.embed_patches(x, mask=mask, mask_token=token))
+    plain = np_(model.embed_patches(x))
+    positions = np_(model.pos_embed.patch_positions(4, 4))[0]
+    np.testing.assert_allclose(
+        masked[:, [0, 5, 7]], np.broadcast_to(token + positions[[0, 5, 7]], (4, 3, 32)), atol=1e-5
+    )
+    keep = [i for i in range(16) if i not in (0, 5, 7)]
+    np.testing.assert_allclose(masked[:, keep], plain[:, keep], atol=1e-6)
+    with pytest.raises(ValueError, match="mask_token"):
+        model.embed_patches(x, mask=mask)
+
+
+def test_registers_join_the_blocks_and_leave_the_output():
+    model = small_vit(num_registers=3)
+    x = images()
+    registers = model.pos_embed.registers
+    assert tuple(registers.shape) == (1, 3, 32)
+    encoded = np_(model.encode_tokens(model.embed_patches(x)))
+    assert encoded.shape == (4, 17, 32)
+    np.testing.assert_allclose(encoded[:, 0], np_(model(x)), atol=1e-5)
+    # The registers change what the class token sees; mean pooling skips them.
+    plain = small_vit()
+    weights = [w for w, v in zip(model.get_weights(), model.weights) if "registers" not in v.path]
+    plain.set_weights(weights)
+    assert np.abs(np_(plain(x)) - np_(model(x))).max() > 1e-4
+    mean_pool = small_vit(num_registers=3, pool="mean")
+    mean_pool.set_weights(model.get_weights())
+    np.testing.assert_allclose(np_(mean_pool(x)), encoded[:, 1:].mean(axis=1), atol=1e-5)
+    with pytest.raises(ValueError, match="num_registers"):
+        small_vit(num_registers=-1)
+
+
+def test_layerscale_scales_both_branches():
+    block = TransformerBlock(8, heads=2, layerscale=0.5)
+    x = np.random.default_rng(0).normal(size=(2, 5, 8)).astype("float32")
+    out = np_(block(x))
+    plain = TransformerBlock(8, heads=2)
+    plain.build((2, 5, 8))
+    plain.set_weights([w for w, v in zip(block.get_weights(), block.weights) if v.name not in ("gamma1", "gamma2")])
+    np.testing.assert_allclose(np.array(block.gamma1), np.full(8, 0.5))
+    # With scales of exactly 1 the block is the plain one.
+    block.gamma1.assign(np.ones(8, "float32"))
+    block.gamma2.assign(np.ones(8, "float32"))
+    np.testing.assert_allclose(np_(block(x)), np_(plain(x)), atol=1e-5)
+    assert np.abs(out - np_(plain(x))).max() > 1e-3
+    with pytest.raises(ValueError, match="layerscale"):
+        TransformerBlock(8, heads=2, layerscale=0.0)
+
+
+def test_vit_with_registers_and_layerscale_saves_and_loads(tmp_path):
+    model = small_vit(num_registers=2, layerscale=1e-5)
+    path = str(tmp_path / "vit.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.num_registers == 2 and loaded.layerscale == 1e-5
+    np.testing.assert_allclose(np_(loaded(images())), np_(model(images())), atol=1e-5)

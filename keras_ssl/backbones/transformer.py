@@ -1,0 +1,206 @@
+"""The Vision Transformer's layers: patch embedding, class token and positions (with registers),
+and the pre-norm Transformer block (with LayerScale and attention masks)."""
+
+import keras
+from keras import ops
+
+layers = keras.layers
+_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class PatchEmbedding(layers.Layer):
+    """Non-overlapping patches projected to `dim` (a strided convolution).
+
+    Args:
+        patch_size: side of the square patches; must divide the image sides.
+        dim: embedding size.
+
+    Example:
+        >>> from keras_ssl.backbones.transformer import PatchEmbedding
+        >>> tuple(PatchEmbedding(4, 8)(images).shape)   # (B, H / 4, W / 4, dim)
+        (8, 4, 4, 8)
+    """
+
+    def __init__(self, patch_size, dim, **kwargs):
+        super().__init__(**kwargs)
+        self.patch_size = int(patch_size)
+        self.dim = int(dim)
+        self.projection = layers.Conv2D(self.dim, self.patch_size, strides=self.patch_size)
+
+    def build(self, input_shape):
+        self.projection.build(input_shape)
+
+    def call(self, images):
+        height, width = images.shape[1], images.shape[2]
+        p = self.patch_size
+        if height is not None and width is not None and (height % p or width % p):
+            # A "valid" strided conv would silently drop the border pixels.
+            raise ValueError(f"patch_size {self.patch_size} does not divide the image size {height}x{width}.")
+        return self.projection(images)
+
+    def compute_output_shape(self, input_shape):
+        grid = [None if s is None else s // self.patch_size for s in input_shape[1:3]]
+        return (input_shape[0], *grid, self.dim)
+
+    def get_config(self):
+        return {**super().get_config(), "patch_size": self.patch_size, "dim": self.dim}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class ClassTokenPositionEmbedding(layers.Layer):
+    """Adds learned positions to a patch grid and prepends a class token (and registers).
+
+    The position table is made for the grid seen at build time; another grid
+    (a crop of another size) gets the table resized with `interpolation`.
+    Register tokens (Darcet et al. 2024) follow the class token, without
+    positions, as in DINOv2.
+
+    Args:
+        interpolation: `ops.image.resize` method for other grid sizes.
+        num_registers: learned register tokens inserted after the class token.
+
+    Example:
+        >>> from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding
+        >>> layer = ClassTokenPositionEmbedding()
+        >>> tuple(layer(ops.zeros((2, 4, 4, 8))).shape)   # (B, 1 + 4 * 4, dim)
+        (2, 17, 8)
+        >>> tuple(layer(ops.zeros((2, 2, 2, 8))).shape)   # another grid: positions interpolated
+        (2, 5, 8)
+    """
+
+    def __init__(self, interpolation="bicubic", num_registers=0, **kwargs):
+        super().__init__(**kwargs)
+        if int(num_registers) != num_registers or num_registers < 0:
+            raise ValueError(f"`num_registers` must be an integer >= 0, got {num_registers}.")
+        self.interpolation = interpolation
+        self.num_registers = int(num_registers)
+
+    def build(self, input_shape):
+        _, self.grid_height, self.grid_width, dim = input_shape
+        token = dict(shape=(1, 1, dim), initializer=_INIT)
+        self.class_token = self.add_weight(name="class_token", **token)
+        self.class_position = self.add_weight(name="class_position", **token)
+        self.positions = self.add_weight(
+            name="positions", shape=(1, self.grid_height, self.grid_width, dim), initializer=_INIT
+        )
+        if self.num_registers:
+            self.registers = self.add_weight(name="registers", shape=(1, self.num_registers, dim), initializer=_INIT)
+
+    def patch_positions(self, height, width):
+        """The `(1, height * width, dim)` patch positions for a grid of that size."""
+        positions = ops.convert_to_tensor(self.positions)
+        if (height, width) != (self.grid_height, self.grid_width):
+            positions = ops.image.resize(positions, (height, width), interpolation=self.interpolation)
+        return ops.reshape(positions, (1, height * width, positions.shape[-1]))
+
+    def patch_tokens(self, grid):
+        """`(B, h, w, dim)` patch grid -> `(B, h * w, dim)` tokens with positions."""
+        height, width = grid.shape[1], grid.shape[2]
+        if height is None or width is None:
+            raise ValueError("the patch grid needs a static height and width.")
+        positions = ops.cast(self.patch_positions(height, width), grid.dtype)
+        return ops.reshape(grid, (-1, height * width, grid.shape[-1])) + positions
+
+    def prepend_class_token(self, tokens):
+        """`(B, n, dim)` -> `(B, 1 + registers + n, dim)`: class token (with its position), registers, tokens."""
+        batch, dim = ops.shape(tokens)[0], tokens.shape[-1]
+        prefix = [ops.broadcast_to(ops.cast(self.class_token + self.class_position, tokens.dtype), (batch, 1, dim))]
+        if self.num_registers:
+            registers = ops.cast(self.registers, tokens.dtype)
+            prefix.append(ops.broadcast_to(registers, (batch, self.num_registers, dim)))
+        return ops.concatenate([*prefix, tokens], axis=1)
+
+    def call(self, grid):
+        return self.prepend_class_token(self.patch_tokens(grid))
+
+    def compute_output_shape(self, input_shape):
+        b, h, w, d = input_shape
+        return (b, None if h is None or w is None else 1 + self.num_registers + h * w, d)
+
+    def get_config(self):
+        return {**super().get_config(), "interpolation": self.interpolation, "num_registers": self.num_registers}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class TransformerBlock(layers.Layer):
+    """Pre-norm Transformer block: `x + MHSA(LN(x))`, then `x + MLP(LN(x))`.
+
+    Args:
+        dim: token size.
+        heads: attention heads (must divide `dim`).
+        mlp_ratio: MLP hidden size as a multiple of `dim`.
+        dropout: dropout rate after attention and in the MLP.
+        layerscale: initial value of the learned per-channel scales of both
+            branches (CaiT's LayerScale; DINOv2: 1e-5); None: no scales.
+
+    Call arguments: `x` `(B, T, dim)`; `attention_mask`, optional `(B, T)`
+    bool, the tokens that may be attended to (masked-out tokens still get
+    an output, computed from the others).
+
+    Example:
+        >>> from keras_ssl.backbones.transformer import TransformerBlock
+        >>> tuple(TransformerBlock(8, heads=2, layerscale=1e-5)(ops.zeros((2, 17, 8))).shape)
+        (2, 17, 8)
+    """
+
+    def __init__(self, dim, heads, mlp_ratio=4.0, dropout=0.0, layerscale=None, **kwargs):
+        super().__init__(**kwargs)
+        if dim % heads:
+            raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim}).")
+        if layerscale is not None and not layerscale > 0:
+            raise ValueError(f"`layerscale` must be > 0 or None, got {layerscale}.")
+        self.dim, self.heads = int(dim), int(heads)
+        self.mlp_ratio, self.dropout = float(mlp_ratio), float(dropout)
+        self.layerscale = None if layerscale is None else float(layerscale)
+        self.norm1 = layers.LayerNormalization(epsilon=1e-6)
+        self.qkv = layers.Dense(3 * self.dim)
+        self.proj = layers.Dense(self.dim)
+        self.norm2 = layers.LayerNormalization(epsilon=1e-6)
+        self.fc1 = layers.Dense(int(self.dim * self.mlp_ratio), activation="gelu")
+        self.fc2 = layers.Dense(self.dim)
+        self.drop = layers.Dropout(self.dropout)
+
+    def build(self, input_shape):
+        self.norm1.build(input_shape)
+        self.qkv.build(input_shape)
+        self.proj.build(input_shape)
+        self.norm2.build(input_shape)
+        self.fc1.build(input_shape)
+        self.fc2.build(input_shape[:-1] + (self.fc1.units,))
+        if self.layerscale is not None:
+            scale = dict(shape=(self.dim,), initializer=keras.initializers.Constant(self.layerscale))
+            self.gamma1 = self.add_weight(name="gamma1", **scale)
+            self.gamma2 = self.add_weight(name="gamma2", **scale)
+
+    def attention(self, x, attention_mask=None):
+        n = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
+        qkv = ops.reshape(self.qkv(x), (-1, n, 3, self.heads, self.dim // self.heads))
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+        mask = None
+        if attention_mask is not None:
+            mask = ops.cast(attention_mask, "bool")[:, None, None, :]  # (B, heads, queries, keys)
+        out = ops.dot_product_attention(q, k, v, mask=mask)  # (B, n, heads, head_dim)
+        return self.proj(ops.reshape(out, (-1, n, self.dim)))
+
+    def _scaled(self, branch, gamma):
+        return branch if self.layerscale is None else branch * ops.cast(gamma, branch.dtype)
+
+    def call(self, x, training=False, attention_mask=None):
+        attended = self.drop(self.attention(self.norm1(x), attention_mask), training=training)
+        x = x + self._scaled(attended, getattr(self, "gamma1", None))
+        h = self.drop(self.fc1(self.norm2(x)), training=training)
+        return x + self._scaled(self.drop(self.fc2(h), training=training), getattr(self, "gamma2", None))
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "dim": self.dim,
+            "heads": self.heads,
+            "mlp_ratio": self.mlp_ratio,
+            "dropout": self.dropout,
+            "layerscale": self.layerscale,
+        }
