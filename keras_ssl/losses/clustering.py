@@ -106,6 +106,45 @@ def swav(
     return loss / len(assignment_crops)
 
 
+def self_distillation(student_logits, teacher_probs, student_temperature=0.1):
+    """DINO's cross-view loss given the teacher's targets: the mean over pairs (teacher crop `i`,
+    student crop `v != i`) of the cross-entropy `-sum(t_i * log_softmax(s_v / T))`.
+
+    `dino` feeds it the centred and sharpened teacher softmax; DINOv2 its Sinkhorn-Knopp codes.
+
+    Args:
+        student_logits: list of `(B, K)` student outputs, one per crop, the global crops first.
+        teacher_probs: list of `(B, K)` teacher targets for the global crops (no gradient).
+        student_temperature: > 0.
+
+    Returns:
+        Scalar float32 loss.
+
+    Example:
+        >>> s = [np.zeros((4, 8)) for _ in range(3)]   # uniform students: ln 8 against any target
+        >>> t = [np.full((4, 8), 1 / 8) for _ in range(2)]
+        >>> round(float(keras_ssl.losses.self_distillation(s, t)), 4)   # ln 8
+        2.0794
+    """
+    _check_positive(student_temperature=student_temperature)
+    if len(teacher_probs) > len(student_logits):
+        raise ValueError(
+            f"got {len(teacher_probs)} teacher crops for {len(student_logits)} student crops; "
+            "the student must see every teacher crop."
+        )
+    student = [ops.cast(s, "float32") / student_temperature for s in student_logits]
+    total, pairs = 0.0, 0
+    for i, t in enumerate(teacher_probs):
+        probs = ops.stop_gradient(ops.cast(t, "float32"))
+        for v, s in enumerate(student):
+            if v != i:
+                total += _cross_entropy(probs, s)
+                pairs += 1
+    if pairs == 0:
+        raise ValueError("self-distillation needs at least one (teacher crop, other student crop) pair.")
+    return total / pairs
+
+
 def dino(
     student_logits,
     teacher_logits,
@@ -136,22 +175,7 @@ def dino(
         20.856
     """
     _check_positive(student_temperature=student_temperature, teacher_temperature=teacher_temperature)
-    if len(teacher_logits) > len(student_logits):
-        raise ValueError(
-            f"got {len(teacher_logits)} teacher crops for {len(student_logits)} student crops; "
-            "the student must see every teacher crop."
-        )
     center = ops.cast(center, "float32")
     teacher_temperature = ops.cast(teacher_temperature, "float32")
-    student = [ops.cast(s, "float32") / student_temperature for s in student_logits]
-    total = 0.0
-    pairs = 0
-    for i, t in enumerate(teacher_logits):
-        probs = ops.stop_gradient(ops.softmax((ops.cast(t, "float32") - center) / teacher_temperature, axis=-1))
-        for v, s in enumerate(student):
-            if v != i:
-                total += _cross_entropy(probs, s)
-                pairs += 1
-    if pairs == 0:
-        raise ValueError("DINO needs at least one (teacher crop, other student crop) pair.")
-    return total / pairs
+    probs = [ops.softmax((ops.cast(t, "float32") - center) / teacher_temperature, axis=-1) for t in teacher_logits]
+    return self_distillation(student_logits, probs, student_temperature)

@@ -231,6 +231,38 @@ def dino_views(image_size, **options):
     return multi_crop_views(image_size, **{**recipe, **options})
 
 
+def ibot_views(image_size, **options):
+    """iBOT's multi-crop: DINO's augmentations with its ViT-S/16 run's scales, global (0.25, 1)
+    and local (0.05, 0.25) (the README's 800-epoch command).
+
+    Args:
+        image_size: side of the global crops.
+        **options: `multi_crop_views` arguments (they override the recipe's).
+
+    Example:
+        >>> views = keras_ssl.views.ibot_views(16, local_size=8, seed=0)
+        >>> views.global_scale, views.local_scale
+        ((0.25, 1.0), (0.05, 0.25))
+    """
+    return dino_views(image_size, **{"global_scale": (0.25, 1.0), "local_scale": (0.05, 0.25), **options})
+
+
+def dinov2_views(image_size, **options):
+    """DINOv2's multi-crop (ssl_default_config.yaml): global scale (0.32, 1), local (0.05, 0.32),
+    DINO's jitter, blur and solarisation.
+
+    Args:
+        image_size: side of the global crops.
+        **options: `multi_crop_views` arguments (they override the recipe's).
+
+    Example:
+        >>> views = keras_ssl.views.dinov2_views(16, local_size=8, seed=0)
+        >>> views.global_scale, views.local_scale
+        ((0.32, 1.0), (0.05, 0.32))
+    """
+    return dino_views(image_size, **{"global_scale": (0.32, 1.0), "local_scale": (0.05, 0.32), **options})
+
+
 def clip_view(image_size, **options):
     """CLIP's image view: a resized crop of scale (0.5, 1) and a flip, no colour.
 

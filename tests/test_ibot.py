@@ -1,0 +1,153 @@
+"""iBOT and DINOv2: the whole loss against the official code's (NumPy), centres, masks, harness."""
+
+import keras
+import numpy as np
+import pytest
+from conftest import random_images
+from keras import ops
+from method_harness import run_method_test
+from numpy_refs_ibot import dinov2_loss, ibot_loss, koleo, sinkhorn_knopp_teacher
+
+import keras_ssl
+from keras_ssl.backbones import vit
+from keras_ssl.methods.dinov2 import DINOv2
+from keras_ssl.methods.ibot import IBOT
+from keras_ssl.views import dinov2_views, ibot_views
+
+K = 24
+
+
+def tiny_vit(**kw):
+    return vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, **kw)
+
+
+def make(cls=IBOT, encoder=None, **kw):
+    views = (dinov2_views if cls is DINOv2 else ibot_views)(16, local_size=8, num_local=2, seed=10)
+    options = dict(views=views, output_dim=K, hidden_dim=16, bottleneck_dim=8, seed=1)
+    return cls(encoder or tiny_vit(), **{**options, **kw})
+
+
+def to_np(out):
+    return {
+        k: [ops.convert_to_numpy(t) for t in v] if isinstance(v, (list, tuple)) else ops.convert_to_numpy(v)
+        for k, v in out.items()
+    }
+
+
+def test_references_on_hand_cases():
+    # Uniform outputs: every cross-entropy is ln K; iBOT's patch term counts masked images only.
+    z = np.zeros((2, 3, 4, K))
+    masks = np.zeros((2, 3, 4))
+    masks[0, 0, :2] = 1
+    total, loss1, loss2, _, _ = ibot_loss(
+        np.zeros((4, 3, K)), z, np.zeros((2, 3, K)), z, masks, 0.0, 0.0, temps=(0.1, 0.04, 0.07)
+    )
+    np.testing.assert_allclose([loss1, loss2], [np.log(K), np.log(K) / 3 / 2])
+    # Sinkhorn-Knopp of equal scores is uniform; KoLeo of the 4 axis directions is -ln sqrt(2).
+    np.testing.assert_allclose(sinkhorn_knopp_teacher(np.zeros((6, 3)), 0.05), np.full((6, 3), 1 / 3))
+    np.testing.assert_allclose(koleo(np.array([[1.0, 0], [0, 1], [-1, 0], [0, -1]])), -np.log(np.sqrt(2)), rtol=1e-7)
+
+
+@pytest.mark.parametrize("shared_head", [True, False])
+def test_ibot_loss_and_centres_equal_the_official_loss(shared_head):
+    model = make(shared_head=shared_head, warmup_teacher_steps=10, patch_output_dim=20)
+    model.build()
+    model.step.assign(4)
+    rng = np.random.default_rng(0)
+    model.center.assign(0.1 * rng.normal(size=K).astype("float32"))
+    model.patch_center.assign(0.1 * rng.normal(size=model.patch_output_dim).astype("float32"))
+    center, center2 = np.array(model.center), np.array(model.patch_center)
+    out = model(random_images(8), training=True)
+    o = to_np(out)
+    assert o["masks"][0].shape == (8, 16) and o["student_patches"][0].shape[-1] == (K if shared_head else 20)
+    temps = (0.1, 0.04, 0.04 + (0.07 - 0.04) * 4 / 10)  # the patch temperature warms up; the class one is flat
+    total, loss1, loss2, new_center, new_center2 = ibot_loss(
+        o["student"], o["student_patches"], o["teacher"], o["teacher_patches"], o["masks"], center, center2, temps=temps
+    )
+    assert np.sum(o["masks"]) > 0 and loss2 > 0
+    np.testing.assert_allclose(ops.convert_to_numpy(out["_term/cls"]), loss1, rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["_term/patch"]), loss2, rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(out["_loss"]), total, rtol=1e-5)
+    np.testing.assert_allclose(np.array(model.center), new_center, atol=1e-6)
+    np.testing.assert_allclose(np.array(model.patch_center), new_center2, atol=1e-6)
+    pairs = [p for p, _ in model.momentum_pairs]
+    assert pairs == (["encoder", "head"] if shared_head else ["encoder", "head", "patch_head"])
+
+
+@pytest.mark.parametrize("num_registers", [0, 2])
+def test_dinov2_loss_equals_the_official_forward_backward(num_registers):
+    model = make(DINOv2, tiny_vit(num_registers=num_registers, layerscale=1e-5))
+    model.build()
+    outputs = model.ssl_forward(model.views(random_images(8), training=True), training=True)
+    # At init the class tokens nearly coincide and float32 cannot rank their neighbours (nor can
+    # DINOv2's): KoLeo is checked on spread features in their place.
+    rng = np.random.default_rng(3)
+    outputs["cls_features"] = [rng.normal(size=(8, 16)).astype("float32") for _ in range(2)]
+    loss, terms = model.compute_ssl_loss(outputs)
+    o = to_np(outputs)
+    total, dino, ibot, koleo_sum = dinov2_loss(
+        o["student"][:2],
+        o["student"][2:],
+        np.stack(o["student_patches"]),
+        np.stack(o["teacher"]),
+        np.stack(o["teacher_patches"]),
+        np.stack(o["masks"]),
+        o["cls_features"],
+        student_temp=0.1,
+        teacher_temp=0.07,
+    )
+    # DINOv2's collate masks exactly half of the 2B global crops.
+    assert np.sum(np.stack(o["masks"]).sum(-1) > 0) == 8
+    np.testing.assert_allclose(ops.convert_to_numpy(terms["cls"]), dino, rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(terms["patch"]), ibot, rtol=1e-4)
+    np.testing.assert_allclose(ops.convert_to_numpy(terms["koleo"]), koleo_sum, rtol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(loss), total, rtol=1e-4)
+
+
+def test_dinov2_running_centring_follows_the_masked_patches():
+    model = make(DINOv2, centering="centering", center_momentum=0.5, patch_center_momentum=0.5)
+    out = to_np(model(random_images(8), training=True))
+    masks = np.concatenate(out["masks"])[..., None]
+    teacher = np.concatenate(out["teacher_patches"])
+    np.testing.assert_allclose(
+        np.array(model.patch_center), 0.5 * (teacher * masks).sum((0, 1)) / masks.sum(), atol=1e-6
+    )
+    np.testing.assert_allclose(np.array(model.center), 0.5 * np.concatenate(out["teacher"]).mean(0), atol=1e-6)
+
+
+def test_student_sees_masked_crops_and_the_teacher_sees_them_whole():
+    model = make()
+    model.build()
+    views = model.views(random_images(8), training=True)
+    state = np.array(model.masking.seed_generator.state)
+    first = to_np(model.ssl_forward(views, training=False))
+    masks = np.concatenate(first["masks"]).reshape(16, 4, 4)
+    assert 0 < masks.sum() < masks.size
+    # Scribble over every masked patch of the global crops: the student cannot tell, the teacher can.
+    pixels = np.repeat(np.repeat(masks, 4, axis=1), 4, axis=2)[..., None]
+    scribbled = np.concatenate([ops.convert_to_numpy(v) for v in views[:2]]) * (1 - pixels) + pixels * 0.123
+    views = [scribbled[:8], scribbled[8:], *views[2:]]
+    model.masking.seed_generator.state.assign(state)
+    second = to_np(model.ssl_forward(views, training=False))
+    np.testing.assert_array_equal(np.concatenate(second["masks"]), np.concatenate(first["masks"]))
+    for key in ("student", "student_patches"):
+        np.testing.assert_allclose(np.concatenate(second[key][:2]), np.concatenate(first[key][:2]), atol=1e-5)
+    assert np.abs(np.concatenate(second["teacher"]) - np.concatenate(first["teacher"])).max() > 1e-4
+
+
+@pytest.mark.parametrize("cls", [IBOT, DINOv2])
+def test_harness(cls, tmp_path):
+    keras.utils.set_random_seed(5)
+    loaded = run_method_test(lambda: make(cls, shared_head=cls is DINOv2), random_images(16), tmp_path)
+    assert float(np.abs(np.array(loaded.mask_token)).max()) > 0  # the mask token learns
+
+
+def test_bad_options_are_rejected():
+    with pytest.raises(TypeError, match="ViT"):
+        IBOT(keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8))
+    with pytest.raises(ValueError, match="patch_center_momentum"):
+        make(patch_center_momentum=1.0)
+    with pytest.raises(ValueError, match="centering"):
+        make(DINOv2, centering="mean")
+    with pytest.raises(ValueError, match="koleo_weight"):
+        make(DINOv2, koleo_weight=-1)
