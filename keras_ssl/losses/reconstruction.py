@@ -1,4 +1,4 @@
-"""Masked-image reconstruction: MAE's per-patch pixel loss."""
+"""Masked-image reconstruction: MAE's per-patch pixel loss and SimMIM's masked-pixel L1 loss."""
 
 from keras import ops
 
@@ -67,3 +67,44 @@ def mae_reconstruction(target_patches, predicted_patches, mask, normalize=False,
     mask = ops.cast(mask, "float32")
     # The floor only matters when nothing is masked: 0 / tiny = 0, not NaN.
     return ops.sum(error * mask) / ops.maximum(ops.sum(mask), 1e-12)
+
+
+def simmim_reconstruction(images, reconstructed, mask, eps=1e-5):
+    """SimMIM's loss: the L1 error on masked pixels, per masked pixel and channel.
+
+    `sum(|images - reconstructed| * m) / (sum(m) + eps) / C`, where `m` is
+    `mask` upsampled to pixels (each cell covers `H / h` x `W / w` pixels)
+    and counted once per pixel, not per channel: the official `SimMIM.forward`.
+
+    Args:
+        images: `(B, H, W, C)` target pixels.
+        reconstructed: `(B, H, W, C)` predicted pixels.
+        mask: `(B, h, w)`, 1 for masked cells, `h` dividing `H` and `w`
+            dividing `W` (a patch grid, or the pixels themselves).
+        eps: added to the masked-pixel count (official: 1e-5).
+
+    Returns:
+        Scalar float32 loss (0 when nothing is masked).
+
+    Example:
+        >>> from keras_ssl.losses.reconstruction import simmim_reconstruction
+        >>> x, mask = np.zeros((2, 4, 4, 3)), np.ones((2, 2, 2))
+        >>> round(float(simmim_reconstruction(x, x + 0.5, mask)), 4)   # every pixel off by 0.5
+        0.5
+        >>> float(simmim_reconstruction(x, x + 0.5, 0 * mask))   # nothing masked
+        0.0
+    """
+    _check_rank("images", images, 4)
+    _check_rank("reconstructed", reconstructed, 4)
+    _check_rank("mask", mask, 3)
+    _, height, width, channels = images.shape
+    h, w = mask.shape[1], mask.shape[2]
+    if tuple(reconstructed.shape[1:]) != (height, width, channels) or height % h or width % w:
+        raise ValueError(
+            f"need reconstructed pixels of the images' shape {tuple(images.shape)} and a mask grid dividing "
+            f"them, got {tuple(reconstructed.shape)} and mask {tuple(mask.shape)}."
+        )
+    mask = ops.cast(mask, "float32")
+    mask = ops.repeat(ops.repeat(mask, height // h, axis=1), width // w, axis=2)[..., None]
+    error = ops.abs(ops.cast(images, "float32") - ops.cast(reconstructed, "float32"))
+    return ops.sum(error * mask) / (ops.sum(mask) + eps) / channels
