@@ -1,0 +1,214 @@
+"""MSN, Masked Siamese Networks (Assran et al. 2022, "Masked Siamese Networks for Label-Efficient Learning")."""
+
+import math
+
+import keras
+from keras import ops
+
+from keras_ssl.backbones.vit import ViT
+from keras_ssl.engine import SSLModel
+from keras_ssl.layers.masking import RandomMasking
+from keras_ssl.layers.normalization import BatchNormalization
+from keras_ssl.losses.prototypes import msn
+from keras_ssl.views.recipes import multi_crop_views
+
+_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
+
+
+def msn_views(image_size, **options):
+    """MSN's views: 2 random crops (target, anchor), scale (0.3, 1), then 10 focal crops (0.05, 0.3).
+
+    Colour strength 0.5 and blur 0.5 on every crop (blur above 32 px only).
+
+    Args:
+        image_size: side of the two random crops.
+        **options: `multi_crop_views` arguments (they override the recipe's).
+
+    Example:
+        >>> from keras_ssl.methods.msn import msn_views
+        >>> views = msn_views(16, local_size=8, num_local=2, seed=0)
+        >>> views.global_scale, views.local_scale, views.num_local
+        ((0.3, 1.0), (0.05, 0.3), 2)
+    """
+    recipe = {
+        "global_scale": (0.3, 1.0),
+        "local_scale": (0.05, 0.3),
+        "global_blur": (0.5, 0.5),
+        "local_blur": 0.5,
+        "color_strength": 0.5,
+        "num_local": 10,
+    }
+    return multi_crop_views(image_size, **{**recipe, **options})
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MSNHead(keras.layers.Layer):
+    """MSN's projection head: Dense-BN-GELU, Dense-BN-GELU, Dense (biases everywhere, as the official).
+
+    Args:
+        hidden_dim: width of the two hidden layers (MSN: 2048).
+        output_dim: output width (MSN: 256).
+
+    Example:
+        >>> from keras_ssl.methods.msn import MSNHead
+        >>> tuple(MSNHead(16, 8)(encoder(images), training=True).shape)
+        (8, 8)
+    """
+
+    def __init__(self, hidden_dim=2048, output_dim=256, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim, self.output_dim = int(hidden_dim), int(output_dim)
+        self.blocks = []
+        for _ in range(2):
+            # PyTorch's BatchNorm1d defaults: eps 1e-5, momentum 0.1 (Keras's 0.9).
+            self.blocks += [
+                keras.layers.Dense(self.hidden_dim, kernel_initializer=_INIT),
+                BatchNormalization(epsilon=1e-5, momentum=0.9),
+                keras.layers.Activation("gelu"),
+            ]
+        self.blocks.append(keras.layers.Dense(self.output_dim, kernel_initializer=_INIT))
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.blocks:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, x, training=False):
+        for layer in self.blocks:
+            x = layer(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "output_dim": self.output_dim}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MSN(SSLModel):
+    """MSN: a masked anchor view predicts the prototype assignment of an unmasked target view.
+
+    The anchor views (the second random crop, whose patch tokens are randomly
+    dropped, and the focal crops) pass through the ViT and `MSNHead`; the
+    target view (the first random crop, unmasked) through their EMA copies
+    (momentum `momentum` -> `momentum_end`). Both are softly assigned to
+    learnable prototypes (cosine / `temperature`); the targets are sharpened
+    (`sharpen_temperature`) and balanced by Sinkhorn, and the loss is the
+    cross-entropy of the anchors against them plus `me_max_weight` times
+    ME-MAX, which keeps the mean assignment spread over the prototypes
+    (`keras_ssl.losses.prototypes.msn`).
+
+    Args:
+        encoder: a keras_ssl `ViT`.
+        num_prototypes: `K` (MSN: 1024).
+        hidden_dim, output_dim: head widths (MSN: 2048, 256).
+        temperature: softmax temperature of the assignments (MSN: 0.1).
+        sharpen_temperature: target sharpening `T` (MSN: 0.25).
+        me_max_weight: weight of ME-MAX (MSN: 1).
+        sinkhorn_iterations: Sinkhorn rounds on the targets (MSN: 3); 0: off.
+        label_smoothing: of the prototype labels, in [0, 1) (MSN: 0).
+        patch_drop: fraction of the anchor view's patches dropped (MSN: 0.15);
+            `floor(N * (1 - patch_drop))` are kept, a new subset per image (the
+            official draws one subset per batch).
+        momentum: target EMA momentum at step 0 (MSN: 0.996), cosine to
+            `momentum_end` (the official: linear to 1 over 1.25 times the run).
+        views: a `MultiCrop`, target view first; defaults to `msn_views`.
+        **kwargs: `SSLModel` options (`image_size`, `seed`, ...).
+
+    Example:
+        >>> from keras_ssl.methods.msn import MSN, msn_views
+        >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
+        >>> model = MSN(encoder, num_prototypes=16, hidden_dim=16, output_dim=8,
+        ...             views=msn_views(16, local_size=8, num_local=2))
+        >>> model.num_kept   # of the anchor's 16 patches
+        13
+        >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3))
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history)
+        ['cross_entropy', 'loss', 'me_max', 'z_std']
+    """
+
+    local_views = True
+    view_recipe = staticmethod(msn_views)
+    momentum_pairs = (("encoder", "target_encoder"), ("head", "target_head"))
+    gathered_outputs = ("anchors", "target")
+    monitored_output = "target"
+    loss_terms = ("cross_entropy", "me_max")
+    default_backbone = "vit_tiny"
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        num_prototypes=1024,
+        hidden_dim=2048,
+        output_dim=256,
+        temperature=0.1,
+        sharpen_temperature=0.25,
+        me_max_weight=1.0,
+        sinkhorn_iterations=3,
+        label_smoothing=0.0,
+        patch_drop=0.15,
+        momentum=0.996,
+        momentum_end=1.0,
+        **kwargs,
+    ):
+        if not isinstance(encoder, ViT):
+            raise TypeError(f"MSN drops patches: it needs a keras_ssl ViT encoder, got {type(encoder).__name__}.")
+        if not 0.0 <= patch_drop < 1.0:
+            raise ValueError(f"`patch_drop` must be in [0, 1), got {patch_drop}.")
+        for name, value in (("temperature", temperature), ("sharpen_temperature", sharpen_temperature)):
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"`label_smoothing` must be in [0, 1), got {label_smoothing}.")
+        super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
+        self.num_prototypes, self.hidden_dim, self.output_dim = int(num_prototypes), int(hidden_dim), int(output_dim)
+        self.temperature, self.sharpen_temperature = float(temperature), float(sharpen_temperature)
+        self.me_max_weight, self.sinkhorn_iterations = float(me_max_weight), int(sinkhorn_iterations)
+        self.label_smoothing, self.patch_drop = float(label_smoothing), float(patch_drop)
+        num_patches = (self.image_size // encoder.patch_size) ** 2
+        # The official count: floor, not round.
+        self.num_kept = max(1, int(math.floor(num_patches * (1.0 - self.patch_drop))))
+        self.patch_dropper = None
+        if self.num_kept < num_patches:
+            self.patch_dropper = RandomMasking(1.0 - self.num_kept / num_patches, seed=self.next_seed())
+        self.head = MSNHead(self.hidden_dim, self.output_dim)
+        self.head.build((None, self.feature_dim))
+        bound = 1.0 / math.sqrt(self.output_dim)  # the official uniform initialisation
+        self.prototypes = self.add_weight(
+            name="prototypes",
+            shape=(self.num_prototypes, self.output_dim),
+            initializer=keras.initializers.RandomUniform(-bound, bound, seed=self.next_seed()),
+        )
+
+    def masked_features(self, images, training):
+        """Features of `images` with `num_kept` random patch tokens per image (class token always kept)."""
+        tokens = self.encoder.embed_patches(images, training=training)
+        if self.patch_dropper is not None:
+            tokens = self.patch_dropper(tokens)[0]
+        x = self.encoder.encode_tokens(tokens, training=training)
+        return x[:, 0] if self.encoder.pool == "cls" else ops.mean(x[:, 1:], axis=1)
+
+    def ssl_forward(self, views, training):
+        anchors = [self.head(self.masked_features(views[1], training), training=training)]
+        if len(views) > 2:
+            # One head call over all focal crops: the official batch statistics.
+            focal = self.head(ops.concatenate(self.encode(views[2:], training), axis=0), training=training)
+            anchors += ops.split(focal, len(views) - 2, axis=0)
+        (h,) = self.encode(views[:1], training, encoder=self.target_encoder)
+        return {"anchors": anchors, "target": ops.stop_gradient(self.target_head(h, training=training))}
+
+    def compute_ssl_loss(self, outputs):
+        cross_entropy, me_max = msn(
+            outputs["anchors"],
+            outputs["target"],
+            self.prototypes,
+            self.temperature,
+            self.sharpen_temperature,
+            self.sinkhorn_iterations,
+            self.label_smoothing,
+        )
+        return cross_entropy + self.me_max_weight * me_max, {"cross_entropy": cross_entropy, "me_max": me_max}
