@@ -1,18 +1,17 @@
 """MSN: its loss, ME-MAX and Sinkhorn against a float64 port of the official code, patch drop, the harness."""
 
-import keras
 import numpy as np
 import pytest
-from conftest import grads, random_images, small_encoder
+from conftest import grads, small_encoder
 from keras import ops
-from method_harness import run_method_test
 from numpy_refs_msn import distributed_sinkhorn, msn_loss, numeric_grads, patch_drop_count, snn
 from test_swav import Crops, to_np
 
 from keras_ssl.backbones import vit
 from keras_ssl.losses import sinkhorn
 from keras_ssl.losses.prototypes import msn
-from keras_ssl.methods.msn import MSN, msn_views
+from keras_ssl.methods.msn import MSN
+from keras_ssl.views import msn_views
 
 
 def make_model(**kw):
@@ -141,8 +140,3 @@ def test_only_the_anchor_view_is_masked_and_the_loss_is_msn_of_the_outputs():
 def test_rejects_a_non_vit_encoder():
     with pytest.raises(TypeError, match="ViT"):
         MSN(small_encoder((None, None, 3)), input_shape=(16, 16, 3), views=msn_views(16, local_size=8, num_local=2))
-
-
-def test_method_harness(tmp_path):
-    keras.utils.set_random_seed(5)
-    run_method_test(make_model, random_images(16), tmp_path)

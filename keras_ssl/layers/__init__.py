@@ -4,9 +4,11 @@ The view makers and augmentation layers live in `keras_ssl.views`; they are
 also importable from here, where earlier releases had them.
 """
 
+from keras_ssl.layers.block_masks import BlockMasking, block_masks, blockwise_masks, mask_targets, paper_masking
 from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.heads import (
     DINOHead,
+    MSNHead,
     PredictionHead,
     ProjectionHead,
     Prototypes,
@@ -14,6 +16,7 @@ from keras_ssl.layers.heads import (
 )
 from keras_ssl.layers.memory import MemoryBank
 from keras_ssl.layers.normalization import BatchNormalization
+from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
 from keras_ssl.views import (
     BYOL_JITTER,
     ColorJitter,

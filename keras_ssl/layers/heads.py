@@ -1,4 +1,4 @@
-"""Projection and prediction heads (MLPs on top of the encoder) and the zero-shot head."""
+"""Projection and prediction heads (MLPs on top of the encoder), DINO's and MSN's heads, and the zero-shot head."""
 
 import keras
 import numpy as np
@@ -6,6 +6,9 @@ from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.layers.normalization import BatchNormalization
+
+# The official heads' trunc_normal_(std=0.02) (MSN).
+_TRUNC_NORMAL = keras.initializers.TruncatedNormal(stddev=0.02)
 
 
 def _batch_norm(**kwargs):
@@ -287,6 +290,49 @@ class DINOHead(keras.layers.Layer):
             freeze_last_layer_steps=self.freeze_last_layer_steps,
         )
         return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class MSNHead(keras.layers.Layer):
+    """MSN's projection head: Dense-BN-GELU, Dense-BN-GELU, Dense (biases everywhere, as the official).
+
+    Args:
+        hidden_dim: width of the two hidden layers (MSN: 2048).
+        output_dim: output width (MSN: 256).
+
+    Example:
+        >>> tuple(keras_ssl.layers.MSNHead(16, 8)(encoder(images), training=True).shape)
+        (8, 8)
+    """
+
+    def __init__(self, hidden_dim=2048, output_dim=256, **kwargs):
+        super().__init__(**kwargs)
+        self.hidden_dim, self.output_dim = int(hidden_dim), int(output_dim)
+        self.blocks = []
+        for _ in range(2):
+            self.blocks += [
+                keras.layers.Dense(self.hidden_dim, kernel_initializer=_TRUNC_NORMAL),
+                _batch_norm(),
+                keras.layers.Activation("gelu"),
+            ]
+        self.blocks.append(keras.layers.Dense(self.output_dim, kernel_initializer=_TRUNC_NORMAL))
+
+    def build(self, input_shape):
+        shape = tuple(input_shape)
+        for layer in self.blocks:
+            layer.build(shape)
+            shape = layer.compute_output_shape(shape)
+
+    def call(self, x, training=False):
+        for layer in self.blocks:
+            x = layer(x, training=training)
+        return x
+
+    def compute_output_shape(self, input_shape):
+        return (*input_shape[:-1], self.output_dim)
+
+    def get_config(self):
+        return {**super().get_config(), "hidden_dim": self.hidden_dim, "output_dim": self.output_dim}
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

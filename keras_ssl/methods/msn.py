@@ -7,83 +7,10 @@ from keras import ops
 
 from keras_ssl.backbones.vit import ViT
 from keras_ssl.engine import SSLModel
+from keras_ssl.layers.heads import MSNHead
 from keras_ssl.layers.masking import RandomMasking
-from keras_ssl.layers.normalization import BatchNormalization
 from keras_ssl.losses.prototypes import msn
-from keras_ssl.views.recipes import multi_crop_views
-
-_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
-
-
-def msn_views(image_size, **options):
-    """MSN's views: 2 random crops (target, anchor), scale (0.3, 1), then 10 focal crops (0.05, 0.3).
-
-    Colour strength 0.5 and blur 0.5 on every crop (blur above 32 px only).
-
-    Args:
-        image_size: side of the two random crops.
-        **options: `multi_crop_views` arguments (they override the recipe's).
-
-    Example:
-        >>> from keras_ssl.methods.msn import msn_views
-        >>> views = msn_views(16, local_size=8, num_local=2, seed=0)
-        >>> views.global_scale, views.local_scale, views.num_local
-        ((0.3, 1.0), (0.05, 0.3), 2)
-    """
-    recipe = {
-        "global_scale": (0.3, 1.0),
-        "local_scale": (0.05, 0.3),
-        "global_blur": (0.5, 0.5),
-        "local_blur": 0.5,
-        "color_strength": 0.5,
-        "num_local": 10,
-    }
-    return multi_crop_views(image_size, **{**recipe, **options})
-
-
-@keras.saving.register_keras_serializable(package="keras_ssl")
-class MSNHead(keras.layers.Layer):
-    """MSN's projection head: Dense-BN-GELU, Dense-BN-GELU, Dense (biases everywhere, as the official).
-
-    Args:
-        hidden_dim: width of the two hidden layers (MSN: 2048).
-        output_dim: output width (MSN: 256).
-
-    Example:
-        >>> from keras_ssl.methods.msn import MSNHead
-        >>> tuple(MSNHead(16, 8)(encoder(images), training=True).shape)
-        (8, 8)
-    """
-
-    def __init__(self, hidden_dim=2048, output_dim=256, **kwargs):
-        super().__init__(**kwargs)
-        self.hidden_dim, self.output_dim = int(hidden_dim), int(output_dim)
-        self.blocks = []
-        for _ in range(2):
-            # PyTorch's BatchNorm1d defaults: eps 1e-5, momentum 0.1 (Keras's 0.9).
-            self.blocks += [
-                keras.layers.Dense(self.hidden_dim, kernel_initializer=_INIT),
-                BatchNormalization(epsilon=1e-5, momentum=0.9),
-                keras.layers.Activation("gelu"),
-            ]
-        self.blocks.append(keras.layers.Dense(self.output_dim, kernel_initializer=_INIT))
-
-    def build(self, input_shape):
-        shape = tuple(input_shape)
-        for layer in self.blocks:
-            layer.build(shape)
-            shape = layer.compute_output_shape(shape)
-
-    def call(self, x, training=False):
-        for layer in self.blocks:
-            x = layer(x, training=training)
-        return x
-
-    def compute_output_shape(self, input_shape):
-        return (*input_shape[:-1], self.output_dim)
-
-    def get_config(self):
-        return {**super().get_config(), "hidden_dim": self.hidden_dim, "output_dim": self.output_dim}
+from keras_ssl.views.recipes import msn_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

@@ -10,21 +10,9 @@ from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import unpatchify
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
 from keras_ssl.losses.reconstruction import simmim_reconstruction
-from keras_ssl.views.recipes import crop_view
+from keras_ssl.views.recipes import simmim_views
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def simmim_views(image_size, *, crop_scale=(0.67, 1.0), **kwargs):
-    """SimMIM's one view: a random resized crop (scale 0.67-1, ratio 3/4-4/3) and a flip (`crop_view`).
-
-    Example:
-        >>> from keras_ssl.methods.simmim import simmim_views
-        >>> [v] = simmim_views(16, seed=0)(images, training=True)
-        >>> tuple(v.shape)
-        (8, 16, 16, 3)
-    """
-    return crop_view(image_size, crop_scale=crop_scale, **kwargs)
 
 
 def _check_encoder(encoder):

@@ -26,7 +26,9 @@ from keras_ssl.views.recipes import (
     dinov2_views,
     ibot_views,
     mocov2_views,
+    msn_views,
     multi_crop_views,
     simclr_views,
+    simmim_views,
 )
 from keras_ssl.views.seeds import SeedStream

@@ -263,6 +263,42 @@ def dinov2_views(image_size, **options):
     return dino_views(image_size, **{"global_scale": (0.32, 1.0), "local_scale": (0.05, 0.32), **options})
 
 
+def msn_views(image_size, **options):
+    """MSN's views: 2 random crops (target, anchor), scale (0.3, 1), then 10 focal crops (0.05, 0.3).
+
+    Colour strength 0.5 and blur 0.5 on every crop (blur above 32 px only).
+
+    Args:
+        image_size: side of the two random crops.
+        **options: `multi_crop_views` arguments (they override the recipe's).
+
+    Example:
+        >>> views = keras_ssl.views.msn_views(16, local_size=8, num_local=2, seed=0)
+        >>> views.global_scale, views.local_scale, views.num_local
+        ((0.3, 1.0), (0.05, 0.3), 2)
+    """
+    recipe = {
+        "global_scale": (0.3, 1.0),
+        "local_scale": (0.05, 0.3),
+        "global_blur": (0.5, 0.5),
+        "local_blur": 0.5,
+        "color_strength": 0.5,
+        "num_local": 10,
+    }
+    return multi_crop_views(image_size, **{**recipe, **options})
+
+
+def simmim_views(image_size, *, crop_scale=(0.67, 1.0), **kwargs):
+    """SimMIM's one view: a random resized crop (scale 0.67-1, ratio 3/4-4/3) and a flip (`crop_view`).
+
+    Example:
+        >>> [v] = keras_ssl.views.simmim_views(16, seed=0)(images, training=True)
+        >>> tuple(v.shape)
+        (8, 16, 16, 3)
+    """
+    return crop_view(image_size, crop_scale=crop_scale, **kwargs)
+
+
 def clip_view(image_size, **options):
     """CLIP's image view: a resized crop of scale (0.5, 1) and a flip, no colour.
 
