@@ -11,9 +11,11 @@ CIFAR-10 test set, with the training images as the kNN memory.
 
 Budgets:
 - default (2 CPU cores): 5,000 training images, 3 epochs, batch 256,
-  `tiny_encoder` width 16 (64 features), Adam 1e-3 (SimSiam: SGD); MAE on a
-  2-block ViT (dim 64, patch 4). Enough to show each method learns, not to
-  rank them.
+  `tiny_encoder` width 16 (64 features), Adam 1e-3 (SimSiam: SGD); the ViT
+  methods (MAE, iBOT, DINOv2, I-JEPA, SimMIM, MSN) on a 2-block ViT (dim 64,
+  patch 4; mean pooling for I-JEPA and SimMIM, whose class token gets no
+  loss). Enough to show each method learns, not to rank them. MAE, I-JEPA
+  and SimMIM also get a linear probe (30 epochs on the frozen features).
 - `--full` (a GPU): all 50,000 images, 200 epochs, batch 512, CIFAR
   ResNet-18 (MAE: ViT-Tiny/4), each method with its usual CIFAR optimiser
   (LARS, SGD or AdamW at the batch-scaled rate, 10 warm-up epochs, cosine).
@@ -36,7 +38,10 @@ from keras_ssl.optimizers import LARS, WarmupCosine, scale_learning_rate
 
 def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="simclr,moco2,moco3,byol,nnclr,simsiam,barlow_twins,vicreg,swav,dino,mae")
+    p.add_argument(
+        "--methods",
+        default="simclr,moco2,moco3,byol,nnclr,simsiam,barlow_twins,vicreg,swav,dino,mae,ibot,dinov2,ijepa,simmim,msn",
+    )
     p.add_argument("--full", action="store_true", help="standard protocol: 50k images, 200 epochs, ResNet-18")
     p.add_argument("--images", type=int, default=None, help="training images (default 5000; --full 50000)")
     p.add_argument("--test-images", type=int, default=10000)
@@ -65,17 +70,26 @@ METHODS = {
     "swav": (keras_ssl.SwAV, dict(num_prototypes=512, **MULTICROP), ("lars", 0.6, 1e-6)),
     "dino": (keras_ssl.DINO, dict(output_dim=4096, momentum=0.99, **MULTICROP), ("adamw", 5e-4, 0.04)),
     "mae": (keras_ssl.MAE, dict(mask_ratio=0.75), ("adamw", 1.5e-4, 0.05)),
+    "ibot": (keras_ssl.IBOT, dict(output_dim=4096, momentum=0.99), ("adamw", 5e-4, 0.04)),
+    "dinov2": (keras_ssl.DINOv2, dict(output_dim=4096, momentum=0.99), ("adamw", 5e-4, 0.04)),
+    "ijepa": (keras_ssl.IJEPA, dict(), ("adamw", 1e-3, 0.04)),
+    "simmim": (keras_ssl.SimMIM, dict(), ("adamw", 8e-4, 0.05)),
+    "msn": (keras_ssl.MSN, dict(num_prototypes=512, momentum=0.99), ("adamw", 1e-3, 0.04)),
 }
+# Every ViT method gets the same small ViT (mean pooling where the method trains no class token).
+VIT_METHODS = {"mae": "cls", "ibot": "cls", "dinov2": "cls", "ijepa": "mean", "simmim": "mean", "msn": "cls"}
+# Features meant for fine-tuning and linear probing: a linear probe is reported too.
+PROBED = ("mae", "ijepa", "simmim")
 
 
 def encoder(name, args):
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
     multicrop = name in ("swav", "dino")
     shape = (None, None, 3) if multicrop else (32, 32, 3)
-    if name == "mae":
+    if name in VIT_METHODS:
         if args.full:
-            return keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4)
-        return keras_ssl.backbones.vit(image_size=32, patch_size=4, dim=64, depth=2, heads=2)
+            return keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4, pool=VIT_METHODS[name])
+        return keras_ssl.backbones.vit(image_size=32, patch_size=4, dim=64, depth=2, heads=2, pool=VIT_METHODS[name])
     if args.full:
         return keras_ssl.backbones.resnet18(shape, stem="cifar")
     return keras_ssl.backbones.tiny_encoder(shape, width=args.width)
@@ -127,20 +141,28 @@ def main():
         test = keras_ssl.evaluation.embed(enc, x_test)
         return keras_ssl.evaluation.knn_accuracy(train, y_train, test, y_test)["top1"]
 
-    budget = "ResNet-18 (MAE ViT-Tiny/4)" if args.full else f"tiny_encoder x{args.width} (MAE ViT 2x64)"
+    def probe(enc, name):
+        if name not in PROBED:
+            return ""
+        result = keras_ssl.evaluation.linear_probe(enc, x_train, y_train, x_test, y_test, epochs=30)
+        return f" {result['top1']:.4f}"
+
+    budget = "ResNet-18 (ViTs: ViT-Tiny/4)" if args.full else f"tiny_encoder x{args.width} (ViTs: 2x64)"
     print(
         f"backend={keras.backend.backend()} images={len(x_train)} test={len(x_test)} epochs={args.epochs} "
         f"batch={args.batch_size} {budget}; kNN top-1 k=200 T=0.1"
     )
     print(
-        f"{'method':>13s} {'random':>7s} {'trained':>8s} {'gain':>6s} {'loss first -> last':>20s} {'train s':>8s} {'img/s':>6s}"
+        f"{'method':>13s} {'random':>7s} {'trained':>8s} {'gain':>6s} {'loss first -> last':>20s} {'train s':>8s} "
+        f"{'img/s':>6s} {'probe random -> trained':>24s}"
     )
     for name in args.methods.split(","):
         cls, options, _ = METHODS[name]
-        before = knn(encoder(name, args))
+        before_encoder = encoder(name, args)
+        before, probe_before = knn(before_encoder), probe(before_encoder, name)
         if name == "swav":
             options = dict(options, freeze_prototypes_steps=steps_per_epoch)
-        if name == "dino":
+        if name in ("dino", "ibot", "dinov2"):
             options = dict(options, warmup_teacher_steps=args.epochs * steps_per_epoch // 3)
         model = cls(encoder(name, args), seed=args.seed, **options)
         model.compile(optimizer=optimizer(name, steps_per_epoch, args))
@@ -152,7 +174,8 @@ def main():
         after = knn(model.encoder)
         print(
             f"{name:>13s} {before:7.4f} {after:8.4f} {after - before:+6.3f} "
-            f"{loss[0]:9.3f} -> {loss[-1]:7.3f} {seconds:8.0f} {timer.images_per_second(len(x_train)):6.0f}",
+            f"{loss[0]:9.3f} -> {loss[-1]:7.3f} {seconds:8.0f} {timer.images_per_second(len(x_train)):6.0f}"
+            f"{probe_before}{' ->' if probe_before else ''}{probe(model.encoder, name)}",
             flush=True,
         )
 

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ssl import cli, data, evaluation, keras_compat, rundir
+from keras_ssl import backbones, cli, data, evaluation, keras_compat, rundir
 from keras_ssl.layers import RandomResizedCrop
 from keras_ssl.methods import METHODS
 
@@ -149,6 +149,10 @@ def test_every_method_pretrains_from_the_cli_with_its_declared_views(name, tmp_p
         return forward(self, views, *extra, training=training)
 
     monkeypatch.setattr(method, "ssl_forward", recording)
+    # The ViT methods' default vit_tiny (12 blocks) would make this the suite's slowest test; the
+    # wiring under test is the same with 2 narrow blocks.
+    small = lambda image_size, patch_size, channels: backbones.vit(image_size, patch_size, 32, 2, 2, channels)
+    monkeypatch.setattr(backbones, "vit_tiny", small)
     code = cli.main(
         [
             "pretrain",

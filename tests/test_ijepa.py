@@ -3,16 +3,15 @@
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, grads, random_images, small_encoder
+from conftest import grads, random_images, small_encoder
 from keras import ops
-from method_harness import run_method_test
 from numpy_refs_ijepa import MaskCollator, get_2d_sincos_pos_embed, ijepa_loss, layer_norm
 
+from keras_ssl.backbones.predictor import JEPAPredictor, sincos_positions
 from keras_ssl.backbones.vit import vit
-from keras_ssl.layers.jepa import sincos_positions
 from keras_ssl.layers.multiblock_masks import block_size, multiblock_masks
 from keras_ssl.losses.predictive import ijepa
-from keras_ssl.methods.ijepa import IJEPA, JEPAPredictor
+from keras_ssl.methods.ijepa import IJEPA
 
 TARGET = dict(scale=(0.15, 0.2), aspect=(0.75, 1.5))
 CONTEXT = dict(scale=(0.85, 1.0), aspect=(1.0, 1.0))
@@ -228,10 +227,3 @@ def test_options_are_checked():
         IJEPA(small_encoder())
     with pytest.raises(ValueError, match="loss"):
         make_model(loss="l1")
-
-
-def test_method_harness(tmp_path):
-    keras.utils.set_random_seed(5)
-    modes = ("default",) if BACKEND == "jax" else ("default", "eager")
-    # With registers and the paper's L2: the options the other tests leave out.
-    run_method_test(lambda: make_model(num_registers=1, loss="l2"), random_images(16), tmp_path, modes=modes)

@@ -18,9 +18,13 @@ from method_harness import run_method_test
 import keras_ssl
 from keras_ssl.backbones import vit
 from keras_ssl.text import Tokenizer, cifar10_captions
-from keras_ssl.views import dino_views, multi_crop_views
+from keras_ssl.views import dino_views, dinov2_views, ibot_views, msn_views, multi_crop_views
 
 CAPTIONS = cifar10_captions(np.arange(16) % 10, seed=0)
+
+
+def _tiny_vit(**kw):
+    return vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, **kw)
 
 
 def _multi_crop_encoder():
@@ -63,6 +67,37 @@ MAKERS = {
         decoder_heads=2,
         seed=1,
     ),
+    "ibot": lambda: keras_ssl.IBOT(
+        _tiny_vit(),
+        views=ibot_views(16, local_size=8, num_local=2, seed=10),
+        output_dim=24,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        shared_head=False,
+        patch_output_dim=20,
+        seed=1,
+    ),
+    "dinov2": lambda: keras_ssl.DINOv2(
+        _tiny_vit(num_registers=2, layerscale=1e-5),
+        views=dinov2_views(16, local_size=8, num_local=2, seed=10),
+        output_dim=24,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        seed=1,
+    ),
+    # With registers and the paper's L2 (its own tests cover smooth-L1 without registers).
+    "ijepa": lambda: keras_ssl.IJEPA(
+        _tiny_vit(num_registers=1), predictor_dim=16, predictor_depth=1, predictor_heads=2, loss="l2", seed=1
+    ),
+    "simmim": lambda: keras_ssl.SimMIM(_tiny_vit(pool="mean"), mask_patch_size=8, seed=1),
+    "msn": lambda: keras_ssl.MSN(
+        _tiny_vit(),
+        num_prototypes=16,
+        hidden_dim=16,
+        output_dim=8,
+        views=msn_views(16, local_size=8, num_local=2, seed=10),
+        seed=1,
+    ),
     "clip": lambda: keras_ssl.CLIP(
         small_encoder(),
         tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
@@ -88,7 +123,16 @@ def test_every_method_is_in_the_harness():
 def test_method_harness(name, tmp_path):
     keras.utils.set_random_seed(5)
     texts = np.array(CAPTIONS) if name == "clip" else None  # CLIP trains on (images, texts)
-    run_method_test(MAKERS[name], random_images(16), tmp_path, y=texts, modes=MODES)
+    initial = []
+
+    def make():
+        model = MAKERS[name]()
+        initial.append(np.array(model.mask_token) if hasattr(model, "mask_token") else None)
+        return model
+
+    loaded = run_method_test(make, random_images(16), tmp_path, y=texts, modes=MODES)
+    if initial[0] is not None:  # a masked-image method's mask token learns
+        assert np.abs(np.array(loaded.mask_token) - initial[0]).max() > 0
 
 
 LOAD_SCRIPT = """

@@ -9,6 +9,11 @@ from conftest import CrashAt, random_images, small_encoder
 import keras_ssl
 from keras_ssl.layers import multi_crop_views
 
+
+def _tiny_vit():
+    return keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2)
+
+
 METHODS = {
     "simclr": lambda: keras_ssl.SimCLR(small_encoder(), hidden_dim=16, projection_dim=8, seed=3),
     "byol": lambda: keras_ssl.BYOL(small_encoder(), hidden_dim=16, projection_dim=8, seed=3),
@@ -35,6 +40,25 @@ METHODS = {
         bottleneck_dim=8,
         seed=3,
         views=multi_crop_views(16, num_local=2, seed=4),
+    ),
+    # The masked-image methods: their masks are drawn in the step and must replay on resume.
+    "ibot": lambda: keras_ssl.IBOT(
+        _tiny_vit(),
+        output_dim=16,
+        hidden_dim=16,
+        bottleneck_dim=8,
+        views=multi_crop_views(16, num_local=2, seed=4),
+        seed=3,
+    ),
+    "ijepa": lambda: keras_ssl.IJEPA(_tiny_vit(), predictor_dim=16, predictor_depth=1, predictor_heads=2, seed=3),
+    "simmim": lambda: keras_ssl.SimMIM(_tiny_vit(), mask_patch_size=8, seed=3),
+    "msn": lambda: keras_ssl.MSN(
+        _tiny_vit(),
+        num_prototypes=16,
+        hidden_dim=16,
+        output_dim=8,
+        views=multi_crop_views(16, num_local=2, seed=4),
+        seed=3,
     ),
 }
 

@@ -15,6 +15,7 @@ from keras_ssl.layers.heads import (
     ZeroShotHead,
 )
 from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.layers.multiblock_masks import MultiBlockMasking, multiblock_masks
 from keras_ssl.layers.normalization import BatchNormalization
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
 from keras_ssl.views import (

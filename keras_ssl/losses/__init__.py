@@ -13,10 +13,13 @@ from keras_ssl.losses.alignment import (
     vicreg,
     vicreg_terms,
 )
-from keras_ssl.losses.clustering import dino, sinkhorn, swav
+from keras_ssl.losses.clustering import dino, self_distillation, sinkhorn, swav
 from keras_ssl.losses.common import embedding_std, l2_normalize
 from keras_ssl.losses.contrastive import clip, info_nce, nt_xent
-from keras_ssl.losses.reconstruction import mae_reconstruction, patch_statistics
+from keras_ssl.losses.distillation import koleo, masked_patch_distillation, masked_sinkhorn
+from keras_ssl.losses.predictive import ijepa
+from keras_ssl.losses.prototypes import me_max, msn, msn_targets, prototype_log_probs
+from keras_ssl.losses.reconstruction import mae_reconstruction, patch_statistics, simmim_reconstruction
 
 __all__ = [
     "barlow_twins",
@@ -25,12 +28,22 @@ __all__ = [
     "clip",
     "dino",
     "embedding_std",
+    "ijepa",
     "info_nce",
+    "koleo",
     "l2_normalize",
     "mae_reconstruction",
+    "masked_patch_distillation",
+    "masked_sinkhorn",
+    "me_max",
+    "msn",
+    "msn_targets",
     "negative_cosine",
     "nt_xent",
     "patch_statistics",
+    "prototype_log_probs",
+    "self_distillation",
+    "simmim_reconstruction",
     "sinkhorn",
     "swav",
     "vicreg",

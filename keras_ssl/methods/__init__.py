@@ -5,10 +5,15 @@ from keras_ssl.methods.barlow_twins import BarlowTwins
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.methods.dino import DINO
+from keras_ssl.methods.dinov2 import DINOv2
+from keras_ssl.methods.ibot import IBOT
+from keras_ssl.methods.ijepa import IJEPA
 from keras_ssl.methods.mae import MAE
 from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
+from keras_ssl.methods.msn import MSN
 from keras_ssl.methods.nnclr import NNCLR
 from keras_ssl.methods.simclr import SimCLR
+from keras_ssl.methods.simmim import SimMIM
 from keras_ssl.methods.simsiam import SimSiam
 from keras_ssl.methods.swav import SwAV
 from keras_ssl.methods.vicreg import VICReg
@@ -25,4 +30,9 @@ METHODS = {
     "swav": SwAV,
     "dino": DINO,
     "mae": MAE,
+    "ibot": IBOT,
+    "dinov2": DINOv2,
+    "ijepa": IJEPA,
+    "simmim": SimMIM,
+    "msn": MSN,
 }

@@ -25,6 +25,7 @@ from keras_ssl.views.recipes import (
     dino_views,
     dinov2_views,
     ibot_views,
+    ijepa_view,
     mocov2_views,
     msn_views,
     multi_crop_views,

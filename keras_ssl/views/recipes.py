@@ -264,7 +264,9 @@ def dinov2_views(image_size, **options):
 
 
 def msn_views(image_size, **options):
-    """MSN's views: 2 random crops (target, anchor), scale (0.3, 1), then 10 focal crops (0.05, 0.3).
+    """MSN's views: 2 random crops (target, anchor), scale (0.3, 1), then focal crops (0.05, 0.3).
+
+    `multi_crop_views`' 4 focal crops of half the side (paper: 10 of 96 px for 224 px).
 
     Colour strength 0.5 and blur 0.5 on every crop (blur above 32 px only).
 
@@ -283,7 +285,6 @@ def msn_views(image_size, **options):
         "global_blur": (0.5, 0.5),
         "local_blur": 0.5,
         "color_strength": 0.5,
-        "num_local": 10,
     }
     return multi_crop_views(image_size, **{**recipe, **options})
 
@@ -297,6 +298,20 @@ def simmim_views(image_size, *, crop_scale=(0.67, 1.0), **kwargs):
         (8, 16, 16, 3)
     """
     return crop_view(image_size, crop_scale=crop_scale, **kwargs)
+
+
+def ijepa_view(image_size, *, channels=3, crop_scale=(0.3, 1.0), min_crop_scale=None, horizontal_flip=False, seed=None):
+    """I-JEPA's one view: a random resized crop (scale 0.3-1), no flip, no colour.
+
+    `horizontal_flip` is accepted (recipe signature) and ignored: the official recipe never flips.
+
+    Example:
+        >>> [v] = keras_ssl.views.ijepa_view(8, seed=0)(images, training=True)
+        >>> tuple(v.shape)
+        (8, 8, 8, 3)
+    """
+    del horizontal_flip
+    return crop_view(image_size, crop_scale=crop_scale, min_crop_scale=min_crop_scale, horizontal_flip=False, seed=seed)
 
 
 def clip_view(image_size, **options):
