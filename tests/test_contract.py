@@ -209,3 +209,16 @@ def test_the_engine_names_no_method_and_no_method_output():
     assert not names & in_base, names & in_base
     assert not keys & in_base, keys & in_base
     assert os.path.dirname(inspect.getfile(SSLModel)) == engine
+
+
+def test_a_method_cannot_silently_replace_an_engine_internal():
+    # iBOT once named a helper `_forward`, the engine's build forward: refused when defined.
+    with pytest.raises(TypeError, match=r"redefines the engine's internal \['_forward'\]"):
+
+        class Clash(keras_ssl.SimCLR):
+            def _forward(self, views, training):
+                return {}
+
+    class Fine(keras_ssl.SimCLR):  # public hooks stay overridable
+        def check_fit_data(self, x, y, batch_size):
+            return super().check_fit_data(x, y, batch_size)

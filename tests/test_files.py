@@ -239,20 +239,20 @@ def test_every_source_gets_the_array_checks(case, model):
     model.value_range = kwargs.get("value_range")
     for name, make in sources(batch).items():
         with pytest.raises(ValueError, match=match):
-            model._check_fit_data(make(), None, None)
+            model.check_fit_data(make(), None, None)
     model.value_range = None
 
 
 def test_dicts_and_triples_are_unpacked_and_batch_size_reaches_a_torch_dataset(model):
-    out, _, _ = model._check_fit_data([{"image": X, "label": np.arange(8)}], None, None)
+    out, _, _ = model.check_fit_data([{"image": X, "label": np.arange(8)}], None, None)
     batch = next(iter(out))
     assert len(batch) == 2 and batch[0].shape == X.shape
-    out, _, _ = model._check_fit_data([(X, np.arange(8), np.array(["f.png"] * 8))], None, None)
+    out, _, _ = model.check_fit_data([(X, np.arange(8), np.array(["f.png"] * 8))], None, None)
     assert len(next(iter(out))) == 2  # the filename is dropped, not taken as sample weights
     with pytest.raises(ValueError, match=r"keys \['pixels'\]"):
-        model._check_fit_data([{"pixels": X}], None, None)
+        model.check_fit_data([{"pixels": X}], None, None)
     with pytest.raises(ValueError, match="empty"):
-        model._check_fit_data([], None, None)
+        model.check_fit_data([], None, None)
     if BACKEND == "torch":
         import torch
 
@@ -263,16 +263,16 @@ def test_dicts_and_triples_are_unpacked_and_batch_size_reaches_a_torch_dataset(m
             def __getitem__(self, i):
                 return {"image": torch.from_numpy(X[i]), "label": i, "path": f"{i}.png"}
 
-        out, _, _ = model._check_fit_data(Samples(), None, 4)
+        out, _, _ = model.check_fit_data(Samples(), None, 4)
         assert out[0][0].shape == (4, 16, 16, 3)
         loader = torch.utils.data.DataLoader(Samples(), batch_size=4)
-        out, _, _ = model._check_fit_data(loader, None, None)
+        out, _, _ = model.check_fit_data(loader, None, None)
         assert len(next(iter(out))) == 2
     if BACKEND == "tensorflow":
         import tensorflow as tf
 
         ds = tf.data.Dataset.from_tensor_slices({"image": X, "label": np.arange(8), "path": ["p"] * 8})
-        out, _, _ = model._check_fit_data(ds, None, 4)
+        out, _, _ = model.check_fit_data(ds, None, 4)
         assert len(next(iter(out))) == 2
 
 

@@ -43,6 +43,12 @@ class MethodContract:
             # On torch a Keras layer is a torch.nn.Module, whose __call__
             # runs `forward` directly and would skip `call`.
             raise TypeError(f"{cls.__name__} must name its SSL forward `ssl_forward`, not `forward`.")
+        if not cls.__module__.startswith("keras_ssl.engine"):
+            engine = {n for k in cls.__mro__[1:] if k.__module__.startswith("keras_ssl.engine") for n in vars(k)}
+            clashes = sorted(n for n in cls.__dict__ if n in engine and n.startswith("_") and not n.startswith("__"))
+            if clashes:
+                # A method's helper named like an engine internal would silently replace it.
+                raise TypeError(f"{cls.__name__} redefines the engine's internal {clashes}: rename it.")
         if "__init__" in cls.__dict__:
             cls.__init__ = _finish_after(cls.__init__)
 

@@ -53,7 +53,7 @@ def fit_arguments(model, x, y, batch_size, kwargs):
         >>> [type(c).__name__ for c in kwargs["callbacks"]], kwargs["shuffle"]
         (['DataEpochs', 'StopOnNaN', 'MomentumScheduler'], False)
     """
-    x, y, batch_size = model._check_fit_data(x, y, batch_size)  # a method may take (images, texts)
+    x, y, batch_size = model.check_fit_data(x, y, batch_size)  # a method may take (images, texts)
     if (
         hasattr(x, "__next__")
         and kwargs.get("epochs", 1) - kwargs.get("initial_epoch", 0) > 1

@@ -356,12 +356,19 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
 
     def evaluate(self, x=None, y=None, batch_size=None, **kwargs):
         """`keras.Model.evaluate`: the SSL loss on held-out images (views drawn anew)."""
-        x, y, batch_size = self._check_fit_data(x, y, batch_size)
+        x, y, batch_size = self.check_fit_data(x, y, batch_size)
         self._ensure_built()
         return super().evaluate(x, y, batch_size=batch_size, **kwargs)
 
-    def _check_fit_data(self, x, y, batch_size):
-        """One validation path for every source (`engine.fit.check_fit_data`); CLIP adds its texts."""
+    def check_fit_data(self, x, y, batch_size):
+        """Checks `fit`'s `x, y, batch_size` before any step; returns them as `fit` uses them.
+
+        One validation path for every source; a method overrides it to take more (CLIP: texts).
+
+        Example:
+            >>> keras_ssl.SimCLR(encoder).check_fit_data(x_small, None, 8)[2]
+            8
+        """
         return fit_policy.check_fit_data(self, x, y, batch_size)
 
     # ----------------------------------------------------------- saving

@@ -171,7 +171,7 @@ class CLIP(SSLModel):
             raise ValueError("string texts need CLIP(tokenizer=...); or pass token ids.")
         return self.tokenizer(as_texts(texts))
 
-    def _check_fit_data(self, x, y, batch_size):
+    def check_fit_data(self, x, y, batch_size):
         if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
             x, y = x
         if isinstance(x, np.ndarray):

@@ -41,8 +41,7 @@ class DINOv2(IBOT):
 
     Example:
         >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2, num_registers=2)
-        >>> from keras_ssl.methods.dinov2 import DINOv2
-        >>> model = DINOv2(
+        >>> model = keras_ssl.DINOv2(
         ...     encoder,
         ...     views=keras_ssl.views.dinov2_views(16, local_size=8, num_local=2),
         ...     output_dim=32,

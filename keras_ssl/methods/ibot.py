@@ -42,9 +42,8 @@ class IBOT(DINO):
             `views`, ...); the default views are `ibot_views`.
 
     Example:
-        >>> from keras_ssl.methods.ibot import IBOT
         >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
-        >>> model = IBOT(
+        >>> model = keras_ssl.IBOT(
         ...     encoder,
         ...     views=keras_ssl.views.ibot_views(16, local_size=8, num_local=2),
         ...     output_dim=32,

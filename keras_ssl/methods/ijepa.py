@@ -41,9 +41,8 @@ class IJEPA(SSLModel):
         **kwargs: `SSLModel` options.
 
     Example:
-        >>> from keras_ssl.methods.ijepa import IJEPA
         >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
-        >>> model = IJEPA(encoder, predictor_dim=16, predictor_depth=1, predictor_heads=2, num_targets=2)
+        >>> model = keras_ssl.IJEPA(encoder, predictor_dim=16, predictor_depth=1, predictor_heads=2, num_targets=2)
         >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3))
         >>> sorted(model.fit(x_train, epochs=1, batch_size=16, verbose=0).history)
         ['loss', 'z_std']

@@ -45,10 +45,9 @@ class MSN(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `seed`, ...).
 
     Example:
-        >>> from keras_ssl.methods.msn import MSN, msn_views
         >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
-        >>> model = MSN(encoder, num_prototypes=16, hidden_dim=16, output_dim=8,
-        ...             views=msn_views(16, local_size=8, num_local=2))
+        >>> model = keras_ssl.MSN(encoder, num_prototypes=16, hidden_dim=16, output_dim=8,
+        ...             views=keras_ssl.views.msn_views(16, local_size=8, num_local=2))
         >>> model.num_kept   # of the anchor's 16 patches
         13
         >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3))

@@ -54,9 +54,8 @@ class SimMIM(SSLModel):
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
-        >>> from keras_ssl.methods.simmim import SimMIM
         >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2, pool="mean")
-        >>> model = SimMIM(encoder, mask_patch_size=8, mask_ratio=0.6)
+        >>> model = keras_ssl.SimMIM(encoder, mask_patch_size=8, mask_ratio=0.6)
         >>> model.compile(optimizer=keras.optimizers.AdamW(1e-4, weight_decay=0.05))
         >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
         >>> masked, reconstructed = model.reconstruct(x_test[:8], seed=0)
