@@ -373,9 +373,8 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
 
     # ----------------------------------------------------------- saving
     def save_own_variables(self, store):
-        # Keras saves no SeedGenerator state, so a run resumed from a
-        # checkpoint (BackupAndRestore) would draw other augmentations than
-        # the uninterrupted run. The model saves every generator under it.
+        # Keras saves no SeedGenerator state, so a resumed run (BackupAndRestore) would draw other
+        # augmentations than the uninterrupted run: the model saves every generator under it.
         super().save_own_variables(store)
         for i, generator in enumerate(keras_compat.seed_generators(self)):
             store[f"seed_state_{i}"] = generator.state
