@@ -97,6 +97,9 @@ class IBOT(DINO):
             raise ValueError(f"loss weights must be >= 0, got cls_weight={cls_weight}, patch_weight={patch_weight}.")
         super().__init__(encoder, output_dim=output_dim, **kwargs)
         self.shared_head = bool(shared_head)
+        if not self.shared_head:
+            # A separate patch head gets its own teacher (the engine makes it after the constructor).
+            self.momentum_pairs = (*DINO.momentum_pairs, ("patch_head", "teacher_patch_head"))
         self.patch_output_dim = self.output_dim if self.shared_head else int(patch_output_dim)
         self.teacher_patch_temperature = float(teacher_patch_temperature)
         self.warmup_teacher_patch_temperature = float(warmup_teacher_patch_temperature)
@@ -121,12 +124,6 @@ class IBOT(DINO):
         self.patch_center = self.add_weight(
             name="patch_center", shape=(self.patch_output_dim,), initializer="zeros", trainable=False
         )
-
-    @property
-    def momentum_pairs(self):
-        # A separate patch head gets its own teacher (the engine makes it after the constructor).
-        separate = not getattr(self, "shared_head", True)
-        return DINO.momentum_pairs + ((("patch_head", "teacher_patch_head"),) if separate else ())
 
     def _warmed_up(self, start, end):
         if self.warmup_teacher_steps == 0:
