@@ -72,7 +72,7 @@ METHODS = {
     "mae": (keras_ssl.MAE, dict(mask_ratio=0.75), ("adamw", 1.5e-4, 0.05)),
     "ibot": (keras_ssl.IBOT, dict(output_dim=4096, momentum=0.99), ("adamw", 5e-4, 0.04)),
     "dinov2": (keras_ssl.DINOv2, dict(output_dim=4096, momentum=0.99), ("adamw", 5e-4, 0.04)),
-    "ijepa": (keras_ssl.IJEPA, dict(momentum=0.99), ("adamw", 1e-3, 0.04)),
+    "ijepa": (keras_ssl.IJEPA, dict(), ("adamw", 1e-3, 0.04)),
     "simmim": (keras_ssl.SimMIM, dict(), ("adamw", 8e-4, 0.05)),
     "msn": (keras_ssl.MSN, dict(num_prototypes=512, momentum=0.99), ("adamw", 1e-3, 0.04)),
 }
