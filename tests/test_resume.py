@@ -41,7 +41,7 @@ METHODS = {
         seed=3,
         views=multi_crop_views(16, num_local=2, seed=4),
     ),
-    # The masked-image methods: their masks are drawn in the step and must replay on resume.
+    # The masked-image methods: each kind of mask is drawn in the step and must replay on resume.
     "ibot": lambda: keras_ssl.IBOT(
         _tiny_vit(),
         output_dim=16,
@@ -52,14 +52,6 @@ METHODS = {
     ),
     "ijepa": lambda: keras_ssl.IJEPA(_tiny_vit(), predictor_dim=16, predictor_depth=1, predictor_heads=2, seed=3),
     "simmim": lambda: keras_ssl.SimMIM(_tiny_vit(), mask_patch_size=8, seed=3),
-    "msn": lambda: keras_ssl.MSN(
-        _tiny_vit(),
-        num_prototypes=16,
-        hidden_dim=16,
-        output_dim=8,
-        views=multi_crop_views(16, num_local=2, seed=4),
-        seed=3,
-    ),
 }
 
 
