@@ -8,12 +8,7 @@ keras_ssl.
 """
 
 import numpy as np
-
-
-def _log_softmax(x):
-    x = np.asarray(x, np.float64)
-    x = x - x.max(-1, keepdims=True)
-    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+from numpy_refs_distillation import _log_softmax, koleo, sinkhorn_knopp_teacher
 
 
 def _softmax(x):
@@ -62,30 +57,6 @@ def ibot_loss(
     new_center = center * momenta[0] + teacher_cls_all.mean(0) * (1 - momenta[0])
     new_center2 = center2 * momenta[1] + teacher_patch_all.mean(1).mean(0) * (1 - momenta[1])
     return loss1 + loss2, loss1, loss2, new_center, new_center2
-
-
-def sinkhorn_knopp_teacher(teacher_output, teacher_temp, n_iterations=3):
-    """DINOv2's `sinkhorn_knopp_teacher` on one process (rows: samples)."""
-    q = np.exp(np.asarray(teacher_output, np.float64) / teacher_temp).T
-    b, k = q.shape[1], q.shape[0]
-    q /= q.sum()
-    for _ in range(n_iterations):
-        q /= q.sum(axis=1, keepdims=True)
-        q /= k
-        q /= q.sum(axis=0, keepdims=True)
-        q /= b
-    q *= b
-    return q.T
-
-
-def koleo(x, eps=1e-8):
-    x = np.asarray(x, np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
-    dots = x @ x.T
-    np.fill_diagonal(dots, -1)
-    nearest = dots.argmax(1)
-    distances = np.linalg.norm(x - x[nearest] + eps, axis=-1)
-    return -np.log(distances + eps).mean()
 
 
 def dinov2_loss(

@@ -127,10 +127,13 @@ class DINO(SSLModel):
 
     def current_teacher_temperature(self):
         """The teacher temperature of this step: linear warm-up, then constant."""
+        return self._warmed_up(self.warmup_teacher_temperature, self.teacher_temperature)
+
+    def _warmed_up(self, start, end):
+        """`start` -> `end` linearly over `warmup_teacher_steps`, then `end` (float32)."""
         if self.warmup_teacher_steps == 0:
-            return ops.convert_to_tensor(self.teacher_temperature, "float32")
+            return ops.convert_to_tensor(end, "float32")
         done = ops.minimum(ops.cast(self.step, "float32") / self.warmup_teacher_steps, 1.0)
-        start, end = self.warmup_teacher_temperature, self.teacher_temperature
         return start + (end - start) * done
 
     def _heads(self, head, features, training):

@@ -125,12 +125,6 @@ class IBOT(DINO):
             name="patch_center", shape=(self.patch_output_dim,), initializer="zeros", trainable=False
         )
 
-    def _warmed_up(self, start, end):
-        if self.warmup_teacher_steps == 0:
-            return ops.convert_to_tensor(end, "float32")
-        done = ops.minimum(ops.cast(self.step, "float32") / self.warmup_teacher_steps, 1.0)
-        return start + (end - start) * done
-
     def current_teacher_patch_temperature(self):
         """The patch teacher temperature of this step: linear warm-up, then constant."""
         return self._warmed_up(self.warmup_teacher_patch_temperature, self.teacher_patch_temperature)
@@ -157,7 +151,11 @@ class IBOT(DINO):
         masks = self.masking(global_images)
         cls, patches = self._tokens(self.encoder, global_images, training, masks)
         global_cls = ops.split(cls, num_global, axis=0)
-        local_cls = [self._tokens(self.encoder, v, training)[0] for v in views[num_global:]]
+        local_cls = []
+        if len(views) > num_global:
+            # The local crops share one size: one encoder call for all of them.
+            local, _ = self._tokens(self.encoder, ops.concatenate(views[num_global:], axis=0), training)
+            local_cls = ops.split(local, len(views) - num_global, axis=0)
         head, patch_head = self._head_pair(teacher=False)
         student = self._heads(head, [*global_cls, *local_cls], training)
         student_patches = patch_head(patches, training=training, step=self.step)
