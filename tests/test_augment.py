@@ -121,6 +121,18 @@ def test_multicrop_shapes_and_distinct_views():
         augment.MultiCrop(16, 8, num_global=0)
 
 
+def test_many_views_are_distinct_draws_and_round_trip():
+    x = unit(random_images(4, 16))
+    maker = augment.ManyViews(augment.simclr_augmenter(16, seed=3), num_views=3)
+    views = [keras.ops.convert_to_numpy(v) for v in maker(x, training=True)]
+    assert [v.shape for v in views] == [(4, 16, 16, 3)] * 3 and maker.num_global == 3
+    assert not np.allclose(views[0], views[1]) and not np.allclose(views[1], views[2])
+    assert maker.view_shapes((16, 16, 3)) == [(16, 16, 3)] * 3
+    assert augment.ManyViews.from_config(maker.get_config()).num_views == 3
+    with pytest.raises(ValueError, match="num_views"):
+        augment.ManyViews(augment.simclr_augmenter(16), num_views=1)
+
+
 def test_configs_round_trip():
     aug = augment.simclr_augmenter(16, seed=4, blur_rate=0.5, solarize_rate=0.2)
     clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(aug))

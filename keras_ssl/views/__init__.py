@@ -2,7 +2,7 @@
 
 - `augment`: `RandomResizedCrop`, `GaussianBlur`, `RandomApply`,
   `simclr_augmenter` (one view's pipeline); `color`: `ColorJitter`.
-- `makers`: `OneView`, `TwoViews`, `MultiCrop` (a batch in, a list of views out).
+- `makers`: `OneView`, `TwoViews`, `ManyViews`, `MultiCrop` (a batch in, a list of views out).
 - `recipes`: each paper's views (`simclr_views`, `byol_views`,
   `mocov2_views`, `multi_crop_views`, `dino_views`, `ibot_views`, `dinov2_views`, `crop_view`, `clip_view`).
 - `seeds`: `SeedStream`, one distinct seed per random layer.
@@ -16,7 +16,7 @@ from keras_ssl.views.augment import (
     simclr_augmenter,
 )
 from keras_ssl.views.color import ColorJitter, color_jitter
-from keras_ssl.views.makers import MultiCrop, OneView, TwoViews, ViewMaker
+from keras_ssl.views.makers import ManyViews, MultiCrop, OneView, TwoViews, ViewMaker
 from keras_ssl.views.recipes import (
     BYOL_JITTER,
     byol_views,

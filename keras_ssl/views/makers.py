@@ -140,6 +140,60 @@ class TwoViews(ViewMaker):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
+class ManyViews(ViewMaker):
+    """`num_views` augmented views of each image from one pipeline (FastSiam, MMCR, W-MSE).
+
+    Each view is a fresh draw from the same augmentation family, as
+    `TwoViews(augment)` draws two.
+
+    Args:
+        augment: layer making every view.
+        num_views: number of full-size views (>= 2).
+
+    Example:
+        >>> views = keras_ssl.views.ManyViews(keras_ssl.views.simclr_augmenter(16, seed=0), num_views=4)
+        >>> [tuple(v.shape) for v in views(images, training=True)] == [(8, 16, 16, 3)] * 4
+        True
+    """
+
+    def __init__(self, augment, num_views=4, **kwargs):
+        super().__init__(**kwargs)
+        if not callable(augment):
+            raise TypeError(f"ManyViews takes a Keras layer, got {type(augment).__name__}.")
+        if int(num_views) < 2:
+            raise ValueError(f"`num_views` must be >= 2, got {num_views}.")
+        self.augment, self.num_views = augment, int(num_views)
+
+    @property
+    def num_global(self):
+        return self.num_views
+
+    def build(self, input_shape):
+        if not self.augment.built:
+            self.augment.build(input_shape)
+
+    def call(self, images, training=True):
+        # A copy per view: some Keras colour layers modify their input in place on PyTorch.
+        return [self.augment(ops.copy(images), training=training) for _ in range(self.num_views)]
+
+    def view_shapes(self, image_shape):
+        return [_output_shape(self.augment, (None, *image_shape))[1:]] * self.num_views
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "augment": keras.saving.serialize_keras_object(self.augment),
+            "num_views": self.num_views,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["augment"] = keras.saving.deserialize_keras_object(config["augment"])
+        return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
 class MultiCrop(ViewMaker):
     """Multi-crop views: `num_global` large crops and `num_local` small ones.
 
