@@ -111,14 +111,15 @@ def masked_sinkhorn(scores, mask, epsilon=0.05, iterations=3):
     _check_positive(epsilon=epsilon, iterations=iterations)
     log_q = ops.stop_gradient(ops.cast(scores, "float32")) / epsilon
     keep = ops.cast(mask, "float32")[:, None] > 0
-    # Left-out rows hold a finite, negligible log-mass (-inf would give NaN in the differences),
-    # restored after every row normalisation so they never enter a prototype's total.
-    left_out = -1e9
     log_b = ops.log(ops.maximum(ops.sum(ops.cast(keep, "float32")), 1.0))
     log_k = ops.log(ops.cast(ops.shape(log_q)[1], "float32"))
-    log_q = ops.where(keep, log_q, left_out)
-    log_q = log_q - ops.logsumexp(log_q)
+
+    def kept_logsumexp(x, axis=None):
+        # Left-out rows never enter a total; they hold 0 in `log_q` so it stays finite.
+        return ops.logsumexp(ops.where(keep, x, float("-inf")), axis=axis, keepdims=axis is not None)
+
+    log_q = ops.where(keep, log_q - kept_logsumexp(log_q), 0.0)
     for _ in range(iterations):
-        log_q = log_q - ops.logsumexp(log_q, axis=0, keepdims=True) - log_k
-        log_q = ops.where(keep, log_q - ops.logsumexp(log_q, axis=1, keepdims=True) - log_b, left_out)
+        log_q = log_q - kept_logsumexp(log_q, axis=0) - log_k
+        log_q = ops.where(keep, log_q - ops.logsumexp(log_q, axis=1, keepdims=True) - log_b, 0.0)
     return ops.stop_gradient(ops.where(keep, ops.exp(log_q + log_b), 0.0))
