@@ -5,83 +5,17 @@ import numpy as np
 from keras import ops
 
 from keras_ssl import losses
-from keras_ssl.backbones.vit import TransformerBlock, ViT
+from keras_ssl.backbones.decoders import MAEDecoder
+from keras_ssl.backbones.vit import ViT
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import (
     RandomMasking,
     num_visible,
     patchify,
     random_masking,
-    take_tokens,
     unpatchify,
 )
 from keras_ssl.views.recipes import crop_view
-
-_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
-
-
-@keras.saving.register_keras_serializable(package="keras_ssl")
-class MAEDecoder(keras.layers.Layer):
-    """MAE's light decoder: mask tokens fill the masked places, then pixels per patch.
-
-    Args:
-        num_patches: `N`, patches of a full image.
-        patch_dim: pixels per patch, `p * p * C`.
-        dim, depth, heads: decoder token size, blocks, attention heads.
-
-    Example:
-        >>> from keras_ssl.methods.mae import MAEDecoder
-        >>> decoder = MAEDecoder(16, 48, dim=16, depth=1, heads=2)   # 16x16 images: 16 patches of 4x4x3
-        >>> latent = ops.zeros((8, 1 + 4, 32))   # the encoder's class token and 4 visible tokens
-        >>> ids_restore = ops.tile(ops.arange(16)[None], (8, 1))
-        >>> tuple(decoder(latent, ids_restore).shape)   # pixels of every patch
-        (8, 16, 48)
-    """
-
-    def __init__(self, num_patches, patch_dim, dim=128, depth=2, heads=4, **kwargs):
-        super().__init__(**kwargs)
-        self.num_patches, self.patch_dim = int(num_patches), int(patch_dim)
-        self.dim, self.depth, self.heads = int(dim), int(depth), int(heads)
-        self.embed = keras.layers.Dense(self.dim)
-        self.blocks = [TransformerBlock(self.dim, self.heads) for _ in range(self.depth)]
-        self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
-        self.head = keras.layers.Dense(self.patch_dim)
-
-    def build(self, latent_shape):
-        self.embed.build(latent_shape)
-        self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, self.dim), initializer=_INIT)
-        self.positions = self.add_weight(name="positions", shape=(1, 1 + self.num_patches, self.dim), initializer=_INIT)
-        tokens = (None, 1 + self.num_patches, self.dim)
-        for block in self.blocks:
-            block.build(tokens)
-        self.norm.build(tokens)
-        self.head.build(tokens)
-
-    def call(self, latent, ids_restore, training=False):
-        """`latent` `(B, 1 + n, D_enc)`, class token first; `ids_restore` `(B, N)`.
-
-        Returns the pixel predictions `(B, N, patch_dim)` of every patch.
-        """
-        x = self.embed(latent)
-        masked = ops.broadcast_to(
-            ops.cast(self.mask_token, x.dtype),
-            (ops.shape(x)[0], self.num_patches - (x.shape[1] - 1), self.dim),
-        )
-        patches = take_tokens(ops.concatenate([x[:, 1:], masked], axis=1), ids_restore)
-        x = ops.concatenate([x[:, :1], patches], axis=1) + ops.cast(self.positions, x.dtype)
-        for block in self.blocks:
-            x = block(x, training=training)
-        return self.head(self.norm(x))[:, 1:]
-
-    def get_config(self):
-        return {
-            **super().get_config(),
-            "num_patches": self.num_patches,
-            "patch_dim": self.patch_dim,
-            "dim": self.dim,
-            "depth": self.depth,
-            "heads": self.heads,
-        }
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
