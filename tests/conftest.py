@@ -16,6 +16,18 @@ import pytest
 
 BACKEND = keras.backend.backend()
 
+if BACKEND == "jax":
+    import tempfile
+
+    import jax
+
+    # Many tests compile the same tiny step (a model and the copy loaded from its file, the same
+    # makers in several files): XLA's persistent cache compiles each distinct program once per run,
+    # shared by the xdist workers. Measured: a loaded model's first fit 11.3 s -> 2.2 s.
+    jax.config.update("jax_compilation_cache_dir", os.path.join(tempfile.gettempdir(), "keras_ssl_tests_jax_cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+
 
 @pytest.fixture(autouse=True)
 def _seed():
