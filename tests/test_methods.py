@@ -98,6 +98,9 @@ MAKERS = {
         views=msn_views(16, local_size=8, num_local=2, seed=10),
         seed=1,
     ),
+    "fastsiam": lambda: keras_ssl.FastSiam(small_encoder(), num_views=3, projection_dim=32, prediction_dim=16, seed=1),
+    "nnbyol": lambda: keras_ssl.NNBYOL(small_encoder(), queue_size=16, projection_dim=8, hidden_dim=16, seed=1),
+    "nnsiam": lambda: keras_ssl.NNSiam(small_encoder(), queue_size=16, projection_dim=32, prediction_dim=16, seed=1),
     "clip": lambda: keras_ssl.CLIP(
         small_encoder(),
         tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),

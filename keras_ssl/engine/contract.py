@@ -53,6 +53,32 @@ class MethodContract:
             cls.__init__ = _finish_after(cls.__init__)
 
     @classmethod
+    def default_views(
+        cls, image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None, num_views=None
+    ):
+        """The method's paper recipe of views, a `ViewMaker`.
+
+        Args:
+            image_size: side of the full-size views.
+            channels: image channels (colour augmentations need 3).
+            min_crop_scale: smallest crop area fraction (default: the paper's);
+                e.g. 0.3 keeps digits recognisable.
+            horizontal_flip: flip half of the views (off for digits).
+            seed: base seed.
+            num_views: full-size views, for a recipe that takes `num_views`
+                (FastSiam, MMCR); other recipes make their paper's number.
+
+        Example:
+            >>> views = keras_ssl.SimCLR.default_views(32, seed=0)
+        """
+        if cls.view_recipe is None:
+            raise NotImplementedError(f"{cls.__name__} declares no view_recipe: pass `views=`.")
+        options = dict(channels=channels, min_crop_scale=min_crop_scale, horizontal_flip=horizontal_flip, seed=seed)
+        if num_views is not None and "num_views" in inspect.signature(cls.view_recipe).parameters:
+            options["num_views"] = num_views
+        return cls.view_recipe(image_size, **options)
+
+    @classmethod
     def hyperparameters(cls):
         """Names of the constructor's arguments, subclass first: the config's keys.
 

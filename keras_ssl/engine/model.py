@@ -115,7 +115,9 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         self.feature_dim = feature_dim(encoder, self.image_shape)
         self.image_size = int(image_size or self.image_shape[0])
         if views is None:
-            views = self.default_views(self.image_size, channels=self.image_shape[-1], seed=self.seeds())
+            views = self.default_views(
+                self.image_size, channels=self.image_shape[-1], seed=self.seeds(), num_views=self.global_views
+            )
         self.views = views
         self.view_shapes = check_views(self, views, image_size)
         self.image_size = int(self.view_shapes[0][0])
@@ -139,27 +141,6 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         """Runs once the method's `__init__` has built its heads: targets, then the contract's checks."""
         self._create_targets()
         self._check_hyperparameters()
-
-    @classmethod
-    def default_views(cls, image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None):
-        """The method's paper recipe of views, a `ViewMaker`.
-
-        Args:
-            image_size: side of the full-size views.
-            channels: image channels (colour augmentations need 3).
-            min_crop_scale: smallest crop area fraction (default: the paper's);
-                e.g. 0.3 keeps digits recognisable.
-            horizontal_flip: flip half of the views (off for digits).
-            seed: base seed.
-
-        Example:
-            >>> views = keras_ssl.SimCLR.default_views(32, seed=0)
-        """
-        if cls.view_recipe is None:
-            raise NotImplementedError(f"{cls.__name__} declares no view_recipe: pass `views=`.")
-        return cls.view_recipe(
-            image_size, channels=channels, min_crop_scale=min_crop_scale, horizontal_flip=horizontal_flip, seed=seed
-        )
 
     # ----------------------------------------------------------- helpers
     def next_seed(self):

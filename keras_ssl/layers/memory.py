@@ -1,10 +1,31 @@
-"""MemoryBank: a FIFO queue of embeddings held in model variables (MoCo, NNCLR)."""
+"""MemoryBank: a FIFO queue of embeddings held in model variables (MoCo, NNCLR, NNBYOL, NNSiam)."""
 
 import keras
 from keras import ops
 
 from keras_ssl import backend
 from keras_ssl.losses import l2_normalize
+
+
+def nearest_neighbour(z, support):
+    """The row of `support` most cosine-similar to each row of `z`, without gradient.
+
+    Args:
+        z: `(B, D)` queries (any norm).
+        support: `(K, D)` candidates with unit rows (a `MemoryBank.read()`).
+
+    Returns:
+        `(B, D)` rows of `support`, one per query.
+
+    Example:
+        >>> from keras_ssl.layers.memory import nearest_neighbour
+        >>> support = np.eye(3, dtype="float32")
+        >>> z = np.array([[0.1, 5.0, 0.0], [-1.0, 0.0, 0.2]], "float32")
+        >>> np.asarray(nearest_neighbour(z, support)).tolist()
+        [[0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    """
+    index = ops.argmax(ops.matmul(l2_normalize(z), ops.transpose(support)), axis=1)
+    return ops.stop_gradient(ops.take(support, index, axis=0))
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -67,6 +88,13 @@ class MemoryBank(keras.layers.Layer):
         """The queue's current rows, `(size, dim)`: a copy, safe across `enqueue`."""
         # On TF and torch a variable's value aliases its later assignments.
         return ops.copy(ops.convert_to_tensor(self.queue))
+
+    def nearest(self, z):
+        """The queue's row nearest (cosine) to each row of `z` `(B, dim)`, read before any `enqueue`.
+
+        The support-set lookup of NNCLR, NNBYOL and NNSiam (`nearest_neighbour`).
+        """
+        return nearest_neighbour(z, self.read())
 
     def is_full(self):
         """Boolean scalar tensor: every row has been written at least once."""

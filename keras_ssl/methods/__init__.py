@@ -6,11 +6,13 @@ from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.methods.dino import DINO
 from keras_ssl.methods.dinov2 import DINOv2
+from keras_ssl.methods.fastsiam import FastSiam
 from keras_ssl.methods.ibot import IBOT
 from keras_ssl.methods.ijepa import IJEPA
 from keras_ssl.methods.mae import MAE
 from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
 from keras_ssl.methods.msn import MSN
+from keras_ssl.methods.nn_siamese import NNBYOL, NNSiam
 from keras_ssl.methods.nnclr import NNCLR
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.simmim import SimMIM
@@ -35,4 +37,7 @@ METHODS = {
     "ijepa": IJEPA,
     "simmim": SimMIM,
     "msn": MSN,
+    "fastsiam": FastSiam,
+    "nnbyol": NNBYOL,
+    "nnsiam": NNSiam,
 }

@@ -2,12 +2,11 @@
 Nearest-Neighbor Contrastive Learning of Visual Representations")."""
 
 import keras
-from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import PredictionHead, ProjectionHead
-from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.layers.memory import MemoryBank, nearest_neighbour
 from keras_ssl.views.recipes import byol_views
 
 
@@ -44,6 +43,8 @@ class NNCLR(SSLModel):
     view_recipe = staticmethod(byol_views)
     gathered_outputs = ("z1", "z2", "p1", "p2", "nn1", "nn2")
     monitored_output = "z1"
+    # The support-set lookup, shared with NNBYOL and NNSiam (`MemoryBank.nearest`).
+    nearest_neighbour = staticmethod(nearest_neighbour)
 
     def __init__(self, encoder, *, temperature=0.1, queue_size=4096, projection_dim=256, hidden_dim=None, **kwargs):
         if not temperature > 0:
@@ -61,21 +62,15 @@ class NNCLR(SSLModel):
         self.predictor.build((None, self.projection_dim))
         self.support = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
 
-    def nearest_neighbour(self, z, support):
-        """The row of `support` (unit rows) most cosine-similar to each row of `z`."""
-        index = ops.argmax(ops.matmul(losses.l2_normalize(z), ops.transpose(support)), axis=1)
-        return ops.stop_gradient(ops.take(support, index, axis=0))
-
     def ssl_forward(self, views, training):
         z1, z2 = self.embed(views, self.projector, training)
-        support = self.support.read()
         outputs = {
             "z1": z1,
             "z2": z2,
             "p1": self.predictor(z1, training=training),
             "p2": self.predictor(z2, training=training),
-            "nn1": self.nearest_neighbour(z1, support),
-            "nn2": self.nearest_neighbour(z2, support),
+            "nn1": self.support.nearest(z1),
+            "nn2": self.support.nearest(z2),
         }
         return outputs
 

@@ -83,11 +83,14 @@ class SimSiam(SSLModel):
             "p2": self.predictor(z2, training=training),
         }
 
-    def compute_ssl_loss(self, outputs):
+    def distance(self, p, z):
+        """The paper's `D(p, z)`: minus the mean cosine, no gradient into `z` (unless `stop_gradient=False`)."""
         # `losses.negative_cosine` stops the gradient into its target; the
         # research-only variant needs the same cosine with gradients in both.
-        loss_fn = losses.negative_cosine if self.stop_gradient else _negative_cosine_no_stop
-        loss = 0.5 * (loss_fn(outputs["p1"], outputs["z2"]) + loss_fn(outputs["p2"], outputs["z1"]))
+        return losses.negative_cosine(p, z) if self.stop_gradient else _negative_cosine_no_stop(p, z)
+
+    def compute_ssl_loss(self, outputs):
+        loss = 0.5 * (self.distance(outputs["p1"], outputs["z2"]) + self.distance(outputs["p2"], outputs["z1"]))
         return loss, {}
 
 

@@ -4,7 +4,7 @@
   `simclr_augmenter` (one view's pipeline); `color`: `ColorJitter`.
 - `makers`: `OneView`, `TwoViews`, `ManyViews`, `MultiCrop` (a batch in, a list of views out).
 - `recipes`: each paper's views (`simclr_views`, `byol_views`,
-  `mocov2_views`, `multi_crop_views`, `dino_views`, `ibot_views`, `dinov2_views`, `crop_view`, `clip_view`).
+  `mocov2_views`, `multi_crop_views`, `dino_views`, `fastsiam_views`, `ibot_views`, `dinov2_views`, `crop_view`, `clip_view`).
 - `seeds`: `SeedStream`, one distinct seed per random layer.
 """
 
@@ -24,6 +24,7 @@ from keras_ssl.views.recipes import (
     crop_view,
     dino_views,
     dinov2_views,
+    fastsiam_views,
     ibot_views,
     ijepa_view,
     mocov2_views,

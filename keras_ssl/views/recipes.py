@@ -1,7 +1,7 @@
 """Every paper's view recipe, in one place."""
 
 from keras_ssl.views.augment import RandomResizedCrop, simclr_augmenter
-from keras_ssl.views.makers import MultiCrop, OneView, TwoViews
+from keras_ssl.views.makers import ManyViews, MultiCrop, OneView, TwoViews
 from keras_ssl.views.seeds import SeedStream
 
 
@@ -203,6 +203,28 @@ def mocov2_views(image_size, **options):
         ((8, 16, 16, 3), (8, 16, 16, 3))
     """
     return simclr_views(image_size, **{"crop_scale": (0.2, 1.0), "color_strength": 0.5, **options})
+
+
+def fastsiam_views(image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None, num_views=4):
+    """FastSiam's views: `num_views` draws from SimSiam's pipeline (`mocov2_views`).
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels.
+        min_crop_scale: no crop smaller than this fraction (digits: 0.3).
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+        num_views: views per image, `K` (paper: 4, one predicted from the other three).
+
+    Example:
+        >>> views = keras_ssl.views.fastsiam_views(16, seed=0)(images, training=True)
+        >>> len(views), tuple(views[0].shape)
+        (4, (8, 16, 16, 3))
+    """
+    pipeline = mocov2_views(
+        image_size, channels=channels, min_crop_scale=min_crop_scale, horizontal_flip=horizontal_flip, seed=seed
+    ).augment
+    return ManyViews(pipeline, num_views=num_views)
 
 
 def dino_views(image_size, **options):
