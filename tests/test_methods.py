@@ -101,6 +101,7 @@ MAKERS = {
     "fastsiam": lambda: keras_ssl.FastSiam(small_encoder(), num_views=3, projection_dim=32, prediction_dim=16, seed=1),
     "nnbyol": lambda: keras_ssl.NNBYOL(small_encoder(), queue_size=16, projection_dim=8, hidden_dim=16, seed=1),
     "nnsiam": lambda: keras_ssl.NNSiam(small_encoder(), queue_size=16, projection_dim=32, prediction_dim=16, seed=1),
+    "ressl": lambda: keras_ssl.ReSSL(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=1),
     "clip": lambda: keras_ssl.CLIP(
         small_encoder(),
         tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),

@@ -41,6 +41,7 @@ METHODS = {
         seed=3,
         views=multi_crop_views(16, num_local=2, seed=4),
     ),
+    "ressl": lambda: keras_ssl.ReSSL(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=3),
     # The masked-image methods: each kind of mask is drawn in the step and must replay on resume.
     "ibot": lambda: keras_ssl.IBOT(
         _tiny_vit(),

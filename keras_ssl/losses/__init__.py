@@ -20,6 +20,7 @@ from keras_ssl.losses.distillation import koleo, masked_patch_distillation, mask
 from keras_ssl.losses.predictive import ijepa
 from keras_ssl.losses.prototypes import me_max, msn, msn_targets, prototype_log_probs
 from keras_ssl.losses.reconstruction import mae_reconstruction, patch_statistics, simmim_reconstruction
+from keras_ssl.losses.relational import ressl
 
 __all__ = [
     "barlow_twins",
@@ -42,6 +43,7 @@ __all__ = [
     "nt_xent",
     "patch_statistics",
     "prototype_log_probs",
+    "ressl",
     "self_distillation",
     "simmim_reconstruction",
     "sinkhorn",

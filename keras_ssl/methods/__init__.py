@@ -14,6 +14,7 @@ from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
 from keras_ssl.methods.msn import MSN
 from keras_ssl.methods.nn_siamese import NNBYOL, NNSiam
 from keras_ssl.methods.nnclr import NNCLR
+from keras_ssl.methods.ressl import ReSSL
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.simmim import SimMIM
 from keras_ssl.methods.simsiam import SimSiam
@@ -40,4 +41,5 @@ METHODS = {
     "fastsiam": FastSiam,
     "nnbyol": NNBYOL,
     "nnsiam": NNSiam,
+    "ressl": ReSSL,
 }

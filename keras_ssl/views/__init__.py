@@ -4,7 +4,7 @@
   `simclr_augmenter` (one view's pipeline); `color`: `ColorJitter`.
 - `makers`: `OneView`, `TwoViews`, `ManyViews`, `MultiCrop` (a batch in, a list of views out).
 - `recipes`: each paper's views (`simclr_views`, `byol_views`,
-  `mocov2_views`, `multi_crop_views`, `dino_views`, `fastsiam_views`, `ibot_views`, `dinov2_views`, `crop_view`, `clip_view`).
+  `mocov2_views`, `multi_crop_views`, `dino_views`, `fastsiam_views`, `ressl_views`, `ibot_views`, `dinov2_views`, `crop_view`, `clip_view`).
 - `seeds`: `SeedStream`, one distinct seed per random layer.
 """
 
@@ -30,6 +30,7 @@ from keras_ssl.views.recipes import (
     mocov2_views,
     msn_views,
     multi_crop_views,
+    ressl_views,
     simclr_views,
     simmim_views,
 )

@@ -227,6 +227,45 @@ def fastsiam_views(image_size, *, channels=3, min_crop_scale=None, horizontal_fl
     return ManyViews(pipeline, num_views=num_views)
 
 
+def ressl_views(image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None):
+    """ReSSL's two views: a weak one for the teacher, then MoCo v2's strong one for the student.
+
+    The weak view is a random resized crop of scale (0.2, 1) and a flip,
+    nothing else (the official `target_aug`); the strong view is MoCo v2's
+    (`moco_aug`): the same crop and flip, colour jitter (0.4, 0.4, 0.4, 0.1)
+    with probability 0.8, grayscale 0.2 and, above 32 px, blur 0.5.
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels.
+        min_crop_scale: no crop smaller than this fraction (digits: 0.3).
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+
+    Returns:
+        A `TwoViews`: the weak view first, the strong one second.
+
+    Example:
+        >>> weak, strong = keras_ssl.views.ressl_views(16, seed=0)(images, training=True)
+        >>> tuple(weak.shape), tuple(strong.shape)
+        ((8, 16, 16, 3), (8, 16, 16, 3))
+    """
+    seeds = SeedStream(seed)
+    scale = _with_min_scale((0.2, 1.0), min_crop_scale)
+    weak = RandomResizedCrop(image_size, scale=scale, horizontal_flip=horizontal_flip, seed=seeds(), name="weak")
+    strong = simclr_augmenter(
+        image_size,
+        channels=channels,
+        crop_scale=scale,
+        color_strength=0.5,
+        blur_rate=0.5 if image_size > 32 else 0.0,
+        horizontal_flip=horizontal_flip,
+        seed=seeds(),
+        name="strong",
+    )
+    return TwoViews(weak, strong)
+
+
 def dino_views(image_size, **options):
     """DINO's multi-crop: global scale (0.4, 1), local (0.05, 0.4), BYOL's jitter.
 

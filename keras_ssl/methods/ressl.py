@@ -1,0 +1,104 @@
+"""ReSSL (Zheng et al. 2021, "ReSSL: Relational Self-Supervised Learning with Weak Augmentation")."""
+
+import keras
+from keras import ops
+
+from keras_ssl.engine import SSLModel
+from keras_ssl.layers.heads import ProjectionHead
+from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.losses.relational import ressl
+from keras_ssl.views.recipes import ressl_views
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class ReSSL(SSLModel):
+    """ReSSL: the student's similarities to a queue match the teacher's, sharpened.
+
+    A momentum teacher (EMA of encoder and projector) embeds the weakly
+    augmented view, the student the strongly augmented one; each compares
+    its L2-normalised projection with a FIFO queue of past teacher
+    projections, and the student's `softmax(sim / 0.1)` is trained towards
+    the teacher's sharper `softmax(sim / 0.04)` (cross-entropy). The batch's
+    teacher projections then enter the queue. As the official code, one
+    direction only, and the batch's own keys are not in the softmax; its
+    shuffle-BN is not simulated: no query meets its own key in the loss, so
+    BatchNorm statistics leak no positive.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)` features.
+        student_temperature: the student's temperature (> 0); paper: 0.1.
+        teacher_temperature: the teacher's (> 0); paper: 0.04.
+        queue_size: queue length (>= the batch size); paper: 4096 on CIFAR
+            (16384 STL-10 / Tiny ImageNet, 131072 in the ImageNet code).
+        projection_dim: projector output width; paper: 128 on CIFAR (512 ImageNet).
+        hidden_dim: projector hidden width (Linear-ReLU-Linear, no
+            BatchNorm); defaults to `D` (CIFAR: 512 = D of ResNet-18; ImageNet 4096).
+        momentum: teacher EMA momentum; paper: 0.99 on CIFAR (0.996 STL-10 /
+            Tiny ImageNet, 0.999 in the ImageNet code).
+        momentum_end: momentum at the last step; defaults to `momentum`
+            (constant, as the official code).
+        views: a `TwoViews`, the teacher's (weak) view first; defaults to
+            `ressl_views`.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+
+    Example:
+        >>> from keras_ssl.methods.ressl import ReSSL
+        >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
+        >>> model = ReSSL(encoder, queue_size=64, projection_dim=8, hidden_dim=16)
+        >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
+        >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
+        >>> sorted(history.history), int(model.queue.filled)
+        (['loss', 'z_std'], 64)
+    """
+
+    view_recipe = staticmethod(ressl_views)
+    momentum_pairs = (("encoder", "teacher_encoder"), ("projector", "teacher_projector"))
+    # The loss is a mean over rows against a queue every replica shares: no gather needed.
+    local_outputs = ("student", "teacher")
+    monitored_output = "student"
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        student_temperature=0.1,
+        teacher_temperature=0.04,
+        queue_size=4096,
+        projection_dim=128,
+        hidden_dim=None,
+        momentum=0.99,
+        momentum_end=None,
+        **kwargs,
+    ):
+        for name, value in (("student_temperature", student_temperature), ("teacher_temperature", teacher_temperature)):
+            if not value > 0:
+                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if int(queue_size) < 2:
+            raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
+        super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
+        self.student_temperature, self.teacher_temperature = float(student_temperature), float(teacher_temperature)
+        self.queue_size, self.projection_dim = int(queue_size), int(projection_dim)
+        self.hidden_dim = int(hidden_dim or self.feature_dim)
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
+        self.projector.build((None, self.feature_dim))
+        self.queue = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
+
+    def ssl_forward(self, views, training):
+        weak, strong = views
+        (student,) = self.embed([strong], self.projector, training)
+        (teacher,) = self.embed([weak], self.teacher_projector, training, encoder=self.teacher_encoder)
+        return {"student": student, "teacher": ops.stop_gradient(teacher)}
+
+    def compute_ssl_loss(self, outputs):
+        # The queue as the last step left it: this batch's teacher keys enter it afterwards.
+        loss = ressl(
+            outputs["student"],
+            outputs["teacher"],
+            self.queue.read(),
+            self.student_temperature,
+            self.teacher_temperature,
+        )
+        return loss, {}
+
+    def update_state(self, outputs):
+        self.queue.enqueue(outputs["teacher"])
