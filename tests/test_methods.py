@@ -102,6 +102,27 @@ MAKERS = {
     "nnbyol": lambda: keras_ssl.NNBYOL(small_encoder(), queue_size=16, projection_dim=8, hidden_dim=16, seed=1),
     "nnsiam": lambda: keras_ssl.NNSiam(small_encoder(), queue_size=16, projection_dim=32, prediction_dim=16, seed=1),
     "ressl": lambda: keras_ssl.ReSSL(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=1),
+    "siglip": lambda: keras_ssl.SigLIP(
+        small_encoder(),
+        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
+        embed_dim=16,
+        text_width=16,
+        text_depth=1,
+        text_heads=2,
+        chunk_size=4,
+        seed=1,
+    ),
+    "slip": lambda: keras_ssl.SLIP(
+        small_encoder(),
+        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
+        embed_dim=16,
+        text_width=16,
+        text_depth=1,
+        text_heads=2,
+        ssl_hidden_dim=16,
+        ssl_projection_dim=8,
+        seed=1,
+    ),
     "clip": lambda: keras_ssl.CLIP(
         small_encoder(),
         tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
@@ -120,14 +141,14 @@ MODES = ("default", "eager") if BACKEND == "tensorflow" else ("default",)
 
 
 def test_every_method_is_in_the_harness():
-    names = {c.__name__ for c in keras_ssl.METHODS.values()} | {"CLIP", "MoCoV2", "MoCoV3"}
+    names = {c.__name__ for c in keras_ssl.METHODS.values()} | {"CLIP", "SigLIP", "SLIP", "MoCoV2", "MoCoV3"}
     assert names == {type(make()).__name__ for make in MAKERS.values()}
 
 
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_method_harness(name, tmp_path):
     keras.utils.set_random_seed(5)
-    texts = np.array(CAPTIONS) if name == "clip" else None  # CLIP trains on (images, texts)
+    texts = np.array(CAPTIONS) if name in ("clip", "siglip", "slip") else None  # CLIP trains on (images, texts)
     initial = []
 
     def make():

@@ -192,3 +192,69 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
     if backend() != "jax":
         raise NotImplementedError(f"multi-host training needs the JAX backend, got {backend()}.")
     keras.distribution.initialize(job_addresses, num_processes, process_id)
+
+
+def _ring_mesh(*tensors):
+    """`(mesh, axis)` of JAX's data-parallel distribution when its batch axis can carry a ring, else None."""
+    if backend() != "jax":
+        return None
+    distribution = keras.distribution.distribution()
+    axis = getattr(distribution, "batch_dim_name", None)
+    if distribution is None or axis is None:
+        return None
+    mesh = distribution.device_mesh.backend_mesh
+    n = int(mesh.shape[axis])
+    batches = [t.shape[0] for t in tensors]
+    # a batch the devices cannot split evenly (the build's blank batch of 2) runs on one device
+    if n < 2 or any(b is None or b % n for b in batches):
+        return None
+    return mesh, axis
+
+
+def ring_sum(fn, local, passed, *replicated):
+    """Sums `fn` over every (local block, passed block) pair of the replicas, passing blocks round a ring.
+
+    On JAX under a data-parallel distribution with `n > 1` devices, each
+    device holds its rows of `local` and of `passed`; at step `k` it computes
+    `fn(local_r, passed_(r+k) mod n, k == 0, *replicated)`, then hands its
+    `passed` block to its neighbour (`jax.lax.ppermute` in `shard_map`), so
+    no device ever holds more than one block of `passed` (SigLIP's ring,
+    Zhai et al. 2023, Sec. 3.3). The `n * n` partial sums are added over
+    the devices; gradients flow back round the ring. Elsewhere (one device,
+    TensorFlow, where `SSLModel` has gathered the global batch, PyTorch) it
+    returns `fn(local, passed, True, *replicated)`.
+
+    Args:
+        fn: `fn(local_block, passed_block, own, *replicated) -> scalar`;
+            `own` (a Python bool) is True when the blocks are the same
+            replica's rows (row `i` of both is the same sample).
+        local: `(B, ...)` tensor that stays on its device.
+        passed: `(B, ...)` tensor passed round the ring.
+        *replicated: tensors every device sees whole (scalars).
+
+    Example:
+        >>> a = np.arange(8.0).reshape(4, 2)
+        >>> total = keras_ssl.backend.replication.ring_sum(lambda x, y, own: ops.sum(x) * ops.sum(y), a, a)
+        >>> float(total)   # one device: fn(a, a, True)
+        784.0
+    """
+    ring = _ring_mesh(local, passed)
+    if ring is None:
+        return fn(local, passed, True, *replicated)
+    import jax
+    from jax.sharding import PartitionSpec
+
+    mesh, axis = ring
+    n = int(mesh.shape[axis])
+    # device i sends to i - 1, so after k steps device r holds the block of replica (r + k) mod n
+    shift = [(i, (i - 1) % n) for i in range(n)]
+
+    def per_device(x, y, *scalars):
+        total = fn(x, y, True, *scalars)
+        for _ in range(n - 1):
+            y = jax.lax.ppermute(y, axis, shift)
+            total = total + fn(x, y, False, *scalars)
+        return jax.lax.psum(total, axis)
+
+    specs = (PartitionSpec(axis), PartitionSpec(axis)) + (PartitionSpec(),) * len(replicated)
+    return jax.shard_map(per_device, mesh=mesh, in_specs=specs, out_specs=PartitionSpec())(local, passed, *replicated)

@@ -21,6 +21,7 @@ from keras_ssl.losses.predictive import ijepa
 from keras_ssl.losses.prototypes import me_max, msn, msn_targets, prototype_log_probs
 from keras_ssl.losses.reconstruction import mae_reconstruction, patch_statistics, simmim_reconstruction
 from keras_ssl.losses.relational import ressl
+from keras_ssl.losses.sigmoid import siglip
 
 __all__ = [
     "barlow_twins",
@@ -45,6 +46,7 @@ __all__ = [
     "prototype_log_probs",
     "ressl",
     "self_distillation",
+    "siglip",
     "simmim_reconstruction",
     "sinkhorn",
     "swav",

@@ -15,9 +15,11 @@ from keras_ssl.methods.msn import MSN
 from keras_ssl.methods.nn_siamese import NNBYOL, NNSiam
 from keras_ssl.methods.nnclr import NNCLR
 from keras_ssl.methods.ressl import ReSSL
+from keras_ssl.methods.siglip import SigLIP
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.simmim import SimMIM
 from keras_ssl.methods.simsiam import SimSiam
+from keras_ssl.methods.slip import SLIP
 from keras_ssl.methods.swav import SwAV
 from keras_ssl.methods.vicreg import VICReg
 

@@ -11,7 +11,7 @@ from keras_ssl.data import check_images
 from keras_ssl.engine import SSLModel, pool_features
 from keras_ssl.evaluation import recall_at_k
 from keras_ssl.layers.heads import ZeroShotHead
-from keras_ssl.text import TextTransformer, as_texts
+from keras_ssl.text import TextTransformer, as_texts, check_pair_data
 from keras_ssl.views.recipes import clip_view
 
 
@@ -108,19 +108,14 @@ class CLIP(SSLModel):
         self.text_encoder = text_encoder or TextTransformer(
             self.vocab_size, self.max_length, text_width, text_depth, text_heads, name="text_encoder"
         )
-        text_dim = self.text_encoder.compute_output_spec(keras.KerasTensor((2, self.max_length), dtype="int32")).shape[
-            -1
-        ]
+        text_spec = self.text_encoder.compute_output_spec(keras.KerasTensor((2, self.max_length), dtype="int32"))
         self.image_projection = keras.layers.Dense(embed_dim, use_bias=False, name="image_projection")
         self.text_projection = keras.layers.Dense(embed_dim, use_bias=False, name="text_projection")
         self.image_projection.build((None, self.feature_dim))
-        self.text_projection.build((None, int(text_dim)))
+        self.text_projection.build((None, int(text_spec.shape[-1])))
         # log of the scale, as CLIP learns it
-        self.log_logit_scale = self.add_weight(
-            name="log_logit_scale",
-            shape=(),
-            initializer=keras.initializers.Constant(math.log(1.0 / temperature)),
-        )
+        initial = keras.initializers.Constant(math.log(1.0 / temperature))
+        self.log_logit_scale = self.add_weight(name="log_logit_scale", shape=(), initializer=initial)
 
     @property
     def logit_scale(self):
@@ -131,14 +126,15 @@ class CLIP(SSLModel):
     def ssl_forward(self, views, tokens, training):
         (h,) = self.encode(views, training)
         t = self.text_encoder(ops.cast(tokens, "int32"), training=training)
-        return {
-            "z1": self.image_projection(h),
-            "text": self.text_projection(t),
-        }
+        return {"z1": self.image_projection(h), "text": self.text_projection(t)}
 
     def compute_ssl_loss(self, outputs):
+        return self.image_text_loss(outputs["z1"], outputs["text"])
+
+    def image_text_loss(self, image, text):
+        """The loss of image and text embeddings `(B, embed_dim)` and its logged terms (SigLIP swaps it)."""
         scale = self.logit_scale
-        return losses.clip(outputs["z1"], outputs["text"], scale), {"logit_scale": scale}
+        return losses.clip(image, text, scale), {"logit_scale": scale}
 
     def call(self, inputs, training=False):
         if training:
@@ -168,42 +164,11 @@ class CLIP(SSLModel):
                 raise ValueError(f"token ids must lie in [0, {self.vocab_size}).")
             return texts.astype("int32")
         if self.tokenizer is None:
-            raise ValueError("string texts need CLIP(tokenizer=...); or pass token ids.")
+            raise ValueError(f"string texts need {type(self).__name__}(tokenizer=...); or pass token ids.")
         return self.tokenizer(as_texts(texts))
 
     def check_fit_data(self, x, y, batch_size):
-        if y is None and isinstance(x, (tuple, list)) and len(x) == 2:
-            x, y = x
-        if isinstance(x, np.ndarray):
-            if y is None:
-                raise ValueError("CLIP trains on (images, texts) pairs: call fit(images, texts).")
-            check_images(x, channels=self.image_shape[-1], value_range=self.value_range)
-            tokens = self.tokenize(y)
-            if len(tokens) != len(x):
-                raise ValueError(f"got {len(x)} images but {len(tokens)} texts; they must pair up.")
-            batch = min(batch_size or 32, len(x))
-            if batch < 2:
-                raise ValueError(f"CLIP needs batches of at least 2 pairs, got batch_size={batch}.")
-            keep = len(x) - len(x) % batch
-            return (x[:keep], tokens[:keep]), None, batch_size
-        if y is not None:
-            raise ValueError("pass (images, texts) arrays, or a dataset yielding (images, texts) batches.")
-        spec = getattr(x, "element_spec", None)
-        if spec is not None:
-            if not (isinstance(spec, tuple) and len(spec) == 2 and hasattr(spec[0], "shape")):
-                raise ValueError(f"the tf.data.Dataset must yield (images, token_ids) batches, got {spec}.")
-            images, _ = next(iter(x.take(1)))
-            self._check_batch(np.asarray(images))
-            return x.map(lambda images, tokens: ((images, tokens),)), None, None
-        if isinstance(x, keras.utils.PyDataset):
-            self._check_batch(np.asarray(x[0][0]))
-            return _PairBatches(x, self), None, None
-        raise TypeError(f"expected (images, texts) arrays, a tf.data.Dataset or a PyDataset, got {type(x).__name__}.")
-
-    def _check_batch(self, images):
-        check_images(
-            images, channels=self.image_shape[-1], value_range=self.value_range, min_size=self.image_size, min_batch=2
-        )
+        return check_pair_data(self, x, y, batch_size)
 
     # ------------------------------------------------------- inference
     def encode_image(self, images, batch_size=256):
@@ -236,11 +201,8 @@ class CLIP(SSLModel):
         classes /= np.linalg.norm(classes, axis=1, keepdims=True)
         head = ZeroShotHead(classes, float(ops.convert_to_numpy(self.logit_scale)), name="zero_shot_head")
         images = keras.Input(self.image_shape, name="images")
-        x = (
-            images
-            if self.value_range is None
-            else (images - self.value_range[0]) / (self.value_range[1] - self.value_range[0])
-        )
+        low, high = self.value_range or (0.0, 1.0)
+        x = images if self.value_range is None else (images - low) / (high - low)
         features = pool_features(self.encoder(x, training=False))
         return keras.Model(images, head(self.image_projection(features)), name="zero_shot_classifier")
 
@@ -256,25 +218,3 @@ class CLIP(SSLModel):
 def _batched(fn, x, batch_size):
     batches = [fn(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
     return np.concatenate([ops.convert_to_numpy(b) for b in batches])
-
-
-class _PairBatches(keras.utils.PyDataset):
-    """A PyDataset of `(images, texts)` batches as `((images, token_ids),)`."""
-
-    def __init__(self, source, model):
-        super().__init__()
-        self.source, self.model = source, model
-
-    @property
-    def num_batches(self):
-        return self.source.num_batches
-
-    def __getitem__(self, index):
-        images, texts = self.source[index]
-        tokens = self.model.tokenize(texts)
-        if len(tokens) != len(images):
-            raise ValueError(f"batch {index} has {len(images)} images but {len(tokens)} texts.")
-        return ((np.asarray(images), tokens),)
-
-    def on_epoch_end(self):
-        getattr(self.source, "on_epoch_end", lambda: None)()

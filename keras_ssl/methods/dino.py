@@ -6,7 +6,7 @@ from keras import ops
 from keras_ssl import backend, losses
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import DINOHead
-from keras_ssl.views.recipes import dino_views
+from keras_ssl.views.multi_crop import dino_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

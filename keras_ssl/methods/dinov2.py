@@ -5,7 +5,7 @@ from keras import ops
 
 from keras_ssl import backend, losses
 from keras_ssl.methods.ibot import IBOT
-from keras_ssl.views.recipes import dinov2_views
+from keras_ssl.views.multi_crop import dinov2_views
 
 _CENTERINGS = ("sinkhorn_knopp", "centering")
 

@@ -8,7 +8,7 @@ from keras_ssl.backbones.vit import ViT
 from keras_ssl.layers.block_masks import BlockMasking, paper_masking
 from keras_ssl.layers.heads import DINOHead
 from keras_ssl.methods.dino import DINO
-from keras_ssl.views.recipes import ibot_views
+from keras_ssl.views.multi_crop import ibot_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

@@ -10,7 +10,7 @@ from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import MSNHead
 from keras_ssl.layers.masking import RandomMasking
 from keras_ssl.losses.prototypes import msn
-from keras_ssl.views.recipes import msn_views
+from keras_ssl.views.multi_crop import msn_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

@@ -7,7 +7,7 @@ from keras_ssl import losses
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import ProjectionHead, Prototypes
 from keras_ssl.layers.memory import MemoryBank
-from keras_ssl.views.recipes import multi_crop_views
+from keras_ssl.views.multi_crop import multi_crop_views
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")

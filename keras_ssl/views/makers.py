@@ -194,6 +194,45 @@ class ManyViews(ViewMaker):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
+class ChainedViews(ViewMaker):
+    """The views of several view makers, one after the other (SLIP: CLIP's view, then SimCLR's two).
+
+    Args:
+        makers: list of view makers of full-size views.
+
+    Example:
+        >>> views = keras_ssl.views.ChainedViews([keras_ssl.views.clip_view(16, seed=0), keras_ssl.views.simclr_views(16, seed=1)])
+        >>> views.num_global, [tuple(v.shape) for v in views(images, training=True)] == [(8, 16, 16, 3)] * 3
+        (3, True)
+    """
+
+    def __init__(self, makers, **kwargs):
+        super().__init__(**kwargs)
+        makers = [keras.saving.deserialize_keras_object(m) if isinstance(m, dict) else m for m in makers]
+        if not makers or not all(isinstance(m, ViewMaker) and not m.num_local for m in makers):
+            raise TypeError("ChainedViews takes a list of view makers of full-size views.")
+        self.makers = makers
+
+    @property
+    def num_global(self):
+        return sum(m.num_global for m in self.makers)
+
+    def build(self, input_shape):
+        for maker in self.makers:
+            if not maker.built:
+                maker.build(input_shape)
+
+    def call(self, images, training=True):
+        return [view for maker in self.makers for view in maker(images, training=training)]
+
+    def view_shapes(self, image_shape):
+        return [shape for maker in self.makers for shape in maker.view_shapes(image_shape)]
+
+    def get_config(self):
+        return {**super().get_config(), "makers": [keras.saving.serialize_keras_object(m) for m in self.makers]}
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
 class MultiCrop(ViewMaker):
     """Multi-crop views: `num_global` large crops and `num_local` small ones.
 

@@ -1,7 +1,7 @@
 """Every paper's view recipe, in one place."""
 
 from keras_ssl.views.augment import RandomResizedCrop, simclr_augmenter
-from keras_ssl.views.makers import ManyViews, MultiCrop, OneView, TwoViews
+from keras_ssl.views.makers import ChainedViews, ManyViews, OneView, TwoViews
 from keras_ssl.views.seeds import SeedStream
 
 
@@ -82,68 +82,6 @@ def crop_view(image_size, *, channels=3, crop_scale=(0.2, 1.0), min_crop_scale=N
         RandomResizedCrop(
             image_size, scale=_with_min_scale(crop_scale, min_crop_scale), horizontal_flip=horizontal_flip, seed=seed
         )
-    )
-
-
-def multi_crop_views(
-    image_size,
-    *,
-    channels=3,
-    local_size=None,
-    num_local=4,
-    global_scale=(0.14, 1.0),
-    local_scale=(0.05, 0.14),
-    global_blur=(0.5, 0.5),
-    local_blur=0.5,
-    global_solarize=(0.0, 0.0),
-    color_strength=None,
-    min_crop_scale=None,
-    horizontal_flip=True,
-    seed=None,
-):
-    """Two global and `num_local` local crops (`MultiCrop`), SwAV's recipe by default.
-
-    SwAV blurs every crop with probability 0.5; DINO's recipe passes global
-    scale (0.4, 1), local (0.05, 0.4), blur 1.0 / 0.1 on the global crops
-    and 0.5 on the local ones, and solarisation 0.2 on the second global
-    crop. As `byol_views`, blur is kept only for images larger than 32
-    pixels, and the colour strength is 1.0 there (0.5 at CIFAR size).
-
-    Args:
-        image_size: side of the global crops.
-        channels: image channels.
-        local_size: side of the local crops; defaults to `image_size // 2`.
-        num_local: number of local crops (SwAV 6, DINO 10 on ImageNet).
-        global_scale, local_scale: area ranges.
-        global_blur: blur probability of each of the two global crops.
-        local_blur: blur probability of each local crop.
-        global_solarize: solarisation probability of each global crop.
-        color_strength: colour strength or jitter factors (default 1.0 above
-            32 px, 0.5 below; DINO: (0.4, 0.4, 0.2, 0.1)).
-        min_crop_scale: no crop smaller than this fraction.
-        horizontal_flip: flip half of the views.
-        seed: base seed.
-
-    Example:
-        >>> views = keras_ssl.views.multi_crop_views(16, num_local=4, seed=0)
-        >>> views.num_global, views.num_local, views.view_shapes((16, 16, 3))
-        (2, 4, [(16, 16, 3), (16, 16, 3), (8, 8, 3), (8, 8, 3), (8, 8, 3), (8, 8, 3)])
-    """
-    big = image_size > 32
-    blur = [float(r) if big else 0.0 for r in (*global_blur, *[local_blur] * num_local)]
-    return MultiCrop(
-        image_size,
-        local_size or max(1, image_size // 2),
-        num_global=2,
-        num_local=num_local,
-        global_scale=_with_min_scale(global_scale, min_crop_scale),
-        local_scale=_with_min_scale(local_scale, min_crop_scale),
-        channels=channels,
-        color_strength=(1.0 if big else 0.5) if color_strength is None else color_strength,
-        horizontal_flip=horizontal_flip,
-        blur_rates=blur,
-        solarize_rates=[*global_solarize, *[0.0] * num_local],
-        seed=seed,
     )
 
 
@@ -266,90 +204,6 @@ def ressl_views(image_size, *, channels=3, min_crop_scale=None, horizontal_flip=
     return TwoViews(weak, strong)
 
 
-def dino_views(image_size, **options):
-    """DINO's multi-crop: global scale (0.4, 1), local (0.05, 0.4), BYOL's jitter.
-
-    Blur 1.0 / 0.1 on the two global crops and 0.5 on the local ones (above
-    32 px), solarisation 0.2 on the second global crop.
-
-    Args:
-        image_size: side of the global crops.
-        **options: `multi_crop_views` arguments (they override the recipe's).
-
-    Example:
-        >>> views = keras_ssl.views.dino_views(16, local_size=8, seed=0)
-        >>> views.global_scale, views.local_scale, views.num_local   # 4 local crops by default
-        ((0.4, 1.0), (0.05, 0.4), 4)
-    """
-    recipe = {
-        "global_scale": (0.4, 1.0),
-        "local_scale": (0.05, 0.4),
-        "global_blur": (1.0, 0.1),
-        "local_blur": 0.5,
-        "global_solarize": (0.0, 0.2),
-        "color_strength": BYOL_JITTER,
-    }
-    return multi_crop_views(image_size, **{**recipe, **options})
-
-
-def ibot_views(image_size, **options):
-    """iBOT's multi-crop: DINO's augmentations with its ViT-S/16 run's scales, global (0.25, 1)
-    and local (0.05, 0.25) (the README's 800-epoch command).
-
-    Args:
-        image_size: side of the global crops.
-        **options: `multi_crop_views` arguments (they override the recipe's).
-
-    Example:
-        >>> views = keras_ssl.views.ibot_views(16, local_size=8, seed=0)
-        >>> views.global_scale, views.local_scale
-        ((0.25, 1.0), (0.05, 0.25))
-    """
-    return dino_views(image_size, **{"global_scale": (0.25, 1.0), "local_scale": (0.05, 0.25), **options})
-
-
-def dinov2_views(image_size, **options):
-    """DINOv2's multi-crop (ssl_default_config.yaml): global scale (0.32, 1), local (0.05, 0.32),
-    DINO's jitter, blur and solarisation.
-
-    Args:
-        image_size: side of the global crops.
-        **options: `multi_crop_views` arguments (they override the recipe's).
-
-    Example:
-        >>> views = keras_ssl.views.dinov2_views(16, local_size=8, seed=0)
-        >>> views.global_scale, views.local_scale
-        ((0.32, 1.0), (0.05, 0.32))
-    """
-    return dino_views(image_size, **{"global_scale": (0.32, 1.0), "local_scale": (0.05, 0.32), **options})
-
-
-def msn_views(image_size, **options):
-    """MSN's views: 2 random crops (target, anchor), scale (0.3, 1), then focal crops (0.05, 0.3).
-
-    `multi_crop_views`' 4 focal crops of half the side (paper: 10 of 96 px for 224 px).
-
-    Colour strength 0.5 and blur 0.5 on every crop (blur above 32 px only).
-
-    Args:
-        image_size: side of the two random crops.
-        **options: `multi_crop_views` arguments (they override the recipe's).
-
-    Example:
-        >>> views = keras_ssl.views.msn_views(16, local_size=8, num_local=2, seed=0)
-        >>> views.global_scale, views.local_scale, views.num_local
-        ((0.3, 1.0), (0.05, 0.3), 2)
-    """
-    recipe = {
-        "global_scale": (0.3, 1.0),
-        "local_scale": (0.05, 0.3),
-        "global_blur": (0.5, 0.5),
-        "local_blur": 0.5,
-        "color_strength": 0.5,
-    }
-    return multi_crop_views(image_size, **{**recipe, **options})
-
-
 def simmim_views(image_size, *, crop_scale=(0.67, 1.0), **kwargs):
     """SimMIM's one view: a random resized crop (scale 0.67-1, ratio 3/4-4/3) and a flip (`crop_view`).
 
@@ -388,3 +242,28 @@ def clip_view(image_size, **options):
         (8, 8, 8, 3)
     """
     return crop_view(image_size, **{"crop_scale": (0.5, 1.0), **options})
+
+
+def slip_views(image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None):
+    """SLIP's views: CLIP's crop (`clip_view`), then two SimCLR views with jitter (0.4, 0.4, 0.4, 0.1).
+
+    Args:
+        image_size: side of the views.
+        channels: image channels.
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+
+    Example:
+        >>> len(keras_ssl.views.slip_views(16, seed=0)(images, training=True))
+        3
+    """
+    seeds = SeedStream(seed)
+    options = dict(channels=channels, min_crop_scale=min_crop_scale, horizontal_flip=horizontal_flip)
+    # SLIP's SimCLR jitter is (0.4, 0.4, 0.4, 0.1): colour strength 0.5 at every size
+    return ChainedViews(
+        [
+            clip_view(image_size, seed=seeds(), **options),
+            simclr_views(image_size, color_strength=0.5, seed=seeds(), **options),
+        ]
+    )
