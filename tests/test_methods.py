@@ -102,6 +102,8 @@ MAKERS = {
     "nnbyol": lambda: keras_ssl.NNBYOL(small_encoder(), queue_size=16, projection_dim=8, hidden_dim=16, seed=1),
     "nnsiam": lambda: keras_ssl.NNSiam(small_encoder(), queue_size=16, projection_dim=32, prediction_dim=16, seed=1),
     "ressl": lambda: keras_ssl.ReSSL(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=1),
+    "mmcr": lambda: keras_ssl.MMCR(small_encoder(), num_views=3, projection_dim=8, hidden_dim=16, seed=1),
+    "wmse": lambda: keras_ssl.WMSE(small_encoder(), projection_dim=4, hidden_dim=16, w_size=8, seed=1),
     "siglip": lambda: keras_ssl.SigLIP(
         small_encoder(),
         tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),

@@ -17,16 +17,19 @@ from keras_ssl.losses.clustering import dino, self_distillation, sinkhorn, swav
 from keras_ssl.losses.common import embedding_std, l2_normalize
 from keras_ssl.losses.contrastive import clip, info_nce, nt_xent
 from keras_ssl.losses.distillation import koleo, masked_patch_distillation, masked_sinkhorn
+from keras_ssl.losses.manifold import mmcr, nuclear_norm
 from keras_ssl.losses.predictive import ijepa
 from keras_ssl.losses.prototypes import me_max, msn, msn_targets, prototype_log_probs
 from keras_ssl.losses.reconstruction import mae_reconstruction, patch_statistics, simmim_reconstruction
 from keras_ssl.losses.relational import ressl
 from keras_ssl.losses.sigmoid import siglip
+from keras_ssl.losses.whitening import cholesky_whiten, wmse
 
 __all__ = [
     "barlow_twins",
     "barlow_twins_terms",
     "byol_loss",
+    "cholesky_whiten",
     "clip",
     "dino",
     "embedding_std",
@@ -38,10 +41,12 @@ __all__ = [
     "masked_patch_distillation",
     "masked_sinkhorn",
     "me_max",
+    "mmcr",
     "msn",
     "msn_targets",
     "negative_cosine",
     "nt_xent",
+    "nuclear_norm",
     "patch_statistics",
     "prototype_log_probs",
     "ressl",
@@ -52,4 +57,5 @@ __all__ = [
     "swav",
     "vicreg",
     "vicreg_terms",
+    "wmse",
 ]

@@ -10,6 +10,7 @@ from keras_ssl.methods.fastsiam import FastSiam
 from keras_ssl.methods.ibot import IBOT
 from keras_ssl.methods.ijepa import IJEPA
 from keras_ssl.methods.mae import MAE
+from keras_ssl.methods.mmcr import MMCR
 from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
 from keras_ssl.methods.msn import MSN
 from keras_ssl.methods.nn_siamese import NNBYOL, NNSiam
@@ -22,6 +23,7 @@ from keras_ssl.methods.simsiam import SimSiam
 from keras_ssl.methods.slip import SLIP
 from keras_ssl.methods.swav import SwAV
 from keras_ssl.methods.vicreg import VICReg
+from keras_ssl.methods.wmse import WMSE
 
 METHODS = {
     "simclr": SimCLR,
@@ -44,4 +46,6 @@ METHODS = {
     "nnbyol": NNBYOL,
     "nnsiam": NNSiam,
     "ressl": ReSSL,
+    "mmcr": MMCR,
+    "wmse": WMSE,
 }

@@ -25,10 +25,12 @@ from keras_ssl.views.recipes import (
     crop_view,
     fastsiam_views,
     ijepa_view,
+    mmcr_views,
     mocov2_views,
     ressl_views,
     simclr_views,
     simmim_views,
     slip_views,
+    wmse_views,
 )
 from keras_ssl.views.seeds import SeedStream

@@ -165,6 +165,71 @@ def fastsiam_views(image_size, *, channels=3, min_crop_scale=None, horizontal_fl
     return ManyViews(pipeline, num_views=num_views)
 
 
+def mmcr_views(
+    image_size,
+    *,
+    channels=3,
+    min_crop_scale=None,
+    horizontal_flip=True,
+    seed=None,
+    num_views=8,
+    crop_scale=(0.08, 1.0),
+    grayscale_rate=0.2,
+):
+    """MMCR's views: `num_views` draws from SimCLR's pipeline (`ManyViews`).
+
+    The official CIFAR recipe: resized crop (0.08, 1), flip, colour jitter
+    (0.4, 0.4, 0.4, 0.1) with probability 0.8, grayscale 0.2, no blur;
+    above 32 px colour strength 1.0 and blur 0.5, as `simclr_views`.
+
+    Args:
+        image_size: output side of each view.
+        channels: image channels.
+        min_crop_scale: no crop smaller than this fraction.
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+        num_views: views of each image (>= 2).
+        crop_scale: area range of the resized crop.
+        grayscale_rate: probability of grayscale.
+
+    Example:
+        >>> views = keras_ssl.views.mmcr_views(16, num_views=3, seed=0)(images, training=True)
+        >>> [tuple(v.shape) for v in views]
+        [(8, 16, 16, 3), (8, 16, 16, 3), (8, 16, 16, 3)]
+    """
+    big = image_size > 32
+    augment = simclr_augmenter(
+        image_size,
+        channels=channels,
+        crop_scale=_with_min_scale(crop_scale, min_crop_scale),
+        color_strength=1.0 if big else 0.5,
+        blur_rate=0.5 if big else 0.0,
+        grayscale_rate=grayscale_rate,
+        horizontal_flip=horizontal_flip,
+        seed=seed,
+    )
+    return ManyViews(augment, num_views=num_views)
+
+
+def wmse_views(image_size, *, num_views=2, **options):
+    """W-MSE's views: `mmcr_views` with the official crop scale (0.2, 1) and grayscale 0.1.
+
+    Colour jitter (0.4, 0.4, 0.4, 0.1) with probability 0.8 at CIFAR size,
+    as htdt/self-supervised; two views unless `num_views` says otherwise.
+
+    Args:
+        image_size: output side of each view.
+        num_views: views of each image (paper: 2 or 4).
+        **options: `mmcr_views` arguments (they override the recipe's).
+
+    Example:
+        >>> views = keras_ssl.views.wmse_views
+        >>> len(views(16, seed=0)(images, training=True)), views(16, num_views=4).num_views
+        (2, 4)
+    """
+    return mmcr_views(image_size, num_views=num_views, **{"crop_scale": (0.2, 1.0), "grayscale_rate": 0.1, **options})
+
+
 def ressl_views(image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None):
     """ReSSL's two views: a weak one for the teacher, then MoCo v2's strong one for the student.
 
