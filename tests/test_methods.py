@@ -104,6 +104,23 @@ MAKERS = {
     "ressl": lambda: keras_ssl.ReSSL(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=1),
     "mmcr": lambda: keras_ssl.MMCR(small_encoder(), num_views=3, projection_dim=8, hidden_dim=16, seed=1),
     "wmse": lambda: keras_ssl.WMSE(small_encoder(), projection_dim=4, hidden_dim=16, w_size=8, seed=1),
+    "tico": lambda: keras_ssl.TiCo(small_encoder(), projection_dim=16, hidden_dim=32, seed=1),
+    "vibcreg": lambda: keras_ssl.VIbCReg(small_encoder(), projection_dim=16, iternorm_groups=4, seed=1),
+    # DCL's weighted variant, a `loss=` option: the step compiles with it on every backend.
+    "simclr_dclw": lambda: keras_ssl.SimCLR(
+        small_encoder(), hidden_dim=16, projection_dim=8, loss="dclw", temperature=0.1, seed=1
+    ),
+    "supcon": lambda: keras_ssl.SupCon(small_encoder(), hidden_dim=16, projection_dim=8, seed=1),
+    "deepclusterv2": lambda: keras_ssl.DeepClusterV2(
+        _multi_crop_encoder(),
+        input_shape=(16, 16, 3),
+        num_samples=16,
+        num_prototypes=(8, 8, 8),
+        projection_dim=8,
+        hidden_dim=16,
+        views=multi_crop_views(16, local_size=8, num_local=2, seed=3),
+        seed=1,
+    ),
     "siglip": lambda: keras_ssl.SigLIP(
         small_encoder(),
         tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
@@ -150,7 +167,9 @@ def test_every_method_is_in_the_harness():
 @pytest.mark.parametrize("name", sorted(MAKERS))
 def test_method_harness(name, tmp_path):
     keras.utils.set_random_seed(5)
-    texts = np.array(CAPTIONS) if name in ("clip", "siglip", "slip") else None  # CLIP trains on (images, texts)
+    # CLIP trains on (images, texts), SupCon on (images, labels: two images per class)
+    y = {"clip": np.array(CAPTIONS), "siglip": np.array(CAPTIONS), "slip": np.array(CAPTIONS)}.get(name)
+    y = np.arange(16) % 8 if name == "supcon" else y
     initial = []
 
     def make():
@@ -158,7 +177,7 @@ def test_method_harness(name, tmp_path):
         initial.append(np.array(model.mask_token) if hasattr(model, "mask_token") else None)
         return model
 
-    loaded = run_method_test(make, random_images(16), tmp_path, y=texts, modes=MODES)
+    loaded = run_method_test(make, random_images(16), tmp_path, y=y, modes=MODES)
     if initial[0] is not None:  # a masked-image method's mask token learns
         assert np.abs(np.array(loaded.mask_token) - initial[0]).max() > 0
 

@@ -200,6 +200,9 @@ class ArrayBatches(keras.utils.PyDataset):
             out (unless there is only one batch).
         shuffle: a new order every epoch; False keeps the array order.
         seed: seed of the order.
+        indices: batches are `((images, indices), ...)`: each image's row in
+            `x` (int32) travels with it, for methods that keep per-sample
+            state (`needs_indices`). The order is the same either way.
 
     Example:
         >>> batches = keras_ssl.data.ArrayBatches(x_train, batch_size=16, seed=0)
@@ -210,12 +213,16 @@ class ArrayBatches(keras.utils.PyDataset):
         >>> again.set_epoch(3)   # a resumed process sees the same batches
         >>> first[0].shape, np.array_equal(first[0], again[0][0])
         ((16, 16, 16, 3), True)
+        >>> (images, rows), = keras_ssl.data.ArrayBatches(x_train, batch_size=16, seed=0, indices=True)[0]
+        >>> np.array_equal(images, x_train[rows])
+        True
     """
 
-    def __init__(self, x, y=None, batch_size=32, shuffle=True, seed=0):
+    def __init__(self, x, y=None, batch_size=32, shuffle=True, seed=0, indices=False):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
+        self.indices = bool(indices)
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
@@ -232,7 +239,8 @@ class ArrayBatches(keras.utils.PyDataset):
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} of {self.num_batches}")
         picked = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
-        return (self.x[picked],) if self.y is None else (self.x[picked], self.y[picked])
+        x = (self.x[picked], picked.astype("int32")) if self.indices else self.x[picked]
+        return (x,) if self.y is None else (x, self.y[picked])
 
 
 def orders_itself(source):
@@ -250,7 +258,7 @@ def orders_itself(source):
     """
     if not isinstance(source, keras.utils.PyDataset):
         return False
-    if isinstance(source, _IndexedBatches):
+    while isinstance(source, _IndexedBatches):
         source = source.source
     return callable(getattr(source, "set_epoch", None))
 

@@ -36,6 +36,10 @@ class MethodContract:
     default_backbone = "tiny"
     #: the paper's views: a recipe from `keras_ssl.views.recipes`
     view_recipe = None
+    #: `fit` takes integer labels as `y`, and `ssl_forward(views, labels, training)` gets them (SupCon)
+    needs_labels = False
+    #: `ssl_forward(views, indices, training)` gets each image's index in the dataset (DeepCluster v2)
+    needs_indices = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

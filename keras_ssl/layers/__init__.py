@@ -14,7 +14,8 @@ from keras_ssl.layers.heads import (
     Prototypes,
     ZeroShotHead,
 )
-from keras_ssl.layers.memory import MemoryBank
+from keras_ssl.layers.iternorm import IterNorm, iternorm_groups
+from keras_ssl.layers.memory import MemoryBank, nearest_neighbour
 from keras_ssl.layers.multiblock_masks import MultiBlockMasking, multiblock_masks
 from keras_ssl.layers.normalization import BatchNormalization
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks

@@ -15,7 +15,9 @@ from keras_ssl.losses.alignment import (
 )
 from keras_ssl.losses.clustering import dino, self_distillation, sinkhorn, swav
 from keras_ssl.losses.common import embedding_std, l2_normalize
-from keras_ssl.losses.contrastive import clip, info_nce, nt_xent
+from keras_ssl.losses.contrastive import clip, dcl, info_nce, nt_xent, supcon, von_mises_weights
+from keras_ssl.losses.covariance import tico, tico_covariance, tico_terms, vibcreg, vibcreg_terms
+from keras_ssl.losses.deepcluster import deepcluster_v2, spherical_kmeans
 from keras_ssl.losses.distillation import koleo, masked_patch_distillation, masked_sinkhorn
 from keras_ssl.losses.manifold import mmcr, nuclear_norm
 from keras_ssl.losses.predictive import ijepa
@@ -26,6 +28,16 @@ from keras_ssl.losses.sigmoid import siglip
 from keras_ssl.losses.whitening import cholesky_whiten, wmse
 
 __all__ = [
+    "spherical_kmeans",
+    "deepcluster_v2",
+    "vibcreg_terms",
+    "vibcreg",
+    "tico_terms",
+    "tico_covariance",
+    "tico",
+    "von_mises_weights",
+    "supcon",
+    "dcl",
     "barlow_twins",
     "barlow_twins_terms",
     "byol_loss",

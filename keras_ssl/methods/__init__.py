@@ -4,6 +4,7 @@ from keras_ssl.engine import SSLModel
 from keras_ssl.methods.barlow_twins import BarlowTwins
 from keras_ssl.methods.byol import BYOL
 from keras_ssl.methods.clip import CLIP
+from keras_ssl.methods.deepcluster import DeepClusterV2
 from keras_ssl.methods.dino import DINO
 from keras_ssl.methods.dinov2 import DINOv2
 from keras_ssl.methods.fastsiam import FastSiam
@@ -21,7 +22,10 @@ from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.methods.simmim import SimMIM
 from keras_ssl.methods.simsiam import SimSiam
 from keras_ssl.methods.slip import SLIP
+from keras_ssl.methods.supcon import SupCon
 from keras_ssl.methods.swav import SwAV
+from keras_ssl.methods.tico import TiCo
+from keras_ssl.methods.vibcreg import VIbCReg
 from keras_ssl.methods.vicreg import VICReg
 from keras_ssl.methods.wmse import WMSE
 
@@ -48,4 +52,8 @@ METHODS = {
     "ressl": ReSSL,
     "mmcr": MMCR,
     "wmse": WMSE,
+    "tico": TiCo,
+    "vibcreg": VIbCReg,
+    "supcon": SupCon,
+    "deepclusterv2": DeepClusterV2,
 }

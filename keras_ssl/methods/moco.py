@@ -129,6 +129,9 @@ class MoCoV2(MoCo):
         num_splits: sub-batches of split BatchNorm (divides the batch size).
         views: a `TwoViews`; defaults to SimCLR's augmentations with crop
             scale (0.2, 1) (`simclr_views`), MoCo v2's recipe.
+        loss: `"info_nce"`, or `"dcl"` / `"dclw"`: the positive left out of
+            the denominator (Yeh et al. 2022), DCLW weighting it by `sigma`.
+        sigma: DCLW's von Mises-Fisher weighting scale, > 0 (paper: 0.5).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -156,10 +159,14 @@ class MoCoV2(MoCo):
         momentum_end=None,
         split_batch_norm=True,
         num_splits=4,
+        loss="info_nce",
+        sigma=0.5,
         **kwargs,
     ):
         if int(queue_size) < 2:
             raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
+        if loss not in ("info_nce", "dcl", "dclw") or not sigma > 0:
+            raise ValueError(f"`loss` must be 'info_nce', 'dcl' or 'dclw' and `sigma` > 0, got {loss!r}, {sigma}.")
         super().__init__(
             encoder,
             temperature=temperature,
@@ -171,7 +178,7 @@ class MoCoV2(MoCo):
             num_splits=num_splits,
             **kwargs,
         )
-        self.queue_size = int(queue_size)
+        self.queue_size, self.loss, self.sigma = int(queue_size), loss, float(sigma)
         # MoCo v2's MLP head has no BatchNorm
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
         self.projector.build((None, self.feature_dim))
@@ -184,9 +191,18 @@ class MoCoV2(MoCo):
     def compute_ssl_loss(self, outputs):
         # The official code's logits [q.k+, q.queue] / T: the queue alone
         # holds the negatives (read before this step's keys enter it).
-        return losses.info_nce(
-            outputs["z1"], outputs["k2"], self.temperature, negatives=self.queue.read(), in_batch_negatives=False
-        ), {}
+        weighting = "von_mises" if self.loss == "dclw" else None
+        loss = losses.info_nce(
+            outputs["z1"],
+            outputs["k2"],
+            self.temperature,
+            negatives=self.queue.read(),
+            in_batch_negatives=False,
+            decoupled=self.loss != "info_nce",
+            weighting=weighting,
+            sigma=self.sigma,
+        )
+        return loss, {}
 
     def update_state(self, outputs):
         self.queue.enqueue(outputs["k2"])

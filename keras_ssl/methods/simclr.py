@@ -5,16 +5,22 @@ import keras
 from keras_ssl import losses
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import ProjectionHead
+from keras_ssl.losses.contrastive import dcl
 from keras_ssl.views.recipes import simclr_views
+
+LOSSES = ("nt_xent", "dcl", "dclw")
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class SimCLR(SSLModel):
-    """SimCLR: two augmented views, a projection head, NT-Xent.
+    """SimCLR: two augmented views, a projection head, NT-Xent (or DCL).
 
     For each image two views are drawn from the same augmentation family;
     the encoder and projector map them to `z1, z2`, and NT-Xent pulls each
     view toward its twin against the other `2B - 2` views of the batch.
+    `loss="dcl"` / `"dclw"` trains with Decoupled Contrastive Learning
+    (Yeh et al. 2022): the twin is left out of the softmax's denominator
+    (`losses.contrastive.dcl`), DCLW weighting each positive pair.
 
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
@@ -25,6 +31,9 @@ class SimCLR(SSLModel):
         projection_dim: output size of the projector (paper: 128).
         hidden_dim: projector width; defaults to the encoder's feature size
             (as the paper: 2048 for ResNet-50).
+        loss: `"nt_xent"` (SimCLR), `"dcl"` or `"dclw"` (DCL's paper:
+            temperature 0.1, and DCL's gain is largest at small batches).
+        sigma: DCLW's von Mises-Fisher weighting scale, > 0 (paper: 0.5).
         views: a `TwoViews`; defaults to `default_views` (SimCLR's crop,
             flip, colour jitter and grayscale; no blur at CIFAR size).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
@@ -37,6 +46,8 @@ class SimCLR(SSLModel):
         >>> sorted(history.history)
         ['loss', 'z_std']
         >>> model.encoder.save("encoder.keras")
+        >>> keras_ssl.SimCLR(encoder, loss="dclw", temperature=0.1).loss   # Decoupled Contrastive Learning
+        'dclw'
     """
 
     view_recipe = staticmethod(simclr_views)
@@ -51,8 +62,14 @@ class SimCLR(SSLModel):
         version=1,
         projection_dim=128,
         hidden_dim=None,
+        loss="nt_xent",
+        sigma=0.5,
         **kwargs,
     ):
+        if loss not in LOSSES:
+            raise ValueError(f"`loss` must be one of {LOSSES}, got {loss!r}.")
+        if not sigma > 0:
+            raise ValueError(f"`sigma` must be > 0, got {sigma}.")
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if version not in (1, 2):
@@ -60,6 +77,7 @@ class SimCLR(SSLModel):
         super().__init__(encoder, **kwargs)
         self.temperature = float(temperature)
         self.version = version
+        self.loss, self.sigma = loss, float(sigma)
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim or self.feature_dim
         self.projector = ProjectionHead(
@@ -75,4 +93,8 @@ class SimCLR(SSLModel):
         return {"z1": z1, "z2": z2}
 
     def compute_ssl_loss(self, outputs):
-        return losses.nt_xent(outputs["z1"], outputs["z2"], self.temperature), {}
+        z1, z2 = outputs["z1"], outputs["z2"]
+        if self.loss == "nt_xent":
+            return losses.nt_xent(z1, z2, self.temperature), {}
+        weighting = "von_mises" if self.loss == "dclw" else None
+        return dcl(z1, z2, self.temperature, weighting=weighting, sigma=self.sigma), {}

@@ -31,6 +31,7 @@ from keras_ssl.views.recipes import (
     simclr_views,
     simmim_views,
     slip_views,
+    supcon_views,
     wmse_views,
 )
 from keras_ssl.views.seeds import SeedStream

@@ -294,6 +294,21 @@ def ijepa_view(image_size, *, channels=3, crop_scale=(0.3, 1.0), min_crop_scale=
     return crop_view(image_size, crop_scale=crop_scale, min_crop_scale=min_crop_scale, horizontal_flip=False, seed=seed)
 
 
+def supcon_views(image_size, **options):
+    """SupContrast's views (its `main_supcon.py`): SimCLR's pipeline, crop scale (0.2, 1), colour strength 0.5, no blur.
+
+    Args:
+        image_size: output side of each view.
+        **options: `simclr_views` arguments (they override the recipe's).
+
+    Example:
+        >>> v1, v2 = keras_ssl.views.supcon_views(16, seed=0)(images, training=True)
+        >>> tuple(v1.shape)
+        (8, 16, 16, 3)
+    """
+    return simclr_views(image_size, **{"crop_scale": (0.2, 1.0), "color_strength": 0.5, "blur_rate": 0.0, **options})
+
+
 def clip_view(image_size, **options):
     """CLIP's image view: a resized crop of scale (0.5, 1) and a flip, no colour.
 

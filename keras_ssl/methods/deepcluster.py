@@ -1,0 +1,161 @@
+"""DeepCluster-v2 (Caron et al. 2020, in "Unsupervised Learning of Visual Features by Contrasting Cluster Assignments")."""
+
+import keras
+from keras import ops
+
+from keras_ssl import backend
+from keras_ssl.engine import SSLModel
+from keras_ssl.layers.heads import ProjectionHead
+from keras_ssl.losses import l2_normalize
+from keras_ssl.losses.deepcluster import deepcluster_v2, spherical_kmeans
+from keras_ssl.views.multi_crop import multi_crop_views
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class DeepClusterV2(SSLModel):
+    """DeepCluster-v2: classify every crop into its sample's k-means cluster of the last epoch.
+
+    A memory bank holds, for each training sample (by its index in the
+    dataset) and each of the two global crops, its last L2-normalised
+    projection. At each epoch start, spherical k-means (`kmeans_iterations`
+    rounds from random bank rows) clusters the bank once per head, head `h`
+    on global crop `h % 2`'s bank; the centroids become frozen prototypes and
+    each sample keeps its cluster. The loss is the cross-entropy between
+    every crop's cosine scores to a head's prototypes over `temperature` and
+    the sample's cluster, averaged over crops and heads. The first epoch
+    only fills the bank (no cluster yet: loss 0), as solo-learn's version;
+    the official code instead fills it with a pass over the data first.
+
+    Training needs each image's index: `fit` gives NumPy images their row;
+    a dataset must yield `(images, indices)` batches. The bank, centroids and
+    clusters are saved with the model, so a killed run resumes exactly.
+
+    Args:
+        encoder: backbone mapping images in [0, 1] to `(B, D)`; it must
+            accept both crop sizes (input `(None, None, C)`, then `input_shape=`).
+        num_samples: size of the training set (rows of the memory bank).
+        num_prototypes: clusters of each head (paper: 3 heads of 3000).
+        projection_dim: projector output width (paper: 128).
+        hidden_dim: projector hidden width; defaults to `min(2048, 4 * D)`.
+        temperature: softmax temperature, > 0 (paper: 0.1).
+        kmeans_iterations: k-means rounds per epoch, >= 1 (paper: 10).
+        views: a `MultiCrop` (2 global crops first); defaults to
+            `multi_crop_views` (paper: 2 x 224 + 6 x 96 px).
+        **kwargs: `SSLModel` options (`input_shape`, `seed`, ...).
+
+    Example:
+        >>> from keras_ssl.methods.deepcluster import DeepClusterV2
+        >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)
+        >>> model = DeepClusterV2(
+        ...     encoder, input_shape=(16, 16, 3), num_samples=64, num_prototypes=(4, 4), projection_dim=8, hidden_dim=16
+        ... )
+        >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
+        >>> history = model.fit(x_train, epochs=2, batch_size=16, verbose=0)
+        >>> history.history["loss"][0], bool(history.history["loss"][1] > 0)   # epoch 1 fills the bank
+        (0.0, True)
+        >>> tuple(model.assignments.shape)   # each sample's cluster, per head
+        (2, 64)
+    """
+
+    needs_indices = True
+    local_views = True
+    view_recipe = staticmethod(multi_crop_views)
+    local_outputs = ("z1", "z2", "scores", "indices")
+    monitored_output = "z1"
+
+    def __init__(
+        self,
+        encoder,
+        *,
+        num_samples,
+        num_prototypes=(3000, 3000, 3000),
+        projection_dim=128,
+        hidden_dim=None,
+        temperature=0.1,
+        kmeans_iterations=10,
+        **kwargs,
+    ):
+        num_prototypes = (num_prototypes,) if isinstance(num_prototypes, int) else tuple(num_prototypes)
+        if not num_prototypes or any(int(k) != k or not 1 <= k <= num_samples for k in num_prototypes):
+            raise ValueError(f"`num_prototypes` must be integers in [1, num_samples], got {num_prototypes}.")
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+        if int(kmeans_iterations) != kmeans_iterations or kmeans_iterations < 1:
+            raise ValueError(f"`kmeans_iterations` must be an integer >= 1, got {kmeans_iterations}.")
+        super().__init__(encoder, **kwargs)
+        self.num_samples, self.num_prototypes = int(num_samples), tuple(int(k) for k in num_prototypes)
+        self.projection_dim = int(projection_dim)
+        self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
+        self.temperature, self.kmeans_iterations = float(temperature), int(kmeans_iterations)
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
+        self.projector.build((None, self.feature_dim))
+        state = dict(trainable=False, initializer=keras.initializers.RandomNormal(seed=self.next_seed()))
+        # Random unit rows until the first epoch has written every sample's projections.
+        self.bank = self.add_weight(name="bank", shape=(2, self.num_samples, self.projection_dim), **state)
+        self.bank.assign(l2_normalize(self.bank))
+        self.centroids = [
+            self.add_weight(name=f"centroids_{h}", shape=(k, self.projection_dim), **state)
+            for h, k in enumerate(self.num_prototypes)
+        ]
+        for centroids in self.centroids:
+            centroids.assign(l2_normalize(centroids))
+        self.assignments = self.add_weight(
+            name="assignments",
+            shape=(len(self.num_prototypes), self.num_samples),
+            dtype="int32",
+            initializer=keras.initializers.Constant(-1),
+            trainable=False,
+        )
+        # 1 from an epoch's end to the next epoch's k-means; a run resumed mid-epoch finds 0 and keeps its clusters.
+        self.kmeans_pending = self.add_weight(
+            name="kmeans_pending", shape=(), dtype="int32", initializer="zeros", trainable=False
+        )
+        self.kmeans_seed = keras.random.SeedGenerator(self.next_seed())
+
+    def build_inputs(self):
+        return (ops.zeros((max(2, self.min_batch_size),) + self.image_shape), ops.zeros((2,), "int32"))
+
+    def ssl_forward(self, views, indices, training):
+        features = self.encode(views, training)
+        # One projector call over all crops, so BatchNorm sees every crop.
+        z = l2_normalize(self.projector(ops.concatenate(features, axis=0), training=training))
+        z = ops.split(z, len(views), axis=0)
+        scores = [[ops.matmul(zv, ops.transpose(centroids)) for zv in z] for centroids in self.centroids]
+        return {"z1": z[0], "z2": z[1], "scores": scores, "indices": ops.cast(indices, "int32")}
+
+    def compute_ssl_loss(self, outputs):
+        clusters = ops.take(self.assignments, outputs["indices"], axis=1)
+        return deepcluster_v2(outputs["scores"], clusters, self.temperature), {}
+
+    def update_state(self, outputs):
+        # Every replica stores the global batch (replica order), so the banks stay equal.
+        indices = backend.gather(outputs["indices"])
+        z = [backend.gather(ops.stop_gradient(outputs[key])) for key in ("z1", "z2")]
+        rows = ops.concatenate([ops.stack([ops.full_like(indices, j), indices], axis=1) for j in (0, 1)], axis=0)
+        self.bank.assign(ops.scatter_update(self.bank, rows, ops.concatenate(z, axis=0)))
+
+    # --------------------------------------------------- once per epoch
+    def begin_epoch(self, epoch):
+        """Clusters the bank when an epoch has ended since the last clustering (`fit` calls it)."""
+        if int(ops.convert_to_numpy(self.kmeans_pending)):
+            self.recluster()
+            self.kmeans_pending.assign(0)
+
+    def end_epoch(self, epoch):
+        """Marks the bank complete: the next epoch starts with k-means (`fit` calls it)."""
+        self.kmeans_pending.assign(1)
+
+    def recluster(self):
+        """Spherical k-means of the bank: new centroids (prototypes) and each sample's clusters."""
+        clusters = []
+        for h, (k, centroids) in enumerate(zip(self.num_prototypes, self.centroids)):
+            bank = self.bank[h % 2]  # the official code's heads take the assignment crops in turn
+            start = ops.take(bank, self.kmeans_init_rows(k), axis=0)
+            new, assigned = spherical_kmeans(bank, start, self.kmeans_iterations)
+            centroids.assign(new)
+            clusters.append(assigned)
+        self.assignments.assign(ops.stack(clusters))
+
+    def kmeans_init_rows(self, k):
+        """`k` distinct random bank rows, k-means' starting centroids."""
+        return ops.argsort(keras.random.uniform((self.num_samples,), seed=self.kmeans_seed))[:k]
