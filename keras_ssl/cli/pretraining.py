@@ -201,7 +201,8 @@ def _pretrain(args, method, encoder_path, resume=None):
         f"{d.shape}{' (streamed)' if d.streamed else ''}, {len(d.test[0])} test | method {args.method} "
         f"| backbone {backbone}"
     )
-    model = _build_model(args, method, backbone, d.shape, value_range)
+    _check_method_data(args.method, method, d)
+    model = _build_model(args, method, backbone, d.shape, value_range, d.size)
 
     raw, raw_note = _raw_pixel_knn(*d.train, *d.test, value_range)
     before = _knn(model.encoder, d, value_range)
@@ -262,7 +263,22 @@ def _method_options(args, method, image_shape):
     return options
 
 
-def _build_model(args, method, backbone, image_shape, value_range):
+def _check_method_data(name, method, d):
+    """Stops, before any work, when the method needs what the data cannot give."""
+    if method.needs_labels and (d.streamed or d.train[1] is None):
+        raise SystemExit(
+            f"keras-ssl: {name} trains on labelled images: pass --data a labelled dataset held in memory "
+            "(cifar10, mnist, an .npz with y_train); for folders use the Python API with "
+            "keras_ssl.data.ImageFiles(..., with_labels=True)."
+        )
+    if method.needs_indices and d.streamed:
+        raise SystemExit(
+            f"keras-ssl: {name} keeps state per image and needs each image's index: pass --data a dataset "
+            "held in memory; for streams use the Python API with (images, indices) batches."
+        )
+
+
+def _build_model(args, method, backbone, image_shape, value_range, num_samples):
     """The method around a new `backbone` encoder, compiled with Adam at --learning-rate."""
     # Multi-crop methods feed the encoder crops of two sizes.
     encoder_input = (None, None, image_shape[-1]) if method.local_views else image_shape
@@ -272,6 +288,8 @@ def _build_model(args, method, backbone, image_shape, value_range):
         input_shape=image_shape,
         seed=args.seed,
         value_range=value_range,
+        # A per-image memory (DeepCluster v2) has a row per training image.
+        **({"num_samples": num_samples} if "num_samples" in method.hyperparameters() else {}),
         **_method_options(args, method, image_shape),
     )
     model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
@@ -323,6 +341,7 @@ def _fit(args, model, d, value_range, resume):
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     model.fit(
         d.fit,
+        d.train[1] if model.needs_labels else None,
         epochs=args.epochs,
         batch_size=None if d.streamed else args.batch_size,
         steps_per_epoch=args.steps_per_epoch,

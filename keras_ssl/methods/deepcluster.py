@@ -34,7 +34,8 @@ class DeepClusterV2(SSLModel):
         encoder: backbone mapping images in [0, 1] to `(B, D)`; it must
             accept both crop sizes (input `(None, None, C)`, then `input_shape=`).
         num_samples: size of the training set (rows of the memory bank).
-        num_prototypes: clusters of each head (paper: 3 heads of 3000).
+        num_prototypes: clusters of each head; defaults to the paper's 3 heads
+            of 3000 (at most `num_samples` each).
         projection_dim: projector output width (paper: 128).
         hidden_dim: projector hidden width; defaults to `min(2048, 4 * D)`.
         temperature: softmax temperature, > 0 (paper: 0.1).
@@ -68,13 +69,15 @@ class DeepClusterV2(SSLModel):
         encoder,
         *,
         num_samples,
-        num_prototypes=(3000, 3000, 3000),
+        num_prototypes=None,
         projection_dim=128,
         hidden_dim=None,
         temperature=0.1,
         kmeans_iterations=10,
         **kwargs,
     ):
+        if num_prototypes is None:  # the paper's three heads of 3000, no more clusters than images
+            num_prototypes = (min(3000, int(num_samples)),) * 3
         num_prototypes = (num_prototypes,) if isinstance(num_prototypes, int) else tuple(num_prototypes)
         if not num_prototypes or any(int(k) != k or not 1 <= k <= num_samples for k in num_prototypes):
             raise ValueError(f"`num_prototypes` must be integers in [1, num_samples], got {num_prototypes}.")
