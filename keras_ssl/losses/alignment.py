@@ -129,6 +129,13 @@ def barlow_twins(z1, z2, lambd=5e-3, scale=1.0):
     return scale * (terms["on_diagonal"] + terms["off_diagonal"])
 
 
+def _std_hinge(z, eps):
+    """`mean(relu(1 - sqrt(var + eps)))` over dimensions, unbiased batch variance."""
+    centred = z - ops.mean(z, axis=0, keepdims=True)
+    var = ops.sum(ops.square(centred), axis=0) / (ops.cast(ops.shape(z)[0], "float32") - 1.0)
+    return ops.mean(ops.relu(1.0 - ops.sqrt(var + eps)))
+
+
 def vicreg_terms(z1, z2, eps=1e-4):
     """The three unweighted VICReg terms.
 
@@ -162,9 +169,9 @@ def vicreg_terms(z1, z2, eps=1e-4):
     variance = 0.0
     covariance = 0.0
     for z in (z1, z2):
+        variance += 0.5 * _std_hinge(z, eps)  # VIbCReg sums the two views' hinges
         z = z - ops.mean(z, axis=0, keepdims=True)
         cov = ops.matmul(ops.transpose(z), z) / (batch - 1.0)
-        variance += 0.5 * ops.mean(ops.relu(1.0 - ops.sqrt(ops.diagonal(cov) + eps)))
         covariance += ops.sum(ops.square(_off_diagonal(cov))) / dim
     return {
         "invariance": ops.mean(ops.square(z1 - z2)),

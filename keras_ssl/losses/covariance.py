@@ -2,7 +2,7 @@
 
 from keras import ops
 
-from keras_ssl.losses.alignment import _off_diagonal
+from keras_ssl.losses.alignment import _off_diagonal, _std_hinge
 from keras_ssl.losses.common import _check_batch, l2_normalize
 
 
@@ -101,13 +101,6 @@ def tico(z1, z2, covariance, beta=0.9, rho=8.0):
         raise ValueError(f"`rho` must be >= 0, got {rho}.")
     terms = tico_terms(z1, z2, covariance, beta)
     return terms["invariance"] + rho * terms["covariance_contrast"]
-
-
-def _std_hinge(z, eps):
-    """`mean(relu(1 - sqrt(var + eps)))` over dimensions, unbiased batch variance."""
-    centred = z - ops.mean(z, axis=0, keepdims=True)
-    var = ops.sum(ops.square(centred), axis=0) / (ops.cast(ops.shape(z)[0], "float32") - 1.0)
-    return ops.mean(ops.relu(1.0 - ops.sqrt(var + eps)))
 
 
 def _normalised_decorrelation(z):

@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_ssl import backend
 from keras_ssl.data import ArrayBatches, prepare_fit_data
+from keras_ssl.data.sources import _IndexedBatches
 from keras_ssl.engine import SSLModel
 from keras_ssl.engine import fit as fit_policy
 from keras_ssl.layers.heads import ProjectionHead
@@ -135,20 +136,8 @@ def check_labels(labels, count):
     return labels.astype("int32")
 
 
-class _Packed(keras.utils.PyDataset):
+class _Packed(_IndexedBatches):
     """`(images, labels)` batches as the one input `((images, labels),)`, labels checked; keeps the order."""
-
-    def __init__(self, source):
-        super().__init__(
-            workers=getattr(source, "workers", 1),
-            use_multiprocessing=getattr(source, "use_multiprocessing", False),
-            max_queue_size=getattr(source, "max_queue_size", 10),
-        )
-        self.source = source
-
-    @property
-    def num_batches(self):
-        return self.source.num_batches
 
     def __getitem__(self, index):
         batch = self.source[index]
@@ -156,12 +145,3 @@ class _Packed(keras.utils.PyDataset):
             raise ValueError(f"SupCon needs (images, labels) batches; batch {index} has {len(batch)} part(s).")
         images = np.asarray(batch[0])
         return ((images, check_labels(np.asarray(batch[1]), len(images))),)
-
-    def set_epoch(self, epoch):
-        getattr(self.source, "set_epoch", lambda epoch: None)(epoch)
-
-    def on_epoch_begin(self):
-        getattr(self.source, "on_epoch_begin", lambda: None)()
-
-    def on_epoch_end(self):
-        getattr(self.source, "on_epoch_end", lambda: None)()

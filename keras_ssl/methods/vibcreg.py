@@ -2,15 +2,13 @@
 
 import keras
 
-from keras_ssl.engine import SSLModel
-from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.layers.iternorm import IterNorm
 from keras_ssl.losses.covariance import vibcreg_terms
-from keras_ssl.views.recipes import byol_views
+from keras_ssl.methods.vicreg import VICReg
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
-class VIbCReg(SSLModel):
+class VIbCReg(VICReg):
     """VIbCReg: VICReg with a whitened projector and a normalised covariance term.
 
     The projector (3 Dense layers, BN + ReLU between them, as VICReg's) ends
@@ -48,11 +46,6 @@ class VIbCReg(SSLModel):
         (['covariance', 'invariance', 'loss', 'variance', 'z_std'], 4)
     """
 
-    view_recipe = staticmethod(byol_views)
-    gathered_outputs = ("z1", "z2")
-    monitored_output = "z1"
-    loss_terms = ("invariance", "variance", "covariance")
-
     def __init__(
         self,
         encoder,
@@ -67,24 +60,18 @@ class VIbCReg(SSLModel):
         iternorm_iterations=5,
         **kwargs,
     ):
-        if projection_dim is not None and int(projection_dim) < 1:
-            raise ValueError(f"`projection_dim` must be a positive integer, got {projection_dim}.")
-        coeffs = {"sim_coeff": sim_coeff, "std_coeff": std_coeff, "cov_coeff": cov_coeff}
-        for name, value in coeffs.items():
-            if not value >= 0:
-                raise ValueError(f"`{name}` must be >= 0, got {value}.")
-        if not sum(coeffs.values()) > 0:
-            raise ValueError("at least one of `sim_coeff`, `std_coeff`, `cov_coeff` must be > 0.")
-        if not eps > 0:
-            raise ValueError(f"`eps` must be > 0, got {eps}.")
-        super().__init__(encoder, **kwargs)
-        self.projection_dim = int(projection_dim or min(2048, 8 * self.feature_dim))
-        self.sim_coeff, self.std_coeff, self.cov_coeff = (float(v) for v in coeffs.values())
-        self.eps = float(eps)
+        # VICReg's projector, checks and loss weights; the whitening and the loss terms are VIbCReg's.
+        super().__init__(
+            encoder,
+            projection_dim=projection_dim,
+            sim_coeff=sim_coeff,
+            std_coeff=std_coeff,
+            cov_coeff=cov_coeff,
+            eps=eps,
+            **kwargs,
+        )
         self.iternorm = bool(iternorm)
         self.iternorm_groups, self.iternorm_iterations = int(iternorm_groups), int(iternorm_iterations)
-        self.projector = ProjectionHead(self.projection_dim, self.projection_dim, num_layers=3)
-        self.projector.build((None, self.feature_dim))
         self.whitening = None
         if self.iternorm:
             self.whitening = IterNorm(self.iternorm_groups, iterations=self.iternorm_iterations)
@@ -99,11 +86,5 @@ class VIbCReg(SSLModel):
         z1, z2 = (self.project(h, training) for h in self.encode(views, training))
         return {"z1": z1, "z2": z2}
 
-    def compute_ssl_loss(self, outputs):
-        terms = vibcreg_terms(outputs["z1"], outputs["z2"], self.eps)
-        loss = (
-            self.sim_coeff * terms["invariance"]
-            + self.std_coeff * terms["variance"]
-            + self.cov_coeff * terms["covariance"]
-        )
-        return loss, terms
+    def loss_terms_of(self, z1, z2):
+        return vibcreg_terms(z1, z2, self.eps)

@@ -82,8 +82,12 @@ class VICReg(SSLModel):
         z1, z2 = self.embed(views, self.projector, training)
         return {"z1": z1, "z2": z2}
 
+    def loss_terms_of(self, z1, z2):
+        """The three unweighted terms (VIbCReg replaces them with its normalised ones)."""
+        return losses.vicreg_terms(z1, z2, self.eps)
+
     def compute_ssl_loss(self, outputs):
-        terms = losses.vicreg_terms(outputs["z1"], outputs["z2"], self.eps)
+        terms = self.loss_terms_of(outputs["z1"], outputs["z2"])
         loss = (
             self.sim_coeff * terms["invariance"]
             + self.std_coeff * terms["variance"]
