@@ -42,6 +42,17 @@ METHODS = {
         views=multi_crop_views(16, num_local=2, seed=4),
     ),
     "ressl": lambda: keras_ssl.ReSSL(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=3),
+    # Per-image state: a bank row and a cluster per image, and the k-means at each epoch's start.
+    "deepclusterv2": lambda: keras_ssl.DeepClusterV2(
+        small_encoder((None, None, 3)),
+        input_shape=(16, 16, 3),
+        num_samples=32,
+        num_prototypes=(4, 4),
+        projection_dim=8,
+        hidden_dim=16,
+        views=multi_crop_views(16, num_local=2, seed=4),
+        seed=3,
+    ),
     # The masked-image methods: each kind of mask is drawn in the step and must replay on resume.
     "ibot": lambda: keras_ssl.IBOT(
         _tiny_vit(),
