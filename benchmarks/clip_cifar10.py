@@ -1,6 +1,7 @@
-"""CLIP on CIFAR-10 captions: zero-shot accuracy with held-out prompts, retrieval recall.
+"""CLIP, SigLIP or SLIP on CIFAR-10 captions: zero-shot accuracy with held-out prompts, retrieval recall.
 
     KERAS_SSL_DATA_DIR=/work/shared/data KERAS_BACKEND=torch python benchmarks/clip_cifar10.py
+    KERAS_SSL_DATA_DIR=/work/shared/data KERAS_BACKEND=torch python benchmarks/clip_cifar10.py --method siglip
 
 Trains a `tiny_encoder` and a small text Transformer on captions built from
 the training labels (`cifar10_captions`: 10 templates x 4-5 synonyms per
@@ -20,7 +21,6 @@ import keras
 import numpy as np
 
 import keras_ssl
-from keras_ssl.methods.clip import CLIP
 from keras_ssl.text import (
     CIFAR10_CLASSES,
     EVAL_TEMPLATES,
@@ -29,6 +29,7 @@ from keras_ssl.text import (
 )
 
 parser = argparse.ArgumentParser()
+parser.add_argument("--method", choices=("clip", "siglip", "slip"), default="clip")
 parser.add_argument("--epochs", type=int, default=8)
 parser.add_argument("--limit", type=int, default=20000)
 parser.add_argument("--batch-size", type=int, default=128)
@@ -43,7 +44,9 @@ tokenizer = Tokenizer(max_length=16).adapt(captions)
 pairs_x, pairs_y = x_test[:1000], y_test[:1000]
 pair_captions = cifar10_captions(pairs_y, seed=1)
 
-model = CLIP(
+# The same encoders, data, optimiser and budget for each method: only the loss (and SLIP's views) differ.
+method = {"clip": keras_ssl.CLIP, "siglip": keras_ssl.SigLIP, "slip": keras_ssl.SLIP}[args.method]
+model = method(
     keras_ssl.backbones.tiny_encoder((32, 32, 3), width=args.width),
     tokenizer=tokenizer,
     embed_dim=64,
@@ -70,7 +73,7 @@ report("random init")
 start = time.time()
 history = model.fit(x_train, captions, epochs=args.epochs, batch_size=args.batch_size, verbose=2)
 print(
-    f"trained {args.epochs} epochs on {len(x_train)} pairs in {time.time() - start:.0f} s "
+    f"{args.method}: trained {args.epochs} epochs on {len(x_train)} pairs in {time.time() - start:.0f} s "
     f"({keras.backend.backend()}); final loss {history.history['loss'][-1]:.3f}, "
     f"logit scale {history.history['logit_scale'][-1]:.1f}"
 )

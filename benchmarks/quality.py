@@ -23,7 +23,9 @@ Budgets:
 Also printed: training images/s after the first epoch (compilation excluded),
 each image seen in all of the method's views.
 
-CLIP needs captions: `benchmarks/clip_cifar10.py` reports its zero-shot accuracy.
+CLIP, SigLIP and SLIP need captions: `benchmarks/clip_cifar10.py --method clip|siglip|slip` reports
+their zero-shot accuracy. SupCon trains on the labels (supervised): its row is an upper reference
+for the self-supervised ones, not one of them.
 """
 
 import argparse
@@ -40,7 +42,8 @@ def parse():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "--methods",
-        default="simclr,moco2,moco3,byol,nnclr,simsiam,barlow_twins,vicreg,swav,dino,mae,ibot,dinov2,ijepa,simmim,msn",
+        default="simclr,moco2,moco3,byol,nnclr,simsiam,barlow_twins,vicreg,swav,dino,mae,ibot,dinov2,ijepa,simmim,msn,"
+        "simclr_dcl,simclr_dclw,supcon,fastsiam,nnbyol,nnsiam,tico,vibcreg,mmcr,wmse,ressl,deepclusterv2",
     )
     p.add_argument("--full", action="store_true", help="standard protocol: 50k images, 200 epochs, ResNet-18")
     p.add_argument("--images", type=int, default=None, help="training images (default 5000; --full 50000)")
@@ -75,7 +78,21 @@ METHODS = {
     "ijepa": (keras_ssl.IJEPA, dict(), ("adamw", 1e-3, 0.04)),
     "simmim": (keras_ssl.SimMIM, dict(), ("adamw", 8e-4, 0.05)),
     "msn": (keras_ssl.MSN, dict(num_prototypes=512, momentum=0.99), ("adamw", 1e-3, 0.04)),
+    "simclr_dcl": (keras_ssl.SimCLR, dict(temperature=0.2, loss="dcl"), ("lars", 0.4, 1e-5)),
+    "simclr_dclw": (keras_ssl.SimCLR, dict(temperature=0.2, loss="dclw"), ("lars", 0.4, 1e-5)),
+    "supcon": (keras_ssl.SupCon, dict(), ("lars", 0.4, 1e-5)),  # trains on the CIFAR-10 labels
+    "fastsiam": (keras_ssl.FastSiam, dict(), ("sgd", 0.05, 5e-4)),
+    "nnbyol": (keras_ssl.NNBYOL, dict(momentum=0.99), ("lars", 1.0, 1e-5)),
+    "nnsiam": (keras_ssl.NNSiam, dict(), ("sgd", 0.05, 5e-4)),
+    "tico": (keras_ssl.TiCo, dict(), ("lars", 0.3, 1e-5)),
+    "vibcreg": (keras_ssl.VIbCReg, dict(), ("lars", 0.3, 1e-4)),
+    "mmcr": (keras_ssl.MMCR, dict(num_views=4), ("adamw", 1e-3, 1e-6)),  # 4 views on a CPU (paper: 40)
+    "wmse": (keras_ssl.WMSE, dict(), ("adamw", 3e-3, 1e-6)),
+    "ressl": (keras_ssl.ReSSL, dict(), ("sgd", 0.06, 5e-4)),
+    "deepclusterv2": (keras_ssl.DeepClusterV2, dict(num_prototypes=(100, 100, 100), **MULTICROP), ("lars", 0.6, 1e-6)),
 }
+# Siamese methods without negatives need SGD at this budget (Adam collapses SimSiam).
+SGD_AT_CPU_BUDGET = ("simsiam", "fastsiam", "nnsiam")
 # Every ViT method gets the same small ViT (mean pooling where the method trains no class token).
 VIT_METHODS = {"mae": "cls", "ibot": "cls", "dinov2": "cls", "ijepa": "mean", "simmim": "mean", "msn": "cls"}
 # Features meant for fine-tuning and linear probing: a linear probe is reported too.
@@ -84,7 +101,7 @@ PROBED = ("mae", "ijepa", "simmim")
 
 def encoder(name, args):
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
-    multicrop = name in ("swav", "dino")
+    multicrop = name in ("swav", "dino", "deepclusterv2")
     shape = (None, None, 3) if multicrop else (32, 32, 3)
     if name in VIT_METHODS:
         if args.full:
@@ -98,7 +115,7 @@ def encoder(name, args):
 def optimizer(name, steps_per_epoch, args):
     kind, base, decay = METHODS[name][2]
     if not args.full:
-        if name == "simsiam":  # SimSiam needs SGD (Adam collapses it at this budget)
+        if name in SGD_AT_CPU_BUDGET:
             return keras.optimizers.SGD(0.03 * args.batch_size / 256, momentum=0.9, weight_decay=5e-4)
         return keras.optimizers.Adam(1e-3)
     peak = scale_learning_rate(base, args.batch_size)
@@ -164,12 +181,16 @@ def main():
             options = dict(options, freeze_prototypes_steps=steps_per_epoch)
         if name in ("dino", "ibot", "dinov2"):
             options = dict(options, warmup_teacher_steps=args.epochs * steps_per_epoch // 3)
+        if name == "deepclusterv2":
+            options = dict(options, num_samples=len(x_train))
         model = cls(encoder(name, args), seed=args.seed, **options)
         model.compile(optimizer=optimizer(name, steps_per_epoch, args))
         timer = EpochTimer()
-        loss = model.fit(x_train, epochs=args.epochs, batch_size=args.batch_size, verbose=0, callbacks=[timer]).history[
-            "loss"
-        ]
+        labels = y_train if model.needs_labels else None  # SupCon: supervised, the others never see labels
+        history = model.fit(
+            x_train, labels, epochs=args.epochs, batch_size=args.batch_size, verbose=0, callbacks=[timer]
+        )
+        loss = history.history["loss"]
         seconds = sum(timer.seconds)
         after = knn(model.encoder)
         print(
