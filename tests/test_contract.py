@@ -154,13 +154,6 @@ def test_a_method_without_targets_refuses_momentum():
         keras_ssl.SimCLR(small_encoder(), momentum=0.99)
 
 
-def test_mae_logs_no_z_std():
-    model = keras_ssl.MAE(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=4))
-    model.compile(optimizer="adam")
-    history = model.fit(random_images(8), batch_size=4, epochs=1, verbose=0)
-    assert "z_std" not in history.history
-
-
 def test_views_in_a_step_are_the_declared_ones(monkeypatch):
     # One view per image for OneView, and views drawn per image, not shared.
     model = keras_ssl.SimCLR(small_encoder(), seed=0)

@@ -133,19 +133,3 @@ def test_sources_without_indices_fail_before_any_step():
     source = check_fit_data(model, good, None, None)[0]
     ((got_images, got_indices),) = source[1]
     np.testing.assert_array_equal(got_indices, np.arange(8, 16))
-
-
-def test_resume_after_one_epoch_is_exact(tmp_path):
-    # A killed run restarts from the epoch-end file: bank, centroids, clusters, the k-means seed and the
-    # pending k-means all come back, so epoch 2 (k-means first) matches the run that went on.
-    x = random_images(16)
-    model = make()
-    model.compile(optimizer=keras.optimizers.Adam(1e-2))
-    model.fit(x, epochs=1, batch_size=8, verbose=0)
-    model.save(tmp_path / "epoch1.keras")
-    resumed = keras.saving.load_model(tmp_path / "epoch1.keras")
-    for m in (model, resumed):
-        m.fit(x, epochs=2, initial_epoch=1, batch_size=8, verbose=0)
-    assert (numpy(model.assignments) >= 0).all() and int(resumed.kmeans_pending) == 1
-    for v, w in zip(model.weights, resumed.weights):
-        np.testing.assert_allclose(numpy(v), numpy(w), atol=1e-6, err_msg=v.path)
