@@ -195,3 +195,18 @@ def clip(image, text, logit_scale):
     loss_i = -np.mean(_log_softmax(logits)[labels, labels])
     loss_t = -np.mean(_log_softmax(logits.T)[labels, labels])
     return (loss_i + loss_t) / 2
+
+
+def numeric_grad(f, x, step=1e-6):
+    """Central finite differences of the scalar `f` at `x` (float64)."""
+    x = np.array(x, dtype=np.float64)
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        saved = x[index]
+        x[index] = saved + step
+        up = f(x)
+        x[index] = saved - step
+        down = f(x)
+        x[index] = saved
+        grad[index] = (up - down) / (2 * step)
+    return grad
