@@ -31,6 +31,7 @@ from keras_ssl.text import (
 parser = argparse.ArgumentParser()
 parser.add_argument("--method", choices=("clip", "siglip", "slip"), default="clip")
 parser.add_argument("--epochs", type=int, default=8)
+parser.add_argument("--initial-bias", type=float, default=-10.0, help="SigLIP's initial logit bias (paper: -10)")
 parser.add_argument("--limit", type=int, default=20000)
 parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--width", type=int, default=32)
@@ -46,6 +47,7 @@ pair_captions = cifar10_captions(pairs_y, seed=1)
 
 # The same encoders, data, optimiser and budget for each method: only the loss (and SLIP's views) differ.
 method = {"clip": keras_ssl.CLIP, "siglip": keras_ssl.SigLIP, "slip": keras_ssl.SLIP}[args.method]
+extra = {"initial_bias": args.initial_bias} if args.method == "siglip" else {}
 model = method(
     keras_ssl.backbones.tiny_encoder((32, 32, 3), width=args.width),
     tokenizer=tokenizer,
@@ -54,6 +56,7 @@ model = method(
     text_depth=1,
     text_heads=4,
     seed=0,
+    **extra,
 )
 model.compile(optimizer=keras.optimizers.Adam(2e-3))
 
