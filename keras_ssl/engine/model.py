@@ -221,6 +221,8 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
 
     def call(self, inputs, training=False):
         if not training:
+            if (self.needs_labels or self.needs_indices) and isinstance(inputs, (tuple, list)):
+                inputs = inputs[0]  # `evaluate` passes (images, labels or indices); embeddings need the images
             return pool_features(self.encoder(self.preprocess(inputs), training=False))
         # The whole step's arithmetic runs here, where every backend keeps the
         # variables assigned (JAX drops non-metric updates made in compute_loss).
@@ -271,8 +273,11 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         self.built = True
 
     def build_inputs(self):
-        """The blank batch `build` runs the training forward on."""
-        return ops.zeros((max(2, self.min_batch_size),) + self.image_shape)
+        """The blank batch `build` runs the training forward on (with blank labels or indices if declared)."""
+        images = ops.zeros((max(2, self.min_batch_size),) + self.image_shape)
+        if self.needs_labels or self.needs_indices:
+            return (images, ops.zeros((ops.shape(images)[0],), "int32"))
+        return images
 
     def _ensure_built(self):
         # Keras's automatic build nests this trace inside its own, which

@@ -115,9 +115,6 @@ class DeepClusterV2(SSLModel):
         )
         self.kmeans_seed = keras.random.SeedGenerator(self.next_seed())
 
-    def build_inputs(self):
-        return (ops.zeros((max(2, self.min_batch_size),) + self.image_shape), ops.zeros((2,), "int32"))
-
     def ssl_forward(self, views, indices, training):
         features = self.encode(views, training)
         # One projector call over all crops, so BatchNorm sees every crop.

@@ -77,14 +77,6 @@ class SupCon(SSLModel):
     def compute_ssl_loss(self, outputs):
         return supcon(outputs["z1"], outputs["z2"], outputs["labels"], self.temperature), {}
 
-    def call(self, inputs, training=False):
-        if not training and isinstance(inputs, (tuple, list)):
-            inputs = inputs[0]  # evaluate() passes (images, labels); embeddings need the images
-        return super().call(inputs, training=training)
-
-    def build_inputs(self):
-        return (ops.zeros((2,) + self.image_shape), ops.zeros((2,), "int32"))
-
     def check_fit_data(self, x, y, batch_size):
         """Checks `(images, labels)`; returns them packed as the single input `(images, labels)`."""
         if isinstance(x, np.ndarray):
