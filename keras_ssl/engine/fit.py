@@ -30,7 +30,7 @@ def check_fit_data(model, x, y, batch_size):
         min_size=model.image_size,
         check_batch=model.check_batch_size,
     )
-    if getattr(model, "needs_indices", False):
+    if model.needs_indices:
         if isinstance(x, np.ndarray):
             # Each image's row is its index; `fit_arguments` batches both in the seeded order.
             return (x, np.arange(len(x), dtype="int32")), y, batch_size
@@ -60,7 +60,7 @@ def fit_arguments(model, x, y, batch_size, kwargs):
         (['DataEpochs', 'StopOnNaN', 'MomentumScheduler'], False)
     """
     x, y, batch_size = model.check_fit_data(x, y, batch_size)  # a method may take (images, texts)
-    indexed = getattr(model, "needs_indices", False) and isinstance(x, tuple)
+    indexed = model.needs_indices and isinstance(x, tuple)
     images = x[0] if indexed else x
     if (
         hasattr(x, "__next__")
