@@ -10,7 +10,8 @@ $KERAS_SSL_DATA_DIR/cifar10.npz when present, else downloads CIFAR-10.
 import common
 import keras
 
-from keras_ssl.methods.moco import MoCoV2, MoCoV3
+from keras_ssl.methods.moco_v2 import MoCoV2
+from keras_ssl.methods.moco_v3 import MoCoV3
 
 parser = common.parser(__doc__)
 parser.add_argument("--version", type=int, default=2, choices=(2, 3))

@@ -73,7 +73,7 @@ WORKER = textwrap.dedent(
             from keras_ssl.methods.barlow_twins import BarlowTwins
             return BarlowTwins(encoder(), views=TwoViews(ident()), projection_dim=16, **common)
         if name == "moco":
-            from keras_ssl.methods.moco import MoCoV2
+            from keras_ssl.methods.moco_v2 import MoCoV2
             return MoCoV2(encoder(), queue_size=32, hidden_dim=16, projection_dim=8,
                           split_batch_norm=False, views=TwoViews(ident(), ident()), **common)
         if name == "vicreg":

@@ -6,7 +6,9 @@ import pytest
 from conftest import CrashAt, random_images, small_encoder
 
 from keras_ssl.callbacks import MomentumScheduler
-from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
+from keras_ssl.methods.moco import MoCo
+from keras_ssl.methods.moco_v2 import MoCoV2
+from keras_ssl.methods.moco_v3 import MoCoV3
 from keras_ssl.views import RandomResizedCrop, TwoViews
 
 

@@ -1,4 +1,4 @@
-"""BatchNormalization trained with the backend's fused kernel."""
+"""BatchNormalization trained with the backend's fused kernel, and split (shuffle) BatchNorm on one device."""
 
 import keras
 from keras import ops
@@ -55,3 +55,39 @@ class BatchNormalization(keras.layers.BatchNormalization):
             ops.cast(self.moving_variance, x.dtype) * self.momentum + variance * (1.0 - self.momentum)
         )
         return ops.cast(outputs, self.compute_dtype)
+
+
+def split_batch(fn, x, num_splits, interleave=False):
+    """`fn` run on `num_splits` sub-batches of `x`, its outputs back in `x`'s row order.
+
+    A network with BatchNorm run this way normalises each sub-batch with its
+    own statistics: MoCo's shuffle-BN on one device. Sub-batches are
+    contiguous blocks of rows, or, with `interleave`, the rows `i` with
+    `i % num_splits == g`, so that a contiguous and an interleaved split of
+    the same batch share only `1 / num_splits` of their rows (as a random
+    shuffle does on average). The interleave is fixed, so it needs no seed
+    and a resumed run repeats it exactly.
+
+    Args:
+        fn: maps a `(b, ...)` tensor to a `(b, ...)` tensor.
+        x: a `(B, ...)` tensor, `B` divisible by `num_splits`.
+        num_splits: number of sub-batches.
+        interleave: interleaved rows instead of contiguous blocks.
+
+    Example:
+        >>> from keras_ssl.layers.normalization import split_batch
+        >>> x = ops.reshape(ops.arange(8, dtype="float32"), (8, 1))
+        >>> centred = split_batch(lambda b: b - ops.mean(b), x, 2, interleave=True)  # per sub-batch mean
+        >>> ops.convert_to_numpy(centred)[:, 0].tolist()
+        [-3.0, -3.0, -1.0, -1.0, 1.0, 1.0, 3.0, 3.0]
+    """
+    if x.shape[0] is not None and x.shape[0] % num_splits:
+        raise ValueError(f"split_batch needs a batch size divisible by num_splits={num_splits}, got {x.shape[0]}.")
+    if not interleave:
+        return ops.concatenate([fn(chunk) for chunk in ops.split(x, num_splits, axis=0)], axis=0)
+    # Sub-batch g holds the rows i with i % num_splits == g.
+    position = ops.arange(ops.shape(x)[0])
+    size = ops.shape(x)[0] // num_splits
+    order = (position % size) * num_splits + position // size
+    out = ops.concatenate([fn(chunk) for chunk in ops.split(ops.take(x, order, axis=0), num_splits, axis=0)], axis=0)
+    return ops.take(out, ops.argsort(order), axis=0)

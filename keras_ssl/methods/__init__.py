@@ -12,7 +12,9 @@ from keras_ssl.methods.ibot import IBOT
 from keras_ssl.methods.ijepa import IJEPA
 from keras_ssl.methods.mae import MAE
 from keras_ssl.methods.mmcr import MMCR
-from keras_ssl.methods.moco import MoCo, MoCoV2, MoCoV3
+from keras_ssl.methods.moco import MoCo
+from keras_ssl.methods.moco_v2 import MoCoV2
+from keras_ssl.methods.moco_v3 import MoCoV3
 from keras_ssl.methods.msn import MSN
 from keras_ssl.methods.nn_siamese import NNBYOL, NNSiam
 from keras_ssl.methods.nnclr import NNCLR
