@@ -80,13 +80,22 @@ class SimCLR(SSLModel):
         self.loss, self.sigma = loss, float(sigma)
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim or self.feature_dim
-        self.projector = ProjectionHead(
-            hidden_dim=self.hidden_dim,
-            output_dim=projection_dim,
-            num_layers=2 if version == 1 else 3,
-            output_batch_norm=True,  # the official code's last layer: no bias, then BN
-        )
+        self.projector = self.make_projector(self.hidden_dim, projection_dim, version)
         self.projector.build((None, self.feature_dim))
+
+    @staticmethod
+    def make_projector(hidden_dim, output_dim, version=2, output_batch_norm=True, name=None):
+        """SimCLR's projector: 2 (v1) or 3 (v2) bias-free layers with BatchNorm (SLIP reuses it).
+
+        The official code's last layer has no bias and, by default, a BatchNorm.
+        """
+        return ProjectionHead(
+            hidden_dim=hidden_dim,
+            output_dim=output_dim,
+            num_layers=2 if version == 1 else 3,
+            output_batch_norm=output_batch_norm,
+            name=name,
+        )
 
     def ssl_forward(self, views, training):
         z1, z2 = self.embed(views, self.projector, training)

@@ -3,7 +3,6 @@
 import keras
 
 from keras_ssl import losses
-from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.methods.clip import CLIP
 from keras_ssl.methods.simclr import SimCLR
 from keras_ssl.views.recipes import slip_views
@@ -67,8 +66,9 @@ class SLIP(CLIP):
         self.ssl_scale, self.ssl_temperature = float(ssl_scale), float(ssl_temperature)
         self.ssl_projection_dim = int(ssl_projection_dim)
         self.ssl_hidden_dim = int(ssl_hidden_dim or self.feature_dim)
-        self.ssl_projector = ProjectionHead(
-            self.ssl_hidden_dim, self.ssl_projection_dim, num_layers=3, name="ssl_projector"
+        # SimCLR v2's projector, as the official `image_mlp`, but with no BatchNorm on the output.
+        self.ssl_projector = SimCLR.make_projector(
+            self.ssl_hidden_dim, self.ssl_projection_dim, output_batch_norm=False, name="ssl_projector"
         )
         self.ssl_projector.build((None, self.feature_dim))
 
