@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import pytest
 
+from keras_ssl.text import Tokenizer, cifar10_captions
+
 BACKEND = keras.backend.backend()
 
 if BACKEND == "jax":
@@ -58,6 +60,16 @@ def small_encoder(input_shape=(16, 16, 3), width=8):
             layers.GlobalAveragePooling2D(),
         ]
     )
+
+
+CAPTIONS = cifar10_captions(np.arange(16) % 10, seed=0)
+
+
+def tiny_text_model(cls, encoder=None, **kw):
+    """A tiny image-text method (`CLIP`, `SigLIP`, `SLIP`) on 16-px images and `CAPTIONS`' vocabulary."""
+    kw.setdefault("tokenizer", Tokenizer(max_length=12).adapt(CAPTIONS))
+    kw.setdefault("seed", 1)
+    return cls(encoder or small_encoder(), embed_dim=16, text_width=16, text_depth=1, text_heads=2, **kw)
 
 
 def random_images(n=16, size=16, channels=3, seed=0):

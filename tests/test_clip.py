@@ -5,7 +5,7 @@ import math
 import keras
 import numpy as np
 import pytest
-from conftest import random_images, small_encoder
+from conftest import random_images, small_encoder, tiny_text_model
 from keras import ops
 from numpy_refs import clip as numpy_clip
 
@@ -21,7 +21,7 @@ TOKENIZER = Tokenizer(max_length=12).adapt(CAPTIONS)
 
 def make_model(encoder=None, **kw):
     kw.setdefault("tokenizer", TOKENIZER)
-    return CLIP(encoder or small_encoder(), embed_dim=16, text_width=16, text_depth=1, text_heads=2, seed=1, **kw)
+    return tiny_text_model(CLIP, encoder, **kw)
 
 
 def weights_of(layer):

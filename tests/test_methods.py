@@ -12,15 +12,12 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, random_images, small_encoder
+from conftest import BACKEND, CAPTIONS, random_images, small_encoder, tiny_text_model
 from method_harness import run_method_test
 
 import keras_ssl
 from keras_ssl.backbones import vit
-from keras_ssl.text import Tokenizer, cifar10_captions
 from keras_ssl.views import dino_views, dinov2_views, ibot_views, msn_views, multi_crop_views
-
-CAPTIONS = cifar10_captions(np.arange(16) % 10, seed=0)
 
 
 def _tiny_vit(**kw):
@@ -121,36 +118,9 @@ MAKERS = {
         views=multi_crop_views(16, local_size=8, num_local=2, seed=3),
         seed=1,
     ),
-    "siglip": lambda: keras_ssl.SigLIP(
-        small_encoder(),
-        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
-        embed_dim=16,
-        text_width=16,
-        text_depth=1,
-        text_heads=2,
-        chunk_size=4,
-        seed=1,
-    ),
-    "slip": lambda: keras_ssl.SLIP(
-        small_encoder(),
-        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
-        embed_dim=16,
-        text_width=16,
-        text_depth=1,
-        text_heads=2,
-        ssl_hidden_dim=16,
-        ssl_projection_dim=8,
-        seed=1,
-    ),
-    "clip": lambda: keras_ssl.CLIP(
-        small_encoder(),
-        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
-        embed_dim=16,
-        text_width=16,
-        text_depth=1,
-        text_heads=2,
-        seed=1,
-    ),
+    "siglip": lambda: tiny_text_model(keras_ssl.SigLIP, chunk_size=4),
+    "slip": lambda: tiny_text_model(keras_ssl.SLIP, ssl_hidden_dim=16, ssl_projection_dim=8),
+    "clip": lambda: tiny_text_model(keras_ssl.CLIP),
 }
 
 

@@ -7,12 +7,12 @@ float32 on entry, so the loss is finite and reported in float32.
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, random_images, small_encoder
+from conftest import BACKEND, random_images, small_encoder, tiny_text_model
 
 import keras_ssl
 from keras_ssl.backbones.vit import vit
 from keras_ssl.layers import multi_crop_views
-from keras_ssl.text import Tokenizer, cifar10_captions
+from keras_ssl.text import cifar10_captions
 
 CAPTIONS = cifar10_captions(np.arange(8) % 10, seed=0)
 # TF traces a graph per model, 3x slower here than eager for two steps; the
@@ -47,14 +47,7 @@ METHODS = {
     "mae": lambda: keras_ssl.MAE(
         vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2), decoder_dim=16, decoder_depth=1, decoder_heads=2
     ),
-    "clip": lambda: keras_ssl.CLIP(
-        small_encoder(),
-        tokenizer=Tokenizer(max_length=12).adapt(CAPTIONS),
-        embed_dim=16,
-        text_width=16,
-        text_depth=1,
-        text_heads=2,
-    ),
+    "clip": lambda: tiny_text_model(keras_ssl.CLIP),
 }
 
 

@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from conftest import BACKEND, grads, random_images, small_encoder
+from conftest import BACKEND, grads, random_images, small_encoder, tiny_text_model
 from keras import ops
 from numpy_refs_siglip import siglip as numpy_siglip
 from numpy_refs_siglip import siglip_grads as numpy_siglip_grads
@@ -21,16 +21,7 @@ CAPTIONS = cifar10_captions(np.arange(16) % 10, seed=0)
 TOKENIZER = Tokenizer(max_length=12).adapt(CAPTIONS)
 
 MAKERS = {
-    "siglip": lambda: SigLIP(
-        small_encoder(),
-        tokenizer=TOKENIZER,
-        embed_dim=16,
-        text_width=16,
-        text_depth=1,
-        text_heads=2,
-        chunk_size=4,
-        seed=1,
-    ),
+    "siglip": lambda: tiny_text_model(SigLIP, chunk_size=4),
 }
 
 

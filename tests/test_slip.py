@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import small_encoder
+from conftest import small_encoder, tiny_text_model
 from keras import ops
 from numpy_refs import clip as numpy_clip
 from numpy_refs import nt_xent as numpy_nt_xent
@@ -17,17 +17,7 @@ CAPTIONS = cifar10_captions(np.arange(16) % 10, seed=0)
 TOKENIZER = Tokenizer(max_length=12).adapt(CAPTIONS)
 
 MAKERS = {
-    "slip": lambda: SLIP(
-        small_encoder(),
-        tokenizer=TOKENIZER,
-        embed_dim=16,
-        text_width=16,
-        text_depth=1,
-        text_heads=2,
-        ssl_hidden_dim=16,
-        ssl_projection_dim=8,
-        seed=1,
-    ),
+    "slip": lambda: tiny_text_model(SLIP, ssl_hidden_dim=16, ssl_projection_dim=8),
 }
 
 

@@ -30,6 +30,7 @@ from keras_ssl.evaluation.representation import (
     recall_at_k,
     uniformity,
 )
+from keras_ssl.evaluation.zero_shot import zero_shot_classifier
 
 __all__ = [
     "GradientScale",
@@ -47,4 +48,5 @@ __all__ = [
     "recall_at_k",
     "semi_supervised",
     "uniformity",
+    "zero_shot_classifier",
 ]

@@ -9,9 +9,8 @@ from keras import ops
 from keras_ssl import losses
 from keras_ssl.data import check_images
 from keras_ssl.engine import SSLModel, pool_features
-from keras_ssl.evaluation import recall_at_k
-from keras_ssl.layers.heads import ZeroShotHead
-from keras_ssl.text import TextTransformer, as_texts, check_pair_data
+from keras_ssl.evaluation import recall_at_k, zero_shot_classifier
+from keras_ssl.text import TextTransformer, check_pair_data, text_shape, token_ids
 from keras_ssl.views.recipes import clip_view
 
 
@@ -92,17 +91,10 @@ class CLIP(SSLModel):
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if not max_logit_scale >= 1.0 / temperature:
             raise ValueError(f"`max_logit_scale` ({max_logit_scale}) must be >= 1 / temperature.")
-        if isinstance(tokenizer, dict):
-            tokenizer = keras.saving.deserialize_keras_object(tokenizer)
-        vocab_size = vocab_size or (tokenizer and tokenizer.vocab_size)
-        max_length = max_length or (tokenizer and tokenizer.max_length)
-        if not vocab_size or not max_length:
-            raise ValueError("pass a `tokenizer`, or `vocab_size` and `max_length` of the token ids.")
-        if tokenizer is not None and (tokenizer.vocab_size > vocab_size or tokenizer.max_length > max_length):
-            raise ValueError("the tokenizer's vocab_size/max_length exceed the model's.")
+        tokenizer, vocab_size, max_length = text_shape(tokenizer, vocab_size, max_length)
         super().__init__(encoder, **kwargs)
         self.tokenizer = tokenizer
-        self.vocab_size, self.max_length, self.embed_dim = int(vocab_size), int(max_length), int(embed_dim)
+        self.vocab_size, self.max_length, self.embed_dim = vocab_size, max_length, int(embed_dim)
         self.text_width, self.text_depth, self.text_heads = text_width, text_depth, text_heads
         self.temperature, self.max_logit_scale = float(temperature), float(max_logit_scale)
         self.text_encoder = text_encoder or TextTransformer(
@@ -157,15 +149,7 @@ class CLIP(SSLModel):
     # -------------------------------------------------------------- data
     def tokenize(self, texts):
         """int32 token ids `(N, max_length)` of strings (or checked ids)."""
-        if isinstance(texts, np.ndarray) and texts.dtype.kind in "iu":
-            if texts.ndim != 2 or texts.shape[1] > self.max_length:
-                raise ValueError(f"token ids must be (N, L<={self.max_length}), got {texts.shape}.")
-            if texts.min() < 0 or texts.max() >= self.vocab_size:
-                raise ValueError(f"token ids must lie in [0, {self.vocab_size}).")
-            return texts.astype("int32")
-        if self.tokenizer is None:
-            raise ValueError(f"string texts need {type(self).__name__}(tokenizer=...); or pass token ids.")
-        return self.tokenizer(as_texts(texts))
+        return token_ids(texts, self.tokenizer, self.vocab_size, self.max_length, type(self).__name__)
 
     def check_fit_data(self, x, y, batch_size):
         return check_pair_data(self, x, y, batch_size)
@@ -181,30 +165,8 @@ class CLIP(SSLModel):
         return _batched(self._embed_tokens, self.tokenize(texts), batch_size)
 
     def zero_shot_classifier(self, class_names, templates=("a photo of a {}.", "a picture of a {}.")):
-        """A Keras model mapping images to class probabilities (zero-shot).
-
-        Each class embedding is the normalised mean of its normalised
-        template embeddings; the logits are `logit_scale * cosine`.
-
-        Args:
-            class_names: list of class names.
-            templates: format strings with one `{}`.
-
-        Returns:
-            `keras.Model` mapping float images in [0, 1] (or in the model's
-            `value_range`) to `(B, classes)` probabilities; it shares the
-            encoder's weights.
-        """
-        templates = [templates] if isinstance(templates, str) else list(templates)
-        embeddings = [self.encode_text([t.format(c) for t in templates]).mean(0) for c in class_names]
-        classes = np.stack(embeddings)
-        classes /= np.linalg.norm(classes, axis=1, keepdims=True)
-        head = ZeroShotHead(classes, float(ops.convert_to_numpy(self.logit_scale)), name="zero_shot_head")
-        images = keras.Input(self.image_shape, name="images")
-        low, high = self.value_range or (0.0, 1.0)
-        x = images if self.value_range is None else (images - low) / (high - low)
-        features = pool_features(self.encoder(x, training=False))
-        return keras.Model(images, head(self.image_projection(features)), name="zero_shot_classifier")
+        """Images -> class probabilities from prompts (`keras_ssl.evaluation.zero_shot_classifier`)."""
+        return zero_shot_classifier(self, class_names, templates)
 
     def retrieval_recall(self, images, texts, ks=(1, 5), labels=None, batch_size=256):
         """Image->text and text->image recall@k of the pairs `(images[i], texts[i])`.
