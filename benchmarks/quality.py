@@ -52,6 +52,12 @@ def parse():
     p.add_argument("--batch-size", type=int, default=None, help="default 256; --full 512")
     p.add_argument("--width", type=int, default=16, help="tiny_encoder width (CPU budget)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--paper-optimizer",
+        action="store_true",
+        help="at the CPU budget too: each method's paper optimizer (kind, lr scaled to the batch, weight decay), "
+        "warmed up over the first epoch then cosine, instead of constant Adam 1e-3",
+    )
     args = p.parse_args()
     args.images = args.images or (50000 if args.full else 5000)
     args.epochs = args.epochs or (200 if args.full else 3)
@@ -114,12 +120,13 @@ def encoder(name, args):
 
 def optimizer(name, steps_per_epoch, args):
     kind, base, decay = METHODS[name][2]
-    if not args.full:
+    if not (args.full or args.paper_optimizer):
         if name in SGD_AT_CPU_BUDGET:
             return keras.optimizers.SGD(0.03 * args.batch_size / 256, momentum=0.9, weight_decay=5e-4)
         return keras.optimizers.Adam(1e-3)
     peak = scale_learning_rate(base, args.batch_size)
-    schedule = WarmupCosine(peak, args.epochs * steps_per_epoch, warmup_steps=10 * steps_per_epoch)
+    warmup = (10 if args.full else 1) * steps_per_epoch
+    schedule = WarmupCosine(peak, args.epochs * steps_per_epoch, warmup_steps=warmup)
     if kind == "lars":
         return LARS(schedule, momentum=0.9, weight_decay=decay)
     if kind == "sgd":
@@ -154,9 +161,12 @@ def main():
     steps_per_epoch = len(x_train) // args.batch_size
 
     def knn(enc):
+        """kNN top-1 and the test features' RankMe (1: collapsed to a point or a line)."""
         train = keras_ssl.evaluation.embed(enc, x_train)
         test = keras_ssl.evaluation.embed(enc, x_test)
-        return keras_ssl.evaluation.knn_accuracy(train, y_train, test, y_test)["top1"]
+        return keras_ssl.evaluation.knn_accuracy(train, y_train, test, y_test)["top1"], keras_ssl.evaluation.rankme(
+            test
+        )
 
     def probe(enc, name):
         if name not in PROBED:
@@ -171,12 +181,12 @@ def main():
     )
     print(
         f"{'method':>13s} {'random':>7s} {'trained':>8s} {'gain':>6s} {'loss first -> last':>20s} {'train s':>8s} "
-        f"{'img/s':>6s} {'probe random -> trained':>24s}"
+        f"{'img/s':>6s} {'RankMe random -> trained':>25s} {'probe random -> trained':>24s}"
     )
     for name in args.methods.split(","):
         cls, options, _ = METHODS[name]
         before_encoder = encoder(name, args)
-        before, probe_before = knn(before_encoder), probe(before_encoder, name)
+        (before, rank_before), probe_before = knn(before_encoder), probe(before_encoder, name)
         if name == "swav":
             options = dict(options, freeze_prototypes_steps=steps_per_epoch)
         if name in ("dino", "ibot", "dinov2"):
@@ -192,10 +202,11 @@ def main():
         )
         loss = history.history["loss"]
         seconds = sum(timer.seconds)
-        after = knn(model.encoder)
+        after, rank_after = knn(model.encoder)
         print(
             f"{name:>13s} {before:7.4f} {after:8.4f} {after - before:+6.3f} "
             f"{loss[0]:9.3f} -> {loss[-1]:7.3f} {seconds:8.0f} {timer.images_per_second(len(x_train)):6.0f}"
+            f" {rank_before:11.1f} -> {rank_after:10.1f}"
             f"{probe_before}{' ->' if probe_before else ''}{probe(model.encoder, name)}",
             flush=True,
         )
