@@ -10,9 +10,23 @@ Single process, many devices:
   `gather` (gradient: sum over replicas, sliced to the local rows), computes
   the global loss and divides it by the number of replicas, because Keras
   sums the replicas' gradients.
-- PyTorch: one device only.
+- PyTorch: one device per process.
 
-Multi-host JAX: call `initialize()` first on every host.
+Many processes (one per device, on one or many hosts):
+
+- JAX: call `initialize()` first on every host.
+- PyTorch: `torch_processes.initialize()` on every process (it reads
+  torchrun's `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`,
+  `LOCAL_RANK`), then build, compile and `fit` as on one process, each
+  process on its own equal shard (`x[rank : len(x) // n * n : n]`, `n` the
+  world size: every process must take as many steps). `fit` first copies
+  process 0's weights to every process
+  (`torch_processes.start_equal`); `gather` all-gathers the declared
+  outputs (backward: the sum over processes of the local rows' gradient),
+  so each process computes the global loss, and the optimizer averages the
+  processes' gradients before it applies them (`torch_processes.sync_gradients`).
+  BatchNorm statistics stay per process. A process that is lost makes the
+  others fail with `torch_processes.LostProcessError`, naming it.
 """
 
 from keras_ssl.backend import (  # noqa: F401  (the public names)
@@ -31,4 +45,6 @@ from keras_ssl.backend import (  # noqa: F401  (the public names)
     num_replicas,
     resolve_jit_compile,
     skipped_train_step,
+    summed_replicas,
+    torch_processes,
 )

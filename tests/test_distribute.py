@@ -3,7 +3,7 @@
 Each backend's run checks its own backend in a subprocess (the device count
 must be set before the backend starts): JAX with 4 virtual CPU devices under
 `DataParallel`, TensorFlow with 4 logical CPUs under `MirroredStrategy`.
-PyTorch is single-device: asking for more devices must raise.
+PyTorch: one device per process (multi-process: tests/test_multiprocess_torch.py): asking for more devices must raise.
 """
 
 import json
@@ -175,7 +175,7 @@ def _run_worker(tmp_path_factory, *args):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     if BACKEND == "torch":
-        pytest.skip("PyTorch is single-device in keras_ssl (see test_torch_refuses_devices)")
+        pytest.skip("PyTorch: one device per process (multi-process: tests/test_multiprocess_torch.py) in keras_ssl (see test_torch_refuses_devices)")
     return _run_worker(tmp_path_factory, ",".join(METHODS))
 
 

@@ -4,8 +4,11 @@
 - `compile`: the compile policy (`resolve_jit_compile`, JAX's CPU compiler
   options `cpu_jit`, `build_forward`).
 - `replication`: many devices and hosts (`gather`, `num_replicas`,
-  `data_parallel`, `mirrored_strategy`, `initialize`); users reach it as
-  `keras_ssl.distribute`.
+  `summed_replicas`, `data_parallel`, `mirrored_strategy`, `initialize`);
+  users reach it as `keras_ssl.distribute`.
+- `torch_processes`: PyTorch across processes with `torch.distributed`
+  (`initialize`, `rank`, `world_size`, `barrier`, `start_equal`, the
+  all-gather and the gradient averaging behind `gather` and `SSLModel`).
 - `kernels/`: the backends' own fast kernels behind Keras's layers
   (`fused_batch_norm`, `fast_conv`).
 
@@ -13,6 +16,7 @@ Every backend package is imported inside the function that needs it: each is
 an optional dependency, and `import keras_ssl` works with any one of them.
 """
 
+from keras_ssl.backend import torch_processes
 from keras_ssl.backend.compile import (
     XLA_CPU_OPTIONS,
     build_forward,
@@ -30,4 +34,5 @@ from keras_ssl.backend.replication import (
     initialize,
     mirrored_strategy,
     num_replicas,
+    summed_replicas,
 )

@@ -1,8 +1,9 @@
-"""Replication: data parallelism over devices (JAX `DataParallel`, TF `MirroredStrategy`), the
-gradient-correct gather of per-sample outputs across replicas, and multi-host setup."""
+"""Replication: data parallelism over devices (JAX `DataParallel`, TF `MirroredStrategy`, PyTorch
+processes), the gradient-correct gather of per-sample outputs across replicas, and multi-host setup."""
 
 import keras
 
+from keras_ssl.backend import torch_processes
 from keras_ssl.backend.probes import backend
 
 
@@ -21,9 +22,10 @@ def _replica_context():
 
 
 def num_replicas():
-    """Replicas that run this step in sync (TF `MirroredStrategy`), else 1.
+    """Replicas that run this step in sync: TF `MirroredStrategy`'s, PyTorch's processes, else 1.
 
-    On JAX under `DataParallel` the step sees the global batch: 1.
+    On JAX under `DataParallel` the step sees the global batch: 1. On
+    PyTorch under `torch_processes.initialize` it is the world size.
 
     Example:
         >>> keras_ssl.distribute.num_replicas()   # outside a TensorFlow multi-replica step
@@ -32,7 +34,22 @@ def num_replicas():
         >>> loss = global_loss / keras_ssl.distribute.num_replicas()
     """
     context = _replica_context()
-    return 1 if context is None else int(context.num_replicas_in_sync)
+    return torch_processes.world_size() if context is None else int(context.num_replicas_in_sync)
+
+
+def summed_replicas():
+    """The replicas whose gradients the trainer adds up: what each replica divides its global loss by.
+
+    Every replica computes the global loss (on the gathered outputs). Keras
+    sums TensorFlow's replica gradients: `num_replicas()`. PyTorch's
+    processes average theirs (`torch_processes.sync_gradients`), so the loss
+    Keras reports stays the global loss: 1. JAX's step is global: 1.
+
+    Example:
+        >>> keras_ssl.distribute.summed_replicas()
+        1
+    """
+    return int(num_replicas()) if _replica_context() is not None else 1
 
 
 def gather(x):
@@ -41,8 +58,10 @@ def gather(x):
     Inside a TensorFlow multi-replica step it returns the global batch in
     replica order (`rank * B + i` is local row `i` of replica `rank`); its
     backward sums the upstream gradients of all replicas and keeps the local
-    rows (so no 1/N scaling, unlike an all-reduce without gradient). Elsewhere
-    (one device, JAX's global-batch step, torch) it returns `x` unchanged.
+    rows (so no 1/N scaling, unlike an all-reduce without gradient). PyTorch
+    processes (`torch_processes.initialize`) do the same, with
+    `torch.distributed` collectives (`torch_processes.all_gather`). Elsewhere
+    (one device, JAX's global-batch step) it returns `x` unchanged.
 
     Methods that update state inside `ssl_forward` (queues, centres) call
     `gather` on the values they store, so every replica stores the same
@@ -60,7 +79,7 @@ def gather(x):
     """
     context = _replica_context()
     if context is None:
-        return x
+        return torch_processes.all_gather(x)
     import tensorflow as tf
 
     # Each replica places its rows at rank * B in zeros and the replicas
@@ -92,9 +111,10 @@ def _single_device_only(devices, what):
         count = 1 if devices is None else devices if isinstance(devices, int) else len(devices)
         if count > 1:
             raise NotImplementedError(
-                f"`{what}` on PyTorch: keras_ssl trains on one device only with the torch "
-                "backend (Keras 3 has no multi-device trainer for torch). Use the JAX "
-                "backend (`data_parallel`) or TensorFlow (`mirrored_strategy`)."
+                f"`{what}` on PyTorch: keras_ssl trains on one device per process with the torch "
+                "backend (Keras 3 has no multi-device trainer for torch). Start one process per "
+                "device (torchrun) with `keras_ssl.distribute.torch_processes.initialize()`, or use "
+                "the JAX backend (`data_parallel`) or TensorFlow (`mirrored_strategy`)."
             )
 
 
@@ -190,7 +210,8 @@ def initialize(job_addresses=None, num_processes=None, process_id=None):
         >>> distribution = keras_ssl.distribute.data_parallel()  # doctest: +SKIP
     """
     if backend() != "jax":
-        raise NotImplementedError(f"multi-host training needs the JAX backend, got {backend()}.")
+        hint = "; on PyTorch use `keras_ssl.distribute.torch_processes.initialize()`" if backend() == "torch" else ""
+        raise NotImplementedError(f"multi-host training here needs the JAX backend, got {backend()}{hint}.")
     keras.distribution.initialize(job_addresses, num_processes, process_id)
 
 

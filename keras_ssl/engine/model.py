@@ -213,7 +213,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         return self.ssl_forward(views, *extra, training=training)
 
     def _loss(self, outputs):
-        """The global loss: declared outputs gathered across replicas (TF `MirroredStrategy`)."""
+        """The global loss: declared outputs gathered across replicas (TF `MirroredStrategy`, torch processes)."""
         if backend.num_replicas() > 1:
             outputs = {**outputs, **backend.gather({k: outputs[k] for k in self.gathered_outputs})}
         loss, terms = self.compute_ssl_loss(outputs)
@@ -250,8 +250,8 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
             self.z_std_tracker.update_state(losses.embedding_std(monitored))
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        # Each replica computed the global loss; Keras sums the replicas' gradients.
-        return loss / backend.num_replicas()
+        # Each replica computed the global loss; Keras sums TF's replica gradients (torch processes average).
+        return loss / backend.summed_replicas()
 
     def build(self, input_shape=None):
         """Builds every sublayer with one training forward on `build_inputs()`, checking the contract.
@@ -305,6 +305,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         super().compile(
             optimizer=optimizer, jit_compile=backend.resolve_jit_compile(jit_compile), run_eagerly=run_eagerly, **kwargs
         )
+        backend.torch_processes.sync_gradients(self.optimizer)  # averaged over PyTorch processes, if any
 
     def make_train_function(self, force=False):
         """Keras's, compiled with `backend.compile.XLA_CPU_OPTIONS` on JAX on a CPU."""
@@ -337,6 +338,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         """
         x, y, batch_size, kwargs, guard = fit_policy.fit_arguments(self, x, y, batch_size, kwargs)
         self._ensure_built()
+        backend.torch_processes.start_equal(self.weights, keras_compat.seed_generators(self))
         with keras_compat.empty_epoch_error(guard):
             return super().fit(x, y, batch_size=batch_size, **kwargs)
 
