@@ -9,7 +9,7 @@ batch runs.
 import keras
 import numpy as np
 import pytest
-from conftest import random_images, small_encoder
+from conftest import BACKEND, random_images, small_encoder
 
 import keras_ssl
 from keras_ssl import cli, losses
@@ -125,6 +125,63 @@ def _compiled(model):
     return model
 
 
+def barlow():
+    return _compiled(keras_ssl.BarlowTwins(small_encoder(), projection_dim=16, seed=0))
+
+
+class Listed(keras.utils.PyDataset):
+    """A PyDataset over a list of batches."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, i):
+        return self.batches[i]
+
+
+def torch_loader(n, batch_size):
+    import torch
+
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.from_numpy(float_images(n))), batch_size)
+
+
+# Issue 33, findings 2 and 3: a later batch smaller than the views, a last batch smaller than the
+# method's minimum (Barlow Twins: 2). Where the batch count is known, refused before training.
+STREAM_CASES = [
+    (
+        "a later batch of a list smaller than the views",
+        lambda: fit(simclr(), [float_images(8), float_images(8, 8)], batch_size=None),
+        ValueError,
+        r"batch 1: images of 8x8 pixels are smaller than the 16x16 views",
+    ),
+    (
+        "Barlow Twins on a PyDataset whose last batch has 1 image",
+        lambda: fit(barlow(), Listed([float_images(8), float_images(1)]), batch_size=None),
+        ValueError,
+        r"batch 1 has 1 image\(s\).*drop_remainder=True",
+    ),
+    (
+        "Barlow Twins on a list whose last batch has 1 image",
+        lambda: fit(barlow(), [float_images(8), float_images(1)], batch_size=None),
+        ValueError,
+        r"batch 1 has 1 image\(s\)",
+    ),
+]
+if BACKEND == "torch":  # importing torch elsewhere costs seconds; the check is the same on every backend
+    STREAM_CASES.append(
+        (
+            "Barlow Twins on a torch DataLoader with a remainder of 1",
+            lambda: fit(barlow(), torch_loader(17, 8), batch_size=None),
+            ValueError,
+            r"last batch has 1 image\(s\).*drop_last=True",
+        )
+    )
+
+
 OPTION_CASES = [
     ("SimCLR temperature 0", lambda: keras_ssl.SimCLR(small_encoder(), temperature=0.0), ValueError, "temperature"),
     ("SimCLR temperature < 0", lambda: keras_ssl.SimCLR(small_encoder(), temperature=-0.5), ValueError, "temperature"),
@@ -166,7 +223,7 @@ CLI_CASES = [
     ("CLI missing encoder file", lambda: cli.main(["evaluate", "no_such_encoder.keras"]), SystemExit, "no such file"),
 ]
 
-CASES = FIT_CASES + OPTION_CASES + CLI_CASES
+CASES = FIT_CASES + STREAM_CASES + OPTION_CASES + CLI_CASES
 
 
 def test_the_corpus_is_large_enough():
@@ -185,3 +242,27 @@ def test_corrupt_keras_file_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x00garbage")
     with pytest.raises(SystemExit, match="could not load"):
         cli.main(["evaluate", str(bad)])
+
+
+def test_a_later_stream_batch_smaller_than_the_views_stops_training_at_that_batch():
+    """Issue 33, finding 2, for a stream whose batches are read as training goes: each batch is checked."""
+    batches = Listed([float_images(8), float_images(8, 8), float_images(8)])
+    with pytest.raises(ValueError, match="batch 1: images of 8x8 pixels are smaller than the 16x16 views"):
+        simclr().fit(batches, epochs=1, verbose=0)
+
+
+def test_a_generators_short_batch_is_skipped_with_a_count_and_arrays_drop_their_remainder():
+    """Issue 33, finding 3: a generator's length is unknown up front, so its short batch is skipped."""
+    model, sizes = barlow(), []
+
+    class Sizes(keras.callbacks.Callback):  # the batches that trained (TF's `model.step` counts one more)
+        def on_train_batch_end(self, batch, logs=None):
+            sizes.append(batch)
+
+    batches = (b for b in [float_images(8), float_images(8), float_images(1)])
+    with pytest.warns(UserWarning, match=r"skipped batch 2 of 1 image\(s\).*\(1 image\(s\) skipped in all\)"):
+        history = model.fit(batches, epochs=1, verbose=0, callbacks=[Sizes()])
+    assert sizes == [0, 1] and np.isfinite(history.history["loss"]).all()
+    # Arrays: the library batches them itself, so the incomplete last batch (1 of 17) is left out.
+    x, _, batch_size = model.check_fit_data(float_images(17), None, 8)
+    assert len(x) == 16 and batch_size == 8

@@ -11,6 +11,7 @@ import pytest
 from conftest import grads, random_images, small_encoder
 from numpy_refs import nt_xent as numpy_nt_xent
 
+from keras_ssl.engine.fit import fit_arguments
 from keras_ssl.losses.contrastive import nt_xent, supcon
 from keras_ssl.methods.supcon import SupCon
 
@@ -131,6 +132,8 @@ def test_labels_from_a_dataset_of_batches_are_packed_and_checked():
     with pytest.raises(ValueError, match="must be integers"):
         model.check_fit_data(Batches(np.tile(LABELS, 2) + 0.5), None, None)
     # Arrays: the seeded batch order of keras_ssl.data.ArrayBatches, labels riding with their images.
-    packed, _, _ = model.check_fit_data(x, np.arange(16), 8)
+    (images, labels), y, _ = model.check_fit_data(x, np.arange(16), 8)
+    assert y is None and np.array_equal(images, x) and labels.dtype == np.int32
+    packed = fit_arguments(model, x, np.arange(16), 8, {})[0]
     ((images, labels),) = packed[0]
     np.testing.assert_array_equal(images, x[labels])

@@ -67,6 +67,8 @@ def pretrain(args):
         with rundir.RunLock(args.output):
             resume = _resume_plan(args, encoder_path)
             return _pretrain(args, METHODS[args.method], encoder_path, resume)
+    except rundir.WriteError as e:  # a full disk: one line naming the file; the earlier files are intact
+        raise SystemExit(f"keras-ssl: {e}") from None
     except BaseException:
         if created and not os.listdir(args.output):  # failed before writing anything: leave no trace
             os.rmdir(args.output)
@@ -193,7 +195,8 @@ def _pretrain(args, method, encoder_path, resume=None):
     """The run, once --output is locked and its checkpoint sorted out: model, fit, scores, files."""
     keras.utils.set_random_seed(args.seed)
     spec = _data_spec(args)
-    d = _open_data(spec, batch_size=args.batch_size, eval_limit=args.eval_limit, training=True)
+    per_sample = "labels" if method.needs_labels else ("indices" if method.needs_indices else None)
+    d = _open_data(spec, batch_size=args.batch_size, eval_limit=args.eval_limit, training=True, per_sample=per_sample)
     value_range = spec["value_range"]
     backbone = args.backbone or method.default_backbone
     print(
@@ -265,16 +268,10 @@ def _method_options(args, method, image_shape):
 
 def _check_method_data(name, method, d):
     """Stops, before any work, when the method needs what the data cannot give."""
-    if method.needs_labels and (d.streamed or d.train[1] is None):
+    if method.needs_labels and d.train[1] is None:
         raise SystemExit(
-            f"keras-ssl: {name} trains on labelled images: pass --data a labelled dataset held in memory "
-            "(cifar10, mnist, an .npz with y_train); for folders use the Python API with "
-            "keras_ssl.data.ImageFiles(..., with_labels=True)."
-        )
-    if method.needs_indices and d.streamed:
-        raise SystemExit(
-            f"keras-ssl: {name} keeps state per image and needs each image's index: pass --data a dataset "
-            "held in memory; for streams use the Python API with (images, indices) batches."
+            f"keras-ssl: {name} trains on labelled images: pass --data a labelled dataset (cifar10, mnist, "
+            "an .npz with y_train, a folder with one sub-folder per class, or a .csv list with a label column)."
         )
 
 
@@ -341,7 +338,7 @@ def _fit(args, model, d, value_range, resume):
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
     model.fit(
         d.fit,
-        d.train[1] if model.needs_labels else None,
+        d.train[1] if model.needs_labels and not d.streamed else None,  # a stream yields its labels
         epochs=args.epochs,
         batch_size=None if d.streamed else args.batch_size,
         steps_per_epoch=args.steps_per_epoch,

@@ -75,18 +75,20 @@ class _Data:
         self.shape = tuple(int(v) for v in train[0].shape[1:])
 
 
-def _open_data(spec, batch_size=128, eval_limit=None, training=False):
+def _open_data(spec, batch_size=128, eval_limit=None, training=False, per_sample=None):
     """Opens `spec`'s data: arrays in memory, or folders and file lists streamed.
 
     Streamed sources are split (class-stratified, seed 0) into a training
     part and a test part of at most 20 % (1,000 images); `eval_limit`
     random images of each are decoded for kNN and figures, so memory does
-    not grow with the data.
+    not grow with the data. `per_sample` ("labels" or "indices", what the
+    method declares it needs) makes the training stream yield them with the
+    images (indices: each file's position in the training part).
     """
     name, size, limit = spec["data"], spec.get("image_size"), spec.get("limit")
     try:
         if _is_stream(name):
-            return _open_stream(spec, batch_size, eval_limit, training)
+            return _open_stream(spec, batch_size, eval_limit, training, per_sample)
         (x_train, y_train), (x_test, y_test) = data.load(name, data_dir=spec.get("data_dir"))
     except ValueError as e:
         raise SystemExit(f"keras-ssl: {e}")
@@ -97,7 +99,7 @@ def _open_data(spec, batch_size=128, eval_limit=None, training=False):
     return _Data(x_train, (x_train, y_train), (x_test, y_test), False, len(x_train))
 
 
-def _open_stream(spec, batch_size, eval_limit, training):
+def _open_stream(spec, batch_size, eval_limit, training, per_sample=None):
     """`_open_data` for an image folder or a file list."""
     name, limit, seed = spec["data"], spec.get("limit"), spec.get("seed", 0)
     make = data.ImageFiles.from_folder if os.path.isdir(name) else data.ImageFiles.from_list
@@ -107,8 +109,12 @@ def _open_stream(spec, batch_size, eval_limit, training):
         train, test = stream.split(min(0.2, 1000 / len(stream.files)), seed=0)
     if limit:
         train = train.subset(_some(len(train.files), limit, seed))
+    if per_sample == "indices" or (per_sample == "labels" and train.labels is not None):
+        train = train.subset(np.arange(len(train.files)), **{f"with_{per_sample}": True})
     n = eval_limit or len(stream.files)
-    x_train, y_train = train.subset(_some(len(train.files), n, 0), shuffle=False, drop_remainder=False).to_arrays()
+    x_train, y_train = train.subset(
+        _some(len(train.files), n, 0), shuffle=False, drop_remainder=False, with_labels=False, with_indices=False
+    ).to_arrays()
     x_test, y_test = (
         (x_train[:0], None)
         if test is None

@@ -1,7 +1,9 @@
 """Image batch checks shared by every source (arrays, streams, loaders)."""
 
 import math
+import warnings
 
+import keras
 import numpy as np
 
 
@@ -41,6 +43,48 @@ def looks_channels_first(shape):
     return len(shape) == 4 and shape[1] in (1, 3, 4) and shape[-1] not in (1, 3, 4) and shape[-1] is not None
 
 
+def check_image_shape(shape, channels=None, min_batch=None, min_size=None):
+    """The shape part of `check_images`: rank, batch, layout, channels and size, without reading a pixel.
+
+    It costs nothing next to a step, so streams run it on every batch
+    (`prepare_fit_data`): a later batch may differ from the first.
+
+    Args:
+        shape: `(N, H, W, C)` of an image batch (None for an unknown dimension).
+        channels, min_batch, min_size: as in `check_images`.
+
+    Example:
+        >>> keras_ssl.data.check_image_shape((8, 8, 8, 3), channels=3, min_size=16)
+        Traceback (most recent call last):
+        ...
+        ValueError: images of 8x8 pixels are smaller than the 16x16 views; ...
+    """
+    shape = tuple(shape)
+    if len(shape) != 4:
+        raise ValueError(f"expected images of rank 4 (batch, height, width, channels), got shape {shape}.")
+    if shape[0] == 0:
+        raise ValueError(f"the image batch is empty (shape {shape}).")
+    if min_batch is not None and shape[0] is not None and shape[0] < min_batch:
+        raise ValueError(f"expected at least {min_batch} images, got {shape[0]}.")
+    if channels is not None and shape[-1] is not None and shape[-1] != channels:
+        if looks_channels_first(shape):
+            raise ValueError(
+                f"the images look channels-first (N, C, H, W) = {shape}; keras_ssl takes "
+                "channels-last (N, H, W, C). Transpose them, e.g. x.permute(0, 2, 3, 1) in "
+                "PyTorch or tf.transpose(x, (0, 2, 3, 1))."
+            )
+        raise ValueError(
+            f"expected images with {channels} channel(s), got {shape[-1]} (shape {shape}); channels go last."
+        )
+    sides = [s for s in shape[1:3] if s is not None]
+    if min_size is not None and sides and min(sides) < min_size:
+        raise ValueError(
+            f"images of {shape[1]}x{shape[2]} pixels are smaller than the "
+            f"{min_size}x{min_size} views; pass image_size=<at most the image side> "
+            "(and a matching encoder), or resize the images."
+        )
+
+
 def check_images(x, channels=None, min_batch=None, value_range=None, min_size=None):
     """Checks an image batch and returns its pixel value range.
 
@@ -73,28 +117,7 @@ def check_images(x, channels=None, min_batch=None, value_range=None, min_size=No
         ValueError: the images look channels-first (N, C, H, W) = (8, 3, 32, 32); ...
     """
     x = np.asarray(x)
-    if x.ndim != 4:
-        raise ValueError(f"expected images of rank 4 (batch, height, width, channels), got shape {x.shape}.")
-    if x.shape[0] == 0:
-        raise ValueError(f"the image batch is empty (shape {x.shape}).")
-    if min_batch is not None and x.shape[0] < min_batch:
-        raise ValueError(f"expected at least {min_batch} images, got {x.shape[0]}.")
-    if channels is not None and x.shape[-1] != channels:
-        if looks_channels_first(x.shape):
-            raise ValueError(
-                f"the images look channels-first (N, C, H, W) = {x.shape}; keras_ssl takes "
-                "channels-last (N, H, W, C). Transpose them, e.g. x.permute(0, 2, 3, 1) in "
-                "PyTorch or tf.transpose(x, (0, 2, 3, 1))."
-            )
-        raise ValueError(
-            f"expected images with {channels} channel(s), got {x.shape[-1]} (shape {x.shape}); channels go last."
-        )
-    if min_size is not None and min(x.shape[1:3]) < min_size:
-        raise ValueError(
-            f"images of {x.shape[1]}x{x.shape[2]} pixels are smaller than the "
-            f"{min_size}x{min_size} views; pass image_size=<at most the image side> "
-            "(and a matching encoder), or resize the images."
-        )
+    check_image_shape(x.shape, channels, min_batch, min_size)
     kind = x.dtype.kind
     if kind not in "uif":
         raise ValueError(f"images must have an integer or float dtype, got {x.dtype}.")
@@ -147,3 +170,99 @@ def to_unit_float(x, value_range=None):
             raise ValueError(f"images of dtype {x.dtype} need value_range=(low, high).")
     low, high = value_range
     return ((x.astype("float32") - low) / (high - low)).astype("float32", copy=False)
+
+
+class BatchRules:
+    """The checks every batch of a stream gets as it is read, outside the compiled step.
+
+    A stream's first batch is checked whole (`check_images`); a later batch
+    can still differ, so each batch read on the Python side (`PyDataset`,
+    list of batches, generator, torch `DataLoader` worker) has its shape
+    checked (`check_image_shape`: no pixel is read) and its per-sample part
+    packed (`data.per_sample.PerSample`). It holds plain values only, so
+    torch worker processes can run it. `prepare_fit_data` makes it.
+
+    Args:
+        channels, min_size: as in `check_images`.
+        min_batch: fewest images a batch may have (the method's minimum).
+        pack: None, or a `PerSample` that checks and packs the batch's labels or indices.
+
+    Example:
+        >>> from keras_ssl.data.checks import BatchRules
+        >>> rules = BatchRules(channels=3, min_size=16, min_batch=2)
+        >>> rules((x_train[:8],))[0].shape
+        (8, 16, 16, 3)
+        >>> rules((x_train[:1],), where="batch 7")
+        Traceback (most recent call last):
+        ...
+        ValueError: batch 7 has 1 image(s), fewer than the 2 the method needs in a batch; ...
+    """
+
+    def __init__(self, channels=None, min_size=None, min_batch=None, pack=None):
+        self.channels, self.min_size, self.min_batch, self.pack = channels, min_size, min_batch, pack
+
+    def short(self, batch):
+        """Whether `batch` (a tuple, images first) has fewer images than the method needs."""
+        count = len(batch[0])
+        return self.min_batch is not None and 0 < count < self.min_batch
+
+    def short_error(self, count, where="a batch"):
+        """The error for a batch of `count` images, fewer than the method needs."""
+        return ValueError(
+            f"{where} has {count} image(s), fewer than the {self.min_batch} the method needs in a batch; "
+            "drop the last incomplete batch: batch with drop_remainder=True (tf.data, ImageFiles) or "
+            "drop_last=True (torch DataLoader), or make every batch at least that large."
+        )
+
+    def check_last(self, source):
+        """Refuses, before training, a source of known length whose last batch is too small.
+
+        A `PyDataset`'s last batch is read (unless it drops its remainder); a
+        torch `DataLoader`'s size is computed from its dataset's length. A
+        `tf.data.Dataset`'s is not checked here: reading its last batch runs
+        its whole pipeline (`skip` maps every element before it, measured).
+        """
+        if self.min_batch is None:
+            return
+        if isinstance(source, keras.utils.PyDataset):
+            count = source.num_batches
+            inner = getattr(source, "source", None)
+            drops = getattr(source, "drop_remainder", False) or getattr(inner, "drop_remainder", False)
+            if count and count > 1 and not drops:
+                source[count - 1]  # a short batch there is refused by the source's rules (`__call__`)
+        elif hasattr(source, "drop_last") and not source.drop_last and getattr(source, "batch_size", None):
+            total = len(source.dataset) if hasattr(source.dataset, "__len__") else 0
+            last = total % source.batch_size
+            if total > source.batch_size and 0 < last < self.min_batch:
+                error = self.short_error(last, "the DataLoader's last batch")
+                raise ValueError(f"{error.args[0]} Pass DataLoader(..., drop_last=True).")
+
+    def stream(self, batches):
+        """A generator's tuple batches through the rules; a short batch after the first is skipped with a warning.
+
+        A generator's length is unknown until it ends, so its short last
+        batch cannot be refused up front; skipping it keeps the epoch.
+        """
+        skipped = 0
+        for i, batch in enumerate(batches):
+            if i and self.short(batch):
+                skipped += len(batch[0])
+                warnings.warn(
+                    f"skipped batch {i} of {len(batch[0])} image(s), fewer than the {self.min_batch} the method "
+                    f"needs in a batch ({skipped} image(s) skipped in all); batch with drop_remainder=True to "
+                    "leave the incomplete last batch out yourself.",
+                    stacklevel=2,
+                )
+                continue
+            yield self(batch, f"batch {i}" if i else None)
+
+    def __call__(self, batch, where=None):
+        """`batch` checked and packed; `where` (e.g. "batch 3") prefixes the messages and asks for the size check."""
+        try:
+            check_image_shape(np.shape(batch[0]), self.channels, None, self.min_size)
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}" if where else str(e)) from None
+        # The first batch's size gets the method's own check (`prepare_fit_data`'s `check_batch`).
+        if where and self.short(batch):
+            raise self.short_error(len(batch[0]), where)
+        return batch if self.pack is None else self.pack(batch, where)

@@ -38,9 +38,12 @@ from keras_ssl.data.splits import test_mask
 class ImageFiles(keras.utils.PyDataset):
     """Batches of images streamed from files, decoded in worker threads.
 
-    Batches are `(images,)`, or `(images, labels)` with `with_labels=True`;
-    images are uint8 `(B, H, W, C)`. Memory holds the file list and the
-    `max_queue_size` batches Keras prefetches, whatever the number of files.
+    Batches are `(images,)`, `(images, labels)` with `with_labels=True`, or
+    `(images, indices)` with `with_indices=True` (each file's position in
+    `files`, int32, the same every epoch whatever the shuffle: the per-sample
+    key of DeepCluster v2); images are uint8 `(B, H, W, C)`. Memory holds the
+    file list and the `max_queue_size` batches Keras prefetches, whatever the
+    number of files.
 
     Args:
         files: image paths.
@@ -53,7 +56,9 @@ class ImageFiles(keras.utils.PyDataset):
         shuffle: new file order every epoch (seeded); False keeps the order.
         drop_remainder: drop the last incomplete batch (default: with
             `shuffle`, as SSL training wants full batches).
-        with_labels: yield `(images, labels)` (needs labels).
+        with_labels: yield `(images, labels)` (needs labels; from a folder:
+            the sorted class sub-folder names' indices).
+        with_indices: yield `(images, indices)` instead.
         seed: seed of the shuffle.
         workers: decoding threads (default: the CPU count, at most 8).
         use_multiprocessing: decode in processes instead of threads.
@@ -89,6 +94,7 @@ class ImageFiles(keras.utils.PyDataset):
         shuffle=True,
         drop_remainder=None,
         with_labels=False,
+        with_indices=False,
         seed=0,
         workers=None,
         use_multiprocessing=False,
@@ -107,6 +113,8 @@ class ImageFiles(keras.utils.PyDataset):
             raise ValueError(f"{len(self.labels)} labels for {len(self.files)} files.")
         if with_labels and self.labels is None:
             raise ValueError("with_labels=True but the files have no labels.")
+        if with_labels and with_indices:
+            raise ValueError("pass with_labels=True or with_indices=True, not both: a batch carries one of them.")
         size = (image_size, image_size) if np.isscalar(image_size) else tuple(image_size)
         if len(size) != 2 or min(int(s) for s in size) < 1:
             raise ValueError(f"`image_size` must be a positive int or (height, width), got {image_size}.")
@@ -116,7 +124,7 @@ class ImageFiles(keras.utils.PyDataset):
             raise ValueError(f"`batch_size` must be >= 1, got {batch_size}.")
         self.shuffle = bool(shuffle)
         self.drop_remainder = self.shuffle if drop_remainder is None else bool(drop_remainder)
-        self.with_labels = bool(with_labels)
+        self.with_labels, self.with_indices = bool(with_labels), bool(with_indices)
         self.seed = int(seed)
         self.epoch = 0
         self._order = self._permutation()
@@ -183,6 +191,7 @@ class ImageFiles(keras.utils.PyDataset):
             shuffle=self.shuffle,
             drop_remainder=self.drop_remainder,
             with_labels=self.with_labels,
+            with_indices=self.with_indices,
             seed=self.seed,
             workers=self.workers,
             use_multiprocessing=self.use_multiprocessing,
@@ -241,7 +250,9 @@ class ImageFiles(keras.utils.PyDataset):
             >>> x.shape, np.array_equal(x, x_train), np.array_equal(y, y_train)
             ((64, 16, 16, 3), True, True)
         """
-        stream = self.subset(np.arange(len(self.files)), shuffle=False, drop_remainder=False, with_labels=False)
+        stream = self.subset(
+            np.arange(len(self.files)), shuffle=False, drop_remainder=False, with_labels=False, with_indices=False
+        )
         x = np.concatenate([stream[i][0] for i in range(stream.num_batches)])
         stream.report()
         self._problems.update(stream._problems)
@@ -267,6 +278,8 @@ class ImageFiles(keras.utils.PyDataset):
             im if im is not None else (good[k % len(good)] if good else self._fallback) for k, im in enumerate(images)
         ]
         x = np.stack(images)
+        if self.with_indices:
+            return x, picked.astype("int32")
         return (x, self.labels[picked]) if self.with_labels else (x,)
 
     def on_epoch_end(self):

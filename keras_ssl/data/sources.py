@@ -14,7 +14,7 @@ duck typing, so `keras_ssl` imports on any backend with or without them.
 import keras
 import numpy as np
 
-from keras_ssl.data.checks import check_images
+from keras_ssl.data.checks import BatchRules, check_images
 
 IMAGE_KEYS = ("images", "image", "x", "pixel_values", "inputs", "input")
 TARGET_KEYS = ("labels", "label", "y", "texts", "text", "tokens", "targets", "target")
@@ -52,6 +52,11 @@ def to_dataset(data, batch_size=None):
         >>> [a.shape for a in listed[0]]   # a list of dict batches: (images, labels) tuples
         [(8, 16, 16, 3), (8,)]
     """
+    return _wrap(data, batch_size, None)
+
+
+def _wrap(data, batch_size, rules):
+    """`to_dataset`, every batch read on the Python side going through `rules` (a `BatchRules`) if given."""
     if isinstance(data, (np.ndarray, dict)):
         return data
     if isinstance(data, tuple) and data and all(isinstance(a, np.ndarray) for a in data):
@@ -77,19 +82,20 @@ def to_dataset(data, batch_size=None):
             return data.batch(batch_size)
         return data
     if _is_from(data, "torch", "DataLoader"):
-        return _tuple_loader(data)
+        return _tuple_loader(data, rules)
     if _is_from(data, "torch", "Dataset") and hasattr(data, "__len__"):
         if batch_size is None:
             raise ValueError("a torch Dataset yields single samples; pass batch_size=.")
-        return _SampleBatches(data, batch_size)
+        return _SampleBatches(data, batch_size, rules)
     if isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
         raise TypeError(
             "expected images as a NumPy array, tf.data.Dataset, keras.utils.PyDataset, "
             f"torch DataLoader or an iterable of batches, got {type(data).__name__}."
         )
     if isinstance(data, keras.utils.PyDataset) or (hasattr(data, "__getitem__") and hasattr(data, "__len__")):
-        return _IndexedBatches(data)
-    return (_select(batch) for batch in data)
+        return _IndexedBatches(data, rules)
+    batches = (_select(batch) for batch in data)
+    return batches if rules is None else rules.stream(batches)
 
 
 def _is_from(obj, package, class_name):
@@ -114,37 +120,38 @@ def _select(batch):
     return (batch,)
 
 
-def _tuple_loader(loader):
-    """A shallow copy of a torch `DataLoader` whose batches are tuples."""
+def _tuple_loader(loader, rules=None):
+    """A shallow copy of a torch `DataLoader` whose batches are tuples (through `rules` if given)."""
     # DataLoader refuses copy.copy (its __getstate__ raises); copying the
     # instance dict keeps every setting (sampler, workers, pinning...).
     copy = object.__new__(type(loader))
     copy.__dict__.update(loader.__dict__)
     copy._iterator = None  # persistent workers must not be shared with the original
-    copy.collate_fn = _TupleCollate(loader.collate_fn)
+    copy.collate_fn = _TupleCollate(loader.collate_fn, rules)
     return copy
 
 
 class _TupleCollate:
-    """Picklable collate function (for worker processes) returning tuples."""
+    """Picklable collate function (for worker processes) returning tuples, through `rules` if given."""
 
-    def __init__(self, collate_fn):
-        self.collate_fn = collate_fn
+    def __init__(self, collate_fn, rules=None):
+        self.collate_fn, self.rules = collate_fn, rules
 
     def __call__(self, samples):
-        return _select(self.collate_fn(samples))
+        batch = _select(self.collate_fn(samples))
+        return batch if self.rules is None else self.rules(batch)
 
 
 class _IndexedBatches(keras.utils.PyDataset):
-    """A `PyDataset` or sequence of batches whose batches are made tuples."""
+    """A `PyDataset` or sequence of batches whose batches are made tuples (through `rules` if given)."""
 
-    def __init__(self, source):
+    def __init__(self, source, rules=None):
         super().__init__(
             workers=getattr(source, "workers", 1),
             use_multiprocessing=getattr(source, "use_multiprocessing", False),
             max_queue_size=getattr(source, "max_queue_size", 10),
         )
-        self.source = source
+        self.source, self.rules = source, rules
 
     @property
     def num_batches(self):
@@ -153,7 +160,8 @@ class _IndexedBatches(keras.utils.PyDataset):
         return len(self.source)
 
     def __getitem__(self, index):
-        return _select(self.source[index])
+        batch = _select(self.source[index])
+        return batch if self.rules is None else self.rules(batch, f"batch {index}" if index else None)
 
     def set_epoch(self, epoch):
         getattr(self.source, "set_epoch", lambda epoch: None)(epoch)
@@ -166,21 +174,26 @@ class _IndexedBatches(keras.utils.PyDataset):
 
 
 class _SampleBatches(keras.utils.PyDataset):
-    """A map-style dataset of single samples, batched by stacking."""
+    """Single samples stacked into batches; for `fit` (`rules` given) the incomplete last one is left out, as arrays."""
 
-    def __init__(self, source, batch_size):
+    def __init__(self, source, batch_size, rules=None):
         super().__init__()
-        self.source = source
+        self.source, self.rules, self.drop_remainder = source, rules, rules is not None
         self.batch_size = int(batch_size)
 
     @property
     def num_batches(self):
+        if self.drop_remainder:
+            return max(1, len(self.source) // self.batch_size)
         return -(-len(self.source) // self.batch_size)
 
     def __getitem__(self, index):
+        if not 0 <= index < self.num_batches:
+            raise IndexError(f"batch {index} of {self.num_batches}")
         stop = min(len(self.source), (index + 1) * self.batch_size)
         samples = [_select(self.source[i]) for i in range(index * self.batch_size, stop)]
-        return tuple(np.stack([np.asarray(s[j]) for s in samples]) for j in range(len(samples[0])))
+        batch = tuple(np.stack([np.asarray(s[j]) for s in samples]) for j in range(len(samples[0])))
+        return batch if self.rules is None else self.rules(batch, f"batch {index}" if index else None)
 
 
 class ArrayBatches(keras.utils.PyDataset):
@@ -203,6 +216,8 @@ class ArrayBatches(keras.utils.PyDataset):
         indices: batches are `((images, indices), ...)`: each image's row in
             `x` (int32) travels with it, for methods that keep per-sample
             state (`needs_indices`). The order is the same either way.
+        per_sample: an array of `len(x)` rows (SupCon's labels) that travels
+            with the images as `((images, per_sample), ...)`, as `indices`.
 
     Example:
         >>> batches = keras_ssl.data.ArrayBatches(x_train, batch_size=16, seed=0)
@@ -218,11 +233,11 @@ class ArrayBatches(keras.utils.PyDataset):
         True
     """
 
-    def __init__(self, x, y=None, batch_size=32, shuffle=True, seed=0, indices=False):
+    def __init__(self, x, y=None, batch_size=32, shuffle=True, seed=0, indices=False, per_sample=None):
         super().__init__()
         self.x, self.y = x, y
         self.batch_size, self.shuffle, self.seed = int(batch_size), bool(shuffle), int(seed)
-        self.indices = bool(indices)
+        self.per_sample = np.arange(len(x), dtype="int32") if indices and per_sample is None else per_sample
         self.set_epoch(0)
 
     def set_epoch(self, epoch):
@@ -239,7 +254,7 @@ class ArrayBatches(keras.utils.PyDataset):
         if not 0 <= index < self.num_batches:
             raise IndexError(f"batch {index} of {self.num_batches}")
         picked = np.sort(self._order[index * self.batch_size : (index + 1) * self.batch_size])
-        x = (self.x[picked], picked.astype("int32")) if self.indices else self.x[picked]
+        x = self.x[picked] if self.per_sample is None else (self.x[picked], self.per_sample[picked])
         return (x,) if self.y is None else (x, self.y[picked])
 
 
@@ -263,15 +278,31 @@ def orders_itself(source):
     return callable(getattr(source, "set_epoch", None))
 
 
-def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=None, min_size=None, check_batch=None):
+def prepare_fit_data(
+    x,
+    y=None,
+    batch_size=None,
+    *,
+    channels=None,
+    value_range=None,
+    min_size=None,
+    check_batch=None,
+    min_batch=None,
+    per_sample=None,
+):
     """Checks any image source for `fit` and returns what Keras should get.
 
     NumPy images are checked whole and cut to full batches (SSL losses are
     designed for the full batch). Every other source (`tf.data`,
     `PyDataset`, `ImageFiles`, generator, list of batches, torch
-    `DataLoader` or `Dataset`) is made acceptable to Keras (`to_dataset`)
-    and its first batch gets the same checks, with the same messages: a
-    stream cannot be checked whole without reading it.
+    `DataLoader` or `Dataset`) is made acceptable to Keras (`to_dataset`);
+    its first batch gets the same checks, with the same messages, and every
+    later batch read on the Python side gets its shape checked as it is read
+    (`data.checks.BatchRules`). A list of batches is checked whole, up front.
+
+    A batch under `min_batch` would stop the epoch at its end: where the
+    batch count is known, a short last batch is refused before training
+    (`BatchRules.check_last`); a generator's is skipped with a warning.
 
     Args:
         x: the images, or a source of `x`, `(x,)`, `(x, y)` or dict batches.
@@ -281,8 +312,12 @@ def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=N
         channels: required channel count.
         value_range: declared pixel range (see `check_images`).
         min_size: the view size: smaller images are an error.
-        check_batch: called with the batch size; raises when the method
-            cannot train on it.
+        check_batch: called with the first batch's size; raises when the
+            method cannot train on it.
+        min_batch: fewest images any batch may have.
+        per_sample: a `data.per_sample.PerSample`: batches are `(images,
+            labels)` or `(images, indices)`, made the one input
+            `((images, per_sample),)` (arrays: see `engine.fit.check_fit_data`).
 
     Returns:
         `(x, y, batch_size)` to pass to `keras.Model.fit`.
@@ -296,6 +331,10 @@ def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=N
         Traceback (most recent call last):
         ...
         ValueError: images of 16x16 pixels are smaller than the 32x32 views; ...
+        >>> keras_ssl.data.prepare_fit_data([x_train[:16], x_train[16:17]], min_batch=2)
+        Traceback (most recent call last):
+        ...
+        ValueError: batch 1 has 1 image(s), fewer than the 2 the method needs in a batch; ...
     """
     if x is None:
         raise ValueError("`fit` needs training images `x`, got None.")
@@ -311,12 +350,26 @@ def prepare_fit_data(x, y=None, batch_size=None, *, channels=None, value_range=N
         return x[:keep], (None if y is None else y[:keep]), batch_size
     if y is not None:
         raise ValueError("`y` goes with NumPy images only; a dataset yields (images, labels) batches.")
-    source = to_dataset(x, batch_size)
+    rules = BatchRules(channels, min_size, min_batch, per_sample)
+    if isinstance(x, list) and len(x) > 1:
+        for i, batch in enumerate(x):  # in memory: every batch checked whole, up front
+            try:
+                check_images(_numpy(_select(batch)[0]), **checks)
+            except ValueError as e:
+                raise ValueError(f"batch {i}: {e}" if i else str(e)) from None
+            rules(_select(batch), f"batch {i}" if i else None)
+    source = _wrap(x, batch_size, rules)
+    tf_data = _is_from(source, "tensorflow", "DatasetV2")
     source, first = _peek(source)
-    first = _numpy(first[0])
-    check_images(first, **checks)
+    if tf_data and per_sample is not None:
+        first = per_sample(first)  # packed on the Python side below
+    images = _numpy(first[0][0] if per_sample is not None else first[0])
+    check_images(images, **checks)
     if check_batch is not None:
-        check_batch(len(first))
+        check_batch(len(images))
+    rules.check_last(source)
+    if tf_data and per_sample is not None:
+        source = source.map(lambda images, values: ((images, values),))
     return source, None, None
 
 

@@ -27,8 +27,10 @@ class DeepClusterV2(SSLModel):
     the official code instead fills it with a pass over the data first.
 
     Training needs each image's index: `fit` gives NumPy images their row;
-    a dataset must yield `(images, indices)` batches. The bank, centroids and
-    clusters are saved with the model, so a killed run resumes exactly.
+    any other source yields `(images, indices)` batches
+    (`ImageFiles(..., with_indices=True)` gives each file's position), checked
+    by the engine (`data.per_sample`). The bank, centroids and clusters are
+    saved with the model, so a killed run resumes exactly.
 
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)`; it must

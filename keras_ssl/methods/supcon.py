@@ -1,19 +1,12 @@
 """SupCon (Khosla et al. 2020, "Supervised Contrastive Learning")."""
 
 import keras
-import numpy as np
 from keras import ops
 
-from keras_ssl import backend
-from keras_ssl.data import ArrayBatches, prepare_fit_data
-from keras_ssl.data.sources import _IndexedBatches
 from keras_ssl.engine import SSLModel
-from keras_ssl.engine import fit as fit_policy
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.losses.contrastive import supcon
 from keras_ssl.views.recipes import supcon_views
-
-UNLABELLED = -1
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -25,7 +18,9 @@ class SupCon(SSLModel):
     `L^sup_out` (`losses.contrastive.supcon`). Label -1 marks an unlabelled
     image, which contrasts as in SimCLR (its only positive is its twin).
     Labels take the place of `y`: `fit(images, labels)` with integer labels
-    `(N,)`, or a `tf.data.Dataset` / `PyDataset` yielding `(images, labels)`.
+    `(N,)`, or any source of `(images, labels)` batches (`tf.data`,
+    `PyDataset`, `ImageFiles(..., with_labels=True)`, torch `DataLoader`,
+    generator, list); the engine checks and packs them (`data.per_sample`).
 
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
@@ -76,64 +71,3 @@ class SupCon(SSLModel):
 
     def compute_ssl_loss(self, outputs):
         return supcon(outputs["z1"], outputs["z2"], outputs["labels"], self.temperature), {}
-
-    def check_fit_data(self, x, y, batch_size):
-        """Checks `(images, labels)`; returns them packed as the single input `(images, labels)`."""
-        if isinstance(x, np.ndarray):
-            labels = check_labels(y, len(x))
-            x, labels, batch_size = fit_policy.check_fit_data(self, x, labels, batch_size)
-            if backend.needs_array_input(self):  # a TF strategy: Keras batches the arrays
-                return (x, labels), None, batch_size
-            return _Packed(ArrayBatches(x, labels, batch_size or 32, seed=self.seed)), None, None
-        if y is not None:
-            raise ValueError("SupCon: `y` goes with NumPy images; a dataset yields (images, labels) batches.")
-        source, _, _ = prepare_fit_data(
-            x, None, batch_size, channels=self.image_shape[-1], value_range=self.value_range,
-            min_size=self.image_size, check_batch=self.check_batch_size,
-        )  # fmt: skip
-        if hasattr(source, "element_spec"):  # tf.data
-            if not (isinstance(source.element_spec, tuple) and len(source.element_spec) == 2):
-                raise ValueError(f"SupCon's tf.data.Dataset must yield (images, labels), got {source.element_spec}.")
-            images, labels = next(iter(source.take(1)))
-            check_labels(np.asarray(labels), len(images))
-            return source.map(lambda images, labels: ((images, labels),)), None, None
-        if isinstance(source, keras.utils.PyDataset):
-            packed = _Packed(source)
-            _ = packed[0]  # the first batch's labels, checked before any step
-            return packed, None, None
-        raise TypeError(
-            f"SupCon takes (images, labels) arrays, a tf.data.Dataset or a PyDataset, got {type(x).__name__}."
-        )
-
-
-def check_labels(labels, count):
-    """SupCon's labels as int32 `(count,)`; a clear ValueError otherwise.
-
-    Example:
-        >>> from keras_ssl.methods.supcon import check_labels
-        >>> check_labels([3, -1, 0], 3).tolist()
-        [3, -1, 0]
-    """
-    if labels is None:
-        raise ValueError("SupCon trains on labelled images: call fit(images, labels) (labels -1: unlabelled).")
-    labels = np.asarray(labels)
-    if labels.dtype.kind not in "iu":
-        raise ValueError(f"SupCon labels must be integers (class indices, -1 for unlabelled), got {labels.dtype}.")
-    if labels.ndim != 1:
-        raise ValueError(f"SupCon labels must have shape (N,) (class indices, not one-hot), got {labels.shape}.")
-    if len(labels) != count:
-        raise ValueError(f"got {count} images but {len(labels)} labels; they must pair up.")
-    if labels.size and labels.min() < UNLABELLED:
-        raise ValueError(f"SupCon labels must be >= -1 (-1: unlabelled), got {labels.min()}.")
-    return labels.astype("int32")
-
-
-class _Packed(_IndexedBatches):
-    """`(images, labels)` batches as the one input `((images, labels),)`, labels checked; keeps the order."""
-
-    def __getitem__(self, index):
-        batch = self.source[index]
-        if len(batch) != 2:
-            raise ValueError(f"SupCon needs (images, labels) batches; batch {index} has {len(batch)} part(s).")
-        images = np.asarray(batch[0])
-        return ((images, check_labels(np.asarray(batch[1]), len(images))),)
