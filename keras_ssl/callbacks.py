@@ -1,13 +1,14 @@
 """Callbacks: what happens around `fit`.
 
 The engine's own (`MomentumScheduler`, `StopOnNaN`, `DataEpochs`, which
-`SSLModel.fit` adds), the kill-safe `BackupAndRestore`, and the online
-monitors of `keras_ssl.monitors` (`KNNMonitor`, `LinearProbeMonitor`,
-`CollapseMonitor`), all importable from here.
+`SSLModel.fit` adds, and `order_callbacks`, which puts every finiteness
+guard ahead of the checkpoint callbacks), the kill-safe `BackupAndRestore`,
+and the online monitors of `keras_ssl.monitors` (`KNNMonitor`,
+`LinearProbeMonitor`, `CollapseMonitor`), all importable from here.
 """
 
 from keras_ssl.checkpoints import BackupAndRestore
-from keras_ssl.engine.callbacks import DataEpochs, MomentumScheduler, StopOnNaN
+from keras_ssl.engine.callbacks import DataEpochs, MomentumScheduler, StopOnNaN, order_callbacks
 from keras_ssl.monitors import (
     CollapseMonitor,
     KNNMonitor,
@@ -24,4 +25,5 @@ __all__ = [
     "MomentumScheduler",
     "StopOnNaN",
     "alternate_split",
+    "order_callbacks",
 ]

@@ -23,7 +23,7 @@ import keras
 import numpy as np
 
 from keras_ssl import keras_compat
-from keras_ssl.rundir import remove_dir
+from keras_ssl.rundir import WriteError, _flush, remove_dir
 
 WEIGHTS = "model.weights.h5"
 STATE = "state.json"
@@ -86,6 +86,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     `ImageFiles` in `SSLModel.fit`). `SSLModel.fit` uses this class in
     place of Keras's. With an integer `save_freq` it also saves at each
     epoch end. A backup directory in Keras's own format is still restored.
+    A write that fails (a full disk) raises `rundir.WriteError`, one line
+    naming the file, and leaves the previous checkpoint as it was.
 
     Args:
         backup_dir: directory of the checkpoints (used by nothing else).
@@ -215,23 +217,35 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         model = self.model  # on JAX this brings the step's state back to the variables
         name = f"{_PREFIX}{epoch:06d}-{batch:09d}"
         final, tmp = os.path.join(self.backup_dir, name), os.path.join(self.backup_dir, ".tmp-" + name)
-        os.makedirs(self.backup_dir, exist_ok=True)
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-        os.mkdir(tmp)
-        self._reached("begin")
-        model.save_weights(os.path.join(tmp, WEIGHTS))
-        _fsync(os.path.join(tmp, WEIGHTS))
-        self._reached("weights")
         state = {"epoch": epoch, "batch": batch, "logs": self.epoch_logs, "format": 1}
         if batch:
             state["metrics"] = {
                 m.name: [keras.ops.convert_to_numpy(v).tolist() for v in m.variables] for m in model.metrics
             }
-        with open(os.path.join(tmp, STATE), "w") as f:
-            json.dump(state, f)
-        _fsync(os.path.join(tmp, STATE))
-        _fsync(tmp)
+        text, writing = json.dumps(state), WEIGHTS
+        try:
+            os.makedirs(self.backup_dir, exist_ok=True)
+            if os.path.exists(tmp):
+                shutil.rmtree(tmp)
+            os.mkdir(tmp)
+            self._reached("begin")
+            model.save_weights(os.path.join(tmp, WEIGHTS))
+            _flush(os.path.join(tmp, WEIGHTS))  # a full disk may answer only here
+            self._reached("weights")
+            writing = STATE
+            with open(os.path.join(tmp, STATE), "w") as f:
+                f.write(text)
+            _flush(os.path.join(tmp, STATE))
+            _fsync(tmp)
+        except OSError as e:  # a full disk: one line naming the file, and the previous checkpoint kept
+            shutil.rmtree(tmp, ignore_errors=True)
+            previous = list_checkpoints(self.backup_dir)
+            kept = (
+                f"the previous checkpoint {previous[0]} is unchanged (rerun to resume from it)"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            raise WriteError(os.path.join(final, writing), e, kept) from None
         self._reached("state")
         if os.path.exists(final):  # the same position again (a fit repeated with more epochs)
             _discard(final)

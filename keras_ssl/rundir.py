@@ -1,17 +1,105 @@
 """The run directory of `keras-ssl`: checked, locked, and published as one run.
 
-Every file goes through a temporary file in the same directory and a rename,
-so a crash never leaves a half-written file where the old one was; a run's
-files are staged and published together (`publish`), so a reader never sees
-files of two runs; the `.lock` file names the process that owns the
-directory.
+Every file goes through a temporary file in the same directory and a rename
+(`write_atomically`), so a crash or a full disk never leaves a half-written
+file where the old one was, and a write that fails says which file in one
+line (`WriteError`); a run's files are staged and published together
+(`publish`), so a reader never sees files of two runs; the `.lock` file
+names the process that owns the directory.
 """
 
+import errno
 import hashlib
 import json
 import os
+import pathlib
 import shutil
 import tempfile
+
+
+class WriteError(OSError):
+    """A file that could not be written (disk full, read-only); the earlier file at its path is unchanged.
+
+    Example:
+        >>> import errno
+        >>> from keras_ssl.rundir import WriteError
+        >>> error = WriteError("runs/a.json", OSError(errno.ENOSPC, "Can't close file"))
+        >>> print(error)
+        could not write runs/a.json: No space left on device (Can't close file); any earlier file there is unchanged.
+        >>> error.errno == errno.ENOSPC, error.filename
+        (True, 'runs/a.json')
+    """
+
+    def __init__(self, path, cause, kept="any earlier file there is unchanged"):
+        code = getattr(cause, "errno", None)
+        reason = os.strerror(code) if code else ""
+        detail = getattr(cause, "strerror", None) or str(cause)
+        if detail and detail != reason:
+            reason = f"{reason} ({detail})" if reason else detail
+        super().__init__(code, reason)
+        self.filename, self.kept = os.fspath(path), kept
+        self.message = " ".join(f"could not write {self.filename}: {reason}; {kept}.".split())
+
+    def __str__(self):
+        return self.message
+
+
+def write_atomically(path, write):
+    """Calls `write(tmp)` on a temporary file next to `path`, then renames it over `path`.
+
+    A failure (disk full, a kill) leaves the earlier file at `path` whole and
+    raises `WriteError`. The file gets the umask's permissions and is flushed
+    before the rename; the temporary name ends with the file's own name, for
+    writers that check the extension (`model.save`, `savefig`).
+
+    Args:
+        path: the file to write.
+        write: a function of a path that writes the file there.
+
+    Example:
+        >>> import errno
+        >>> from keras_ssl.rundir import WriteError, write_atomically
+        >>> def notes(path):
+        ...     with open(path, "w") as f:
+        ...         f.write("first")
+        >>> write_atomically("notes.txt", notes)
+        >>> def disk_full(path):
+        ...     with open(path, "w") as f:
+        ...         f.write("half")
+        ...     raise OSError(errno.ENOSPC, "No space left on device")
+        >>> try:
+        ...     write_atomically("notes.txt", disk_full)
+        ... except WriteError as error:
+        ...     print(error)
+        could not write notes.txt: No space left on device; any earlier file there is unchanged.
+        >>> open("notes.txt").read(), [name for name in os.listdir(".") if name.startswith(".tmp-")]
+        ('first', [])
+    """
+    path, tmp = os.fspath(path), None
+    try:
+        fd, tmp = tempfile.mkstemp(
+            prefix=".tmp-", suffix="-" + os.path.basename(path), dir=os.path.dirname(path) or "."
+        )
+        os.close(fd)
+        write(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
+        _flush(tmp)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise WriteError(path, e) from None
+    finally:
+        if tmp is not None and os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _flush(path):
+    """Flushes a file to disk: a full disk may answer only here (delayed allocation, NFS)."""
+    with open(path, "rb") as f:
+        try:
+            os.fsync(f.fileno())
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EIO):  # lost data; others: a mount without fsync
+                raise
 
 
 def write_json(path, obj):
@@ -30,17 +118,12 @@ def write_json(path, obj):
         ...     json.load(f)
         {'loss': [1.0]}
     """
-    tmp = path + ".tmp"
+    text = json.dumps(obj, indent=2)  # not serialisable: a TypeError before anything is written
+
     try:
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2)
-        os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise SystemExit(
-            f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is unchanged."
-        ) from None
+        write_atomically(path, lambda tmp: pathlib.Path(tmp).write_text(text))
+    except WriteError as e:
+        raise SystemExit(f"keras-ssl: {e}") from None
 
 
 def save_model(model, path):
@@ -58,19 +141,9 @@ def save_model(model, path):
         ['encoder.keras']
     """
     try:
-        fd, tmp = tempfile.mkstemp(suffix=".keras", dir=os.path.dirname(path) or ".")
-        os.close(fd)
-        try:
-            model.save(tmp)
-            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it owner-only
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-    except OSError as e:
-        raise SystemExit(
-            f"keras-ssl: could not write {path}: {e.strerror or e}; any earlier file there is unchanged."
-        ) from None
+        write_atomically(path, model.save)
+    except WriteError as e:
+        raise SystemExit(f"keras-ssl: {e}") from None
 
 
 def _umask():
@@ -151,8 +224,12 @@ class RunLock:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w") as f:
-                f.write(str(os.getpid()))
+            try:
+                with os.fdopen(fd, "w") as f:
+                    f.write(str(os.getpid()))
+            except OSError as e:  # a full disk: the first write of a run
+                os.remove(self.path)
+                raise SystemExit(f"keras-ssl: {WriteError(self.path, e, 'nothing was trained')}") from None
             return self
         raise SystemExit(f"keras-ssl: could not lock {self.folder} ({self.path}).")
 

@@ -178,3 +178,99 @@ def test_an_epoch_that_runs_short_is_named_in_a_warning():
     data = _Shrinking(images())
     with pytest.warns(UserWarning, match="epoch 2 ran 2 of 5 steps"):
         build().fit(data, epochs=2, verbose=0, callbacks=[_ShrinkAfterFirstEpoch(data)])
+
+
+# ---------------------------------------------------------------- a full disk
+ENOSPC_ON_CLOSE = "Can't close file (file write failed: No space left on device)"  # what h5py says
+
+
+def _dense():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
+    return model
+
+
+class KeepWeights(keras.callbacks.Callback):
+    """Copies the weights at each epoch end: the reference for what a checkpoint holds."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.weights.append([np.array(w) for w in self.model.get_weights()])
+
+
+def test_a_full_disk_during_a_checkpoint_is_one_line_naming_it_and_keeps_the_previous(tmp_path, monkeypatch):
+    import errno
+
+    real, calls = keras.Model.save_weights, []
+
+    def disk_full_on_second(self, path, *args, **kwargs):  # the first save fits, the second fills the disk
+        calls.append(path)
+        if len(calls) == 1:
+            return real(self, path, *args, **kwargs)
+        with open(path, "wb") as f:
+            f.write(b"\x89HDF\r\n\x1a\n")  # the first bytes of the file, then the disk is full
+        raise OSError(errno.ENOSPC, ENOSPC_ON_CLOSE)
+
+    monkeypatch.setattr(keras.Model, "save_weights", disk_full_on_second)
+    backup_dir, kept = str(tmp_path / "backup"), KeepWeights()
+    x, y = np.random.default_rng(0).normal(size=(16, 4)), np.ones((16, 1))
+    backup = keras_ssl.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False)
+    with pytest.raises(OSError) as info:
+        _dense().fit(x, y, batch_size=8, epochs=3, verbose=0, callbacks=[kept, backup])
+    message, first = str(info.value), os.path.join(backup_dir, "ckpt-000001-000000000")
+    assert "\n" not in message and info.value.errno == errno.ENOSPC
+    assert message.startswith(
+        f"could not write {os.path.join(backup_dir, 'ckpt-000002-000000000', 'model.weights.h5')}"
+    )
+    assert "No space left on device" in message and f"previous checkpoint {first} is unchanged" in message
+    assert list_checkpoints(backup_dir) == [first] and os.listdir(backup_dir) == [os.path.basename(first)]
+    monkeypatch.undo()
+    restored = _dense()
+    restored.optimizer.build(restored.trainable_variables)  # so the saved optimizer state loads too
+    restored.load_weights(os.path.join(first, "model.weights.h5"))
+    for saved, expected in zip(restored.get_weights(), kept.weights[0]):  # epoch 1's weights, whole
+        np.testing.assert_array_equal(saved, expected)
+
+
+def test_a_full_disk_keeps_the_earlier_run_files_and_names_them(tmp_path, monkeypatch):
+    import errno
+    import json
+    import re
+
+    from keras_ssl import rundir
+
+    history, encoder = str(tmp_path / "history.json"), str(tmp_path / "encoder.keras")
+    rundir.write_json(history, {"loss": [1.0]})
+    before = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    rundir.save_model(before, encoder)
+
+    def full(fd):  # delayed allocation: the disk answers only when the data is flushed
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(rundir.os, "fsync", full)
+    with pytest.raises(
+        SystemExit, match=f"^keras-ssl: could not write {re.escape(history)}: No space left on device; "
+    ):
+        rundir.write_json(history, {"loss": [2.0, 3.0]})
+    monkeypatch.undo()
+
+    class HalfSaved:
+        def save(self, path):  # writes part of the file, then the disk is full
+            with open(path, "wb") as f:
+                f.write(b"PK\x03\x04")
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(
+        SystemExit, match=f"^keras-ssl: could not write {re.escape(encoder)}: No space left on device"
+    ) as info:
+        rundir.save_model(HalfSaved(), encoder)
+    assert "\n" not in str(info.value)
+    assert sorted(os.listdir(tmp_path)) == ["encoder.keras", "history.json"], "no temporary file left behind"
+    with open(history) as f:
+        assert json.load(f) == {"loss": [1.0]}
+    after = keras.saving.load_model(encoder)
+    for a, b in zip(after.get_weights(), before.get_weights()):
+        np.testing.assert_array_equal(a, b)

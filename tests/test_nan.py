@@ -1,6 +1,7 @@
 """NaN safety: a non-finite loss stops fit, names the term, keeps checkpoints."""
 
 import os
+import re
 
 import keras
 import numpy as np
@@ -118,3 +119,165 @@ def test_the_divergence_guard_names_a_weight_norm_that_jumps_orders_of_magnitude
         )
         == 3
     )
+
+
+# ----------------------------------------------- guards ahead of checkpoints, limits, divergence
+def _norm(variables):
+    return float(
+        np.sqrt(sum(np.sum(np.square(np.asarray(keras.ops.convert_to_numpy(v), "float64"))) for v in variables))
+    )
+
+
+def _jump(info):
+    """The two norms a divergence error names: `jumped from A (...) to B`."""
+    before, after = re.search(r"jumped from (\S+) \(.*?\) to (\S+) by", str(info.value)).groups()
+    return [float(before), float(after)]
+
+
+class StartNorm(keras.callbacks.Callback):
+    """The norm of the trainable weights when `fit` starts: the reference for the divergence baseline."""
+
+    def on_train_begin(self, logs=None):
+        self.norm = _norm(self.model.trainable_variables)
+
+
+def _tiny_simclr():
+    import keras_ssl
+
+    return keras_ssl.SimCLR(small_encoder(), hidden_dim=8, projection_dim=4, seed=0)
+
+
+def test_order_callbacks_moves_every_guard_ahead_of_the_first_checkpoint(tmp_path):
+    from keras_ssl.callbacks import BackupAndRestore, StopOnNaN, order_callbacks
+
+    log, history = keras.callbacks.CSVLogger(str(tmp_path / "log.csv")), keras.callbacks.History()
+    weights = keras.callbacks.ModelCheckpoint(str(tmp_path / "a.weights.h5"), save_weights_only=True)
+    ours, theirs = BackupAndRestore(str(tmp_path / "o")), keras.callbacks.BackupAndRestore(str(tmp_path / "k"))
+    early, late, terminate = StopOnNaN(), StopOnNaN(), keras.callbacks.TerminateOnNaN()
+    given = [log, early, weights, history, late, ours, terminate]
+    assert order_callbacks(given) == [log, early, late, terminate, weights, history, ours]
+    assert given == [log, early, weights, history, late, ours, terminate], "the list passed in is unchanged"
+    for checkpoint in (ours, theirs):
+        assert order_callbacks([checkpoint, late]) == [late, checkpoint]
+    assert order_callbacks([history, late, log]) == [history, late, log], "no checkpoint: nothing moves"
+
+
+def test_a_guard_passed_after_the_checkpoint_still_keeps_the_last_good_checkpoint(tmp_path):
+    import keras_ssl
+
+    model = _tiny_simclr()
+    # 2 steps per epoch: the rate explodes on the last step of epoch 2 (issue 33's repro).
+    model.compile(optimizer=keras.optimizers.SGD(SpikeOnStep(spike_step=3)))
+    path = str(tmp_path / "last.weights.h5")
+    checkpoint = keras.callbacks.ModelCheckpoint(path, save_freq="epoch", save_weights_only=True)
+    with pytest.raises(FloatingPointError, match="at the end of epoch 2 while the loss stayed finite"):
+        model.fit(
+            random_images(16),
+            batch_size=8,
+            epochs=3,
+            verbose=0,
+            callbacks=[checkpoint, keras_ssl.callbacks.StopOnNaN()],
+        )
+    saved = _tiny_simclr()
+    saved.compile(optimizer=keras.optimizers.SGD(1e-3))
+    saved.load_weights(path)
+    assert int(saved.step) == 2, "the checkpoint on disk is epoch 1's"
+    for w in saved.get_weights():
+        assert np.all(np.isfinite(w)) and np.abs(w).max() < 1e12
+
+
+def test_optimizer_state_has_its_own_limit_and_the_message_says_which_tripped():
+    from keras_ssl.callbacks import StopOnNaN
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="mse")
+    x, y = np.ones((16, 4), "float32"), np.full((16, 1), 1e9, "float32")
+    # Gradients near 2e9: Adam's second moment (their square) passes 1e12 while its steps, about the rate
+    # each, keep the weights near their start: a sound run, which the weights' limit alone would stop.
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[StopOnNaN()])
+    weights = max(np.abs(w).max() for w in model.get_weights())
+    state = max(np.abs(keras.ops.convert_to_numpy(v)).max() for v in model.optimizer.variables if "float" in v.dtype)
+    assert weights < 10 and state > 1e12
+    cases = [
+        (
+            StopOnNaN(max_abs_optimizer=1e12),
+            r"^optimizer variable \S+ became larger than max_abs_optimizer=1e\+12",
+            "clip",
+        ),
+        (StopOnNaN(max_abs=weights / 2), rf"^weight \S+ became larger than max_abs={weights / 2:g} ", "learning rate"),
+    ]
+    for guard, message, advice in cases:
+        guard.set_model(model)
+        with pytest.raises(FloatingPointError, match=message) as info:
+            guard.on_epoch_end(1)
+        assert advice in str(info.value)
+    copy = StopOnNaN(**StopOnNaN(3, 1e6, 1e20, 10).get_config())
+    assert copy.get_config() == {"weights_every": 3, "max_abs": 1e6, "max_abs_optimizer": 1e20, "divergence": 10.0}
+
+
+def test_divergence_compares_each_check_with_the_one_before_starting_from_the_first_step():
+    from keras_ssl.callbacks import StopOnNaN
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)])
+    guard = StopOnNaN(divergence=100)
+    guard.set_model(model)
+    guard.on_train_begin()
+    guard.on_train_batch_begin(0)  # the starting norm, before the first update
+    start = _norm(model.trainable_variables)
+
+    def scale(factor):
+        for v in model.trainable_variables:
+            v.assign(v * factor)
+
+    scale(50)
+    guard.on_epoch_end(0)  # 50 times the start: below the factor
+    scale(50)
+    guard.on_epoch_end(1)  # 2,500 times the start, but 50 times the last check: steady growth, not divergence
+    scale(150)
+    with pytest.raises(
+        FloatingPointError, match=r"jumped from \S+ \(at the end of epoch 2\) to \S+ by the end of epoch 3"
+    ) as info:
+        guard.on_epoch_end(2)
+    np.testing.assert_allclose(_jump(info), [2500 * start, 375000 * start], rtol=1e-3)
+    model.set_weights([w / 375000 for w in model.get_weights()])
+    guard.on_train_begin()  # a new fit: a new start
+    guard.on_train_batch_begin(0)
+    scale(101)
+    with pytest.raises(FloatingPointError, match=r"\(before the first step\) to \S+ by the end of epoch 1") as info:
+        guard.on_epoch_end(0)
+    np.testing.assert_allclose(_jump(info), [start, 101 * start], rtol=1e-3)
+
+
+def test_divergence_in_epoch_1_stops_at_the_first_step_checkpoint(tmp_path):
+    from keras_ssl.callbacks import BackupAndRestore, StopOnNaN
+    from keras_ssl.checkpoints import list_checkpoints
+
+    model = _tiny_simclr()
+    # 4 steps an epoch, checked and checkpointed every 2; the rate explodes on step 2, so the first check
+    # (the first checkpoint) is the first to see the weights, finite and below max_abs but 1e4 times larger.
+    model.compile(optimizer=keras.optimizers.SGD(SpikeOnStep(spike_step=1, spike=1e6)))
+    start = StartNorm()
+    callbacks = [
+        start,
+        StopOnNaN(weights_every=2, divergence=100),
+        BackupAndRestore(str(tmp_path), save_freq=2, delete_checkpoint=False),
+    ]
+    with pytest.raises(FloatingPointError, match=r"\(before the first step\) to \S+ by epoch 1, batch 2") as info:
+        model.fit(random_images(32), batch_size=8, epochs=2, verbose=0, callbacks=callbacks)
+    assert list_checkpoints(str(tmp_path)) == [], "no checkpoint of the diverged weights"
+    np.testing.assert_allclose(_jump(info), [start.norm, _norm(model.trainable_variables)], rtol=1e-3)
+
+
+def test_sgd_1e6_with_one_step_an_epoch_leaves_no_diverged_epoch_1_checkpoint(tmp_path):
+    from keras_ssl.callbacks import BackupAndRestore, StopOnNaN
+    from keras_ssl.checkpoints import list_checkpoints
+
+    model = _tiny_simclr()
+    model.compile(optimizer=keras.optimizers.SGD(1e6))
+    start = StartNorm()
+    callbacks = [start, StopOnNaN(divergence=100), BackupAndRestore(str(tmp_path), delete_checkpoint=False)]
+    with pytest.raises(FloatingPointError, match=r"\(before the first step\) to \S+ by the end of epoch 1") as info:
+        model.fit(random_images(8), batch_size=8, epochs=3, verbose=0, callbacks=callbacks)
+    assert list_checkpoints(str(tmp_path)) == []
+    np.testing.assert_allclose(_jump(info), [start.norm, _norm(model.trainable_variables)], rtol=1e-3)
+    assert _norm(model.trainable_variables) > 100 * start.norm

@@ -1,5 +1,5 @@
 """The engine's own callbacks, which `SSLModel.fit` adds: the momentum schedule's length, the
-finiteness guard that runs before any checkpoint, and the data's epoch."""
+finiteness guard that runs before any checkpoint (`order_callbacks` puts it there), and the data's epoch."""
 
 import warnings
 
@@ -76,19 +76,35 @@ class StopOnNaN(keras.callbacks.Callback):
     finite while its update makes the weights, optimizer state, momentum
     targets or queues NaN or huge (a learning-rate spike); so every variable
     of the model and its optimizer is checked at each epoch end and every
-    `weights_every` steps, when checkpoints are written. `SSLModel.fit` puts
-    one first in the callback list, with `weights_every` set to the
-    smallest step frequency of its checkpoint callbacks.
+    `weights_every` steps, when checkpoints are written. `SSLModel.fit`
+    adds one when none is given, with `weights_every` set to the smallest
+    step frequency of its checkpoint callbacks, and moves every guard ahead
+    of the first checkpoint callback (`order_callbacks`).
+
+    With `divergence=F`, training has diverged when the norm of the
+    trainable weights grows more than F times from one check to the next;
+    the first check compares with the norm before the first step (the
+    initial weights, or those a resumed run restored). As checks are where
+    checkpoints are written, no checkpoint holds weights F times larger in
+    norm than the checkpoint before it or the starting weights. Steady
+    growth spread over many checks (weights without weight decay grow over
+    a long run) is not divergence; it is caught by the loss or `max_abs`.
 
     Args:
         weights_every: also check the variables every this many steps
             (None: at epoch ends only).
-        max_abs: variables larger than this in magnitude count as diverged
-            (float32 weights of trained networks stay far below 1e12).
-        divergence: optional factor: stop when the loss grows beyond this
-            many times its first epoch's size, or the norm of the trainable
-            weights grows this many times between two checks (100: two
-            orders of magnitude). None: off.
+        max_abs: the model's variables (weights, normalisation statistics,
+            momentum targets, queues) larger than this in magnitude count as
+            diverged. Trained weights stay far below 1e12, which leaves room
+            for the moving variances of unscaled inputs.
+        max_abs_optimizer: the same for the optimizer's state, apart: Adam's
+            second moment is the squared gradient, so a sound run with
+            gradients of 1e6 (a loss summed over many terms) holds 1e12
+            there. 1e30 (gradients of 1e15) still stops before the square
+            overflows float32 (gradients of 1.8e19).
+        divergence: optional factor F: stop when the loss grows beyond F
+            times its first epoch's mean, or the weight norm F times between
+            two checks, as above (100: two orders of magnitude). None: off.
 
     Example:
         >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16)
@@ -102,18 +118,23 @@ class StopOnNaN(keras.callbacks.Callback):
         FloatingPointError: the loss became nan at epoch 1, batch 1; non-finite terms: none besides the loss. ...
     """
 
-    def __init__(self, weights_every=None, max_abs=1e12, divergence=None):
+    def __init__(self, weights_every=None, max_abs=1e12, max_abs_optimizer=1e30, divergence=None):
         super().__init__()
         self.weights_every = int(weights_every) if weights_every else None
-        self.max_abs = float(max_abs)
+        self.max_abs, self.max_abs_optimizer = float(max_abs), float(max_abs_optimizer)
         self.divergence = float(divergence) if divergence else None
-        self._loss_scale = self._norm = None
+        self._loss_scale = self._norm = self._since = None
 
     def on_train_begin(self, logs=None):
-        self._loss_scale = self._norm = None
+        self._loss_scale = self._norm = self._since = None
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.divergence and self._norm is None:
+            # The first step's start: after any restore of on_train_begin, before the first update.
+            self._norm, self._since = self._weight_norm(), "before the first step"
 
     def on_train_batch_end(self, batch, logs=None):
         values = {k: _scalar(v) for k, v in (logs or {}).items()}
@@ -139,42 +160,53 @@ class StopOnNaN(keras.callbacks.Callback):
             self._loss_scale = max(abs(_scalar(logs["loss"])), 1e-6)
 
     def _check_variables(self, where):
-        variables = list(self.model.variables)
         optimizer = getattr(self.model, "optimizer", None)
+        groups = [("weight", self.model.variables, self.max_abs, "max_abs")]
         if optimizer is not None:
-            variables += list(optimizer.variables)
-        for v in variables:
-            value = keras.ops.convert_to_numpy(v)
-            if not np.issubdtype(value.dtype, np.floating):
-                continue
-            if not np.all(np.isfinite(value)) or (value.size and np.abs(value).max() > self.max_abs):
-                kind = "non-finite" if not np.all(np.isfinite(value)) else f"larger than {self.max_abs:g}"
-                self._stop(f"variable {v.path} became {kind} at {where} while the loss stayed finite")
+            groups.append(("optimizer variable", optimizer.variables, self.max_abs_optimizer, "max_abs_optimizer"))
+        for kind, variables, limit, name in groups:
+            for v in variables:
+                value = keras.ops.convert_to_numpy(v)
+                if not np.issubdtype(value.dtype, np.floating) or not value.size:
+                    continue
+                finite = bool(np.all(np.isfinite(value)))
+                if finite and np.abs(value).max() <= limit:
+                    continue
+                what = "non-finite" if not finite else f"larger than {name}={limit:g} ({np.abs(value).max():.3g})"
+                self._stop(f"{kind} {v.path} became {what} at {where} while the loss stayed finite", kind)
         if self.divergence:
-            norm = float(
-                np.sqrt(
-                    sum(
-                        float(np.sum(np.square(keras.ops.convert_to_numpy(w), dtype="float64")))
-                        for w in self.model.trainable_variables
-                    )
-                )
-            )
+            norm = self._weight_norm()
             if self._norm and norm > self.divergence * self._norm:
                 self._stop(
-                    f"the norm of the trainable weights jumped from {self._norm:.4g} to {norm:.4g} by "
-                    f"{where} (divergence)"
+                    f"the norm of the trainable weights jumped from {self._norm:.4g} ({self._since}) to "
+                    f"{norm:.4g} by {where}, more than divergence={self.divergence:g} times"
                 )
-            self._norm = norm
+            self._norm, self._since = norm, f"at {where}"
 
-    def _stop(self, what):
-        self.model.stop_training = True
-        raise FloatingPointError(
-            f"{what}. Training stopped before any checkpoint was written for this epoch; lower the "
-            "learning rate or add warm-up."
+    def _weight_norm(self):
+        squares = (
+            np.sum(np.square(keras.ops.convert_to_numpy(w), dtype="float64")) for w in self.model.trainable_variables
         )
+        return float(np.sqrt(sum(squares)))
+
+    def _stop(self, what, kind="weight"):
+        self.model.stop_training = True
+        if kind == "optimizer variable":
+            advice = (
+                "the gradients are huge (Adam's second moment is their square): clip them (clipnorm=), "
+                "rescale the loss, or raise max_abs_optimizer if the weights are sound"
+            )
+        else:
+            advice = "lower the learning rate or add warm-up"
+        raise FloatingPointError(f"{what}. Training stopped before any checkpoint saved this state; {advice}.")
 
     def get_config(self):
-        return {"weights_every": self.weights_every, "max_abs": self.max_abs, "divergence": self.divergence}
+        return {
+            "weights_every": self.weights_every,
+            "max_abs": self.max_abs,
+            "max_abs_optimizer": self.max_abs_optimizer,
+            "divergence": self.divergence,
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -245,6 +277,42 @@ class DataEpochs(keras.callbacks.Callback):
 
     def get_config(self):
         return {}
+
+
+# What `order_callbacks` moves, and ahead of what: a guard must see the weights before anything saves them.
+GUARDS = (StopOnNaN, keras.callbacks.TerminateOnNaN)
+CHECKPOINTERS = (keras.callbacks.ModelCheckpoint, keras.callbacks.BackupAndRestore)
+
+
+def order_callbacks(callbacks):
+    """The callbacks with every finiteness guard ahead of the first checkpointing callback.
+
+    Keras runs callbacks in list order, so a `StopOnNaN` placed after a
+    `ModelCheckpoint` or `BackupAndRestore` (keras_ssl's too) checks the
+    weights only after they were saved: diverged weights replace the last
+    good checkpoint. The guards (`StopOnNaN`, `keras.callbacks.TerminateOnNaN`)
+    found after the first checkpointing callback move to just before it;
+    everything else keeps its order. `SSLModel.fit` applies it to its
+    callbacks.
+
+    Args:
+        callbacks: a list of Keras callbacks (left unchanged).
+
+    Returns:
+        A new list of the same callbacks.
+
+    Example:
+        >>> from keras_ssl.callbacks import StopOnNaN, order_callbacks
+        >>> log = keras.callbacks.CSVLogger("log.csv")
+        >>> checkpoint = keras.callbacks.ModelCheckpoint("last.weights.h5", save_weights_only=True)
+        >>> [type(c).__name__ for c in order_callbacks([log, checkpoint, StopOnNaN()])]
+        ['CSVLogger', 'StopOnNaN', 'ModelCheckpoint']
+    """
+    callbacks = list(callbacks)
+    first = next((i for i, c in enumerate(callbacks) if isinstance(c, CHECKPOINTERS)), len(callbacks))
+    late = [c for c in callbacks[first:] if isinstance(c, GUARDS)]
+    rest = [c for c in callbacks[first:] if not isinstance(c, GUARDS)]
+    return callbacks[:first] + late + rest
 
 
 def _scalar(value):

@@ -333,7 +333,8 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         (`data.ArrayBatches`), so a resumed run sees the batches the
         uninterrupted one saw. A `keras.callbacks.BackupAndRestore` is
         replaced by keras_ssl's kill-safe one (`checkpoints.BackupAndRestore`);
-        `DataEpochs` and `StopOnNaN` go first in the callback list
+        `DataEpochs` goes first in the callback list, and every `StopOnNaN`
+        (the user's too) runs before any checkpoint callback
         (`engine.fit.fit_arguments`).
         """
         x, y, batch_size, kwargs, guard = fit_policy.fit_arguments(self, x, y, batch_size, kwargs)
