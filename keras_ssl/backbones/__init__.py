@@ -1,5 +1,6 @@
 """Encoders: ResNets (CIFAR and ImageNet stems), a tiny conv net, ViTs,
-`keras.applications` and keras-hub backbones, and `get` by name."""
+`keras.applications` and keras-hub backbones (pooled, or keras-hub ViT/DINOv2 as
+token encoders: `HubViT`), and `get` by name."""
 
 from keras_ssl.backbones.clone import clone_model, plain_keras
 from keras_ssl.backbones.external import (
@@ -10,6 +11,7 @@ from keras_ssl.backbones.external import (
     input_scaling,
     rescales_0_255,
 )
+from keras_ssl.backbones.hub_vit import HubViT
 from keras_ssl.backbones.resnet import (
     resnet,
     resnet18,

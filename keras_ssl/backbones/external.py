@@ -16,6 +16,7 @@ import keras
 import numpy as np
 
 from keras_ssl import keras_compat
+from keras_ssl.backbones.hub_vit import HubViT
 
 layers = keras.layers
 
@@ -191,13 +192,16 @@ def _input_scaling(cls_name):
     )
 
 
-def from_keras_hub(backbone, input_shape=None, pooling="cls", scale=1 / 255, offset=0.0, name=None):
+def from_keras_hub(backbone, input_shape=None, pooling="cls", scale=1 / 255, offset=0.0, name=None, tokens=False):
     """A keras-hub backbone (a model or a preset) as a keras_ssl encoder.
 
     Token outputs `(B, T, D)` are pooled to `(B, D)`: `"cls"` takes the
     first token (ViT's class token), `"mean"` averages all tokens. Feature
     maps `(B, H, W, C)` are average-pooled. Needs `pip install keras-hub`
-    (the `keras-ssl[hub]` extra).
+    (the `keras-ssl[hub]` extra). With `tokens=True`, a keras-hub ViT or
+    DINOv2 backbone becomes a `HubViT`: the token encoder that iBOT,
+    DINOv2, I-JEPA, MAE, MSN and SimMIM take, made of the backbone's own
+    layers (`encoder.backbone` gives the trained keras-hub model back).
 
     Args:
         backbone: a `keras_hub.models.Backbone`, or a preset name or local
@@ -209,6 +213,8 @@ def from_keras_hub(backbone, input_shape=None, pooling="cls", scale=1 / 255, off
             for [0, 1] images `x`, keras-hub's `ImageConverter` convention
             (scale and offset of 0-255 pixels); the defaults feed `x`.
         name: name of the returned model.
+        tokens: return a `HubViT` (ViT and DINOv2 backbones only); a
+            preset is then loaded at `input_shape`, a model must have it.
 
     Returns:
         A functional `keras.Model` mapping [0, 1] images to `(B, D)`.
@@ -229,12 +235,22 @@ def from_keras_hub(backbone, input_shape=None, pooling="cls", scale=1 / 255, off
         raise ValueError(f"`pooling` must be 'cls' or 'mean', got {pooling!r}.")
     if isinstance(backbone, str):
         preset = backbone
-        backbone = keras_hub.models.Backbone.from_preset(preset)
+        # A token encoder's position table is made for one size: the preset's, resized by keras-hub.
+        resize = {"image_shape": tuple(input_shape)} if tokens and input_shape is not None else {}
+        backbone = keras_hub.models.Backbone.from_preset(preset, **resize)
         try:
             converter = keras_hub.layers.ImageConverter.from_preset(preset)
             scale, offset = converter.scale, converter.offset
         except Exception:  # a preset without an image converter keeps the given scaling
             pass
+    if tokens:
+        built = tuple(getattr(backbone, "image_shape", None) or ())
+        if input_shape is not None and tuple(input_shape) != built:
+            raise ValueError(
+                f"the token encoder runs at the backbone's image_shape {built}, got input_shape={input_shape}: "
+                "build the keras-hub backbone with image_shape=input_shape (or pass its preset's name)."
+            )
+        return HubViT(backbone, pool=pooling, scale=scale, offset=offset, name=name)
     if input_shape is None:
         input_shape = getattr(backbone, "image_shape", None)
     if input_shape is None or len(tuple(input_shape)) != 3:
