@@ -143,7 +143,7 @@ def run_method(backend, name, args):
     """One method of quality.py's CPU budget (same models and options), its default compiled step."""
     x = start_keras(backend, args)
     quality = import_quality()
-    budget = argparse.Namespace(full=False, width=16, seed=0, batch_size=args.batch_size)
+    budget = argparse.Namespace(full=False, paper_optimizer=False, width=16, seed=0, batch_size=args.batch_size)
     cls, options, _ = quality.METHODS[name]
     model = cls(quality.encoder(name, budget), seed=0, **options)
     model.compile(optimizer=quality.optimizer(name, 1, budget))

@@ -87,6 +87,22 @@ def dinov2_targets(rng, batch_size, num_patches, mask_ratio=(0.1, 0.5), mask_pro
     return np.asarray(targets, dtype=np.float64)[rng.permutation(batch_size)]
 
 
+def collate_upperbound(batch_size, num_patches, mask_ratio=(0.1, 0.5), mask_probability=0.5):
+    """collate_data_and_cast's `upperbound`: `sum(int(N * probs[i + 1]))` over the `int(B * p)`
+    masked images, `probs = linspace(lo, hi, int(B * p) + 1)` (the rows of its patch buffers)."""
+    n_masked = int(batch_size * mask_probability)
+    probs = np.linspace(mask_ratio[0], mask_ratio[1], n_masked + 1)
+    return sum(int(num_patches * probs[i + 1]) for i in range(n_masked))
+
+
+def collate_mask_indices(masks):
+    """collate's `mask_indices_list` (`masks.flatten().nonzero()`) and `masks_weight`
+    (`1 / count(image)` per masked patch, in the same order)."""
+    masks = np.asarray(masks, dtype=bool)
+    weights = (1.0 / np.maximum(masks.sum(-1), 1.0))[:, None] * np.ones(masks.shape)
+    return np.flatnonzero(masks.reshape(-1)), weights[masks]
+
+
 def ibot_target(rng, num_patches, pred_ratio=(0.0, 0.3), pred_ratio_var=(0.0, 0.2)):
     """iBOT's `high = get_pred_ratio() * H * W` for one crop (loader.py).
 

@@ -1,7 +1,9 @@
 """iBOT / DINOv2 shared pieces vs float64 NumPy ports of the official code (numpy_refs_distillation).
 
 Patch distillation and KoLeo: values and gradients. Sinkhorn: keras_ssl.losses.sinkhorn is DINOv2's
-sinkhorn_knopp_teacher; masked_sinkhorn is its patch version. Block masks: statistics over many
+sinkhorn_knopp_teacher; masked_sinkhorn is its patch version. The masked patches gathered into
+rows (DINOv2's buffers): masked_rows against collate's mask_indices_list and masks_weight, the loss on
+them against forward_masked, BlockMasking.max_masked against collate's upperbound. Block masks: statistics over many
 draws against the port of the official MaskingGenerator / iBOT loader loop, and exact properties.
 """
 
@@ -22,7 +24,8 @@ from keras_ssl.layers.block_masks import (
     mask_targets,
     paper_masking,
 )
-from keras_ssl.losses.distillation import koleo, masked_patch_distillation, masked_sinkhorn
+from keras_ssl.layers.distillation_heads import masked_rows, take_rows
+from keras_ssl.losses.distillation import gathered_patch_distillation, koleo, masked_patch_distillation, masked_sinkhorn
 
 
 def to_np(x):
@@ -157,6 +160,57 @@ def test_sinkhorn_and_masked_sinkhorn_are_dinov2_sinkhorn_knopp_teacher():
     np.testing.assert_allclose(got[mask == 1], expected, rtol=2e-4, atol=1e-6)
     assert np.abs(got[mask == 0]).max() == 0
     assert np.abs(to_np(masked_sinkhorn(logits, np.zeros(20), 0.07))).max() == 0  # nothing masked: no NaN
+
+
+# ---------------------------------------------------------------- masked patches gathered (DINOv2's buffers)
+
+
+def test_gathered_rows_are_the_collates_mask_indices_and_weights():
+    rng = np.random.default_rng(15)
+    masks = (rng.random((6, 10)) < 0.3).astype("float32")
+    masks[2] = 0.0
+    indices, weights = ref.collate_mask_indices(masks)
+    bound = len(indices) + 5
+    rows, got_weights = masked_rows(masks, bound)
+    rows, got_weights = to_np(rows).astype(int), to_np(got_weights)
+    np.testing.assert_array_equal(rows[: len(indices)], indices)  # index_select's order
+    np.testing.assert_allclose(got_weights[: len(indices)], weights, rtol=1e-6)
+    # Padding: unmasked patches, each once, weighing 0.
+    assert (got_weights[len(indices) :] == 0).all() and (masks.reshape(-1)[rows[len(indices) :]] == 0).all()
+    assert len(set(rows)) == bound
+    tokens = rng.normal(size=(6, 10, 3)).astype("float32")
+    np.testing.assert_array_equal(to_np(take_rows(tokens, rows)), tokens.reshape(-1, 3)[rows])
+
+
+def test_gathered_patch_loss_is_forward_masked_with_the_dense_gradient():
+    s, t, masks = random_case(3, batch=4, patches=7, k=5)
+    rows, weights = masked_rows(masks, int(masks.sum()) + 3)
+
+    def loss(a, b):
+        return gathered_patch_distillation(take_rows(a, rows), take_rows(b, rows), weights, 4, 0.1)
+
+    expected = ref.masked_patch_distillation_dinov2_masked(s, t, masks, 0.1)
+    np.testing.assert_allclose(float(loss(s, t)), expected, rtol=2e-5)
+    grad_s, grad_t = grads(loss, s, t)
+    np.testing.assert_allclose(grad_s, ref.masked_patch_distillation_grad(s, t, masks, 0.1), atol=2e-5)
+    assert np.abs(grad_t).max() == 0
+    with pytest.raises(ValueError, match="rank"):
+        gathered_patch_distillation(s, t, weights, 4)
+
+
+def test_max_masked_is_the_collates_upperbound_and_bounds_the_draws():
+    dinov2 = BlockMasking(14, **paper_masking("dinov2", 14))
+    for batch in (5, 16, 64, 256):
+        official, ours = ref.collate_upperbound(batch, 196), dinov2.max_masked(batch)
+        assert official <= ours <= official + batch // 2, batch  # collate rounds each term down
+        assert int(to_np(dinov2.max_masked(ops.convert_to_tensor(batch)))) == ours  # a batch unknown when traced
+    assert BlockMasking(14, **paper_masking("ibot", 14)).max_masked(16) == 16 * 98  # any image up to 0.5 * N
+    assert BlockMasking(4, mask_probability=0.0).max_masked(8) == 1  # nothing masked: one padding row
+    # Every image at its largest target: the draws come close to the bound and never pass it.
+    for spread in ("independent", "linspace"):
+        layer = BlockMasking(6, mask_ratio=(0.5, 0.5), mask_probability=1.0, spread=spread, min_num_patches=1, seed=3)
+        total = to_np(layer(np.zeros((32, 1)))).sum()
+        assert layer.max_masked(32) == 32 * 18 and 0.9 * 32 * 18 <= total <= 32 * 18, (spread, total)
 
 
 # ---------------------------------------------------------------- block masks

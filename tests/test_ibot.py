@@ -1,5 +1,7 @@
-"""iBOT and DINOv2: the whole loss against the official code's (NumPy), centres, masks, harness."""
+"""iBOT and DINOv2: the whole loss against the official code's (NumPy) on every patch, the heads on the
+masked patches only against the heads on every patch (loss and gradients), centres, masks."""
 
+import keras
 import numpy as np
 import pytest
 from conftest import random_images
@@ -46,6 +48,28 @@ def test_references_on_hand_cases():
     np.testing.assert_allclose(koleo(np.array([[1.0, 0], [0, 1], [-1, 0], [0, -1]])), -np.log(np.sqrt(2)), rtol=1e-7)
 
 
+def full_patch_outputs(model, views, masks):
+    """The patch heads on EVERY patch token of the global crops, `(2, B, N, K)` each: the computation
+    before the gather, and what the official iBOT runs."""
+    images = ops.concatenate(views[:2], axis=0)
+    _, student = model._tokens(model.encoder, images, True, masks)
+    _, teacher = model._tokens(model.teacher_encoder, images, True)
+    separate = not model.shared_head
+    s = model.patch_head(student) if separate else model.head(student)
+    t = model.teacher_patch_head(teacher) if separate else model.teacher_head(teacher)
+    return [ops.convert_to_numpy(x).reshape(2, -1, *x.shape[1:]) for x in (s, t)]
+
+
+def forward_and_loss(model):
+    """One training forward of `model` on 8 images: NumPy outputs, the loss and terms, and the views."""
+    views = model.views(random_images(8), training=True)
+    outputs = model.ssl_forward(views, training=True)
+    loss, terms = model.compute_ssl_loss(outputs)
+    model.update_state(outputs)
+    values = to_np({"loss": loss, **terms})
+    return to_np(outputs), float(values.pop("loss")), {k: float(v) for k, v in values.items()}, views
+
+
 @pytest.mark.parametrize("shared_head", [True, False])
 def test_ibot_loss_and_centres_equal_the_official_loss(shared_head):
     model = make(shared_head=shared_head, warmup_teacher_steps=10, patch_output_dim=20)
@@ -55,17 +79,18 @@ def test_ibot_loss_and_centres_equal_the_official_loss(shared_head):
     model.center.assign(0.1 * rng.normal(size=K).astype("float32"))
     model.patch_center.assign(0.1 * rng.normal(size=model.patch_output_dim).astype("float32"))
     center, center2 = np.array(model.center), np.array(model.patch_center)
-    out = model(random_images(8), training=True)
-    o = to_np(out)
-    assert o["masks"][0].shape == (8, 16) and o["student_patches"][0].shape[-1] == (K if shared_head else 20)
+    o, loss, terms, views = forward_and_loss(model)
+    masks = o["masks"].reshape(2, 8, 16)
+    # The student's patch head ran on the sampler's bound of rows (any crop may be masked: half the patches).
+    assert o["student_patches"].shape == (model.masking.max_masked(16), K if shared_head else 20)
+    assert model.masking.max_masked(16) == 128
+    student_patches, teacher_patches = full_patch_outputs(model, views, o["masks"])
     temps = (0.1, 0.04, 0.04 + (0.07 - 0.04) * 4 / 10)  # the patch temperature warms up; the class one is flat
     total, loss1, loss2, new_center, new_center2 = ibot_loss(
-        o["student"], o["student_patches"], o["teacher"], o["teacher_patches"], o["masks"], center, center2, temps=temps
+        o["student"], student_patches, o["teacher"], teacher_patches, masks, center, center2, temps=temps
     )
-    assert np.sum(o["masks"]) > 0 and loss2 > 0
-    np.testing.assert_allclose(ops.convert_to_numpy(out["_term/cls"]), loss1, rtol=1e-5)
-    np.testing.assert_allclose(ops.convert_to_numpy(out["_term/patch"]), loss2, rtol=1e-5)
-    np.testing.assert_allclose(ops.convert_to_numpy(out["_loss"]), total, rtol=1e-5)
+    assert np.sum(masks) > 0 and loss2 > 0
+    np.testing.assert_allclose([terms["cls"], terms["patch"], loss], [loss1, loss2, total], rtol=1e-5)
     np.testing.assert_allclose(np.array(model.center), new_center, atol=1e-6)
     np.testing.assert_allclose(np.array(model.patch_center), new_center2, atol=1e-6)
     pairs = [p for p, _ in model.momentum_pairs]
@@ -76,26 +101,32 @@ def test_ibot_loss_and_centres_equal_the_official_loss(shared_head):
 def test_dinov2_loss_equals_the_official_forward_backward(num_registers):
     model = make(DINOv2, tiny_vit(num_registers=num_registers, layerscale=1e-5))
     model.build()
-    outputs = model.ssl_forward(model.views(random_images(8), training=True), training=True)
+    views = model.views(random_images(8), training=True)
+    outputs = model.ssl_forward(views, training=True)
     # At init the class tokens nearly coincide and float32 cannot rank their neighbours (nor can
     # DINOv2's): KoLeo is checked on spread features in their place.
     rng = np.random.default_rng(3)
     outputs["cls_features"] = [rng.normal(size=(8, 16)).astype("float32") for _ in range(2)]
     loss, terms = model.compute_ssl_loss(outputs)
     o = to_np(outputs)
+    masks = o["masks"].reshape(2, 8, 16)
+    # Both patch heads ran on the collate's upperbound of rows, not on the 256 patches.
+    rows = model.masking.max_masked(16)
+    assert o["student_patches"].shape[0] == o["teacher_patches"].shape[0] == rows < 64
+    student_patches, teacher_patches = full_patch_outputs(model, views, o["masks"])
     total, dino, ibot, koleo_sum = dinov2_loss(
         o["student"][:2],
         o["student"][2:],
-        np.stack(o["student_patches"]),
+        student_patches,
         np.stack(o["teacher"]),
-        np.stack(o["teacher_patches"]),
-        np.stack(o["masks"]),
+        teacher_patches,
+        masks,
         o["cls_features"],
         student_temp=0.1,
         teacher_temp=0.07,
     )
     # DINOv2's collate masks exactly half of the 2B global crops.
-    assert np.sum(np.stack(o["masks"]).sum(-1) > 0) == 8
+    assert np.sum(masks.sum(-1) > 0) == 8
     np.testing.assert_allclose(ops.convert_to_numpy(terms["cls"]), dino, rtol=1e-5)
     np.testing.assert_allclose(ops.convert_to_numpy(terms["patch"]), ibot, rtol=1e-4)
     np.testing.assert_allclose(ops.convert_to_numpy(terms["koleo"]), koleo_sum, rtol=1e-5)
@@ -104,13 +135,38 @@ def test_dinov2_loss_equals_the_official_forward_backward(num_registers):
 
 def test_dinov2_running_centring_follows_the_masked_patches():
     model = make(DINOv2, centering="centering", center_momentum=0.5, patch_center_momentum=0.5)
-    out = to_np(model(random_images(8), training=True))
-    masks = np.concatenate(out["masks"])[..., None]
-    teacher = np.concatenate(out["teacher_patches"])
+    model.build()
+    out, _, _, views = forward_and_loss(model)
+    masks = out["masks"].reshape(2, 8, 16, 1)
+    teacher = full_patch_outputs(model, views, out["masks"])[1]
     np.testing.assert_allclose(
-        np.array(model.patch_center), 0.5 * (teacher * masks).sum((0, 1)) / masks.sum(), atol=1e-6
+        np.array(model.patch_center), 0.5 * (teacher * masks).sum((0, 1, 2)) / masks.sum(), atol=1e-6
     )
     np.testing.assert_allclose(np.array(model.center), 0.5 * np.concatenate(out["teacher"]).mean(0), atol=1e-6)
+
+
+def test_gathered_patch_heads_give_the_full_heads_loss_and_gradients():
+    # One compiled SGD(1) step from the same weights and masks: the weights move by -gradient. DINOv2:
+    # both heads gathered (iBOT's student side: the official loss above, the loss's gradient in
+    # test_distillation); one case, as each compiles two steps.
+    steps = []
+    for all_patches in (True, False):
+        model = make(DINOv2, freeze_last_layer_steps=0)
+        model._all_patches = all_patches
+        model.compile(optimizer=keras.optimizers.SGD(1.0))
+        model.build()
+        if steps:
+            model.set_weights(steps[0][2])
+        before = model.get_weights()
+        logs = model.train_on_batch(random_images(8), return_dict=True)
+        steps.append((logs, [b - a for b, a in zip(before, model.get_weights())], before))
+    (full, full_deltas, _), (gathered, gathered_deltas, _) = steps
+    for key in ("loss", "cls", "patch"):
+        np.testing.assert_allclose(gathered[key], full[key], rtol=1e-5)
+    scale = max(np.abs(d).max() for d in full_deltas)
+    assert scale > 0
+    for got, want in zip(gathered_deltas, full_deltas):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
 
 
 def test_student_sees_masked_crops_and_the_teacher_sees_them_whole():
@@ -119,7 +175,7 @@ def test_student_sees_masked_crops_and_the_teacher_sees_them_whole():
     views = model.views(random_images(8), training=True)
     state = np.array(model.masking.seed_generator.state)
     first = to_np(model.ssl_forward(views, training=False))
-    masks = np.concatenate(first["masks"]).reshape(16, 4, 4)
+    masks = first["masks"].reshape(16, 4, 4)
     assert 0 < masks.sum() < masks.size
     # Scribble over every masked patch of the global crops: the student cannot tell, the teacher can.
     pixels = np.repeat(np.repeat(masks, 4, axis=1), 4, axis=2)[..., None]
@@ -127,9 +183,9 @@ def test_student_sees_masked_crops_and_the_teacher_sees_them_whole():
     views = [scribbled[:8], scribbled[8:], *views[2:]]
     model.masking.seed_generator.state.assign(state)
     second = to_np(model.ssl_forward(views, training=False))
-    np.testing.assert_array_equal(np.concatenate(second["masks"]), np.concatenate(first["masks"]))
-    for key in ("student", "student_patches"):
-        np.testing.assert_allclose(np.concatenate(second[key][:2]), np.concatenate(first[key][:2]), atol=1e-5)
+    np.testing.assert_array_equal(second["masks"], first["masks"])
+    np.testing.assert_allclose(np.concatenate(second["student"][:2]), np.concatenate(first["student"][:2]), atol=1e-5)
+    np.testing.assert_allclose(second["student_patches"], first["student_patches"], atol=1e-5)
     assert np.abs(np.concatenate(second["teacher"]) - np.concatenate(first["teacher"])).max() > 1e-4
 
 

@@ -279,6 +279,43 @@ class BlockMasking(keras.layers.Layer):
             self.seed_generator,
         )
 
+    def max_masked(self, batch_size):
+        """The most patches one call can mask over `batch_size` images in all: a bound from the settings only.
+
+        No image gets more than its target (`mask_targets`). iBOT's (`"independent"`): any image up
+        to `high * N`. DINOv2's (`"linspace"`): `n = int(B * p)` images, the i-th below
+        `N * lin[i + 1]`, at most `N * (n * low + (high - low) * (n + 1) / 2)` in all (collate's
+        `upperbound`, before each term is rounded down). iBOT and DINOv2 run their patch heads on
+        this many gathered patches, so its shapes are static.
+
+        Args:
+            batch_size: `B`, an int, or a scalar tensor where the batch is not static (TF graphs).
+
+        Returns:
+            An int (an int32 scalar tensor for a tensor `batch_size`), between 1 and `B * N`.
+
+        Example:
+            >>> from keras_ssl.layers.block_masks import BlockMasking, paper_masking
+            >>> BlockMasking(14, **paper_masking("dinov2", 14)).max_masked(64)   # of 64 * 196 patches
+            1920
+            >>> BlockMasking(14, **paper_masking("ibot", 14)).max_masked(64)     # 64 * int(0.5 * 196)
+            6272
+        """
+        n = self.grid_size[0] * self.grid_size[1]
+        low, high = self.mask_ratio
+        static = isinstance(batch_size, int)
+        floor, b = (math.floor, batch_size) if static else (ops.floor, ops.cast(batch_size, "float32"))
+        # The relative 1e-5 covers the float32 rounding of the drawn ratios (exact ones give whole targets).
+        if self.spread == "independent":
+            images = b if self.mask_probability > 0 else 0 * b
+            total = images * math.floor(n * high * (1 + 1e-5))
+        else:
+            images = floor(b * self.mask_probability)
+            total = floor(n * (1 + 1e-5) * (images * low + (high - low) * (images + 1) / 2))
+        if static:
+            return int(max(1, min(total, images * n)))
+        return ops.cast(ops.maximum(ops.minimum(total, images * n), 1.0), "int32")
+
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.grid_size[0] * self.grid_size[1])
 

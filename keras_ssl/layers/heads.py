@@ -276,6 +276,19 @@ class DINOHead(keras.layers.Layer):
             weight = keras.ops.where(frozen, keras.ops.stop_gradient(weight), weight)
         return keras.ops.matmul(x, weight)
 
+    def like(self, output_dim):
+        """A new head with this one's settings and `output_dim` outputs (iBOT's separate patch head).
+
+        Example:
+            >>> head = keras_ssl.layers.DINOHead(64, hidden_dim=16, bottleneck_dim=8, freeze_last_layer_steps=5)
+            >>> patch_head = head.like(32)
+            >>> patch_head.output_dim, patch_head.hidden_dim, patch_head.freeze_last_layer_steps
+            (32, 16, 5)
+        """
+        config = {**self.get_config(), "output_dim": output_dim}
+        config.pop("name")  # a name of its own
+        return type(self).from_config(config)
+
     def compute_output_shape(self, input_shape):
         return (*input_shape[:-1], self.output_dim)
 

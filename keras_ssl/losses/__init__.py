@@ -18,7 +18,7 @@ from keras_ssl.losses.common import embedding_std, l2_normalize
 from keras_ssl.losses.contrastive import clip, dcl, info_nce, nt_xent, supcon, von_mises_weights
 from keras_ssl.losses.covariance import tico, tico_covariance, tico_terms, vibcreg, vibcreg_terms
 from keras_ssl.losses.deepcluster import deepcluster_v2, spherical_kmeans
-from keras_ssl.losses.distillation import koleo, masked_patch_distillation, masked_sinkhorn
+from keras_ssl.losses.distillation import gathered_patch_distillation, koleo, masked_patch_distillation, masked_sinkhorn
 from keras_ssl.losses.manifold import mmcr, nuclear_norm
 from keras_ssl.losses.predictive import ijepa
 from keras_ssl.losses.prototypes import me_max, msn, msn_targets, prototype_log_probs
@@ -50,6 +50,7 @@ __all__ = [
     "koleo",
     "l2_normalize",
     "mae_reconstruction",
+    "gathered_patch_distillation",
     "masked_patch_distillation",
     "masked_sinkhorn",
     "me_max",

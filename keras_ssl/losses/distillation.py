@@ -48,6 +48,43 @@ def masked_patch_distillation(student_patch_logits, teacher_patch_probs, masks, 
     return ops.mean(per_image)
 
 
+def gathered_patch_distillation(student_rows, teacher_rows, weights, num_images, student_temperature=0.1):
+    """`masked_patch_distillation` on the masked patches gathered into rows (DINOv2's `forward_masked`).
+
+    `-sum_r w_r * sum_k t_rk * log_softmax(s_r / T)_k / num_images`, the rows being the masked
+    patches of all images (`keras_ssl.layers.distillation_heads.masked_rows`), each weighted by
+    `1 / (masked patches of its image)` (collate's `masks_weight`), padding rows by 0. With
+    `num_images = B` it equals `masked_patch_distillation` on the whole `(B, N, K)` outputs,
+    while the heads ran on the masked patches only.
+
+    Args:
+        student_rows: `(M, K)` student head outputs of the gathered patches.
+        teacher_rows: `(M, K)` teacher targets of the same patches; no gradient flows into them.
+        weights: `(M,)` row weights.
+        num_images: `B`, the images the rows come from (a number or a scalar tensor).
+        student_temperature: > 0 (iBOT and DINOv2: 0.1).
+
+    Returns:
+        Scalar float32 loss.
+
+    Example:
+        >>> from keras_ssl.losses.distillation import gathered_patch_distillation, masked_patch_distillation
+        >>> s = np.random.default_rng(0).normal(size=(2, 4, 3))
+        >>> t = np.full((2, 4, 3), 1 / 3)
+        >>> masks = np.array([[1, 1, 0, 0], [0, 0, 0, 0]])
+        >>> rows = gathered_patch_distillation(s[0, :3], t[0, :3], np.array([0.5, 0.5, 0.0]), 2)
+        >>> bool(np.isclose(rows, masked_patch_distillation(s, t, masks)))
+        True
+    """
+    _check_positive(student_temperature=student_temperature)
+    s = ops.cast(student_rows, "float32")
+    t = ops.stop_gradient(ops.cast(teacher_rows, "float32"))
+    _check_rank("student_rows", s, 2)
+    _check_rank("weights", weights, 1)
+    cross_entropy = -ops.sum(t * ops.log_softmax(s / student_temperature, axis=-1), axis=-1)
+    return ops.sum(cross_entropy * ops.cast(weights, "float32")) / ops.cast(num_images, "float32")
+
+
 def koleo(features, eps=1e-8):
     """DINOv2's KoLeo regulariser: `-mean(log(distance to the nearest other feature))` on unit features.
 

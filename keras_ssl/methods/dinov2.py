@@ -4,6 +4,7 @@ import keras
 from keras import ops
 
 from keras_ssl import backend, losses
+from keras_ssl.layers.distillation_heads import take_rows
 from keras_ssl.methods.ibot import IBOT
 from keras_ssl.views.multi_crop import dinov2_views
 
@@ -22,7 +23,11 @@ class DINOv2(IBOT):
     (`keras_ssl.losses.koleo`) of each global crop's student class tokens
     (before the head, per replica as the official) is added. Masks follow
     DINOv2's collate: half of the global crops masked, ratios spread over
-    0.1-0.5. For register tokens and LayerScale, build the encoder with
+    0.1-0.5. The patch heads, student's and teacher's, run on the masked
+    patches only (a static number of rows, `BlockMasking.max_masked`, as
+    the collate's `upperbound`), as the official `forward_backward`; the
+    running patch centre (`centering="centering"`) follows them alone too.
+    For register tokens and LayerScale, build the encoder with
     `keras_ssl.backbones.vit(..., num_registers=4, layerscale=1e-5)`.
 
     Args:
@@ -56,7 +61,7 @@ class DINOv2(IBOT):
 
     view_recipe = staticmethod(dinov2_views)
     # Sinkhorn-Knopp normalises over the global batch: the patch outputs are gathered too.
-    gathered_outputs = ("student", "teacher", "h1", "student_patches", "teacher_patches", "masks")
+    gathered_outputs = ("student", "teacher", "h1", "student_patches", "teacher_patches", "patch_weights", "masks")
     local_outputs = ("cls_features",)
     loss_terms = ("cls", "patch", "koleo")
     masking_recipe = "dinov2"
@@ -107,15 +112,16 @@ class DINOv2(IBOT):
             outputs["student"], ops.split(codes, len(teacher), axis=0), self.student_temperature
         )
 
+    def _teacher_patches(self, head, tokens, rows, training):
+        # DINOv2 centres the patch targets over the masked patches only: the head runs on them alone.
+        return {"teacher_patches": ops.stop_gradient(head(take_rows(tokens, rows), training=training))}
+
     def teacher_patch_probs(self, outputs):
         if self.centering == "centering":
             return super().teacher_patch_probs(outputs)
-        teacher = ops.concatenate(outputs["teacher_patches"], axis=0)  # (2B, N, K)
-        shape = ops.shape(teacher)
-        flat = ops.reshape(teacher, (-1, teacher.shape[-1]))
-        mask = ops.reshape(ops.concatenate(outputs["masks"], axis=0), (-1,))
-        codes = losses.masked_sinkhorn(flat, mask, self.current_teacher_patch_temperature(), iterations=3)
-        return ops.split(ops.reshape(codes, shape), len(outputs["teacher_patches"]), axis=0)
+        valid = outputs["patch_weights"] > 0
+        temperature = self.current_teacher_patch_temperature()
+        return losses.masked_sinkhorn(outputs["teacher_patches"], valid, temperature, iterations=3)
 
     def compute_ssl_loss(self, outputs):
         loss, terms = super().compute_ssl_loss(outputs)
@@ -124,9 +130,9 @@ class DINOv2(IBOT):
 
     def patch_center_batch_mean(self, outputs):
         # DINOv2's running patch centre follows the masked patches only.
-        masks = ops.concatenate(outputs["masks"], axis=0)[..., None]
-        sums = ops.sum(ops.concatenate(outputs["teacher_patches"], axis=0) * masks, axis=1)
-        sums, counts = backend.gather(sums), backend.gather(ops.sum(masks, axis=1))
+        valid = ops.cast(outputs["patch_weights"] > 0, "float32")[:, None]
+        sums = backend.gather(ops.sum(outputs["teacher_patches"] * valid, axis=0, keepdims=True))
+        counts = backend.gather(ops.sum(valid, axis=0, keepdims=True))
         return ops.sum(sums, axis=0) / ops.maximum(ops.sum(counts), 1.0)
 
     def update_state(self, outputs):

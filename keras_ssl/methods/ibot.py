@@ -3,10 +3,11 @@
 import keras
 from keras import ops
 
-from keras_ssl import backend, losses
+from keras_ssl import backend
 from keras_ssl.backbones.vit import ViT
 from keras_ssl.layers.block_masks import BlockMasking, paper_masking
-from keras_ssl.layers.heads import DINOHead
+from keras_ssl.layers.distillation_heads import masked_rows, take_rows, update_centre
+from keras_ssl.losses.distillation import gathered_patch_distillation
 from keras_ssl.methods.dino import DINO
 from keras_ssl.views.multi_crop import ibot_views
 
@@ -17,13 +18,16 @@ class IBOT(DINO):
 
     The student sees the two global crops with blockwise-masked patches
     replaced by a learned mask token, and the local crops unmasked; the
-    teacher (EMA) sees the global crops unmasked. Two losses, weighted
+    teacher (EMA) sees the global crops whole. Two losses, weighted
     `cls_weight` and `patch_weight`: DINO's cross-view loss on the class
-    tokens (centre `center`), and on each global crop the student's masked
-    patch outputs against the teacher's centred, sharpened outputs for the
-    same patches (`keras_ssl.losses.masked_patch_distillation`, its own
-    centre and temperature). Both centres are EMAs of the teacher's batch
-    means, updated after the loss; both temperatures warm up together.
+    tokens, and the student's masked patch outputs against the teacher's
+    centred, sharpened outputs for the same patches
+    (`keras_ssl.losses.distillation.gathered_patch_distillation`). Each loss has its own
+    centre (an EMA of the teacher's batch means, updated after the loss) and
+    teacher temperature (warmed up together). The student's patch head
+    runs on the masked patches only, up to the sampler's static bound
+    (`BlockMasking.max_masked`); the teacher's on every patch, whose mean the
+    patch centre follows.
 
     Args:
         encoder: a keras_ssl `ViT` (mask tokens go in after the patch embedding).
@@ -58,11 +62,13 @@ class IBOT(DINO):
 
     view_recipe = staticmethod(ibot_views)
     gathered_outputs = ("student", "teacher", "h1")
-    local_outputs = ("student_patches", "teacher_patches", "masks")
+    local_outputs = ("student_patches", "teacher_patches", "teacher_patch_means", "patch_weights", "masks")
     loss_terms = ("cls", "patch")
     default_backbone = "vit_tiny"
     #: the official masking settings (`paper_masking`)
     masking_recipe = "ibot"
+    # True: the patch heads run on every patch (the computation before the gather; tests compare).
+    _all_patches = False
 
     def __init__(
         self,
@@ -85,12 +91,11 @@ class IBOT(DINO):
                 f"{type(self).__name__} needs a keras_ssl ViT encoder (keras_ssl.backbones.vit_tiny(...)): "
                 f"its student puts mask tokens among the patch tokens; got {type(encoder).__name__}."
             )
-        for name, value in (
-            ("teacher_patch_temperature", teacher_patch_temperature),
-            ("warmup_teacher_patch_temperature", warmup_teacher_patch_temperature),
-        ):
-            if not value > 0:
-                raise ValueError(f"`{name}` must be > 0, got {value}.")
+        if not min(teacher_patch_temperature, warmup_teacher_patch_temperature) > 0:
+            raise ValueError(
+                "`teacher_patch_temperature` and `warmup_teacher_patch_temperature` must be > 0, "
+                f"got {teacher_patch_temperature} and {warmup_teacher_patch_temperature}."
+            )
         if not 0.0 <= patch_center_momentum < 1.0:
             raise ValueError(f"`patch_center_momentum` must be in [0, 1), got {patch_center_momentum}.")
         if cls_weight < 0 or patch_weight < 0:
@@ -113,13 +118,7 @@ class IBOT(DINO):
         self.masking = BlockMasking(grid, seed=self.next_seed(), **settings)
         self.mask_token = self.add_weight(name="mask_token", shape=(encoder.dim,), initializer="zeros")
         if not self.shared_head:
-            self.patch_head = DINOHead(
-                self.patch_output_dim,
-                self.hidden_dim,
-                self.bottleneck_dim,
-                norm_last_layer=self.norm_last_layer,
-                freeze_last_layer_steps=self.freeze_last_layer_steps,
-            )
+            self.patch_head = self.head.like(self.patch_output_dim)
             self.patch_head.build((None, None, self.feature_dim))
         self.patch_center = self.add_weight(
             name="patch_center", shape=(self.patch_output_dim,), initializer="zeros", trainable=False
@@ -136,57 +135,64 @@ class IBOT(DINO):
         return encoded[:, 0], encoded[:, 1:]
 
     def _head_pair(self, teacher):
-        head = self.teacher_head if teacher else self.head
-        if self.shared_head:
-            return head, head
-        return head, self.teacher_patch_head if teacher else self.patch_head
+        prefix = "teacher_" if teacher else ""
+        return getattr(self, prefix + "head"), getattr(self, prefix + ("head" if self.shared_head else "patch_head"))
+
+    def _patch_rows(self, masks):
+        """The flattened patches the patch heads run on and their loss weights: the masked ones, padded."""
+        batch, patches = masks.shape
+        batch = ops.shape(masks)[0] if batch is None else batch
+        # The sampler's bound keeps the shapes static, as DINOv2's `upperbound`.
+        return masked_rows(masks, batch * patches if self._all_patches else self.masking.max_masked(batch))
+
+    def _teacher_patches(self, head, tokens, rows, training):
+        """The teacher's outputs on `rows`, no gradient, and (iBOT's centre) their means over every patch."""
+        outputs = ops.stop_gradient(head(tokens, training=training))
+        return {"teacher_patches": take_rows(outputs, rows), "teacher_patch_means": ops.mean(outputs, axis=1)}
 
     def ssl_forward(self, views, training):
         return self._distill_forward(views, training)[0]
 
     def _distill_forward(self, views, training):
         """The outputs, and the student's class tokens of each global crop (before the head)."""
-        num_global = 2
-        global_images = ops.concatenate(views[:num_global], axis=0)
+        global_images = ops.concatenate(views[:2], axis=0)
         masks = self.masking(global_images)
+        rows, weights = self._patch_rows(masks)
         cls, patches = self._tokens(self.encoder, global_images, training, masks)
-        global_cls = ops.split(cls, num_global, axis=0)
-        local_cls = []
-        if len(views) > num_global:
-            # The local crops share one size: one encoder call for all of them.
-            local, _ = self._tokens(self.encoder, ops.concatenate(views[num_global:], axis=0), training)
-            local_cls = ops.split(local, len(views) - num_global, axis=0)
+        global_cls, local_cls = ops.split(cls, 2, axis=0), []
+        if len(views) > 2:  # the local crops share one size: one encoder call for all of them
+            local, _ = self._tokens(self.encoder, ops.concatenate(views[2:], axis=0), training)
+            local_cls = ops.split(local, len(views) - 2, axis=0)
         head, patch_head = self._head_pair(teacher=False)
-        student = self._heads(head, [*global_cls, *local_cls], training)
-        student_patches = patch_head(patches, training=training, step=self.step)
         teacher_cls, teacher_patches = self._tokens(self.teacher_encoder, global_images, training)
         teacher_head, teacher_patch_head = self._head_pair(teacher=True)
-        teacher = self._heads(teacher_head, ops.split(teacher_cls, num_global, axis=0), training)
-        teacher_patches = teacher_patch_head(teacher_patches, training=training)
+        teacher = self._heads(teacher_head, ops.split(teacher_cls, 2, axis=0), training)
         outputs = {
-            "student": student,
+            "student": self._heads(head, [*global_cls, *local_cls], training),
             "teacher": [ops.stop_gradient(t) for t in teacher],
             "h1": global_cls[0],
-            "student_patches": ops.split(student_patches, num_global, axis=0),
-            "teacher_patches": ops.split(ops.stop_gradient(teacher_patches), num_global, axis=0),
-            "masks": ops.split(masks, num_global, axis=0),
+            "student_patches": patch_head(take_rows(patches, rows), training=training, step=self.step),
+            "patch_weights": weights,
+            "masks": masks,
+            **self._teacher_patches(teacher_patch_head, teacher_patches, rows, training),
         }
         return outputs, global_cls
 
     def teacher_patch_probs(self, outputs):
-        """The teacher's patch targets, one `(B, N, K)` per global crop: centred and sharpened."""
-        temperature = self.current_teacher_patch_temperature()
+        """The teacher's targets for the gathered patches, `(M, K)`: centred and sharpened."""
         center = ops.convert_to_tensor(self.patch_center)
-        return [ops.softmax((ops.cast(t, "float32") - center) / temperature) for t in outputs["teacher_patches"]]
+        logits = ops.cast(outputs["teacher_patches"], "float32") - center
+        return ops.softmax(logits / self.current_teacher_patch_temperature())
 
     def cls_loss(self, outputs):
         return super().compute_ssl_loss(outputs)[0]
 
     def patch_loss(self, outputs):
-        # Each global crop's masked student patches against the teacher's same crop, averaged.
-        pairs = zip(outputs["student_patches"], self.teacher_patch_probs(outputs), outputs["masks"])
-        total = [losses.masked_patch_distillation(s, t, m, self.student_temperature) for s, t, m in pairs]
-        return sum(total) / len(total)
+        # Each image's masked patches weigh 1 / their number; the mean over the global crops' images.
+        student, weights, images = outputs["student_patches"], outputs["patch_weights"], ops.shape(outputs["masks"])[0]
+        return gathered_patch_distillation(
+            student, self.teacher_patch_probs(outputs), weights, images, self.student_temperature
+        )
 
     def compute_ssl_loss(self, outputs):
         terms = {"cls": self.cls_loss(outputs), "patch": self.patch_loss(outputs)}
@@ -194,11 +200,8 @@ class IBOT(DINO):
 
     def patch_center_batch_mean(self, outputs):
         """The `(K,)` mean of the teacher's patch outputs over the global batch: all patches (iBOT)."""
-        per_image = ops.mean(ops.concatenate(outputs["teacher_patches"], axis=0), axis=1)
-        return ops.mean(backend.gather(per_image), axis=0)
+        return ops.mean(backend.gather(outputs["teacher_patch_means"]), axis=0)
 
     def update_state(self, outputs):
         super().update_state(outputs)
-        m = self.patch_center_momentum
-        batch_mean = ops.cast(self.patch_center_batch_mean(outputs), "float32")
-        self.patch_center.assign(m * ops.convert_to_tensor(self.patch_center) + (1.0 - m) * batch_mean)
+        update_centre(self.patch_center, self.patch_center_batch_mean(outputs), self.patch_center_momentum)
