@@ -1,5 +1,9 @@
 """Online monitors users add to `fit`: kNN accuracy, a linear probe and collapse statistics
-of the encoder, computed every few epochs on held-out images."""
+of the encoder, computed every few epochs on held-out images.
+
+Each value goes into the epoch's logs with its 1-based epoch beside it, `knn_top1` and
+`knn_top1_epoch`, so `History` (and a run's history.json) say when each was measured.
+"""
 
 import warnings
 
@@ -21,6 +25,16 @@ class _EncoderMonitor(keras.callbacks.Callback):
     def _due(self, epoch):
         """Every `every` epochs, and at the last epoch of `fit`."""
         return (epoch + 1) % self.every == 0 or epoch + 1 == self.params.get("epochs")
+
+    @staticmethod
+    def _log(logs, epoch, values):
+        """Writes `values` into the logs, each with its 1-based epoch as `"<name>_epoch"`.
+
+        A metric measured every few epochs has fewer entries than the loss in
+        `History`; its `_epoch` list says where each one belongs (`plots.plot_history`).
+        """
+        for name, value in values.items():
+            logs[name], logs[name + "_epoch"] = value, epoch + 1
 
     def _encoder(self):
         encoder = getattr(self.model, "encoder", None)
@@ -105,8 +119,9 @@ class KNNMonitor(_EncoderMonitor):
     gallery and labelled queries in inference mode, and the top-1 accuracy
     of `evaluation.knn_accuracy` is written into the epoch's logs as `name`,
     so it lands in `History` and in a `TensorBoard` callback placed after
-    this one. Like Keras's `validation_freq`, epochs not evaluated have no
-    entry. This is the lightly protocol (k=200, T=0.1).
+    this one, with the epoch (1-based) as `name + "_epoch"`. Like Keras's
+    `validation_freq`, epochs not evaluated have no entry; the `_epoch` list
+    says which were. This is the lightly protocol (k=200, T=0.1).
 
     Args:
         x, y: labelled query images (`uint8`, or float in [0, 1]) and labels.
@@ -125,8 +140,8 @@ class KNNMonitor(_EncoderMonitor):
         >>> model.compile(optimizer="adam")
         >>> monitor = KNNMonitor(x_test, y_test, x_train, y_train, every=2)
         >>> history = model.fit(x_train, epochs=3, batch_size=32, callbacks=[monitor], verbose=0)
-        >>> len(history.history["loss"]), len(history.history["knn_top1"])  # epochs 2 and 3 (the last)
-        (3, 2)
+        >>> len(history.history["loss"]), history.history["knn_top1_epoch"]  # epochs 2 and 3 (the last)
+        (3, [2, 3])
     """
 
     def __init__(
@@ -163,7 +178,7 @@ class KNNMonitor(_EncoderMonitor):
             top=(1,),
             num_classes=int(max(yg.max(), yq.max())) + 1,
         )
-        logs[self.name] = accuracy["top1"]
+        self._log(logs, epoch, {self.name: accuracy["top1"]})
 
     def get_config(self):
         return {
@@ -188,8 +203,9 @@ class LinearProbeMonitor(_EncoderMonitor):
     features computed once in inference mode (no gradient reaches the
     encoder), a fresh softmax classifier trained for `epochs` epochs with a
     seeded, reproducible schedule, and the test top-1 accuracy written into
-    the logs as `name` (History, TensorBoard). It is cheaper than the offline
-    probe and its number is lower: report it as an "online linear" accuracy.
+    the logs as `name` (History, TensorBoard), its epoch as `name + "_epoch"`.
+    It is cheaper than the offline probe and its number is lower: report it
+    as an "online linear" accuracy.
 
     Args:
         x, y: labelled images the classifier is trained on, and their labels.
@@ -250,7 +266,7 @@ class LinearProbeMonitor(_EncoderMonitor):
             value_range=self.value_range,
             seed=self.seed,
         )
-        logs[self.name] = result["top1"]
+        self._log(logs, epoch, {self.name: result["top1"]})
 
     def get_config(self):
         return {
@@ -274,7 +290,8 @@ class CollapseMonitor(_EncoderMonitor):
     inference mode and the logs get `embedding_std` (`evaluation.embedding_std`:
     about `1/sqrt(D)` when healthy, 0 when all features coincide) and `rankme`
     (`evaluation.rankme`: 1 when collapsed to one direction, at most
-    `min(len(x), D)`). A `UserWarning` naming the metric is issued when one
+    `min(len(x), D)`), with their epochs as `embedding_std_epoch` and
+    `rankme_epoch`. A `UserWarning` naming the metric is issued when one
     falls below its threshold. These are the encoder's features (h), the
     ones evaluated downstream, not the projector's.
 
@@ -320,7 +337,7 @@ class CollapseMonitor(_EncoderMonitor):
                     stacklevel=2,
                 )
         if logs is not None:
-            logs.update(values)
+            self._log(logs, epoch, values)
 
     def get_config(self):
         return {

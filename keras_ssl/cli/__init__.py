@@ -15,7 +15,7 @@ import os
 import sys
 
 from keras_ssl.cli.commands import evaluate, export, plot
-from keras_ssl.cli.parser import DEMO, DIGITS, METHOD_NAMES, build_parser
+from keras_ssl.cli.parser import DEMO, DIGITS, METHOD_NAMES, build_parser, cli_error_message
 from keras_ssl.cli.pretraining import _build_encoder, pretrain, run_pretrain
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "DIGITS",
     "METHOD_NAMES",
     "build_parser",
+    "cli_error_message",
     "evaluate",
     "export",
     "main",
@@ -43,7 +44,8 @@ def main(argv=None):
     Returns:
         The exit status: 0 when the command succeeded, 2 when none was given
         (after printing the help). Errors exit through SystemExit with a
-        one-line message.
+        one-line message; a library error that one argument fixes names the
+        command's flag (`--value-range 0,255`, see `cli_error_message`).
 
     Example:
         >>> from keras_ssl.cli import main
@@ -66,4 +68,10 @@ def main(argv=None):
     if args.command not in _COMMANDS:
         build_parser().print_help()
         return 2
-    return _COMMANDS[args.command](args)
+    try:
+        return _COMMANDS[args.command](args)
+    except Exception as e:
+        message = cli_error_message(e, args.command)
+        if message is None:
+            raise
+        raise SystemExit(f"keras-ssl: {message}") from None

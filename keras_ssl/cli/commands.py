@@ -152,7 +152,7 @@ def plot(args):
     spec = _data_spec(args, run_spec)
     d = _open_data(spec)
     _check_encoder_takes(encoder, d.shape, spec["data"])
-    _write_plots(args.run, record, encoder, d.train, d.test, value_range=spec["value_range"])
+    _write_plots(args.run, record, encoder, d.train, d.test, value_range=spec["value_range"], embedding=args.embedding)
     return 0
 
 
@@ -182,14 +182,15 @@ def _have_matplotlib():
     return True
 
 
-def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=None):
-    """Training curves, augmented views, embedding map and retrieval grid."""
+def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=None, embedding="auto"):
+    """Training curves, augmented views, embedding map (`embedding`: a `plots.EMBEDDINGS` name) and retrieval grid."""
     if not _have_matplotlib():
         return []
     written = []
-    curves = {k: v for k, v in record.items() if isinstance(v, list)}
-    if curves:
-        written.append(plots.plot_history(curves, os.path.join(run_dir, "history.png")))
+    if any(isinstance(v, list) and k not in plots.RUN_SETTINGS for k, v in record.items()):
+        # the same weighted kNN on the same images as knn_top1: what training must beat
+        baselines = {"raw pixels (kNN)": record.get("knn_raw_pixels"), "random init (kNN)": record.get("knn_before")}
+        written.append(plots.plot_history(record, os.path.join(run_dir, "history.png"), baselines=baselines))
     (x_train, _), (x_test, y_test) = train, test
     if views is not None:
         images = to_unit_float(x_train[:8], value_range)
@@ -198,7 +199,9 @@ def _write_plots(run_dir, record, encoder, train, test, views=None, value_range=
     n = min(2000, len(x_test))
     f_test = evaluation.embed(encoder, x_test[:n], value_range=value_range)
     written.append(
-        plots.plot_embedding(f_test, None if y_test is None else y_test[:n], os.path.join(run_dir, "embedding.png"))
+        plots.plot_embedding(
+            f_test, None if y_test is None else y_test[:n], os.path.join(run_dir, "embedding.png"), method=embedding
+        )
     )
     f_train = evaluation.embed(encoder, x_train[:n], value_range=value_range)
     _, idx = evaluation.nearest_neighbors(f_test[:8], f_train, k=8)

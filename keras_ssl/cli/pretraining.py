@@ -25,6 +25,7 @@ CHECKPOINT = "checkpoint"
 # Flags that do not change what is trained: a checkpoint resumes across them.
 _NOT_THE_RUN = (
     "command",
+    "embedding",
     "output",
     "overwrite",
     "verbose",
@@ -383,6 +384,8 @@ def _publish(args, run_id, model, record, spec, d):
     rundir.write_json(os.path.join(stage, "history.json"), record)
     rundir.write_json(os.path.join(stage, DATA_RECORD), spec)
     if not args.no_plots:
-        _write_plots(stage, record, model.encoder, d.train, d.test, model.views, spec["value_range"])
+        _write_plots(
+            stage, record, model.encoder, d.train, d.test, model.views, spec["value_range"], embedding=args.embedding
+        )
     rundir.publish(args.output, run_id)
     rundir.remove_dir(os.path.join(args.output, CHECKPOINT))

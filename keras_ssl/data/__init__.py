@@ -18,6 +18,7 @@ duck typing, so `keras_ssl` imports on any backend with or without them.
 """
 
 from keras_ssl.data.checks import (
+    FixableError,
     check_image_shape,
     check_images,
     check_value_range,
@@ -44,6 +45,7 @@ from keras_ssl.data.sources import ArrayBatches, orders_itself, prepare_fit_data
 from keras_ssl.data.splits import pick_per_class, split, test_mask
 
 __all__ = [
+    "FixableError",
     "ArrayBatches",
     "ImageFiles",
     "PerSample",

@@ -7,6 +7,28 @@ import keras
 import numpy as np
 
 
+class FixableError(ValueError):
+    """A bad-input error that one argument fixes; front ends (the CLI) spell that argument their own way.
+
+    Args:
+        template: the message, with `{fix}` where the argument to pass goes.
+        argument: the Python argument's name, e.g. `"value_range"`.
+        value: the value to pass, e.g. `(0, 255)`.
+
+    Example:
+        >>> error = keras_ssl.data.FixableError("float images in [0, 255]? Pass {fix}.", "value_range", (0, 255))
+        >>> str(error), error.argument, error.value
+        ('float images in [0, 255]? Pass value_range=(0, 255).', 'value_range', (0, 255))
+    """
+
+    def __init__(self, template, argument, value):
+        self.template, self.argument, self.value = template, argument, value
+        super().__init__(template.replace("{fix}", f"{argument}={value!r}"))
+
+    def __reduce__(self):  # pickled across worker processes with its three arguments
+        return type(self), (self.template, self.argument, self.value)
+
+
 def check_value_range(value_range):
     """`value_range` as `(low, high)` floats, or None; rejects anything else.
 
@@ -127,12 +149,14 @@ def check_images(x, channels=None, min_batch=None, value_range=None, min_size=No
         if x.dtype == np.uint8:
             return (0.0, 255.0)
         if kind in "ui":
-            raise ValueError(
-                f"integer images of dtype {x.dtype} need value_range=(0, 255) "
-                "(or their actual range); only uint8 is assumed to be in [0, 255]."
+            raise FixableError(
+                f"integer images of dtype {x.dtype} need {{fix}} (or their actual range); only uint8 is "
+                "assumed to be in [0, 255].",
+                "value_range",
+                (0, 255),
             )
         value_range = (0.0, 1.0)
-        hint = " Pass value_range=(0, 255) for float images in [0, 255]."
+        hint = " Pass {fix} for float images in [0, 255]."
     low, high = value_range
     if kind == "f":
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
@@ -140,7 +164,8 @@ def check_images(x, channels=None, min_batch=None, value_range=None, min_size=No
             raise ValueError(f"the images contain {bad} NaN or Inf value(s).")
     lo, hi = x.min(), x.max()
     if lo < low or hi > high:
-        raise ValueError(f"image values span [{lo}, {hi}], outside value_range ({low:g}, {high:g}).{hint}")
+        message = f"image values span [{lo}, {hi}], outside value_range ({low:g}, {high:g}).{hint}"
+        raise FixableError(message, "value_range", (0, 255)) if hint else ValueError(message)
     return (low, high)
 
 
