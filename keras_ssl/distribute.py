@@ -14,7 +14,13 @@ Single process, many devices:
 
 Many processes (one per device, on one or many hosts):
 
-- JAX: call `initialize()` first on every host.
+- Every backend: `initialize()` first, on every process (it reads the launcher's variables:
+  `KERAS_SSL_COORDINATOR` / `_NUM_PROCESSES` / `_PROCESS_ID`, Keras's, JAX's, torchrun's or
+  `TF_CONFIG`); `process_index()`, `process_count()`, `is_chief()` (only process 0 writes).
+- JAX: then `data_parallel()` spans every process's devices; each process feeds its own rows
+  (`process_shard(x, global_batch_size)`), and the step sees the global batch.
+- TensorFlow: `multi_worker_strategy()` (`MultiWorkerMirroredStrategy`), then build, compile and
+  `fit` in its scope on the global array: TensorFlow shards it by worker.
 - PyTorch: `torch_processes.initialize()` on every process (it reads
   torchrun's `RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT`,
   `LOCAL_RANK`), then build, compile and `fit` as on one process, each
@@ -30,9 +36,11 @@ Many processes (one per device, on one or many hosts):
 """
 
 from keras_ssl.backend import (  # noqa: F401  (the public names)
+    Cluster,
     accelerator,
     backend,
     build_forward,
+    cluster,
     conv_layout,
     cpu_jit,
     data_parallel,
@@ -40,9 +48,14 @@ from keras_ssl.backend import (  # noqa: F401  (the public names)
     fused_batch_norm,
     gather,
     initialize,
+    is_chief,
     mirrored_strategy,
+    multi_worker_strategy,
     needs_array_input,
     num_replicas,
+    process_count,
+    process_index,
+    process_shard,
     resolve_jit_compile,
     skipped_train_step,
     summed_replicas,

@@ -7,6 +7,7 @@ somewhere deep inside a training step.
 """
 
 import contextlib
+import sys
 
 import keras
 from keras.src.saving.serialization_lib import SafeModeScope
@@ -331,3 +332,30 @@ def backup_weights_path(callback):
         ('latest.weights.h5', False)
     """
     return callback._weights_path
+
+
+def mean_logs_over_workers():
+    """Lets Keras's TensorFlow `fit` run under `MultiWorkerMirroredStrategy` (tensorflow#72388).
+
+    Keras 3.15's `reduce_per_replica` averages each scalar log with
+    `strategy.reduce("MEAN", v, axis=0)`, which fails on a scalar across
+    workers ("Invalid reduction dimension 0"); averaging across the workers
+    only (`axis=None`) is what it means. Other strategies keep Keras's code.
+    Does nothing unless Keras's TensorFlow trainer is loaded; idempotent.
+
+    Example:
+        >>> from keras_ssl.keras_compat import mean_logs_over_workers
+        >>> mean_logs_over_workers()   # any backend: a no-op off TensorFlow
+    """
+    trainer = sys.modules.get("keras.src.backend.tensorflow.trainer")
+    if trainer is None or getattr(trainer.reduce_per_replica, "keras_ssl", False):
+        return
+    original = trainer.reduce_per_replica
+
+    def reduce_per_replica(values, strategy, reduction):
+        if reduction in ("auto", "mean") and trainer._collective_all_reduce_multi_worker(strategy):
+            return keras.tree.map_structure(lambda v: strategy.reduce("MEAN", v, axis=None), values)
+        return original(values, strategy, reduction)
+
+    reduce_per_replica.keras_ssl = True
+    trainer.reduce_per_replica = reduce_per_replica

@@ -220,8 +220,7 @@ def test_torch_refuses_devices():
         distribute.data_parallel(2)
     with pytest.raises(NotImplementedError, match="one device"):
         distribute.mirrored_strategy(["cuda:0", "cuda:1"])
-    with pytest.raises(NotImplementedError, match="JAX"):
-        distribute.initialize()
+    assert distribute.initialize() is None  # no cluster in the environment: one process, nothing to join
 
 
 @pytest.mark.skipif(BACKEND == "torch", reason="JAX/TensorFlow")

@@ -188,3 +188,20 @@ def test_backup_weights_path_is_where_keras_backup_and_restore_writes(tmp_path):
     x, y = np.ones((8, 3), "float32"), np.zeros((8, 1), "float32")
     model.fit(x, y, epochs=1, verbose=0, callbacks=[callback])  # Keras saves its backup at each epoch end
     assert os.path.isfile(keras_compat.backup_weights_path(callback))
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="Keras's TensorFlow trainer")
+def test_mean_logs_over_workers_patches_kerass_tensorflow_reduction():
+    # The names it relies on: when Keras renames them, this fails first (the 2-worker run is in
+    # tests/test_multiprocess_tf.py).
+    import sys
+
+    from keras_ssl.keras_compat import mean_logs_over_workers
+
+    trainer = sys.modules["keras.src.backend.tensorflow.trainer"]
+    assert callable(trainer._collective_all_reduce_multi_worker)
+    mean_logs_over_workers()
+    patched = trainer.reduce_per_replica
+    assert getattr(patched, "keras_ssl", False)
+    mean_logs_over_workers()  # idempotent: not wrapped twice
+    assert trainer.reduce_per_replica is patched

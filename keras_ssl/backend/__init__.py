@@ -4,11 +4,13 @@
 - `compile`: the compile policy (`resolve_jit_compile`, JAX's CPU compiler
   options `cpu_jit`, `build_forward`).
 - `replication`: many devices and hosts (`gather`, `num_replicas`,
-  `summed_replicas`, `data_parallel`, `mirrored_strategy`, `initialize`);
+  `summed_replicas`, `data_parallel`, `mirrored_strategy`);
   users reach it as `keras_ssl.distribute`.
 - `torch_processes`: PyTorch across processes with `torch.distributed`
   (`initialize`, `rank`, `world_size`, `barrier`, `start_equal`, the
   all-gather and the gradient averaging behind `gather` and `SSLModel`).
+- `processes`: many processes (`initialize`, `cluster`, `process_index`/
+  `process_count`/`is_chief`, `process_shard`, `multi_worker_strategy`).
 - `kernels/`: the backends' own fast kernels behind Keras's layers
   (`fused_batch_norm`, `fast_conv`).
 
@@ -28,10 +30,20 @@ from keras_ssl.backend.compile import (
 from keras_ssl.backend.kernels.batch_norm import fused_batch_norm
 from keras_ssl.backend.kernels.conv import fast_conv
 from keras_ssl.backend.probes import accelerator, backend, conv_layout
+from keras_ssl.backend.processes import (
+    Cluster,
+    cluster,
+    initialize,
+    is_chief,
+    multi_worker_strategy,
+    process_count,
+    process_index,
+    process_shard,
+    register_backend,
+)
 from keras_ssl.backend.replication import (
     data_parallel,
     gather,
-    initialize,
     mirrored_strategy,
     num_replicas,
     summed_replicas,

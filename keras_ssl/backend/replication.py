@@ -128,10 +128,11 @@ def _first(devices, available):
 
 
 def data_parallel(devices=None):
-    """Data parallelism over the local devices on JAX; returns the distribution.
+    """Data parallelism over the devices on JAX (every process's, after `initialize`); returns the distribution.
 
     Call it before creating the model. Each step sees the global batch split
-    over the devices; the loss and gradients equal those of one device.
+    over the devices; the loss and gradients equal those of one device. With
+    several processes each feeds its own rows (`process_shard`).
 
     Args:
         devices: list of device names (e.g. `["gpu:0", "gpu:1"]`) or a count
@@ -154,7 +155,9 @@ def data_parallel(devices=None):
             "`with keras_ssl.distribute.mirrored_strategy().scope(): ...`."
         )
     devices = _first(devices, keras.distribution.list_devices())
-    distribution = keras.distribution.DataParallel(devices=devices)
+    # Each process feeds its own rows (`processes.process_shard`): Keras's auto-sharding takes only
+    # tf.data and refuses arrays and PyDatasets with several processes.
+    distribution = keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False)
     keras.distribution.set_distribution(distribution)
     return distribution
 
@@ -195,24 +198,6 @@ def mirrored_strategy(devices=None):
     available = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
     devices = _first(devices, [d.name for d in available])
     return tf.distribute.MirroredStrategy(devices=devices)
-
-
-def initialize(job_addresses=None, num_processes=None, process_id=None):
-    """Multi-host JAX setup (`keras.distribution.initialize`); call first on every host.
-
-    Args:
-        job_addresses: comma-separated `host:port` of the coordinator (first).
-        num_processes: number of hosts.
-        process_id: this host's index.
-
-    Example:
-        >>> keras_ssl.distribute.initialize("10.0.0.1:1234", 2, 0)  # doctest: +SKIP
-        >>> distribution = keras_ssl.distribute.data_parallel()  # doctest: +SKIP
-    """
-    if backend() != "jax":
-        hint = "; on PyTorch use `keras_ssl.distribute.torch_processes.initialize()`" if backend() == "torch" else ""
-        raise NotImplementedError(f"multi-host training here needs the JAX backend, got {backend()}{hint}.")
-    keras.distribution.initialize(job_addresses, num_processes, process_id)
 
 
 def _ring_mesh(*tensors):

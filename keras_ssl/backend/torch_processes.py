@@ -15,6 +15,7 @@ import types
 import keras
 import numpy as np
 
+from keras_ssl.backend import processes
 from keras_ssl.backend.probes import backend
 
 _HEARTBEAT_S = 0.5
@@ -390,3 +391,10 @@ def shutdown():
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         _state.clear()
+
+
+def _setup(cluster, timeout, heartbeat_timeout):  # `distribute.initialize()` on PyTorch
+    initialize(cluster.process_id, cluster.num_processes, *cluster.addresses[0].rsplit(":", 1), timeout=timeout)
+
+
+processes.register_backend("torch", _setup)

@@ -306,6 +306,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
             optimizer=optimizer, jit_compile=backend.resolve_jit_compile(jit_compile), run_eagerly=run_eagerly, **kwargs
         )
         backend.torch_processes.sync_gradients(self.optimizer)  # averaged over PyTorch processes, if any
+        keras_compat.mean_logs_over_workers()  # TF's fit under MultiWorkerMirroredStrategy
 
     def make_train_function(self, force=False):
         """Keras's, compiled with `backend.compile.XLA_CPU_OPTIONS` on JAX on a CPU."""
