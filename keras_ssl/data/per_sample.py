@@ -115,6 +115,7 @@ class PerSample:
         if kind not in ("labels", "indices"):
             raise ValueError(f"`kind` must be 'labels' or 'indices', got {kind!r}.")
         self.kind, self.owner = kind, owner
+        self.labelled = kind == "labels"  # the engine reads this, never a method's output name
         self.num_samples = None if num_samples is None else int(num_samples)
 
     @classmethod

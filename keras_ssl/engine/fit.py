@@ -31,7 +31,7 @@ def check_fit_data(model, x, y, batch_size):
     """
     per_sample = PerSample.of(model)
     arrays = isinstance(x, np.ndarray)
-    if per_sample is not None and arrays and per_sample.kind == "labels":
+    if per_sample is not None and arrays and per_sample.labelled:
         y = per_sample.for_arrays(y, len(x))
     x, y, batch_size = prepare_fit_data(
         x,
@@ -45,7 +45,7 @@ def check_fit_data(model, x, y, batch_size):
         per_sample=per_sample,
     )
     if per_sample is not None and arrays:
-        if per_sample.kind == "labels":
+        if per_sample.labelled:
             return (x, y), None, batch_size
         return (x, per_sample.for_arrays(None, len(x))), y, batch_size
     return x, y, batch_size
