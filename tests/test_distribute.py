@@ -175,7 +175,7 @@ def _run_worker(tmp_path_factory, *args):
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
     if BACKEND == "torch":
-        pytest.skip("PyTorch: one device per process (multi-process: tests/test_multiprocess_torch.py) in keras_ssl (see test_torch_refuses_devices)")
+        pytest.skip("PyTorch: one device per process (several processes: tests/test_multiprocess_torch.py)")
     return _run_worker(tmp_path_factory, ",".join(METHODS))
 
 
