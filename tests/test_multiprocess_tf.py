@@ -13,7 +13,7 @@ tests/test_multiprocess_jax.py's.
 
 import pytest
 from conftest import BACKEND
-from test_multiprocess_jax import (
+from mp_harness import (
     METHODS,
     check_equal_to_one_process,
     check_queues,
