@@ -17,6 +17,7 @@ import time
 
 import keras
 import numpy as np
+from mp_record import save_then_linger, train_and_record
 
 import keras_ssl
 from keras_ssl.backend import processes
@@ -60,10 +61,6 @@ def make(name):
     return keras_ssl.SwAV(encoder(), num_prototypes=8, queue_size=16, **common)
 
 
-def numpy(variables):
-    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
-
-
 rng = np.random.default_rng(0)
 images = np.clip(rng.integers(0, 256, (24, 1, 1, 3)) + rng.integers(-40, 40, (24, 16, 16, 3)), 0, 255)
 images = images.astype("uint8")
@@ -80,32 +77,16 @@ for name in METHODS:
     model = models[name] = make(name)
     model.compile(optimizer=keras.optimizers.SGD(LR))
     model.build()
-    results[f"{name}/w0"] = numpy(model.trainable_variables)
-    losses = []
-    for step in range(STEPS):
-        history = model.fit(rows[step * batch : (step + 1) * batch], batch_size=batch, shuffle=False, verbose=0)
-        losses.append(history.history["loss"][0])
-        if step == 0:
-            results[f"{name}/w1"] = numpy(model.trainable_variables)
-    results[f"{name}/loss"] = [np.array(losses)]
-    results[f"{name}/w3"] = numpy(model.trainable_variables)
-    results[f"{name}/state"] = numpy(model.non_trainable_variables)
+    train_and_record(results, name, model, lambda step: rows[step * batch : (step + 1) * batch], batch, STEPS)
     print(f"{name}: {time.time() - started:.1f} s, cpu {time.process_time():.1f} s", flush=True)
-    results[f"{name}/steps"] = [np.array(int(keras.ops.convert_to_numpy(model.step)))]
-    banks = [model.queue] if name == "moco" else list(getattr(model, "queues", []))
-    results[f"{name}/queues"] = numpy([bank.queue for bank in banks])
-    results[f"{name}/queue_counts"] = [np.array([numpy([b.pointer, b.filled]) for b in banks]).reshape(-1, 2)]
 
-flat = {f"{key}/{i}": value for key, values in results.items() for i, value in enumerate(values)}
-flat["meta/count_seconds"] = np.array([count, time.time() - started])
-np.savez(os.path.join(OUT, f"{MODE}_{index}.tmp.npz"), **flat)
-os.replace(os.path.join(OUT, f"{MODE}_{index}.tmp.npz"), os.path.join(OUT, f"{MODE}_{index}.npz"))
-print("DONE", flush=True)
-
-if os.environ.get("KERAS_SSL_MP_LINGER"):
-    # Steps until another process dies; a bound so a hang cannot outlive the test.
-    for step in range(10_000):
-        models["simclr"].fit(rows[:batch], batch_size=batch, shuffle=False, verbose=0)
-        print(f"STEP {step}", flush=True)
-        if time.time() - started > 240:
-            sys.exit("mp_jax_worker: still running after 240 s")
+save_then_linger(
+    OUT,
+    MODE,
+    index,
+    results,
+    count,
+    started,
+    lambda: models["simclr"].fit(rows[:batch], batch_size=batch, shuffle=False, verbose=0),
+    "mp_jax_worker",
+)

@@ -22,6 +22,7 @@ import time
 
 import keras
 import numpy as np
+from mp_record import save_then_linger, train_and_record
 
 import keras_ssl
 import keras_ssl.layers.heads
@@ -81,10 +82,6 @@ def make(name):
     return keras_ssl.SwAV(encoder(), num_prototypes=8, queue_size=16, **common)
 
 
-def numpy(variables):
-    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
-
-
 rng = np.random.default_rng(0)
 images = np.clip(rng.integers(0, 256, (24, 1, 1, 3)) + rng.integers(-40, 40, (24, 16, 16, 3)), 0, 255)
 # float32: Keras 3.15 averages the first batch across workers to build the model, and TensorFlow's
@@ -109,31 +106,15 @@ for name in METHODS:
         model = models[name] = make(name)
         model.compile(optimizer=keras.optimizers.SGD(LR))
         model.build()
-    results[f"{name}/w0"] = numpy(model.trainable_variables)
-    losses = []
-    for step in range(STEPS):
-        history = model.fit(batches(step), batch_size=GLOBAL_BATCH, shuffle=False, verbose=0)
-        losses.append(history.history["loss"][0])
-        if step == 0:
-            results[f"{name}/w1"] = numpy(model.trainable_variables)
-    results[f"{name}/loss"] = [np.array(losses)]
-    results[f"{name}/w3"] = numpy(model.trainable_variables)
-    results[f"{name}/state"] = numpy(model.non_trainable_variables)
-    results[f"{name}/steps"] = [np.array(int(keras.ops.convert_to_numpy(model.step)))]
-    banks = [model.queue] if name == "moco" else list(getattr(model, "queues", []))
-    results[f"{name}/queues"] = numpy([bank.queue for bank in banks])
-    results[f"{name}/queue_counts"] = [np.array([numpy([b.pointer, b.filled]) for b in banks]).reshape(-1, 2)]
+    train_and_record(results, name, model, batches, GLOBAL_BATCH, STEPS)
 
-flat = {f"{key}/{i}": value for key, values in results.items() for i, value in enumerate(values)}
-flat["meta/count_seconds"] = np.array([count, time.time() - started])
-np.savez(os.path.join(OUT, f"{MODE}_{index}.tmp.npz"), **flat)
-os.replace(os.path.join(OUT, f"{MODE}_{index}.tmp.npz"), os.path.join(OUT, f"{MODE}_{index}.npz"))
-print("DONE", flush=True)
-
-if os.environ.get("KERAS_SSL_MP_LINGER"):
-    # Steps until another worker dies; a bound so a hang cannot outlive the test.
-    for step in range(10_000):
-        models["simclr"].fit(batches(0), batch_size=GLOBAL_BATCH, shuffle=False, verbose=0)
-        print(f"STEP {step}", flush=True)
-        if time.time() - started > 240:
-            sys.exit("mp_tf_worker: still running after 240 s")
+save_then_linger(
+    OUT,
+    MODE,
+    index,
+    results,
+    count,
+    started,
+    lambda: models["simclr"].fit(batches(0), batch_size=GLOBAL_BATCH, shuffle=False, verbose=0),
+    "mp_tf_worker",
+)
