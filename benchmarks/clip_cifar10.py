@@ -2,6 +2,7 @@
 
     KERAS_SSL_DATA_DIR=/work/shared/data KERAS_BACKEND=torch python benchmarks/clip_cifar10.py
     KERAS_SSL_DATA_DIR=/work/shared/data KERAS_BACKEND=torch python benchmarks/clip_cifar10.py --method siglip
+    KERAS_SSL_DATA_DIR=/work/shared/data KERAS_BACKEND=torch python benchmarks/clip_cifar10.py --seed 1
 
 Trains a `tiny_encoder` and a small text Transformer on captions built from
 the training labels (`cifar10_captions`: 10 templates x 4-5 synonyms per
@@ -35,12 +36,13 @@ parser.add_argument("--initial-bias", type=float, default=-10.0, help="SigLIP's 
 parser.add_argument("--limit", type=int, default=20000)
 parser.add_argument("--batch-size", type=int, default=128)
 parser.add_argument("--width", type=int, default=32)
+parser.add_argument("--seed", type=int, default=0, help="initialisation, caption and batch-order seed")
 args = parser.parse_args()
 
-keras.utils.set_random_seed(0)
+keras.utils.set_random_seed(args.seed)
 (x_train, y_train), (x_test, y_test) = keras_ssl.data.load("cifar10")
 x_train, y_train = x_train[: args.limit], y_train[: args.limit]
-captions = cifar10_captions(y_train, seed=0)
+captions = cifar10_captions(y_train, seed=args.seed)
 tokenizer = Tokenizer(max_length=16).adapt(captions)
 pairs_x, pairs_y = x_test[:1000], y_test[:1000]
 pair_captions = cifar10_captions(pairs_y, seed=1)
@@ -55,7 +57,7 @@ model = method(
     text_width=64,
     text_depth=1,
     text_heads=4,
-    seed=0,
+    seed=args.seed,
     **extra,
 )
 model.compile(optimizer=keras.optimizers.Adam(2e-3))
