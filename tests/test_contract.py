@@ -217,3 +217,33 @@ def test_a_method_cannot_silently_replace_an_engine_internal():
     class Fine(keras_ssl.SimCLR):  # public hooks stay overridable
         def check_fit_data(self, x, y, batch_size):
             return super().check_fit_data(x, y, batch_size)
+
+
+class ToyTokens(SSLModel):
+    """A token method whose constructor reads the ViT's token interface at once."""
+
+    view_recipe = staticmethod(simclr_views)
+    token_encoder = True
+
+    def __init__(self, encoder, **kwargs):
+        super().__init__(encoder, **kwargs)
+        self.grid = encoder.grid_size  # an AttributeError here if the engine let a conv net in
+
+
+def test_a_token_method_gets_a_token_encoder_checked_once_before_its_constructor():
+    pattern = (
+        r"{} works on patch tokens: .*keras_ssl\.backbones\.ViT .*backbones\.HubViT "
+        r"\(backbones\.from_keras_hub\(backbone_or_preset, tokens=True\)\); got Sequential, which lacks \['embed_"
+    )
+    for make in (lambda cls: cls(small_encoder()), lambda cls: cls(encoder=small_encoder())):
+        with pytest.raises(TypeError, match=pattern.format("ToyTokens")):
+            make(ToyTokens)
+
+    class Inherited(ToyTokens):  # no constructor of its own: the declaration is inherited and checked
+        pass
+
+    with pytest.raises(TypeError, match=pattern.format("Inherited")):
+        Inherited(small_encoder())
+    assert ToyTokens(keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2)).grid == 4
+    tokens = sorted(name for name, method in keras_ssl.METHODS.items() if method.token_encoder)
+    assert tokens == ["dinov2", "ibot", "ijepa", "mae", "msn", "simmim"]

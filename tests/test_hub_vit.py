@@ -208,3 +208,21 @@ def test_unsupported_backbones_are_refused_naming_what_is_needed():
         HubViT(hub_vit(use_class_token=False))
     with pytest.raises(ValueError, match="image_shape"):
         from_keras_hub(hub_vit(), input_shape=(32, 32, 3), tokens=True)
+
+
+def test_get_gives_the_token_methods_a_hub_preset_as_a_token_encoder(tmp_path):
+    backbone = perturb(hub_dinov2())
+    backbone.save_to_preset(str(tmp_path / "preset"))  # no image converter: the backbone sees the [0, 1] images
+    name = "hub:" + str(tmp_path / "preset")
+    encoder = keras_ssl.backbones.get(name, (16, 16, 3), tokens=True)
+    x = images(2)
+    assert isinstance(encoder, HubViT)
+    np.testing.assert_allclose(tokens_of(encoder, x), hub_forward(backbone, x), atol=1e-5)
+    heads = dict(views=keras_ssl.views.ibot_views(16, num_local=0), output_dim=32, hidden_dim=16, bottleneck_dim=8)
+    assert keras_ssl.IBOT(encoder, **heads).encoder is encoder
+    pooled = keras_ssl.backbones.get(name, (16, 16, 3))  # what a pooled method gets: no patch tokens
+    np.testing.assert_allclose(np_(pooled(x)), hub_forward(backbone, x)[:, 0], atol=1e-5)
+    with pytest.raises(TypeError, match=r"IBOT works on patch tokens.*tokens=True.*got Functional"):
+        keras_ssl.IBOT(pooled, **heads)
+    with pytest.raises(ValueError, match="'resnet18' is no token encoder.*vit_tiny, vit_small or hub:"):
+        keras_ssl.backbones.get("resnet18", (16, 16, 3), tokens=True)

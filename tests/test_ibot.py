@@ -4,12 +4,14 @@ masked patches only against the heads on every patch (loss and gradients), centr
 import keras
 import numpy as np
 import pytest
-from conftest import random_images
+from conftest import grads, random_images
 from keras import ops
+from numpy_refs_distillation import _log_softmax
 from numpy_refs_ibot import dinov2_loss, ibot_loss, koleo, sinkhorn_knopp_teacher
 
 import keras_ssl
 from keras_ssl.backbones import vit
+from keras_ssl.layers.distillation_heads import take_rows
 from keras_ssl.methods.dinov2 import DINOv2
 from keras_ssl.methods.ibot import IBOT
 from keras_ssl.views import dinov2_views, ibot_views
@@ -169,6 +171,48 @@ def test_gathered_patch_heads_give_the_full_heads_loss_and_gradients():
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * scale)
 
 
+def official_patch_term(student, teacher, masks, student_temp, teacher_temp):
+    """DINOv2's patch term and its gradient w.r.t. `student`, float64, from every patch's head outputs
+    `(I, N, K)` and masks `(I, N)` of the I global crops: the masked rows in raster order (collate's
+    mask_indices_list), Sinkhorn-Knopp codes of the teacher's over them (B = n_masked_patches),
+    `iBOTPatchLoss.forward_masked` with collate's masks_weight, times loss_scales 2 and 1 / n_global_crops 2.
+    The gradient is the analytic one: `w (softmax(s / T) * sum(t) - t) / (T * I)` per masked row."""
+    masks = masks.astype(bool)
+    codes = sinkhorn_knopp_teacher(teacher[masks], teacher_temp, num_samples=int(masks.sum()))
+    weights = np.broadcast_to(1.0 / np.maximum(masks.sum(-1, keepdims=True), 1.0), masks.shape)[masks]
+    log_p = _log_softmax(np.asarray(student, np.float64)[masks] / student_temp)
+    loss = -np.sum(weights * np.sum(codes * log_p, axis=-1)) / len(masks) * 2 * (1 / 2)
+    gradient = np.zeros(student.shape)
+    rows = np.exp(log_p) * codes.sum(-1, keepdims=True) - codes
+    gradient[masks] = weights[:, None] * rows / (student_temp * len(masks))
+    return loss, gradient
+
+
+def test_dinov2_gathered_patch_loss_and_gradient_equal_the_official_masked_loss():
+    model = make(DINOv2)
+    masks = ops.convert_to_numpy(model.masking(np.zeros((16, 16, 16, 3), "float32")))  # 2 crops of 8 images
+    rows, weights = model._patch_rows(masks)  # the masked patches, padded to the static bound
+    assert 0 < masks.sum() < len(ops.convert_to_numpy(rows)) and masks.sum(-1).min() == 0
+    rng = np.random.default_rng(7)
+    student, teacher = (rng.normal(size=(16, 16, K)).astype("float32") for _ in range(2))
+
+    def patch_loss(s, t):
+        outputs = {"student_patches": take_rows(s, rows), "teacher_patches": take_rows(t, rows)}
+        return model.patch_loss({**outputs, "patch_weights": weights, "masks": masks})
+
+    expected, expected_gradient = official_patch_term(student, teacher, masks, 0.1, 0.07)
+    np.testing.assert_allclose(float(ops.convert_to_numpy(patch_loss(student, teacher))), expected, rtol=2e-5)
+    gradient, teacher_gradient = grads(patch_loss, student, teacher)
+    np.testing.assert_allclose(gradient, expected_gradient, atol=2e-5 * np.abs(expected_gradient).max())
+    assert np.abs(teacher_gradient).max() == 0
+    # The analytic reference gradient itself, against central differences of the reference loss.
+    for index in [tuple(i) for i in np.argwhere(masks)[:: max(1, int(masks.sum()) // 4)]]:
+        step = np.zeros(student.shape)
+        step[index + (3,)] = 1e-6
+        up, down = (official_patch_term(student + d, teacher, masks, 0.1, 0.07)[0] for d in (step, -step))
+        assert abs((up - down) / 2e-6 - expected_gradient[index + (3,)]) < 1e-6
+
+
 def test_student_sees_masked_crops_and_the_teacher_sees_them_whole():
     model = make()
     model.build()
@@ -190,7 +234,7 @@ def test_student_sees_masked_crops_and_the_teacher_sees_them_whole():
 
 
 def test_bad_options_are_rejected():
-    with pytest.raises(TypeError, match="ViT"):
+    with pytest.raises(TypeError, match="IBOT works on patch tokens.*ViT"):
         IBOT(keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8))
     with pytest.raises(ValueError, match="patch_center_momentum"):
         make(patch_center_momentum=1.0)

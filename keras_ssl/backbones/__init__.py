@@ -24,7 +24,7 @@ from keras_ssl.backbones.vit import ViT, vit, vit_base, vit_small, vit_tiny
 OWN = ("tiny", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small")
 
 
-def get(name, input_shape, width=1.0, weights=None):
+def get(name, input_shape, width=1.0, weights=None, tokens=False):
     """An encoder by name, as the CLI's `--backbone` takes it.
 
     Args:
@@ -38,6 +38,10 @@ def get(name, input_shape, width=1.0, weights=None):
             for ViTs, which need the size.
         width: width multiplier of keras_ssl's own conv nets.
         weights: local weights file (or "imagenet") for keras.applications.
+        tokens: a token encoder (a `ViT`) for the methods that declare
+            `token_encoder` (iBOT, DINOv2, I-JEPA, MAE, MSN, SimMIM): a
+            keras-hub preset becomes a `HubViT` at `input_shape`
+            (`from_keras_hub(..., tokens=True)`); conv nets are refused.
 
     Returns:
         A `keras.Model` mapping [0, 1] images to `(B, D)` features.
@@ -50,6 +54,11 @@ def get(name, input_shape, width=1.0, weights=None):
         (8, 32)
     """
     size = input_shape[0]
+    if tokens and not name.startswith(("vit_", "hub:")):
+        raise ValueError(
+            f"{name!r} is no token encoder: the method works on patch tokens; use vit_tiny, vit_small or "
+            "hub:<a keras-hub ViT or DINOv2 preset>."
+        )
     if name == "tiny":
         return tiny_encoder(input_shape=input_shape, width=max(8, int(round(32 * width))))
     if name in ("resnet18", "resnet34", "resnet50"):
@@ -61,7 +70,7 @@ def get(name, input_shape, width=1.0, weights=None):
         patch = 4 if size <= 64 else 16
         return globals()[name](image_size=size, patch_size=patch, channels=input_shape[-1])
     if name.startswith("hub:"):
-        return from_keras_hub(name[4:], input_shape=input_shape if None not in input_shape else None)
+        return from_keras_hub(name[4:], input_shape=input_shape if None not in input_shape else None, tokens=tokens)
     if name in ALIASES or name in application_names():
         return application(name, input_shape=input_shape, weights=weights)
     raise ValueError(

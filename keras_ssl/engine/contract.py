@@ -6,8 +6,12 @@ import inspect
 
 import keras
 
+from keras_ssl.backbones.vit import ViT
+
 # Constructor arguments stored under another attribute name.
 _CONFIG_ATTRIBUTES = {"input_shape": "image_shape"}
+#: what a token method uses of a keras_ssl `ViT`; another encoder with all of it is taken too
+TOKEN_INTERFACE = ("embed_patches", "encode_tokens", "patch_size", "dim", "grid_size", "pool")
 
 
 class MethodContract:
@@ -40,6 +44,9 @@ class MethodContract:
     needs_labels = False
     #: `ssl_forward(views, indices, training)` gets each image's index in the dataset (DeepCluster v2)
     needs_indices = False
+    #: the method works on patch tokens (mask tokens, dropped patches): the encoder must be a keras_ssl
+    #: `ViT` or have its `TOKEN_INTERFACE`; checked before the method's constructor runs
+    token_encoder = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -129,6 +136,22 @@ class MethodContract:
                 "store each under its own name (`self.x = x`), so `get_config` can save it."
             )
 
+    @classmethod
+    def _check_encoder(cls, encoder):
+        """Raises TypeError, naming the method and the encoder, when a token method gets no token encoder."""
+        if not cls.token_encoder or isinstance(encoder, ViT):
+            return
+        lacks = [name for name in TOKEN_INTERFACE if not hasattr(encoder, name)]
+        if not lacks and "mask_token" not in inspect.signature(encoder.embed_patches).parameters:
+            lacks = ["embed_patches(images, mask=, mask_token=)"]
+        if lacks:
+            raise TypeError(
+                f"{cls.__name__} works on patch tokens: it needs a token encoder, a keras_ssl.backbones.ViT "
+                "(backbones.vit_tiny(...), backbones.vit(...)) or a keras-hub ViT or DINOv2 backbone as a "
+                "backbones.HubViT (backbones.from_keras_hub(backbone_or_preset, tokens=True)); "
+                f"got {type(encoder).__name__}, which lacks {lacks}."
+            )
+
     def _check_declarations(self, outputs, terms):
         """Compares what `ssl_forward` and `compute_ssl_loss` returned with the declarations."""
         name, keys = type(self).__name__, sorted(outputs)
@@ -155,12 +178,15 @@ class MethodContract:
 
 
 def _finish_after(init):
-    """Wraps a method's `__init__` so the engine finishes construction after it."""
+    """Wraps a method's `__init__` so the engine checks the encoder before it and finishes construction after it."""
 
     @functools.wraps(init)
     def wrapped(self, *args, **kwargs):
+        outermost = type(self).__init__ is wrapped
+        if outermost:  # before the constructor reads the encoder's token interface
+            type(self)._check_encoder(args[0] if args else kwargs.get("encoder"))
         init(self, *args, **kwargs)
-        if type(self).__init__ is wrapped:  # the outermost constructor only
+        if outermost:
             self._finish_construction()
 
     return wrapped

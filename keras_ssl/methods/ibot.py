@@ -4,7 +4,6 @@ import keras
 from keras import ops
 
 from keras_ssl import backend
-from keras_ssl.backbones.vit import ViT
 from keras_ssl.layers.block_masks import BlockMasking, paper_masking
 from keras_ssl.layers.distillation_heads import masked_rows, take_rows, update_centre
 from keras_ssl.losses.distillation import gathered_patch_distillation
@@ -16,44 +15,35 @@ from keras_ssl.views.multi_crop import ibot_views
 class IBOT(DINO):
     """iBOT: DINO on the class token plus masked-patch self-distillation.
 
-    The student sees the two global crops with blockwise-masked patches
-    replaced by a learned mask token, and the local crops unmasked; the
-    teacher (EMA) sees the global crops whole. Two losses, weighted
-    `cls_weight` and `patch_weight`: DINO's cross-view loss on the class
-    tokens, and the student's masked patch outputs against the teacher's
-    centred, sharpened outputs for the same patches
-    (`keras_ssl.losses.distillation.gathered_patch_distillation`). Each loss has its own
-    centre (an EMA of the teacher's batch means, updated after the loss) and
-    teacher temperature (warmed up together). The student's patch head
-    runs on the masked patches only, up to the sampler's static bound
-    (`BlockMasking.max_masked`); the teacher's on every patch, whose mean the
-    patch centre follows.
+    The student sees the two global crops with blockwise-masked patches replaced by a learned
+    mask token, and the local crops unmasked; the teacher (EMA) sees the global crops whole. Two
+    losses, weighted `cls_weight` and `patch_weight`: DINO's cross-view loss on the class tokens,
+    and the student's masked patch outputs against the teacher's centred, sharpened outputs for
+    the same patches (`keras_ssl.losses.distillation.gathered_patch_distillation`). Each loss has
+    its own centre (an EMA of the teacher's batch means, updated after the loss) and teacher
+    temperature (warmed up together). The student's patch head runs on the masked patches only,
+    up to the sampler's static bound (`BlockMasking.max_masked`); the teacher's on every patch,
+    whose mean the patch centre follows.
 
     Args:
         encoder: a keras_ssl `ViT` (mask tokens go in after the patch embedding).
         output_dim: class-token head outputs (official: 8192).
         patch_output_dim: patch head outputs when `shared_head=False`.
-        shared_head: one head for class and patch tokens (the official
-            ViT-S/16 run); False: a separate patch head (MLP included).
-        teacher_patch_temperature: patch teacher temperature after warm-up
-            (official 0.07), from `warmup_teacher_patch_temperature` (0.04).
+        shared_head: one head for class and patch tokens (the official ViT-S/16 run); False: a
+            separate patch head (MLP included).
+        teacher_patch_temperature: patch teacher temperature after warm-up (official 0.07), from
+            `warmup_teacher_patch_temperature` (0.04).
         patch_center_momentum: EMA momentum of the patch centre (official 0.9).
         mask_ratio: range of the per-image mask ratio (official 0.1-0.5).
         mask_probability: share of the global crops masked at all (official 0.5).
         cls_weight, patch_weight: loss weights (official `lambda1`, `lambda2`: 1).
-        **kwargs: `DINO` options (`hidden_dim`, `bottleneck_dim`, temperatures,
-            `warmup_teacher_steps`, `momentum`, `freeze_last_layer_steps`,
-            `views`, ...); the default views are `ibot_views`.
+        **kwargs: `DINO` options (`hidden_dim`, `bottleneck_dim`, temperatures, `warmup_teacher_steps`,
+            `momentum`, `freeze_last_layer_steps`, `views`, ...); the default views are `ibot_views`.
 
     Example:
         >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
-        >>> model = keras_ssl.IBOT(
-        ...     encoder,
-        ...     views=keras_ssl.views.ibot_views(16, local_size=8, num_local=2),
-        ...     output_dim=32,
-        ...     hidden_dim=16,
-        ...     bottleneck_dim=8,
-        ... )
+        >>> views = keras_ssl.views.ibot_views(16, local_size=8, num_local=2)
+        >>> model = keras_ssl.IBOT(encoder, views=views, output_dim=32, hidden_dim=16, bottleneck_dim=8)
         >>> model.compile(optimizer=keras.optimizers.AdamW(5e-4))
         >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
         >>> sorted(history.history)
@@ -65,6 +55,7 @@ class IBOT(DINO):
     local_outputs = ("student_patches", "teacher_patches", "teacher_patch_means", "patch_weights", "masks")
     loss_terms = ("cls", "patch")
     default_backbone = "vit_tiny"
+    token_encoder = True
     #: the official masking settings (`paper_masking`)
     masking_recipe = "ibot"
     # True: the patch heads run on every patch (the computation before the gather; tests compare).
@@ -86,16 +77,9 @@ class IBOT(DINO):
         patch_weight=1.0,
         **kwargs,
     ):
-        if not isinstance(encoder, ViT):
-            raise TypeError(
-                f"{type(self).__name__} needs a keras_ssl ViT encoder (keras_ssl.backbones.vit_tiny(...)): "
-                f"its student puts mask tokens among the patch tokens; got {type(encoder).__name__}."
-            )
-        if not min(teacher_patch_temperature, warmup_teacher_patch_temperature) > 0:
-            raise ValueError(
-                "`teacher_patch_temperature` and `warmup_teacher_patch_temperature` must be > 0, "
-                f"got {teacher_patch_temperature} and {warmup_teacher_patch_temperature}."
-            )
+        for name, value in (("", teacher_patch_temperature), ("warmup_", warmup_teacher_patch_temperature)):
+            if not value > 0:
+                raise ValueError(f"`{name}teacher_patch_temperature` must be > 0, got {value}.")
         if not 0.0 <= patch_center_momentum < 1.0:
             raise ValueError(f"`patch_center_momentum` must be in [0, 1), got {patch_center_momentum}.")
         if cls_weight < 0 or patch_weight < 0:
@@ -112,10 +96,9 @@ class IBOT(DINO):
         self.mask_ratio = (float(mask_ratio[0]), float(mask_ratio[1]))
         self.mask_probability = float(mask_probability)
         self.cls_weight, self.patch_weight = float(cls_weight), float(patch_weight)
-        grid = encoder.grid_size
-        settings = {**paper_masking(self.masking_recipe, grid), "mask_ratio": self.mask_ratio}
+        settings = {**paper_masking(self.masking_recipe, encoder.grid_size), "mask_ratio": self.mask_ratio}
         settings["mask_probability"] = self.mask_probability
-        self.masking = BlockMasking(grid, seed=self.next_seed(), **settings)
+        self.masking = BlockMasking(encoder.grid_size, seed=self.next_seed(), **settings)
         self.mask_token = self.add_weight(name="mask_token", shape=(encoder.dim,), initializer="zeros")
         if not self.shared_head:
             self.patch_head = self.head.like(self.patch_output_dim)

@@ -5,7 +5,6 @@ import keras
 from keras import ops
 
 from keras_ssl.backbones.predictor import JEPAPredictor
-from keras_ssl.backbones.vit import ViT
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import take_tokens
 from keras_ssl.layers.multiblock_masks import MultiBlockMasking
@@ -54,6 +53,7 @@ class IJEPA(SSLModel):
     local_outputs = ("pred", "target", "target_ids", "target_valid", "z")
     monitored_output = "z"
     default_backbone = "vit_tiny"
+    token_encoder = True
 
     def __init__(
         self,
@@ -72,8 +72,6 @@ class IJEPA(SSLModel):
         momentum_end=1.0,
         **kwargs,
     ):
-        if not isinstance(encoder, ViT):
-            raise TypeError(f"I-JEPA needs a keras_ssl ViT encoder, got {type(encoder).__name__}.")
         if loss not in ("smooth_l1", "l2"):
             raise ValueError(f"`loss` must be 'smooth_l1' or 'l2', got {loss!r}.")
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)

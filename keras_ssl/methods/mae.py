@@ -6,7 +6,6 @@ from keras import ops
 
 from keras_ssl import losses
 from keras_ssl.backbones.decoders import MAEDecoder
-from keras_ssl.backbones.vit import ViT
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import (
     RandomMasking,
@@ -54,6 +53,7 @@ class MAE(SSLModel):
     view_recipe = staticmethod(crop_view)
     gathered_outputs = ("target", "pred", "mask")
     default_backbone = "vit_tiny"
+    token_encoder = True
 
     def __init__(
         self,
@@ -66,10 +66,6 @@ class MAE(SSLModel):
         norm_pix_loss=True,
         **kwargs,
     ):
-        if not isinstance(encoder, ViT):
-            raise TypeError(
-                f"MAE needs a keras_ssl ViT encoder (keras_ssl.backbones.vit_tiny(...)), got {type(encoder).__name__}."
-            )
         if not 0 < mask_ratio < 1:
             raise ValueError(f"`mask_ratio` must be in (0, 1), got {mask_ratio}.")
         super().__init__(encoder, **kwargs)

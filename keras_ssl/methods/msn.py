@@ -5,7 +5,6 @@ import math
 import keras
 from keras import ops
 
-from keras_ssl.backbones.vit import ViT
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import MSNHead
 from keras_ssl.layers.masking import RandomMasking
@@ -63,6 +62,7 @@ class MSN(SSLModel):
     monitored_output = "target"
     loss_terms = ("cross_entropy", "me_max")
     default_backbone = "vit_tiny"
+    token_encoder = True
 
     def __init__(
         self,
@@ -81,8 +81,6 @@ class MSN(SSLModel):
         momentum_end=1.0,
         **kwargs,
     ):
-        if not isinstance(encoder, ViT):
-            raise TypeError(f"MSN drops patches: it needs a keras_ssl ViT encoder, got {type(encoder).__name__}.")
         if not 0.0 <= patch_drop < 1.0:
             raise ValueError(f"`patch_drop` must be in [0, 1), got {patch_drop}.")
         for name, value in (("temperature", temperature), ("sharpen_temperature", sharpen_temperature)):

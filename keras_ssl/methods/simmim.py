@@ -1,7 +1,5 @@
 """SimMIM, a simple framework for masked image modeling (Xie et al. 2022)."""
 
-import inspect
-
 import keras
 import numpy as np
 from keras import ops
@@ -13,18 +11,6 @@ from keras_ssl.losses.reconstruction import simmim_reconstruction
 from keras_ssl.views.recipes import simmim_views
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-def _check_encoder(encoder):
-    needs = [n for n in ("embed_patches", "encode_tokens", "patch_size", "dim") if not hasattr(encoder, n)]
-    if not needs and "mask_token" not in inspect.signature(encoder.embed_patches).parameters:
-        needs = ["embed_patches(images, mask=, mask_token=)"]
-    if needs:
-        raise TypeError(
-            "SimMIM needs an encoder that takes mask tokens: `embed_patches(images, mask=, mask_token=)`, "
-            "`encode_tokens(tokens)`, `patch_size` and `dim`, as a keras_ssl ViT "
-            f"(keras_ssl.backbones.vit_tiny(...)); {type(encoder).__name__} lacks {needs}."
-        )
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -39,10 +25,10 @@ class SimMIM(SSLModel):
     loss is the L1 error on the masked pixels only.
 
     Args:
-        encoder: a keras_ssl `ViT` (or any encoder with `embed_patches(images,
-            mask=, mask_token=)`, `encode_tokens`, `patch_size`, `dim`). Its
-            class token gets no loss: a mean-pooling ViT (`pool="mean"`, as
-            the official fine-tuning) gives the trained features.
+        encoder: a keras_ssl `ViT` (or any encoder with its token interface,
+            `engine.contract.TOKEN_INTERFACE`). Its class token gets no loss: a
+            mean-pooling ViT (`pool="mean"`, as the official fine-tuning) gives
+            the trained features.
         mask_patch_size: side of the masked squares, a multiple of the patch
             size dividing the image; default: 32 (the paper's) for images of
             128 px or more, else twice the patch size.
@@ -69,9 +55,9 @@ class SimMIM(SSLModel):
     local_outputs = ("features",)
     monitored_output = "features"
     default_backbone = "vit_tiny"
+    token_encoder = True
 
     def __init__(self, encoder, *, mask_patch_size=None, mask_ratio=0.6, imagenet_targets=False, **kwargs):
-        _check_encoder(encoder)
         super().__init__(encoder, **kwargs)
         self.patch_size, channels = int(encoder.patch_size), self.image_shape[-1]
         if mask_patch_size is None:
