@@ -11,14 +11,16 @@ CIFAR-10 test set, with the training images as the kNN memory.
 
 Budgets:
 - default (2 CPU cores): 5,000 training images, 3 epochs, batch 256,
-  `tiny_encoder` width 16 (64 features), Adam 1e-3 (SimSiam: SGD); the ViT
+  `tiny_encoder` width 16 (64 features), Adam 1e-3 (SimSiam, FastSiam, NNSiam:
+  SimSiam's CIFAR SGD, 0.03 x batch / 256, PyTorch's weight decay 5e-4); the ViT
   methods (MAE, iBOT, DINOv2, I-JEPA, SimMIM, MSN) on a 2-block ViT (dim 64,
   patch 4; mean pooling for I-JEPA and SimMIM, whose class token gets no
   loss). Enough to show each method learns, not to rank them. MAE, I-JEPA
   and SimMIM also get a linear probe (30 epochs on the frozen features).
 - `--full` (a GPU): all 50,000 images, 200 epochs, batch 512, CIFAR
-  ResNet-18 (MAE: ViT-Tiny/4), each method with its usual CIFAR optimiser
-  (LARS, SGD or AdamW at the batch-scaled rate, 10 warm-up epochs, cosine).
+  ResNet-18 (MAE: ViT-Tiny/4), each method with its paper's optimiser
+  (`keras_ssl.recipes`: LARS, SGD, Adam or AdamW at the batch-scaled rate,
+  weight decay in PyTorch's coupled terms where the paper's is, warm-up, cosine).
 
 Also printed: training images/s after the first epoch (compilation excluded),
 each image seen in all of the method's views.
@@ -35,7 +37,7 @@ import time
 import keras
 
 import keras_ssl
-from keras_ssl.optimizers import LARS, WarmupCosine, scale_learning_rate
+from keras_ssl.recipes import paper_optimizer
 
 
 def parse():
@@ -55,8 +57,8 @@ def parse():
     p.add_argument(
         "--paper-optimizer",
         action="store_true",
-        help="at the CPU budget too: each method's paper optimizer (kind, lr scaled to the batch, weight decay), "
-        "warmed up over the first epoch then cosine, instead of constant Adam 1e-3",
+        help="at the CPU budget too: each method's paper optimizer (keras_ssl.recipes: kind, lr scaled to the "
+        "batch, weight decay), warmed up over the first epoch then cosine, instead of constant Adam 1e-3",
     )
     args = p.parse_args()
     args.images = args.images or (50000 if args.full else 5000)
@@ -65,37 +67,37 @@ def parse():
     return args
 
 
-# (constructor options, --full optimizer: (kind, base lr at batch 256, weight decay))
+# (class, constructor options, the keras_ssl.recipes entry of its --full / --paper-optimizer optimiser)
 MULTICROP = dict(input_shape=(32, 32, 3))  # default views: 2 global crops, 4 local of 16 px
 METHODS = {
-    "simclr": (keras_ssl.SimCLR, dict(temperature=0.2), ("lars", 0.4, 1e-5)),
-    "moco2": (keras_ssl.MoCoV2, dict(queue_size=4096), ("sgd", 0.3, 1e-4)),
-    "moco3": (keras_ssl.MoCoV3, dict(), ("lars", 0.3, 1e-5)),
-    "byol": (keras_ssl.BYOL, dict(momentum=0.99), ("lars", 1.0, 1e-5)),
-    "nnclr": (keras_ssl.NNCLR, dict(queue_size=4096, temperature=0.2), ("lars", 0.4, 1e-5)),
-    "simsiam": (keras_ssl.SimSiam, dict(), ("sgd", 0.05, 5e-4)),
-    "barlow_twins": (keras_ssl.BarlowTwins, dict(), ("lars", 0.3, 1e-4)),
-    "vicreg": (keras_ssl.VICReg, dict(), ("lars", 0.3, 1e-4)),
-    "swav": (keras_ssl.SwAV, dict(num_prototypes=512, **MULTICROP), ("lars", 0.6, 1e-6)),
-    "dino": (keras_ssl.DINO, dict(output_dim=4096, momentum=0.99, **MULTICROP), ("adamw", 5e-4, 0.04)),
-    "mae": (keras_ssl.MAE, dict(mask_ratio=0.75), ("adamw", 1.5e-4, 0.05)),
-    "ibot": (keras_ssl.IBOT, dict(output_dim=4096, momentum=0.99), ("adamw", 5e-4, 0.04)),
-    "dinov2": (keras_ssl.DINOv2, dict(output_dim=4096, momentum=0.99), ("adamw", 5e-4, 0.04)),
-    "ijepa": (keras_ssl.IJEPA, dict(), ("adamw", 1e-3, 0.04)),
-    "simmim": (keras_ssl.SimMIM, dict(), ("adamw", 8e-4, 0.05)),
-    "msn": (keras_ssl.MSN, dict(num_prototypes=512, momentum=0.99), ("adamw", 1e-3, 0.04)),
-    "simclr_dcl": (keras_ssl.SimCLR, dict(temperature=0.2, loss="dcl"), ("lars", 0.4, 1e-5)),
-    "simclr_dclw": (keras_ssl.SimCLR, dict(temperature=0.2, loss="dclw"), ("lars", 0.4, 1e-5)),
-    "supcon": (keras_ssl.SupCon, dict(), ("lars", 0.4, 1e-5)),  # trains on the CIFAR-10 labels
-    "fastsiam": (keras_ssl.FastSiam, dict(), ("sgd", 0.05, 5e-4)),
-    "nnbyol": (keras_ssl.NNBYOL, dict(momentum=0.99), ("lars", 1.0, 1e-5)),
-    "nnsiam": (keras_ssl.NNSiam, dict(), ("sgd", 0.05, 5e-4)),
-    "tico": (keras_ssl.TiCo, dict(), ("lars", 0.3, 1e-5)),
-    "vibcreg": (keras_ssl.VIbCReg, dict(), ("lars", 0.3, 1e-4)),
-    "mmcr": (keras_ssl.MMCR, dict(num_views=4), ("adamw", 1e-3, 1e-6)),  # 4 views on a CPU (paper: 40)
-    "wmse": (keras_ssl.WMSE, dict(), ("adamw", 3e-3, 1e-6)),
-    "ressl": (keras_ssl.ReSSL, dict(), ("sgd", 0.06, 5e-4)),
-    "deepclusterv2": (keras_ssl.DeepClusterV2, dict(num_prototypes=(100, 100, 100), **MULTICROP), ("lars", 0.6, 1e-6)),
+    "simclr": (keras_ssl.SimCLR, dict(temperature=0.2), "simclr"),
+    "moco2": (keras_ssl.MoCoV2, dict(queue_size=4096), "moco"),
+    "moco3": (keras_ssl.MoCoV3, dict(), "moco_v3"),
+    "byol": (keras_ssl.BYOL, dict(momentum=0.99), "byol"),
+    "nnclr": (keras_ssl.NNCLR, dict(queue_size=4096, temperature=0.2), "nnclr"),
+    "simsiam": (keras_ssl.SimSiam, dict(), "simsiam"),
+    "barlow_twins": (keras_ssl.BarlowTwins, dict(), "barlow_twins"),
+    "vicreg": (keras_ssl.VICReg, dict(), "vicreg"),
+    "swav": (keras_ssl.SwAV, dict(num_prototypes=512, **MULTICROP), "swav"),
+    "dino": (keras_ssl.DINO, dict(output_dim=4096, momentum=0.99, **MULTICROP), "dino"),
+    "mae": (keras_ssl.MAE, dict(mask_ratio=0.75), "mae"),
+    "ibot": (keras_ssl.IBOT, dict(output_dim=4096, momentum=0.99), "ibot"),
+    "dinov2": (keras_ssl.DINOv2, dict(output_dim=4096, momentum=0.99), "dinov2"),
+    "ijepa": (keras_ssl.IJEPA, dict(), "ijepa"),
+    "simmim": (keras_ssl.SimMIM, dict(), "simmim"),
+    "msn": (keras_ssl.MSN, dict(num_prototypes=512, momentum=0.99), "msn"),
+    "simclr_dcl": (keras_ssl.SimCLR, dict(temperature=0.2, loss="dcl"), "simclr"),
+    "simclr_dclw": (keras_ssl.SimCLR, dict(temperature=0.2, loss="dclw"), "simclr"),
+    "supcon": (keras_ssl.SupCon, dict(), "supcon"),  # trains on the CIFAR-10 labels
+    "fastsiam": (keras_ssl.FastSiam, dict(), "fastsiam"),
+    "nnbyol": (keras_ssl.NNBYOL, dict(momentum=0.99), "nnbyol"),
+    "nnsiam": (keras_ssl.NNSiam, dict(), "nnsiam"),
+    "tico": (keras_ssl.TiCo, dict(), "tico"),
+    "vibcreg": (keras_ssl.VIbCReg, dict(), "vibcreg"),
+    "mmcr": (keras_ssl.MMCR, dict(num_views=4), "mmcr"),  # 4 views on a CPU (paper: 40)
+    "wmse": (keras_ssl.WMSE, dict(), "wmse"),
+    "ressl": (keras_ssl.ReSSL, dict(), "ressl"),
+    "deepclusterv2": (keras_ssl.DeepClusterV2, dict(num_prototypes=(100, 100, 100), **MULTICROP), "deepclusterv2"),
 }
 # Siamese methods without negatives need SGD at this budget (Adam collapses SimSiam).
 SGD_AT_CPU_BUDGET = ("simsiam", "fastsiam", "nnsiam")
@@ -119,19 +121,14 @@ def encoder(name, args):
 
 
 def optimizer(name, steps_per_epoch, args):
-    kind, base, decay = METHODS[name][2]
     if not (args.full or args.paper_optimizer):
-        if name in SGD_AT_CPU_BUDGET:
-            return keras.optimizers.SGD(0.03 * args.batch_size / 256, momentum=0.9, weight_decay=5e-4)
+        if name in SGD_AT_CPU_BUDGET:  # SimSiam's CIFAR SGD: every parameter decays, as main_simsiam.py
+            return keras_ssl.optimizers.SGD(
+                0.03 * args.batch_size / 256, momentum=0.9, weight_decay=5e-4, exclude_bias_and_norm=False
+            )
         return keras.optimizers.Adam(1e-3)
-    peak = scale_learning_rate(base, args.batch_size)
-    warmup = (10 if args.full else 1) * steps_per_epoch
-    schedule = WarmupCosine(peak, args.epochs * steps_per_epoch, warmup_steps=warmup)
-    if kind == "lars":
-        return LARS(schedule, momentum=0.9, weight_decay=decay)
-    if kind == "sgd":
-        return keras.optimizers.SGD(schedule, momentum=0.9, weight_decay=decay)
-    return keras.optimizers.AdamW(schedule, weight_decay=decay)
+    warmup = None if args.full else 1  # --full: the paper's warm-up (at most a tenth of the run)
+    return paper_optimizer(METHODS[name][2], args.batch_size, steps_per_epoch, args.epochs, warmup_epochs=warmup)
 
 
 class EpochTimer(keras.callbacks.Callback):

@@ -27,6 +27,7 @@ from keras_ssl import (
     methods,
     monitors,
     optimizers,
+    recipes,
     text,
     views,
 )
@@ -114,6 +115,7 @@ __all__ = [
     "methods",
     "monitors",
     "optimizers",
+    "recipes",
     "text",
     "views",
 ]

@@ -1,4 +1,11 @@
-"""Large-batch optimisation: LARS, warm-up + cosine schedule, learning-rate scaling."""
+"""The papers' optimisers: SGD, Adam and LARS with PyTorch's weight decay, warm-up + cosine, lr scaling.
+
+Keras's optimizers decay weights decoupled (`w -= lr * wd * w`, after the
+step, in `keras.optimizers.SGD` too); `torch.optim.SGD` and `Adam`, and every
+paper's recipe quoted in their terms, add `wd * w` to the gradient before
+momentum, which with momentum 0.9 decays about 10x more. Every
+`weight_decay` in this module has PyTorch's (the papers') meaning.
+"""
 
 import math
 
@@ -6,6 +13,16 @@ import keras
 from keras import ops
 
 from keras_ssl import keras_compat
+
+
+def _decayed(variable, exclude_bias_and_norm):
+    """The papers' rule: biases and norm scales/offsets (rank <= 1) get no decay (nor LARS adaptation).
+
+    The rule of BYOL's, Barlow Twins', VICReg's and solo-learn's LARS
+    (`p.ndim == 1`), of DINO's and MAE's parameter groups (`ndim == 1` or a
+    `.bias`) and of SimCLR's names (`bias`, `batch_normalization`).
+    """
+    return not (exclude_bias_and_norm and len(variable.shape) <= 1)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -28,6 +45,8 @@ class LARS(keras.optimizers.Optimizer):
         exclude_bias_and_norm: exclude rank <= 1 variables from adaptation
             and weight decay.
         nesterov: Nesterov momentum.
+        clip: LARC's clipping (solo-learn's `clip_lr`): a layer's rate is
+            `min(trust ratio, learning rate)` instead of their product.
         name: optimizer name.
         **kwargs: other `keras.optimizers.Optimizer` options (`clipnorm`...).
 
@@ -55,6 +74,7 @@ class LARS(keras.optimizers.Optimizer):
         trust_coefficient=1e-3,
         exclude_bias_and_norm=True,
         nesterov=False,
+        clip=False,
         name="lars",
         **kwargs,
     ):
@@ -71,6 +91,7 @@ class LARS(keras.optimizers.Optimizer):
         self.trust_coefficient = float(trust_coefficient)
         self.exclude_bias_and_norm = bool(exclude_bias_and_norm)
         self.nesterov = bool(nesterov)
+        self.clip = bool(clip)
 
     def build(self, variables):
         if self.built:
@@ -79,7 +100,7 @@ class LARS(keras.optimizers.Optimizer):
         self.momentums = self.add_optimizer_variables(variables, "momentum")
 
     def _adapted(self, variable):
-        return not (self.exclude_bias_and_norm and len(variable.shape) <= 1)
+        return _decayed(variable, self.exclude_bias_and_norm)
 
     def update_step(self, gradient, variable, learning_rate):
         lr = ops.cast(learning_rate, variable.dtype)
@@ -90,6 +111,8 @@ class LARS(keras.optimizers.Optimizer):
             w_norm, g_norm = ops.norm(ops.reshape(w, (-1,))), ops.norm(ops.reshape(g, (-1,)))
             # A zero weight (fresh layer) or gradient keeps the plain step.
             ratio = ops.where((w_norm > 0) & (g_norm > 0), self.trust_coefficient * w_norm / g_norm, 1.0)
+            if self.clip:  # at lr 0 (warm-up's first step) the ratio is 1: the step is 0 anyway
+                ratio = ops.minimum(ratio / ops.maximum(lr, 1e-12), 1.0)
             g = g * ops.cast(ratio, variable.dtype)
         m = self.momentums[keras_compat.variable_index(self, variable)]
         self.assign(m, self.momentum * m + g)
@@ -104,6 +127,193 @@ class LARS(keras.optimizers.Optimizer):
             trust_coefficient=self.trust_coefficient,
             exclude_bias_and_norm=self.exclude_bias_and_norm,
             nesterov=self.nesterov,
+            clip=self.clip,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class SGD(keras.optimizers.Optimizer):
+    """`torch.optim.SGD` (dampening 0): the papers' SGD, weight decay coupled into the gradient.
+
+    Each step is `g = grad + weight_decay * w`, `m = momentum * m + g`,
+    `w -= lr * m` (Nesterov: `w -= lr * (g + momentum * m)`), as PyTorch
+    does. `keras.optimizers.SGD` differs twice: its `weight_decay` is
+    decoupled (`w -= lr * weight_decay * w`, not passed through the
+    momentum: about 10x weaker at momentum 0.9), and it keeps `lr` inside
+    the momentum, so a changing learning rate acts on past steps too. A
+    paper's `SGD(lr, momentum=0.9, weight_decay=5e-4)` is this class.
+
+    Args:
+        learning_rate: float or `LearningRateSchedule`.
+        momentum: heavy-ball momentum in [0, 1).
+        weight_decay: L2 penalty coupled into the gradient (PyTorch's).
+        nesterov: Nesterov momentum (needs `momentum > 0`).
+        exclude_bias_and_norm: no decay for rank <= 1 variables (biases,
+            BatchNorm/LayerNorm scales and offsets), as most papers' code;
+            `False` decays every variable, as `torch.optim.SGD(model.parameters())`.
+        name: optimizer name.
+        **kwargs: other `keras.optimizers.Optimizer` options (`clipnorm`...).
+
+    Example:
+        >>> from keras_ssl.optimizers import SGD
+        >>> model = keras_ssl.SimSiam(encoder, projection_dim=8)
+        >>> model.compile(optimizer=SGD(0.06, momentum=0.9, weight_decay=5e-4))
+
+        With a zero gradient the kernel still decays, the bias does not:
+
+        >>> w, b = keras.Variable(np.ones((2, 2))), keras.Variable(np.ones(2))
+        >>> optimizer = SGD(0.5, momentum=0.0, weight_decay=0.1)
+        >>> _ = optimizer.apply_gradients([(ops.zeros((2, 2)), w), (ops.zeros(2), b)])
+        >>> np.round(np.asarray(w, "float64"), 4).tolist(), np.asarray(b, "float64").tolist()
+        ([[0.95, 0.95], [0.95, 0.95]], [1.0, 1.0])
+    """
+
+    def __init__(
+        self,
+        learning_rate=0.01,
+        momentum=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        exclude_bias_and_norm=True,
+        name="sgd",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not 0 <= momentum < 1 or weight_decay < 0:
+            raise ValueError(f"Need 0 <= momentum < 1 and weight_decay >= 0, got {momentum}, {weight_decay}.")
+        if nesterov and momentum == 0:
+            raise ValueError("Nesterov momentum needs momentum > 0 (as torch.optim.SGD).")
+        self.momentum = float(momentum)
+        # Keras's own `weight_decay` attribute stays None: its decoupled decay would act as well.
+        self.coupled_weight_decay = float(weight_decay)
+        self.nesterov = bool(nesterov)
+        self.exclude_bias_and_norm = bool(exclude_bias_and_norm)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums = self.add_optimizer_variables(variables, "momentum") if self.momentum else []
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        if self.coupled_weight_decay and _decayed(variable, self.exclude_bias_and_norm):
+            g = g + self.coupled_weight_decay * ops.convert_to_tensor(variable)
+        if self.momentum:
+            m = self.momentums[keras_compat.variable_index(self, variable)]
+            # A zero buffer's first step is PyTorch's `buf = g` exactly (dampening 0).
+            buffer = self.momentum * m + g
+            self.assign(m, buffer)
+            g = g + self.momentum * buffer if self.nesterov else buffer
+        self.assign_sub(variable, lr * g)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            momentum=self.momentum,
+            weight_decay=self.coupled_weight_decay,
+            nesterov=self.nesterov,
+            exclude_bias_and_norm=self.exclude_bias_and_norm,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class Adam(keras.optimizers.Optimizer):
+    """`torch.optim.Adam` / `AdamW`: PyTorch's update, and its two weight decays.
+
+    `decoupled_weight_decay=False` is `torch.optim.Adam(weight_decay=)`:
+    `weight_decay * w` joins the gradient before the moments (L2).
+    `True` is `torch.optim.AdamW`: `w *= 1 - lr * weight_decay` before the
+    step, which `keras.optimizers.AdamW` does too, but Keras decays every
+    variable and adds `epsilon` to the uncorrected `sqrt(v)`; PyTorch's
+    step is `lr * m_hat / (sqrt(v_hat) + eps)`.
+
+    Args:
+        learning_rate: float or `LearningRateSchedule`.
+        beta_1: decay of the first moment.
+        beta_2: decay of the second moment.
+        epsilon: added to `sqrt(v_hat)` (PyTorch's default 1e-8).
+        weight_decay: decay rate, coupled (L2) or decoupled.
+        decoupled_weight_decay: `True`: AdamW's decay; `False`: Adam's L2.
+        exclude_bias_and_norm: no decay for rank <= 1 variables (biases,
+            norm scales and offsets), as DINO's and MAE's parameter groups.
+        name: optimizer name.
+        **kwargs: other `keras.optimizers.Optimizer` options (`clipnorm`...).
+
+    Example:
+        >>> from keras_ssl.optimizers import Adam
+        >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16)
+        >>> model.compile(optimizer=Adam(1e-3, weight_decay=0.05, decoupled_weight_decay=True))
+
+        The first step moves every entry by `lr`, whatever its gradient's size:
+
+        >>> w = keras.Variable(np.zeros(3))
+        >>> _ = Adam(0.1).apply_gradients([(ops.convert_to_tensor([1e-3, 1.0, -50.0]), w)])
+        >>> np.round(np.asarray(w, "float64"), 4).tolist()
+        [-0.1, -0.1, 0.1]
+    """
+
+    def __init__(
+        self,
+        learning_rate=1e-3,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        weight_decay=0.0,
+        decoupled_weight_decay=False,
+        exclude_bias_and_norm=True,
+        name="adam",
+        **kwargs,
+    ):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        if not (0 <= beta_1 < 1 and 0 <= beta_2 < 1) or epsilon < 0 or weight_decay < 0:
+            raise ValueError(
+                f"Need betas in [0, 1), epsilon >= 0 and weight_decay >= 0, got {beta_1}, {beta_2}, {epsilon}, "
+                f"{weight_decay}."
+            )
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.adam_weight_decay = float(weight_decay)  # not Keras's `weight_decay`, which would decay again
+        self.decoupled_weight_decay = bool(decoupled_weight_decay)
+        self.exclude_bias_and_norm = bool(exclude_bias_and_norm)
+
+    def build(self, variables):
+        if self.built:
+            return
+        super().build(variables)
+        self.momentums, self.velocities = self.add_optimizer_variables(variables, ["momentum", "velocity"])
+
+    def update_step(self, gradient, variable, learning_rate):
+        lr = ops.cast(learning_rate, variable.dtype)
+        g = ops.cast(gradient, variable.dtype)
+        w = ops.convert_to_tensor(variable)
+        step = ops.cast(self.iterations + 1, variable.dtype)
+        decay = self.adam_weight_decay if _decayed(variable, self.exclude_bias_and_norm) else 0.0
+        if decay and not self.decoupled_weight_decay:
+            g = g + decay * w
+        index = keras_compat.variable_index(self, variable)
+        m, v = self.momentums[index], self.velocities[index]
+        m_new = self.beta_1 * m + (1 - self.beta_1) * g
+        v_new = self.beta_2 * v + (1 - self.beta_2) * ops.square(g)
+        self.assign(m, m_new)
+        self.assign(v, v_new)
+        m_hat = m_new / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
+        v_hat = v_new / (1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
+        if decay and self.decoupled_weight_decay:
+            w = w * (1 - lr * decay)
+        self.assign(variable, w - lr * m_hat / (ops.sqrt(v_hat) + self.epsilon))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            beta_1=self.beta_1,
+            beta_2=self.beta_2,
+            epsilon=self.epsilon,
+            weight_decay=self.adam_weight_decay,
+            decoupled_weight_decay=self.decoupled_weight_decay,
+            exclude_bias_and_norm=self.exclude_bias_and_norm,
         )
         return config
 

@@ -66,3 +66,167 @@ def test_scaling_rule_and_bad_options():
         scale_learning_rate(0.3, 512, rule="cube")
     with pytest.raises(ValueError, match="momentum"):
         LARS(0.1, momentum=1.5)
+
+
+# ------------------------------------------------- PyTorch's semantics: SGD and Adam against torch.optim
+def _small_model_weights(seed=0):
+    """A Dense + BatchNorm model's trainable variables, all set to random values, and fixed gradients."""
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.BatchNormalization()])
+    rng = np.random.default_rng(seed)
+    for v in model.trainable_variables:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    grads = [[rng.normal(size=v.shape).astype("float32") for v in model.trainable_variables] for _ in range(4)]
+    return model.trainable_variables, grads
+
+
+def _run_torch(torch, make, weights, grads, lrs, decay_all):
+    """The same steps with a torch.optim optimizer; its param groups decay the kernel only (by name, as DINO's)."""
+    params = [torch.tensor(np.asarray(keras.ops.convert_to_numpy(v))) for v in weights]
+    decayed = [p for p, v in zip(params, weights) if decay_all or v.name == "kernel"]
+    rest = [p for p, v in zip(params, weights) if not (decay_all or v.name == "kernel")]
+    groups = [{"params": decayed}] + ([{"params": rest, "weight_decay": 0.0}] if rest else [])
+    optimizer = make(groups)
+    for step, step_grads in enumerate(grads):
+        for p, g in zip(params, step_grads):
+            p.grad = torch.tensor(g)
+        for group in optimizer.param_groups:
+            group["lr"] = lrs[step]
+        optimizer.step()
+    return [p.detach().numpy() for p in params]
+
+
+def _run_keras(optimizer, weights, grads):
+    for step_grads in grads:
+        optimizer.apply_gradients([(keras.ops.convert_to_tensor(g), v) for g, v in zip(step_grads, weights)])
+    return [keras.ops.convert_to_numpy(v) for v in weights]
+
+
+# A learning rate that changes at every step: PyTorch keeps it out of the momentum, Keras's SGD does not.
+LRS = [0.5 * 0.7**t for t in range(4)]
+
+
+def _schedule():
+    return keras.optimizers.schedules.ExponentialDecay(0.5, decay_steps=1, decay_rate=0.7)
+
+
+def test_sgd_equals_torch_sgd():
+    torch = pytest.importorskip("torch")
+    wd = 0.05
+    for momentum, nesterov, decay_all in (
+        (0.9, False, False),
+        (0.9, True, False),
+        (0.0, False, True),
+        (0.9, False, True),
+    ):
+        weights, grads = _small_model_weights()
+        want = _run_torch(
+            torch,
+            lambda g: torch.optim.SGD(g, lr=1.0, momentum=momentum, weight_decay=wd, nesterov=nesterov),
+            weights,
+            grads,
+            LRS,
+            decay_all,
+        )
+        opt = keras_ssl.optimizers.SGD(
+            _schedule(), momentum=momentum, weight_decay=wd, nesterov=nesterov, exclude_bias_and_norm=not decay_all
+        )
+        for v, got, expected in zip(weights, _run_keras(opt, weights, grads), want):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"{v.path} {momentum} {nesterov}")
+
+
+def test_adam_equals_torch_adam_and_adamw():
+    torch = pytest.importorskip("torch")
+    wd = 0.1
+    for decoupled, torch_class in ((False, torch.optim.Adam), (True, torch.optim.AdamW)):
+        weights, grads = _small_model_weights(1)
+        want = _run_torch(
+            torch, lambda g: torch_class(g, lr=1.0, betas=(0.9, 0.95), weight_decay=wd), weights, grads, LRS, False
+        )
+        opt = keras_ssl.optimizers.Adam(_schedule(), beta_2=0.95, weight_decay=wd, decoupled_weight_decay=decoupled)
+        for v, got, expected in zip(weights, _run_keras(opt, weights, grads), want):
+            np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6, err_msg=f"{v.path} {torch_class}")
+
+
+def test_keras_sgd_is_not_the_papers_sgd():
+    """Keras's SGD(weight_decay=) decays decoupled; with no decay and a constant rate the two agree."""
+    torch = pytest.importorskip("torch")
+    for wd, equal in ((0.0, True), (0.05, False)):
+        weights, grads = _small_model_weights()
+        want = _run_torch(
+            torch, lambda g: torch.optim.SGD(g, lr=1.0, momentum=0.9, weight_decay=wd), weights, grads, [0.3] * 4, True
+        )
+        got = _run_keras(keras.optimizers.SGD(0.3, momentum=0.9, weight_decay=wd or None), weights, grads)
+        gap = max(float(np.max(np.abs(a - b))) for a, b in zip(got, want))
+        assert (gap < 1e-5) == equal, (wd, gap)
+
+
+def test_compiled_fit_step_equals_torch():
+    """Inside each backend's compiled train step: Dense + LayerNorm, MSE, 3 full-batch steps, vs PyTorch."""
+    torch = pytest.importorskip("torch")
+    for which in ("sgd", "adamw"):
+        rng = np.random.default_rng(2)
+        x, y = rng.normal(size=(8, 4)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+        model = keras.Sequential(
+            [keras.Input((4,)), keras.layers.Dense(3), keras.layers.LayerNormalization(epsilon=1e-5)]
+        )
+        for v in model.trainable_variables:
+            v.assign(rng.normal(size=v.shape).astype("float32"))
+        kernel, bias, gamma, beta = [torch.tensor(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+        linear, norm = torch.nn.Linear(4, 3), torch.nn.LayerNorm(3, eps=1e-5)
+        with torch.no_grad():
+            for target, value in (
+                (linear.weight, kernel.T),
+                (linear.bias, bias),
+                (norm.weight, gamma),
+                (norm.bias, beta),
+            ):
+                target.copy_(value)
+        groups = [{"params": [linear.weight]}, {"params": [linear.bias, norm.weight, norm.bias], "weight_decay": 0.0}]
+        if which == "sgd":
+            reference = torch.optim.SGD(groups, lr=0.2, momentum=0.9, weight_decay=0.1, nesterov=True)
+            ours = keras_ssl.optimizers.SGD(0.2, momentum=0.9, weight_decay=0.1, nesterov=True)
+        else:
+            reference = torch.optim.AdamW(groups, lr=0.05, weight_decay=0.3)
+            ours = keras_ssl.optimizers.Adam(0.05, weight_decay=0.3, decoupled_weight_decay=True)
+        for _ in range(3):
+            reference.zero_grad()
+            torch.nn.functional.mse_loss(norm(linear(torch.tensor(x))), torch.tensor(y)).backward()
+            reference.step()
+        model.compile(optimizer=ours, loss="mse")
+        model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
+        got = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+        want = [p.detach().numpy() for p in (linear.weight.T, linear.bias, norm.weight, norm.bias)]
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=which)
+
+
+def test_sgd_and_adam_round_trip_and_refuse_bad_options():
+    for opt in (
+        keras_ssl.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, exclude_bias_and_norm=False),
+        keras_ssl.optimizers.Adam(1e-3, beta_2=0.95, weight_decay=0.05, decoupled_weight_decay=True),
+    ):
+        clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
+        assert type(clone) is type(opt) and clone.get_config() == opt.get_config()
+        assert clone.weight_decay is None  # Keras's own decoupled decay stays off
+    with pytest.raises(ValueError, match="Nesterov"):
+        keras_ssl.optimizers.SGD(0.1, nesterov=True)
+    with pytest.raises(ValueError, match="betas"):
+        keras_ssl.optimizers.Adam(beta_1=1.0)
+
+
+def test_lars_clip_matches_larc_clipping():
+    """solo-learn's `clip_lr`: each layer's rate is min(trust ratio, lr) (NumPy, from its lars.py)."""
+    rng = np.random.default_rng(3)
+    kernel0 = rng.normal(size=(4, 3)).astype("float32")
+    grads = [rng.normal(size=(4, 3)).astype("float32") * s for s in (1.0, 1e-3, 1.0)]  # 1e-3: clipped to lr
+    kernel = keras.Variable(kernel0)
+    opt = LARS(0.5, momentum=0.9, weight_decay=1e-2, trust_coefficient=0.02, clip=True)
+    for g in grads:
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g), kernel)])
+    w, v = kernel0.astype("float64"), np.zeros((4, 3))
+    for g in grads:
+        d = g + 1e-2 * w
+        local = 0.02 * np.linalg.norm(w) / np.linalg.norm(d)
+        v = 0.9 * v + d * min(local / 0.5, 1.0)
+        w = w - 0.5 * v
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), w, rtol=1e-5, atol=1e-6)
