@@ -1,17 +1,19 @@
-"""ReSSL: the relational loss vs a float64 NumPy reference, the queue over steps, the views, one harness run."""
+"""ReSSL: the relational loss vs a float64 NumPy reference, the queue over steps, the views, one harness run;
+its multi-crop option against a port of the official `ressl_multi.py`, and through the harness."""
 
 import keras
 import numpy as np
 import pytest
 from conftest import grads, random_images, small_encoder
+from method_harness import run_method_test
 from numpy_refs_relational import enqueue as numpy_enqueue
 from numpy_refs_relational import ressl_loss as numpy_ressl
-from numpy_refs_relational import unit
+from numpy_refs_relational import softmax, unit
 
 from keras_ssl.layers import MemoryBank
 from keras_ssl.losses.relational import ressl
 from keras_ssl.methods.ressl import ReSSL, ressl_views
-from keras_ssl.views import RandomResizedCrop
+from keras_ssl.views import RandomResizedCrop, ReSSLMultiCrop
 
 MAKERS = {
     "ressl": lambda: ReSSL(small_encoder(), queue_size=16, hidden_dim=16, projection_dim=8, seed=1),
@@ -123,3 +125,73 @@ def test_defaults_follow_the_paper_and_bad_options_fail():
     for kw, match in [({"teacher_temperature": 0}, "teacher_temperature"), ({"queue_size": 1}, "queue_size")]:
         with pytest.raises(ValueError, match=match):
             ReSSL(small_encoder(), **kw)
+
+
+def ressl_multi_loss(students, teacher, queue, student_temperature=0.1, teacher_temperature=0.04):
+    """Float64 port of the official multi-crop loss (KyleZheng1997/ReSSL `network/ressl_multi.py`,
+    `ReSSL.forward`, and `ressl_multi.py`, `train`): `logitsq = cat(q_list) @ queue`, `logitsk = (k @ queue)`
+    repeated once per student crop, `loss = -sum(softmax(logitsk / t) * log_softmax(logitsq / 0.1)).mean()`."""
+    queue = unit(queue)
+    logits_q = np.concatenate([unit(s) for s in students]) @ queue.T
+    logits_k = np.tile(unit(teacher) @ queue.T, (len(students), 1))
+    log_p = np.log(softmax(logits_q / student_temperature))
+    return float(-np.mean(np.sum(softmax(logits_k / teacher_temperature) * log_p, axis=1)))
+
+
+def multi_crop_ressl(num_local=2):
+    views = ReSSLMultiCrop(16, local_size=8, num_local=num_local, seed=10)
+    encoder = small_encoder((None, None, 3))
+    return ReSSL(encoder, input_shape=(16, 16, 3), views=views, queue_size=16, hidden_dim=16, projection_dim=8, seed=1)
+
+
+def test_multi_crop_students_and_loss_match_the_official_code():
+    model = multi_crop_ressl()
+    assert model.view_shapes == [(16, 16, 3), (16, 16, 3), (8, 8, 3), (8, 8, 3)]
+    # Local views are an option of the instance; the class (the CLI's default) takes none.
+    assert model.local_views and not ReSSL.local_views and not MAKERS["ressl"]().local_views
+    # Views of the declared sizes (the view maker is tested on its own below).
+    views = [random_images(8, size, seed=i).astype("float32") / 255.0 for i, size in enumerate((16, 16, 8, 8))]
+    out = model.ssl_forward(views, training=True)
+    # Every strong crop is a student; the encoder runs once per resolution (both local crops together).
+    strong = model.projector(model.encoder(views[1], training=True))
+    local = model.projector(model.encoder(keras.ops.concatenate(views[2:], axis=0), training=True))
+    np.testing.assert_allclose(to_numpy(out["student"]), np.concatenate([to_numpy(strong), to_numpy(local)]), atol=1e-5)
+    teacher = to_numpy(model.teacher_projector(model.teacher_encoder(views[0], training=True)))
+    np.testing.assert_allclose(to_numpy(out["teacher"]), teacher, atol=1e-5)
+    # The loss of three crops against the official code, and the mean of the single-crop losses.
+    rng = np.random.default_rng(5)
+    students = [rng.normal(size=(4, 8)) for _ in range(3)]
+    teacher, queue = rng.normal(size=(4, 8)), rng.normal(size=(16, 8))
+    want = ressl_multi_loss(students, teacher, queue, 0.2, 0.05)
+    assert want == pytest.approx(np.mean([numpy_ressl(s, teacher, queue, 0.2, 0.05)[0] for s in students]), rel=1e-12)
+    model.student_temperature, model.teacher_temperature = 0.2, 0.05
+    model.queue.queue.assign(unit(queue).astype("float32"))
+    outputs = {"student": np.concatenate(students).astype("float32"), "teacher": teacher.astype("float32")}
+    loss, terms = model.compute_ssl_loss(outputs)
+    assert terms == {} and float(to_numpy(loss)) == pytest.approx(want, rel=1e-5)
+    model.update_state(out)
+    assert int(model.queue.pointer) == 8  # only the teacher's keys enter the queue
+
+
+def test_multi_crop_views_follow_the_official_recipe():
+    views = ReSSLMultiCrop(16, local_size=8, num_local=1, seed=0)
+    assert (views.num_global, views.num_local, views.local_scale) == (2, 1, (0.1, 0.5))  # (0.2 r, r), r = 1/2
+    assert views.view_shapes((16, 16, 3)) == [(16, 16, 3)] * 2 + [(8, 8, 3)]
+    assert ReSSLMultiCrop(32, local_size=16, num_local=3, min_crop_scale=0.3).local_scale == (0.3, 0.5)
+    # The weak view changes no colour, every other crop is strong.
+    flat = np.broadcast_to(np.array([0.2, 0.5, 0.9], "float32"), (4, 16, 16, 3))
+    out = [to_numpy(v) for v in views(flat, training=True)]
+    np.testing.assert_allclose(out[0], flat, atol=1e-5)
+    for v in out[1:]:
+        assert np.abs(v - flat[:, : v.shape[1], : v.shape[2]]).max() > 1e-2
+    again = ReSSLMultiCrop.from_config(views.get_config())
+    assert again.get_config() == views.get_config()
+    for bad in ({"num_local": 0}, {"local_size": 64}):
+        with pytest.raises(ValueError, match="num_local"):
+            ReSSLMultiCrop(32, **bad)
+
+
+def test_multi_crop_option_passes_the_method_harness(tmp_path):
+    # One local crop: each crop's augmentation is traced in the step, and one shows the option.
+    loaded = run_method_test(lambda: multi_crop_ressl(num_local=1), random_images(16), tmp_path)
+    assert isinstance(loaded.views, ReSSLMultiCrop) and loaded.views.num_local == 1 and loaded.local_views

@@ -3,7 +3,7 @@
 import keras
 import numpy as np
 import pytest
-from conftest import grads, small_encoder
+from conftest import grads, random_images, small_encoder
 from keras import ops
 from numpy_refs_spectral import numeric_grads, whiten, wmse_loss
 
@@ -115,3 +115,14 @@ def test_sub_batch_draws_come_from_the_saved_seed_generator():
     np.testing.assert_allclose(float(loss), wmse_loss(outputs["z"], 4, orders), rtol=1e-5)
     np.testing.assert_array_equal(ops.convert_to_numpy(model.shuffle_seed.state), ops.convert_to_numpy(replay.state))
     assert any("seed_generator_state" in v.path for v in model.non_trainable_variables)  # saved and resumed
+
+
+def test_encoder_sees_each_view_alone_and_the_projector_all_views():
+    # The official `WMSE.forward`: `h = [model(x) for x in samples]`, then `head(torch.cat(h))`.
+    model = WMSE(small_encoder(), projection_dim=3, hidden_dim=16, w_size=4, seed=1)
+    views = [random_images(8, seed=s).astype("float32") / 255.0 for s in (1, 2)]
+    out = model.ssl_forward(views, training=True)
+    features = ops.concatenate([model.encoder(v, training=True) for v in views], axis=0)
+    want = ops.convert_to_numpy(model.projector(features, training=True))
+    got = np.concatenate([ops.convert_to_numpy(z) for z in out["z"]])
+    np.testing.assert_allclose(got, want, atol=1e-5)

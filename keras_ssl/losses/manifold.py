@@ -27,7 +27,7 @@ def nuclear_norm(x):
     return ops.sum(ops.svd(ops.cast(x, "float32"), compute_uv=False), axis=-1)
 
 
-def mmcr(z, lmbda=0.0):
+def mmcr(z, lmbda=0.0, z_momentum=None):
     """MMCR's loss: minus the nuclear norm of the matrix of view centroids.
 
     Each view's projection is L2-normalised; an image's centroid is the
@@ -37,9 +37,17 @@ def mmcr(z, lmbda=0.0):
     Maximising `||C||_*` spreads the centroids over many directions while
     pulling each image's views together (a centroid of spread views is short).
 
+    With `z_momentum` (the official `MMCR_Momentum_Loss`, its ImageNet runs),
+    the centroid is the mean of the online centroid and the momentum
+    network's centroid of the same views, `(mean_k z_bk + mean_k m_bk) / 2`;
+    no gradient reaches the momentum views, and `||Z_b||_*` stays the
+    online views' own.
+
     Args:
         z: `(B, K, D)` projections, `K >= 1` views of each of `B` images.
         lmbda: weight of the mean per-image nuclear norm (>= 0; paper: 0).
+        z_momentum: None, or the momentum network's `(B, K, D)` projections
+            of the same views.
 
     Returns:
         Scalar float32 loss, in `[-min(B, D), lmbda * min(K, D)]`.
@@ -51,12 +59,25 @@ def mmcr(z, lmbda=0.0):
         -2.0
         >>> round(float(mmcr(z, lmbda=1.0)), 4)   # each image's 3 equal views: one singular value sqrt(3)
         -0.2679
+        >>> round(float(mmcr(z, z_momentum=z[::-1])), 4)   # both centroids (e1 + e2) / 2: rank 1, norm 1
+        -1.0
     """
     if not lmbda >= 0:
         raise ValueError(f"`lmbda` must be >= 0, got {lmbda}.")
     _check_rank("z", z, 3)
     z = l2_normalize(z)
-    loss = -nuclear_norm(ops.mean(z, axis=1))
+    centroids = ops.mean(z, axis=1)
+    if z_momentum is not None:
+        # Static shapes only: a traced batch dimension is None.
+        shape, shape_m = tuple(z.shape), tuple(z_momentum.shape)
+        if len(shape) != len(shape_m) or any(
+            a is not None and b is not None and a != b for a, b in zip(shape, shape_m)
+        ):
+            raise ValueError(f"`z_momentum` must have the shape of `z`, {shape}; got {shape_m}.")
+        # The momentum network is a target: as the official frozen copy, it takes no gradient.
+        momentum_centroids = ops.mean(ops.stop_gradient(l2_normalize(z_momentum)), axis=1)
+        centroids = 0.5 * (centroids + momentum_centroids)
+    loss = -nuclear_norm(centroids)
     if lmbda:
         loss = loss + lmbda * ops.mean(nuclear_norm(z))
     return loss

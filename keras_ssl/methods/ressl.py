@@ -24,6 +24,11 @@ class ReSSL(SSLModel):
     shuffle-BN is not simulated: no query meets its own key in the loss, so
     BatchNorm statistics leak no positive.
 
+    Multi-crop (the official `ressl_multi.py`): given views with local crops
+    (`ReSSLMultiCrop`), every strong crop, the full-size one and each local
+    one, is a student distilled from the same weak-view teacher, and the
+    loss is the mean over all of them.
+
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
         student_temperature: the student's temperature (> 0); paper: 0.1.
@@ -37,18 +42,26 @@ class ReSSL(SSLModel):
             Tiny ImageNet, 0.999 in the ImageNet code).
         momentum_end: momentum at the last step; defaults to `momentum`
             (constant, as the official code).
-        views: a `TwoViews`, the teacher's (weak) view first; defaults to
-            `ressl_views`.
+        views: the teacher's (weak) view first, then the student's: a
+            `TwoViews` (defaults to `ressl_views`) or, for multi-crop, a
+            `ReSSLMultiCrop` (the encoder must then take both sizes: build it
+            with input `(None, None, C)` and pass `input_shape=`).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
         >>> from keras_ssl.methods.ressl import ReSSL
+        >>> from keras_ssl.views import ReSSLMultiCrop
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
         >>> model = ReSSL(encoder, queue_size=64, projection_dim=8, hidden_dim=16)
         >>> model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9))
         >>> history = model.fit(x_train, epochs=1, batch_size=16, verbose=0)
         >>> sorted(history.history), int(model.queue.filled)
         (['loss', 'z_std'], 64)
+        >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)
+        >>> views = ReSSLMultiCrop(16, local_size=8, num_local=2, seed=0)
+        >>> model = ReSSL(encoder, input_shape=(16, 16, 3), views=views, queue_size=64, projection_dim=8)
+        >>> model.view_shapes, model.local_views   # weak, strong, then 2 strong local crops
+        ([(16, 16, 3), (16, 16, 3), (8, 8, 3), (8, 8, 3)], True)
     """
 
     view_recipe = staticmethod(ressl_views)
@@ -75,6 +88,9 @@ class ReSSL(SSLModel):
                 raise ValueError(f"`{name}` must be > 0, got {value}.")
         if int(queue_size) < 2:
             raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
+        # Multi-crop is an option: an instance declares local views when it is given them (the
+        # paper's default, and the CLI's, is the single strong view).
+        self.local_views = bool(getattr(kwargs.get("views"), "num_local", 0))
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.student_temperature, self.teacher_temperature = float(student_temperature), float(teacher_temperature)
         self.queue_size, self.projection_dim = int(queue_size), int(projection_dim)
@@ -84,20 +100,16 @@ class ReSSL(SSLModel):
         self.queue = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
 
     def ssl_forward(self, views, training):
-        weak, strong = views
-        (student,) = self.embed([strong], self.projector, training)
-        (teacher,) = self.embed([weak], self.teacher_projector, training, encoder=self.teacher_encoder)
+        # Every strong crop (one, or more with multi-crop) is a student of the one weak view.
+        student = ops.concatenate(self.embed(views[1:], self.projector, training), axis=0)
+        (teacher,) = self.embed(views[:1], self.teacher_projector, training, encoder=self.teacher_encoder)
         return {"student": student, "teacher": ops.stop_gradient(teacher)}
 
     def compute_ssl_loss(self, outputs):
+        # As the official multi-crop code, the teacher's rows repeat once per student crop.
+        teacher = ops.tile(outputs["teacher"], (len(self.view_shapes) - 1, 1))
         # The queue as the last step left it: this batch's teacher keys enter it afterwards.
-        loss = ressl(
-            outputs["student"],
-            outputs["teacher"],
-            self.queue.read(),
-            self.student_temperature,
-            self.teacher_temperature,
-        )
+        loss = ressl(outputs["student"], teacher, self.queue.read(), self.student_temperature, self.teacher_temperature)
         return loss, {}
 
     def update_state(self, outputs):

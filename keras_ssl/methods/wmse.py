@@ -19,7 +19,11 @@ class WMSE(SSLModel):
     so the embeddings cannot collapse; the loss is `2 - 2 cos` between the
     whitened views of each image, averaged over the pairs of views. The
     rows are shuffled into sub-batches `w_iter` times per step (a
-    `keras.random.SeedGenerator`, saved with the model).
+    `keras.random.SeedGenerator`, saved with the model). As the official
+    code, the encoder runs on each view alone and the projector on all views
+    together (BatchNorm statistics per view, then across views). The official
+    `Whitening2d` can keep running statistics, but W-MSE builds it with
+    `track_running_stats=False` and never whitens at evaluation: none here.
 
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
@@ -86,7 +90,10 @@ class WMSE(SSLModel):
         return ops.convert_to_tensor(np.random.default_rng(0).uniform(size=shape).astype("float32"))
 
     def ssl_forward(self, views, training):
-        z = self.embed(views, self.projector, training)
+        # As the official `WMSE.forward`: the encoder sees each view on its own, the projector
+        # all of them at once, so its BatchNorm statistics span the views.
+        features = [self.encode([view], training)[0] for view in views]
+        z = ops.split(self.projector(ops.concatenate(features, axis=0), training=training), len(views), axis=0)
         return {"z": z, "z1": z[0]}
 
     def compute_ssl_loss(self, outputs):

@@ -1,8 +1,11 @@
 """The multi-crop papers' views: two global crops and smaller local ones (SwAV, DINO, iBOT, DINOv2,
-MSN, DeepCluster v2)."""
+MSN, DeepCluster v2, ReSSL)."""
 
-from keras_ssl.views.makers import MultiCrop
-from keras_ssl.views.recipes import BYOL_JITTER, _with_min_scale
+import keras
+
+from keras_ssl.views.makers import MultiCrop, ViewMaker
+from keras_ssl.views.recipes import BYOL_JITTER, _with_min_scale, ressl_views
+from keras_ssl.views.seeds import SeedStream
 
 
 def multi_crop_views(
@@ -149,3 +152,92 @@ def msn_views(image_size, **options):
         "color_strength": 0.5,
     }
     return multi_crop_views(image_size, **{**recipe, **options})
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class ReSSLMultiCrop(ViewMaker):
+    """ReSSL's multi-crop views: the weak view, the strong one, then `num_local` smaller strong crops.
+
+    The official `Multi_Transform`: the weak and strong full-size views are
+    `ressl_views`', and each local crop is a strong (MoCo v2) crop of side
+    `local_size` whose area range follows the official rule `(0.2 r, r)`,
+    `r = local_size / image_size` (its 96 px crop of 224: (0.086, 0.429)).
+    The official crops have four sizes (192, 160, 128, 96 px for 224); here
+    they share one, so the encoder runs once per resolution.
+
+    Args:
+        image_size: side of the weak and strong views.
+        local_size: side of the local crops; defaults to `image_size // 2`.
+        num_local: number of local crops (>= 1; official: 4).
+        local_scale: area range of the local crops; defaults to `(0.2 r, r)`.
+        channels: image channels.
+        min_crop_scale: no crop smaller than this fraction (digits: 0.3).
+        horizontal_flip: flip half of the views.
+        seed: base seed.
+
+    Example:
+        >>> from keras_ssl.views import ReSSLMultiCrop
+        >>> views = ReSSLMultiCrop(16, num_local=2, seed=0)
+        >>> [tuple(v.shape) for v in views(images, training=True)][1:], views.local_scale
+        ([(8, 16, 16, 3), (8, 8, 8, 3), (8, 8, 8, 3)], (0.1, 0.5))
+    """
+
+    num_global = 2
+
+    def __init__(
+        self,
+        image_size,
+        local_size=None,
+        num_local=4,
+        local_scale=None,
+        channels=3,
+        min_crop_scale=None,
+        horizontal_flip=True,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_size = int(image_size)
+        self.local_size = int(local_size or max(1, self.image_size // 2))
+        if not 1 <= self.local_size <= self.image_size or int(num_local) < 1:
+            raise ValueError(
+                f"`local_size` must be in [1, image_size={self.image_size}] and `num_local` >= 1, "
+                f"got {local_size} and {num_local}."
+            )
+        self.num_local, ratio = int(num_local), self.local_size / self.image_size
+        low, high = local_scale or (0.2 * ratio, ratio)
+        if min_crop_scale is not None:
+            low = max(float(min_crop_scale), low)
+            high = max(low, high)
+        self.local_scale = (round(float(low), 6), round(float(high), 6))
+        self.channels, self.min_crop_scale, self.seed = int(channels), min_crop_scale, seed
+        self.horizontal_flip = bool(horizontal_flip)
+        seeds = SeedStream(seed)
+        options = dict(channels=self.channels, horizontal_flip=self.horizontal_flip)
+        self.pair = ressl_views(self.image_size, min_crop_scale=min_crop_scale, seed=seeds(), **options)
+        self.local = MultiCrop(
+            self.local_size,
+            self.local_size,
+            num_global=self.num_local,
+            num_local=0,
+            global_scale=self.local_scale,
+            color_strength=0.5,
+            blur_rates=[0.5 if self.image_size > 32 else 0.0] * self.num_local,
+            seed=seeds(),
+            **options,
+        )
+
+    def build(self, input_shape):
+        self.pair.build(input_shape)
+        self.local.build(input_shape)
+
+    def call(self, images, training=True):
+        return [*self.pair(images, training=training), *self.local(images, training=training)]
+
+    def view_shapes(self, image_shape):
+        size, local, channels = self.image_size, self.local_size, image_shape[-1]
+        return [(size, size, channels)] * 2 + [(local, local, channels)] * self.num_local
+
+    def get_config(self):
+        names = ("image_size", "local_size", "num_local", "local_scale", "channels", "min_crop_scale", "seed")
+        return {**super().get_config(), **{n: getattr(self, n) for n in names}, "horizontal_flip": self.horizontal_flip}
