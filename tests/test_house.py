@@ -28,6 +28,7 @@ RANKS = {
     "keras_ssl.text": 1,
     "keras_ssl.optimizers": 1,
     "keras_ssl.recipes": 1,
+    "keras_ssl.initializers": 1,
     "keras_ssl.engine": 2,
     "keras_ssl.methods": 3,
     "keras_ssl.evaluation": 3,

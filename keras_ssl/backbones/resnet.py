@@ -14,7 +14,7 @@ no copies; the numbers are the same in either layout.
 
 import keras
 
-from keras_ssl import backend
+from keras_ssl import backend, initializers
 from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.normalization import BatchNormalization
 
@@ -23,7 +23,7 @@ layers = keras.layers
 _BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3), 50: (3, 4, 6, 3)}
 
 
-def _conv(x, filters, kernel, strides, name, data_format):
+def _conv(x, filters, kernel, strides, name, data_format, init, gamma="ones"):
     x = Conv2D(
         filters,
         kernel,
@@ -31,34 +31,37 @@ def _conv(x, filters, kernel, strides, name, data_format):
         padding="same",
         use_bias=False,
         data_format=data_format,
-        kernel_initializer="he_normal",
+        kernel_initializer=initializers.kernel(init, "conv"),
         name=f"{name}_conv",
     )(x)
     # momentum 0.9 = PyTorch's 0.1, as the reference implementations: Keras's 0.99
     # leaves the moving statistics far from the batch ones after short runs.
-    return BatchNormalization(axis=_channel_axis(data_format), momentum=0.9, epsilon=1e-5, name=f"{name}_bn")(x)
+    bn = BatchNormalization(
+        axis=_channel_axis(data_format), momentum=0.9, epsilon=1e-5, gamma_initializer=gamma, name=f"{name}_bn"
+    )
+    return bn(x)
 
 
 def _channel_axis(data_format):
     return 1 if data_format == "channels_first" else -1
 
 
-def _basic_block(x, filters, strides, name, data_format):
+def _basic_block(x, filters, strides, name, data_format, init, last_gamma):
     shortcut = x
-    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 3, strides, f"{name}_1", data_format))
-    y = _conv(y, filters, 3, 1, f"{name}_2", data_format)
+    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 3, strides, f"{name}_1", data_format, init))
+    y = _conv(y, filters, 3, 1, f"{name}_2", data_format, init, last_gamma)
     if strides != 1 or x.shape[_channel_axis(data_format)] != filters:
-        shortcut = _conv(x, filters, 1, strides, f"{name}_proj", data_format)
+        shortcut = _conv(x, filters, 1, strides, f"{name}_proj", data_format, init)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
-def _bottleneck(x, filters, strides, name, data_format):
+def _bottleneck(x, filters, strides, name, data_format, init, last_gamma):
     shortcut = x
-    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 1, 1, f"{name}_1", data_format))
-    y = layers.ReLU(name=f"{name}_relu2")(_conv(y, filters, 3, strides, f"{name}_2", data_format))
-    y = _conv(y, 4 * filters, 1, 1, f"{name}_3", data_format)
+    y = layers.ReLU(name=f"{name}_relu1")(_conv(x, filters, 1, 1, f"{name}_1", data_format, init))
+    y = layers.ReLU(name=f"{name}_relu2")(_conv(y, filters, 3, strides, f"{name}_2", data_format, init))
+    y = _conv(y, 4 * filters, 1, 1, f"{name}_3", data_format, init, last_gamma)
     if strides != 1 or x.shape[_channel_axis(data_format)] != 4 * filters:
-        shortcut = _conv(x, 4 * filters, 1, strides, f"{name}_proj", data_format)
+        shortcut = _conv(x, 4 * filters, 1, strides, f"{name}_proj", data_format, init)
     return layers.ReLU(name=f"{name}_out")(layers.Add(name=f"{name}_add")([y, shortcut]))
 
 
@@ -72,7 +75,16 @@ def _layout(inputs, data_format):
     return layers.Permute((3, 1, 2), name="to_channels_first")(inputs), data_format
 
 
-def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_format=None):
+def resnet(
+    depth=18,
+    input_shape=(32, 32, 3),
+    stem="cifar",
+    width=1.0,
+    name=None,
+    data_format=None,
+    initializer="keras",
+    zero_init_residual=False,
+):
     """A ResNet encoder returning globally pooled features.
 
     Args:
@@ -86,6 +98,15 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
         data_format: layout the convolutions compute in (the images stay
             `(B, H, W, C)`): "channels_last", "channels_first", or None for
             the backend's fastest (`backend.conv_layout`).
+        initializer: the convolutions' kernel initialisation: "keras"
+            (He-normal, truncated, fan-in), "torch" (PyTorch's `nn.Conv2d`
+            default, `U(+-1/sqrt(fan_in))`, std 2.4x smaller), "torchvision"
+            (torchvision's ResNet: Kaiming-normal, fan-out), or a Keras
+            initialiser (see `keras_ssl.initializers`). BatchNorm starts at
+            gamma 1, beta 0 in every case.
+        zero_init_residual: gamma 0 in the last BatchNorm of each residual
+            branch, so each block starts as the identity (torchvision's
+            `zero_init_residual`, Goyal et al. 2017).
 
     Returns:
         A functional `keras.Model`; features have `512 * width` channels
@@ -95,7 +116,12 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
         >>> encoder = keras_ssl.backbones.resnet(18, input_shape=(16, 16, 3), stem="cifar", width=0.25)
         >>> encoder.output_shape   # (B, 512 * width)
         (None, 128)
+        >>> torch_like = keras_ssl.backbones.resnet(18, (16, 16, 3), width=0.25, initializer="torch")
+        >>> fan_in = 3 * 3 * 3   # the stem: 3x3 kernel, 3 channels
+        >>> bool(ops.max(ops.abs(torch_like.get_layer("stem_conv").kernel)) <= fan_in**-0.5)
+        True
     """
+    initializers.check(initializer)
     if depth not in _BLOCKS:
         raise ValueError(f"`depth` must be one of {sorted(_BLOCKS)}, got {depth}.")
     if stem not in ("cifar", "imagenet"):
@@ -113,19 +139,30 @@ def resnet(depth=18, input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None
     inputs = keras.Input(input_shape, name="images")
     x, data_format = _layout(inputs, data_format)
     if stem == "cifar":
-        x = layers.ReLU(name="stem_relu")(_conv(x, base, 3, 1, "stem", data_format))
+        x = layers.ReLU(name="stem_relu")(_conv(x, base, 3, 1, "stem", data_format, initializer))
     else:
-        x = layers.ReLU(name="stem_relu")(_conv(x, base, 7, 2, "stem", data_format))
+        x = layers.ReLU(name="stem_relu")(_conv(x, base, 7, 2, "stem", data_format, initializer))
         x = layers.MaxPooling2D(3, strides=2, padding="same", data_format=data_format, name="stem_pool")(x)
+    last_gamma = "zeros" if zero_init_residual else "ones"
     for stage, blocks in enumerate(_BLOCKS[depth]):
         for i in range(blocks):
             strides = 2 if stage > 0 and i == 0 else 1
-            x = block(x, base * 2**stage, strides, f"stage{stage + 1}_block{i + 1}", data_format)
+            x = block(
+                x, base * 2**stage, strides, f"stage{stage + 1}_block{i + 1}", data_format, initializer, last_gamma
+            )
     x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
     return keras.Model(inputs, x, name=name or f"resnet{depth}")
 
 
-def resnet18(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_format=None):
+def resnet18(
+    input_shape=(32, 32, 3),
+    stem="cifar",
+    width=1.0,
+    name=None,
+    data_format=None,
+    initializer="keras",
+    zero_init_residual=False,
+):
     """ResNet-18 encoder; see `resnet`.
 
     Example:
@@ -133,10 +170,18 @@ def resnet18(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_f
         >>> encoder.name, encoder.output_shape
         ('resnet18', (None, 128))
     """
-    return resnet(18, input_shape, stem, width, name, data_format)
+    return resnet(18, input_shape, stem, width, name, data_format, initializer, zero_init_residual)
 
 
-def resnet34(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_format=None):
+def resnet34(
+    input_shape=(32, 32, 3),
+    stem="cifar",
+    width=1.0,
+    name=None,
+    data_format=None,
+    initializer="keras",
+    zero_init_residual=False,
+):
     """ResNet-34 encoder; see `resnet`.
 
     Example:
@@ -144,10 +189,18 @@ def resnet34(input_shape=(32, 32, 3), stem="cifar", width=1.0, name=None, data_f
         >>> encoder.name, encoder.output_shape
         ('resnet34', (None, 128))
     """
-    return resnet(34, input_shape, stem, width, name, data_format)
+    return resnet(34, input_shape, stem, width, name, data_format, initializer, zero_init_residual)
 
 
-def resnet50(input_shape=(224, 224, 3), stem="imagenet", width=1.0, name=None, data_format=None):
+def resnet50(
+    input_shape=(224, 224, 3),
+    stem="imagenet",
+    width=1.0,
+    name=None,
+    data_format=None,
+    initializer="keras",
+    zero_init_residual=False,
+):
     """ResNet-50 encoder (bottleneck blocks); see `resnet`.
 
     Example:
@@ -155,10 +208,10 @@ def resnet50(input_shape=(224, 224, 3), stem="imagenet", width=1.0, name=None, d
         >>> encoder.name, encoder.output_shape   # 2048 * width features
         ('resnet50', (None, 512))
     """
-    return resnet(50, input_shape, stem, width, name, data_format)
+    return resnet(50, input_shape, stem, width, name, data_format, initializer, zero_init_residual)
 
 
-def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder", data_format=None):
+def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder", data_format=None, initializer="keras"):
     """A small 4-conv encoder for tests, demos and CPU-budget runs.
 
     Conv-BN-ReLU blocks of widths `w, 2w, 4w, 4w` (strides 1, 2, 2, 2), then
@@ -169,6 +222,7 @@ def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder", data_fo
         width: base number of filters.
         name: model name.
         data_format: as for `resnet`.
+        initializer: as for `resnet`.
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=16)
@@ -177,9 +231,11 @@ def tiny_encoder(input_shape=(32, 32, 3), width=32, name="tiny_encoder", data_fo
     """
     if len(input_shape) != 3:
         raise ValueError(f"`input_shape` must be (height, width, channels), got {input_shape}.")
+    initializers.check(initializer)
     inputs = keras.Input(input_shape, name="images")
     x, data_format = _layout(inputs, data_format)
     for i, (mult, strides) in enumerate(((1, 1), (2, 2), (4, 2), (4, 2))):
-        x = layers.ReLU(name=f"block{i + 1}_relu")(_conv(x, width * mult, 3, strides, f"block{i + 1}", data_format))
+        conv = _conv(x, width * mult, 3, strides, f"block{i + 1}", data_format, initializer)
+        x = layers.ReLU(name=f"block{i + 1}_relu")(conv)
     x = layers.GlobalAveragePooling2D(data_format=data_format, name="pool")(x)
     return keras.Model(inputs, x, name=name)

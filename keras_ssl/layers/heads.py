@@ -4,7 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ssl import losses
+from keras_ssl import initializers, losses
 from keras_ssl.layers.normalization import BatchNormalization
 
 # The official heads' trunc_normal_(std=0.02) (MSN).
@@ -36,6 +36,10 @@ class ProjectionHead(keras.layers.Layer):
             as the projectors of SimCLR, SimSiam, NNCLR and MoCo v3 use.
         output_bias: bias of the last Dense; defaults to
             `not output_batch_norm` (MoCo v3's predictor has none).
+        initializer: the Dense layers' initialisation: "keras" (Glorot-uniform
+            kernels, zero biases), "torch" or "torchvision" (PyTorch's
+            `nn.Linear` default: kernel and bias `U(+-1/sqrt(fan_in))`), or a
+            Keras initialiser for the kernels (`keras_ssl.initializers`).
 
     Example:
         >>> head = keras_ssl.layers.ProjectionHead(hidden_dim=16, output_dim=8)
@@ -53,9 +57,11 @@ class ProjectionHead(keras.layers.Layer):
         batch_norm=True,
         output_batch_norm=False,
         output_bias=None,
+        initializer="keras",
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.initializer = initializers.check(initializer)
         if num_layers < 1:
             raise ValueError(f"`num_layers` must be >= 1, got {num_layers}.")
         self.hidden_dim, self.output_dim = int(hidden_dim), int(output_dim)
@@ -64,17 +70,22 @@ class ProjectionHead(keras.layers.Layer):
         self.output_bias = not output_batch_norm if output_bias is None else bool(output_bias)
         self.blocks = []
         for _ in range(num_layers - 1):
-            self.blocks.append(keras.layers.Dense(self.hidden_dim, use_bias=not batch_norm))
+            kernel = initializers.kernel(initializer, "dense")
+            self.blocks.append(keras.layers.Dense(self.hidden_dim, use_bias=not batch_norm, kernel_initializer=kernel))
             if batch_norm:
                 self.blocks.append(_batch_norm())
             self.blocks.append(keras.layers.ReLU())
-        self.blocks.append(keras.layers.Dense(self.output_dim, use_bias=self.output_bias))
+        kernel = initializers.kernel(initializer, "dense")
+        self.blocks.append(keras.layers.Dense(self.output_dim, use_bias=self.output_bias, kernel_initializer=kernel))
         if output_batch_norm:
             self.blocks.append(_batch_norm(center=False, scale=False))
 
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in self.blocks:
+            # A PyTorch-like bias depends on the fan-in, known only now.
+            if isinstance(layer, keras.layers.Dense) and (bias := initializers.bias(self.initializer, shape[-1])):
+                layer.bias_initializer = bias
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
 
@@ -89,6 +100,7 @@ class ProjectionHead(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(
+            initializer=initializers.serialize(self.initializer),
             hidden_dim=self.hidden_dim,
             output_dim=self.output_dim,
             num_layers=self.num_layers,
