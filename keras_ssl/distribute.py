@@ -31,8 +31,9 @@ Many processes (one per device, on one or many hosts):
   outputs (backward: the sum over processes of the local rows' gradient),
   so each process computes the global loss, and the optimizer averages the
   processes' gradients before it applies them (`torch_processes.sync_gradients`).
-  BatchNorm statistics stay per process. A process that is lost makes the
-  others fail with `torch_processes.LostProcessError`, naming it.
+  BatchNorm statistics stay per process unless
+  `layers.synchronize_batch_norm(model)`. A lost process makes the others
+  fail with `torch_processes.LostProcessError`, naming it.
 """
 
 from keras_ssl.backend import (  # noqa: F401  (the public names)

@@ -6,7 +6,10 @@ Phase 1 (every role): SimCLR, BYOL, MoCo v2, SwAV and DINO train 3 steps each wi
 same 24 images (3 global batches of 8); rank r feeds rows [8s + 4r, 8s + 4r + 4) at step s, the
 reference (one process, no process group) the 8 rows. The views are deterministic (identity and
 a fixed affine map), the encoder and heads have no BatchNorm, so the two runs compute the same
-function of the same global batch. Rank 1 builds its models from another global seed: `fit`
+function of the same global batch. Then "syncbn": SimCLR on an encoder with BatchNorm (Keras's
+class and keras_ssl's), which the ranks synchronise (`layers.synchronize_batch_norm`) and the
+reference runs as plain Keras on the global batch; and "localbn" (ranks only): the same without
+the switch, per-process statistics, which must differ from the reference. Rank 1 builds its models from another global seed: `fit`
 must copy rank 0's weights to it. Writes OUT_DIR/ROLE.npz: per method the running loss after
 each step, the first step's gradients as the optimizer receives them, and the trainable and
 non-trainable weights after the 3 steps.
@@ -36,7 +39,7 @@ from keras_ssl.distribute import torch_processes
 ROLE, PORT, OUT = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 RANK = None if ROLE == "reference" else int(ROLE)
 GLOBAL_BATCH, WORLD, STEPS = 8, 2, 3
-METHODS = ("simclr", "byol", "mocov2", "swav", "dino")
+METHODS = ("simclr", "byol", "mocov2", "swav", "dino", "syncbn", "localbn")
 RECORD = {}
 
 
@@ -78,12 +81,32 @@ def encoder():
     )
 
 
+def bn_encoder():
+    # Keras's BatchNormalization (a user's own backbone) and keras_ssl's fused one; a low momentum
+    # moves the moving statistics far in 3 steps.
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(8, 3, strides=2, padding="same"),
+            keras.layers.BatchNormalization(momentum=0.5),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(8),
+            keras_ssl.layers.BatchNormalization(momentum=0.5),
+        ]
+    )
+
+
 def views():
     return keras_ssl.views.TwoViews(keras.layers.Identity(), keras.layers.Rescaling(0.8, offset=0.1))
 
 
 def make(name):
     common = dict(views=views(), seed=1)
+    if name in ("syncbn", "localbn"):
+        model = keras_ssl.SimCLR(bn_encoder(), hidden_dim=16, projection_dim=8, temperature=0.5, **common)
+        # The reference stays plain Keras: one process, statistics of the whole global batch.
+        return keras_ssl.layers.synchronize_batch_norm(model) if name == "syncbn" and RANK is not None else model
     if name == "simclr":
         return keras_ssl.SimCLR(encoder(), hidden_dim=16, projection_dim=8, temperature=0.5, **common)
     if name == "byol":
@@ -142,7 +165,11 @@ def main():
     x = np.random.default_rng(0).uniform(size=(STEPS * GLOBAL_BATCH, 8, 8, 3)).astype("float32")
     out = {"num_replicas": np.array(keras_ssl.distribute.num_replicas())}
     for name in METHODS:
+        if name == "localbn" and RANK is None:
+            continue  # compared with the reference's "syncbn"
+        started = time.time()
         result = train(name, x)
+        print(f"{name}: {time.time() - started:.1f} s", flush=True)
         for key, value in result.items():
             if isinstance(value, list):
                 out[f"{name}/{key}/n"] = np.array(len(value))

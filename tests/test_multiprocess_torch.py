@@ -6,7 +6,9 @@ global batches of 8 (4 per rank) from the same initial weights (rank 1 is built 
 seed and must receive rank 0's). The independent reference is the one-process run: losses,
 first-step gradients, weights and step state (targets, queues, DINO's centre) after 3 steps
 must agree to float32 rounding. A gather whose backward keeps only the local gradient (or
-averages) gives half the gradient here and fails. Then rank 1 kills itself mid-run: rank 0
+averages) gives half the gradient here and fails. "syncbn" is SimCLR on an encoder with BatchNorm
+that the ranks synchronise (`layers.synchronize_batch_norm`): it must equal the reference, plain
+Keras BatchNorm on the global batch, while "localbn" (the ranks' per-process statistics) must not. Then rank 1 kills itself mid-run: rank 0
 must fail within seconds with an error naming process 1, not hang.
 """
 
@@ -25,7 +27,7 @@ from conftest import BACKEND
 pytestmark = pytest.mark.skipif(BACKEND != "torch", reason="torch.distributed: the PyTorch backend's test")
 
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mp_torch_worker.py")
-METHODS = ("simclr", "byol", "mocov2", "swav", "dino")
+METHODS = ("simclr", "byol", "mocov2", "swav", "dino", "syncbn")
 TIMEOUT_S = 300
 
 
@@ -98,6 +100,21 @@ def test_two_processes_equal_one_process(run, method):
             assert len(mine) == len(theirs) > 0
             for i, (a, b) in enumerate(zip(mine, theirs)):
                 np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=f"{key} {i}, rank {rank}")
+
+
+def test_per_process_batch_norm_differs_from_the_global_batch(run):
+    """Without the switch each process normalises its own 4 rows: "syncbn"'s equality above says something."""
+    out, logs, _ = run
+    ref, ref_list = _load(out, "reference", logs)
+    got, got_list = _load(out, "0", logs)
+    assert not np.allclose(got["localbn/loss"], ref["syncbn/loss"], rtol=1e-3, atol=1e-4)
+    paths = [str(p) for p in ref_list("syncbn", "state_paths")]
+    moving = [i for i, p in enumerate(paths) if "moving_" in p]
+    assert len(moving) == 4  # two layers' mean and variance
+    local, synced = got_list("localbn", "state"), ref_list("syncbn", "state")
+    for i in moving:  # they moved from their start (mean 0, variance 1), so their equality is a check
+        assert np.abs(synced[i] - (1.0 if "moving_variance" in paths[i] else 0.0)).max() > 1e-2, paths[i]
+    assert any(not np.allclose(local[i], synced[i], rtol=1e-3, atol=1e-4) for i in moving)
 
 
 def test_step_state_moved(run):

@@ -1,9 +1,10 @@
 """Replication: data parallelism over devices (JAX `DataParallel`, TF `MirroredStrategy`, PyTorch
-processes), the gradient-correct gather of per-sample outputs across replicas, and multi-host setup."""
+processes), the gradient-correct gather of per-sample outputs across replicas, which share of the
+input each process reads, how BatchNorm statistics span replicas, and multi-host setup."""
 
 import keras
 
-from keras_ssl.backend import torch_processes
+from keras_ssl.backend import processes, torch_processes
 from keras_ssl.backend.probes import backend
 
 
@@ -104,6 +105,44 @@ def gather(x):
         x,
         summed,
     )
+
+
+def input_shard():
+    """`(index, count)`: the share of the input this process reads, for sources that split themselves by process.
+
+    JAX (`data_parallel` over every process's devices) and PyTorch processes:
+    each process feeds its own rows of every global batch, so it is
+    `(process_index(), process_count())`. TensorFlow's
+    `MultiWorkerMirroredStrategy` splits the global input between the workers
+    itself, so each worker reads the whole input: `(0, 1)`, as with one process.
+
+    Example:
+        >>> keras_ssl.backend.replication.input_shard()   # one process
+        (0, 1)
+    """
+    if backend() == "tensorflow":
+        return 0, 1
+    return processes.process_index(), processes.process_count()
+
+
+def batch_norm_sync():
+    """How `layers.synchronize_batch_norm` makes BatchNorm statistics span the replicas on this backend.
+
+    `"global"` (JAX: under `data_parallel` the jitted step sees the global
+    batch, so BatchNorm's statistics are already those of the global batch),
+    `"gather"` (PyTorch processes: keras_ssl all-gathers each process's batch
+    mean and variance with `gather`, whose backward sums the gradient over the
+    processes), `"unavailable"` (TensorFlow: inside an SSL step that also
+    gathers its outputs, both Keras's `synchronized=True` and the gather of
+    the moments abort with "Shape mismatch in the collective instance", the
+    replicas running their collectives in different orders; measured under
+    `MirroredStrategy` on 2 CPU devices).
+
+    Example:
+        >>> keras_ssl.backend.replication.batch_norm_sync()   # doctests run on JAX
+        'global'
+    """
+    return {"jax": "global", "torch": "gather"}.get(backend(), "unavailable")
 
 
 def _single_device_only(devices, what):

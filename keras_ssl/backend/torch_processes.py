@@ -3,7 +3,7 @@
 One process per device (as `torchrun` starts them), each on its own shard of the global batch:
 `replication.gather` all-gathers the declared outputs (backward: the sum over processes of the
 local rows' gradient), every process computes the global loss, and the optimizer averages the
-gradients over the processes (`sync_gradients`). BatchNorm statistics stay per process.
+gradients over the processes (`sync_gradients`). BatchNorm: per process, or `layers.synchronize_batch_norm`.
 """
 
 import datetime

@@ -1,6 +1,6 @@
-"""Image files on disk: `decode_image` (how every file is read), and the file lists of a
-folder (`folder_files`) or of a `.txt`/`.csv` list (`list_files`). `data.image_files.ImageFiles`
-streams them in batches.
+"""Image files on disk: `decode_image` (how every file is read), the file lists of a folder
+(`folder_files`) or of a `.txt`/`.csv` list (`list_files`), and which files each process reads
+(`process_batches`). `data.image_files.ImageFiles` streams them in batches.
 
 Every file is decoded the same way: EXIF orientation applied, CMYK / palette /
 16-bit / alpha images converted to 8-bit RGB (or L), then resized so that it
@@ -203,3 +203,68 @@ def list_files(path, root=None):
         return files, np.array([int(n) for n in names], "int64"), None
     classes = sorted(set(names))
     return files, np.array([classes.index(n) for n in names], "int64"), classes
+
+
+def process_batches(order, batch_size, index=0, count=1, drop_remainder=True):
+    """The positions process `index` of `count` reads, batch after batch, from an epoch's global `order`.
+
+    Global batch `t` is `order[t * G:(t + 1) * G]` with `G = batch_size * count`,
+    and process `p` reads its `p`-th block of `batch_size` positions (the layout
+    of `distribute.process_shard`): the processes' batches, concatenated in
+    process order, are one process's batches of `G`. Every process gets the
+    same number of full batches, or collectives would wait for ever. With
+    `drop_remainder` the last incomplete global batch is left out, so no
+    position is read twice; without it one process keeps its incomplete last
+    batch, and several pad it with the first positions of `order` (the only
+    ones read twice), since the processes' batches must have equal shapes.
+
+    Args:
+        order: the epoch's order of every position (the same on every process).
+        batch_size: positions per batch of one process.
+        index, count: this process and the number of processes.
+        drop_remainder: leave out the last incomplete global batch.
+
+    Returns:
+        int64 array of this process's positions, its batches one after another.
+
+    Example:
+        >>> from keras_ssl.data.files import process_batches
+        >>> order = np.arange(10)   # global batches of 2 * 2: [0 1 2 3] [4 5 6 7], then 8, 9 left out
+        >>> process_batches(order, 2, 0, 2).tolist(), process_batches(order, 2, 1, 2).tolist()
+        ([0, 1, 4, 5], [2, 3, 6, 7])
+        >>> process_batches(order, 2, 1, 2, drop_remainder=False).tolist()   # a third global batch [8 9 0 1]
+        [2, 3, 6, 7, 0, 1]
+    """
+    batch_size, index, count = int(batch_size), int(index), int(count)
+    if batch_size < 1 or count < 1 or not 0 <= index < count:
+        raise ValueError(f"need batch_size >= 1 and 0 <= index < count, got {batch_size}, {index}, {count}.")
+    order, size = np.asarray(order, "int64").reshape(-1), batch_size * count
+    steps = len(order) // size if drop_remainder else -(-len(order) // size)
+    if count == 1:
+        return order if not drop_remainder else order[: steps * size]
+    if steps * size > len(order):
+        order = np.concatenate([order, np.resize(order, steps * size - len(order))])  # np.resize repeats
+    return order[: steps * size].reshape(steps, count, batch_size)[:, index].reshape(-1)
+
+
+def _names(paths, reasons=None, shown=10):
+    """`paths`' file names (with `reasons[path]`, if given), the first `shown` of them, for a warning."""
+
+    def why(path):
+        reason = reasons[path].removeprefix("skipped: ") if reasons else ""
+        return f" ({reason[:80]})" if reason else ""
+
+    named = [os.path.basename(p) + why(p) for p in paths[:shown]]
+    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
+    return ", ".join(named) + more
+
+
+def _shard(shard):
+    """`shard` checked: `(index, count)` as ints."""
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        raise ValueError(f"`shard` must be None, False or (index, count), got {shard!r}.") from None
+    if not 0 <= index < count:
+        raise ValueError(f"`shard` (index, count) needs 0 <= index < count, got {shard!r}.")
+    return index, count

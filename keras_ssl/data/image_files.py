@@ -15,7 +15,8 @@ L), then resized so that it covers the target size (aspect kept) and
 centre-cropped to it. A file that cannot be decoded is replaced in its
 batch by another image of the batch, so every step keeps its full batch;
 each epoch ends with one warning that counts and names the files skipped
-or converted.
+or converted. With several processes each reads its own share of every
+global batch (`shard`), so no file is read twice in an epoch.
 """
 
 import os
@@ -26,12 +27,8 @@ import keras
 import numpy as np
 from PIL import Image
 
-from keras_ssl.data.files import (
-    _GRAY_MODES,
-    decode_image,
-    folder_files,
-    list_files,
-)
+from keras_ssl.backend.replication import input_shard
+from keras_ssl.data.files import _GRAY_MODES, _names, _shard, decode_image, folder_files, list_files, process_batches
 from keras_ssl.data.splits import test_mask
 
 
@@ -54,12 +51,22 @@ class ImageFiles(keras.utils.PyDataset):
         channels: 3 or 1; None: 1 if the first decodable images are all
             grayscale, else 3 (grayscale files in an RGB set are converted).
         shuffle: new file order every epoch (seeded); False keeps the order.
-        drop_remainder: drop the last incomplete batch (default: with
-            `shuffle`, as SSL training wants full batches).
+        drop_remainder: drop the last incomplete (global) batch (default:
+            with `shuffle`, as SSL training wants full batches). Without it,
+            several processes pad their last batch with the epoch's first
+            files (`data.files.process_batches`).
         with_labels: yield `(images, labels)` (needs labels; from a folder:
             the sorted class sub-folder names' indices).
         with_indices: yield `(images, indices)` instead.
-        seed: seed of the shuffle.
+        seed: seed of the shuffle: each epoch's order is one permutation of
+            every file, the same on every process, then split.
+        shard: `(index, count)`: read process `index`'s `batch_size` files of
+            every global batch of `batch_size * count` (the processes'
+            batches, concatenated, are one process's batches of that size);
+            False: read every file; None: this process's share when several
+            feed their own rows (JAX, PyTorch; TensorFlow's strategy splits
+            the input itself: `backend.replication.input_shard`). Create the stream
+            after `distribute.initialize()`.
         workers: decoding threads (default: the CPU count, at most 8).
         use_multiprocessing: decode in processes instead of threads.
         max_queue_size: batches decoded ahead.
@@ -96,6 +103,7 @@ class ImageFiles(keras.utils.PyDataset):
         with_labels=False,
         with_indices=False,
         seed=0,
+        shard=None,
         workers=None,
         use_multiprocessing=False,
         max_queue_size=10,
@@ -126,6 +134,7 @@ class ImageFiles(keras.utils.PyDataset):
         self.drop_remainder = self.shuffle if drop_remainder is None else bool(drop_remainder)
         self.with_labels, self.with_indices = bool(with_labels), bool(with_indices)
         self.seed = int(seed)
+        self.shard = _shard(input_shard() if shard is None else (0, 1) if shard is False else shard)
         self.epoch = 0
         self._order = self._permutation()
         self._lock = threading.Lock()
@@ -138,8 +147,8 @@ class ImageFiles(keras.utils.PyDataset):
         self._fallback = self._probe()
         if self.num_batches == 0:
             raise ValueError(
-                f"{len(self.files)} image(s) make no full batch of {self.batch_size}; "
-                "pass a smaller batch_size or drop_remainder=False."
+                f"{len(self.files)} image(s) make no full batch of {self.batch_size * self.shard[1]} "
+                f"({self.shard[1]} process(es) x {self.batch_size}); pass a smaller batch_size or drop_remainder=False."
             )
 
     # ----------------------------------------------------------- builders
@@ -193,6 +202,7 @@ class ImageFiles(keras.utils.PyDataset):
             with_labels=self.with_labels,
             with_indices=self.with_indices,
             seed=self.seed,
+            shard=self.shard,
             workers=self.workers,
             use_multiprocessing=self.use_multiprocessing,
             max_queue_size=self.max_queue_size,
@@ -250,9 +260,8 @@ class ImageFiles(keras.utils.PyDataset):
             >>> x.shape, np.array_equal(x, x_train), np.array_equal(y, y_train)
             ((64, 16, 16, 3), True, True)
         """
-        stream = self.subset(
-            np.arange(len(self.files)), shuffle=False, drop_remainder=False, with_labels=False, with_indices=False
-        )
+        every = dict(shuffle=False, drop_remainder=False, with_labels=False, with_indices=False, shard=False)
+        stream = self.subset(np.arange(len(self.files)), **every)
         x = np.concatenate([stream[i][0] for i in range(stream.num_batches)])
         stream.report()
         self._problems.update(stream._problems)
@@ -262,8 +271,7 @@ class ImageFiles(keras.utils.PyDataset):
     # ------------------------------------------------------------ batches
     @property
     def num_batches(self):
-        n = len(self.files)
-        return n // self.batch_size if self.drop_remainder else -(-n // self.batch_size)
+        return -(-len(self._order) // self.batch_size)  # this process's positions: full batches but maybe the last
 
     def __len__(self):
         return self.num_batches
@@ -343,9 +351,9 @@ class ImageFiles(keras.utils.PyDataset):
         return "8-bit RGB" if self.channels == 3 else "8-bit grayscale"
 
     def _permutation(self):
-        if not self.shuffle:
-            return np.arange(len(self.files))
-        return np.random.default_rng([self.seed, self.epoch]).permutation(len(self.files))
+        n = len(self.files)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else np.arange(n)
+        return process_batches(order, self.batch_size, *self.shard, drop_remainder=self.drop_remainder)
 
     def _load(self, path):
         if path in self._bad:
@@ -382,13 +390,3 @@ class ImageFiles(keras.utils.PyDataset):
                 f"none of the first {len(first)} image file(s) decodes ({reasons}). Are these image files?"
             )
         return good[0]
-
-
-def _names(paths, reasons=None, shown=10):
-    def why(path):
-        reason = reasons[path].removeprefix("skipped: ") if reasons else ""
-        return f" ({reason[:80]})" if reason else ""
-
-    named = [os.path.basename(p) + why(p) for p in paths[:shown]]
-    more = f" and {len(paths) - shown} more" if len(paths) > shown else ""
-    return ", ".join(named) + more

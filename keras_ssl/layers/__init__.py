@@ -1,4 +1,5 @@
-"""Layers shared by the methods: heads, memory banks, masking, and Keras's BatchNorm and Conv2D on faster kernels.
+"""Layers shared by the methods: heads, memory banks, masking, Keras's BatchNorm and Conv2D on faster kernels,
+and BatchNorm synchronised across replicas (`synchronize_batch_norm`).
 
 The view makers and augmentation layers live in `keras_ssl.views`; they are
 also importable from here, where earlier releases had them.
@@ -17,7 +18,7 @@ from keras_ssl.layers.heads import (
 from keras_ssl.layers.iternorm import IterNorm, iternorm_groups
 from keras_ssl.layers.memory import MemoryBank, nearest_neighbour
 from keras_ssl.layers.multiblock_masks import MultiBlockMasking, multiblock_masks
-from keras_ssl.layers.normalization import BatchNormalization
+from keras_ssl.layers.normalization import BatchNormalization, synchronize_batch_norm
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
 from keras_ssl.views import (
     BYOL_JITTER,
