@@ -1,4 +1,4 @@
-"""Every use of Keras internals in keras_ssl, in one place.
+"""Every use of Keras (and tf.data) internals in keras_ssl, in one place.
 
 Each helper names the Keras version it was written against (3.15.1) and the
 gap it fills. `tests/test_keras_compat.py` checks each assumption directly,
@@ -11,6 +11,7 @@ import sys
 
 import keras
 from keras.src.saving.serialization_lib import SafeModeScope
+from keras.src.utils.module_utils import tensorflow as tf
 
 from keras_ssl import backend
 
@@ -30,8 +31,6 @@ def sublayers(layer):
         >>> banks = [l for l in sublayers(model) if isinstance(l, keras_ssl.layers.MemoryBank)]
         >>> len(banks), banks[0].size
         (1, 64)
-        >>> [type(l).__name__ for l in model.layers]   # direct children only
-        ['Functional', 'TwoViews', 'ProjectionHead', 'MemoryBank', 'Functional', 'ProjectionHead']
         >>> sum(isinstance(l, keras.layers.Dense) for l in sublayers(model))   # inside the two projectors
         4
     """
@@ -65,18 +64,13 @@ def seed_generators(layer):
 def is_functional(model):
     """Whether `model` is a graph of layers (Functional or Sequential).
 
-    Such a model can be cloned with `keras.models.clone_model`; a subclassed
-    one must be rebuilt from its config. Keras 3.15 exposes no public test;
-    functional models hold the graph in `_nodes_by_depth`.
+    Such a model can be cloned with `keras.models.clone_model`; a subclassed one must be rebuilt from its
+    config. Keras 3.15 exposes no public test; functional models hold the graph in `_nodes_by_depth`.
 
     Example:
         >>> from keras_ssl.keras_compat import is_functional
         >>> is_functional(encoder), is_functional(keras_ssl.SimCLR(encoder))
         (True, False)
-        >>> m = encoder
-        >>> target = keras.models.clone_model(m) if is_functional(m) else keras_ssl.backbones.clone_model(m)
-        >>> target.output_shape
-        (None, 32)
     """
     return isinstance(model, keras.Sequential) or hasattr(model, "_nodes_by_depth")
 
@@ -84,8 +78,7 @@ def is_functional(model):
 def built_input_shape(layer):
     """The input shape a built layer was built with, or None.
 
-    Subclassed layers have no `input_shape`; Keras 3.15 records the
-    arguments of `build` in `_build_shapes_dict`.
+    Subclassed layers have no `input_shape`; Keras 3.15 records the arguments of `build` in `_build_shapes_dict`.
 
     Example:
         >>> from keras_ssl.keras_compat import built_input_shape
@@ -93,10 +86,6 @@ def built_input_shape(layer):
         >>> layer.build((None, 16))
         >>> built_input_shape(layer), built_input_shape(encoder)
         ((None, 16), (None, 16, 16, 3))
-        >>> clone = keras_ssl.layers.ProjectionHead.from_config(layer.get_config())
-        >>> clone.build(built_input_shape(layer))
-        >>> [tuple(w.shape) for w in clone.weights] == [tuple(w.shape) for w in layer.weights]
-        True
     """
     shape = getattr(layer, "input_shape", None) if isinstance(layer, keras.Model) else None
     if shape is not None:
@@ -230,11 +219,10 @@ def restore_train_function(model):
         >>> encoder.make_train_function()
         >>> original = encoder.train_function
         >>> skip_train_steps(encoder, 2)
-        >>> encoder.train_function is original
-        False
+        >>> replaced = encoder.train_function is not original
         >>> restore_train_function(encoder)   # in on_train_end
-        >>> encoder.train_function is original
-        True
+        >>> replaced, encoder.train_function is original
+        (True, True)
     """
     original = getattr(model, "_keras_ssl_train_function", None)
     if original is not None:
@@ -259,8 +247,6 @@ def jit_step_function(model, attribute, step, force=False):
         >>> encoder.compile(optimizer="sgd", loss="mse")   # jit_compile="auto": XLA on JAX
         >>> if not jit_step_function(encoder, "train_function", encoder.train_step):
         ...     keras.Model.make_train_function(encoder)
-        >>> encoder.train_function is not None
-        True
         >>> jit_step_function(encoder, "train_function", encoder.train_step)   # JAX on CPU: it applies
         True
     """
@@ -359,3 +345,54 @@ def mean_logs_over_workers():
 
     reduce_per_replica.keras_ssl = True
     trainer.reduce_per_replica = reduce_per_replica
+
+
+_SAME_BATCHES = {"_MapDataset", "_ParallelMapDataset", "_PrefetchDataset", "_OptionsDataset", "CacheDataset"}
+_SAME_BATCHES |= {"_ShuffleDataset", "_RepeatDataset"}
+
+
+def smallest_batch(dataset):
+    """The fewest images in a batch of a `tf.data.Dataset`, found without reading one; None where unknown.
+
+    TensorFlow 2.21 does not expose `batch`'s arguments, and reading the last batch runs the pipeline before
+    it. The walk passes the steps that keep each batch whole (map, prefetch, shuffle...: `_input_dataset`) down
+    to a `batch` (`_batch_size`, `_drop_remainder`) whose input has a known length, and stops at any other.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> from keras_ssl.keras_compat import smallest_batch
+        >>> nine = tf.data.Dataset.from_tensor_slices(x_small[:9])
+        >>> smallest_batch(nine.batch(4).prefetch(2)), smallest_batch(nine.batch(4).take(2))   # take: unknown
+        (1, None)
+    """
+    while type(dataset).__name__ in _SAME_BATCHES:
+        dataset = dataset._input_dataset
+    if type(dataset).__name__ not in ("_BatchDataset", "_ParallelBatchDataset", "_PaddedBatchDataset"):
+        return None
+    size, total = int(dataset._batch_size), int(dataset._input_dataset.cardinality())
+    if bool(dataset._drop_remainder) or total == tf.data.INFINITE_CARDINALITY:
+        return size
+    return None if total < 0 else total % size or size
+
+
+def drop_short_batches(dataset, min_batch, skipped):
+    """`dataset` without its batches of fewer than `min_batch` images; `skipped(count)` runs for each, in Python.
+
+    The size is a TensorFlow op in the pipeline, on every backend: TensorFlow comes from Keras's lazy
+    `module_utils.tensorflow`, as for Keras's own `tf.data` support. Only short batches call Python.
+
+    Example:
+        >>> import tensorflow as tf
+        >>> from keras_ssl.keras_compat import drop_short_batches
+        >>> nine = tf.data.Dataset.from_tensor_slices(x_small[:9]).batch(4)
+        >>> [len(batch) for batch in drop_short_batches(nine, 2, lambda count: print("skipped", count))]
+        skipped 1
+        [4, 4]
+    """
+
+    def keep(*element):
+        count = tf.shape(tf.nest.flatten(element)[0])[0]
+        skip = lambda: tf.reshape(tf.py_function(lambda n: skipped(int(n)) or False, [count], tf.bool), [])
+        return tf.cond(count < min_batch, skip, lambda: tf.constant(True))
+
+    return dataset.filter(keep)

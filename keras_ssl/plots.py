@@ -276,7 +276,7 @@ def _map_2d(f, method, seed):
         with importlib.import_module("threadpoolctl").threadpool_limits(1):
             return tsne.fit_transform(f)
     umap = importlib.import_module("umap")  # optional: pip install umap-learn
-    return umap.UMAP(n_neighbors=min(15, len(f) - 1), random_state=seed).fit_transform(f)
+    return umap.UMAP(n_components=2, n_neighbors=min(15, len(f) - 1), random_state=seed).fit_transform(f)
 
 
 def plot_retrieval(query_images, gallery_images, neighbor_indices, path=None):

@@ -6,6 +6,8 @@ import warnings
 import keras
 import numpy as np
 
+from keras_ssl import keras_compat
+
 
 class FixableError(ValueError):
     """A bad-input error that one argument fixes; front ends (the CLI) spell that argument their own way.
@@ -225,6 +227,7 @@ class BatchRules:
 
     def __init__(self, channels=None, min_size=None, min_batch=None, pack=None):
         self.channels, self.min_size, self.min_batch, self.pack = channels, min_size, min_batch, pack
+        self.skipped = 0  # images in the short batches skipped so far
 
     def short(self, batch):
         """Whether `batch` (a tuple, images first) has fewer images than the method needs."""
@@ -240,15 +243,20 @@ class BatchRules:
         )
 
     def check_last(self, source):
-        """Refuses, before training, a source of known length whose last batch is too small.
+        """`source`, refused before training when a batch of its is known to be too small.
 
         A `PyDataset`'s last batch is read (unless it drops its remainder); a
-        torch `DataLoader`'s size is computed from its dataset's length. A
-        `tf.data.Dataset`'s is not checked here: reading its last batch runs
-        its whole pipeline (`skip` maps every element before it, measured).
+        torch `DataLoader`'s size is computed from its dataset's length; a
+        `tf.data.Dataset`'s smallest batch is found from its `batch` step
+        (`keras_compat.smallest_batch`: reading it would run the whole
+        pipeline). A `tf.data` whose smallest batch is not known (its length
+        is not, or a step such as `take` follows `batch`) comes back without
+        its short batches, each skipped with a warning (`skip`).
         """
         if self.min_batch is None:
-            return
+            return source
+        if hasattr(source, "element_spec") and hasattr(source, "filter"):  # tf.data, recognised without importing it
+            return self._tf_data(source)
         if isinstance(source, keras.utils.PyDataset):
             count = source.num_batches
             inner = getattr(source, "source", None)
@@ -261,6 +269,30 @@ class BatchRules:
             if total > source.batch_size and 0 < last < self.min_batch:
                 error = self.short_error(last, "the DataLoader's last batch")
                 raise ValueError(f"{error.args[0]} Pass DataLoader(..., drop_last=True).")
+        return source
+
+    def _tf_data(self, dataset):
+        images = dataset.element_spec  # `(images, ...)` or `((images, ...), ...)`: images first
+        while isinstance(images, (tuple, list)):
+            images = images[0]
+        if self.min_batch <= 1 or images.shape[0] is not None:
+            return dataset  # every batch has the first one's size
+        smallest = keras_compat.smallest_batch(dataset)
+        if smallest is None:
+            return keras_compat.drop_short_batches(dataset, self.min_batch, self.skip)
+        if smallest < self.min_batch:
+            raise self.short_error(smallest, "the dataset's last batch")
+        return dataset
+
+    def skip(self, count, where="a batch"):
+        """Warns that `where`, of `count` images, fewer than the method needs, was skipped; counts them."""
+        self.skipped += count
+        warnings.warn(
+            f"skipped {where} of {count} image(s), fewer than the {self.min_batch} the method needs in a batch "
+            f"({self.skipped} image(s) skipped in all); batch with drop_remainder=True to leave the incomplete "
+            "last batch out yourself.",
+            stacklevel=2,
+        )
 
     def stream(self, batches):
         """A generator's tuple batches through the rules; a short batch after the first is skipped with a warning.
@@ -268,16 +300,9 @@ class BatchRules:
         A generator's length is unknown until it ends, so its short last
         batch cannot be refused up front; skipping it keeps the epoch.
         """
-        skipped = 0
         for i, batch in enumerate(batches):
             if i and self.short(batch):
-                skipped += len(batch[0])
-                warnings.warn(
-                    f"skipped batch {i} of {len(batch[0])} image(s), fewer than the {self.min_batch} the method "
-                    f"needs in a batch ({skipped} image(s) skipped in all); batch with drop_remainder=True to "
-                    "leave the incomplete last batch out yourself.",
-                    stacklevel=2,
-                )
+                self.skip(len(batch[0]), f"batch {i}")
                 continue
             yield self(batch, f"batch {i}" if i else None)
 

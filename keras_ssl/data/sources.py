@@ -300,9 +300,9 @@ def prepare_fit_data(
     later batch read on the Python side gets its shape checked as it is read
     (`data.checks.BatchRules`). A list of batches is checked whole, up front.
 
-    A batch under `min_batch` would stop the epoch at its end: where the
-    batch count is known, a short last batch is refused before training
-    (`BatchRules.check_last`); a generator's is skipped with a warning.
+    A batch under `min_batch` would stop the epoch at its end: where the batch sizes are known, a
+    short batch is refused before training (`BatchRules.check_last`); a generator's, or a `tf.data`
+    one of unknown length, is skipped with a warning that counts the images skipped.
 
     Args:
         x: the images, or a source of `x`, `(x,)`, `(x, y)` or dict batches.
@@ -367,7 +367,7 @@ def prepare_fit_data(
     check_images(images, **checks)
     if check_batch is not None:
         check_batch(len(images))
-    rules.check_last(source)
+    source = rules.check_last(source)
     if tf_data and per_sample is not None:
         source = source.map(lambda images, values: ((images, values),))
     return source, None, None

@@ -1,12 +1,14 @@
 """The engine's data policy for `fit` and `evaluate`: one validation path for every source, the
-seeded batch order of arrays, and the callbacks the engine adds around the user's."""
+seeded batch order of arrays, the callbacks the engine adds around the user's, and atomic saves."""
+
+import os
 
 import keras
 import numpy as np
 
-from keras_ssl import backend
+from keras_ssl import backend, rundir
 from keras_ssl.checkpoints import BackupAndRestore
-from keras_ssl.data import ArrayBatches, PerSample, orders_itself, prepare_fit_data
+from keras_ssl.data import ArrayBatches, PerSample, orders_itself, prepare_fit_data, to_unit_float
 from keras_ssl.engine.callbacks import DataEpochs, MomentumScheduler, StopOnNaN, order_callbacks
 
 
@@ -55,7 +57,9 @@ def fit_arguments(model, x, y, batch_size, kwargs):
     """What `keras.Model.fit` gets from `SSLModel.fit`: checked data and the engine's callbacks.
 
     NumPy arrays become `data.ArrayBatches` (seeded by the model's seed and
-    the epoch, last incomplete batch dropped); a Keras `BackupAndRestore`
+    the epoch, last incomplete batch dropped), or stay arrays under
+    `tf.distribute` (float32 in [0, 1] across workers, whose collectives
+    refuse uint8); a Keras `BackupAndRestore`
     becomes keras_ssl's kill-safe one; a `MomentumScheduler` is added when
     none is given; `DataEpochs` goes first, and every `StopOnNaN` (the
     user's too) and `TerminateOnNaN` run before the first checkpoint
@@ -86,6 +90,12 @@ def fit_arguments(model, x, y, batch_size, kwargs):
             "epoch would find it empty (Keras then replays its first batches). Give a PyDataset, a list "
             "of batches or a torch DataLoader, or an endless generator with steps_per_epoch."
         )
+    if isinstance(images, np.ndarray) and images.dtype.kind in "ui" and backend.process_count() > 1:
+        if backend.needs_array_input(model):  # TF's MultiWorkerMirroredStrategy
+            # Keras averages the first batch across the workers to build the model, and TensorFlow's
+            # collectives refuse integers: float32 holds every uint8 value exactly, as `preprocess` would.
+            images = to_unit_float(images) if model.value_range is None else images.astype("float32")
+            x = (images, per_sample) if packed else images
     if (
         isinstance(images, np.ndarray)
         and (y is None or y.dtype.kind in "biuf")
@@ -149,3 +159,42 @@ class EpochHooks(keras.callbacks.Callback):
         end_epoch = getattr(self.model, "end_epoch", None)
         if callable(end_epoch):
             end_epoch(epoch)
+
+
+def save_atomically(save, filepath, overwrite=True, **kwargs):
+    """Runs Keras's `save` or `save_weights` on a temporary file next to `filepath`, then renames it over it.
+
+    Keras writes in place, so a write that fails (a full disk) would leave a
+    broken file where the earlier one was, a user's `ModelCheckpoint`
+    included; `SSLModel.save` and `save_weights` go through here instead
+    (`rundir.write_atomically`). Left to Keras: file objects, remote and
+    unzipped (directory) saves, sharded weights, `overwrite=False` on an
+    existing file (Keras asks), and a file already written away from its
+    final place (a `.tmp-` file or folder of `write_atomically` or of
+    `checkpoints.BackupAndRestore`, whose caller names the final file).
+
+    Args:
+        save: `keras.Model.save` or `save_weights`, bound to the model.
+        filepath: the file to write.
+        overwrite, **kwargs: passed to `save`.
+
+    Raises:
+        rundir.WriteError: naming `filepath`; the earlier file there is unchanged.
+
+    Example:
+        >>> from keras_ssl.engine.fit import save_atomically
+        >>> save_atomically(encoder.save_weights, "encoder.weights.h5")
+        >>> os.path.exists("encoder.weights.h5"), [name for name in os.listdir(".") if name.startswith(".tmp-")]
+        (True, [])
+    """
+    path = os.fspath(filepath) if isinstance(filepath, (str, os.PathLike)) else None
+    if (
+        path is None
+        or "://" in path
+        or kwargs.get("zipped") is False
+        or kwargs.get("max_shard_size")
+        or (not overwrite and os.path.exists(path))
+        or any(os.path.basename(p).startswith(".tmp-") for p in (path, os.path.dirname(os.path.abspath(path))))
+    ):
+        return save(filepath, overwrite=overwrite, **kwargs)
+    rundir.write_atomically(path, lambda tmp: save(tmp, overwrite=True, **kwargs))

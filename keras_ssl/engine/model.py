@@ -362,6 +362,14 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         return fit_policy.check_fit_data(self, x, y, batch_size)
 
     # ----------------------------------------------------------- saving
+    def save(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save` through a temporary file and a rename: a failed write keeps the earlier file."""
+        fit_policy.save_atomically(super().save, filepath, overwrite, **kwargs)
+
+    def save_weights(self, filepath, overwrite=True, **kwargs):
+        """`keras.Model.save_weights` likewise (`engine.fit.save_atomically`), for `ModelCheckpoint` too."""
+        fit_policy.save_atomically(super().save_weights, filepath, overwrite, **kwargs)
+
     def save_own_variables(self, store):
         # Keras saves no SeedGenerator state, so a resumed run (BackupAndRestore) would draw other
         # augmentations than the uninterrupted run: the model saves every generator under it.
