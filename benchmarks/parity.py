@@ -1,0 +1,539 @@
+"""Learning parity (issue 34): keras_ssl vs an independent PyTorch implementation, step for step.
+
+    # the issue's budget (long: see the time estimates in docs/benchmarks.md)
+    python benchmarks/parity.py --methods byol,dino --backends jax,tensorflow,torch --seeds 0,1
+    # a tiny check (a minute or two per run on 2 CPU cores)
+    python benchmarks/parity.py --methods simclr --images 1024 --epochs 1 --width 0.125 \
+        --batch-size 128 --test-images 1000 --seeds 0
+    # one run, as the harness starts it (prints one JSON line)
+    python benchmarks/parity.py --run torch:byol:0 --images 1024 --epochs 1
+
+For each method and seed, a fresh process trains the plain-PyTorch reference
+(benchmarks/torch_methods.py, written from the papers' official code), then a
+fresh process per backend trains keras_ssl with the same settings:
+
+- data: the first `--images` CIFAR-10 training images; epoch `e` visits them in
+  `np.random.default_rng([seed, e]).permutation`, batches of `--batch-size`
+  (last partial batch dropped) on both sides;
+- model: CIFAR ResNet-18 at `--width` (keras_ssl.backbones.resnet18; the
+  reference's pads as Keras's "same"), with the method's heads at the sizes of
+  keras_ssl's defaults, passed explicitly to both sides (`METHOD_OPTIONS`);
+- init: the reference draws the weights (`--init`: keras_ssl's initialisers,
+  PyTorch's module defaults, or torchvision's ResNet init) and hands the very
+  same arrays to keras_ssl, whose targets are then set equal to the online
+  networks; the Keras process checks its encoder's output against the
+  reference's on 8 images (`init_check`, max abs difference);
+- optimizer: SGD (constant `--lr`, momentum 0.9) with `--decay paper`
+  (L2 coupled into the gradient before momentum, as `torch.optim.SGD`; on the
+  Keras side `keras_ssl.optimizers.SGD`, PyTorch's SGD), `keras` (decoupled
+  `w -= lr * wd * w`, `keras.optimizers.SGD`'s, reproduced on the torch side)
+  or `none`; `--optimizer adam`: PyTorch's Adam (`paper`) or AdamW (`keras`) on both;
+- views: each method's paper augmentations, per image, on both sides (the
+  reference's are torch tensor ops, torchvision's sampling; see torch_methods).
+
+What differs, on purpose, is what the official codes do differently from
+keras_ssl (BatchNorm statistics per view vs over both views, the target update
+after vs before the step, frozen layers' gradient dropped vs zeroed,
+ColorJitter's random vs fixed order); `--torch-bn joint` makes the reference
+encode same-size views together, as keras_ssl does, to measure the first.
+
+Printed: the loss at every epoch, weighted kNN top-1 (k=200, T=0.1, cosine,
+the training subset as memory) on the first `--test-images` test images
+after the last step, the random-init kNN, median seconds per step, and a
+markdown table (also written to `--markdown FILE` if given).
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MULTICROP = ("dino", "swav")
+
+
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--methods", default="byol,dino,simclr,moco2,barlow_twins,swav,simsiam,vicreg")
+    p.add_argument("--backends", default="jax", help="comma list of Keras backends")
+    p.add_argument("--seeds", default="0,1")
+    p.add_argument("--images", type=int, default=10000)
+    p.add_argument("--test-images", type=int, default=10000)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--width", type=float, default=0.25)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd")
+    p.add_argument("--lr", type=float, default=0.12)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument(
+        "--decay",
+        choices=("paper", "keras", "none"),
+        default="paper",
+        help="paper: L2 in the gradient (torch.optim.SGD/Adam); keras: decoupled (keras.optimizers.SGD, AdamW)",
+    )
+    p.add_argument("--exclude-norm-bias", action="store_true", help="no decay on biases and norm parameters")
+    p.add_argument(
+        "--init",
+        choices=("keras", "torch", "torchvision"),
+        default="keras",
+        help="initial weights, the same arrays on both sides: keras_ssl's initialisers, PyTorch's module defaults, "
+        "or torchvision's ResNet (kaiming-normal fan-out convolutions)",
+    )
+    p.add_argument(
+        "--torch-bn",
+        choices=("official", "joint"),
+        default="official",
+        help="the reference's BatchNorm batches: the official codes' (per view for BYOL, SimSiam, Barlow Twins, "
+        "VICReg) or joint (same-size views together, as keras_ssl)",
+    )
+    p.add_argument("--workdir", default=None, help="where the shared initial weights go (default: a temp dir)")
+    p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
+    p.add_argument("--run", default=None, help="one run: torch:METHOD:SEED or keras:BACKEND:METHOD:SEED")
+    return p.parse_args(argv)
+
+
+def method_options(name, dim):
+    """keras_ssl's defaults for an encoder of `dim` features, passed to both sides."""
+    return {
+        "byol": dict(projection_dim=256, hidden_dim=min(4096, 4 * dim), momentum=0.996, momentum_end=1.0),
+        "dino": dict(
+            output_dim=4096,
+            hidden_dim=min(2048, 4 * dim),
+            bottleneck_dim=256,
+            student_temperature=0.1,
+            teacher_temperature=0.04,
+            center_momentum=0.9,
+            momentum=0.996,
+            momentum_end=1.0,
+        ),
+        "simclr": dict(temperature=0.5, projection_dim=128, hidden_dim=dim),
+        "moco2": dict(temperature=0.2, queue_size=4096, projection_dim=128, hidden_dim=dim, momentum=0.99),
+        "barlow_twins": dict(projection_dim=min(2048, 8 * dim), lambd=5e-3),
+        "swav": dict(
+            num_prototypes=512, projection_dim=128, hidden_dim=min(2048, 4 * dim), temperature=0.1, epsilon=0.05
+        ),
+        "simsiam": dict(projection_dim=min(2048, 4 * dim), prediction_dim=min(2048, 4 * dim) // 4),
+        "vicreg": dict(projection_dim=min(2048, 8 * dim), sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, eps=1e-4),
+    }[name]
+
+
+def keras_only_options(name, steps_per_epoch):
+    """Options only keras_ssl's constructors take: what the reference hard-codes (1 epoch frozen, 4 splits...)."""
+    return {
+        "dino": dict(warmup_teacher_temperature=0.04, warmup_teacher_steps=0, freeze_last_layer_steps=steps_per_epoch),
+        "swav": dict(sinkhorn_iterations=3, freeze_prototypes_steps=steps_per_epoch, queue_size=0),
+        "moco2": dict(split_batch_norm=True, num_splits=4, momentum_end=0.99),
+        "simclr": dict(version=1),
+        "barlow_twins": dict(scale=1.0),
+    }.get(name, {})
+
+
+def feature_dim(width):
+    return 8 * max(16, int(round(64 * width)))
+
+
+# ---------------------------------------------------------------------- data
+
+
+def load_cifar(args):
+    """The training subset and test images; from the harness's copy in `--workdir` when there is one."""
+    subset = os.path.join(args.workdir or "", f"cifar10_{args.images}_{args.test_images}.npz")
+    if args.workdir and os.path.exists(subset):
+        d = np.load(subset)
+        return (d["x"], d["y"]), (d["xt"], d["yt"])
+    path = os.path.join(os.environ.get("KERAS_SSL_DATA_DIR", "/work/shared/data"), "cifar10.npz")
+    d = np.load(path)
+    data = (
+        (d["x_train"][: args.images], d["y_train"][: args.images].astype("int64")),
+        (
+            d["x_test"][: args.test_images],
+            d["y_test"][: args.test_images].astype("int64"),
+        ),
+    )
+    if args.workdir:  # every run reads the small copy, not the whole archive
+        (x, y), (xt, yt) = data
+        np.savez(subset, x=x, y=y, xt=xt, yt=yt)
+    return data
+
+
+def epoch_order(seed, epoch, n, batch_size):
+    """Rows of epoch `epoch`, full batches only: the same on both sides."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return order[: (n // batch_size) * batch_size]
+
+
+def knn_top1(train, train_y, test, test_y, k=200, t=0.1, classes=10):
+    """Weighted kNN (InstDisc/DINO): cosine top-k neighbours vote with weight exp(sim / t)."""
+    norm = lambda f: f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+    train, test = norm(train.astype("float32")), norm(test.astype("float32"))
+    k = min(k, len(train))
+    correct = 0
+    for start in range(0, len(test), 500):
+        sim = test[start : start + 500] @ train.T
+        idx = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        w = np.exp(np.take_along_axis(sim, idx, axis=1) / t)
+        votes = np.stack([(w * (train_y[idx] == c)).sum(1) for c in range(classes)], 1)
+        correct += int((votes.argmax(1) == test_y[start : start + 500]).sum())
+    return correct / len(test)
+
+
+def init_path(args, name, seed):
+    return os.path.join(args.workdir, f"init_{name}_{seed}_{args.init}_w{args.width}.npz")
+
+
+# --------------------------------------------------------------- torch side
+
+
+def run_torch(args, name, seed):
+    import torch
+
+    sys.path.insert(0, HERE)
+    import torch_methods
+
+    (x, y), (xt, yt) = load_cifar(args)
+    steps_per_epoch = len(x) // args.batch_size
+    total = steps_per_epoch * args.epochs
+    options = method_options(name, feature_dim(args.width))
+    method = torch_methods.build(name, args.width, options, args.init, steps_per_epoch, total, seed)
+    method.joint_views = args.torch_bn == "joint"
+    to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
+
+    def features(images):
+        method.encoder.eval()
+        with torch.no_grad():
+            out = np.concatenate(
+                [method.encoder(to_tensor(images[i : i + 500])).numpy() for i in range(0, len(images), 500)]
+            )
+        method.encoder.train()
+        return out
+
+    start = time.perf_counter()
+    random_knn = knn_top1(features(x), y, features(xt), yt)
+    knn_seconds = time.perf_counter() - start
+    np.savez(init_path(args, name, seed), check_x=x[:8], check_h=features(x[:8]), **method.keras_weights())
+
+    params = method.trainable()
+    decay = args.weight_decay if args.decay != "none" else 0.0
+    vectors = [p for p in params if p.ndim <= 1]
+    matrices = [p for p in params if p.ndim > 1]
+    groups = [{"params": matrices}, {"params": vectors, "weight_decay": 0.0 if args.exclude_norm_bias else None}]
+    groups[1] = {k: v for k, v in groups[1].items() if v is not None}
+    groups = [g for g in groups if g["params"]]
+    coupled = decay if args.decay == "paper" else 0.0
+    if args.optimizer == "sgd":
+        opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, weight_decay=coupled)
+    else:
+        opt = torch.optim.Adam(groups, lr=args.lr, weight_decay=coupled)
+    gen = torch_methods.views_generator(seed)
+    losses, step_losses, times, cpu, step = [], [], [], [], 0
+    for epoch in range(args.epochs):
+        order, epoch_losses = epoch_order(seed, epoch, len(x), args.batch_size), []
+        for i in range(steps_per_epoch):
+            t0, c0 = time.perf_counter(), time.process_time()
+            batch = to_tensor(x[order[i * args.batch_size : (i + 1) * args.batch_size]])
+            method.before_step(step)
+            with torch.no_grad():
+                views = method.views(batch, gen)
+            loss = method.loss(views, step)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            method.drop_frozen_grads(step)
+            if args.decay == "keras" and decay:
+                with torch.no_grad():  # Keras's decoupled decay, before the update, on every variable
+                    for p in params:
+                        if not (args.exclude_norm_bias and p.ndim <= 1):
+                            p.mul_(1 - args.lr * decay)
+            opt.step()
+            method.after_step(step)
+            step += 1
+            epoch_losses.append(loss.item())
+            times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+        losses.append(float(np.mean(epoch_losses)))
+        step_losses += epoch_losses
+        print(f"torch {name} seed {seed} epoch {epoch + 1}: loss {losses[-1]:.4f}", file=sys.stderr, flush=True)
+    return {
+        "losses": losses,
+        "knn": knn_top1(features(x), y, features(xt), yt),
+        "random_knn": random_knn,
+        "step_seconds": times,
+        "step_cpu_seconds": cpu,
+        "step_losses": step_losses,
+        "knn_seconds": knn_seconds,
+    }
+
+
+# --------------------------------------------------------------- keras side
+
+
+def coupled_optimizer(base):
+    """`base` (a Keras optimizer class) with L2 added to the gradient before its update, as torch.optim does."""
+    import keras
+
+    class Coupled(base):
+        def __init__(self, *a, l2=0.0, exclude_vectors=False, **kw):
+            super().__init__(*a, **kw)
+            self.l2, self.exclude_vectors = float(l2), bool(exclude_vectors)
+
+        def update_step(self, gradient, variable, learning_rate):
+            if self.l2 and not (self.exclude_vectors and len(variable.shape) <= 1):
+                gradient = gradient + self.l2 * keras.ops.cast(variable, gradient.dtype)
+            return super().update_step(gradient, variable, learning_rate)
+
+    Coupled.__name__ = f"Coupled{base.__name__}"
+    return Coupled
+
+
+def keras_optimizer(args):
+    """The Keras side's optimizer: keras_ssl.optimizers' PyTorch-semantics SGD/Adam for `--decay paper`."""
+    import keras
+
+    import keras_ssl
+
+    decay = args.weight_decay if args.decay != "none" else 0.0
+    torch_like = getattr(keras_ssl.optimizers, "SGD" if args.optimizer == "sgd" else "Adam", None)
+    if args.optimizer == "sgd":
+        if args.decay == "keras":
+            opt = keras.optimizers.SGD(args.lr, momentum=0.9, weight_decay=decay or None)
+            if decay and args.exclude_norm_bias:
+                opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])
+            return opt
+        if torch_like is not None:
+            return torch_like(args.lr, momentum=0.9, weight_decay=decay, exclude_bias_and_norm=args.exclude_norm_bias)
+        return coupled_optimizer(keras.optimizers.SGD)(
+            args.lr, momentum=0.9, l2=decay, exclude_vectors=args.exclude_norm_bias
+        )
+    if torch_like is None:
+        raise SystemExit("--optimizer adam needs keras_ssl.optimizers.Adam (PyTorch's Adam/AdamW)")
+    return torch_like(
+        args.lr,
+        weight_decay=decay,
+        decoupled_weight_decay=args.decay == "keras",
+        exclude_bias_and_norm=args.exclude_norm_bias,
+    )
+
+
+def load_init(model, path):
+    """The reference's initial weights into `model` (online networks), then targets := online."""
+    import keras
+
+    saved = np.load(path)
+    for layer in model.encoder.layers:
+        for w in layer.weights:
+            key = f"enc/{layer.name}/{w.name}"
+            if key in saved:
+                if tuple(w.shape) != saved[key].shape:
+                    raise ValueError(f"{key}: keras {tuple(w.shape)} vs reference {saved[key].shape}")
+                w.assign(saved[key])
+    enc_keys = {k for k in saved if k.startswith("enc/")}
+    loaded = {f"enc/{layer.name}/{w.name}" for layer in model.encoder.layers for w in layer.weights}
+    if enc_keys - loaded:
+        raise ValueError(f"encoder weights not found in keras_ssl's encoder: {sorted(enc_keys - loaded)[:5]}")
+    heads = sorted({k.split("/")[1] for k in saved if k.startswith("head/")})
+    for attr in heads:
+        weights = getattr(model, attr).trainable_weights
+        arrays = [saved[f"head/{attr}/{i}"] for i in range(sum(k.startswith(f"head/{attr}/") for k in saved))]
+        if [tuple(w.shape) for w in weights] != [a.shape for a in arrays]:
+            raise ValueError(
+                f"{attr}: keras {[tuple(w.shape) for w in weights]} vs reference {[a.shape for a in arrays]}"
+            )
+        for w, a in zip(weights, arrays):
+            w.assign(a)
+    for online, target in model.momentum_pairs:
+        for o, t in zip(getattr(model, online).weights, getattr(model, target).weights):
+            t.assign(o)
+    h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
+    return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
+
+
+def run_keras(args, backend, name, seed):
+    os.environ["KERAS_BACKEND"] = backend
+    import keras
+
+    import keras_ssl
+
+    (x, y), (xt, yt) = load_cifar(args)
+    steps_per_epoch = len(x) // args.batch_size
+    total = steps_per_epoch * args.epochs
+    keras.utils.set_random_seed(seed)
+    classes = {
+        "byol": keras_ssl.BYOL,
+        "dino": keras_ssl.DINO,
+        "simclr": keras_ssl.SimCLR,
+        "moco2": keras_ssl.MoCoV2,
+        "barlow_twins": keras_ssl.BarlowTwins,
+        "swav": keras_ssl.SwAV,
+        "simsiam": keras_ssl.SimSiam,
+        "vicreg": keras_ssl.VICReg,
+    }
+    multicrop = name in MULTICROP
+    encoder = keras_ssl.backbones.resnet18(
+        (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
+    )
+    options = {
+        **method_options(name, feature_dim(args.width)),
+        **keras_only_options(name, steps_per_epoch),
+    }
+    if multicrop:
+        options["input_shape"] = (32, 32, 3)
+    model = classes[name](encoder, seed=seed, **options)
+    optimizer = keras_optimizer(args)
+    model.compile(optimizer=optimizer)
+    model.build()
+    init_check = load_init(model, init_path(args, name, seed))
+
+    times, cpu, step_losses, running = [], [], [], []
+
+    class Timer(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            self.t0, self.c0 = time.perf_counter(), time.process_time()
+
+        def on_train_batch_end(self, batch, logs=None):
+            # Reading the loss waits for the step (JAX dispatches asynchronously); Keras logs the epoch's running mean.
+            running.append(float(keras.ops.convert_to_numpy(logs["loss"])))
+            step_losses.append(
+                len(running) * running[-1] - (len(running) - 1) * (running[-2] if len(running) > 1 else 0)
+            )
+            times.append(time.perf_counter() - self.t0)
+            cpu.append(time.process_time() - self.c0)
+
+    features = lambda images: model.encoder.predict(images.astype("float32") / 255.0, batch_size=500, verbose=0)
+    losses = []
+    for epoch in range(args.epochs):
+        order = epoch_order(seed, epoch, len(x), args.batch_size)
+        running.clear()
+        history = model.fit(
+            x[order],
+            epochs=1,
+            batch_size=args.batch_size,
+            shuffle=False,
+            verbose=0,
+            callbacks=[keras_ssl.callbacks.MomentumScheduler(total_steps=total), Timer()],
+        )
+        losses.append(float(history.history["loss"][-1]))
+        print(
+            f"keras/{backend} {name} seed {seed} epoch {epoch + 1}: loss {losses[-1]:.4f}", file=sys.stderr, flush=True
+        )
+    if int(keras.ops.convert_to_numpy(model.step)) != total:
+        raise RuntimeError(f"keras_ssl took {int(model.step)} steps, the reference {total}")
+    return {
+        "losses": losses,
+        "knn": knn_top1(features(x), y, features(xt), yt),
+        "step_seconds": times,
+        "step_cpu_seconds": cpu,
+        "step_losses": step_losses,
+        "init_check": init_check,
+        "optimizer": f"{type(optimizer).__module__}.{type(optimizer).__name__}",
+    }
+
+
+# ------------------------------------------------------------------ harness
+
+
+def measure(run, args):
+    """One run in a fresh process; its JSON result, or None."""
+    argv = [sys.executable, os.path.abspath(__file__), "--run", run]
+    for key, value in vars(args).items():
+        if key in ("run", "methods", "backends", "seeds", "markdown") or value is None or value is False:
+            continue
+        argv += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    start = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode or not lines:
+        print(f"{run}: failed\n{proc.stderr[-3000:]}", flush=True)
+        return None
+    result = json.loads(lines[-1])
+    result["wall_seconds"] = time.perf_counter() - start
+    steps = result["step_seconds"]
+    print(
+        f"{run}: loss per epoch {' '.join(f'{v:.4f}' for v in result['losses'])}; kNN {result['knn']:.4f}"
+        + (f" (random init {result['random_knn']:.4f})" if "random_knn" in result else "")
+        + (f"; init check {result['init_check']:.1e}, {result['optimizer']}" if "init_check" in result else "")
+        + f"; {np.median(steps):.3f} s/step, CPU {np.median(result['step_cpu_seconds']):.3f} s/step"
+        f" (first step {steps[0]:.1f} s); wall {result['wall_seconds']:.0f} s",
+        flush=True,
+    )
+    return result
+
+
+def table(args, results):
+    seeds = args.seeds.split(",")
+    sides = ["torch reference"] + [f"keras_ssl ({b})" for b in args.backends.split(",")]
+    head = "| method | implementation | " + " | ".join(f"kNN seed {s}" for s in seeds)
+    head += " | last-epoch loss (" + " / ".join(f"seed {s}" for s in seeds) + ") | random-init kNN | s/step |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for name in args.methods.split(","):
+        for side in sides:
+            runs = [results.get((name, side, s)) for s in seeds]
+            knn = " | ".join(f"{r['knn']:.3f}" if r else "failed" for r in runs)
+            loss = " / ".join(f"{r['losses'][-1]:.3f}" if r else "-" for r in runs)
+            rand = [results.get((name, "torch reference", s)) for s in seeds]
+            rand = " / ".join(f"{r['random_knn']:.3f}" for r in rand if r)
+            speed = [np.median(r["step_seconds"]) for r in runs if r]
+            lines.append(
+                f"| {name} | {side} | {knn} | {loss} | {rand} | {np.mean(speed):.2f} |"
+                if speed
+                else f"| {name} | {side} | {knn} | {loss} | {rand} | - |"
+            )
+    return "\n".join(lines)
+
+
+def main():
+    args = parse()
+    if args.run:
+        kind, *rest = args.run.split(":")
+        if kind == "torch":
+            result = run_torch(args, rest[0], int(rest[1]))
+        elif kind == "keras":
+            result = run_keras(args, rest[0], rest[1], int(rest[2]))
+        else:
+            raise SystemExit(f"--run must be torch:METHOD:SEED or keras:BACKEND:METHOD:SEED, got {args.run!r}")
+        print(json.dumps(result))
+        return
+    unknown = set(args.methods.split(",")) - {
+        "byol",
+        "dino",
+        "simclr",
+        "moco2",
+        "barlow_twins",
+        "swav",
+        "simsiam",
+        "vicreg",
+    }
+    if unknown:
+        raise SystemExit(f"unknown methods {sorted(unknown)}")
+    if args.images < args.batch_size:
+        raise SystemExit(f"--images {args.images} is less than one batch of {args.batch_size}")
+    args.workdir = args.workdir or tempfile.mkdtemp(prefix="parity_")
+    load_cifar(args)
+    print(
+        f"CIFAR-10 {args.images} images x {args.epochs} epochs, batch {args.batch_size} "
+        f"({args.images // args.batch_size * args.epochs} steps), ResNet-18 x{args.width}, {args.optimizer} lr {args.lr} "
+        f"momentum 0.9, weight decay {args.weight_decay} ({args.decay} semantics"
+        f"{', not on biases/norms' if args.exclude_norm_bias else ''}), init {args.init} (the same arrays on both sides), "
+        f"reference BN {args.torch_bn}; kNN k=200 T=0.1 on {args.test_images} test images",
+        flush=True,
+    )
+    results = {}
+    for name in args.methods.split(","):
+        for seed in args.seeds.split(","):
+            results[name, "torch reference", seed] = measure(f"torch:{name}:{seed}", args)
+            if results[name, "torch reference", seed] is None:
+                continue  # no shared initial weights for the Keras runs
+            for backend in args.backends.split(","):
+                results[name, f"keras_ssl ({backend})", seed] = measure(f"keras:{backend}:{name}:{seed}", args)
+    markdown = table(args, results)
+    print("\n" + markdown)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(markdown + "\n")
+
+
+if __name__ == "__main__":
+    main()

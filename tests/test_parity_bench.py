@@ -1,0 +1,174 @@
+"""The parity benchmark's PyTorch reference (benchmarks/torch_methods.py) against NumPy from the papers.
+
+Its losses on fixed inputs equal a NumPy computation of each paper's formula,
+its ResNet-18 given keras_ssl's weights computes what keras_ssl's computes,
+and parity.py's weighted kNN equals a hand count. Backend-neutral (PyTorch
+and NumPy): run once, in the torch backend's run of the suite.
+"""
+
+import os
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+if keras.backend.backend() != "torch":
+    pytest.skip("the PyTorch reference is checked once, in the torch backend's run", allow_module_level=True)
+torch = pytest.importorskip("torch")
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+import parity
+import torch_methods
+
+RNG = np.random.default_rng(0)
+
+
+def _unit(x):
+    return x / np.linalg.norm(x, axis=-1, keepdims=True)
+
+
+def _bare(method, *names):
+    """`method` with the named networks replaced by the identity, so its loss reads the views directly."""
+    for name in names:
+        setattr(method, name, torch.nn.Identity())
+    return method
+
+
+def _t(*arrays):
+    return [torch.tensor(a, dtype=torch.float64) for a in arrays]
+
+
+def test_simclr_loss_is_nt_xent():
+    z1, z2 = RNG.normal(size=(2, 6, 5))
+    method = _bare(torch_methods.SimCLR(0.125, temperature=0.3), "encoder", "projector").double()
+    z = _unit(np.concatenate([z1, z2]))
+    sim = z @ z.T / 0.3
+    n = len(z)
+    expected = np.mean(
+        [-sim[i, (i + n // 2) % n] + np.log(sum(np.exp(sim[i, j]) for j in range(n) if j != i)) for i in range(n)]
+    )
+    assert float(method.loss(_t(z1, z2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_byol_loss_is_both_ways_2_minus_2_cos():
+    v1, v2 = RNG.normal(size=(2, 6, 4))
+    a = RNG.normal(size=(4, 4))
+    method = torch_methods.BYOL(0.125, projection_dim=4, hidden_dim=8)
+    method.make_targets()
+    _bare(method, "encoder", "projector", "target_encoder", "target_projector").double()
+    method.predictor = torch.nn.Linear(4, 4, bias=False).double()
+    method.predictor.weight.data = torch.tensor(a)
+    cos = lambda p, z: np.sum(_unit(p) * _unit(z), -1)
+    expected = np.mean(2 - 2 * cos(v1 @ a.T, v2)) + np.mean(2 - 2 * cos(v2 @ a.T, v1))
+    assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_dino_loss_and_centre():
+    k, st, tt, cm = 7, 0.1, 0.04, 0.9
+    views = RNG.normal(size=(4, 3, k))  # 2 global crops, then 2 local ones
+    method = torch_methods.DINO(0.125, output_dim=k, hidden_dim=8, bottleneck_dim=4, center_momentum=cm)
+    method.make_targets()
+    _bare(method, "encoder", "head", "teacher_encoder", "teacher_head").double()
+    method.center = torch.zeros(1, k, dtype=torch.float64) + 0.5  # a centre from earlier steps
+    softmax = lambda x: (
+        np.exp(x - x.max(-1, keepdims=True)) / np.exp(x - x.max(-1, keepdims=True)).sum(-1, keepdims=True)
+    )
+    terms = [
+        np.mean(np.sum(-softmax((views[i] - 0.5) / tt) * np.log(softmax(views[v] / st)), -1))
+        for i in range(2)
+        for v in range(4)
+        if v != i
+    ]
+    assert float(method.loss(_t(*views), 0).detach()) == pytest.approx(np.mean(terms), rel=1e-9)
+    expected_centre = cm * 0.5 + (1 - cm) * np.concatenate(views[:2]).mean(0)
+    np.testing.assert_allclose(method.center.numpy()[0], expected_centre, rtol=1e-12)
+
+
+def test_barlow_twins_and_vicreg_losses():
+    z1, z2 = RNG.normal(size=(2, 8, 3))
+    std = lambda z: (z - z.mean(0)) / np.sqrt(z.var(0) + 1e-5)
+    c = std(z1).T @ std(z2) / 8
+    expected = np.sum((np.diag(c) - 1) ** 2) + 5e-3 * (np.sum(c**2) - np.sum(np.diag(c) ** 2))
+    barlow = _bare(torch_methods.BarlowTwins(0.125, projection_dim=3), "encoder", "projector").double()
+    assert float(barlow.loss(_t(z1, z2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+
+    def var_cov(z):
+        centred = z - z.mean(0)
+        cov = centred.T @ centred / 7
+        return np.mean(np.maximum(0, 1 - np.sqrt(z.var(0, ddof=1) + 1e-4))), (
+            np.sum(cov**2) - np.sum(np.diag(cov) ** 2)
+        ) / 3
+
+    (v1, c1), (v2, c2) = var_cov(z1), var_cov(z2)
+    expected = 25 * np.mean((z1 - z2) ** 2) + 25 * (v1 + v2) / 2 + (c1 + c2)
+    vicreg = _bare(torch_methods.VICReg(0.125, projection_dim=3), "encoder", "projector").double()
+    assert float(vicreg.loss(_t(z1, z2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_resnet_given_keras_ssl_weights_computes_what_keras_ssl_computes():
+    import keras_ssl
+
+    method = torch_methods.SimCLR(0.125)
+    torch_methods.initialise(method, "torch")
+    reference = method.encoder
+    for m in reference.modules():  # non-trivial BatchNorm parameters, so a swapped gamma/beta shows
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.5, 0.5)
+    weights = {k: v for k, v in method.keras_weights().items() if k.startswith("enc/")}
+    encoder = keras_ssl.backbones.resnet18((32, 32, 3), width=0.125)
+    for layer in encoder.layers:
+        for w in layer.weights:
+            key = f"enc/{layer.name}/{w.name}"
+            if key in weights:
+                w.assign(weights.pop(key))
+    assert not weights, sorted(weights)
+    images = RNG.uniform(size=(2, 32, 32, 3)).astype("float32")
+    reference.eval()
+    expected = reference(torch.tensor(images).permute(0, 3, 1, 2)).detach().numpy()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(encoder(images, training=False)), expected, atol=1e-4)
+
+
+def test_weighted_knn_counts_votes_by_similarity():
+    train = np.array([[1.0, 0.0], [0.0, 1.0], [0.2, 1.0]])
+    labels = np.array([0, 1, 1])
+    # Query (1, 0.05): cosines .999 (class 0), .050 and .245 (class 1). Weighted by exp(cos / 0.1),
+    # the one close neighbour outvotes the two far ones (e^9.99 > e^0.5 + e^2.45); counted, it would not.
+    query = np.array([[1.0, 0.05]])
+    assert parity.knn_top1(train, labels, query, np.array([0]), k=3, t=0.1) == 1.0
+    # At a high temperature the weights flatten and the two class-1 neighbours win.
+    assert parity.knn_top1(train, labels, query, np.array([0]), k=3, t=100.0) == 0.0
+
+
+def test_hue_shift_is_colorsys():
+    import colorsys
+
+    x = RNG.uniform(size=(3, 3, 2, 2))
+    x[0, :, 0, 0] = 0.5  # a grey pixel: no hue to rotate
+    shift = np.array([0.05, -0.1, 0.45])
+    out = torch_methods._hue(torch.tensor(x), torch.tensor(shift)).numpy()
+    for i in range(3):
+        for a in range(2):
+            for b in range(2):
+                h, s, v = colorsys.rgb_to_hsv(*x[i, :, a, b])
+                np.testing.assert_allclose(out[i, :, a, b], colorsys.hsv_to_rgb((h + shift[i]) % 1, s, v), atol=1e-12)
+
+
+def test_moco_v2_loss_reads_the_queue_then_enqueues_the_keys():
+    v1, v2 = RNG.normal(size=(2, 8, 3))
+    queue = _unit(RNG.normal(size=(5, 3)))
+    method = torch_methods.MoCoV2(0.125, temperature=0.2, queue_size=5, projection_dim=3, num_splits=2)
+    method.make_targets()
+    _bare(method, "encoder", "projector", "key_encoder", "key_projector").double()
+    method.queue = torch.tensor(queue)
+    q, k = _unit(v1), _unit(v2)
+    logits = np.concatenate([np.sum(q * k, 1, keepdims=True), q @ queue.T], 1) / 0.2
+    expected = np.mean(np.log(np.exp(logits).sum(1)) - logits[:, 0])
+    views = _t(v1, v2)
+    views[0].requires_grad_()
+    loss = method.loss(views, 0)
+    loss.backward()  # the queue it read is intact for the backward pass
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-9)
+    # 8 keys through a queue of 5: the last 5 keys, written cyclically from row 0.
+    np.testing.assert_allclose(method.queue.numpy(), np.concatenate([k[5:], k[3:5]]), rtol=1e-12)
