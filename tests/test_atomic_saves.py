@@ -13,21 +13,12 @@ import re
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND, random_images, small_encoder
+from conftest import BACKEND, KeepWeights, random_images, small_encoder
 
 from keras_ssl import rundir
 from keras_ssl.methods import SimCLR
 
 ENOSPC_ON_CLOSE = "Can't close file (file write failed: No space left on device)"  # what h5py says
-
-
-class KeepWeights(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.weights = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.weights.append([np.array(w) for w in self.model.get_weights()])
 
 
 def _disk_full_after(writes, method, monkeypatch):

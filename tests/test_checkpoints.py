@@ -11,7 +11,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import CrashAt
+from conftest import CrashAt, KeepWeights
 from kill_checkpoint import FIT, SAVE_FREQ, build, images
 
 import keras_ssl
@@ -188,17 +188,6 @@ def _dense():
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="mse")
     return model
-
-
-class KeepWeights(keras.callbacks.Callback):
-    """Copies the weights at each epoch end: the reference for what a checkpoint holds."""
-
-    def __init__(self):
-        super().__init__()
-        self.weights = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.weights.append([np.array(w) for w in self.model.get_weights()])
 
 
 def test_a_full_disk_during_a_checkpoint_is_one_line_naming_it_and_keeps_the_previous(tmp_path, monkeypatch):
