@@ -12,6 +12,9 @@ newest complete directory is always whole. It holds the weights (model,
 optimizer, momentum targets, queues, seed states) and `state.json` (the
 position, the epoch logs so far and the running epoch metrics). Resume
 skips the batches of the interrupted epoch already trained on.
+
+With several processes every process restores the same checkpoint, and
+only process 0 (`is_chief`) writes or removes any.
 """
 
 import json
@@ -23,6 +26,7 @@ import keras
 import numpy as np
 
 from keras_ssl import keras_compat
+from keras_ssl.backend import processes, torch_processes
 from keras_ssl.rundir import WriteError, _flush, remove_dir
 
 WEIGHTS = "model.weights.h5"
@@ -87,7 +91,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     place of Keras's. With an integer `save_freq` it also saves at each
     epoch end. A backup directory in Keras's own format is still restored.
     A write that fails (a full disk) raises `rundir.WriteError`, one line
-    naming the file, and leaves the previous checkpoint as it was.
+    naming the file, and leaves the previous checkpoint as it was. With
+    several processes each restores the same checkpoint and only process 0
+    writes (`distribute.is_chief()`).
 
     Args:
         backup_dir: directory of the checkpoints (used by nothing else).
@@ -150,7 +156,9 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         keras_compat.set_initial_epoch(model, None)
         self.epoch_logs, self.resumed_from, self._skip, self._metrics = [], None, 0, None
         self._epoch, self._batches = 0, 0
-        _remove_leftovers(self.backup_dir)
+        chief = processes.is_chief()
+        if chief:
+            _remove_leftovers(self.backup_dir)
         found = list_checkpoints(self.backup_dir)
         if not found:
             if os.path.exists(keras_compat.backup_weights_path(self)):  # a backup in Keras's own format
@@ -169,7 +177,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
                 f"no checkpoint in {self.backup_dir} could be restored: {'; '.join(errors)}. "
                 "Delete the directory to start over."
             )
-        for stale in found[: found.index(path)]:  # unreadable and newer: would shadow the good one
+        for stale in found[: found.index(path)] if chief else ():  # unreadable and newer: would shadow the good one
             _discard(stale)
 
     def _restore(self, model, path):
@@ -179,6 +187,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         if model.optimizer is not None and not model.optimizer.built:
             model.optimizer.build(model.trainable_variables)
         model.load_weights(os.path.join(path, WEIGHTS))
+        # PyTorch processes draw their own augmentations: the rank goes back into the restored seeds.
+        torch_processes.start_equal(model.weights, keras_compat.seed_generators(model))
         epoch, batch = int(state["epoch"]), int(state["batch"])
         keras_compat.set_initial_epoch(model, epoch)
         self.epoch_logs = list(state.get("logs", []))
@@ -214,6 +224,11 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             self._save(epoch + 1, 0)
 
     def _save(self, epoch, batch):
+        if processes.is_chief():  # every process holds the same weights: process 0 writes them
+            with processes.alone():
+                self._write(epoch, batch)
+
+    def _write(self, epoch, batch):
         model = self.model  # on JAX this brings the step's state back to the variables
         name = f"{_PREFIX}{epoch:06d}-{batch:09d}"
         final, tmp = os.path.join(self.backup_dir, name), os.path.join(self.backup_dir, ".tmp-" + name)
@@ -267,7 +282,7 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
         model = self.model
         keras_compat.restore_train_function(model)
         keras_compat.set_initial_epoch(model, None)
-        if self.delete_checkpoint and os.path.exists(self.backup_dir):
+        if self.delete_checkpoint and processes.is_chief() and os.path.exists(self.backup_dir):
             shutil.rmtree(self.backup_dir)
 
 

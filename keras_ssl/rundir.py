@@ -119,7 +119,6 @@ def write_json(path, obj):
         {'loss': [1.0]}
     """
     text = json.dumps(obj, indent=2)  # not serialisable: a TypeError before anything is written
-
     try:
         write_atomically(path, lambda tmp: pathlib.Path(tmp).write_text(text))
     except WriteError as e:
@@ -188,6 +187,7 @@ class RunLock:
 
     Args:
         folder: the run directory.
+        handed_by: the pid of the launcher (`--num-processes`) whose lock this process takes over.
 
     Example:
         >>> from keras_ssl.rundir import RunLock
@@ -205,8 +205,8 @@ class RunLock:
         SystemExit: keras-ssl: runs/locked is in use by another keras-ssl pretrain (pid ...); wait for it ...
     """
 
-    def __init__(self, folder):
-        self.folder, self.path = folder, os.path.join(folder, ".lock")
+    def __init__(self, folder, handed_by=None):
+        self.folder, self.path, self.handed_by = folder, os.path.join(folder, ".lock"), handed_by
 
     def __enter__(self):
         for _ in range(3):
@@ -214,6 +214,9 @@ class RunLock:
                 fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
             except FileExistsError:
                 owner = _lock_owner(self.path)
+                if owner is not None and owner == self.handed_by:  # one rename: never unlocked meanwhile
+                    write_atomically(self.path, lambda tmp: pathlib.Path(tmp).write_text(str(os.getpid())))
+                    return self
                 if owner is not None and _alive(owner):
                     raise SystemExit(
                         f"keras-ssl: {self.folder} is in use by another keras-ssl pretrain (pid {owner}); "
@@ -247,14 +250,12 @@ def _lock_owner(path):
 
 
 def _alive(pid):
-    if pid == os.getpid():
-        return True
     try:
-        os.kill(pid, 0)
+        os.kill(pid, 0)  # this process, or another's (PermissionError): alive
     except ProcessLookupError:
         return False
-    except PermissionError:  # someone else's process
-        return True
+    except PermissionError:
+        pass
     return True
 
 

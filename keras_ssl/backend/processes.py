@@ -9,6 +9,7 @@ Every process runs the same script; the cluster comes from arguments or, in this
 """
 
 import collections
+import contextlib
 import json
 import os
 import random
@@ -256,6 +257,58 @@ def multi_worker_strategy(timeout=None):
     initialize()
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+
+
+Training = collections.namedtuple("Training", ["scope", "own_rows"])
+Training.__doc__ = """How a process trains with the others: build and compile the model in `scope()`; `own_rows`:
+`fit` gets this process's rows of each global batch (`process_shard`), else the global batch, in float
+(TensorFlow's workers average a first batch to build the model, and its collectives refuse uint8)."""
+
+
+def process_training():
+    """Sets up data parallelism over every process, once `initialize` has run; returns a `Training`.
+
+    JAX: `DataParallel` over every process's devices, each process feeding its rows. TensorFlow: a
+    `MultiWorkerMirroredStrategy` (build the model in its scope), every worker passing the global
+    batch, which TensorFlow splits. PyTorch: each process feeds its rows. One process: nothing to do.
+
+    Example:
+        >>> training = keras_ssl.backend.processes.process_training()   # one process
+        >>> training.own_rows
+        True
+        >>> with training.scope():
+        ...     model = keras_ssl.SimCLR(encoder)
+    """
+    if process_count() == 1:
+        return Training(contextlib.nullcontext, True)
+    if backend() == "tensorflow":
+        return Training(multi_worker_strategy().scope, False)
+    if backend() == "jax":  # every process's devices, each process feeding its own rows (no auto-sharding)
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices, auto_shard_dataset=False))
+    return Training(contextlib.nullcontext, True)
+
+
+@contextlib.contextmanager
+def alone():
+    """A block that this process runs without the others (process 0 writing a checkpoint or the run).
+
+    On JAX it leaves the data parallelism aside: variables that Keras makes while it saves would
+    otherwise span every process's devices, which every process must create together.
+
+    Example:
+        >>> with keras_ssl.backend.processes.alone():
+        ...     encoder.save("alone.keras")
+    """
+    distribution = keras.distribution.distribution() if process_count() > 1 and backend() == "jax" else None
+    if distribution is None:
+        yield
+        return
+    keras.distribution.set_distribution(None)
+    try:
+        yield
+    finally:
+        keras.distribution.set_distribution(distribution)
 
 
 def process_index():

@@ -7,8 +7,10 @@ random-init encoder and on the trained one. `run_pretrain` is the pretrain
 command called from Python.
 
 Modules: `parser` (the flags and their checks), `pretraining` (the pretrain
-command: resuming, training, publishing the run), `rundata` (a command's
-data and the run's data.json), `commands` (evaluate, export, plot, figures).
+command: resuming, training, publishing the run), `launch` (pretrain on many
+processes: `--num-processes`, or an outside launcher's), `rundata` (a
+command's data and the run's data.json), `commands` (evaluate, export, plot,
+figures).
 """
 
 import os

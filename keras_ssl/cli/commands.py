@@ -156,6 +156,24 @@ def plot(args):
     return 0
 
 
+def _knn(encoder, d, value_range):
+    """Weighted-kNN top-1 of `encoder` on the data's labelled images, or None without labels."""
+    (x_train, y_train), (x_test, y_test) = d.train, d.test
+    if y_train is None or y_test is None:
+        return None
+    tr = evaluation.embed(encoder, x_train, value_range=value_range)
+    te = evaluation.embed(encoder, x_test, value_range=value_range)
+    return evaluation.knn_accuracy(tr, y_train, te, y_test)["top1"]
+
+
+def _raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side=64):
+    """`evaluation.raw_pixel_knn`'s top-1 and a note saying when the images were downsized."""
+    if y_train is None or y_test is None or not len(x_test):
+        return None, ""
+    note = f" (at {max_side} px)" if max(x_train.shape[1:3]) > max_side else ""
+    return evaluation.raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side)["top1"], note
+
+
 def _load_model(path, default_name):
     """The Keras model in `path` (or in `path/default_name` for a run directory); a one-line error if none.
 

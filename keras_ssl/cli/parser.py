@@ -215,6 +215,15 @@ def _add_pretrain(p):
         help="kNN accuracy every N epochs into the history (default 1, or 5 above 20k images; 0: off)",
     )
     p.add_argument("--no-plots", action="store_true", help="do not write the run's PNG figures")
+    p.add_argument(
+        "--num-processes",
+        type=COUNT,
+        default=None,
+        metavar="N",
+        help="start N processes on this machine that train together, each on its share of every "
+        "--batch-size batch (default: one, or those an outside launcher such as torchrun started; "
+        "see docs/scaling.md)",
+    )
     _add_embedding(p)
 
 

@@ -2,7 +2,8 @@
 
 A run: lock --output, decide whether a checkpoint there resumes, then data,
 encoder and method, fit with kNN monitoring and checkpoints, and publish the
-run's files all at once (`rundir`), the checkpoint removed last.
+run's files all at once (`rundir`), the checkpoint removed last. With many
+processes (`launch`) every process trains and process 0 alone writes.
 """
 
 import json
@@ -12,10 +13,12 @@ import time
 
 import keras
 
-from keras_ssl import backbones, distribute, evaluation, rundir
+from keras_ssl import backbones, distribute, rundir
+from keras_ssl.backend import processes
 from keras_ssl.callbacks import StopOnNaN
 from keras_ssl.checkpoints import BackupAndRestore, list_checkpoints, read_state
-from keras_ssl.cli.commands import _write_plots
+from keras_ssl.cli import launch
+from keras_ssl.cli.commands import _knn, _raw_pixel_knn, _write_plots
 from keras_ssl.cli.parser import DIGITS, build_parser
 from keras_ssl.cli.rundata import DATA_RECORD, _data_spec, _open_data
 from keras_ssl.methods import METHODS
@@ -35,6 +38,7 @@ _NOT_THE_RUN = (
     "knn_every",
     "eval_limit",
     "divergence",
+    "num_processes",  # the global batch is the same: a run resumes on another number of processes
 )
 
 
@@ -61,13 +65,18 @@ def pretrain(args):
     """
     if args.method not in METHODS:
         raise SystemExit(f"keras-ssl: unknown --method {args.method!r}; choose from {sorted(METHODS)}.")
-    encoder_path = os.path.join(args.output, "encoder.keras")
+    method, encoder_path = METHODS[args.method], os.path.join(args.output, "encoder.keras")
+    if launch.launching(args):
+        return launch.launch(args, method)
+    team = launch.join(args, method)  # first: the backend's runtime starts before anything is built
+    if not team.chief:  # reads what process 0 locks and writes
+        return _pretrain(args, method, encoder_path, _resume_plan(args, encoder_path, team), team)
     created = not os.path.exists(args.output)
     rundir.check_writable_dir(args.output)
     try:
-        with rundir.RunLock(args.output):
-            resume = _resume_plan(args, encoder_path)
-            return _pretrain(args, METHODS[args.method], encoder_path, resume)
+        with rundir.RunLock(args.output, handed_by=team.handed_by):
+            resume = _resume_plan(args, encoder_path, team)
+            return _pretrain(args, method, encoder_path, resume, team)
     except rundir.WriteError as e:  # a full disk: one line naming the file; the earlier files are intact
         raise SystemExit(f"keras-ssl: {e}") from None
     except BaseException:
@@ -163,7 +172,7 @@ def _same_command_checkpoint(args):
     )
 
 
-def _resume_plan(args, encoder_path):
+def _resume_plan(args, encoder_path, team):
     """The checkpoint state to resume from (None: start over), after clearing one that does not apply.
 
     An interrupted run of this command resumes; one of another command, or
@@ -187,35 +196,43 @@ def _resume_plan(args, encoder_path):
         )
     if os.path.exists(encoder_path) and not args.overwrite:
         raise SystemExit(f"keras-ssl: {encoder_path} exists; pass --overwrite to replace it.")
-    rundir.remove_dir(folder)
+    if team.chief:
+        rundir.remove_dir(folder)
     return None
 
 
 # ------------------------------------------------------------------ the run
-def _pretrain(args, method, encoder_path, resume=None):
-    """The run, once --output is locked and its checkpoint sorted out: model, fit, scores, files."""
+def _pretrain(args, method, encoder_path, resume, team):
+    """The run, once --output is locked and its checkpoint sorted out: model, fit, scores, files (process 0)."""
     keras.utils.set_random_seed(args.seed)
+    say = print if team.chief else lambda *a: None
     spec = _data_spec(args)
     per_sample = "labels" if method.needs_labels else ("indices" if method.needs_indices else None)
     d = _open_data(spec, batch_size=args.batch_size, eval_limit=args.eval_limit, training=True, per_sample=per_sample)
-    value_range = spec["value_range"]
+    d.fit, value_range = launch.fit_images(team, d.fit, spec["value_range"])
     backbone = args.backbone or method.default_backbone
-    print(
+    say(
         f"backend {distribute.backend()} | data {args.data}: {d.size} train images "
         f"{d.shape}{' (streamed)' if d.streamed else ''}, {len(d.test[0])} test | method {args.method} "
-        f"| backbone {backbone}"
+        f"| backbone {backbone}" + (f" | {team.count} processes, {args.batch_size} images a step" * (team.count > 1))
     )
     _check_method_data(args.method, method, d)
-    model = _build_model(args, method, backbone, d.shape, value_range, d.size)
-
-    raw, raw_note = _raw_pixel_knn(*d.train, *d.test, value_range)
-    before = _knn(model.encoder, d, value_range)
+    with team.scope():
+        model = _build_model(args, method, backbone, d.shape, value_range, d.size)
+    # kNN embeds with `predict`, which every process would have to run on its own rows: done after, alone.
+    alone = team.count == 1
+    raw, raw_note = _raw_pixel_knn(*d.train, *d.test, value_range) if alone else (None, "")
+    before = _knn(model.encoder, d, value_range) if alone else None
     if before is not None:
         print(f"kNN top-1 of the randomly initialised encoder: {before:.4f}")
+    elif not alone:
+        say(f"no kNN scores or figures with {team.count} processes: keras-ssl evaluate and plot give them after")
     start = time.time()
-    backup = _fit(args, model, d, value_range, resume)
+    backup = _fit(args, model, d, value_range, resume, team)
     seconds = time.time() - start
-    after = _knn(model.encoder, d, value_range)
+    if not team.chief:
+        return 0
+    after = _knn(model.encoder, d, value_range) if alone else None
     if after is not None:
         print(
             f"kNN top-1 after {args.epochs} epochs of {args.method}: {after:.4f} "
@@ -229,7 +246,8 @@ def _pretrain(args, method, encoder_path, resume=None):
     run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     scores = {"knn_raw_pixels": raw, "knn_before": before, "knn_after": after, "seconds": seconds}
     record = _history_record(args, backup.epoch_logs, scores, d.shape, run_id, resume)
-    _publish(args, run_id, model, record, spec, d)
+    with processes.alone():  # process 0 only: on JAX, saving must not span the others' devices
+        _publish(args, run_id, model, record, spec, d, plots=not args.no_plots and alone)
     print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
     return 0
 
@@ -294,41 +312,26 @@ def _build_model(args, method, backbone, image_shape, value_range, num_samples):
     return model
 
 
-def _knn(encoder, d, value_range):
-    """Weighted-kNN top-1 of `encoder` on the data's labelled images, or None without labels."""
-    (x_train, y_train), (x_test, y_test) = d.train, d.test
-    if y_train is None or y_test is None:
-        return None
-    tr = evaluation.embed(encoder, x_train, value_range=value_range)
-    te = evaluation.embed(encoder, x_test, value_range=value_range)
-    return evaluation.knn_accuracy(tr, y_train, te, y_test)["top1"]
-
-
-def _raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side=64):
-    """`evaluation.raw_pixel_knn`'s top-1 and a note saying when the images were downsized."""
-    if y_train is None or y_test is None or not len(x_test):
-        return None, ""
-    note = f" (at {max_side} px)" if max(x_train.shape[1:3]) > max_side else ""
-    return evaluation.raw_pixel_knn(x_train, y_train, x_test, y_test, value_range, max_side)["top1"], note
-
-
-def _fit(args, model, d, value_range, resume):
+def _fit(args, model, d, value_range, resume, team):
     """Trains with kNN monitoring, checkpoints (resuming `resume`) and divergence checks; the checkpoint callback."""
     (x_train, y_train), (x_test, y_test) = d.train, d.test
     callbacks = []
     every = args.knn_every if args.knn_every is not None else (1 if d.size <= 20000 else 5)
-    if every > 0 and y_train is not None and y_test is not None:
+    if every > 0 and y_train is not None and y_test is not None and team.count == 1:
         callbacks.append(
             KNNMonitor(x_test, y_test, x_train=x_train, y_train=y_train, every=every, value_range=value_range)
         )
     checkpoint_dir = os.path.join(args.output, CHECKPOINT)
-    os.makedirs(checkpoint_dir, exist_ok=True)
-    rundir.write_json(os.path.join(checkpoint_dir, "command.json"), _command(args))
-    backup = BackupAndRestore(checkpoint_dir, save_freq=args.checkpoint_every or "epoch", delete_checkpoint=False)
+    if team.chief:
+        os.makedirs(checkpoint_dir, exist_ok=True)
+        rundir.write_json(os.path.join(checkpoint_dir, "command.json"), _command(args))
+    # The same callbacks in every process; one starting over restores nothing, whatever process 0 still clears.
+    folder = checkpoint_dir if team.chief or resume is not None else os.path.join(checkpoint_dir, ".none")
+    backup = BackupAndRestore(folder, save_freq=args.checkpoint_every or "epoch", delete_checkpoint=False)
     callbacks.append(backup)
     if args.divergence:
         callbacks.insert(0, StopOnNaN(weights_every=args.checkpoint_every, divergence=args.divergence))
-    if resume is not None:
+    if resume is not None and team.chief:
         done = resume["epoch"] >= args.epochs
         print(
             f"resuming from epoch {min(resume['epoch'] + 1, args.epochs)} of {args.epochs}"
@@ -337,13 +340,14 @@ def _fit(args, model, d, value_range, resume):
             + f" (checkpoint in {checkpoint_dir})"
         )
     verbose = args.verbose if args.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    x, batch_size = launch.fit_rows(team, d.fit, None if d.streamed else args.batch_size, model.seed)
     model.fit(
-        d.fit,
+        x,
         d.train[1] if model.needs_labels and not d.streamed else None,  # a stream yields its labels
         epochs=args.epochs,
-        batch_size=None if d.streamed else args.batch_size,
+        batch_size=batch_size,
         steps_per_epoch=args.steps_per_epoch,
-        verbose=verbose,
+        verbose=verbose if team.chief else 0,
         callbacks=callbacks,
     )
     return backup
@@ -371,7 +375,7 @@ def _history_record(args, epoch_logs, scores, image_shape, run_id, resume):
     return record
 
 
-def _publish(args, run_id, model, record, spec, d):
+def _publish(args, run_id, model, record, spec, d, plots=True):
     """Writes the run's files into --output at once, then removes the checkpoint.
 
     Every file is staged, then published as one run; the checkpoint goes
@@ -383,7 +387,7 @@ def _publish(args, run_id, model, record, spec, d):
     rundir.save_model(model, os.path.join(stage, "model.keras"))
     rundir.write_json(os.path.join(stage, "history.json"), record)
     rundir.write_json(os.path.join(stage, DATA_RECORD), spec)
-    if not args.no_plots:
+    if plots:
         _write_plots(
             stage, record, model.encoder, d.train, d.test, model.views, spec["value_range"], embedding=args.embedding
         )
