@@ -38,8 +38,11 @@ Many processes (one per device, on one or many hosts):
 
 from keras_ssl.backend import (  # noqa: F401  (the public names)
     Cluster,
+    Training,
     accelerator,
+    alone,
     backend,
+    batch_norm_sync,
     build_forward,
     cluster,
     conv_layout,
@@ -49,6 +52,7 @@ from keras_ssl.backend import (  # noqa: F401  (the public names)
     fused_batch_norm,
     gather,
     initialize,
+    input_shard,
     is_chief,
     mirrored_strategy,
     multi_worker_strategy,
@@ -57,6 +61,7 @@ from keras_ssl.backend import (  # noqa: F401  (the public names)
     process_count,
     process_index,
     process_shard,
+    process_training,
     resolve_jit_compile,
     skipped_train_step,
     summed_replicas,

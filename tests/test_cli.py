@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from keras_ssl import backbones, cli, data, evaluation, keras_compat, rundir
+from keras_ssl import backbones, cli, data, evaluation, keras_compat, optimizers, recipes, rundir
+from keras_ssl.cli import pretraining
 from keras_ssl.layers import RandomResizedCrop
 from keras_ssl.methods import METHODS
 
@@ -401,3 +402,22 @@ def test_a_second_pretrain_on_a_locked_run_directory_names_the_first(tmp_path):
     with pytest.raises(SystemExit, match="no_such_dataset"):
         cli.main(["pretrain", "--output", str(folder), "--data", "no_such_dataset"])
     assert not (folder / ".lock").exists()
+
+
+def test_recipe_paper_compiles_the_methods_paper_optimizer_scaled_to_the_run():
+    # BYOL's paper recipe is LARS at 1.0 per 256 images (keras_ssl.recipes); 128 images at a global
+    # batch of 64 make 2 steps an epoch, so 10 epochs are 20 steps with a one-epoch (2-step) warm-up.
+    args = cli.build_parser().parse_args(["pretrain", "--method", "byol", "--recipe", "paper", "--batch-size", "64"])
+    model = pretraining._build_model(args, METHODS["byol"], "tiny", (16, 16, 3), None, 128)
+    expected = recipes.paper_optimizer("byol", 64, 2, 10)
+    assert type(model.optimizer) is type(expected) is optimizers.LARS
+    schedule = keras.optimizers.schedules.deserialize(model.optimizer.get_config()["learning_rate"])
+    rate, reference = schedule, keras.optimizers.schedules.deserialize(expected.get_config()["learning_rate"])
+    for step in (0, 1, 2, 11, 19):
+        assert float(rate(step)) == pytest.approx(float(reference(step)))
+    assert float(rate(2)) > float(rate(19))  # a schedule, not a constant
+    default = cli.build_parser().parse_args(["pretrain", "--method", "byol"])
+    assert isinstance(
+        pretraining._build_model(default, METHODS["byol"], "tiny", (16, 16, 3), None, 128).optimizer,
+        keras.optimizers.Adam,
+    )

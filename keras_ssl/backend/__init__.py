@@ -32,6 +32,8 @@ from keras_ssl.backend.kernels.conv import fast_conv
 from keras_ssl.backend.probes import accelerator, backend, conv_layout
 from keras_ssl.backend.processes import (
     Cluster,
+    Training,
+    alone,
     cluster,
     initialize,
     is_chief,
@@ -39,11 +41,14 @@ from keras_ssl.backend.processes import (
     process_count,
     process_index,
     process_shard,
+    process_training,
     register_backend,
 )
 from keras_ssl.backend.replication import (
+    batch_norm_sync,
     data_parallel,
     gather,
+    input_shard,
     mirrored_strategy,
     num_replicas,
     summed_replicas,

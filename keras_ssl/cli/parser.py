@@ -163,7 +163,15 @@ def _add_pretrain(p):
     )
     p.add_argument("--epochs", type=COUNT, default=10, help="passes over the data")
     p.add_argument("--batch-size", type=COUNT, default=128, help="images per step")
-    p.add_argument("--learning-rate", type=POSITIVE, default=2e-3, help="Adam's learning rate")
+    p.add_argument("--learning-rate", type=POSITIVE, default=2e-3, help="Adam's learning rate (--recipe cpu)")
+    p.add_argument(
+        "--recipe",
+        choices=["cpu", "paper"],
+        default="cpu",
+        help="optimizer: cpu = constant Adam at --learning-rate (quick on a CPU); paper = the method's paper "
+        "recipe (keras_ssl.recipes: its optimizer and weight decay in PyTorch's terms, rate scaled to "
+        "--batch-size, warm-up, cosine over --epochs)",
+    )
     p.add_argument("--temperature", type=POSITIVE, default=None, help="loss temperature (default: the method's)")
     p.add_argument(
         "--crop-scale",

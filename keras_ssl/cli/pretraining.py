@@ -13,7 +13,7 @@ import time
 
 import keras
 
-from keras_ssl import backbones, distribute, rundir
+from keras_ssl import backbones, distribute, recipes, rundir
 from keras_ssl.backend import processes
 from keras_ssl.callbacks import StopOnNaN
 from keras_ssl.checkpoints import BackupAndRestore, list_checkpoints, read_state
@@ -158,7 +158,7 @@ def _saved_command(args):
     path = os.path.join(args.output, CHECKPOINT, "command.json")
     try:
         with open(path) as f:
-            return json.load(f)
+            return {"recipe": "cpu", **json.load(f)}  # runs from before --recipe used the cpu one
     except (OSError, ValueError):
         return None
 
@@ -252,12 +252,12 @@ def _pretrain(args, method, encoder_path, resume, team):
     return 0
 
 
-def _build_encoder(name, input_shape, width, image_size, weights=None):
-    """The named backbone (`backbones.get`); `input_shape` may hold None for any spatial size."""
+def _build_encoder(name, input_shape, width, image_size, weights=None, tokens=False):
+    """The named backbone (`backbones.get`; a token encoder when `tokens`); `input_shape` may hold None."""
     if name.startswith(("vit_", "hub:")) and None in input_shape:
         input_shape = (image_size, image_size, input_shape[-1])
     try:
-        return backbones.get(name, input_shape, width=width, weights=weights)
+        return backbones.get(name, input_shape, width=width, weights=weights, tokens=tokens)
     except ValueError as e:
         raise SystemExit(f"keras-ssl: --backbone: {e}") from None
 
@@ -295,10 +295,10 @@ def _check_method_data(name, method, d):
 
 
 def _build_model(args, method, backbone, image_shape, value_range, num_samples):
-    """The method around a new `backbone` encoder, compiled with Adam at --learning-rate."""
+    """The method around a new `backbone` encoder, compiled with --recipe's optimizer."""
     # Multi-crop methods feed the encoder crops of two sizes.
     encoder_input = (None, None, image_shape[-1]) if method.local_views else image_shape
-    encoder = _build_encoder(backbone, encoder_input, args.width, image_shape[0], args.weights)
+    encoder = _build_encoder(backbone, encoder_input, args.width, image_shape[0], args.weights, method.token_encoder)
     model = method(
         encoder,
         input_shape=image_shape,
@@ -308,7 +308,11 @@ def _build_model(args, method, backbone, image_shape, value_range, num_samples):
         **({"num_samples": num_samples} if "num_samples" in method.hyperparameters() else {}),
         **_method_options(args, method, image_shape),
     )
-    model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    if args.recipe == "cpu":
+        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
+    else:  # --batch-size is the global batch; an epoch is ceil(images / batch) steps unless --steps-per-epoch
+        steps = args.steps_per_epoch or max(1, -(-num_samples // args.batch_size))
+        model.compile(optimizer=recipes.paper_optimizer(args.method, args.batch_size, steps, args.epochs))
     return model
 
 
@@ -366,6 +370,7 @@ def _history_record(args, epoch_logs, scores, image_shape, run_id, resume):
         data=args.data,
         epochs=args.epochs,
         batch_size=args.batch_size,
+        recipe=args.recipe,
         limit=args.limit,
         steps_per_epoch=args.steps_per_epoch,
         image_size=list(image_shape[:2]),
