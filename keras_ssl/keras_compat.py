@@ -1,4 +1,4 @@
-"""Every use of Keras (and tf.data) internals in keras_ssl, in one place.
+"""Every use of Keras internals in keras_ssl, in one place.
 
 Each helper names the Keras version it was written against (3.15.1) and the
 gap it fills. `tests/test_keras_compat.py` checks each assumption directly,
@@ -11,7 +11,6 @@ import sys
 
 import keras
 from keras.src.saving.serialization_lib import SafeModeScope
-from keras.src.utils.module_utils import tensorflow as tf
 
 from keras_ssl import backend
 
@@ -349,6 +348,7 @@ def mean_logs_over_workers():
 
 _SAME_BATCHES = {"_MapDataset", "_ParallelMapDataset", "_PrefetchDataset", "_OptionsDataset", "CacheDataset"}
 _SAME_BATCHES |= {"_ShuffleDataset", "_RepeatDataset"}
+_INFINITE = -1  # tf.data.INFINITE_CARDINALITY; -2 is unknown
 
 
 def smallest_batch(dataset):
@@ -357,42 +357,22 @@ def smallest_batch(dataset):
     TensorFlow 2.21 does not expose `batch`'s arguments, and reading the last batch runs the pipeline before
     it. The walk passes the steps that keep each batch whole (map, prefetch, shuffle...: `_input_dataset`) down
     to a `batch` (`_batch_size`, `_drop_remainder`) whose input has a known length, and stops at any other.
+    tests/test_short_batches_tfdata.py checks it on real pipelines.
 
     Example:
-        >>> import tensorflow as tf
         >>> from keras_ssl.keras_compat import smallest_batch
-        >>> nine = tf.data.Dataset.from_tensor_slices(x_small[:9])
-        >>> smallest_batch(nine.batch(4).prefetch(2)), smallest_batch(nine.batch(4).take(2))   # take: unknown
-        (1, None)
+        >>> class Nine:  # a source of 9 images
+        ...     cardinality = lambda self: 9
+        >>> class _BatchDataset:  # what `.batch(4)` holds
+        ...     _input_dataset, _batch_size, _drop_remainder = Nine(), 4, False
+        >>> smallest_batch(_BatchDataset())
+        1
     """
     while type(dataset).__name__ in _SAME_BATCHES:
         dataset = dataset._input_dataset
     if type(dataset).__name__ not in ("_BatchDataset", "_ParallelBatchDataset", "_PaddedBatchDataset"):
         return None
     size, total = int(dataset._batch_size), int(dataset._input_dataset.cardinality())
-    if bool(dataset._drop_remainder) or total == tf.data.INFINITE_CARDINALITY:
+    if bool(dataset._drop_remainder) or total == _INFINITE:
         return size
     return None if total < 0 else total % size or size
-
-
-def drop_short_batches(dataset, min_batch, skipped):
-    """`dataset` without its batches of fewer than `min_batch` images; `skipped(count)` runs for each, in Python.
-
-    The size is a TensorFlow op in the pipeline, on every backend: TensorFlow comes from Keras's lazy
-    `module_utils.tensorflow`, as for Keras's own `tf.data` support. Only short batches call Python.
-
-    Example:
-        >>> import tensorflow as tf
-        >>> from keras_ssl.keras_compat import drop_short_batches
-        >>> nine = tf.data.Dataset.from_tensor_slices(x_small[:9]).batch(4)
-        >>> [len(batch) for batch in drop_short_batches(nine, 2, lambda count: print("skipped", count))]
-        skipped 1
-        [4, 4]
-    """
-
-    def keep(*element):
-        count = tf.shape(tf.nest.flatten(element)[0])[0]
-        skip = lambda: tf.reshape(tf.py_function(lambda n: skipped(int(n)) or False, [count], tf.bool), [])
-        return tf.cond(count < min_batch, skip, lambda: tf.constant(True))
-
-    return dataset.filter(keep)

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 
 from keras_ssl import keras_compat
+from keras_ssl.backend import tf_data
 
 
 class FixableError(ValueError):
@@ -279,7 +280,7 @@ class BatchRules:
             return dataset  # every batch has the first one's size
         smallest = keras_compat.smallest_batch(dataset)
         if smallest is None:
-            return keras_compat.drop_short_batches(dataset, self.min_batch, self.skip)
+            return tf_data.drop_short_batches(dataset, self.min_batch, self.skip)
         if smallest < self.min_batch:
             raise self.short_error(smallest, "the dataset's last batch")
         return dataset
