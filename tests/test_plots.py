@@ -16,7 +16,7 @@ import matplotlib.image
 
 import keras_ssl
 from keras_ssl import cli, data, plots
-from keras_ssl.cli import pretraining
+from keras_ssl.cli import building
 from keras_ssl.methods import SimCLR
 from keras_ssl.monitors import CollapseMonitor, KNNMonitor
 
@@ -274,7 +274,7 @@ def demo_crop(crop_scale):
     """The crop layer of the views the demo trains on, from its own flags with --crop-scale `crop_scale`."""
     argv = list(cli.DEMO)
     argv[argv.index("--crop-scale") + 1] = str(crop_scale)
-    views = pretraining._method_options(cli.build_parser().parse_args(argv), SimCLR, (32, 32, 1))["views"]
+    views = building._method_options(cli.build_parser().parse_args(argv), SimCLR, (32, 32, 1))["views"]
     [crop] = [layer for layer in views.augment.layers if isinstance(layer, keras_ssl.views.RandomResizedCrop)]
     return crop
 

@@ -7,7 +7,8 @@ random-init encoder and on the trained one. `run_pretrain` is the pretrain
 command called from Python.
 
 Modules: `parser` (the flags and their checks), `pretraining` (the pretrain
-command: resuming, training, publishing the run), `launch` (pretrain on many
+command: resuming, training, publishing the run), `building` (the method and
+encoder a command names, with its `--option`s), `launch` (pretrain on many
 processes: `--num-processes`, or an outside launcher's), `rundata` (a
 command's data and the run's data.json), `commands` (evaluate, export, plot,
 figures).
@@ -16,9 +17,10 @@ figures).
 import os
 import sys
 
+from keras_ssl.cli.building import _build_encoder
 from keras_ssl.cli.commands import evaluate, export, plot
 from keras_ssl.cli.parser import DEMO, DIGITS, METHOD_NAMES, build_parser, cli_error_message
-from keras_ssl.cli.pretraining import _build_encoder, pretrain, run_pretrain
+from keras_ssl.cli.pretraining import pretrain, run_pretrain
 
 __all__ = [
     "DEMO",

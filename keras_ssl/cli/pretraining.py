@@ -13,13 +13,14 @@ import time
 
 import keras
 
-from keras_ssl import backbones, distribute, recipes, rundir
+from keras_ssl import distribute, rundir
 from keras_ssl.backend import processes
 from keras_ssl.callbacks import StopOnNaN
 from keras_ssl.checkpoints import BackupAndRestore, list_checkpoints, read_state
 from keras_ssl.cli import launch
+from keras_ssl.cli.building import _build_model, _check_method_data, _option_items, check_method_flags
 from keras_ssl.cli.commands import _knn, _raw_pixel_knn, _write_plots
-from keras_ssl.cli.parser import DIGITS, build_parser
+from keras_ssl.cli.parser import build_parser
 from keras_ssl.cli.rundata import DATA_RECORD, _data_spec, _open_data
 from keras_ssl.methods import METHODS
 from keras_ssl.monitors import KNNMonitor
@@ -66,6 +67,7 @@ def pretrain(args):
     if args.method not in METHODS:
         raise SystemExit(f"keras-ssl: unknown --method {args.method!r}; choose from {sorted(METHODS)}.")
     method, encoder_path = METHODS[args.method], os.path.join(args.output, "encoder.keras")
+    check_method_flags(args, method)  # --option and --local-crops: refused before any work
     if launch.launching(args):
         return launch.launch(args, method)
     team = launch.join(args, method)  # first: the backend's runtime starts before anything is built
@@ -93,7 +95,9 @@ def run_pretrain(output, **options):
     `no_plots` takes True or False; a flag left out, or None, keeps its
     default. The values go through the command's parser, so one it refuses
     (`epochs=0`) stops the call as it stops the command: usage and message
-    on stderr, then SystemExit.
+    on stderr, then SystemExit. `option` (`--option`, repeatable) takes a
+    dict of the method's constructor arguments, `option={"momentum": 0.99}`,
+    or a list of "NAME=VALUE" texts.
 
     Args:
         output: the run directory (`--output`).
@@ -137,7 +141,11 @@ def _pretrain_args(output, **options):
                 f"`keras-ssl pretrain` are {', '.join(flags)}."
             )
         flag = "--" + name.replace("_", "-")
-        if defaults[name] is False:  # a switch (store_true): present or not
+        if name == "option":  # repeatable: one --option per item, a dict's values written as Python literals
+            items = [value] if isinstance(value, str) else value or ()
+            items = [f"{k}={v!r}" for k, v in items.items()] if isinstance(items, dict) else items
+            argv += [f"--option={item}" for item in items]
+        elif defaults[name] is False:  # a switch (store_true): present or not
             if not isinstance(value, bool):
                 raise TypeError(f"run_pretrain(): {name} is the switch {flag}: pass True or False, got {value!r}.")
             argv += [flag] if value else []
@@ -150,7 +158,10 @@ def _pretrain_args(output, **options):
 # ------------------------------------------------------------------ resuming
 def _command(args):
     """The flags that define a run, as recorded next to its checkpoint."""
-    return {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_THE_RUN}
+    command = {k: v for k, v in sorted(vars(args).items()) if k not in _NOT_THE_RUN}
+    # --option's values, not its text: `momentum=0.99` is `momentum=.99`, and the order of the items is no matter.
+    command["option"] = _option_items(args.option)
+    return command
 
 
 def _saved_command(args):
@@ -158,9 +169,11 @@ def _saved_command(args):
     path = os.path.join(args.output, CHECKPOINT, "command.json")
     try:
         with open(path) as f:
-            return {"recipe": "cpu", **json.load(f)}  # runs from before --recipe used the cpu one
+            saved = json.load(f)
     except (OSError, ValueError):
         return None
+    # A flag added since the run was recorded (--recipe, --option...) had its default there.
+    return {**json.loads(json.dumps(_command(build_parser().parse_args(["pretrain"])))), **saved}
 
 
 def _same_command_checkpoint(args):
@@ -250,70 +263,6 @@ def _pretrain(args, method, encoder_path, resume, team):
         _publish(args, run_id, model, record, spec, d, plots=not args.no_plots and alone)
     print(f"wrote {encoder_path}, model.keras and history.json in {args.output}")
     return 0
-
-
-def _build_encoder(name, input_shape, width, image_size, weights=None, tokens=False):
-    """The named backbone (`backbones.get`; a token encoder when `tokens`); `input_shape` may hold None."""
-    if name.startswith(("vit_", "hub:")) and None in input_shape:
-        input_shape = (image_size, image_size, input_shape[-1])
-    try:
-        return backbones.get(name, input_shape, width=width, weights=weights, tokens=tokens)
-    except ValueError as e:
-        raise SystemExit(f"keras-ssl: --backbone: {e}") from None
-
-
-def _method_options(args, method, image_shape):
-    """Constructor options from the command line and the method's declarations.
-
-    Every method gets its paper's views (`method.default_views`) for the
-    data; on digit data flips change the class and small crops lose the
-    digit, so there no crop is smaller than 30 % of the image and nothing
-    is flipped.
-    """
-    options = {}
-    if args.temperature is not None and "temperature" in method.hyperparameters():
-        options["temperature"] = args.temperature
-    digits = args.data in DIGITS
-    scale = args.crop_scale if args.crop_scale is not None else (0.3 if digits else None)
-    options["views"] = method.default_views(
-        image_shape[0],
-        channels=image_shape[-1],
-        min_crop_scale=scale,
-        horizontal_flip=not (args.no_flip or digits),
-        seed=args.seed + 1,
-    )
-    return options
-
-
-def _check_method_data(name, method, d):
-    """Stops, before any work, when the method needs what the data cannot give."""
-    if method.needs_labels and d.train[1] is None:
-        raise SystemExit(
-            f"keras-ssl: {name} trains on labelled images: pass --data a labelled dataset (cifar10, mnist, "
-            "an .npz with y_train, a folder with one sub-folder per class, or a .csv list with a label column)."
-        )
-
-
-def _build_model(args, method, backbone, image_shape, value_range, num_samples):
-    """The method around a new `backbone` encoder, compiled with --recipe's optimizer."""
-    # Multi-crop methods feed the encoder crops of two sizes.
-    encoder_input = (None, None, image_shape[-1]) if method.local_views else image_shape
-    encoder = _build_encoder(backbone, encoder_input, args.width, image_shape[0], args.weights, method.token_encoder)
-    model = method(
-        encoder,
-        input_shape=image_shape,
-        seed=args.seed,
-        value_range=value_range,
-        # A per-image memory (DeepCluster v2) has a row per training image.
-        **({"num_samples": num_samples} if "num_samples" in method.hyperparameters() else {}),
-        **_method_options(args, method, image_shape),
-    )
-    if args.recipe == "cpu":
-        model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
-    else:  # --batch-size is the global batch; an epoch is ceil(images / batch) steps unless --steps-per-epoch
-        steps = args.steps_per_epoch or max(1, -(-num_samples // args.batch_size))
-        model.compile(optimizer=recipes.paper_optimizer(args.method, args.batch_size, steps, args.epochs))
-    return model
 
 
 def _fit(args, model, d, value_range, resume, team):

@@ -65,7 +65,15 @@ class MethodContract:
 
     @classmethod
     def default_views(
-        cls, image_size, *, channels=3, min_crop_scale=None, horizontal_flip=True, seed=None, num_views=None
+        cls,
+        image_size,
+        *,
+        channels=3,
+        min_crop_scale=None,
+        horizontal_flip=True,
+        seed=None,
+        num_views=None,
+        num_local=None,
     ):
         """The method's paper recipe of views, a `ViewMaker`.
 
@@ -78,15 +86,26 @@ class MethodContract:
             seed: base seed.
             num_views: full-size views, for a recipe that takes `num_views`
                 (FastSiam, MMCR); other recipes make their paper's number.
+            num_local: local crops, for a method with local views (its
+                recipe's number when None).
+
+        Raises:
+            ValueError: `num_local` for a method whose views have no local crops.
 
         Example:
             >>> views = keras_ssl.SimCLR.default_views(32, seed=0)
+            >>> keras_ssl.DINO.default_views(32, num_local=2, seed=0).num_local
+            2
         """
         if cls.view_recipe is None:
             raise NotImplementedError(f"{cls.__name__} declares no view_recipe: pass `views=`.")
         options = dict(channels=channels, min_crop_scale=min_crop_scale, horizontal_flip=horizontal_flip, seed=seed)
         if num_views is not None and "num_views" in inspect.signature(cls.view_recipe).parameters:
             options["num_views"] = num_views
+        if num_local is not None:
+            if not cls.local_views:
+                raise ValueError(f"{cls.__name__}'s views have no local crops: `num_local` does not apply.")
+            options["num_local"] = num_local
         return cls.view_recipe(image_size, **options)
 
     @classmethod

@@ -7,6 +7,7 @@ from keras_ssl.engine import SSLModel
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.layers.memory import MemoryBank
 from keras_ssl.losses.relational import ressl
+from keras_ssl.views.multi_crop import ReSSLMultiCrop
 from keras_ssl.views.recipes import ressl_views
 
 
@@ -27,7 +28,8 @@ class ReSSL(SSLModel):
     Multi-crop (the official `ressl_multi.py`): given views with local crops
     (`ReSSLMultiCrop`), every strong crop, the full-size one and each local
     one, is a student distilled from the same weak-view teacher, and the
-    loss is the mean over all of them.
+    loss is the mean over all of them. `ReSSL.default_views(size, num_local=4)`
+    makes them (`keras-ssl pretrain --method ressl --local-crops 4`).
 
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
@@ -89,7 +91,7 @@ class ReSSL(SSLModel):
         if int(queue_size) < 2:
             raise ValueError(f"`queue_size` must be >= 2, got {queue_size}.")
         # Multi-crop is an option: an instance declares local views when it is given them (the
-        # paper's default, and the CLI's, is the single strong view).
+        # paper's default, and the CLI's without --local-crops, is the single strong view).
         self.local_views = bool(getattr(kwargs.get("views"), "num_local", 0))
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.student_temperature, self.teacher_temperature = float(student_temperature), float(teacher_temperature)
@@ -98,6 +100,27 @@ class ReSSL(SSLModel):
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
         self.projector.build((None, self.feature_dim))
         self.queue = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
+
+    @classmethod
+    def default_views(cls, image_size, *, num_local=None, **options):
+        """The weak and strong views (`ressl_views`), then `num_local` strong local crops (`ReSSLMultiCrop`).
+
+        Args:
+            image_size: side of the weak and strong views.
+            num_local: local crops of half the side (official multi-crop: 4);
+                None or 0: none, the paper's CIFAR recipe.
+            **options: the contract's `default_views` options (`channels`,
+                `min_crop_scale`, `horizontal_flip`, `seed`).
+
+        Example:
+            >>> from keras_ssl.methods.ressl import ReSSL
+            >>> ReSSL.default_views(16, num_local=2, seed=0).view_shapes((16, 16, 3))
+            [(16, 16, 3), (16, 16, 3), (8, 8, 3), (8, 8, 3)]
+        """
+        if not num_local:
+            return super().default_views(image_size, **options)
+        options.pop("num_views", None)  # always the one weak and the one strong full-size view
+        return ReSSLMultiCrop(image_size, num_local=num_local, **options)
 
     def ssl_forward(self, views, training):
         # Every strong crop (one, or more with multi-crop) is a student of the one weak view.
