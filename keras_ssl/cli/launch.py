@@ -4,7 +4,8 @@ process joins the others, whoever started them (this launcher, torchrun, TF_CONF
 The launcher locks --output, starts N copies of the same command on 127.0.0.1, each told its place
 by `KERAS_SSL_COORDINATOR`/`_NUM_PROCESSES`/`_PROCESS_ID`, and waits for them; when one is lost it
 stops the others and names it. Process 0 (`is_chief()`) takes the lock over and alone writes the run
-directory; every process trains, and restores the same checkpoint when the run resumes.
+directory; every process trains (a streamed folder or file list: on its own files, `stream_share`; JAX and
+PyTorch), and restores the same checkpoint when the run resumes.
 """
 
 import collections
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 
-from keras_ssl import data
+from keras_ssl import data, distribute
 from keras_ssl.backend import processes
 from keras_ssl.checkpoints import list_checkpoints
 from keras_ssl.cli.parser import build_parser
@@ -78,10 +79,11 @@ def check(args, method, count):
             f"keras-ssl: --method {args.method} keeps a label or an index with each image, which several "
             "processes do not share yet: train it in one process."
         )
-    if _is_stream(args.data or ""):
+    # Keras's multi-worker fit reduces a PyDataset's first (x,) batch, which TensorFlow's collectives refuse.
+    if _is_stream(args.data or "") and distribute.backend() == "tensorflow":
         raise SystemExit(
-            f"keras-ssl: --data {args.data} is streamed from files, which several processes do not share out "
-            "yet: use an .npz (or cifar10, mnist), or one process."
+            f"keras-ssl: --data {args.data} is streamed from files, which TensorFlow's workers do not share out "
+            "yet: use an .npz (or cifar10, mnist), one process, or the JAX or PyTorch backend."
         )
 
 
@@ -95,6 +97,9 @@ def command_line(args):
         >>> argv = command_line(args)
         >>> "--epochs=2" in argv, "--no-plots" in argv, vars(build_parser().parse_args(argv)) == vars(args)
         (True, True, True)
+        >>> args = build_parser().parse_args(["pretrain", "--option", "a=1", "--option", "b=(1, 2)"])
+        >>> vars(build_parser().parse_args(command_line(args))) == vars(args)
+        True
     """
     defaults = vars(build_parser().parse_args(["pretrain"]))
     argv = ["pretrain"]
@@ -102,7 +107,10 @@ def command_line(args):
         if name == "command" or value is None or (defaults.get(name) is False and not value):
             continue
         flag = "--" + name.replace("_", "-")  # --flag=value below: a value may start with "-"
-        argv.append(flag if defaults.get(name) is False else f"{flag}={value}")
+        if defaults.get(name) is False:
+            argv.append(flag)
+        else:  # a repeatable flag (--option) once per item
+            argv += [f"{flag}={v}" for v in (value if isinstance(value, list) else [value])]
     return argv
 
 
@@ -289,7 +297,12 @@ def fit_images(team, images, value_range):
 
 
 def fit_rows(team, images, batch_size, seed):
-    """`(x, batch_size)` for this process's `fit`: its rows of every global batch (`ProcessBatches`) where needed.
+    """`(x, batch_size)` for this process's `fit`: its rows of every global batch where needed.
+
+    Where each process feeds its rows (JAX, PyTorch): arrays become
+    `ProcessBatches`, a stream (`data.ImageFiles` in global batches, as
+    `rundata` opens it) this process's files of each (`stream_share`).
+    TensorFlow's strategy splits the global batch of arrays itself.
 
     Example:
         >>> from keras_ssl.cli.launch import Team, fit_rows
@@ -298,6 +311,8 @@ def fit_rows(team, images, batch_size, seed):
         >>> type(x).__name__, x[0][0].shape, batch_size
         ('ProcessBatches', (8, 16, 16, 3), None)
     """
+    if team.count > 1 and team.own_rows and isinstance(images, data.ImageFiles):
+        return stream_share(team, images), None
     if team.count == 1 or not team.own_rows:  # one process, or TensorFlow, which splits the global batch itself
         return images, batch_size
     if len(images) < batch_size:
@@ -334,3 +349,30 @@ class ProcessBatches(data.ArrayBatches):
     def __getitem__(self, i):
         (x,) = super().__getitem__(i)
         return (processes.process_shard(x, self.batch_size, self.index, self.count)[0],)
+
+
+def stream_share(team, stream):
+    """This process's part of `stream`, an `ImageFiles` read in global batches: no file read twice in an epoch.
+
+    Each epoch's order is one permutation of every file (seed and epoch: the same on every process),
+    cut into global batches of `stream.batch_size`; process `index` reads block `index` of `batch_size
+    // count` files of each (`data.files.process_batches`): in process order, the one-process batches.
+
+    Args:
+        team: this process (`join`).
+        stream: a `data.ImageFiles` of every file (`shard=False`), its
+            `batch_size` the global batch, a multiple of `team.count`.
+
+    Example:
+        >>> from PIL import Image
+        >>> from keras_ssl.cli.launch import Team, stream_share
+        >>> import contextlib
+        >>> files = [f"{i}.png" for i in range(64)]
+        >>> for path, image in zip(files, x_train): Image.fromarray(image).save(path)
+        >>> every = keras_ssl.data.ImageFiles(files, image_size=16, batch_size=16, shard=False)   # global batches
+        >>> parts = [stream_share(Team(i == 0, i, 2, contextlib.nullcontext, True, None), every) for i in (0, 1)]
+        >>> parts[1][0][0].shape, np.array_equal(np.concatenate([p[0][0] for p in parts]), every[0][0])
+        ((8, 16, 16, 3), True)
+    """
+    every = np.arange(len(stream.files))
+    return stream.subset(every, batch_size=stream.batch_size // team.count, shard=(team.index, team.count))

@@ -78,7 +78,9 @@ class _Data:
 def _open_data(spec, batch_size=128, eval_limit=None, training=False, per_sample=None):
     """Opens `spec`'s data: arrays in memory, or folders and file lists streamed.
 
-    Streamed sources are split (class-stratified, seed 0) into a training
+    Streamed sources are read whole in batches of `batch_size` (the global
+    batch; `launch.stream_share` gives a process its files of each) and
+    split (class-stratified, seed 0) into a training
     part and a test part of at most 20 % (1,000 images); `eval_limit`
     random images of each are decoded for kNN and figures, so memory does
     not grow with the data. `per_sample` ("labels" or "indices", what the
@@ -103,7 +105,9 @@ def _open_stream(spec, batch_size, eval_limit, training, per_sample=None):
     """`_open_data` for an image folder or a file list."""
     name, limit, seed = spec["data"], spec.get("limit"), spec.get("seed", 0)
     make = data.ImageFiles.from_folder if os.path.isdir(name) else data.ImageFiles.from_list
-    stream = make(name, image_size=spec.get("image_size") or 96, batch_size=batch_size, seed=seed, shuffle=training)
+    # Every file in global batches, as one process reads them; each process's share is `launch.stream_share`'s.
+    size = spec.get("image_size") or 96
+    stream = make(name, image_size=size, batch_size=batch_size, seed=seed, shuffle=training, shard=False)
     train, test = stream, None
     if stream.labels is not None and len(stream.files) >= 20:
         train, test = stream.split(min(0.2, 1000 / len(stream.files)), seed=0)
