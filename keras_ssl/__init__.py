@@ -29,6 +29,7 @@ from keras_ssl import (
     monitors,
     optimizers,
     recipes,
+    schedules,
     text,
     views,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "monitors",
     "optimizers",
     "recipes",
+    "schedules",
     "text",
     "views",
 ]

@@ -1,10 +1,13 @@
-"""The papers' optimisers: SGD, Adam and LARS with PyTorch's weight decay, warm-up + cosine, lr scaling.
+"""The papers' optimisers: SGD, Adam and LARS with PyTorch's weight decay, and the lr scaling rule.
 
 Keras's optimizers decay weights decoupled (`w -= lr * wd * w`, after the
 step, in `keras.optimizers.SGD` too); `torch.optim.SGD` and `Adam`, and every
 paper's recipe quoted in their terms, add `wd * w` to the gradient before
 momentum, which with momentum 0.9 decays about 10x more. Every
-`weight_decay` in this module has PyTorch's (the papers') meaning.
+`weight_decay` in this module has PyTorch's (the papers') meaning, and is a
+float or a schedule of the step (`keras_ssl.schedules.CosineWeightDecay`:
+DINO's 0.04 -> 0.4), read at every step as the official code's
+`param_group["weight_decay"] = wd_schedule[it]`.
 """
 
 import math
@@ -12,7 +15,10 @@ import math
 import keras
 from keras import ops
 
-from keras_ssl import keras_compat
+from keras_ssl import keras_compat, schedules
+
+# Re-exported: `keras_ssl.optimizers.WarmupCosine` is where it lived first.
+from keras_ssl.schedules import WarmupCosine  # noqa: F401
 
 
 def _decayed(variable, exclude_bias_and_norm):
@@ -40,7 +46,8 @@ class LARS(keras.optimizers.Optimizer):
         learning_rate: float or `LearningRateSchedule`.
         momentum: heavy-ball momentum in [0, 1).
         weight_decay: L2 penalty coupled into the gradient (not Keras's
-            decoupled decay), as the reference LARS implementations do.
+            decoupled decay), as the reference LARS implementations do: a
+            float or a schedule of the step (`keras_ssl.schedules`).
         trust_coefficient: the `eta` of the trust ratio.
         exclude_bias_and_norm: exclude rank <= 1 variables from adaptation
             and weight decay.
@@ -82,12 +89,10 @@ class LARS(keras.optimizers.Optimizer):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
         if not 0 <= momentum < 1:
             raise ValueError(f"`momentum` must be in [0, 1), got {momentum}.")
-        if weight_decay < 0 or trust_coefficient <= 0:
-            raise ValueError(
-                f"Need weight_decay >= 0 and trust_coefficient > 0, got {weight_decay}, {trust_coefficient}."
-            )
+        if trust_coefficient <= 0:
+            raise ValueError(f"Need trust_coefficient > 0, got {trust_coefficient}.")
         self.momentum = float(momentum)
-        self.lars_weight_decay = float(weight_decay)
+        self.lars_weight_decay = schedules.weight_decay(weight_decay)
         self.trust_coefficient = float(trust_coefficient)
         self.exclude_bias_and_norm = bool(exclude_bias_and_norm)
         self.nesterov = bool(nesterov)
@@ -107,7 +112,7 @@ class LARS(keras.optimizers.Optimizer):
         g = ops.cast(gradient, variable.dtype)
         if self._adapted(variable):
             w = ops.convert_to_tensor(variable)
-            g = g + self.lars_weight_decay * w
+            g = g + schedules.weight_decay_at(self.lars_weight_decay, self.iterations, variable.dtype) * w
             w_norm, g_norm = ops.norm(ops.reshape(w, (-1,))), ops.norm(ops.reshape(g, (-1,)))
             # A zero weight (fresh layer) or gradient keeps the plain step.
             ratio = ops.where((w_norm > 0) & (g_norm > 0), self.trust_coefficient * w_norm / g_norm, 1.0)
@@ -123,7 +128,7 @@ class LARS(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(
             momentum=self.momentum,
-            weight_decay=self.lars_weight_decay,
+            weight_decay=schedules.serialize_weight_decay(self.lars_weight_decay),
             trust_coefficient=self.trust_coefficient,
             exclude_bias_and_norm=self.exclude_bias_and_norm,
             nesterov=self.nesterov,
@@ -147,7 +152,8 @@ class SGD(keras.optimizers.Optimizer):
     Args:
         learning_rate: float or `LearningRateSchedule`.
         momentum: heavy-ball momentum in [0, 1).
-        weight_decay: L2 penalty coupled into the gradient (PyTorch's).
+        weight_decay: L2 penalty coupled into the gradient (PyTorch's): a
+            float or a schedule of the step (`keras_ssl.schedules`).
         nesterov: Nesterov momentum (needs `momentum > 0`).
         exclude_bias_and_norm: no decay for rank <= 1 variables (biases,
             BatchNorm/LayerNorm scales and offsets), as most papers' code;
@@ -180,13 +186,13 @@ class SGD(keras.optimizers.Optimizer):
         **kwargs,
     ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        if not 0 <= momentum < 1 or weight_decay < 0:
-            raise ValueError(f"Need 0 <= momentum < 1 and weight_decay >= 0, got {momentum}, {weight_decay}.")
+        if not 0 <= momentum < 1:
+            raise ValueError(f"Need 0 <= momentum < 1, got {momentum}.")
         if nesterov and momentum == 0:
             raise ValueError("Nesterov momentum needs momentum > 0 (as torch.optim.SGD).")
         self.momentum = float(momentum)
         # Keras's own `weight_decay` attribute stays None: its decoupled decay would act as well.
-        self.coupled_weight_decay = float(weight_decay)
+        self.coupled_weight_decay = schedules.weight_decay(weight_decay)
         self.nesterov = bool(nesterov)
         self.exclude_bias_and_norm = bool(exclude_bias_and_norm)
 
@@ -200,7 +206,8 @@ class SGD(keras.optimizers.Optimizer):
         lr = ops.cast(learning_rate, variable.dtype)
         g = ops.cast(gradient, variable.dtype)
         if self.coupled_weight_decay and _decayed(variable, self.exclude_bias_and_norm):
-            g = g + self.coupled_weight_decay * ops.convert_to_tensor(variable)
+            decay = schedules.weight_decay_at(self.coupled_weight_decay, self.iterations, variable.dtype)
+            g = g + decay * ops.convert_to_tensor(variable)
         if self.momentum:
             m = self.momentums[keras_compat.variable_index(self, variable)]
             # A zero buffer's first step is PyTorch's `buf = g` exactly (dampening 0).
@@ -213,7 +220,7 @@ class SGD(keras.optimizers.Optimizer):
         config = super().get_config()
         config.update(
             momentum=self.momentum,
-            weight_decay=self.coupled_weight_decay,
+            weight_decay=schedules.serialize_weight_decay(self.coupled_weight_decay),
             nesterov=self.nesterov,
             exclude_bias_and_norm=self.exclude_bias_and_norm,
         )
@@ -236,7 +243,8 @@ class Adam(keras.optimizers.Optimizer):
         beta_1: decay of the first moment.
         beta_2: decay of the second moment.
         epsilon: added to `sqrt(v_hat)` (PyTorch's default 1e-8).
-        weight_decay: decay rate, coupled (L2) or decoupled.
+        weight_decay: decay rate, coupled (L2) or decoupled: a float or a
+            schedule of the step (`keras_ssl.schedules.CosineWeightDecay`).
         decoupled_weight_decay: `True`: AdamW's decay; `False`: Adam's L2.
         exclude_bias_and_norm: no decay for rank <= 1 variables (biases,
             norm scales and offsets), as DINO's and MAE's parameter groups.
@@ -269,13 +277,11 @@ class Adam(keras.optimizers.Optimizer):
         **kwargs,
     ):
         super().__init__(learning_rate=learning_rate, name=name, **kwargs)
-        if not (0 <= beta_1 < 1 and 0 <= beta_2 < 1) or epsilon < 0 or weight_decay < 0:
-            raise ValueError(
-                f"Need betas in [0, 1), epsilon >= 0 and weight_decay >= 0, got {beta_1}, {beta_2}, {epsilon}, "
-                f"{weight_decay}."
-            )
+        if not (0 <= beta_1 < 1 and 0 <= beta_2 < 1) or epsilon < 0:
+            raise ValueError(f"Need betas in [0, 1) and epsilon >= 0, got {beta_1}, {beta_2}, {epsilon}.")
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
-        self.adam_weight_decay = float(weight_decay)  # not Keras's `weight_decay`, which would decay again
+        # Not Keras's `weight_decay`, which would decay again.
+        self.adam_weight_decay = schedules.weight_decay(weight_decay)
         self.decoupled_weight_decay = bool(decoupled_weight_decay)
         self.exclude_bias_and_norm = bool(exclude_bias_and_norm)
 
@@ -291,8 +297,9 @@ class Adam(keras.optimizers.Optimizer):
         w = ops.convert_to_tensor(variable)
         step = ops.cast(self.iterations + 1, variable.dtype)
         decay = self.adam_weight_decay if _decayed(variable, self.exclude_bias_and_norm) else 0.0
+        wd = schedules.weight_decay_at(decay, self.iterations, variable.dtype)
         if decay and not self.decoupled_weight_decay:
-            g = g + decay * w
+            g = g + wd * w
         index = keras_compat.variable_index(self, variable)
         m, v = self.momentums[index], self.velocities[index]
         m_new = self.beta_1 * m + (1 - self.beta_1) * g
@@ -302,7 +309,7 @@ class Adam(keras.optimizers.Optimizer):
         m_hat = m_new / (1 - ops.power(ops.cast(self.beta_1, variable.dtype), step))
         v_hat = v_new / (1 - ops.power(ops.cast(self.beta_2, variable.dtype), step))
         if decay and self.decoupled_weight_decay:
-            w = w * (1 - lr * decay)
+            w = w * (1 - lr * wd)
         self.assign(variable, w - lr * m_hat / (ops.sqrt(v_hat) + self.epsilon))
 
     def get_config(self):
@@ -311,52 +318,11 @@ class Adam(keras.optimizers.Optimizer):
             beta_1=self.beta_1,
             beta_2=self.beta_2,
             epsilon=self.epsilon,
-            weight_decay=self.adam_weight_decay,
+            weight_decay=schedules.serialize_weight_decay(self.adam_weight_decay),
             decoupled_weight_decay=self.decoupled_weight_decay,
             exclude_bias_and_norm=self.exclude_bias_and_norm,
         )
         return config
-
-
-@keras.saving.register_keras_serializable(package="keras_ssl")
-class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak`, then cosine decay to `final`.
-
-    Args:
-        peak: learning rate at the end of warm-up.
-        total_steps: length of the whole schedule in optimizer steps.
-        warmup_steps: steps of linear warm-up (10 epochs in SimCLR/BYOL).
-        final: learning rate at `total_steps` (and after).
-
-    Example:
-        >>> schedule = keras_ssl.optimizers.WarmupCosine(1e-3, total_steps=1000, warmup_steps=100)
-        >>> [round(float(schedule(step)), 6) for step in (0, 50, 100, 550, 1000)]
-        [0.0, 0.0005, 0.001, 0.0005, 0.0]
-        >>> optimizer = keras.optimizers.AdamW(schedule)
-    """
-
-    def __init__(self, peak, total_steps, warmup_steps=0, final=0.0):
-        if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
-            raise ValueError(
-                f"Need total_steps > 0 and 0 <= warmup_steps <= total_steps, got {total_steps}, {warmup_steps}."
-            )
-        self.peak, self.final = float(peak), float(final)
-        self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
-
-    def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warm = self.peak * step / max(self.warmup_steps, 1)
-        progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
-        cosine = self.final + 0.5 * (self.peak - self.final) * (1 + ops.cos(math.pi * progress))
-        return ops.where(step < self.warmup_steps, warm, cosine)
-
-    def get_config(self):
-        return {
-            "peak": self.peak,
-            "total_steps": self.total_steps,
-            "warmup_steps": self.warmup_steps,
-            "final": self.final,
-        }
 
 
 def scale_learning_rate(base, batch_size, rule="linear", base_batch_size=256):

@@ -6,12 +6,14 @@ gives one, else solo-learn's CIFAR config (PyTorch, the papers' terms),
 else the paper's ImageNet recipe (the ViT methods). Every weight decay is
 in the source's own terms: coupled L2 (`torch.optim.SGD`/`Adam`, LARS) for
 "sgd", "adam" and "lars", decoupled for "adamw" (see `keras_ssl.optimizers`).
-`paper_optimizer` builds it with its warm-up + cosine schedule.
+`paper_optimizer` builds it with its warm-up + cosine schedule, and the
+ViT methods' weight decay with its cosine from 0.04 to 0.4.
 """
 
 import dataclasses
 
-from keras_ssl.optimizers import LARS, SGD, Adam, WarmupCosine, scale_learning_rate
+from keras_ssl.optimizers import LARS, SGD, Adam, scale_learning_rate
+from keras_ssl.schedules import CosineWeightDecay, WarmupCosine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,11 +31,18 @@ class Recipe:
         warmup_epochs: linear warm-up from 0, then cosine.
         final_fraction: the cosine ends at this fraction of the peak.
         options: the optimiser's other arguments (trust coefficient, betas...).
+        weight_decay_end: the ViT methods' decay schedule: a cosine from
+            `weight_decay` at the first step to this at the last
+            (`keras_ssl.schedules.CosineWeightDecay`); `None`: constant.
+        cosine_stretch: the cosines (rate and decay) span this multiple of
+            the run, which stops before their end (MSN: 1.25).
 
     Example:
         >>> recipe = keras_ssl.recipes.RECIPES["simclr"]
         >>> recipe.optimizer, recipe.learning_rate, recipe.weight_decay, recipe.decay
         ('lars', 1.0, 0.0001, 'coupled')
+        >>> keras_ssl.recipes.RECIPES["dinov2"].weight_decay_end
+        0.4
     """
 
     optimizer: str
@@ -44,6 +53,8 @@ class Recipe:
     warmup_epochs: int = 10
     final_fraction: float = 0.0
     options: dict = dataclasses.field(default_factory=dict)
+    weight_decay_end: float | None = None
+    cosine_stretch: float = 1.0
 
     @property
     def decay(self):
@@ -96,21 +107,30 @@ RECIPES = {
         options=dict(beta_2=0.95),
     ),
     "ibot": Recipe(
-        "adamw", 5e-4, 0.04, "iBOT main_ibot.py defaults: lr 5e-4 linear, wd 0.04 (-> 0.4: ours constant), 10 warm-up"
+        "adamw",
+        5e-4,
+        0.04,
+        "iBOT main_ibot.py defaults: lr 5e-4 linear, wd cosine 0.04 -> 0.4 (cosine_scheduler, set every step), "
+        "10 warm-up",
+        weight_decay_end=0.4,
     ),
     "dinov2": Recipe(
         "adamw",
         2e-3,
         0.04,
-        "DINOv2 ssl_default_config.yaml: base_lr 0.004 at batch 1024, sqrt_wrt_1024, wd 0.04 (-> 0.4: ours constant)",
+        "DINOv2 ssl_default_config.yaml: base_lr 0.004 at batch 1024, sqrt_wrt_1024, wd cosine 0.04 -> 0.4 "
+        "(weight_decay_end)",
         scaling="sqrt",
+        weight_decay_end=0.4,
     ),
     "ijepa": Recipe(
         "adamw",
         1.25e-4,
         0.04,
-        "I-JEPA in_vith14_ep300.yaml: lr 1e-3 at batch 2048 (ours linear), wd 0.04 (-> 0.4: ours constant), 40 warm-up",
+        "I-JEPA in_vith14_ep300.yaml: lr 1e-3 at batch 2048 (ours linear), wd cosine 0.04 -> 0.4 "
+        "(final_weight_decay), 40 warm-up",
         warmup_epochs=40,
+        weight_decay_end=0.4,
     ),
     "simmim": Recipe(
         "adamw",
@@ -122,8 +142,11 @@ RECIPES = {
         "adamw",
         2.5e-4,
         0.04,
-        "MSN msn_vits16.yaml: lr 1e-3 at batch 1024 (ours linear), wd 0.04 (-> 0.4: ours constant), 15 warm-up",
+        "MSN msn_vits16.yaml: lr 1e-3 at batch 1024 (ours linear), wd cosine 0.04 -> 0.4 (final_weight_decay), "
+        "15 warm-up; msn_train.py: both cosines span 1.25x the run",
         warmup_epochs=15,
+        weight_decay_end=0.4,
+        cosine_stretch=1.25,
     ),
     "fastsiam": Recipe(
         "sgd", 0.03, 5e-4, "as SimSiam (FastSiam keeps SimSiam's optimiser)", warmup_epochs=0, options=_ALL
@@ -178,19 +201,28 @@ def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=Non
         batch_size: the global batch size (the rate follows the recipe's
             batch rule from its value at 256).
         steps_per_epoch: optimizer steps per epoch.
-        epochs: epochs of the run; the cosine ends at its last step.
+        epochs: epochs of the run; the cosines (rate, and the decay where
+            the recipe has `weight_decay_end`) end at its last step (MSN's:
+            at 1.25 times it).
         warmup_epochs: warm-up length; default the recipe's, but at most a
             tenth of the run (the papers warm up over 10 % of their runs or
             less), so a short run is not all warm-up.
 
     Returns:
         A `keras_ssl.optimizers` `LARS`, `SGD` or `Adam` with the recipe's
-        weight decay in PyTorch's semantics.
+        weight decay in PyTorch's semantics (a `CosineWeightDecay` where it
+        has `weight_decay_end`).
 
     Example:
         >>> optimizer = keras_ssl.recipes.paper_optimizer("simsiam", 512, steps_per_epoch=97, epochs=800)
         >>> type(optimizer).__name__, optimizer.coupled_weight_decay, round(float(optimizer.learning_rate), 6)
         ('SGD', 0.0005, 0.06)
+
+        DINOv2's decay rises from 0.04 to 0.4 over the run's 1000 steps:
+
+        >>> wd = keras_ssl.recipes.paper_optimizer("dinov2", 1024, steps_per_epoch=10, epochs=100).adam_weight_decay
+        >>> [round(float(wd(step)), 4) for step in (0, 500, 1000)]
+        [0.04, 0.22, 0.4]
     """
     if name not in RECIPES:
         raise ValueError(f"No paper recipe for method {name!r}; the recipes are {sorted(RECIPES)}.")
@@ -206,14 +238,18 @@ def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=Non
         warmup = min(recipe.warmup_epochs * steps_per_epoch, total // 10)
     else:
         warmup = int(round(warmup_epochs * steps_per_epoch))
-    schedule = WarmupCosine(peak, total, warmup_steps=warmup, final=peak * recipe.final_fraction)
+    cosine = int(total * recipe.cosine_stretch)  # MSN's int(1.25 * num_epochs * iterations_per_epoch)
+    schedule = WarmupCosine(peak, cosine, warmup_steps=warmup, final=peak * recipe.final_fraction)
+    decay = recipe.weight_decay
+    if recipe.weight_decay_end is not None:
+        decay = CosineWeightDecay(recipe.weight_decay, recipe.weight_decay_end, cosine)
     options = dict(recipe.options)
     if recipe.optimizer == "lars":
-        return LARS(schedule, weight_decay=recipe.weight_decay, **options)
+        return LARS(schedule, weight_decay=decay, **options)
     if recipe.optimizer == "sgd":
-        return SGD(schedule, **{"momentum": 0.9, **options}, weight_decay=recipe.weight_decay)
+        return SGD(schedule, **{"momentum": 0.9, **options}, weight_decay=decay)
     decoupled = recipe.optimizer == "adamw"
-    return Adam(schedule, weight_decay=recipe.weight_decay, decoupled_weight_decay=decoupled, **options)
+    return Adam(schedule, weight_decay=decay, decoupled_weight_decay=decoupled, **options)
 
 
 def _number(value):
@@ -253,8 +289,13 @@ def recipe_table():
     ]
     for name, r in RECIPES.items():
         end = {0.0: "0", 1.0: "peak (constant)"}.get(r.final_fraction, f"{_number(r.final_fraction)} × peak")
+        if r.cosine_stretch != 1.0:
+            end += f" at {r.cosine_stretch:g} × the run"
+        decay = _number(r.weight_decay)
+        if r.weight_decay_end is not None:
+            decay = f"cosine {decay} → {_number(r.weight_decay_end)}"
         rows.append(
             f"| {name} | {_optimiser(r)} | {_number(r.learning_rate)} | {r.scaling} | "
-            f"{_number(r.weight_decay)} {r.decay} | {r.warmup_epochs} | {end} | {r.source} |"
+            f"{decay} {r.decay} | {r.warmup_epochs} | {end} | {r.source} |"
         )
     return "\n".join(rows)

@@ -27,6 +27,7 @@ RANKS = {
     "keras_ssl.rundir": 1,
     "keras_ssl.text": 1,
     "keras_ssl.optimizers": 1,
+    "keras_ssl.schedules": 1,
     "keras_ssl.recipes": 1,
     "keras_ssl.initializers": 1,
     "keras_ssl.engine": 2,

@@ -1,4 +1,5 @@
-"""LARS, the warm-up cosine schedule and the learning-rate scaling rule."""
+"""LARS, SGD and Adam against NumPy and torch.optim, the schedules (warm-up cosine, the papers' cosine weight
+decay) and the learning-rate scaling rule."""
 
 import math
 
@@ -9,14 +10,15 @@ from conftest import random_images, small_encoder
 
 import keras_ssl
 from keras_ssl.optimizers import LARS, WarmupCosine, scale_learning_rate
+from keras_ssl.schedules import CosineWeightDecay
 
 
 def lars_reference(w, grads, lr, momentum, wd, eta, adapt):
-    """NumPy LARS as in the SimCLR/BYOL reference code."""
+    """NumPy LARS as in the SimCLR/BYOL reference code; `wd` one number or one per step."""
     v = np.zeros_like(w)
-    for g in grads:
+    for step, g in enumerate(grads):
         if adapt:
-            g = g + wd * w
+            g = g + (wd[step] if np.ndim(wd) else wd) * w
             wn, gn = np.linalg.norm(w), np.linalg.norm(g)
             g = g * (eta * wn / gn if wn > 0 and gn > 0 else 1.0)
         v = momentum * v + g
@@ -55,6 +57,7 @@ def test_warmup_cosine_values():
     expected = [0.0, 0.5, 1.0, 0.1 + 0.45 * (1 + math.cos(math.pi * 0.5)), 0.1, 0.1]
     np.testing.assert_allclose(values, expected, atol=1e-6)
     assert WarmupCosine.from_config(s.get_config()).warmup_steps == 10
+    assert WarmupCosine is keras_ssl.schedules.WarmupCosine  # moved to schedules, still importable from optimizers
     with pytest.raises(ValueError, match="warmup_steps"):
         WarmupCosine(1.0, total_steps=5, warmup_steps=10)
 
@@ -160,58 +163,159 @@ def test_keras_sgd_is_not_the_papers_sgd():
         assert (gap < 1e-5) == equal, (wd, gap)
 
 
+def _twins(torch, seed=2):
+    """A Dense + LayerNorm Keras model, its PyTorch twin with the same weights, the torch param groups
+    (the kernel decays; bias and norm do not, as DINO's groups) and one batch."""
+    rng = np.random.default_rng(seed)
+    x, y = rng.normal(size=(8, 4)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3), keras.layers.LayerNormalization(epsilon=1e-5)])
+    for v in model.trainable_variables:
+        v.assign(rng.normal(size=v.shape).astype("float32"))
+    kernel, bias, gamma, beta = [torch.tensor(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
+    linear, norm = torch.nn.Linear(4, 3), torch.nn.LayerNorm(3, eps=1e-5)
+    with torch.no_grad():
+        for target, value in ((linear.weight, kernel.T), (linear.bias, bias), (norm.weight, gamma), (norm.bias, beta)):
+            target.copy_(value)
+    groups = [{"params": [linear.weight]}, {"params": [linear.bias, norm.weight, norm.bias], "weight_decay": 0.0}]
+    return model, (linear, norm), groups, x, y
+
+
+def _fit_both(torch, model, modules, reference, ours, x, y, steps, decays=None):
+    """`steps` full-batch steps in Keras's compiled `fit` and in PyTorch; with `decays`, the official loop's
+    `param_group["weight_decay"] = wd_schedule[it]` on the decayed group before each step."""
+    linear, norm = modules
+    for it in range(steps):
+        if decays is not None:
+            reference.param_groups[0]["weight_decay"] = float(decays[it])
+        reference.zero_grad()
+        torch.nn.functional.mse_loss(norm(linear(torch.tensor(x))), torch.tensor(y)).backward()
+        reference.step()
+    model.compile(optimizer=ours, loss="mse")
+    model.fit(x, y, batch_size=8, epochs=steps, shuffle=False, verbose=0)  # one traced step, run `steps` times
+    got = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
+    return got, [p.detach().numpy() for p in (linear.weight.T, linear.bias, norm.weight, norm.bias)]
+
+
 def test_compiled_fit_step_equals_torch():
     """Inside each backend's compiled train step: Dense + LayerNorm, MSE, 3 full-batch steps, vs PyTorch."""
     torch = pytest.importorskip("torch")
     for which in ("sgd", "adamw"):
-        rng = np.random.default_rng(2)
-        x, y = rng.normal(size=(8, 4)).astype("float32"), rng.normal(size=(8, 3)).astype("float32")
-        model = keras.Sequential(
-            [keras.Input((4,)), keras.layers.Dense(3), keras.layers.LayerNormalization(epsilon=1e-5)]
-        )
-        for v in model.trainable_variables:
-            v.assign(rng.normal(size=v.shape).astype("float32"))
-        kernel, bias, gamma, beta = [torch.tensor(keras.ops.convert_to_numpy(v)) for v in model.trainable_variables]
-        linear, norm = torch.nn.Linear(4, 3), torch.nn.LayerNorm(3, eps=1e-5)
-        with torch.no_grad():
-            for target, value in (
-                (linear.weight, kernel.T),
-                (linear.bias, bias),
-                (norm.weight, gamma),
-                (norm.bias, beta),
-            ):
-                target.copy_(value)
-        groups = [{"params": [linear.weight]}, {"params": [linear.bias, norm.weight, norm.bias], "weight_decay": 0.0}]
+        model, modules, groups, x, y = _twins(torch)
         if which == "sgd":
             reference = torch.optim.SGD(groups, lr=0.2, momentum=0.9, weight_decay=0.1, nesterov=True)
             ours = keras_ssl.optimizers.SGD(0.2, momentum=0.9, weight_decay=0.1, nesterov=True)
         else:
             reference = torch.optim.AdamW(groups, lr=0.05, weight_decay=0.3)
             ours = keras_ssl.optimizers.Adam(0.05, weight_decay=0.3, decoupled_weight_decay=True)
-        for _ in range(3):
-            reference.zero_grad()
-            torch.nn.functional.mse_loss(norm(linear(torch.tensor(x))), torch.tensor(y)).backward()
-            reference.step()
-        model.compile(optimizer=ours, loss="mse")
-        model.fit(x, y, batch_size=8, epochs=3, shuffle=False, verbose=0)
-        got = [keras.ops.convert_to_numpy(v) for v in model.trainable_variables]
-        want = [p.detach().numpy() for p in (linear.weight.T, linear.bias, norm.weight, norm.bias)]
+        got, want = _fit_both(torch, model, modules, reference, ours, x, y, 3)
         for g, w in zip(got, want):
             np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=which)
+
+
+# ------------------------------------------------- the ViT methods' weight-decay schedule (0.04 -> 0.4)
+def dino_cosine_scheduler(base_value, final_value, epochs, niter_per_ep):
+    """DINO's (and iBOT's) `utils.cosine_scheduler` without warm-up, in NumPy; DINOv2's `CosineScheduler` too."""
+    iters = np.arange(epochs * niter_per_ep)
+    return final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+
+
+def ijepa_cosine_wd_schedule(ref_wd, final_wd, t_max, steps):
+    """I-JEPA's and MSN's `CosineWDSchedule`: each `step()`, called before the update, returns the decay it uses."""
+    values = []
+    for count in range(1, steps + 1):
+        new_wd = final_wd + (ref_wd - final_wd) * 0.5 * (1.0 + math.cos(math.pi * count / t_max))
+        values.append(max(final_wd, new_wd) if final_wd <= ref_wd else min(final_wd, new_wd))
+    return np.array(values)
+
+
+def test_cosine_weight_decay_equals_the_official_schedules():
+    steps = np.arange(24)
+    dino = keras.ops.convert_to_numpy(CosineWeightDecay(0.04, 0.4, total_steps=21)(steps))
+    np.testing.assert_allclose(dino[:21], dino_cosine_scheduler(0.04, 0.4, epochs=3, niter_per_ep=7), atol=1e-6)
+    np.testing.assert_allclose(dino[21:], 0.4, atol=1e-6)  # DINOv2's CosineScheduler: final_value after the run
+    ijepa = CosineWeightDecay(0.04, 0.4, total_steps=21, step_offset=1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ijepa(steps[:21])), ijepa_cosine_wd_schedule(0.04, 0.4, 21, 21), atol=1e-6
+    )
+    falling = keras.ops.convert_to_numpy(CosineWeightDecay(0.3, 0.01, total_steps=5)(steps[:5]))
+    np.testing.assert_allclose(falling, dino_cosine_scheduler(0.3, 0.01, 1, 5), atol=1e-6)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(ijepa))
+    assert type(clone) is CosineWeightDecay and clone.get_config() == ijepa.get_config()
+    for kwargs, problem in (
+        (dict(start=-0.1, end=0.4, total_steps=10), ">= 0"),
+        (dict(start=0.04, end=0.4, total_steps=0), "total_steps"),
+        (dict(start=0.04, end=0.4, total_steps=10, step_offset=-1), "step_offset"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            CosineWeightDecay(**kwargs)
+
+
+def test_scheduled_weight_decay_is_read_at_every_compiled_step_as_torch_sets_it():
+    """4 compiled steps with the decay rising steeply, vs torch.optim SGD / AdamW whose group decay is set to the
+    official `cosine_scheduler`'s value before each step: a decay read once (at trace time) fails here."""
+    torch = pytest.importorskip("torch")
+    steps = 4
+    decays = dino_cosine_scheduler(0.05, 0.5, epochs=1, niter_per_ep=steps)
+    for which in ("sgd", "adamw"):
+        model, modules, groups, x, y = _twins(torch, seed=3)
+        schedule = CosineWeightDecay(0.05, 0.5, total_steps=steps)
+        if which == "sgd":
+            reference = torch.optim.SGD(groups, lr=0.2, momentum=0.9)
+            ours = keras_ssl.optimizers.SGD(0.2, momentum=0.9, weight_decay=schedule)
+        else:
+            reference = torch.optim.AdamW(groups, lr=0.05)
+            ours = keras_ssl.optimizers.Adam(0.05, weight_decay=schedule, decoupled_weight_decay=True)
+        got, want = _fit_both(torch, model, modules, reference, ours, x, y, steps, decays)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-5, err_msg=which)
+
+
+def test_lars_and_coupled_adam_take_the_schedule_at_each_step():
+    """LARS (NumPy reference, per-step decay) and Adam's L2 (torch.optim.Adam, group decay set per step)."""
+    torch = pytest.importorskip("torch")
+    decays = dino_cosine_scheduler(0.02, 0.2, epochs=1, niter_per_ep=3)
+    rng = np.random.default_rng(4)
+    kernel0 = rng.normal(size=(4, 3)).astype("float32")
+    grads = [rng.normal(size=(4, 3)).astype("float32") for _ in range(3)]
+    kernel = keras.Variable(kernel0)
+    opt = LARS(0.5, momentum=0.9, weight_decay=CosineWeightDecay(0.02, 0.2, 3), trust_coefficient=0.01)
+    for g in grads:
+        opt.apply_gradients([(keras.ops.convert_to_tensor(g), kernel)])
+    want = lars_reference(kernel0, grads, 0.5, 0.9, decays, 0.01, adapt=True)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), want, rtol=1e-5, atol=1e-6)
+    weights, step_grads = _small_model_weights(5)
+    params = [torch.tensor(np.asarray(keras.ops.convert_to_numpy(v))) for v in weights]
+    reference = torch.optim.Adam([{"params": params[:1]}, {"params": params[1:], "weight_decay": 0.0}], lr=0.1)
+    for it, grads_now in enumerate(step_grads[:3]):
+        reference.param_groups[0]["weight_decay"] = float(decays[it])
+        for p, g in zip(params, grads_now):
+            p.grad = torch.tensor(g)
+        reference.step()
+    ours = keras_ssl.optimizers.Adam(0.1, weight_decay=CosineWeightDecay(0.02, 0.2, 3))
+    for v, got, expected in zip(weights, _run_keras(ours, weights, step_grads[:3]), params):
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-5, err_msg=v.path)
 
 
 def test_sgd_and_adam_round_trip_and_refuse_bad_options():
     for opt in (
         keras_ssl.optimizers.SGD(0.1, momentum=0.9, weight_decay=5e-4, nesterov=True, exclude_bias_and_norm=False),
         keras_ssl.optimizers.Adam(1e-3, beta_2=0.95, weight_decay=0.05, decoupled_weight_decay=True),
+        keras_ssl.optimizers.Adam(1e-3, weight_decay=CosineWeightDecay(0.04, 0.4, 100), decoupled_weight_decay=True),
+        keras_ssl.optimizers.SGD(0.1, momentum=0.9, weight_decay=CosineWeightDecay(1e-4, 1e-3, 50, step_offset=1)),
+        LARS(0.1, weight_decay=CosineWeightDecay(1e-6, 1e-5, 10)),
     ):
         clone = keras.optimizers.deserialize(keras.optimizers.serialize(opt))
         assert type(clone) is type(opt) and clone.get_config() == opt.get_config()
         assert clone.weight_decay is None  # Keras's own decoupled decay stays off
+    wd = keras.optimizers.deserialize(keras.optimizers.serialize(opt)).lars_weight_decay
+    assert type(wd) is CosineWeightDecay and (wd.start, wd.end, wd.total_steps) == (1e-6, 1e-5, 10)
     with pytest.raises(ValueError, match="Nesterov"):
         keras_ssl.optimizers.SGD(0.1, nesterov=True)
     with pytest.raises(ValueError, match="betas"):
         keras_ssl.optimizers.Adam(beta_1=1.0)
+    for bad in (-1e-4, "0.04", None):
+        with pytest.raises(ValueError, match="weight_decay"):
+            keras_ssl.optimizers.SGD(0.1, weight_decay=bad)
 
 
 def test_lars_clip_matches_larc_clipping():

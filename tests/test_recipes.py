@@ -4,6 +4,7 @@ import math
 import os
 
 import keras
+import numpy as np
 import pytest
 
 import keras_ssl
@@ -39,7 +40,7 @@ def test_simclr_and_dinov2_recipes_rates_and_semantics():
     # DINOv2: 0.004 at batch 1024 by the square-root rule, AdamW (decoupled) 0.04, 10 warm-up epochs.
     optimizer = paper_optimizer("dinov2", 1024, steps_per_epoch=5, epochs=100)
     assert type(optimizer) is keras_ssl.optimizers.Adam
-    assert optimizer.decoupled_weight_decay and optimizer.adam_weight_decay == 0.04
+    assert optimizer.decoupled_weight_decay and optimizer.adam_weight_decay.start == 0.04
     peak = 0.004
     expected = {0: 0.0, 50: peak, 275: peak * 0.5 * (1 + math.cos(math.pi * 0.5)), 500: 0.0}
     for step, lr in expected.items():
@@ -63,3 +64,29 @@ def test_docs_show_the_recipe_table():
         assert recipe_table() in f.read(), (
             "docs/methods.md's recipe table differs from keras_ssl.recipes.recipe_table()"
         )
+
+
+def _official_cosine(start, end, total, steps):
+    """DINOv2's `CosineScheduler(start, end, total)[step]` (DINO's and iBOT's `cosine_scheduler`), in NumPy."""
+    steps = np.asarray(steps)
+    return np.where(steps >= total, end, end + 0.5 * (start - end) * (1 + np.cos(np.pi * steps / total)))
+
+
+def test_vit_recipes_raise_the_weight_decay_along_the_official_cosine():
+    steps = np.arange(0, 131, 5)
+    # I-JEPA's and MSN's CosineWDSchedule steps once before each update: our recipes count as DINO does (as for
+    # the rate), one step behind theirs; CosineWeightDecay(step_offset=1) is theirs (tests/test_optimizers.py).
+    for name in ("ibot", "dinov2", "ijepa"):
+        wd = paper_optimizer(name, 256, steps_per_epoch=5, epochs=20).adam_weight_decay  # a 100-step run
+        got = keras.ops.convert_to_numpy(wd(steps))
+        np.testing.assert_allclose(got, _official_cosine(0.04, 0.4, 100, steps), atol=1e-6, err_msg=name)
+    # MSN's msn_train.py (init_opt): both cosines span T_max = int(1.25 * num_epochs * iterations_per_epoch).
+    msn = paper_optimizer("msn", 1024, steps_per_epoch=5, epochs=20)
+    got = keras.ops.convert_to_numpy(msn.adam_weight_decay(steps))
+    np.testing.assert_allclose(got, _official_cosine(0.04, 0.4, 125, steps), atol=1e-6)
+    # lr 2.5e-4 x 1024 / 256; 15 warm-up epochs capped at a tenth of the run (10 steps); at the run's end the
+    # cosine over T_max - warm-up = 115 steps is at 90 / 115, not at 0.
+    assert _lr_at(msn, 100) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 90 / 115)), rel=1e-5)
+    for name, recipe in RECIPES.items():  # the others' decay stays a constant, as their sources'
+        config = paper_optimizer(name, 256, steps_per_epoch=5, epochs=20).get_config()
+        assert isinstance(config["weight_decay"], float) == (recipe.weight_decay_end is None), name
