@@ -36,6 +36,12 @@ class Recipe:
             (`keras_ssl.schedules.CosineWeightDecay`); `None`: constant.
         cosine_stretch: the cosines (rate and decay) span this multiple of
             the run, which stops before their end (MSN: 1.25).
+        warmup_start_fraction: the warm-up starts at this fraction of the
+            peak (I-JEPA's and MSN's `start_lr`).
+        step_offset: the schedules run this many steps ahead of the
+            optimizer (I-JEPA and MSN step their schedulers before each update: 1).
+        linspace_warmup: the warm-up is `np.linspace(start, peak, W)`, at the
+            peak one step early (DINO's, iBOT's and DINOv2's `cosine_scheduler`).
 
     Example:
         >>> recipe = keras_ssl.recipes.RECIPES["simclr"]
@@ -55,6 +61,9 @@ class Recipe:
     options: dict = dataclasses.field(default_factory=dict)
     weight_decay_end: float | None = None
     cosine_stretch: float = 1.0
+    warmup_start_fraction: float = 0.0
+    step_offset: int = 0
+    linspace_warmup: bool = False
 
     @property
     def decay(self):
@@ -96,7 +105,10 @@ RECIPES = {
         0.03,
         1e-4,
         "DINO README's ResNet-50 command (SGD lr 0.03 linear, wd 1e-4 constant); main_dino.py: 10 warm-up "
-        "epochs, bias and norm undecayed (ViTs: AdamW 5e-4, wd 0.04 -> 0.4)",
+        "epochs (linspace), min_lr 1e-6, bias and norm undecayed (ViTs: AdamW 5e-4, wd 0.04 -> 0.4)",
+        final_fraction=1e-6 / 0.03,
+        linspace_warmup=True,
+        options=dict(clipnorm=3.0),  # utils.clip_gradients: each parameter's gradient to norm 3
     ),
     "mae": Recipe(
         "adamw",
@@ -110,27 +122,36 @@ RECIPES = {
         "adamw",
         5e-4,
         0.04,
-        "iBOT main_ibot.py defaults: lr 5e-4 linear, wd cosine 0.04 -> 0.4 (cosine_scheduler, set every step), "
-        "10 warm-up",
+        "iBOT main_ibot.py defaults: lr 5e-4 linear, min_lr 1e-6, wd cosine 0.04 -> 0.4 (cosine_scheduler, set "
+        "every step), 10 warm-up (linspace)",
         weight_decay_end=0.4,
+        final_fraction=1e-6 / 5e-4,
+        linspace_warmup=True,
+        options=dict(clipnorm=3.0),
     ),
     "dinov2": Recipe(
         "adamw",
         2e-3,
         0.04,
-        "DINOv2 ssl_default_config.yaml: base_lr 0.004 at batch 1024, sqrt_wrt_1024, wd cosine 0.04 -> 0.4 "
-        "(weight_decay_end)",
+        "DINOv2 ssl_default_config.yaml: base_lr 0.004 at batch 1024, sqrt_wrt_1024, min_lr 1e-6, wd cosine "
+        "0.04 -> 0.4 (weight_decay_end), 10 warm-up (linspace)",
         scaling="sqrt",
         weight_decay_end=0.4,
+        final_fraction=1e-6 / 4e-3,
+        linspace_warmup=True,
+        options=dict(global_clipnorm=3.0),  # clip_grad 3.0, there per module (backbone, heads)
     ),
     "ijepa": Recipe(
         "adamw",
         1.25e-4,
         0.04,
-        "I-JEPA in_vith14_ep300.yaml: lr 1e-3 at batch 2048 (ours linear), wd cosine 0.04 -> 0.4 "
-        "(final_weight_decay), 40 warm-up",
+        "I-JEPA in1k_vith14_ep300.yaml: lr 1e-3 at batch 2048 (ours linear), start_lr 2e-4, final_lr 1e-6, wd "
+        "cosine 0.04 -> 0.4 (final_weight_decay), 40 warm-up; schedulers step before each update",
         warmup_epochs=40,
         weight_decay_end=0.4,
+        final_fraction=1e-3,
+        warmup_start_fraction=0.2,
+        step_offset=1,
     ),
     "simmim": Recipe(
         "adamw",
@@ -142,11 +163,16 @@ RECIPES = {
         "adamw",
         2.5e-4,
         0.04,
-        "MSN msn_vits16.yaml: lr 1e-3 at batch 1024 (ours linear), wd cosine 0.04 -> 0.4 (final_weight_decay), "
-        "15 warm-up; msn_train.py: both cosines span 1.25x the run",
+        "MSN msn_vits16.yaml: lr 1e-3 at batch 1024 (ours linear), start_lr 2e-4, final_lr 1e-6, wd cosine "
+        "0.04 -> 0.4 (final_weight_decay), 15 warm-up; msn_train.py: both cosines span 1.25x the run, "
+        "schedulers step before each update",
         warmup_epochs=15,
         weight_decay_end=0.4,
         cosine_stretch=1.25,
+        final_fraction=1e-3,
+        warmup_start_fraction=0.2,
+        step_offset=1,
+        options=dict(global_clipnorm=3.0),  # clip_grad 3.0, there over the encoder's parameters only
     ),
     "fastsiam": Recipe(
         "sgd", 0.03, 5e-4, "as SimSiam (FastSiam keeps SimSiam's optimiser)", warmup_epochs=0, options=_ALL
@@ -239,10 +265,18 @@ def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=Non
     else:
         warmup = int(round(warmup_epochs * steps_per_epoch))
     cosine = int(total * recipe.cosine_stretch)  # MSN's int(1.25 * num_epochs * iterations_per_epoch)
-    schedule = WarmupCosine(peak, cosine, warmup_steps=warmup, final=peak * recipe.final_fraction)
+    schedule = WarmupCosine(
+        peak,
+        cosine,
+        warmup_steps=warmup,
+        final=peak * recipe.final_fraction,
+        initial=peak * recipe.warmup_start_fraction,
+        step_offset=recipe.step_offset,
+        linspace_warmup=recipe.linspace_warmup,
+    )
     decay = recipe.weight_decay
     if recipe.weight_decay_end is not None:
-        decay = CosineWeightDecay(recipe.weight_decay, recipe.weight_decay_end, cosine)
+        decay = CosineWeightDecay(recipe.weight_decay, recipe.weight_decay_end, cosine, recipe.step_offset)
     options = dict(recipe.options)
     if recipe.optimizer == "lars":
         return LARS(schedule, weight_decay=decay, **options)
@@ -273,6 +307,10 @@ def _optimiser(recipe):
         extra.append(f"beta_2 {o['beta_2']}")
     if not o["exclude_bias_and_norm"]:
         extra.append("biases and norms decayed too")
+    if "clipnorm" in o:
+        extra.append(f"each gradient clipped to norm {o['clipnorm']:g}")
+    if "global_clipnorm" in o:
+        extra.append(f"gradients clipped to global norm {o['global_clipnorm']:g}")
     return f"{name} ({', '.join(extra)})" if extra else name
 
 
@@ -291,11 +329,12 @@ def recipe_table():
         end = {0.0: "0", 1.0: "peak (constant)"}.get(r.final_fraction, f"{_number(r.final_fraction)} × peak")
         if r.cosine_stretch != 1.0:
             end += f" at {r.cosine_stretch:g} × the run"
+        warmup = f"{r.warmup_epochs}" + (f" from {r.warmup_start_fraction:g} × peak" if r.warmup_start_fraction else "")
         decay = _number(r.weight_decay)
         if r.weight_decay_end is not None:
             decay = f"cosine {decay} → {_number(r.weight_decay_end)}"
         rows.append(
             f"| {name} | {_optimiser(r)} | {_number(r.learning_rate)} | {r.scaling} | "
-            f"{decay} {r.decay} | {r.warmup_epochs} | {end} | {r.source} |"
+            f"{decay} {r.decay} | {warmup} | {end} | {r.source} |"
         )
     return "\n".join(rows)

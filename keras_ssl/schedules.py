@@ -21,32 +21,55 @@ def _cosine(start, end, progress):
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
-    """Linear warm-up from 0 to `peak`, then cosine decay to `final`.
+    """Linear warm-up from `initial` to `peak`, then cosine decay to `final`.
+
+    At optimizer step `t` (0 at the first update) with `s = t + step_offset`
+    and `W = warmup_steps`, the rate is `initial + (peak - initial) * s / W`
+    while `s < W`, then the cosine from `peak` at `s = W` to `final` at
+    `s = total_steps`. The papers' variants:
+
+    - SimCLR, BYOL, MAE: the defaults;
+    - DINO, iBOT, DINOv2 (`cosine_scheduler`, `CosineScheduler`): the warm-up
+      is `np.linspace(initial, peak, W)`, at the peak one step early:
+      `linspace_warmup=True`;
+    - I-JEPA, MSN (`WarmupCosineSchedule`): warm-up from `start_lr`
+      (`initial`), and the scheduler steps once before each update:
+      `step_offset=1`.
 
     Args:
         peak: learning rate at the end of warm-up.
         total_steps: length of the whole schedule in optimizer steps.
         warmup_steps: steps of linear warm-up (10 epochs in SimCLR/BYOL).
         final: learning rate at `total_steps` (and after).
+        initial: learning rate at the first warm-up step.
+        step_offset: steps the schedule runs ahead of the optimizer's count.
+        linspace_warmup: reach `peak` at step `warmup_steps - 1`.
 
     Example:
         >>> schedule = keras_ssl.schedules.WarmupCosine(1e-3, total_steps=1000, warmup_steps=100)
         >>> [round(float(schedule(step)), 6) for step in (0, 50, 100, 550, 1000)]
         [0.0, 0.0005, 0.001, 0.0005, 0.0]
+        >>> ijepa = keras_ssl.schedules.WarmupCosine(1e-3, 1000, 100, final=1e-6, initial=2e-4, step_offset=1)
+        >>> round(float(ijepa(0)), 6)
+        0.000208
         >>> optimizer = keras.optimizers.AdamW(schedule)
     """
 
-    def __init__(self, peak, total_steps, warmup_steps=0, final=0.0):
+    def __init__(self, peak, total_steps, warmup_steps=0, final=0.0, initial=0.0, step_offset=0, linspace_warmup=False):
         if total_steps <= 0 or not 0 <= warmup_steps <= total_steps:
             raise ValueError(
                 f"Need total_steps > 0 and 0 <= warmup_steps <= total_steps, got {total_steps}, {warmup_steps}."
             )
-        self.peak, self.final = float(peak), float(final)
+        if int(step_offset) != step_offset or step_offset < 0:
+            raise ValueError(f"`step_offset` must be an integer >= 0, got {step_offset!r}.")
+        self.peak, self.final, self.initial = float(peak), float(final), float(initial)
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
+        self.step_offset, self.linspace_warmup = int(step_offset), bool(linspace_warmup)
 
     def __call__(self, step):
-        step = ops.cast(step, "float32")
-        warm = self.peak * step / max(self.warmup_steps, 1)
+        step = ops.cast(step, "float32") + self.step_offset
+        ramp = max(self.warmup_steps - 1 if self.linspace_warmup else self.warmup_steps, 1)
+        warm = self.initial + (self.peak - self.initial) * ops.minimum(step / ramp, 1.0)
         progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
         return ops.where(step < self.warmup_steps, warm, _cosine(self.peak, self.final, progress))
 
@@ -56,6 +79,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "total_steps": self.total_steps,
             "warmup_steps": self.warmup_steps,
             "final": self.final,
+            "initial": self.initial,
+            "step_offset": self.step_offset,
+            "linspace_warmup": self.linspace_warmup,
         }
 
 

@@ -7,6 +7,12 @@ import keras
 import numpy as np
 import pytest
 from conftest import random_images, small_encoder
+from numpy_refs_schedules import (
+    dino_cosine_scheduler,
+    ijepa_cosine_wd_schedule,
+    official_cosine_scheduler,
+    official_warmup_cosine_stepped,
+)
 
 import keras_ssl
 from keras_ssl.optimizers import LARS, WarmupCosine, scale_learning_rate
@@ -60,6 +66,26 @@ def test_warmup_cosine_values():
     assert WarmupCosine is keras_ssl.schedules.WarmupCosine  # moved to schedules, still importable from optimizers
     with pytest.raises(ValueError, match="warmup_steps"):
         WarmupCosine(1.0, total_steps=5, warmup_steps=10)
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 2, 7])
+def test_warmup_cosine_equals_the_official_schedulers(warmup):
+    steps = np.arange(40)
+    ijepa = WarmupCosine(1e-3, 40, warmup, final=1e-6, initial=2e-4, step_offset=1)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ijepa(steps)),
+        official_warmup_cosine_stepped(2e-4, 1e-3, 1e-6, warmup, 40, 40),
+        rtol=1e-5,
+        atol=1e-9,
+    )
+    dino = WarmupCosine(0.5, 40, warmup, final=1e-3, linspace_warmup=True)
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(dino(steps)), official_cosine_scheduler(0.5, 1e-3, 40, warmup), rtol=1e-5, atol=1e-8
+    )
+    clone = WarmupCosine.from_config(ijepa.get_config())
+    assert (clone.initial, clone.step_offset, clone.linspace_warmup) == (2e-4, 1, False)
+    with pytest.raises(ValueError, match="step_offset"):
+        WarmupCosine(1.0, 10, 2, step_offset=-1)
 
 
 def test_scaling_rule_and_bad_options():
@@ -213,21 +239,6 @@ def test_compiled_fit_step_equals_torch():
 
 
 # ------------------------------------------------- the ViT methods' weight-decay schedule (0.04 -> 0.4)
-def dino_cosine_scheduler(base_value, final_value, epochs, niter_per_ep):
-    """DINO's (and iBOT's) `utils.cosine_scheduler` without warm-up, in NumPy; DINOv2's `CosineScheduler` too."""
-    iters = np.arange(epochs * niter_per_ep)
-    return final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
-
-
-def ijepa_cosine_wd_schedule(ref_wd, final_wd, t_max, steps):
-    """I-JEPA's and MSN's `CosineWDSchedule`: each `step()`, called before the update, returns the decay it uses."""
-    values = []
-    for count in range(1, steps + 1):
-        new_wd = final_wd + (ref_wd - final_wd) * 0.5 * (1.0 + math.cos(math.pi * count / t_max))
-        values.append(max(final_wd, new_wd) if final_wd <= ref_wd else min(final_wd, new_wd))
-    return np.array(values)
-
-
 def test_cosine_weight_decay_equals_the_official_schedules():
     steps = np.arange(24)
     dino = keras.ops.convert_to_numpy(CosineWeightDecay(0.04, 0.4, total_steps=21)(steps))

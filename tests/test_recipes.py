@@ -6,6 +6,7 @@ import os
 import keras
 import numpy as np
 import pytest
+from numpy_refs_schedules import ijepa_cosine_wd_schedule, official_cosine_scheduler, official_warmup_cosine_stepped
 
 import keras_ssl
 from keras_ssl.recipes import RECIPES, paper_optimizer, recipe_table
@@ -37,12 +38,12 @@ def test_simclr_and_dinov2_recipes_rates_and_semantics():
     expected = {0: 0.0, 50: 1.0, 100: 2.0, 1050: 1.0, 2000: 0.0}
     for step, lr in expected.items():
         assert _lr_at(optimizer, step) == pytest.approx(lr, abs=1e-6), step
-    # DINOv2: 0.004 at batch 1024 by the square-root rule, AdamW (decoupled) 0.04, 10 warm-up epochs.
+    # DINOv2: 0.004 at batch 1024 by the square-root rule, AdamW (decoupled) 0.04, 10 warm-up epochs (linspace).
     optimizer = paper_optimizer("dinov2", 1024, steps_per_epoch=5, epochs=100)
     assert type(optimizer) is keras_ssl.optimizers.Adam
     assert optimizer.decoupled_weight_decay and optimizer.adam_weight_decay.start == 0.04
-    peak = 0.004
-    expected = {0: 0.0, 50: peak, 275: peak * 0.5 * (1 + math.cos(math.pi * 0.5)), 500: 0.0}
+    peak, final = 0.004, 1e-6  # min_lr 1e-6
+    expected = {0: 0.0, 50: peak, 275: final + (peak - final) * 0.5 * (1 + math.cos(math.pi * 0.5)), 500: final}
     for step, lr in expected.items():
         assert _lr_at(optimizer, step) == pytest.approx(lr, rel=1e-5, abs=1e-9), step
 
@@ -66,27 +67,56 @@ def test_docs_show_the_recipe_table():
         )
 
 
-def _official_cosine(start, end, total, steps):
-    """DINOv2's `CosineScheduler(start, end, total)[step]` (DINO's and iBOT's `cosine_scheduler`), in NumPy."""
-    steps = np.asarray(steps)
-    return np.where(steps >= total, end, end + 0.5 * (start - end) * (1 + np.cos(np.pi * steps / total)))
+def _schedule(optimizer):
+    return keras.saving.deserialize_keras_object(optimizer.get_config()["learning_rate"])
 
 
-def test_vit_recipes_raise_the_weight_decay_along_the_official_cosine():
-    steps = np.arange(0, 131, 5)
-    # I-JEPA's and MSN's CosineWDSchedule steps once before each update: our recipes count as DINO does (as for
-    # the rate), one step behind theirs; CosineWeightDecay(step_offset=1) is theirs (tests/test_optimizers.py).
-    for name in ("ibot", "dinov2", "ijepa"):
-        wd = paper_optimizer(name, 256, steps_per_epoch=5, epochs=20).adam_weight_decay  # a 100-step run
-        got = keras.ops.convert_to_numpy(wd(steps))
-        np.testing.assert_allclose(got, _official_cosine(0.04, 0.4, 100, steps), atol=1e-6, err_msg=name)
-    # MSN's msn_train.py (init_opt): both cosines span T_max = int(1.25 * num_epochs * iterations_per_epoch).
-    msn = paper_optimizer("msn", 1024, steps_per_epoch=5, epochs=20)
-    got = keras.ops.convert_to_numpy(msn.adam_weight_decay(steps))
-    np.testing.assert_allclose(got, _official_cosine(0.04, 0.4, 125, steps), atol=1e-6)
-    # lr 2.5e-4 x 1024 / 256; 15 warm-up epochs capped at a tenth of the run (10 steps); at the run's end the
-    # cosine over T_max - warm-up = 115 steps is at 90 / 115, not at 0.
-    assert _lr_at(msn, 100) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 90 / 115)), rel=1e-5)
+# Each at the batch its source quotes, where its absolute min_lr / start_lr are exact; 20 epochs of 5 steps
+# (warm-ups capped at a tenth of the run: 10 steps). The references are the official schedulers, transcribed.
+VIT_SCHEDULES = {
+    "dino": (256, lambda: (official_cosine_scheduler(0.03, 1e-6, 100, 10), None)),
+    "ibot": (
+        256,
+        lambda: (official_cosine_scheduler(5e-4, 1e-6, 100, 10), official_cosine_scheduler(0.04, 0.4, 100, 0)),
+    ),
+    "dinov2": (
+        1024,
+        lambda: (official_cosine_scheduler(4e-3, 1e-6, 100, 10), official_cosine_scheduler(0.04, 0.4, 100, 0)),
+    ),
+    # I-JEPA and MSN step their schedulers before each update; MSN's span T_max = int(1.25 * epochs * ipe).
+    "ijepa": (
+        2048,
+        lambda: (
+            official_warmup_cosine_stepped(2e-4, 1e-3, 1e-6, 10, 100, 100),
+            ijepa_cosine_wd_schedule(0.04, 0.4, 100, 100),
+        ),
+    ),
+    "msn": (
+        1024,
+        lambda: (
+            official_warmup_cosine_stepped(2e-4, 1e-3, 1e-6, 10, 125, 100),
+            ijepa_cosine_wd_schedule(0.04, 0.4, 125, 100),
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(VIT_SCHEDULES))
+def test_dino_and_vit_recipes_follow_the_official_schedulers(name):
+    batch, reference = VIT_SCHEDULES[name]
+    want_lr, want_wd = reference()
+    optimizer = paper_optimizer(name, batch, steps_per_epoch=5, epochs=20)
+    steps = np.arange(100)
+    got = keras.ops.convert_to_numpy(_schedule(optimizer)(steps))
+    np.testing.assert_allclose(got, want_lr, rtol=2e-5, atol=1e-10)
+    if want_wd is not None:
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(optimizer.adam_weight_decay(steps)), want_wd, atol=1e-6)
+    # clip_grad 3.0: DINO's and iBOT's utils.clip_gradients clip each parameter; DINOv2 and MSN a norm over many.
+    clip = {"dino": (3.0, None), "ibot": (3.0, None), "dinov2": (None, 3.0), "msn": (None, 3.0), "ijepa": (None, None)}
+    assert (optimizer.clipnorm, optimizer.global_clipnorm) == clip[name]
+
+
+def test_the_other_recipes_keep_a_constant_decay():
     for name, recipe in RECIPES.items():  # the others' decay stays a constant, as their sources'
         config = paper_optimizer(name, 256, steps_per_epoch=5, epochs=20).get_config()
         assert isinstance(config["weight_decay"], float) == (recipe.weight_decay_end is None), name
