@@ -18,7 +18,7 @@ fresh process per backend trains keras_ssl with the same settings:
 - model: CIFAR ResNet-18 at `--width` (keras_ssl.backbones.resnet18; the
   reference's pads as Keras's "same"), with the method's heads at the sizes of
   keras_ssl's defaults, passed explicitly to both sides (`METHOD_OPTIONS`);
-- init: the reference draws the weights (`--init`: keras_ssl's initialisers,
+- init: the reference draws the weights (`--init`: Keras's conventions (keras_ssl's former defaults),
   PyTorch's module defaults, or torchvision's ResNet init) and hands the very
   same arrays to keras_ssl, whose targets are then set equal to the online
   networks; the Keras process checks its encoder's output against the
@@ -81,7 +81,7 @@ def parse(argv=None):
         "--init",
         choices=("keras", "torch", "torchvision"),
         default="keras",
-        help="initial weights, the same arrays on both sides: keras_ssl's initialisers, PyTorch's module defaults, "
+        help="initial weights, the same arrays on both sides: Keras's conventions, PyTorch's module defaults, "
         "or torchvision's ResNet (kaiming-normal fan-out convolutions)",
     )
     p.add_argument(

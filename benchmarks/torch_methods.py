@@ -121,7 +121,7 @@ def initialise(module, mode, dino_head=None):
       official codes get unless they override it (DINO's MLP: trunc normal 0.02).
     - "torchvision": convolutions kaiming-normal fan-out (torchvision's ResNet,
       which MoCo, SimSiam, Barlow Twins, VICReg, SwAV and DINO train), the rest as "torch".
-    - "keras": keras_ssl's initialisers: He-normal (truncated) convolutions,
+    - "keras": Keras's conventions (keras_ssl's former defaults): He-normal (truncated) convolutions,
       Glorot-uniform Dense and prototypes, zero biases, DINO head trunc normal 0.02.
     """
     if mode not in ("torch", "torchvision", "keras"):

@@ -1,4 +1,4 @@
-"""Weight initialisation conventions: Keras's, PyTorch's layer defaults and torchvision's ResNet.
+"""Weight initialisation conventions: Keras's, PyTorch's, torchvision's ResNet, SimCLR's and Haiku's (BYOL).
 
 Papers' code is PyTorch, whose conventions differ from Keras's, and short
 runs are sensitive to them (issue 34): PyTorch's `nn.Conv2d` and `nn.Linear`
@@ -10,11 +10,21 @@ class to load (`backbones.plain_keras` stays plain Keras).
 
 Presets of the `initializer=` option of the ResNets and the MLP heads:
 
-- `"keras"` (the default): He-normal (truncated, fan-in) convolutions,
-  Glorot-uniform Dense kernels, zero biases.
-- `"torch"`: PyTorch's layer defaults: `torch_default` kernels, `torch_bias` biases.
+- `"keras"`: He-normal (truncated, fan-in) convolutions, Glorot-uniform
+  Dense kernels, zero biases.
+- `"torch"`: PyTorch's layer defaults: `torch_default` kernels, `torch_bias`
+  biases (the heads of MoCo, SimSiam, Barlow Twins, VICReg, SwAV... and
+  solo-learn: the heads' default).
 - `"torchvision"`: torchvision's ResNet: `kaiming_normal_fan_out`
-  convolutions; Dense layers as `"torch"` (its `fc` keeps the default).
+  convolutions; Dense layers as `"torch"` (its `fc` keeps the default). The
+  ResNets' default: the official code of MoCo, SimSiam, Barlow Twins,
+  VICReg, SwAV and DINO trains torchvision's ResNet.
+- `"simclr"`: SimCLR's TensorFlow code: `VarianceScaling()` (truncated
+  normal, std `1/sqrt(fan_in)`) convolutions, `RandomNormal(0.01)` Dense
+  kernels, zero biases (SimCLR's heads' default).
+- `"haiku"`: Haiku's `Conv2D` and `Linear` defaults, BYOL's official code:
+  `TruncatedNormal(1/sqrt(fan_in))` (no variance correction), zero biases
+  (BYOL's heads' default).
 
 Any Keras initialiser (or its name or config) is accepted too; it sets the
 kernels, and biases stay zero.
@@ -24,7 +34,8 @@ import math
 
 import keras
 
-PRESETS = ("keras", "torch", "torchvision")
+PRESETS = ("keras", "torch", "torchvision", "simclr", "haiku")
+_TRUNCATED_STD = 0.87962566103423978  # the std of a unit normal cut at +-2, as Keras's VarianceScaling uses
 
 
 def torch_default(seed=None):
@@ -93,12 +104,41 @@ def kaiming_normal_fan_out(seed=None):
     return keras.initializers.VarianceScaling(2.0, mode="fan_out", distribution="untruncated_normal", seed=seed)
 
 
-# Per preset: a fresh kernel initialiser of a convolution and of a Dense layer. Keras's strings keep
-# the default's layers exactly as before (same classes, same seeds drawn in the same order).
+def haiku_default(seed=None):
+    """Haiku's `Linear` and `Conv2D` default: `TruncatedNormal(stddev=1/sqrt(fan_in))`, cut at 2 std.
+
+    Haiku scales the unit truncated normal by `1/sqrt(fan_in)` without the
+    variance correction, so its std is 0.8796 of that. Keras's
+    `VarianceScaling(s, "fan_in", "truncated_normal")` divides its std
+    `sqrt(s/fan_in)` by 0.8796 first; `s = 0.8796**2` gives Haiku's draw.
+
+    Args:
+        seed: as for Keras's initialisers.
+
+    Returns:
+        A `keras.initializers.VarianceScaling`.
+
+    Example:
+        >>> w = keras_ssl.initializers.haiku_default(seed=0)((256, 64))   # fan_in 256: cut at +-2/16
+        >>> bool(ops.max(ops.abs(w)) <= 0.125)
+        True
+    """
+    return keras.initializers.VarianceScaling(
+        _TRUNCATED_STD**2, mode="fan_in", distribution="truncated_normal", seed=seed
+    )
+
+
+# Per preset: a fresh kernel initialiser of a convolution and of a Dense layer. "keras" gives Keras's
+# strings, so its layers draw exactly as the former defaults did (same classes, same seeds in the same order).
 _KERNELS = {
     "keras": {"conv": lambda: "he_normal", "dense": lambda: "glorot_uniform"},
     "torch": {"conv": torch_default, "dense": torch_default},
     "torchvision": {"conv": kaiming_normal_fan_out, "dense": torch_default},
+    "simclr": {
+        "conv": lambda: keras.initializers.VarianceScaling(1.0, "fan_in", "truncated_normal"),
+        "dense": lambda: keras.initializers.RandomNormal(stddev=0.01),
+    },
+    "haiku": {"conv": haiku_default, "dense": haiku_default},
 }
 
 
@@ -117,7 +157,7 @@ def check(initializer):
         >>> keras_ssl.initializers.check("pytorch")
         Traceback (most recent call last):
         ...
-        ValueError: `initializer` must be one of ('keras', 'torch', 'torchvision'), a Keras initializer, its name or config; got 'pytorch'.
+        ValueError: `initializer` must be one of ('keras', 'torch', 'torchvision', 'simclr', 'haiku'), a Keras initializer, its name or config; got 'pytorch'.
     """
     if isinstance(initializer, str) and initializer in PRESETS:
         return initializer

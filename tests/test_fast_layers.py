@@ -164,13 +164,15 @@ def test_encoder_gradients_are_as_exact_as_keras_batch_norm():
         return _compare_with_keras_layers_in_float32()
     rng = np.random.default_rng(0)
     x, r = rng.uniform(0, 1, (32, 16, 16, 3)), rng.normal(size=(128, 32))
-    ours = backbones.resnet18((16, 16, 3), width=0.25)
+    # Keras's init, the draw this test has always used: some draws leave a BN channel almost constant,
+    # where float32 gradients err by 1e-3 in every implementation (Keras's layers included).
+    ours = backbones.resnet18((16, 16, 3), width=0.25, initializer="keras")
     plain = backbones.plain_keras(ours)  # same weights, Keras's layer
     assert not any(isinstance(l, (BatchNormalization, Conv2D)) for l in keras_ssl.keras_compat.sublayers(plain))
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy("float64")
     try:
-        exact = backbones.plain_keras(backbones.resnet18((16, 16, 3), width=0.25))
+        exact = backbones.plain_keras(backbones.resnet18((16, 16, 3), width=0.25, initializer="keras"))
         exact.set_weights([w.astype("float64") for w in ours.get_weights()])
         want = np.concatenate([g.ravel() for g in _encoder_gradients(exact, x, r)])
     finally:
@@ -199,7 +201,7 @@ def test_plain_keras_copy_loads_without_keras_ssl(tmp_path):
 def _compare_with_keras_layers_in_float32():
     rng = np.random.default_rng(0)
     x, r = rng.uniform(0, 1, (32, 16, 16, 3)).astype("float32"), rng.normal(size=(128, 32))
-    ours = backbones.resnet18((16, 16, 3), width=0.25)
+    ours = backbones.resnet18((16, 16, 3), width=0.25, initializer="keras")
     plain = backbones.plain_keras(ours)
     want = np.concatenate([g.ravel() for g in _encoder_gradients(plain, x, r)])
     got = np.concatenate([g.ravel() for g in _encoder_gradients(ours, x, r)])
@@ -258,7 +260,7 @@ def test_cpu_jit_gradients_are_as_exact_as_xla_defaults():
 
     rng = np.random.default_rng(0)
     x, r = rng.uniform(0, 1, (32, 16, 16, 3)), rng.normal(size=(128, 32))
-    model = backbones.resnet18((16, 16, 3), width=0.25)
+    model = backbones.resnet18((16, 16, 3), width=0.25, initializer="keras")
 
     def gradients(net, inputs, jit):
         return np.concatenate([np.asarray(g, np.float64).ravel() for g in _encoder_gradients(net, inputs, r, jit)])
@@ -267,7 +269,7 @@ def test_cpu_jit_gradients_are_as_exact_as_xla_defaults():
     with jax.enable_x64(True):
         keras.config.set_dtype_policy("float64")
         try:
-            exact = backbones.plain_keras(backbones.resnet18((16, 16, 3), width=0.25))
+            exact = backbones.plain_keras(backbones.resnet18((16, 16, 3), width=0.25, initializer="keras"))
             exact.set_weights([w.astype("float64") for w in model.get_weights()])
             want = gradients(exact, x, jax.jit)
         finally:

@@ -1,5 +1,6 @@
 """The `initializer=` option of the ResNets and MLP heads: PyTorch's and torchvision's distributions
-(checked against torch itself), today's default kept bit for bit, and the option saved and loaded."""
+(checked against torch itself), Haiku's and SimCLR's (against draws written from their code), each
+method's default its paper's, and the option saved and loaded."""
 
 import os
 
@@ -7,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+import keras_ssl
 from keras_ssl import backbones
 from keras_ssl.layers import ProjectionHead
 
@@ -71,31 +73,46 @@ def test_torch_head_draws_as_torch_linear_does():
         assert np.abs(keras.ops.convert_to_numpy(layer.bias)).max() <= 1 / np.sqrt(fan_in)
 
 
-def _construction_order(name):
-    # stem, then per block: branch convs 1, 2 (3), then the projection shortcut, as resnet.py builds them
-    if name == "stem_conv":
-        return (0, 0, 0)
-    stage, block, part = name.split("_")[:3]
-    return (int(stage[5:]), int(block[5:]), {"1": 1, "2": 2, "3": 3, "proj": 4}[part])
+def _haiku_linear(shape, rng):
+    """Haiku's `Linear` default, written from its code: `TruncatedNormal(stddev=1/sqrt(fan_in))`, i.e.
+    `stddev * truncated_normal(-2, 2)`, no variance correction (drawn here by rejection)."""
+    draws = rng.standard_normal(4 * int(np.prod(shape)))
+    return draws[np.abs(draws) < 2][: int(np.prod(shape))].reshape(shape) / np.sqrt(shape[0])
 
 
-def test_the_default_keeps_todays_weights():
-    # Before the option existed: Conv2D(kernel_initializer="he_normal") per conv and Keras's Dense
-    # default (glorot_uniform, zero bias), each drawing its seed from Python's `random` when built.
-    keras.utils.set_random_seed(7)
-    model = backbones.resnet18((16, 16, 3), width=0.25)
-    head = ProjectionHead(hidden_dim=64, output_dim=32, num_layers=3)
-    head.build((None, 16))
-    keras.utils.set_random_seed(7)
-    convs = sorted(
-        (l for l in model.layers if isinstance(l, keras.layers.Conv2D)), key=lambda l: _construction_order(l.name)
-    )
-    expected = [keras.initializers.HeNormal()(tuple(l.kernel.shape)) for l in convs]
-    dense = [l for l in head.blocks if isinstance(l, keras.layers.Dense)]
-    expected += [keras.initializers.GlorotUniform()(tuple(l.kernel.shape)) for l in dense]
-    for layer, want in zip(convs + dense, expected, strict=True):
-        np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.kernel), keras.ops.convert_to_numpy(want))
-    np.testing.assert_array_equal(keras.ops.convert_to_numpy(dense[-1].bias), 0.0)
+def _dense_kernels(head):
+    return [keras.ops.convert_to_numpy(l.kernel) for l in head.blocks if isinstance(l, keras.layers.Dense)]
+
+
+def test_the_defaults_are_the_papers_official_inits():
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    # ResNets: torchvision's kaiming_normal_(mode="fan_out", nonlinearity="relu"), the official codes' ResNet.
+    ours = _kernel(backbones.resnet18((16, 16, 3), width=0.5), "stage4_block1_1_conv")
+    reference = torch.empty(ours.shape[::-1])
+    torch.nn.init.kaiming_normal_(reference, mode="fan_out", nonlinearity="relu")
+    _same_distribution(ours, reference.numpy())
+    encoder = backbones.tiny_encoder((16, 16, 3), width=16)  # ours, no paper's: Keras's He-normal kept
+    assert encoder.get_layer("block1_conv").kernel_initializer.__class__.__name__ == "HeNormal"
+    # Heads: PyTorch's nn.Linear (MoCo v2, the layer's default), Haiku's Linear (BYOL), RandomNormal(0.01) (SimCLR).
+    moco = keras_ssl.MoCoV2(encoder, hidden_dim=512, projection_dim=256, queue_size=64, split_batch_norm=False)
+    for kernel in _dense_kernels(moco.projector):
+        _same_distribution(kernel, torch.nn.Linear(*kernel.shape).weight.detach().numpy())
+    bias = keras.ops.convert_to_numpy(moco.projector.blocks[-1].bias)
+    assert 0 < np.abs(bias).max() <= 1 / np.sqrt(512)  # U(+-1/sqrt(fan_in)), not Keras's zeros
+    byol = keras_ssl.BYOL(encoder, hidden_dim=512, projection_dim=256)
+    for kernel in _dense_kernels(byol.projector) + _dense_kernels(byol.predictor):
+        _same_distribution(kernel, _haiku_linear(kernel.shape, rng))
+    simclr = keras_ssl.SimCLR(encoder, hidden_dim=512, projection_dim=256)
+    for kernel in _dense_kernels(simclr.projector):
+        _same_distribution(kernel, rng.normal(0.0, 0.01, kernel.shape))
+    # The option: another initialisation, kept in the config.
+    other = keras_ssl.BYOL(encoder, hidden_dim=512, projection_dim=256, head_initializer="keras")
+    assert other.get_config()["head_initializer"] == "keras"
+    glorot = keras.initializers.GlorotUniform(0)((64, 512))
+    _same_distribution(_dense_kernels(other.projector)[0], keras.ops.convert_to_numpy(glorot))
+    with pytest.raises(ValueError, match="`initializer` must be one of"):
+        keras_ssl.SimSiam(encoder, head_initializer="pytorch")
 
 
 def test_the_option_round_trips_through_config_and_files(tmp_path):
@@ -123,3 +140,31 @@ def test_an_unknown_initializer_is_refused_by_name(bad):
         backbones.resnet18((16, 16, 3), width=0.125, initializer=bad)
     with pytest.raises(ValueError, match="`initializer` must be one of"):
         ProjectionHead(16, 8, initializer=bad)
+
+
+def _gammas(model):
+    return {l.name: keras.ops.convert_to_numpy(l.gamma) for l in model.layers if l.name.endswith("_bn")}
+
+
+def test_the_cli_builds_each_methods_official_resnet():
+    from keras_ssl.cli import build_parser
+    from keras_ssl.cli.building import _build_model
+
+    # The official codes, read there: SimSiam's builder.py and Barlow Twins', VICReg's and MoCo v3's
+    # main: resnet50(zero_init_residual=True); SimCLR's TF ResNet and Haiku's (BYOL): the last BN of each
+    # block starts at 0; MoCo v2, DINO and SwAV: torchvision's defaults.
+    official = {"simsiam": (True, "torchvision"), "simclr": (True, "simclr"), "byol": (True, "haiku")}
+    official |= {"moco": (False, "torchvision"), "dino": (False, "torchvision"), "barlow_twins": (True, "torchvision")}
+    for name, (zero, init) in official.items():
+        args = build_parser().parse_args(["pretrain", "--method", name, "--backbone", "resnet18", "--width", "0.125"])
+        method = keras_ssl.methods.METHODS[name]
+        encoder = _build_model(args, method, "resnet18", (16, 16, 3), None, 64).encoder
+        last = {f"stage{s}_block{b}_2_bn" for s in range(1, 5) for b in (1, 2)}
+        assert all((g == 0).all() == (zero and n in last) for n, g in _gammas(encoder).items()), name
+        conv = encoder.get_layer("stage2_block1_1_conv").kernel_initializer.get_config()
+        want = {
+            "torchvision": (2.0, "fan_out", "untruncated_normal"),
+            "simclr": (1.0, "fan_in", "truncated_normal"),
+            "haiku": (0.87962566103423978**2, "fan_in", "truncated_normal"),
+        }[init]
+        assert (conv["scale"], conv["mode"], conv["distribution"]) == pytest.approx(want), name

@@ -24,7 +24,7 @@ from keras_ssl.backbones.vit import ViT, vit, vit_base, vit_small, vit_tiny
 OWN = ("tiny", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small")
 
 
-def get(name, input_shape, width=1.0, weights=None, tokens=False):
+def get(name, input_shape, width=1.0, weights=None, tokens=False, resnet_init=("torchvision", False)):
     """An encoder by name, as the CLI's `--backbone` takes it.
 
     Args:
@@ -42,6 +42,8 @@ def get(name, input_shape, width=1.0, weights=None, tokens=False):
             `token_encoder` (iBOT, DINOv2, I-JEPA, MAE, MSN, SimMIM): a
             keras-hub preset becomes a `HubViT` at `input_shape`
             (`from_keras_hub(..., tokens=True)`); conv nets are refused.
+        resnet_init: `(initializer, zero_init_residual)` of the ResNets; the
+            CLI passes the method's `resnet_init`, its official code's.
 
     Returns:
         A `keras.Model` mapping [0, 1] images to `(B, D)` features.
@@ -63,7 +65,14 @@ def get(name, input_shape, width=1.0, weights=None, tokens=False):
         return tiny_encoder(input_shape=input_shape, width=max(8, int(round(32 * width))))
     if name in ("resnet18", "resnet34", "resnet50"):
         stem = "cifar" if size is None or size <= 64 else "imagenet"
-        return globals()[name](input_shape=input_shape, stem=stem, width=width)
+        initializer, zero_init_residual = resnet_init
+        return globals()[name](
+            input_shape=input_shape,
+            stem=stem,
+            width=width,
+            initializer=initializer,
+            zero_init_residual=zero_init_residual,
+        )
     if name in ("vit_tiny", "vit_small"):
         if size is None:
             raise ValueError(f"{name} needs a fixed image size, got input_shape={input_shape}.")

@@ -82,7 +82,7 @@ def resnet(
     width=1.0,
     name=None,
     data_format=None,
-    initializer="keras",
+    initializer="torchvision",
     zero_init_residual=False,
 ):
     """A ResNet encoder returning globally pooled features.
@@ -98,12 +98,15 @@ def resnet(
         data_format: layout the convolutions compute in (the images stay
             `(B, H, W, C)`): "channels_last", "channels_first", or None for
             the backend's fastest (`backend.conv_layout`).
-        initializer: the convolutions' kernel initialisation: "keras"
-            (He-normal, truncated, fan-in), "torch" (PyTorch's `nn.Conv2d`
-            default, `U(+-1/sqrt(fan_in))`, std 2.4x smaller), "torchvision"
-            (torchvision's ResNet: Kaiming-normal, fan-out), or a Keras
-            initialiser (see `keras_ssl.initializers`). BatchNorm starts at
-            gamma 1, beta 0 in every case.
+        initializer: the convolutions' kernel initialisation: "torchvision"
+            (torchvision's ResNet: Kaiming-normal, fan-out; the ResNet of
+            MoCo's, SimSiam's, Barlow Twins', VICReg's, SwAV's and DINO's
+            official code), "keras" (He-normal, truncated, fan-in), "torch"
+            (PyTorch's `nn.Conv2d` default, `U(+-1/sqrt(fan_in))`, std 2.4x
+            smaller), "simclr" (SimCLR's TensorFlow ResNet; with
+            `zero_init_residual=True`, as its code), "haiku" (BYOL's), or a
+            Keras initialiser (see `keras_ssl.initializers`). BatchNorm
+            starts at gamma 1, beta 0 in every case.
         zero_init_residual: gamma 0 in the last BatchNorm of each residual
             branch, so each block starts as the identity (torchvision's
             `zero_init_residual`, Goyal et al. 2017).
@@ -160,7 +163,7 @@ def resnet18(
     width=1.0,
     name=None,
     data_format=None,
-    initializer="keras",
+    initializer="torchvision",
     zero_init_residual=False,
 ):
     """ResNet-18 encoder; see `resnet`.
@@ -179,7 +182,7 @@ def resnet34(
     width=1.0,
     name=None,
     data_format=None,
-    initializer="keras",
+    initializer="torchvision",
     zero_init_residual=False,
 ):
     """ResNet-34 encoder; see `resnet`.
@@ -198,7 +201,7 @@ def resnet50(
     width=1.0,
     name=None,
     data_format=None,
-    initializer="keras",
+    initializer="torchvision",
     zero_init_residual=False,
 ):
     """ResNet-50 encoder (bottleneck blocks); see `resnet`.

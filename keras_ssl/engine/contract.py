@@ -38,6 +38,8 @@ class MethodContract:
     min_batch_size = 2
     #: the CLI's backbone when none is named (MAE needs a ViT)
     default_backbone = "tiny"
+    #: `(initializer, zero_init_residual)` of the official code's ResNet: the CLI builds its ResNets so
+    resnet_init = ("torchvision", False)
     #: the paper's views: a recipe from `keras_ssl.views.recipes`
     view_recipe = None
     #: `fit` takes integer labels as `y`, and `ssl_forward(views, labels, training)` gets them (SupCon)

@@ -36,10 +36,11 @@ class ProjectionHead(keras.layers.Layer):
             as the projectors of SimCLR, SimSiam, NNCLR and MoCo v3 use.
         output_bias: bias of the last Dense; defaults to
             `not output_batch_norm` (MoCo v3's predictor has none).
-        initializer: the Dense layers' initialisation: "keras" (Glorot-uniform
-            kernels, zero biases), "torch" or "torchvision" (PyTorch's
-            `nn.Linear` default: kernel and bias `U(+-1/sqrt(fan_in))`), or a
-            Keras initialiser for the kernels (`keras_ssl.initializers`).
+        initializer: the Dense layers' initialisation: "torch" (PyTorch's
+            `nn.Linear` default, kernel and bias `U(+-1/sqrt(fan_in))`: the
+            papers' PyTorch code), "keras" (Glorot-uniform kernels, zero
+            biases), "simclr", "haiku", or a Keras initialiser for the
+            kernels (`keras_ssl.initializers`).
 
     Example:
         >>> head = keras_ssl.layers.ProjectionHead(hidden_dim=16, output_dim=8)
@@ -57,7 +58,7 @@ class ProjectionHead(keras.layers.Layer):
         batch_norm=True,
         output_batch_norm=False,
         output_bias=None,
-        initializer="keras",
+        initializer="torch",
         **kwargs,
     ):
         super().__init__(**kwargs)

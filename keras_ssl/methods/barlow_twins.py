@@ -32,6 +32,8 @@ class BarlowTwins(SSLModel):
             its LARS learning rates; 1 with Adam).
         views: a `TwoViews`; defaults to `default_views` (SimCLR's
             augmentations, as the official code for CIFAR-size images).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -42,6 +44,8 @@ class BarlowTwins(SSLModel):
         >>> sorted(history.history)
         ['loss', 'off_diagonal', 'on_diagonal', 'z_std']
     """
+
+    resnet_init = ("torchvision", True)  # main.py: torchvision resnet50(zero_init_residual=True)
 
     # Batch standardisation of B samples leaves B - 2 degrees of freedom per
     # feature: at B = 2 every standardised value is +-1 and the gradient
@@ -55,7 +59,7 @@ class BarlowTwins(SSLModel):
     monitored_output = "z1"
     loss_terms = ("on_diagonal", "off_diagonal")
 
-    def __init__(self, encoder, *, projection_dim=None, lambd=5e-3, scale=1.0, **kwargs):
+    def __init__(self, encoder, *, projection_dim=None, lambd=5e-3, scale=1.0, head_initializer="torch", **kwargs):
         if projection_dim is not None and int(projection_dim) < 1:
             raise ValueError(f"`projection_dim` must be a positive integer, got {projection_dim}.")
         if not lambd >= 0:
@@ -65,7 +69,10 @@ class BarlowTwins(SSLModel):
         super().__init__(encoder, **kwargs)
         self.projection_dim = int(projection_dim or min(2048, 8 * self.feature_dim))
         self.lambd, self.scale = float(lambd), float(scale)
-        self.projector = ProjectionHead(self.projection_dim, self.projection_dim, num_layers=3)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(
+            self.projection_dim, self.projection_dim, num_layers=3, initializer=self.head_initializer
+        )
         self.projector.build((None, self.feature_dim))
 
     def ssl_forward(self, views, training):

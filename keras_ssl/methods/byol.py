@@ -28,6 +28,8 @@ class BYOL(SSLModel):
         momentum_end: EMA momentum at the last step (paper: 1.0).
         views: a `TwoViews`; defaults to `byol_views` (the paper's
             asymmetric blur and solarisation).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): Haiku's `Linear` default, BYOL's official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -39,17 +41,30 @@ class BYOL(SSLModel):
         (['loss', 'z_std'], 0.996, 1.0)
     """
 
+    resnet_init = ("haiku", True)  # Haiku's ResNet: its convs' default, last BN scale of each block at 0
+
     view_recipe = staticmethod(byol_views)
     momentum_pairs = (("encoder", "target_encoder"), ("projector", "target_projector"))
     gathered_outputs = ("z1", "z2", "p1", "p2", "t1", "t2")
     monitored_output = "z1"
 
-    def __init__(self, encoder, *, projection_dim=256, hidden_dim=None, momentum=0.996, momentum_end=1.0, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        *,
+        projection_dim=256,
+        hidden_dim=None,
+        momentum=0.996,
+        momentum_end=1.0,
+        head_initializer="haiku",
+        **kwargs,
+    ):
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(4096, 4 * self.feature_dim))
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
-        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
+        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
 

@@ -39,6 +39,8 @@ class MMCR(SSLModel):
             (official ImageNet: 0.99).
         momentum_end: momentum at the last step (cosine); defaults to `momentum`.
         views: a `ManyViews` of `num_views` views; defaults to `mmcr_views`.
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -68,6 +70,7 @@ class MMCR(SSLModel):
         lmbda=0.0,
         momentum=None,
         momentum_end=None,
+        head_initializer="torch",
         **kwargs,
     ):
         if int(num_views) < 2:
@@ -82,7 +85,10 @@ class MMCR(SSLModel):
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.projection_dim, self.hidden_dim, self.lmbda = int(projection_dim), int(hidden_dim), float(lmbda)
         # The official CIFAR projector: Linear-BN-ReLU-Linear, both bias-free.
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, output_bias=False)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(
+            self.hidden_dim, self.projection_dim, output_bias=False, initializer=self.head_initializer
+        )
         self.projector.build((None, self.feature_dim))
 
     def _project(self, views, encoder, projector, training):

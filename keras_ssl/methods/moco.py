@@ -22,6 +22,8 @@ class MoCo(SSLModel):
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
         version: 2 (default) or 3, when constructing `MoCo` itself.
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: the options of `MoCoV2` or `MoCoV3`.
 
     Example:
@@ -48,7 +50,17 @@ class MoCo(SSLModel):
     monitored_output = "z1"
 
     def __init__(
-        self, encoder, *, temperature, projection_dim, hidden_dim, split_batch_norm, num_splits, version=None, **kwargs
+        self,
+        encoder,
+        *,
+        temperature,
+        projection_dim,
+        hidden_dim,
+        split_batch_norm,
+        num_splits,
+        version=None,
+        head_initializer="torch",
+        **kwargs,
     ):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
@@ -59,6 +71,7 @@ class MoCo(SSLModel):
         self.split_batch_norm = bool(split_batch_norm)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or self.feature_dim)
+        self.head_initializer = head_initializer
 
     def check_batch_size(self, batch_size):
         super().check_batch_size(batch_size)

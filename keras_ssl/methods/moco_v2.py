@@ -36,7 +36,8 @@ class MoCoV2(MoCo):
         loss: `"info_nce"`, or `"dcl"` / `"dclw"`: the positive left out of
             the denominator (Yeh et al. 2022), DCLW weighting it by `sigma`.
         sigma: DCLW's von Mises-Fisher weighting scale, > 0 (paper: 0.5).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and `MoCo`'s
+            `head_initializer` (PyTorch's `nn.Linear` default, the official code's).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
@@ -84,7 +85,9 @@ class MoCoV2(MoCo):
         )
         self.queue_size, self.loss, self.sigma = int(queue_size), loss, float(sigma)
         # MoCo v2's MLP head has no BatchNorm
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
+        self.projector = ProjectionHead(
+            self.hidden_dim, self.projection_dim, batch_norm=False, initializer=self.head_initializer
+        )
         self.projector.build((None, self.feature_dim))
         self.queue = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
 

@@ -29,7 +29,8 @@ class MoCoV3(MoCo):
             non-affine BatchNorm, the 2-layer predictor not.
         split_batch_norm, num_splits: as `MoCoV2` (off: v3 has no shuffle-BN).
         views: a `TwoViews`; defaults to `byol_views` (as the paper).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and `MoCo`'s
+            `head_initializer` (PyTorch's `nn.Linear` default, the official code's).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
@@ -39,6 +40,8 @@ class MoCoV3(MoCo):
         >>> sorted(history.history), model.momentum, model.momentum_end
         (['loss', 'z_std'], 0.99, 1.0)
     """
+
+    resnet_init = ("torchvision", True)  # main_moco.py: resnet50(zero_init_residual=True)
 
     version = 3
     view_recipe = staticmethod(byol_views)
@@ -71,9 +74,15 @@ class MoCoV3(MoCo):
         )
         self.projector_layers = int(projector_layers or (3 if isinstance(self.encoder, ViT) else 2))
         self.projector = ProjectionHead(
-            self.hidden_dim, self.projection_dim, num_layers=self.projector_layers, output_batch_norm=True
+            self.hidden_dim,
+            self.projection_dim,
+            num_layers=self.projector_layers,
+            output_batch_norm=True,
+            initializer=self.head_initializer,
         )
-        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim, output_bias=False)
+        self.predictor = PredictionHead(
+            self.hidden_dim, self.projection_dim, output_bias=False, initializer=self.head_initializer
+        )
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
 

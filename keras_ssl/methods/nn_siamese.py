@@ -54,6 +54,7 @@ class NNBYOL(_NearestNeighbourTargets, BYOL):
         queue_size: support set size (>= the batch); 4096 suits CIFAR
             subsets (solo-learn: 65536).
         projection_dim, hidden_dim, momentum, momentum_end: as `BYOL`.
+        head_initializer: as `BYOL`'s; PyTorch's `nn.Linear` default (solo-learn's).
         **kwargs: `SSLModel` options (`views`, `image_size`, `seed`, ...).
 
     Example:
@@ -68,9 +69,19 @@ class NNBYOL(_NearestNeighbourTargets, BYOL):
 
     target_outputs = ("t1", "t2")
     gathered_outputs = (*BYOL.gathered_outputs, "nn1", "nn2")
+    resnet_init = ("torchvision", False)  # solo-learn's torchvision ResNet
 
     def __init__(
-        self, encoder, *, queue_size=4096, projection_dim=256, hidden_dim=None, momentum=0.996, momentum_end=1.0, **kw
+        self,
+        encoder,
+        *,
+        queue_size=4096,
+        projection_dim=256,
+        hidden_dim=None,
+        momentum=0.996,
+        momentum_end=1.0,
+        head_initializer="torch",
+        **kw,
     ):
         self._check_queue_size(queue_size)
         super().__init__(
@@ -79,6 +90,7 @@ class NNBYOL(_NearestNeighbourTargets, BYOL):
             hidden_dim=hidden_dim,
             momentum=momentum,
             momentum_end=momentum_end,
+            head_initializer=head_initializer,
             **kw,
         )
         self._make_support(queue_size)
@@ -104,7 +116,8 @@ class NNSiam(_NearestNeighbourTargets, SimSiam):
         projection_dim, prediction_dim, stop_gradient: as `SimSiam`.
         views: a `TwoViews`; defaults to `byol_views` (solo-learn's
             asymmetric augmentations).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and
+            SimSiam's `head_initializer`.
 
     Example:
         >>> from keras_ssl.methods.nn_siamese import NNSiam
@@ -118,6 +131,7 @@ class NNSiam(_NearestNeighbourTargets, SimSiam):
 
     view_recipe = staticmethod(byol_views)
     gathered_outputs = (*SimSiam.gathered_outputs, "nn1", "nn2")
+    resnet_init = ("torchvision", False)  # solo-learn's torchvision ResNet
 
     def __init__(self, encoder, *, queue_size=4096, projection_dim=None, prediction_dim=None, stop_gradient=True, **kw):
         self._check_queue_size(queue_size)

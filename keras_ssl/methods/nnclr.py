@@ -29,6 +29,8 @@ class NNCLR(SSLModel):
         hidden_dim: projector and predictor hidden width; defaults to
             `min(2048, 4 * D)` for an encoder of `D` features.
         views: a `TwoViews`; defaults to `byol_views` (as the paper).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, solo-learn's (no official code).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -46,7 +48,17 @@ class NNCLR(SSLModel):
     # The support-set lookup, shared with NNBYOL and NNSiam (`MemoryBank.nearest`).
     nearest_neighbour = staticmethod(nearest_neighbour)
 
-    def __init__(self, encoder, *, temperature=0.1, queue_size=4096, projection_dim=256, hidden_dim=None, **kwargs):
+    def __init__(
+        self,
+        encoder,
+        *,
+        temperature=0.1,
+        queue_size=4096,
+        projection_dim=256,
+        hidden_dim=None,
+        head_initializer="torch",
+        **kwargs,
+    ):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         if int(queue_size) < 2:
@@ -56,8 +68,15 @@ class NNCLR(SSLModel):
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
         # The paper: BatchNorm after every projector layer, the output included.
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, num_layers=3, output_batch_norm=True)
-        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(
+            self.hidden_dim,
+            self.projection_dim,
+            num_layers=3,
+            output_batch_norm=True,
+            initializer=self.head_initializer,
+        )
+        self.predictor = PredictionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
         self.support = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())

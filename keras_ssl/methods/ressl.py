@@ -48,6 +48,8 @@ class ReSSL(SSLModel):
             `TwoViews` (defaults to `ressl_views`) or, for multi-crop, a
             `ReSSLMultiCrop` (the encoder must then take both sizes: build it
             with input `(None, None, C)` and pass `input_shape=`).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -83,6 +85,7 @@ class ReSSL(SSLModel):
         hidden_dim=None,
         momentum=0.99,
         momentum_end=None,
+        head_initializer="torch",
         **kwargs,
     ):
         for name, value in (("student_temperature", student_temperature), ("teacher_temperature", teacher_temperature)):
@@ -97,7 +100,10 @@ class ReSSL(SSLModel):
         self.student_temperature, self.teacher_temperature = float(student_temperature), float(teacher_temperature)
         self.queue_size, self.projection_dim = int(queue_size), int(projection_dim)
         self.hidden_dim = int(hidden_dim or self.feature_dim)
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, batch_norm=False)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(
+            self.hidden_dim, self.projection_dim, batch_norm=False, initializer=self.head_initializer
+        )
         self.projector.build((None, self.feature_dim))
         self.queue = MemoryBank(self.queue_size, self.projection_dim, seed=self.next_seed())
 

@@ -36,6 +36,8 @@ class SimCLR(SSLModel):
         sigma: DCLW's von Mises-Fisher weighting scale, > 0 (paper: 0.5).
         views: a `TwoViews`; defaults to `default_views` (SimCLR's crop,
             flip, colour jitter and grayscale; no blur at CIFAR size).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): `RandomNormal(0.01)`, SimCLR's official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -49,6 +51,8 @@ class SimCLR(SSLModel):
         >>> keras_ssl.SimCLR(encoder, loss="dclw", temperature=0.1).loss   # Decoupled Contrastive Learning
         'dclw'
     """
+
+    resnet_init = ("simclr", True)  # the TF ResNet: VarianceScaling() convs, last BN of each block at 0
 
     view_recipe = staticmethod(simclr_views)
     gathered_outputs = ("z1", "z2")
@@ -64,6 +68,7 @@ class SimCLR(SSLModel):
         hidden_dim=None,
         loss="nt_xent",
         sigma=0.5,
+        head_initializer="simclr",
         **kwargs,
     ):
         if loss not in LOSSES:
@@ -80,14 +85,31 @@ class SimCLR(SSLModel):
         self.loss, self.sigma = loss, float(sigma)
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim or self.feature_dim
-        self.projector = self.make_projector(self.hidden_dim, projection_dim, version)
+        self.head_initializer = head_initializer
+        self.projector = self.make_projector(
+            self.hidden_dim, projection_dim, version, initializer=self.head_initializer
+        )
         self.projector.build((None, self.feature_dim))
 
     @staticmethod
-    def make_projector(hidden_dim, output_dim, version=2, output_batch_norm=True, name=None):
+    def make_projector(hidden_dim, output_dim, version=2, output_batch_norm=True, name=None, initializer="torch"):
         """SimCLR's projector: 2 (v1) or 3 (v2) bias-free layers with BatchNorm (SLIP reuses it).
 
         The official code's last layer has no bias and, by default, a BatchNorm.
+
+        Args:
+            hidden_dim: width of the hidden layers.
+            output_dim: output width.
+            version: 1 (2 layers) or 2 (3 layers).
+            output_batch_norm: BatchNorm on the output.
+            name: the layer's name.
+            initializer: the Dense layers' initialisation (`ProjectionHead`'s);
+                SimCLR passes its `head_initializer`, "simclr".
+
+        Example:
+            >>> head = keras_ssl.SimCLR.make_projector(16, 8, version=1, initializer="simclr")
+            >>> tuple(head(ops.ones((4, 32)), training=True).shape)
+            (4, 8)
         """
         return ProjectionHead(
             hidden_dim=hidden_dim,
@@ -95,6 +117,7 @@ class SimCLR(SSLModel):
             num_layers=2 if version == 1 else 3,
             output_batch_norm=output_batch_norm,
             name=name,
+            initializer=initializer,
         )
 
     def ssl_forward(self, views, training):

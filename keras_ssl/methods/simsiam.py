@@ -34,6 +34,8 @@ class SimSiam(SSLModel):
             representation (the paper's Fig. 2); keep the default `True`.
         views: a `TwoViews`; defaults to `default_views` (SimCLR's
             augmentations with crop scale (0.2, 1), as the paper).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -47,6 +49,8 @@ class SimSiam(SSLModel):
         ['loss', 'z_std']
     """
 
+    resnet_init = ("torchvision", True)  # builder.py: base_encoder(zero_init_residual=True)
+
     view_recipe = staticmethod(mocov2_views)
     gathered_outputs = ("z1", "z2", "p1", "p2")
     monitored_output = "z1"
@@ -58,6 +62,7 @@ class SimSiam(SSLModel):
         projection_dim=None,
         prediction_dim=None,
         stop_gradient=True,
+        head_initializer="torch",
         **kwargs,
     ):
         for name, value in (("projection_dim", projection_dim), ("prediction_dim", prediction_dim)):
@@ -69,8 +74,15 @@ class SimSiam(SSLModel):
         self.projection_dim = int(projection_dim or min(2048, 4 * self.feature_dim))
         self.prediction_dim = int(prediction_dim or max(1, self.projection_dim // 4))
         self.stop_gradient = stop_gradient
-        self.projector = ProjectionHead(self.projection_dim, self.projection_dim, num_layers=3, output_batch_norm=True)
-        self.predictor = PredictionHead(self.prediction_dim, self.projection_dim)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(
+            self.projection_dim,
+            self.projection_dim,
+            num_layers=3,
+            output_batch_norm=True,
+            initializer=self.head_initializer,
+        )
+        self.predictor = PredictionHead(self.prediction_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
 

@@ -32,6 +32,8 @@ class SupCon(SSLModel):
         views: a `TwoViews`; defaults to `supcon_views`, the official
             code's: SimCLR's augmentations with crop scale (0.2, 1), colour
             strength 0.5 and no blur (the paper also tried AutoAugment).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -54,7 +56,9 @@ class SupCon(SSLModel):
     gathered_outputs = ("z1", "z2", "labels")
     monitored_output = "z1"
 
-    def __init__(self, encoder, *, temperature=0.1, projection_dim=128, hidden_dim=None, **kwargs):
+    def __init__(
+        self, encoder, *, temperature=0.1, projection_dim=128, hidden_dim=None, head_initializer="torch", **kwargs
+    ):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         super().__init__(encoder, **kwargs)
@@ -62,7 +66,10 @@ class SupCon(SSLModel):
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim or self.feature_dim
         # The official code's head: Linear, ReLU, Linear (its output L2-normalised in the loss).
-        self.projector = ProjectionHead(self.hidden_dim, projection_dim, batch_norm=False)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(
+            self.hidden_dim, projection_dim, batch_norm=False, initializer=self.head_initializer
+        )
         self.projector.build((None, self.feature_dim))
 
     def ssl_forward(self, views, labels, training):

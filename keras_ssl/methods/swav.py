@@ -42,6 +42,8 @@ class SwAV(SSLModel):
         views: a `MultiCrop` (2 global crops first); defaults to
             `multi_crop_views`: 2 global crops and 4 local ones of half the
             side, SwAV's scales (paper: 6 local crops of 96 px for 224 px).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
 
     Example:
@@ -75,6 +77,7 @@ class SwAV(SSLModel):
         sinkhorn_iterations=3,
         freeze_prototypes_steps=200,
         queue_size=0,
+        head_initializer="torch",
         **kwargs,
     ):
         for name, value in (("temperature", temperature), ("epsilon", epsilon)):
@@ -94,7 +97,8 @@ class SwAV(SSLModel):
         self.temperature, self.epsilon = float(temperature), float(epsilon)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.freeze_prototypes_steps, self.queue_size = int(freeze_prototypes_steps), int(queue_size)
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         self.prototypes = Prototypes(self.num_prototypes, self.freeze_prototypes_steps)
         self.prototypes.build((None, self.projection_dim))

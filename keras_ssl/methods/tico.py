@@ -36,6 +36,8 @@ class TiCo(SSLModel):
             `momentum_end` (1.0).
         views: a `TwoViews`; defaults to `byol_views` (BYOL's asymmetric
             augmentations, as the paper).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, lightly's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -64,6 +66,7 @@ class TiCo(SSLModel):
         rho=8.0,
         momentum=0.99,
         momentum_end=1.0,
+        head_initializer="torch",
         **kwargs,
     ):
         if not 0.0 <= beta < 1.0:
@@ -76,7 +79,8 @@ class TiCo(SSLModel):
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(4096, 4 * self.feature_dim))
         self.beta, self.rho = float(beta), float(rho)
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         dim = self.projection_dim
         self.covariance = self.add_weight(name="covariance", shape=(dim, dim), initializer="zeros", trainable=False)

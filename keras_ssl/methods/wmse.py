@@ -37,6 +37,8 @@ class WMSE(SSLModel):
         eps: covariance shrinkage toward the identity (paper: 0).
         views: a `ManyViews` of `num_views` views; defaults to `wmse_views`
             (the official augmentations).
+        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
+            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
     Example:
@@ -55,7 +57,17 @@ class WMSE(SSLModel):
     monitored_output = "z1"
 
     def __init__(
-        self, encoder, *, num_views=2, projection_dim=64, hidden_dim=1024, w_size=128, w_iter=1, eps=0.0, **kwargs
+        self,
+        encoder,
+        *,
+        num_views=2,
+        projection_dim=64,
+        hidden_dim=1024,
+        w_size=128,
+        w_iter=1,
+        eps=0.0,
+        head_initializer="torch",
+        **kwargs,
     ):
         if int(num_views) < 2:
             raise ValueError(f"`num_views` must be >= 2, got {num_views}.")
@@ -72,7 +84,8 @@ class WMSE(SSLModel):
         super().__init__(encoder, **kwargs)
         self.projection_dim, self.hidden_dim = int(projection_dim), int(hidden_dim)
         self.w_size, self.w_iter, self.eps = int(w_size), int(w_iter), float(eps)
-        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim)
+        self.head_initializer = head_initializer
+        self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         self.shuffle_seed = keras.random.SeedGenerator(self.next_seed())
 
