@@ -14,6 +14,11 @@ import keras
 from keras import ops
 
 
+def _check_integer(label, value, least):
+    if int(value) != value or value < least:
+        raise ValueError(f"`{label}` must be an integer >= {least}, got {value!r}.")
+
+
 def _cosine(start, end, progress):
     """`start` at progress 0, `end` at progress 1, along half a cosine."""
     return end + 0.5 * (start - end) * (1 + ops.cos(math.pi * progress))
@@ -60,8 +65,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             raise ValueError(
                 f"Need total_steps > 0 and 0 <= warmup_steps <= total_steps, got {total_steps}, {warmup_steps}."
             )
-        if int(step_offset) != step_offset or step_offset < 0:
-            raise ValueError(f"`step_offset` must be an integer >= 0, got {step_offset!r}.")
+        _check_integer("step_offset", step_offset, 0)
         self.peak, self.final, self.initial = float(peak), float(final), float(initial)
         self.total_steps, self.warmup_steps = int(total_steps), int(warmup_steps)
         self.step_offset, self.linspace_warmup = int(step_offset), bool(linspace_warmup)
@@ -69,7 +73,7 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
     def __call__(self, step):
         step = ops.cast(step, "float32") + self.step_offset
         ramp = max(self.warmup_steps - 1 if self.linspace_warmup else self.warmup_steps, 1)
-        warm = self.initial + (self.peak - self.initial) * ops.minimum(step / ramp, 1.0)
+        warm = self.initial + (self.peak - self.initial) * step / ramp
         progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
         return ops.where(step < self.warmup_steps, warm, _cosine(self.peak, self.final, progress))
 
@@ -116,9 +120,8 @@ class CosineWeightDecay:
     def __init__(self, start, end, total_steps, step_offset=0):
         if not (start >= 0 and end >= 0):
             raise ValueError(f"Weight decays must be >= 0, got start={start!r}, end={end!r}.")
-        for label, value, least in (("total_steps", total_steps, 1), ("step_offset", step_offset, 0)):
-            if int(value) != value or value < least:
-                raise ValueError(f"`{label}` must be an integer >= {least}, got {value!r}.")
+        _check_integer("total_steps", total_steps, 1)
+        _check_integer("step_offset", step_offset, 0)
         self.start, self.end = float(start), float(end)
         self.total_steps, self.step_offset = int(total_steps), int(step_offset)
 
