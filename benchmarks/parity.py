@@ -2,6 +2,8 @@
 
     # the issue's budget (long: see the time estimates in docs/benchmarks.md)
     python benchmarks/parity.py --methods byol,dino --backends jax,tensorflow,torch --seeds 0,1
+    # DINO with its own recipe on both sides (warm-up, cosine, decay 1e-4, clipping)
+    python benchmarks/parity.py --methods dino --recipe paper --backends tensorflow --seeds 0
     # a tiny check (a minute or two per run on 2 CPU cores)
     python benchmarks/parity.py --methods simclr --images 1024 --epochs 1 --width 0.125 \
         --batch-size 128 --test-images 1000 --seeds 0
@@ -28,6 +30,9 @@ fresh process per backend trains keras_ssl with the same settings:
   Keras side `keras_ssl.optimizers.SGD`, PyTorch's SGD), `keras` (decoupled
   `w -= lr * wd * w`, `keras.optimizers.SGD`'s, reproduced on the torch side)
   or `none`; `--optimizer adam`: PyTorch's Adam (`paper`) or AdamW (`keras`) on both;
+  `--recipe paper` instead gives each side the method's own recipe: the reference
+  the official code's (`OFFICIAL_RECIPES`, so far DINO's SGD with its warm-up,
+  cosine, decay and clipping), keras_ssl `keras_ssl.recipes.paper_optimizer`;
 - views: each method's paper augmentations, per image, on both sides (the
   reference's are torch tensor ops, torchvision's sampling; see torch_methods).
 
@@ -78,6 +83,15 @@ def parse(argv=None):
     )
     p.add_argument("--exclude-norm-bias", action="store_true", help="no decay on biases and norm parameters")
     p.add_argument(
+        "--recipe",
+        choices=("shared", "paper"),
+        default="shared",
+        help="shared: the settings above on both sides; paper: the method's official optimizer and schedule "
+        f"(methods {', '.join(sorted(OFFICIAL_RECIPES))}; --optimizer, --lr, --weight-decay, --decay and "
+        "--exclude-norm-bias are then unused): the reference takes them from the official code (OFFICIAL_RECIPES), "
+        "keras_ssl from keras_ssl.recipes.paper_optimizer (the CLI's --recipe paper)",
+    )
+    p.add_argument(
         "--init",
         choices=("keras", "torch", "torchvision"),
         default="keras",
@@ -95,6 +109,34 @@ def parse(argv=None):
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
     p.add_argument("--run", default=None, help="one run: torch:METHOD:SEED or keras:BACKEND:METHOD:SEED")
     return p.parse_args(argv)
+
+
+# Each method's official optimizer, written from its source, not from keras_ssl.recipes (whose numbers
+# the runs check). The warm-up is capped at a tenth of the run, as the CLI caps it for short runs.
+OFFICIAL_RECIPES = {
+    # facebookresearch/dino README's ResNet-50 command (--optimizer sgd --lr 0.03 --weight_decay 1e-4
+    # --weight_decay_end 1e-4) and main_dino.py's defaults: lr * batch / 256, 10 warm-up epochs,
+    # min_lr 1e-6, clip_grad 3.0 (per parameter), biases and 1-d parameters undecayed, SGD momentum 0.9.
+    "dino": dict(lr=0.03, weight_decay=1e-4, warmup_epochs=10, min_lr=1e-6, clip_grad=3.0),
+}
+
+
+def dino_cosine_scheduler(base_value, final_value, total_iters, warmup_iters=0, start_warmup_value=0.0):
+    """DINO's utils.cosine_scheduler (np.linspace warm-up, then a cosine to `final_value`), per iteration."""
+    warmup = np.linspace(start_warmup_value, base_value, warmup_iters) if warmup_iters > 0 else np.array([])
+    iters = np.arange(total_iters - warmup_iters)
+    cosine = final_value + 0.5 * (base_value - final_value) * (1 + np.cos(np.pi * iters / len(iters)))
+    return np.concatenate((warmup, cosine))
+
+
+def official_recipe(args, name, steps_per_epoch):
+    """The reference's optimizer settings for `--recipe paper`: (lr per step, weight decay, clip or None)."""
+    if name not in OFFICIAL_RECIPES:
+        raise SystemExit(f"--recipe paper: no official recipe for {name!r} here; methods {sorted(OFFICIAL_RECIPES)}")
+    r, total = OFFICIAL_RECIPES[name], steps_per_epoch * args.epochs
+    peak = r["lr"] * args.batch_size / 256
+    warmup = min(r["warmup_epochs"] * steps_per_epoch, total // 10)
+    return dino_cosine_scheduler(peak, r["min_lr"], total, warmup), r["weight_decay"], r["clip_grad"]
 
 
 def method_options(name, dim):
@@ -225,7 +267,12 @@ def run_torch(args, name, seed):
     groups[1] = {k: v for k, v in groups[1].items() if v is not None}
     groups = [g for g in groups if g["params"]]
     coupled = decay if args.decay == "paper" else 0.0
-    if args.optimizer == "sgd":
+    lr_at, clip = None, None
+    if args.recipe == "paper":  # DINO's get_params_groups: no decay on biases and 1-d parameters
+        lr_at, decay, clip = official_recipe(args, name, steps_per_epoch)
+        groups = [{"params": matrices}, {"params": vectors, "weight_decay": 0.0}]
+        opt = torch.optim.SGD(groups, lr=float(lr_at[0]), momentum=0.9, weight_decay=decay)
+    elif args.optimizer == "sgd":
         opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, weight_decay=coupled)
     else:
         opt = torch.optim.Adam(groups, lr=args.lr, weight_decay=coupled)
@@ -237,13 +284,22 @@ def run_torch(args, name, seed):
             t0, c0 = time.perf_counter(), time.process_time()
             batch = to_tensor(x[order[i * args.batch_size : (i + 1) * args.batch_size]])
             method.before_step(step)
+            if lr_at is not None:
+                for group in opt.param_groups:
+                    group["lr"] = float(lr_at[step])
             with torch.no_grad():
                 views = method.views(batch, gen)
             loss = method.loss(views, step)
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            if clip is not None:  # DINO's utils.clip_gradients: each parameter's gradient norm to `clip`
+                for p in params:
+                    if p.grad is not None:
+                        coef = clip / (p.grad.norm(2) + 1e-6)
+                        if coef < 1:
+                            p.grad.mul_(coef)
             method.drop_frozen_grads(step)
-            if args.decay == "keras" and decay:
+            if args.recipe == "shared" and args.decay == "keras" and decay:
                 with torch.no_grad():  # Keras's decoupled decay, before the update, on every variable
                     for p in params:
                         if not (args.exclude_norm_bias and p.ndim <= 1):
@@ -346,7 +402,8 @@ def load_init(model, path):
             w.assign(a)
     for online, target in model.momentum_pairs:
         for o, t in zip(getattr(model, online).weights, getattr(model, target).weights):
-            t.assign(o)
+            # A copy: under JAX `t.assign(o)` shares o's buffer, which the compiled step then donates twice.
+            t.assign(keras.ops.convert_to_numpy(o))
     h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
     return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
 
@@ -382,7 +439,11 @@ def run_keras(args, backend, name, seed):
     if multicrop:
         options["input_shape"] = (32, 32, 3)
     model = classes[name](encoder, seed=seed, **options)
-    optimizer = keras_optimizer(args)
+    if args.recipe == "paper":
+        official_recipe(args, name, steps_per_epoch)  # the same methods as the reference
+        optimizer = keras_ssl.recipes.paper_optimizer(name, args.batch_size, steps_per_epoch, args.epochs)
+    else:
+        optimizer = keras_optimizer(args)
     model.compile(optimizer=optimizer)
     model.build()
     init_check = load_init(model, init_path(args, name, seed))
@@ -508,15 +569,22 @@ def main():
     }
     if unknown:
         raise SystemExit(f"unknown methods {sorted(unknown)}")
+    if args.recipe == "paper" and set(args.methods.split(",")) - set(OFFICIAL_RECIPES):
+        raise SystemExit(f"--recipe paper has official recipes for {sorted(OFFICIAL_RECIPES)} only, got {args.methods}")
     if args.images < args.batch_size:
         raise SystemExit(f"--images {args.images} is less than one batch of {args.batch_size}")
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="parity_")
     load_cifar(args)
+    optimizer = (
+        f"{args.optimizer} lr {args.lr} momentum 0.9, weight decay {args.weight_decay} ({args.decay} semantics"
+        f"{', not on biases/norms' if args.exclude_norm_bias else ''})"
+    )
+    if args.recipe == "paper":
+        optimizer = "each method's official optimizer and schedule (OFFICIAL_RECIPES; keras_ssl's paper_optimizer)"
     print(
         f"CIFAR-10 {args.images} images x {args.epochs} epochs, batch {args.batch_size} "
-        f"({args.images // args.batch_size * args.epochs} steps), ResNet-18 x{args.width}, {args.optimizer} lr {args.lr} "
-        f"momentum 0.9, weight decay {args.weight_decay} ({args.decay} semantics"
-        f"{', not on biases/norms' if args.exclude_norm_bias else ''}), init {args.init} (the same arrays on both sides), "
+        f"({args.images // args.batch_size * args.epochs} steps), ResNet-18 x{args.width}, {optimizer}, "
+        f"init {args.init} (the same arrays on both sides), "
         f"reference BN {args.torch_bn}; kNN k=200 T=0.1 on {args.test_images} test images",
         flush=True,
     )

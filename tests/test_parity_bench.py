@@ -172,3 +172,26 @@ def test_moco_v2_loss_reads_the_queue_then_enqueues_the_keys():
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-9)
     # 8 keys through a queue of 5: the last 5 keys, written cyclically from row 0.
     np.testing.assert_allclose(method.queue.numpy(), np.concatenate([k[5:], k[3:5]]), rtol=1e-12)
+
+
+def test_paper_recipe_sides_follow_one_schedule():
+    """`--recipe paper`: the reference's official DINO optimizer equals keras_ssl's at every step of the issue's run."""
+    import keras_ssl
+
+    args = parity.parse(["--recipe", "paper", "--epochs", "20", "--batch-size", "256"])
+    steps_per_epoch = 10000 // 256
+    lr_at, decay, clip = parity.official_recipe(args, "dino", steps_per_epoch)
+    # DINO's cosine_scheduler by hand: 78 warm-up steps (a tenth of 780) along linspace(0, 0.03), then 702 of cosine.
+    assert len(lr_at) == 780 and lr_at[0] == 0.0 and lr_at[77] == pytest.approx(0.03)
+    last = 1e-6 + (0.03 - 1e-6) * 0.5 * (1 + np.cos(np.pi * 701 / 702))
+    assert lr_at[78] == pytest.approx(0.03) and lr_at[-1] == pytest.approx(last)
+    optimizer = keras_ssl.recipes.paper_optimizer("dino", 256, steps_per_epoch, 20)
+    ours = []
+    for step in range(780):
+        optimizer.iterations.assign(step)
+        ours.append(float(keras.ops.convert_to_numpy(optimizer.learning_rate)))
+    np.testing.assert_allclose(ours, lr_at, rtol=1e-5, atol=1e-9)
+    assert optimizer.coupled_weight_decay == decay and optimizer.momentum == 0.9
+    assert optimizer.clipnorm == clip and optimizer.exclude_bias_and_norm
+    with pytest.raises(SystemExit, match="no official recipe for 'byol'"):
+        parity.official_recipe(args, "byol", steps_per_epoch)
