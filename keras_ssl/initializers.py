@@ -142,11 +142,12 @@ _KERNELS = {
 }
 
 
-def check(initializer):
+def check(initializer, name="initializer"):
     """`initializer` if it is a preset, a Keras initialiser, its name or config; else a clear error.
 
     Args:
         initializer: the `initializer=` option.
+        name: the option's name in the error (`head_initializer` for a method's).
 
     Returns:
         `initializer` unchanged.
@@ -167,7 +168,7 @@ def check(initializer):
     except (ValueError, TypeError):
         pass
     raise ValueError(
-        f"`initializer` must be one of {PRESETS}, a Keras initializer, its name or config; got {initializer!r}."
+        f"`{name}` must be one of {PRESETS}, a Keras initializer, its name or config; got {initializer!r}."
     )
 
 

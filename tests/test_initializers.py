@@ -111,8 +111,58 @@ def test_the_defaults_are_the_papers_official_inits():
     assert other.get_config()["head_initializer"] == "keras"
     glorot = keras.initializers.GlorotUniform(0)((64, 512))
     _same_distribution(_dense_kernels(other.projector)[0], keras.ops.convert_to_numpy(glorot))
-    with pytest.raises(ValueError, match="`initializer` must be one of"):
+    with pytest.raises(ValueError, match="`head_initializer` must be one of"):
         keras_ssl.SimSiam(encoder, head_initializer="pytorch")
+
+
+# Each method's heads' Dense init, declared once (`default_head_initializer`); methods absent have fixed heads.
+HEAD_INITIALIZERS = {
+    **dict.fromkeys(
+        ["BarlowTwins", "DeepClusterV2", "FastSiam", "MMCR", "MoCo", "MoCoV2", "MoCoV3", "NNBYOL", "NNCLR"],
+        "torch",
+    ),
+    **dict.fromkeys(["NNSiam", "ReSSL", "SimSiam", "SupCon", "SwAV", "TiCo", "VIbCReg", "VICReg", "WMSE"], "torch"),
+    "BYOL": "haiku",
+    "SimCLR": "simclr",
+}
+
+
+def _head_initializers(model):
+    heads = [l for l in keras_ssl.keras_compat.sublayers(model) if isinstance(l, ProjectionHead)]
+    assert heads, type(model).__name__
+    return {head.get_config()["initializer"] for head in heads}
+
+
+def test_each_method_declares_its_heads_init_and_draws_them_with_it():
+    exported = [getattr(keras_ssl, name) for name in keras_ssl.__all__]
+    methods = [m for m in exported if isinstance(m, type) and issubclass(m, keras_ssl.SSLModel)]
+    assert {keras_ssl.DINO, keras_ssl.CLIP, keras_ssl.SimCLR} <= set(methods)
+    declared = {m.__name__: m.default_head_initializer for m in methods if m.default_head_initializer is not None}
+    assert declared == HEAD_INITIALIZERS
+    encoder = backbones.tiny_encoder((16, 16, 3), width=8)
+    models = [
+        keras_ssl.BYOL(encoder, hidden_dim=16, projection_dim=8),
+        keras_ssl.SimCLR(encoder, hidden_dim=16, projection_dim=8),
+        keras_ssl.NNBYOL(encoder, queue_size=64, hidden_dim=16, projection_dim=8),  # not BYOL's: solo-learn's
+        keras_ssl.MoCo(encoder, version=3, hidden_dim=16, projection_dim=8),  # MoCo's factory: MoCoV3's
+        keras_ssl.FastSiam(encoder, projection_dim=16),
+    ]
+    for model in models:
+        expected = HEAD_INITIALIZERS[type(model).__name__]
+        assert model.head_initializer == model.get_config()["head_initializer"] == expected
+        assert _head_initializers(model) == {expected}, type(model).__name__
+    chosen = keras_ssl.MoCo(encoder, version=2, queue_size=64, projection_dim=8, head_initializer="keras")
+    assert type(chosen) is keras_ssl.MoCoV2 and _head_initializers(chosen) == {"keras"}
+    assert type(chosen).from_config(chosen.get_config()).head_initializer == "keras"
+
+
+def test_a_method_whose_heads_have_a_fixed_init_refuses_head_initializer():
+    vit = backbones.vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2)
+    with pytest.raises(TypeError, match="DINO's heads have a fixed initialisation.*takes no `head_initializer`"):
+        keras_ssl.DINO(vit, head_initializer="torch")
+    dino = keras_ssl.DINO(vit)
+    assert dino.head_initializer is None and dino.get_config()["head_initializer"] is None
+    assert keras_ssl.DINO.from_config(dino.get_config()).head_initializer is None
 
 
 def test_the_option_round_trips_through_config_and_files(tmp_path):

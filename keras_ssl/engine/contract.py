@@ -6,6 +6,7 @@ import inspect
 
 import keras
 
+from keras_ssl import initializers
 from keras_ssl.backbones.vit import ViT
 
 # Constructor arguments stored under another attribute name.
@@ -40,6 +41,10 @@ class MethodContract:
     default_backbone = "tiny"
     #: `(initializer, zero_init_residual)` of the official code's ResNet: the CLI builds its ResNets so
     resnet_init = ("torchvision", False)
+    #: the official code's Dense initialisation of the method's MLP heads (a `keras_ssl.initializers`
+    #: preset such as "torch", "haiku", "simclr"), the default of `SSLModel`'s `head_initializer`;
+    #: None: the heads have a fixed init and the method takes no `head_initializer`
+    default_head_initializer = None
     #: the paper's views: a recipe from `keras_ssl.views.recipes`
     view_recipe = None
     #: `fit` takes integer labels as `y`, and `ssl_forward(views, labels, training)` gets them (SupCon)
@@ -148,6 +153,27 @@ class MethodContract:
             for key, value in config.items()
         }
         return cls(**config)
+
+    def _init_head_initializer(self, head_initializer):
+        """Sets `self.head_initializer`: the given one, checked, else the declared default."""
+        default = type(self).default_head_initializer
+        if default is None and head_initializer is not None:
+            raise TypeError(
+                f"{type(self).__name__}'s heads have a fixed initialisation (its paper's): "
+                "it takes no `head_initializer`."
+            )
+        value = default if head_initializer is None else head_initializer
+        self.head_initializer = None if value is None else initializers.check(value, name="head_initializer")
+
+    def _init_trackers(self):
+        """A `Mean` per declared loss term, and `z_std`'s when an output is monitored."""
+        self._term_trackers = {}
+        for name in self.loss_terms:
+            tracker = keras.metrics.Mean(name=name)
+            setattr(self, f"_term_{name}", tracker)  # tracked by Keras
+            self._term_trackers[name] = tracker
+        if self.monitored_output is not None:
+            self.z_std_tracker = keras.metrics.Mean(name="z_std")
 
     def _check_hyperparameters(self):
         missing = [name for name in self.hyperparameters() if not hasattr(self, _CONFIG_ATTRIBUTES.get(name, name))]

@@ -65,6 +65,8 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         momentum: EMA momentum of the targets at step 0, in [0, 1] (methods
             with `momentum_pairs` only).
         momentum_end: EMA momentum at the last step (cosine schedule).
+        head_initializer: Dense initialisation of the MLP heads (`keras_ssl.initializers`); defaults to the
+            method's `default_head_initializer`, its official code's (methods with fixed heads take none).
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -96,6 +98,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         seed=None,
         momentum=None,
         momentum_end=None,
+        head_initializer=None,
         **kwargs,
     ):
         # The engine's own arithmetic (momentum updates, queues, centres,
@@ -104,6 +107,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         # and heads keep the global policy and compute in the half type.
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
+        self._init_head_initializer(head_initializer)
         if not callable(encoder):
             raise TypeError(f"`encoder` must be a keras.Model or layer, got {type(encoder).__name__}.")
         self.encoder = encoder
@@ -121,13 +125,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         self.views = views
         self.view_shapes = check_views(self, views, image_size)
         self.image_size = int(self.view_shapes[0][0])
-        self._term_trackers = {}
-        for name in self.loss_terms:
-            tracker = keras.metrics.Mean(name=name)
-            setattr(self, f"_term_{name}", tracker)  # tracked by Keras
-            self._term_trackers[name] = tracker
-        if self.monitored_output is not None:
-            self.z_std_tracker = keras.metrics.Mean(name="z_std")
+        self._init_trackers()  # a metric per declared loss term, and `z_std`
         # Optimizer steps taken, counted inside the compiled step (callbacks
         # see only every k-th step under steps_per_execution=k), and the
         # length of the run, set by `MomentumScheduler` when `fit` starts.

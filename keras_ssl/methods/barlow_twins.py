@@ -32,9 +32,7 @@ class BarlowTwins(SSLModel):
             its LARS learning rates; 1 with Adam).
         views: a `TwoViews`; defaults to `default_views` (SimCLR's
             augmentations, as the official code for CIFAR-size images).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
@@ -46,6 +44,7 @@ class BarlowTwins(SSLModel):
     """
 
     resnet_init = ("torchvision", True)  # main.py: torchvision resnet50(zero_init_residual=True)
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
 
     # Batch standardisation of B samples leaves B - 2 degrees of freedom per
     # feature: at B = 2 every standardised value is +-1 and the gradient
@@ -59,7 +58,7 @@ class BarlowTwins(SSLModel):
     monitored_output = "z1"
     loss_terms = ("on_diagonal", "off_diagonal")
 
-    def __init__(self, encoder, *, projection_dim=None, lambd=5e-3, scale=1.0, head_initializer="torch", **kwargs):
+    def __init__(self, encoder, *, projection_dim=None, lambd=5e-3, scale=1.0, **kwargs):
         if projection_dim is not None and int(projection_dim) < 1:
             raise ValueError(f"`projection_dim` must be a positive integer, got {projection_dim}.")
         if not lambd >= 0:
@@ -69,7 +68,6 @@ class BarlowTwins(SSLModel):
         super().__init__(encoder, **kwargs)
         self.projection_dim = int(projection_dim or min(2048, 8 * self.feature_dim))
         self.lambd, self.scale = float(lambd), float(scale)
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(
             self.projection_dim, self.projection_dim, num_layers=3, initializer=self.head_initializer
         )

@@ -28,9 +28,7 @@ class BYOL(SSLModel):
         momentum_end: EMA momentum at the last step (paper: 1.0).
         views: a `TwoViews`; defaults to `byol_views` (the paper's
             asymmetric blur and solarisation).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): Haiku's `Linear` default, BYOL's official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
@@ -42,6 +40,7 @@ class BYOL(SSLModel):
     """
 
     resnet_init = ("haiku", True)  # Haiku's ResNet: its convs' default, last BN scale of each block at 0
+    default_head_initializer = "haiku"  # Haiku's `Linear` default, BYOL's official code's
 
     view_recipe = staticmethod(byol_views)
     momentum_pairs = (("encoder", "target_encoder"), ("projector", "target_projector"))
@@ -56,13 +55,11 @@ class BYOL(SSLModel):
         hidden_dim=None,
         momentum=0.996,
         momentum_end=1.0,
-        head_initializer="haiku",
         **kwargs,
     ):
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(4096, 4 * self.feature_dim))
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.predictor = PredictionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))

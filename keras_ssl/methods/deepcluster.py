@@ -44,9 +44,7 @@ class DeepClusterV2(SSLModel):
         kmeans_iterations: k-means rounds per epoch, >= 1 (paper: 10).
         views: a `MultiCrop` (2 global crops first); defaults to
             `multi_crop_views` (paper: 2 x 224 + 6 x 96 px).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`input_shape`, `seed`, ...).
+        **kwargs: `SSLModel` options (`input_shape`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.deepcluster import DeepClusterV2
@@ -62,6 +60,7 @@ class DeepClusterV2(SSLModel):
         (2, 64)
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     needs_indices = True
     local_views = True
     view_recipe = staticmethod(multi_crop_views)
@@ -78,7 +77,6 @@ class DeepClusterV2(SSLModel):
         hidden_dim=None,
         temperature=0.1,
         kmeans_iterations=10,
-        head_initializer="torch",
         **kwargs,
     ):
         if num_prototypes is None:  # the paper's three heads of 3000, no more clusters than images
@@ -95,7 +93,6 @@ class DeepClusterV2(SSLModel):
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
         self.temperature, self.kmeans_iterations = float(temperature), int(kmeans_iterations)
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         state = dict(trainable=False, initializer=keras.initializers.RandomNormal(seed=self.next_seed()))

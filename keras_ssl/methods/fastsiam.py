@@ -24,8 +24,7 @@ class FastSiam(SimSiam):
         projection_dim, prediction_dim, stop_gradient: as `SimSiam`.
         views: a `ManyViews` of `num_views` views; defaults to
             `fastsiam_views` (SimSiam's augmentations).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and SimSiam's
-            `head_initializer`.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.fastsiam import FastSiam

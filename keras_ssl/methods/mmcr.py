@@ -39,9 +39,7 @@ class MMCR(SSLModel):
             (official ImageNet: 0.99).
         momentum_end: momentum at the last step (cosine); defaults to `momentum`.
         views: a `ManyViews` of `num_views` views; defaults to `mmcr_views`.
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.mmcr import MMCR
@@ -55,6 +53,7 @@ class MMCR(SSLModel):
         (('encoder', 'momentum_encoder'), ('projector', 'momentum_projector'))
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     global_views = 8
     view_recipe = staticmethod(mmcr_views)
     gathered_outputs = ("z", "z1")
@@ -70,7 +69,6 @@ class MMCR(SSLModel):
         lmbda=0.0,
         momentum=None,
         momentum_end=None,
-        head_initializer="torch",
         **kwargs,
     ):
         if int(num_views) < 2:
@@ -85,7 +83,6 @@ class MMCR(SSLModel):
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.projection_dim, self.hidden_dim, self.lmbda = int(projection_dim), int(hidden_dim), float(lmbda)
         # The official CIFAR projector: Linear-BN-ReLU-Linear, both bias-free.
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(
             self.hidden_dim, self.projection_dim, output_bias=False, initializer=self.head_initializer
         )

@@ -22,8 +22,6 @@ class MoCo(SSLModel):
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
         version: 2 (default) or 3, when constructing `MoCo` itself.
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
         **kwargs: the options of `MoCoV2` or `MoCoV3`.
 
     Example:
@@ -48,6 +46,7 @@ class MoCo(SSLModel):
 
     momentum_pairs = (("encoder", "key_encoder"), ("projector", "key_projector"))
     monitored_output = "z1"
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
 
     def __init__(
         self,
@@ -59,7 +58,6 @@ class MoCo(SSLModel):
         split_batch_norm,
         num_splits,
         version=None,
-        head_initializer="torch",
         **kwargs,
     ):
         if not temperature > 0:
@@ -71,7 +69,6 @@ class MoCo(SSLModel):
         self.split_batch_norm = bool(split_batch_norm)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or self.feature_dim)
-        self.head_initializer = head_initializer
 
     def check_batch_size(self, batch_size):
         super().check_batch_size(batch_size)

@@ -36,8 +36,7 @@ class MoCoV2(MoCo):
         loss: `"info_nce"`, or `"dcl"` / `"dclw"`: the positive left out of
             the denominator (Yeh et al. 2022), DCLW weighting it by `sigma`.
         sigma: DCLW's von Mises-Fisher weighting scale, > 0 (paper: 0.5).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and `MoCo`'s
-            `head_initializer` (PyTorch's `nn.Linear` default, the official code's).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)

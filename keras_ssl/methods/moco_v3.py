@@ -29,8 +29,7 @@ class MoCoV3(MoCo):
             non-affine BatchNorm, the 2-layer predictor not.
         split_batch_norm, num_splits: as `MoCoV2` (off: v3 has no shuffle-BN).
         views: a `TwoViews`; defaults to `byol_views` (as the paper).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and `MoCo`'s
-            `head_initializer` (PyTorch's `nn.Linear` default, the official code's).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)

@@ -54,8 +54,7 @@ class NNBYOL(_NearestNeighbourTargets, BYOL):
         queue_size: support set size (>= the batch); 4096 suits CIFAR
             subsets (solo-learn: 65536).
         projection_dim, hidden_dim, momentum, momentum_end: as `BYOL`.
-        head_initializer: as `BYOL`'s; PyTorch's `nn.Linear` default (solo-learn's).
-        **kwargs: `SSLModel` options (`views`, `image_size`, `seed`, ...).
+        **kwargs: `SSLModel` options (`views`, `image_size`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.nn_siamese import NNBYOL
@@ -70,6 +69,7 @@ class NNBYOL(_NearestNeighbourTargets, BYOL):
     target_outputs = ("t1", "t2")
     gathered_outputs = (*BYOL.gathered_outputs, "nn1", "nn2")
     resnet_init = ("torchvision", False)  # solo-learn's torchvision ResNet
+    default_head_initializer = "torch"  # not BYOL's: PyTorch's `nn.Linear` default, solo-learn's
 
     def __init__(
         self,
@@ -80,7 +80,6 @@ class NNBYOL(_NearestNeighbourTargets, BYOL):
         hidden_dim=None,
         momentum=0.996,
         momentum_end=1.0,
-        head_initializer="torch",
         **kw,
     ):
         self._check_queue_size(queue_size)
@@ -90,7 +89,6 @@ class NNBYOL(_NearestNeighbourTargets, BYOL):
             hidden_dim=hidden_dim,
             momentum=momentum,
             momentum_end=momentum_end,
-            head_initializer=head_initializer,
             **kw,
         )
         self._make_support(queue_size)
@@ -116,8 +114,7 @@ class NNSiam(_NearestNeighbourTargets, SimSiam):
         projection_dim, prediction_dim, stop_gradient: as `SimSiam`.
         views: a `TwoViews`; defaults to `byol_views` (solo-learn's
             asymmetric augmentations).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and
-            SimSiam's `head_initializer`.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.nn_siamese import NNSiam

@@ -29,9 +29,7 @@ class NNCLR(SSLModel):
         hidden_dim: projector and predictor hidden width; defaults to
             `min(2048, 4 * D)` for an encoder of `D` features.
         views: a `TwoViews`; defaults to `byol_views` (as the paper).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, solo-learn's (no official code).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
@@ -42,6 +40,7 @@ class NNCLR(SSLModel):
         ['loss', 'z_std']
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, solo-learn's (no official code)
     view_recipe = staticmethod(byol_views)
     gathered_outputs = ("z1", "z2", "p1", "p2", "nn1", "nn2")
     monitored_output = "z1"
@@ -56,7 +55,6 @@ class NNCLR(SSLModel):
         queue_size=4096,
         projection_dim=256,
         hidden_dim=None,
-        head_initializer="torch",
         **kwargs,
     ):
         if not temperature > 0:
@@ -68,7 +66,6 @@ class NNCLR(SSLModel):
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
         # The paper: BatchNorm after every projector layer, the output included.
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(
             self.hidden_dim,
             self.projection_dim,

@@ -48,9 +48,7 @@ class ReSSL(SSLModel):
             `TwoViews` (defaults to `ressl_views`) or, for multi-crop, a
             `ReSSLMultiCrop` (the encoder must then take both sizes: build it
             with input `(None, None, C)` and pass `input_shape=`).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.ressl import ReSSL
@@ -68,6 +66,7 @@ class ReSSL(SSLModel):
         ([(16, 16, 3), (16, 16, 3), (8, 8, 3), (8, 8, 3)], True)
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     view_recipe = staticmethod(ressl_views)
     momentum_pairs = (("encoder", "teacher_encoder"), ("projector", "teacher_projector"))
     # The loss is a mean over rows against a queue every replica shares: no gather needed.
@@ -85,7 +84,6 @@ class ReSSL(SSLModel):
         hidden_dim=None,
         momentum=0.99,
         momentum_end=None,
-        head_initializer="torch",
         **kwargs,
     ):
         for name, value in (("student_temperature", student_temperature), ("teacher_temperature", teacher_temperature)):
@@ -100,7 +98,6 @@ class ReSSL(SSLModel):
         self.student_temperature, self.teacher_temperature = float(student_temperature), float(teacher_temperature)
         self.queue_size, self.projection_dim = int(queue_size), int(projection_dim)
         self.hidden_dim = int(hidden_dim or self.feature_dim)
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(
             self.hidden_dim, self.projection_dim, batch_norm=False, initializer=self.head_initializer
         )

@@ -36,9 +36,7 @@ class SimCLR(SSLModel):
         sigma: DCLW's von Mises-Fisher weighting scale, > 0 (paper: 0.5).
         views: a `TwoViews`; defaults to `default_views` (SimCLR's crop,
             flip, colour jitter and grayscale; no blur at CIFAR size).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): `RandomNormal(0.01)`, SimCLR's official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
@@ -53,6 +51,7 @@ class SimCLR(SSLModel):
     """
 
     resnet_init = ("simclr", True)  # the TF ResNet: VarianceScaling() convs, last BN of each block at 0
+    default_head_initializer = "simclr"  # `RandomNormal(0.01)` kernels, SimCLR's official code's
 
     view_recipe = staticmethod(simclr_views)
     gathered_outputs = ("z1", "z2")
@@ -68,7 +67,6 @@ class SimCLR(SSLModel):
         hidden_dim=None,
         loss="nt_xent",
         sigma=0.5,
-        head_initializer="simclr",
         **kwargs,
     ):
         if loss not in LOSSES:
@@ -85,7 +83,6 @@ class SimCLR(SSLModel):
         self.loss, self.sigma = loss, float(sigma)
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim or self.feature_dim
-        self.head_initializer = head_initializer
         self.projector = self.make_projector(
             self.hidden_dim, projection_dim, version, initializer=self.head_initializer
         )
@@ -104,7 +101,7 @@ class SimCLR(SSLModel):
             output_batch_norm: BatchNorm on the output.
             name: the layer's name.
             initializer: the Dense layers' initialisation (`ProjectionHead`'s);
-                SimCLR passes its `head_initializer`, "simclr".
+                SimCLR passes its `head_initializer` (default "simclr").
 
         Example:
             >>> head = keras_ssl.SimCLR.make_projector(16, 8, version=1, initializer="simclr")

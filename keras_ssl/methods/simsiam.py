@@ -34,9 +34,7 @@ class SimSiam(SSLModel):
             representation (the paper's Fig. 2); keep the default `True`.
         views: a `TwoViews`; defaults to `default_views` (SimCLR's
             augmentations with crop scale (0.2, 1), as the paper).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((16, 16, 3), width=8)
@@ -50,6 +48,7 @@ class SimSiam(SSLModel):
     """
 
     resnet_init = ("torchvision", True)  # builder.py: base_encoder(zero_init_residual=True)
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
 
     view_recipe = staticmethod(mocov2_views)
     gathered_outputs = ("z1", "z2", "p1", "p2")
@@ -62,7 +61,6 @@ class SimSiam(SSLModel):
         projection_dim=None,
         prediction_dim=None,
         stop_gradient=True,
-        head_initializer="torch",
         **kwargs,
     ):
         for name, value in (("projection_dim", projection_dim), ("prediction_dim", prediction_dim)):
@@ -74,7 +72,6 @@ class SimSiam(SSLModel):
         self.projection_dim = int(projection_dim or min(2048, 4 * self.feature_dim))
         self.prediction_dim = int(prediction_dim or max(1, self.projection_dim // 4))
         self.stop_gradient = stop_gradient
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(
             self.projection_dim,
             self.projection_dim,

@@ -32,9 +32,7 @@ class SupCon(SSLModel):
         views: a `TwoViews`; defaults to `supcon_views`, the official
             code's: SimCLR's augmentations with crop scale (0.2, 1), colour
             strength 0.5 and no blur (the paper also tried AutoAugment).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.supcon import SupCon
@@ -51,14 +49,13 @@ class SupCon(SSLModel):
         ValueError: SupCon labels must be integers (class indices, -1 for unlabelled), got float32.
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     view_recipe = staticmethod(supcon_views)
     needs_labels = True
     gathered_outputs = ("z1", "z2", "labels")
     monitored_output = "z1"
 
-    def __init__(
-        self, encoder, *, temperature=0.1, projection_dim=128, hidden_dim=None, head_initializer="torch", **kwargs
-    ):
+    def __init__(self, encoder, *, temperature=0.1, projection_dim=128, hidden_dim=None, **kwargs):
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         super().__init__(encoder, **kwargs)
@@ -66,7 +63,6 @@ class SupCon(SSLModel):
         self.projection_dim = projection_dim
         self.hidden_dim = hidden_dim or self.feature_dim
         # The official code's head: Linear, ReLU, Linear (its output L2-normalised in the loss).
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(
             self.hidden_dim, projection_dim, batch_norm=False, initializer=self.head_initializer
         )

@@ -42,9 +42,7 @@ class SwAV(SSLModel):
         views: a `MultiCrop` (2 global crops first); defaults to
             `multi_crop_views`: 2 global crops and 4 local ones of half the
             side, SwAV's scales (paper: 6 local crops of 96 px for 224 px).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, ...).
+        **kwargs: `SSLModel` options (`input_shape`, `image_size`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)
@@ -59,6 +57,7 @@ class SwAV(SSLModel):
         ['loss', 'z_std']
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     local_views = True
     view_recipe = staticmethod(multi_crop_views)
     gathered_outputs = ("z1", "scores")
@@ -77,7 +76,6 @@ class SwAV(SSLModel):
         sinkhorn_iterations=3,
         freeze_prototypes_steps=200,
         queue_size=0,
-        head_initializer="torch",
         **kwargs,
     ):
         for name, value in (("temperature", temperature), ("epsilon", epsilon)):
@@ -97,7 +95,6 @@ class SwAV(SSLModel):
         self.temperature, self.epsilon = float(temperature), float(epsilon)
         self.sinkhorn_iterations = int(sinkhorn_iterations)
         self.freeze_prototypes_steps, self.queue_size = int(freeze_prototypes_steps), int(queue_size)
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         self.prototypes = Prototypes(self.num_prototypes, self.freeze_prototypes_steps)

@@ -36,9 +36,7 @@ class TiCo(SSLModel):
             `momentum_end` (1.0).
         views: a `TwoViews`; defaults to `byol_views` (BYOL's asymmetric
             augmentations, as the paper).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, lightly's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.tico import TiCo
@@ -50,6 +48,7 @@ class TiCo(SSLModel):
         (['covariance_contrast', 'invariance', 'loss', 'z_std'], (8, 8))
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, lightly's
     view_recipe = staticmethod(byol_views)
     momentum_pairs = (("encoder", "target_encoder"), ("projector", "target_projector"))
     gathered_outputs = ("z1", "z2")
@@ -66,7 +65,6 @@ class TiCo(SSLModel):
         rho=8.0,
         momentum=0.99,
         momentum_end=1.0,
-        head_initializer="torch",
         **kwargs,
     ):
         if not 0.0 <= beta < 1.0:
@@ -79,7 +77,6 @@ class TiCo(SSLModel):
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(4096, 4 * self.feature_dim))
         self.beta, self.rho = float(beta), float(rho)
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         dim = self.projection_dim

@@ -34,8 +34,7 @@ class VIbCReg(VICReg):
         iternorm_iterations: IterNorm's Newton iterations (5).
         views: a `TwoViews`; defaults to `byol_views` (as this library's VICReg:
             the paper trains on time series, with no image recipe).
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...) and VICReg's
-            `head_initializer`.
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.vibcreg import VIbCReg

@@ -31,9 +31,7 @@ class VICReg(SSLModel):
         eps: added to the variance under the square root (1e-4).
         views: a `TwoViews`; defaults to `default_views` (SimCLR's
             augmentations, as the official code for CIFAR-size images).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     VICReg goes NaN with too high a learning rate and no warm-up (lightly
     #1032): start around Adam 1e-3.
@@ -48,6 +46,7 @@ class VICReg(SSLModel):
     """
 
     resnet_init = ("torchvision", True)  # main_vicreg.py: resnet50(zero_init_residual=True)
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
 
     view_recipe = staticmethod(byol_views)
     gathered_outputs = ("z1", "z2")
@@ -63,7 +62,6 @@ class VICReg(SSLModel):
         std_coeff=25.0,
         cov_coeff=1.0,
         eps=1e-4,
-        head_initializer="torch",
         **kwargs,
     ):
         if projection_dim is not None and int(projection_dim) < 1:
@@ -80,7 +78,6 @@ class VICReg(SSLModel):
         self.projection_dim = int(projection_dim or min(2048, 8 * self.feature_dim))
         self.sim_coeff, self.std_coeff, self.cov_coeff = (float(v) for v in coeffs.values())
         self.eps = float(eps)
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(
             self.projection_dim, self.projection_dim, num_layers=3, initializer=self.head_initializer
         )

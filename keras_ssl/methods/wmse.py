@@ -37,9 +37,7 @@ class WMSE(SSLModel):
         eps: covariance shrinkage toward the identity (paper: 0).
         views: a `ManyViews` of `num_views` views; defaults to `wmse_views`
             (the official augmentations).
-        head_initializer: the heads' Dense initialisation (`layers.ProjectionHead`'s
-            `initializer`): PyTorch's `nn.Linear` default, the official code's.
-        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
+        **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
 
     Example:
         >>> from keras_ssl.methods.wmse import WMSE
@@ -51,6 +49,7 @@ class WMSE(SSLModel):
         ['loss', 'z_std']
     """
 
+    default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     global_views = 2
     view_recipe = staticmethod(wmse_views)
     gathered_outputs = ("z", "z1")
@@ -66,7 +65,6 @@ class WMSE(SSLModel):
         w_size=128,
         w_iter=1,
         eps=0.0,
-        head_initializer="torch",
         **kwargs,
     ):
         if int(num_views) < 2:
@@ -84,7 +82,6 @@ class WMSE(SSLModel):
         super().__init__(encoder, **kwargs)
         self.projection_dim, self.hidden_dim = int(projection_dim), int(hidden_dim)
         self.w_size, self.w_iter, self.eps = int(w_size), int(w_iter), float(eps)
-        self.head_initializer = head_initializer
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         self.shuffle_seed = keras.random.SeedGenerator(self.next_seed())
