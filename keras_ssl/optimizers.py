@@ -8,6 +8,13 @@ momentum, which with momentum 0.9 decays about 10x more. Every
 float or a schedule of the step (`keras_ssl.schedules.CosineWeightDecay`:
 DINO's 0.04 -> 0.4), read at every step as the official code's
 `param_group["weight_decay"] = wd_schedule[it]`.
+
+Each also takes `lr_multipliers={path: factor}`: the variables at that
+path, or under it (`"block_3"`), learn at `factor` times the rate (the
+longest matching path wins), as the official codes' parameter groups
+(`param_group["lr"] = lr * lr_multiplier`; AdamW's decay scales with it
+too). DINOv2's layer-wise rate decay is such a map
+(`keras_ssl.backbones.ViT.layer_decay_multipliers`).
 """
 
 import math
@@ -31,8 +38,45 @@ def _decayed(variable, exclude_bias_and_norm):
     return not (exclude_bias_and_norm and len(variable.shape) <= 1)
 
 
+class _PaperOptimizer(keras.optimizers.Optimizer):
+    """What the papers' optimisers share: a rate multiplier per variable (the official codes' parameter groups)."""
+
+    def __init__(self, learning_rate, name, lr_multipliers=None, **kwargs):
+        super().__init__(learning_rate=learning_rate, name=name, **kwargs)
+        multipliers = dict(lr_multipliers or {})
+        bad = {k: v for k, v in multipliers.items() if not (isinstance(k, str) and v >= 0)}
+        if bad:
+            raise ValueError(f"`lr_multipliers` maps variable paths to rates >= 0; got {bad}.")
+        self.lr_multipliers = {k: float(v) for k, v in multipliers.items()}
+        self._factors = []
+
+    def build(self, variables):
+        if not self.built:
+            # Each variable takes the factor of the longest key that is its path or a folder of it.
+            matches = [[k for k in self.lr_multipliers if v.path == k or v.path.startswith(k + "/")] for v in variables]
+            self._factors = [self.lr_multipliers[max(m, key=len)] if m else 1.0 for m in matches]
+            unused = sorted(set(self.lr_multipliers) - {k for m in matches for k in m})
+            if unused:  # a misspelt key would otherwise leave its variables at the full rate
+                paths = ", ".join(v.path for v in variables[:6])
+                raise ValueError(
+                    f"`lr_multipliers` names {unused}: no variable's path nor a folder of one ({paths}...)."
+                )
+        super().build(variables)
+
+    def _rate(self, learning_rate, variable):
+        """This variable's rate: the step's times its factor (AdamW's decay takes it too, as torch's does)."""
+        lr = ops.cast(learning_rate, variable.dtype)
+        if not self.lr_multipliers:
+            return lr
+        factor = self._factors[keras_compat.variable_index(self, variable)]
+        return lr if factor == 1.0 else lr * factor
+
+    def get_config(self):
+        return {**super().get_config(), "lr_multipliers": dict(self.lr_multipliers) or None}
+
+
 @keras.saving.register_keras_serializable(package="keras_ssl")
-class LARS(keras.optimizers.Optimizer):
+class LARS(_PaperOptimizer):
     """SGD with momentum and layer-wise adaptive rate scaling (You et al. 2017).
 
     Each weight matrix's step is scaled by the trust ratio
@@ -55,7 +99,8 @@ class LARS(keras.optimizers.Optimizer):
         clip: LARC's clipping (solo-learn's `clip_lr`): a layer's rate is
             `min(trust ratio, learning rate)` instead of their product.
         name: optimizer name.
-        **kwargs: other `keras.optimizers.Optimizer` options (`clipnorm`...).
+        **kwargs: `lr_multipliers` (above) and `keras.optimizers.Optimizer`'s
+            options (`clipnorm`...).
 
     Example:
         >>> from keras_ssl.optimizers import LARS, WarmupCosine, scale_learning_rate
@@ -108,7 +153,7 @@ class LARS(keras.optimizers.Optimizer):
         return _decayed(variable, self.exclude_bias_and_norm)
 
     def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype)
+        lr = self._rate(learning_rate, variable)
         g = ops.cast(gradient, variable.dtype)
         if self._adapted(variable):
             w = ops.convert_to_tensor(variable)
@@ -138,7 +183,7 @@ class LARS(keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
-class SGD(keras.optimizers.Optimizer):
+class SGD(_PaperOptimizer):
     """`torch.optim.SGD` (dampening 0): the papers' SGD, weight decay coupled into the gradient.
 
     Each step is `g = grad + weight_decay * w`, `m = momentum * m + g`,
@@ -159,7 +204,8 @@ class SGD(keras.optimizers.Optimizer):
             BatchNorm/LayerNorm scales and offsets), as most papers' code;
             `False` decays every variable, as `torch.optim.SGD(model.parameters())`.
         name: optimizer name.
-        **kwargs: other `keras.optimizers.Optimizer` options (`clipnorm`...).
+        **kwargs: `lr_multipliers` (above) and `keras.optimizers.Optimizer`'s
+            options (`clipnorm`...).
 
     Example:
         >>> from keras_ssl.optimizers import SGD
@@ -203,7 +249,7 @@ class SGD(keras.optimizers.Optimizer):
         self.momentums = self.add_optimizer_variables(variables, "momentum") if self.momentum else []
 
     def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype)
+        lr = self._rate(learning_rate, variable)
         g = ops.cast(gradient, variable.dtype)
         if self.coupled_weight_decay and _decayed(variable, self.exclude_bias_and_norm):
             decay = schedules.weight_decay_at(self.coupled_weight_decay, self.iterations, variable.dtype)
@@ -228,7 +274,7 @@ class SGD(keras.optimizers.Optimizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
-class Adam(keras.optimizers.Optimizer):
+class Adam(_PaperOptimizer):
     """`torch.optim.Adam` / `AdamW`: PyTorch's update, and its two weight decays.
 
     `decoupled_weight_decay=False` is `torch.optim.Adam(weight_decay=)`:
@@ -249,7 +295,8 @@ class Adam(keras.optimizers.Optimizer):
         exclude_bias_and_norm: no decay for rank <= 1 variables (biases,
             norm scales and offsets), as DINO's and MAE's parameter groups.
         name: optimizer name.
-        **kwargs: other `keras.optimizers.Optimizer` options (`clipnorm`...).
+        **kwargs: `lr_multipliers` (above) and `keras.optimizers.Optimizer`'s
+            options (`clipnorm`...).
 
     Example:
         >>> from keras_ssl.optimizers import Adam
@@ -292,7 +339,7 @@ class Adam(keras.optimizers.Optimizer):
         self.momentums, self.velocities = self.add_optimizer_variables(variables, ["momentum", "velocity"])
 
     def update_step(self, gradient, variable, learning_rate):
-        lr = ops.cast(learning_rate, variable.dtype)
+        lr = self._rate(learning_rate, variable)
         g = ops.cast(gradient, variable.dtype)
         w = ops.convert_to_tensor(variable)
         step = ops.cast(self.iterations + 1, variable.dtype)

@@ -42,6 +42,10 @@ class Recipe:
             optimizer (I-JEPA and MSN step their schedulers before each update: 1).
         linspace_warmup: the warm-up is `np.linspace(start, peak, W)`, at the
             peak one step early (DINO's, iBOT's and DINOv2's `cosine_scheduler`).
+        layer_decay: layer-wise rate decay of a ViT encoder
+            (`backbones.ViT.layer_decay_multipliers`; DINOv2 0.9), or None.
+        patch_embed_multiplier: with it, the patch embedding's extra rate
+            factor (DINOv2's `patch_embed_lr_mult` 0.2).
 
     Example:
         >>> recipe = keras_ssl.recipes.RECIPES["simclr"]
@@ -64,6 +68,8 @@ class Recipe:
     warmup_start_fraction: float = 0.0
     step_offset: int = 0
     linspace_warmup: bool = False
+    layer_decay: float | None = None
+    patch_embed_multiplier: float = 1.0
 
     @property
     def decay(self):
@@ -134,12 +140,14 @@ RECIPES = {
         2e-3,
         0.04,
         "DINOv2 ssl_default_config.yaml: base_lr 0.004 at batch 1024, sqrt_wrt_1024, min_lr 1e-6, wd cosine "
-        "0.04 -> 0.4 (weight_decay_end), 10 warm-up (linspace)",
+        "0.04 -> 0.4 (weight_decay_end), 10 warm-up (linspace), layerwise_decay 0.9, patch_embed_lr_mult 0.2",
         scaling="sqrt",
         weight_decay_end=0.4,
         final_fraction=1e-6 / 4e-3,
         linspace_warmup=True,
         options=dict(global_clipnorm=3.0),  # clip_grad 3.0, there per module (backbone, heads)
+        layer_decay=0.9,
+        patch_embed_multiplier=0.2,
     ),
     "ijepa": Recipe(
         "adamw",
@@ -219,7 +227,7 @@ RECIPES = {
 }
 
 
-def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=None):
+def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=None, model=None):
     """The optimiser of method `name`'s paper, scaled to the batch, with its warm-up + cosine schedule.
 
     Args:
@@ -233,6 +241,10 @@ def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=Non
         warmup_epochs: warm-up length; default the recipe's, but at most a
             tenth of the run (the papers warm up over 10 % of their runs or
             less), so a short run is not all warm-up.
+        model: the method the optimiser will train. A recipe with
+            `layer_decay` (DINOv2) applies it to the model's keras_ssl `ViT`
+            encoder, and places a mask token of the model with the embeddings;
+            with no model, or another encoder, none is applied.
 
     Returns:
         A `keras_ssl.optimizers` `LARS`, `SGD` or `Adam` with the recipe's
@@ -278,6 +290,12 @@ def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=Non
     if recipe.weight_decay_end is not None:
         decay = CosineWeightDecay(recipe.weight_decay, recipe.weight_decay_end, cosine, recipe.step_offset)
     options = dict(recipe.options)
+    encoder = getattr(model, "encoder", None)
+    if recipe.layer_decay is not None and hasattr(encoder, "layer_decay_multipliers"):
+        embeddings = [model.mask_token] if hasattr(model, "mask_token") else []
+        options["lr_multipliers"] = encoder.layer_decay_multipliers(
+            recipe.layer_decay, recipe.patch_embed_multiplier, embeddings
+        )
     if recipe.optimizer == "lars":
         return LARS(schedule, weight_decay=decay, **options)
     if recipe.optimizer == "sgd":
@@ -311,6 +329,10 @@ def _optimiser(recipe):
         extra.append(f"each gradient clipped to norm {o['clipnorm']:g}")
     if "global_clipnorm" in o:
         extra.append(f"gradients clipped to global norm {o['global_clipnorm']:g}")
+    if recipe.layer_decay is not None:
+        extra.append(
+            f"layer-wise rate decay {recipe.layer_decay:g}, patch embedding × {recipe.patch_embed_multiplier:g}"
+        )
     return f"{name} ({', '.join(extra)})" if extra else name
 
 

@@ -345,3 +345,75 @@ def test_lars_clip_matches_larc_clipping():
         v = 0.9 * v + d * min(local / 0.5, 1.0)
         w = w - 0.5 * v
     np.testing.assert_allclose(keras.ops.convert_to_numpy(kernel), w, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------- layer-wise rate decay: DINOv2's parameter groups
+def _dinov2_lr_decay_rate(name, lr_decay_rate, num_layers):
+    """dinov2/utils/param_groups.py `get_vit_lr_decay_rate` for a backbone's own names (force_is_backbone)."""
+    layer_id = num_layers + 1
+    if any(key in name for key in ("pos_embed", "patch_embed", "mask_token", "cls_token")):
+        layer_id = 0
+    elif "blocks." in name and "residual." not in name:
+        layer_id = int(name[name.find("blocks.") :].split(".")[1]) + 1
+    return lr_decay_rate ** (num_layers + 1 - layer_id)
+
+
+def _dinov2_name(path):
+    """The DINOv2 backbone's name for the parameter at our ViT's `path` (its `DinoVisionTransformer`)."""
+    first, rest = path.split("/", 1) if "/" in path else (path, "")
+    if first.startswith("block_"):
+        return f"blocks.{first[len('block_') :]}.{rest.replace('/', '.')}"
+    names = {"class_token": "cls_token", "class_position": "pos_embed", "positions": "pos_embed"}
+    names |= {"registers": "register_tokens", "mask_token": "mask_token"}
+    if first == "pos_embed":
+        return names[rest]
+    return {"patch_embed": "patch_embed.proj." + rest.split("/")[-1], "norm": "norm." + rest}.get(first, path)
+
+
+def test_layer_decay_equals_dinov2_parameter_groups():
+    # One SGD step of rate 1 on unit gradients moves each variable by its rate factor.
+    encoder = keras_ssl.backbones.vit(image_size=8, patch_size=4, dim=8, depth=3, heads=2, num_registers=1)
+    mask_token = keras.Variable(np.zeros(8, "float32"), name="mask_token")
+    multipliers = encoder.layer_decay_multipliers(0.9, patch_embed_multiplier=0.2, embeddings=[mask_token])
+    variables = encoder.trainable_variables + [mask_token]
+    before = [keras.ops.convert_to_numpy(v).copy() for v in variables]
+    optimizer = keras_ssl.optimizers.SGD(1.0, lr_multipliers=multipliers)
+    optimizer.apply_gradients([(keras.ops.ones(v.shape), v) for v in variables])
+    checked = set()
+    for v, b in zip(variables, before):
+        name = _dinov2_name(v.path)
+        want = _dinov2_lr_decay_rate(name, 0.9, num_layers=3) * (0.2 if "patch_embed" in name else 1.0)
+        np.testing.assert_allclose(b - keras.ops.convert_to_numpy(v), want, rtol=1e-5, err_msg=f"{v.path} ({name})")
+        checked.add(round(want, 6))
+    # embeddings 0.9^4, patch embedding 0.2 * 0.9^4, blocks 0.9^3..0.9, final norm and registers 1
+    assert checked == {round(r, 6) for r in (0.9**4, 0.2 * 0.9**4, 0.9**3, 0.9**2, 0.9, 1.0)}
+    with pytest.raises(ValueError, match="block_9"):
+        keras_ssl.optimizers.SGD(1.0, lr_multipliers={"block_9": 0.5}).build(variables)
+
+
+def test_adamw_with_rate_multipliers_equals_torch_param_groups():
+    # DINOv2's apply_optim_scheduler: param_group["lr"] = lr * lr_multiplier, AdamW's decay scaled by it too.
+    torch = pytest.importorskip("torch")
+    weights, grads = _small_model_weights(3)
+    factors = [0.3 if v.name == "kernel" else (0.0 if v.name == "gamma" else 1.0) for v in weights]
+    params = [torch.tensor(np.asarray(keras.ops.convert_to_numpy(v))) for v in weights]
+    groups = [
+        {"params": [p], "lr_multiplier": f, "weight_decay": 0.1 if v.name == "kernel" else 0.0}
+        for p, v, f in zip(params, weights, factors)
+    ]
+    reference = torch.optim.AdamW(groups, lr=1.0, betas=(0.9, 0.95))
+    for step, step_grads in enumerate(grads):
+        for p, g in zip(params, step_grads):
+            p.grad = torch.tensor(g)
+        for group in reference.param_groups:
+            group["lr"] = LRS[step] * group["lr_multiplier"]
+        reference.step()
+    multipliers = {v.path: f for v, f in zip(weights, factors) if f != 1.0}
+    optimizer = keras_ssl.optimizers.Adam(
+        _schedule(), beta_2=0.95, weight_decay=0.1, decoupled_weight_decay=True, lr_multipliers=multipliers
+    )
+    for v, got, expected in zip(weights, _run_keras(optimizer, weights, grads), params):
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-5, atol=1e-6, err_msg=v.path)
+    config = optimizer.get_config()
+    assert config["lr_multipliers"] == multipliers
+    assert keras_ssl.optimizers.Adam.from_config(config).lr_multipliers == multipliers

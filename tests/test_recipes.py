@@ -120,3 +120,15 @@ def test_the_other_recipes_keep_a_constant_decay():
     for name, recipe in RECIPES.items():  # the others' decay stays a constant, as their sources'
         config = paper_optimizer(name, 256, steps_per_epoch=5, epochs=20).get_config()
         assert isinstance(config["weight_decay"], float) == (recipe.weight_decay_end is None), name
+
+
+def test_dinov2_recipe_decays_the_rate_layer_by_layer():
+    encoder = keras_ssl.backbones.vit(image_size=8, patch_size=4, dim=8, depth=2, heads=2)
+    model = keras_ssl.DINOv2(encoder, output_dim=16, hidden_dim=8, bottleneck_dim=4, seed=0)
+    optimizer = paper_optimizer("dinov2", 256, steps_per_epoch=2, epochs=2, model=model)
+    # ssl_default_config.yaml: layerwise_decay 0.9, patch_embed_lr_mult 0.2; the mask token with the embeddings.
+    m = optimizer.lr_multipliers
+    assert m["block_0"] == pytest.approx(0.81) and m["block_1"] == pytest.approx(0.9)
+    assert m["patch_embed"] == pytest.approx(0.2 * 0.9**3) and m[model.mask_token.path] == pytest.approx(0.9**3)
+    assert paper_optimizer("dinov2", 256, 2, 2).lr_multipliers == {}  # no model: no decay
+    assert paper_optimizer("ibot", 256, 2, 2, model=model).lr_multipliers == {}  # iBOT's recipe has none

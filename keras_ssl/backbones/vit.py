@@ -187,6 +187,42 @@ class ViT(keras.Model):
         x = self.norm(x)
         return ops.concatenate([x[:, :1], x[:, prefix:]], axis=1) if self.num_registers else x
 
+    def layer_decay_multipliers(self, decay, patch_embed_multiplier=1.0, embeddings=()):
+        """Layer-wise rate decay (BEiT, DINOv2), as an optimiser's `lr_multipliers`: `{path: factor}`.
+
+        DINOv2's `get_params_groups_with_decay`: block `i` of `depth` learns at
+        `decay ** (depth - i)` times the rate; the patch embedding, class token
+        and positions (and `embeddings`, e.g. a method's mask token) at
+        `decay ** (depth + 1)`, the patch embedding times
+        `patch_embed_multiplier` too; the final norm, the registers (which
+        DINOv2's rule places in no layer) and everything outside the encoder at
+        the full rate (not listed).
+
+        Args:
+            decay: the per-block factor in (0, 1] (DINOv2 0.9).
+            patch_embed_multiplier: the patch embedding's extra factor (DINOv2 0.2).
+            embeddings: other variables placed with the embeddings.
+
+        Example:
+            >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=8, depth=2, heads=2)
+            >>> m = encoder.layer_decay_multipliers(0.5, patch_embed_multiplier=0.2)
+            >>> m["patch_embed"], m["pos_embed/positions"], m["block_0"], m["block_1"], "norm" in m
+            (0.025, 0.125, 0.25, 0.5, False)
+            >>> optimizer = keras_ssl.optimizers.Adam(1e-3, lr_multipliers=m)
+        """
+        if not 0 < decay <= 1 or patch_embed_multiplier < 0:
+            raise ValueError(
+                f"Need 0 < decay <= 1 and patch_embed_multiplier >= 0, got {decay}, {patch_embed_multiplier}."
+            )
+        # Layer names, not their weights' full paths: a reloaded model renames the layers inside them.
+        bottom = decay ** (self.depth + 1)
+        multipliers = {"patch_embed": bottom * patch_embed_multiplier}
+        registers = getattr(self.pos_embed, "registers", None)
+        multipliers |= {w.path: bottom for w in self.pos_embed.weights if w is not registers}
+        multipliers |= {w.path: bottom for w in embeddings}
+        multipliers |= {f"block_{i}": decay ** (self.depth - i) for i in range(self.depth)}
+        return {k: float(v) for k, v in multipliers.items()}
+
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, **self._options}
 

@@ -169,5 +169,5 @@ def _build_model(args, method, backbone, image_shape, value_range, num_samples):
         model.compile(optimizer=keras.optimizers.Adam(args.learning_rate))
     else:  # --batch-size is the global batch; an epoch is ceil(images / batch) steps unless --steps-per-epoch
         steps = args.steps_per_epoch or max(1, -(-num_samples // args.batch_size))
-        model.compile(optimizer=recipes.paper_optimizer(args.method, args.batch_size, steps, args.epochs))
+        model.compile(optimizer=recipes.paper_optimizer(args.method, args.batch_size, steps, args.epochs, model=model))
     return model
