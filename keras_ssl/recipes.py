@@ -13,7 +13,7 @@ ViT methods' weight decay with its cosine from 0.04 to 0.4.
 import dataclasses
 
 from keras_ssl.optimizers import LARS, SGD, Adam, scale_learning_rate
-from keras_ssl.schedules import CosineWeightDecay, WarmupCosine
+from keras_ssl.schedules import CosineWeightDecay, WarmupCosine, WarmupMultiStep
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,13 +39,18 @@ class Recipe:
         warmup_start_fraction: the warm-up starts at this fraction of the
             peak (I-JEPA's and MSN's `start_lr`).
         step_offset: the schedules run this many steps ahead of the
-            optimizer (I-JEPA and MSN step their schedulers before each update: 1).
+            optimizer (I-JEPA and MSN step their schedulers before each
+            update: 1; SimMIM after it: -1).
         linspace_warmup: the warm-up is `np.linspace(start, peak, W)`, at the
             peak one step early (DINO's, iBOT's and DINOv2's `cosine_scheduler`).
         layer_decay: layer-wise rate decay of a ViT encoder
             (`backbones.ViT.layer_decay_multipliers`; DINOv2 0.9), or None.
         patch_embed_multiplier: with it, the patch embedding's extra rate
             factor (DINOv2's `patch_embed_lr_mult` 0.2).
+        milestones: instead of the cosine, the rate drops by `gamma` at
+            these fractions of the run (SimMIM: 700 of 800 epochs, 0.875;
+            `keras_ssl.schedules.WarmupMultiStep`).
+        gamma: the factor per milestone.
 
     Example:
         >>> recipe = keras_ssl.recipes.RECIPES["simclr"]
@@ -70,6 +75,8 @@ class Recipe:
     linspace_warmup: bool = False
     layer_decay: float | None = None
     patch_embed_multiplier: float = 1.0
+    milestones: tuple = ()
+    gamma: float = 0.1
 
     @property
     def decay(self):
@@ -165,7 +172,13 @@ RECIPES = {
         "adamw",
         5e-5,
         0.05,
-        "SimMIM simmim_pretrain__vit_base__img224__800ep.yaml: BASE_LR 1e-4 per batch 512, 10 warm-up (then steps)",
+        "SimMIM simmim_pretrain__vit_base__img224__800ep.yaml: BASE_LR 1e-4 per batch 512, WARMUP_LR 5e-7, "
+        "10 warm-up, multistep x0.1 at epoch 700; config.py: CLIP_GRAD 5.0; main_simmim.py: step_update after "
+        "each update",
+        warmup_start_fraction=5e-7 / 1e-4,
+        step_offset=-1,
+        milestones=(700 / 800,),
+        options=dict(global_clipnorm=5.0),  # torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     ),
     "msn": Recipe(
         "adamw",
@@ -277,15 +290,20 @@ def paper_optimizer(name, batch_size, steps_per_epoch, epochs, warmup_epochs=Non
     else:
         warmup = int(round(warmup_epochs * steps_per_epoch))
     cosine = int(total * recipe.cosine_stretch)  # MSN's int(1.25 * num_epochs * iterations_per_epoch)
-    schedule = WarmupCosine(
-        peak,
-        cosine,
-        warmup_steps=warmup,
-        final=peak * recipe.final_fraction,
-        initial=peak * recipe.warmup_start_fraction,
-        step_offset=recipe.step_offset,
-        linspace_warmup=recipe.linspace_warmup,
-    )
+    if recipe.milestones:
+        milestones = [max(int(round(f * total)), warmup) for f in recipe.milestones]
+        initial = peak * recipe.warmup_start_fraction
+        schedule = WarmupMultiStep(peak, milestones, recipe.gamma, warmup, initial, step_offset=recipe.step_offset)
+    else:
+        schedule = WarmupCosine(
+            peak,
+            cosine,
+            warmup_steps=warmup,
+            final=peak * recipe.final_fraction,
+            initial=peak * recipe.warmup_start_fraction,
+            step_offset=recipe.step_offset,
+            linspace_warmup=recipe.linspace_warmup,
+        )
     decay = recipe.weight_decay
     if recipe.weight_decay_end is not None:
         decay = CosineWeightDecay(recipe.weight_decay, recipe.weight_decay_end, cosine, recipe.step_offset)
@@ -349,6 +367,8 @@ def recipe_table():
     ]
     for name, r in RECIPES.items():
         end = {0.0: "0", 1.0: "peak (constant)"}.get(r.final_fraction, f"{_number(r.final_fraction)} × peak")
+        if r.milestones:
+            end = "no cosine: " + ", ".join(f"× {r.gamma:g} at {f:g} of the run" for f in r.milestones)
         if r.cosine_stretch != 1.0:
             end += f" at {r.cosine_stretch:g} × the run"
         warmup = f"{r.warmup_epochs}" + (f" from {r.warmup_start_fraction:g} × peak" if r.warmup_start_fraction else "")

@@ -1,4 +1,4 @@
-"""The papers' schedules: warm-up + cosine learning rate, and the cosine weight decay of the ViT methods.
+"""The papers' schedules: warm-up + cosine (or SimMIM's steps) learning rate, and the ViT methods' cosine weight decay.
 
 DINO, iBOT, DINOv2, I-JEPA and MSN raise the weight decay along a cosine
 (0.04 -> 0.4), setting `param_group["weight_decay"]` before every step. A
@@ -86,6 +86,58 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
             "initial": self.initial,
             "step_offset": self.step_offset,
             "linspace_warmup": self.linspace_warmup,
+        }
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class WarmupMultiStep(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from `initial` to `peak`, then `peak` times `gamma` per milestone passed (SimMIM's).
+
+    At optimizer step `t` with `s = max(t + step_offset, 0)` the rate is
+    `initial + (peak - initial) * s / warmup_steps` while `s < warmup_steps`,
+    then `peak * gamma ** (number of milestones <= s)`: SimMIM's
+    `MultiStepLRScheduler` (`bisect_right`). SimMIM sets each update's rate
+    after the update before it (`step_update(epoch * num_steps + idx)`), so
+    update `t` gets the scheduler's value at `t - 1`: `step_offset=-1`.
+
+    Args:
+        peak: the rate after warm-up.
+        milestones: optimizer steps where the rate drops by `gamma`.
+        gamma: the factor per milestone.
+        warmup_steps: steps of linear warm-up (at most the first milestone).
+        initial: the rate at the first warm-up step (SimMIM's `WARMUP_LR`).
+        step_offset: steps the schedule runs ahead of the optimizer's count.
+
+    Example:
+        >>> schedule = keras_ssl.schedules.WarmupMultiStep(1e-3, milestones=[80], warmup_steps=10)
+        >>> [round(float(schedule(step)), 6) for step in (0, 5, 10, 79, 80, 200)]
+        [0.0, 0.0005, 0.001, 0.001, 0.0001, 0.0001]
+    """
+
+    def __init__(self, peak, milestones, gamma=0.1, warmup_steps=0, initial=0.0, step_offset=0):
+        self.milestones = sorted(int(m) for m in milestones)
+        _check_integer("warmup_steps", warmup_steps, 0)
+        if int(step_offset) != step_offset:
+            raise ValueError(f"`step_offset` must be an integer, got {step_offset!r}.")
+        if self.milestones and warmup_steps > self.milestones[0]:
+            raise ValueError(f"The warm-up ({warmup_steps} steps) must end by the first milestone {self.milestones}.")
+        self.peak, self.gamma, self.initial = float(peak), float(gamma), float(initial)
+        self.warmup_steps, self.step_offset = int(warmup_steps), int(step_offset)
+
+    def __call__(self, step):
+        step = ops.maximum(ops.cast(step, "float32") + self.step_offset, 0.0)
+        warm = self.initial + (self.peak - self.initial) * step / max(self.warmup_steps, 1)
+        passed = sum(ops.cast(step >= m, "float32") for m in self.milestones) if self.milestones else 0.0
+        return ops.where(step < self.warmup_steps, warm, self.peak * ops.power(self.gamma, passed))
+
+    def get_config(self):
+        return {
+            "peak": self.peak,
+            "milestones": list(self.milestones),
+            "gamma": self.gamma,
+            "warmup_steps": self.warmup_steps,
+            "initial": self.initial,
+            "step_offset": self.step_offset,
         }
 
 

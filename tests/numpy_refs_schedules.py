@@ -1,4 +1,4 @@
-"""NumPy transcriptions of the official codes' schedulers (DINO/iBOT/DINOv2, I-JEPA/MSN), for the schedule tests."""
+"""NumPy transcriptions of the official codes' schedulers (DINO/iBOT/DINOv2, I-JEPA/MSN, SimMIM), for the schedule tests."""
 
 import math
 
@@ -37,4 +37,24 @@ def official_warmup_cosine_stepped(start_lr, ref_lr, final_lr, warmup, t_max, up
         else:
             progress = (step - warmup) / max(1, t_max - warmup)
             rates.append(max(final_lr, final_lr + (ref_lr - final_lr) * 0.5 * (1 + math.cos(math.pi * progress))))
+    return np.array(rates)
+
+
+def simmim_multistep_rates(base_lr, warmup_lr, warmup_t, milestones, gamma, updates):
+    """SimMIM's `MultiStepLRScheduler` as main_simmim.py drives it: the rate each of `updates` updates uses.
+
+    The constructor sets every group to `warmup_lr` (`update_groups`); after the
+    update at global index `i`, `step_update(i)` sets the next one's rate to `_get_lr(i)`.
+    """
+    from bisect import bisect_right
+
+    def get_lr(t):
+        if t < warmup_t:
+            return warmup_lr + t * (base_lr - warmup_lr) / warmup_t
+        return base_lr * gamma ** bisect_right(milestones, t)
+
+    lr, rates = (warmup_lr if warmup_t else base_lr), []
+    for i in range(updates):
+        rates.append(lr)  # optimizer.step() with the current rate
+        lr = get_lr(i)  # lr_scheduler.step_update(epoch * num_steps + idx)
     return np.array(rates)

@@ -6,7 +6,12 @@ import os
 import keras
 import numpy as np
 import pytest
-from numpy_refs_schedules import ijepa_cosine_wd_schedule, official_cosine_scheduler, official_warmup_cosine_stepped
+from numpy_refs_schedules import (
+    ijepa_cosine_wd_schedule,
+    official_cosine_scheduler,
+    official_warmup_cosine_stepped,
+    simmim_multistep_rates,
+)
 
 import keras_ssl
 from keras_ssl.recipes import RECIPES, paper_optimizer, recipe_table
@@ -132,3 +137,19 @@ def test_dinov2_recipe_decays_the_rate_layer_by_layer():
     assert m["patch_embed"] == pytest.approx(0.2 * 0.9**3) and m[model.mask_token.path] == pytest.approx(0.9**3)
     assert paper_optimizer("dinov2", 256, 2, 2).lr_multipliers == {}  # no model: no decay
     assert paper_optimizer("ibot", 256, 2, 2, model=model).lr_multipliers == {}  # iBOT's recipe has none
+
+
+def test_simmim_recipe_is_its_official_multistep_schedule():
+    # 80 epochs of 5 steps at batch 256: peak 1e-4 * 256 / 512, warm-up 8 epochs (a tenth of the run) from
+    # WARMUP_LR scaled alike, x0.1 at 7/8 of the run (epoch 700 of 800), each rate set after the update before.
+    optimizer = paper_optimizer("simmim", 256, steps_per_epoch=5, epochs=80)
+    assert optimizer.global_clipnorm == 5.0 and optimizer.decoupled_weight_decay
+    want = simmim_multistep_rates(5e-5, 2.5e-7, warmup_t=40, milestones=[350], gamma=0.1, updates=400)
+    got = [_lr_at(optimizer, step) for step in range(400)]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-12)
+    assert got[350] == pytest.approx(5e-5) and got[351] == pytest.approx(5e-6)  # the drop, one update late
+    schedule = keras_ssl.schedules.WarmupMultiStep(1.0, [5], warmup_steps=2, initial=0.5, step_offset=-1)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert [float(again(t)) for t in (0, 1, 2, 3, 5, 6)] == pytest.approx([0.5, 0.5, 0.75, 1.0, 1.0, 0.1])
+    with pytest.raises(ValueError, match="must end by the first milestone"):
+        keras_ssl.schedules.WarmupMultiStep(1.0, [5], warmup_steps=6)
