@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import random_images, small_encoder
 
+from keras_ssl import backbones
 from keras_ssl import evaluation as ev
 
 # ------------------------------------------------------------------ kNN
@@ -263,3 +264,25 @@ def test_linear_probe_is_reproducible_and_returns_the_classifier():
     assert r1["top1"] == np.mean(logits.argmax(axis=1) == y[32:])
     with pytest.raises(ValueError, match="epochs"):
         ev.linear_probe(encoder, x, y, x, y, epochs=0)
+
+
+def test_fine_tune_layer_decay_slows_the_lower_blocks():
+    encoder = backbones.vit(image_size=16, patch_size=4, dim=8, depth=2, heads=2)
+    x, y = random_images(16), np.arange(16) % 2
+
+    def moved(**options):
+        _, model = ev.fine_tune(
+            encoder, x, y, x, y, epochs=2, batch_size=8, augment=False, return_model=True, **options
+        )
+        copy = [layer for layer in model.layers if isinstance(layer, keras.Model)][0]
+        return {
+            name: np.abs(np.array(copy.get_layer(name).weights[0]) - np.array(encoder.get_layer(name).weights[0])).max()
+            for name in ("patch_embed", "block_0", "block_1")
+        }
+
+    plain, decayed = moved(), moved(layer_decay=0.01)
+    # 0.01 ** 3 for the patch embedding, 0.01 ** 2 for block 0, 0.01 for block 1 (the last block)
+    assert plain["patch_embed"] > 0 and decayed["patch_embed"] < 1e-4 * plain["patch_embed"]
+    assert decayed["block_0"] < 0.05 * plain["block_0"] and 0 < decayed["block_1"] < 0.5 * plain["block_1"]
+    with pytest.raises(ValueError, match="layer_decay needs a keras_ssl ViT"):
+        ev.fine_tune(small_encoder(width=4), x, y, x, y, layer_decay=0.75)

@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 
+from keras_ssl import optimizers
 from keras_ssl.backbones.clone import clone_model, plain_keras
 from keras_ssl.data import check_images, pick_per_class
 from keras_ssl.evaluation.common import _accuracy, _labels
@@ -98,6 +99,7 @@ def fine_tune(
     seed=0,
     verbose=0,
     return_model=False,
+    layer_decay=None,
 ):
     """Fine-tunes a copy of the encoder with a new linear head.
 
@@ -125,6 +127,12 @@ def fine_tune(
         seed: seed of the subset, the head and the flips.
         verbose: passed to `fit`.
         return_model: also return the fine-tuned classifier.
+        layer_decay: layer-wise rate decay of a keras_ssl `ViT` encoder (BEiT's,
+            MAE's and SimMIM's fine-tuning: 0.65-0.75): block `i` of `L` learns
+            at `layer_decay ** (L - i)` times the encoder's rate, the embeddings
+            at `layer_decay ** (L + 1)` (`ViT.layer_decay_multipliers`), with
+            `keras_ssl.optimizers.SGD` (PyTorch's) carrying the rates; None:
+            every layer alike.
 
     Returns:
         `{"top1": test accuracy, "train_top1": accuracy on the labelled
@@ -147,6 +155,11 @@ def fine_tune(
     y_train, y_test = _labels(y_train, len(x_train)), _labels(y_test, len(x_test))
     if encoder_learning_rate_scale < 0:
         raise ValueError(f"encoder_learning_rate_scale must be >= 0, got {encoder_learning_rate_scale}.")
+    if layer_decay is not None and not hasattr(encoder, "layer_decay_multipliers"):
+        raise ValueError(
+            f"layer_decay needs a keras_ssl ViT encoder (backbones.ViT), whose blocks it decays; "
+            f"got {type(encoder).__name__}."
+        )
     keep = labeled_subset(y_train, label_fraction, seed)
     x_train, y_train = x_train[keep], y_train[keep]
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
@@ -172,8 +185,12 @@ def fine_tune(
     steps = epochs * -(-len(x_train) // batch_size)
     learning_rate = learning_rate or 0.05 * batch_size / 256
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
+    optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    if layer_decay is not None:
+        multipliers = copy.layer_decay_multipliers(layer_decay)
+        optimizer = optimizers.SGD(schedule, momentum=0.9, nesterov=True, lr_multipliers=multipliers)
     classifier.compile(
-        optimizer=keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True),
+        optimizer=optimizer,
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     classifier.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=verbose)
