@@ -16,7 +16,8 @@ Budgets:
   methods (MAE, iBOT, DINOv2, I-JEPA, SimMIM, MSN) on a 2-block ViT (dim 64,
   patch 4; mean pooling for I-JEPA and SimMIM, whose class token gets no
   loss). Enough to show each method learns, not to rank them. MAE, I-JEPA
-  and SimMIM also get a linear probe (30 epochs on the frozen features).
+  and SimMIM also get a linear probe (30 epochs on the frozen features) and,
+  with `--fine-tune EPOCHS`, a fine-tuning with layer-wise rate decay.
 - `--full` (a GPU): all 50,000 images, 200 epochs, batch 512, CIFAR
   ResNet-18 (MAE: ViT-Tiny/4), each method with its paper's optimiser
   (`keras_ssl.recipes`: LARS, SGD, Adam or AdamW at the batch-scaled rate,
@@ -60,6 +61,15 @@ def parse():
         help="at the CPU budget too: each method's paper optimizer (keras_ssl.recipes: kind, lr scaled to the "
         "batch, weight decay), warmed up over the first epoch then cosine, instead of constant Adam 1e-3",
     )
+    p.add_argument(
+        "--fine-tune",
+        type=int,
+        default=0,
+        metavar="EPOCHS",
+        help="also fine-tune MAE, I-JEPA and SimMIM (random init and trained) for EPOCHS on the labelled training "
+        "images (evaluation.fine_tune, ViT layer decay --layer-decay) and report test top-1",
+    )
+    p.add_argument("--layer-decay", type=float, default=0.75, help="the fine-tuning's layer-wise rate decay")
     args = p.parse_args()
     args.images = args.images or (50000 if args.full else 5000)
     args.epochs = args.epochs or (200 if args.full else 3)
@@ -120,7 +130,7 @@ def encoder(name, args):
     return keras_ssl.backbones.tiny_encoder(shape, width=args.width)
 
 
-def optimizer(name, steps_per_epoch, args):
+def optimizer(name, steps_per_epoch, args, model):
     if not (args.full or args.paper_optimizer):
         if name in SGD_AT_CPU_BUDGET:  # SimSiam's CIFAR SGD: every parameter decays, as main_simsiam.py
             return keras_ssl.optimizers.SGD(
@@ -128,7 +138,9 @@ def optimizer(name, steps_per_epoch, args):
             )
         return keras.optimizers.Adam(1e-3)
     warmup = None if args.full else 1  # --full: the paper's warm-up (at most a tenth of the run)
-    return paper_optimizer(METHODS[name][2], args.batch_size, steps_per_epoch, args.epochs, warmup_epochs=warmup)
+    return paper_optimizer(
+        METHODS[name][2], args.batch_size, steps_per_epoch, args.epochs, warmup_epochs=warmup, model=model
+    )
 
 
 class EpochTimer(keras.callbacks.Callback):
@@ -169,7 +181,13 @@ def main():
         if name not in PROBED:
             return ""
         result = keras_ssl.evaluation.linear_probe(enc, x_train, y_train, x_test, y_test, epochs=30)
-        return f" {result['top1']:.4f}"
+        text = f" {result['top1']:.4f}"
+        if args.fine_tune:  # the protocol these methods are meant for
+            tuned = keras_ssl.evaluation.fine_tune(
+                enc, x_train, y_train, x_test, y_test, epochs=args.fine_tune, layer_decay=args.layer_decay
+            )
+            text += f" (fine-tuned {tuned['top1']:.4f})"
+        return text
 
     budget = "ResNet-18 (ViTs: ViT-Tiny/4)" if args.full else f"tiny_encoder x{args.width} (ViTs: 2x64)"
     print(
@@ -191,7 +209,7 @@ def main():
         if name == "deepclusterv2":
             options = dict(options, num_samples=len(x_train))
         model = cls(encoder(name, args), seed=args.seed, **options)
-        model.compile(optimizer=optimizer(name, steps_per_epoch, args))
+        model.compile(optimizer=optimizer(name, steps_per_epoch, args, model))
         timer = EpochTimer()
         labels = y_train if model.needs_labels else None  # SupCon: supervised, the others never see labels
         history = model.fit(
