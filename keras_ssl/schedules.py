@@ -19,6 +19,11 @@ def _check_integer(label, value, least):
         raise ValueError(f"`{label}` must be an integer >= {least}, got {value!r}.")
 
 
+def _ramp(initial, peak, step, steps):
+    """The linear warm-up: `initial` at step 0, `peak` at `steps`."""
+    return initial + (peak - initial) * step / max(steps, 1)
+
+
 def _cosine(start, end, progress):
     """`start` at progress 0, `end` at progress 1, along half a cosine."""
     return end + 0.5 * (start - end) * (1 + ops.cos(math.pi * progress))
@@ -72,8 +77,9 @@ class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.cast(step, "float32") + self.step_offset
-        ramp = max(self.warmup_steps - 1 if self.linspace_warmup else self.warmup_steps, 1)
-        warm = self.initial + (self.peak - self.initial) * step / ramp
+        warm = _ramp(
+            self.initial, self.peak, step, self.warmup_steps - 1 if self.linspace_warmup else self.warmup_steps
+        )
         progress = ops.clip((step - self.warmup_steps) / max(self.total_steps - self.warmup_steps, 1), 0.0, 1.0)
         return ops.where(step < self.warmup_steps, warm, _cosine(self.peak, self.final, progress))
 
@@ -126,9 +132,9 @@ class WarmupMultiStep(keras.optimizers.schedules.LearningRateSchedule):
 
     def __call__(self, step):
         step = ops.maximum(ops.cast(step, "float32") + self.step_offset, 0.0)
-        warm = self.initial + (self.peak - self.initial) * step / max(self.warmup_steps, 1)
-        passed = sum(ops.cast(step >= m, "float32") for m in self.milestones) if self.milestones else 0.0
-        return ops.where(step < self.warmup_steps, warm, self.peak * ops.power(self.gamma, passed))
+        passed = sum((ops.cast(step >= m, "float32") for m in self.milestones), 0.0)
+        stepped = self.peak * ops.power(self.gamma, passed)
+        return ops.where(step < self.warmup_steps, _ramp(self.initial, self.peak, step, self.warmup_steps), stepped)
 
     def get_config(self):
         return {

@@ -185,8 +185,9 @@ def fine_tune(
     steps = epochs * -(-len(x_train) // batch_size)
     learning_rate = learning_rate or 0.05 * batch_size / 256
     schedule = keras.optimizers.schedules.CosineDecay(learning_rate, steps)
-    optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
-    if layer_decay is not None:
+    if layer_decay is None:
+        optimizer = keras.optimizers.SGD(schedule, momentum=0.9, nesterov=True)
+    else:
         multipliers = copy.layer_decay_multipliers(layer_decay)
         optimizer = optimizers.SGD(schedule, momentum=0.9, nesterov=True, lr_multipliers=multipliers)
     classifier.compile(
