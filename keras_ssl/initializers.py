@@ -60,6 +60,32 @@ def torch_default(seed=None):
     return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform", seed=seed)
 
 
+def trunc_normal(stddev=0.02, seed=None):
+    """The official ViT codes' `trunc_normal_(std=stddev)`: a fresh initialiser for one weight.
+
+    PyTorch's and timm's `trunc_normal_` cut at the absolute bounds +-2, which
+    at std 0.02 lie 100 std out: the distribution is N(0, stddev^2). Keras's
+    `TruncatedNormal(stddev)` cuts at 2 std instead, which narrows it to
+    0.88 stddev. Each call returns a new initialiser, because one unseeded
+    Keras initialiser draws the same values for every weight it fills.
+
+    Args:
+        stddev: in (0, 0.25], where the cut at +-2 lies 8 std or more out.
+        seed: as for Keras's initialisers.
+
+    Returns:
+        A `keras.initializers.RandomNormal`.
+
+    Example:
+        >>> w = keras_ssl.initializers.trunc_normal(seed=0)((256, 256))
+        >>> round(float(ops.std(w)), 3)
+        0.02
+    """
+    if not 0 < stddev <= 0.25:
+        raise ValueError(f"`stddev` must be in (0, 0.25] (the cut at +-2 then changes nothing), got {stddev}.")
+    return keras.initializers.RandomNormal(stddev=stddev, seed=seed)
+
+
 def torch_bias(fan_in, seed=None):
     """PyTorch's default bias init of `nn.Conv2d` and `nn.Linear`: `U(-1/sqrt(fan_in), 1/sqrt(fan_in))`.
 

@@ -170,6 +170,28 @@ def test_dino_head_matches_numpy():
         DINOHead(6, num_layers=0)
 
 
+def test_dino_head_with_batch_norm_matches_numpy():
+    # The official DINOHead(use_bn=True): Linear -> BatchNorm1d (batch statistics, eps 1e-5) -> GELU
+    # for each hidden layer; the bottleneck Linear has no norm.
+    head = DINOHead(6, hidden_dim=5, bottleneck_dim=3, num_layers=3, use_bn=True)
+    head.build((None, 4))
+    x = np.random.default_rng(1).normal(size=(7, 4)).astype("float32")
+    h = x
+    for i, dense in enumerate(head.mlp):
+        h = h @ np.array(dense.kernel) + np.array(dense.bias)
+        if i < 2:
+            h = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-5)  # gamma 1, beta 0 at init
+            h = 0.5 * h * (1 + np.vectorize(math.erf)(h / np.sqrt(2)))
+    h = h / np.linalg.norm(h, axis=1, keepdims=True)
+    v = np.array(head.last_v)
+    expected = h @ (v / np.linalg.norm(v, axis=0, keepdims=True))
+    np.testing.assert_allclose(ops.convert_to_numpy(head(x, training=True)), expected, atol=1e-5)
+    assert len(head.trainable_weights) == 1 + 6 + 4  # last_v, three Dense, two BatchNorms
+    assert DINOHead.from_config(head.get_config()).use_bn
+    model = make_model(use_bn_in_head=True)
+    assert model.head.use_bn and model.get_config()["use_bn_in_head"]
+
+
 def test_accepts_a_vit_encoder():
     from keras_ssl.backbones.vit import vit
 

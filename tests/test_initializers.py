@@ -235,3 +235,53 @@ def test_the_cli_builds_each_methods_official_resnet():
             reference, bound = _truncated(ours.shape, stddev, rng), 2 * stddev
         _same_distribution(ours, reference)
         assert np.abs(ours).max() <= bound * (1 + 1e-6), name
+
+
+def test_vit_weights_draw_as_torch_trunc_normal_and_dinos_last_layer_as_torch_linear():
+    # The official ViT codes' `trunc_normal_(std=.02)` (absolute cut +-2: a plain N(0, 0.02^2)), and
+    # DINO's last layer, created after its head's init and so left at nn.Linear's default.
+    torch.manual_seed(0)
+    keras.utils.set_random_seed(0)
+    encoder = backbones.vit(image_size=32, patch_size=4, dim=64, depth=1, heads=2)
+    positions = keras.ops.convert_to_numpy(encoder.get_layer("pos_embed").positions)
+    _same_distribution(positions, torch.nn.init.trunc_normal_(torch.empty(20000), std=0.02).numpy())
+    head = keras_ssl.layers.DINOHead(512, hidden_dim=64, bottleneck_dim=64)
+    head.build((None, 64))
+    _same_distribution(
+        keras.ops.convert_to_numpy(head.mlp[0].kernel),
+        torch.nn.init.trunc_normal_(torch.empty(20000), std=0.02).numpy(),
+    )
+    last = torch.nn.Linear(64, 512, bias=False).weight.detach().numpy()
+    _same_distribution(keras.ops.convert_to_numpy(head.last_v), last)
+    with pytest.raises(ValueError, match="stddev"):
+        keras_ssl.initializers.trunc_normal(1.0)
+
+
+def _leading_values(model):
+    return [(w.path, np.ravel(keras.ops.convert_to_numpy(w))[:16]) for w in model.trainable_weights if np.prod(w.shape) >= 4]
+
+
+@pytest.mark.parametrize("method", ["mae", "ijepa", "msn", "dino_bn"])
+def test_each_weight_is_its_own_draw_and_follows_the_global_seed(method):
+    # One unseeded Keras initialiser reused for several weights draws the same values into each, and
+    # picks its seed at import, so `set_random_seed` did not reach the ViT's tokens and positions.
+    def build(seed):
+        keras.utils.set_random_seed(seed)
+        vit = backbones.vit(image_size=16, patch_size=4, dim=32, depth=2, heads=2, num_registers=2)
+        if method == "mae":
+            return keras_ssl.MAE(vit, decoder_dim=32, decoder_depth=1)
+        if method == "ijepa":
+            return keras_ssl.IJEPA(vit, predictor_dim=32, predictor_depth=1)
+        if method == "msn":
+            return keras_ssl.MSN(vit, hidden_dim=32, output_dim=32, num_prototypes=8)
+        return keras_ssl.DINO(vit, output_dim=32, hidden_dim=32, bottleneck_dim=32, use_bn_in_head=True)
+
+    first = _leading_values(build(0))
+    for i, (name_a, a) in enumerate(first):
+        for name_b, b in first[i + 1 :]:
+            n = min(a.size, b.size)
+            assert np.std(a[:n]) == 0 or not np.allclose(a[:n], b[:n]), (name_a, name_b)
+    again, other = _leading_values(build(0)), _leading_values(build(1))
+    for (name, a), (_, b), (_, c) in zip(first, again, other):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+        assert np.std(a) == 0 or not np.allclose(a, c), name

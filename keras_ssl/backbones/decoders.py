@@ -4,9 +4,8 @@ import keras
 from keras import ops
 
 from keras_ssl.backbones.transformer import TransformerBlock
+from keras_ssl.initializers import trunc_normal
 from keras_ssl.layers.masking import take_tokens
-
-_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -38,8 +37,10 @@ class MAEDecoder(keras.layers.Layer):
 
     def build(self, latent_shape):
         self.embed.build(latent_shape)
-        self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, self.dim), initializer=_INIT)
-        self.positions = self.add_weight(name="positions", shape=(1, 1 + self.num_patches, self.dim), initializer=_INIT)
+        self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, self.dim), initializer=trunc_normal())
+        self.positions = self.add_weight(
+            name="positions", shape=(1, 1 + self.num_patches, self.dim), initializer=trunc_normal()
+        )
         tokens = (None, 1 + self.num_patches, self.dim)
         for block in self.blocks:
             block.build(tokens)

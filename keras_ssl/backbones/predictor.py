@@ -8,8 +8,7 @@ import numpy as np
 from keras import ops
 
 from keras_ssl.backbones.transformer import TransformerBlock
-
-_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
+from keras_ssl.initializers import trunc_normal
 
 
 def sincos_positions(dim, grid_size):
@@ -90,7 +89,7 @@ class JEPAPredictor(keras.layers.Layer):
         for i, block in enumerate(self.blocks):
             kernels += [(block.qkv.kernel, 1), (block.proj.kernel, 2 * (i + 1))]
             kernels += [(block.fc1.kernel, 1), (block.fc2.kernel, 2 * (i + 1))]
-        flat = ops.convert_to_numpy(_INIT((sum(math.prod(v.shape) for v, _ in kernels),)))
+        flat = ops.convert_to_numpy(trunc_normal()((sum(math.prod(v.shape) for v, _ in kernels),)))
         start = 0
         for variable, scale in kernels:
             size = math.prod(variable.shape)

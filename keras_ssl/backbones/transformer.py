@@ -4,8 +4,9 @@ and the pre-norm Transformer block (with LayerScale and attention masks)."""
 import keras
 from keras import ops
 
+from keras_ssl.initializers import trunc_normal
+
 layers = keras.layers
-_INIT = keras.initializers.TruncatedNormal(stddev=0.02)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -78,14 +79,13 @@ class ClassTokenPositionEmbedding(layers.Layer):
 
     def build(self, input_shape):
         _, self.grid_height, self.grid_width, dim = input_shape
-        token = dict(shape=(1, 1, dim), initializer=_INIT)
-        self.class_token = self.add_weight(name="class_token", **token)
-        self.class_position = self.add_weight(name="class_position", **token)
-        self.positions = self.add_weight(
-            name="positions", shape=(1, self.grid_height, self.grid_width, dim), initializer=_INIT
-        )
+        self.class_token = self.add_weight(name="class_token", shape=(1, 1, dim), initializer=trunc_normal())
+        self.class_position = self.add_weight(name="class_position", shape=(1, 1, dim), initializer=trunc_normal())
+        grid = (1, self.grid_height, self.grid_width, dim)
+        self.positions = self.add_weight(name="positions", shape=grid, initializer=trunc_normal())
         if self.num_registers:
-            self.registers = self.add_weight(name="registers", shape=(1, self.num_registers, dim), initializer=_INIT)
+            shape = (1, self.num_registers, dim)
+            self.registers = self.add_weight(name="registers", shape=shape, initializer=trunc_normal())
 
     def patch_positions(self, height, width):
         """The `(1, height * width, dim)` patch positions for a grid of that size."""

@@ -8,7 +8,6 @@ from keras_ssl import initializers, losses
 from keras_ssl.layers.normalization import BatchNormalization
 
 # The official heads' trunc_normal_(std=0.02) (MSN).
-_TRUNC_NORMAL = keras.initializers.TruncatedNormal(stddev=0.02)
 
 
 def _batch_norm(**kwargs):
@@ -217,6 +216,8 @@ class DINOHead(keras.layers.Layer):
         norm_last_layer: fix the weight-norm scale `g` to 1.
         freeze_last_layer_steps: while the `step` passed to `call` is below
             it, the last layer gets no gradient (DINO's `freeze_last_layer`).
+        use_bn: BatchNorm between each hidden Dense and its GELU (DINO's
+            `use_bn_in_head`, off in the paper; lightly's CIFAR-10 recipe turns it on).
 
     Example:
         >>> head = keras_ssl.layers.DINOHead(64, hidden_dim=16, bottleneck_dim=8)
@@ -236,6 +237,7 @@ class DINOHead(keras.layers.Layer):
         num_layers=3,
         norm_last_layer=True,
         freeze_last_layer_steps=0,
+        use_bn=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -247,26 +249,28 @@ class DINOHead(keras.layers.Layer):
         self.output_dim, self.hidden_dim = int(output_dim), int(hidden_dim)
         self.bottleneck_dim, self.num_layers = int(bottleneck_dim), int(num_layers)
         self.norm_last_layer = bool(norm_last_layer)
-        self.freeze_last_layer_steps = int(freeze_last_layer_steps)
+        self.freeze_last_layer_steps, self.use_bn = int(freeze_last_layer_steps), bool(use_bn)
+        widths, act = [self.hidden_dim] * (self.num_layers - 1) + [self.bottleneck_dim], None if use_bn else "gelu"
         self.mlp = [
             keras.layers.Dense(
-                self.hidden_dim, activation="gelu", kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02)
+                w, activation=act if i < len(widths) - 1 else None, kernel_initializer=initializers.trunc_normal()
             )
-            for _ in range(self.num_layers - 1)
+            for i, w in enumerate(widths)
         ]
-        self.mlp.append(
-            keras.layers.Dense(self.bottleneck_dim, kernel_initializer=keras.initializers.TruncatedNormal(stddev=0.02))
-        )
+        # Separate from `mlp`, so that the weights of a head without BatchNorm keep their paths.
+        self.norms = [_batch_norm() for _ in range(self.num_layers - 1)] if self.use_bn else []
 
     def build(self, input_shape):
         shape = tuple(input_shape)
-        for layer in self.mlp:
+        for i, layer in enumerate(self.mlp):
             layer.build(shape)
             shape = layer.compute_output_shape(shape)
+            if i < len(self.norms):
+                self.norms[i].build(shape)
         self.last_v = self.add_weight(
             name="last_v",
             shape=(self.bottleneck_dim, self.output_dim),
-            initializer=keras.initializers.TruncatedNormal(stddev=0.02),
+            initializer=initializers.torch_default(),  # the official last layer keeps nn.Linear's init
         )
         self.last_g = self.add_weight(
             name="last_g",
@@ -276,8 +280,10 @@ class DINOHead(keras.layers.Layer):
         )
 
     def call(self, x, training=False, step=None):
-        for layer in self.mlp:
+        for i, layer in enumerate(self.mlp):
             x = layer(x, training=training)
+            if i < len(self.norms):
+                x = keras.activations.gelu(self.norms[i](x, training=training), approximate=False)
         x = keras.ops.cast(x, "float32")
         norm_sq = keras.ops.sum(keras.ops.square(x), axis=-1, keepdims=True)
         x = x * keras.ops.rsqrt(keras.ops.maximum(norm_sq, 1e-12))
@@ -314,6 +320,7 @@ class DINOHead(keras.layers.Layer):
             num_layers=self.num_layers,
             norm_last_layer=self.norm_last_layer,
             freeze_last_layer_steps=self.freeze_last_layer_steps,
+            use_bn=self.use_bn,
         )
         return config
 
@@ -337,11 +344,11 @@ class MSNHead(keras.layers.Layer):
         self.blocks = []
         for _ in range(2):
             self.blocks += [
-                keras.layers.Dense(self.hidden_dim, kernel_initializer=_TRUNC_NORMAL),
+                keras.layers.Dense(self.hidden_dim, kernel_initializer=initializers.trunc_normal()),
                 _batch_norm(),
                 keras.layers.Activation("gelu"),
             ]
-        self.blocks.append(keras.layers.Dense(self.output_dim, kernel_initializer=_TRUNC_NORMAL))
+        self.blocks.append(keras.layers.Dense(self.output_dim, kernel_initializer=initializers.trunc_normal()))
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -32,6 +32,8 @@ class DINO(SSLModel):
             2048; smaller encoders get a proportionally smaller head).
         bottleneck_dim: head bottleneck width (paper: 256).
         norm_last_layer: fix the head's last-layer weight-norm scale to 1.
+        use_bn_in_head: BatchNorm after each hidden layer of the head (the
+            official option; off for ViTs, lightly's CIFAR-10 ResNet recipe sets it).
         student_temperature: > 0 (paper: 0.1).
         teacher_temperature: teacher temperature after warm-up (paper 0.04-0.07).
         warmup_teacher_temperature: teacher temperature at step 0.
@@ -80,6 +82,7 @@ class DINO(SSLModel):
         hidden_dim=None,
         bottleneck_dim=256,
         norm_last_layer=True,
+        use_bn_in_head=False,
         student_temperature=0.1,
         teacher_temperature=0.04,
         warmup_teacher_temperature=0.04,
@@ -108,7 +111,7 @@ class DINO(SSLModel):
         super().__init__(encoder, momentum=momentum, momentum_end=momentum_end, **kwargs)
         self.output_dim, self.bottleneck_dim = int(output_dim), int(bottleneck_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
-        self.norm_last_layer = bool(norm_last_layer)
+        self.norm_last_layer, self.use_bn_in_head = bool(norm_last_layer), bool(use_bn_in_head)
         self.student_temperature = float(student_temperature)
         self.teacher_temperature = float(teacher_temperature)
         self.warmup_teacher_temperature = float(warmup_teacher_temperature)
@@ -121,6 +124,7 @@ class DINO(SSLModel):
             self.bottleneck_dim,
             norm_last_layer=self.norm_last_layer,
             freeze_last_layer_steps=self.freeze_last_layer_steps,
+            use_bn=self.use_bn_in_head,
         )
         self.head.build((None, self.feature_dim))
         self.center = self.add_weight(name="center", shape=(self.output_dim,), initializer="zeros", trainable=False)

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_ssl import initializers
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import unpatchify
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
@@ -69,7 +70,7 @@ class SimMIM(SSLModel):
         )
         self.mask_patch_size, self.mask_ratio = int(mask_patch_size), float(mask_ratio)
         self.imagenet_targets = bool(imagenet_targets)
-        init = keras.initializers.TruncatedNormal(stddev=0.02)
+        init = initializers.trunc_normal()
         self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, encoder.dim), initializer=init)
         # PyTorch's default Conv2d init (uniform, bound 1 / sqrt(fan_in)), as the official decoder.
         uniform = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
