@@ -105,6 +105,12 @@ def parse(argv=None):
         help="the reference's BatchNorm batches: the official codes' (per view for BYOL, SimSiam, Barlow Twins, "
         "VICReg) or joint (same-size views together, as keras_ssl)",
     )
+    p.add_argument(
+        "--options",
+        default=None,
+        help="JSON of method options for both sides, over the defaults of METHOD_OPTIONS, e.g. DINO with "
+        'lightly\'s CIFAR-10 head: \'{"use_bn_in_head": true, "output_dim": 2048}\'',
+    )
     p.add_argument("--workdir", default=None, help="where the shared initial weights go (default: a temp dir)")
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
     p.add_argument("--run", default=None, help="one run: torch:METHOD:SEED or keras:BACKEND:METHOD:SEED")
@@ -224,8 +230,21 @@ def knn_top1(train, train_y, test, test_y, k=200, t=0.1, classes=10):
     return correct / len(test)
 
 
+def extra_options(args):
+    """`--options` as a dict (both sides take them)."""
+    options = json.loads(args.options or "{}")
+    if not isinstance(options, dict):
+        raise SystemExit(f"--options must be a JSON object, got {args.options!r}")
+    return options
+
+
+def shared_options(args, name):
+    return {**method_options(name, feature_dim(args.width)), **extra_options(args)}
+
+
 def init_path(args, name, seed):
-    return os.path.join(args.workdir, f"init_{name}_{seed}_{args.init}_w{args.width}.npz")
+    tag = "".join(f"_{k}={v}" for k, v in sorted(extra_options(args).items()))
+    return os.path.join(args.workdir, f"init_{name}_{seed}_{args.init}_w{args.width}{tag}.npz")
 
 
 # --------------------------------------------------------------- torch side
@@ -240,7 +259,7 @@ def run_torch(args, name, seed):
     (x, y), (xt, yt) = load_cifar(args)
     steps_per_epoch = len(x) // args.batch_size
     total = steps_per_epoch * args.epochs
-    options = method_options(name, feature_dim(args.width))
+    options = shared_options(args, name)
     method = torch_methods.build(name, args.width, options, args.init, steps_per_epoch, total, seed)
     method.joint_views = args.torch_bn == "joint"
     to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
@@ -433,7 +452,7 @@ def run_keras(args, backend, name, seed):
         (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
     )
     options = {
-        **method_options(name, feature_dim(args.width)),
+        **shared_options(args, name),
         **keras_only_options(name, steps_per_epoch),
     }
     if multicrop:

@@ -376,10 +376,14 @@ class WeightNormLinear(nn.Module):
 
 
 class DINOHead(nn.Module):
-    def __init__(self, din, out_dim, hidden, bottleneck):
+    """DINO's head (3 layers); `use_bn`: BatchNorm1d between each hidden Linear and its GELU."""
+
+    def __init__(self, din, out_dim, hidden, bottleneck, use_bn=False):
         super().__init__()
+        norm = (lambda: [nn.BatchNorm1d(hidden)]) if use_bn else list
         self.mlp = nn.Sequential(
-            nn.Linear(din, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, bottleneck)
+            *[nn.Linear(din, hidden), *norm(), nn.GELU(), nn.Linear(hidden, hidden), *norm(), nn.GELU()],
+            nn.Linear(hidden, bottleneck),
         )
         self.last_layer = WeightNormLinear(bottleneck, out_dim)
 
@@ -396,6 +400,7 @@ class DINO(Method):
         output_dim=4096,
         hidden_dim=None,
         bottleneck_dim=256,
+        use_bn_in_head=False,
         student_temperature=0.1,
         teacher_temperature=0.04,
         center_momentum=0.9,
@@ -404,7 +409,8 @@ class DINO(Method):
         num_local=4,
     ):
         super().__init__(width)
-        self.head = DINOHead(self.dim, output_dim, hidden_dim or min(2048, 4 * self.dim), bottleneck_dim)
+        hidden = hidden_dim or min(2048, 4 * self.dim)
+        self.head = DINOHead(self.dim, output_dim, hidden, bottleneck_dim, use_bn_in_head)
         self.st, self.tt, self.cm = student_temperature, teacher_temperature, center_momentum
         self.tau0, self.tau1 = momentum, momentum_end
         self.register_buffer("center", torch.zeros(1, output_dim))
@@ -423,8 +429,11 @@ class DINO(Method):
             _keras_trunc_normal(self.head.last_layer.weight_v.data, 0.02)
 
     def keras_head_params(self):
-        # keras_ssl's DINOHead lists its own `last_v` before the MLP's weights.
-        return {"head": [self.head.last_layer.weight_v] + list(self.head.mlp.parameters())}
+        # keras_ssl's DINOHead lists its own `last_v`, then the Dense layers', then the BatchNorms'.
+        mlp = list(self.head.mlp)
+        dense = [p for m in mlp if isinstance(m, nn.Linear) for p in m.parameters()]
+        norms = [p for m in mlp if isinstance(m, nn.BatchNorm1d) for p in m.parameters()]
+        return {"head": [self.head.last_layer.weight_v] + dense + norms}
 
     def make_targets(self):
         self.teacher_encoder, self.teacher_head = _copy_target(self.encoder), _copy_target(self.head)
