@@ -258,7 +258,9 @@ def test_vit_weights_draw_as_torch_trunc_normal_and_dinos_last_layer_as_torch_li
 
 
 def _leading_values(model):
-    return [(w.path, np.ravel(keras.ops.convert_to_numpy(w))[:16]) for w in model.trainable_weights if np.prod(w.shape) >= 4]
+    return [
+        (w.path, np.ravel(keras.ops.convert_to_numpy(w))[:16]) for w in model.trainable_weights if np.prod(w.shape) >= 4
+    ]
 
 
 @pytest.mark.parametrize("method", ["mae", "ijepa", "msn", "dino_bn"])
