@@ -28,13 +28,20 @@ Presets of the `initializer=` option of the ResNets and the MLP heads:
 
 Any Keras initialiser (or its name or config) is accepted too; it sets the
 kernels, and biases stay zero.
+
+The ViT's `initializer=` presets (`VIT_PRESETS`, `vit_preset`) are the
+official ViT codes' own: timm's (DINO, iBOT), DINOv2's, MSN's, MAE's,
+I-JEPA's and BEiT's (SimMIM); `CutNormal`, BEiT's normal cut at one std,
+is the one initialiser here that is not Keras's (registered, so it loads).
 """
 
 import math
 
 import keras
+from keras import ops
 
 PRESETS = ("keras", "torch", "torchvision", "simclr", "haiku")
+VIT_PRESETS = ("timm", "dinov2", "msn", "mae", "ijepa", "beit", "keras")
 _TRUNCATED_STD = 0.87962566103423978  # the std of a unit normal cut at +-2, as Keras's VarianceScaling uses
 
 
@@ -262,3 +269,124 @@ def serialize(initializer):
     if isinstance(initializer, keras.initializers.Initializer):
         return keras.initializers.serialize(initializer)
     return initializer
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
+class CutNormal(keras.initializers.Initializer):
+    """N(0, stddev^2) restricted to `[-cut * stddev, cut * stddev]`, not rescaled: BEiT's `trunc_normal_`.
+
+    BEiT's pre-training code and SimMIM's ViT call timm's `trunc_normal_`
+    with the bounds `a=-std, b=std`: one std, where the law's std is
+    0.54 `stddev`. Keras's `TruncatedNormal` always cuts at 2 std. Drawn as
+    PyTorch draws it: a uniform pushed through the normal's inverse CDF.
+
+    Args:
+        stddev: the std of the normal before the cut.
+        cut: the bound in units of `stddev`, > 0.
+        seed: as for Keras's initialisers.
+
+    Example:
+        >>> w = keras_ssl.initializers.CutNormal(0.02, seed=0)((256, 256))
+        >>> bool(ops.max(ops.abs(w)) <= 0.02), round(float(ops.std(w)), 4)
+        (True, 0.0108)
+    """
+
+    def __init__(self, stddev=0.02, cut=1.0, seed=None):
+        if not stddev > 0 or not cut > 0:
+            raise ValueError(f"`stddev` and `cut` must be > 0, got {stddev} and {cut}.")
+        self.stddev, self.cut, self.seed = float(stddev), float(cut), seed
+        edge = math.erf(self.cut / math.sqrt(2.0))
+        # Keras's own uniform initialiser picks the seed, so `set_random_seed` reaches this one too.
+        self._uniform = keras.initializers.RandomUniform(-edge, edge, seed=seed)
+
+    def __call__(self, shape, dtype=None):
+        u = self._uniform(shape, dtype="float32")
+        return ops.cast(self.stddev * math.sqrt(2.0) * ops.erfinv(u), dtype or keras.backend.floatx())
+
+    def get_config(self):
+        return {"stddev": self.stddev, "cut": self.cut, "seed": self.seed}
+
+
+def vit_preset(preset, channels, patch_size, dim, depth):
+    """A `ViT(initializer=)` preset as its layers' initialisers, each drawn as the official code draws it.
+
+    - `"timm"` (DINO's, iBOT's `_init_weights`): Linear kernels
+      `trunc_normal_(std=.02)` (`trunc_normal`), biases 0; the patch
+      convolution untouched, so PyTorch's `Conv2d` default (`torch_default`,
+      `torch_bias`).
+    - `"dinov2"`: timm's, with the class token and registers N(0, (1e-6)^2).
+    - `"msn"` (MSN's `deit.py`): timm's, but the patch convolution
+      `kaiming_normal_(mode="fan_in", nonlinearity="relu")`, bias 0.
+    - `"mae"`: Linear kernels `xavier_uniform_` (Glorot-uniform), biases 0;
+      the patch kernel `xavier_uniform_` as a `(dim, channels * p * p)`
+      matrix (fan-out `dim`, not Keras's `p * p * dim`), its bias PyTorch's.
+    - `"ijepa"`: Linear and patch kernels `trunc_normal_(std=.02)`, biases 0,
+      each block's attention output and second MLP kernel divided by
+      `sqrt(2 * layer)` (1-based), as `fix_init_weight` does.
+    - `"beit"` (SimMIM's ViT): as `"ijepa"`, every draw `CutNormal` (cut at 1 std).
+    - `"keras"`: Keras's defaults, Glorot-uniform kernels (the former ViT).
+
+    Class token, positions and registers: N(0, 0.02^2) (DINOv2's class
+    token and registers N(0, (1e-6)^2), BEiT's `CutNormal`); the registers as the
+    class token.
+
+    Args:
+        preset: one of `VIT_PRESETS`.
+        channels, patch_size, dim, depth: the ViT's.
+
+    Returns:
+        `{"patch_kernel", "patch_bias", "token", "position", "kernel": initialiser, "outputs": [one per block]}`;
+        an initialiser may be Keras's name of one, or None for the layer's default.
+
+    Example:
+        >>> init = keras_ssl.initializers.vit_preset("ijepa", channels=3, patch_size=4, dim=64, depth=12)
+        >>> round(init["outputs"][0].get_config()["stddev"], 4), round(init["outputs"][-1].get_config()["stddev"], 4)
+        (0.0141, 0.0041)
+        >>> keras_ssl.initializers.vit_preset("deit", 3, 4, 64, 12)
+        Traceback (most recent call last):
+        ...
+        ValueError: `initializer` must be one of ('timm', 'dinov2', 'msn', 'mae', 'ijepa', 'beit', 'keras'), got 'deit'.
+    """
+    if not isinstance(preset, str) or preset not in VIT_PRESETS:
+        raise ValueError(f"`initializer` must be one of {VIT_PRESETS}, got {preset!r}.")
+    fan_in = int(channels) * int(patch_size) ** 2
+    if preset == "keras":  # names, not objects: Keras seeds them as it did before the option existed
+        return dict(
+            patch_kernel="glorot_uniform",
+            patch_bias="zeros",
+            token=None,
+            position=None,
+            kernel="glorot_uniform",
+            outputs=["glorot_uniform"] * depth,
+        )
+    if preset in ("ijepa", "beit"):
+        normal = trunc_normal if preset == "ijepa" else CutNormal
+        return dict(
+            patch_kernel=normal(0.02),
+            patch_bias="zeros",
+            token=normal(0.02),
+            position=normal(0.02),
+            kernel=normal(0.02),
+            outputs=[normal(0.02 / math.sqrt(2.0 * layer)) for layer in range(1, depth + 1)],
+        )
+    init = dict(
+        patch_kernel=torch_default(),
+        patch_bias=torch_bias(fan_in),
+        token=trunc_normal(),
+        position=trunc_normal(),
+        kernel=trunc_normal(),
+        outputs=[trunc_normal() for _ in range(depth)],
+    )
+    if preset == "dinov2":
+        init["token"] = keras.initializers.RandomNormal(stddev=1e-6)
+    elif preset == "msn":
+        init["patch_kernel"] = keras.initializers.VarianceScaling(2.0, "fan_in", "untruncated_normal")
+        init["patch_bias"] = "zeros"
+    elif preset == "mae":
+        bound = math.sqrt(6.0 / (fan_in + int(dim)))
+        init |= dict(
+            patch_kernel=keras.initializers.RandomUniform(-bound, bound),
+            kernel="glorot_uniform",
+            outputs=["glorot_uniform"] * depth,
+        )
+    return init

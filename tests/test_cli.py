@@ -159,7 +159,7 @@ def test_every_method_pretrains_from_the_cli_with_its_declared_views(name, tmp_p
     monkeypatch.setattr(method, "ssl_forward", recording)
     # The ViT methods' default vit_tiny (12 blocks) would make this the suite's slowest test; the
     # wiring under test is the same with 2 narrow blocks.
-    small = lambda image_size, patch_size, channels: backbones.vit(image_size, patch_size, 32, 2, 2, channels)
+    small = lambda image_size, patch_size, **kw: backbones.vit(image_size, patch_size, 32, 2, 2, **kw)
     monkeypatch.setattr(backbones, "vit_tiny", small)
     code = cli.main(
         [

@@ -1,4 +1,4 @@
-"""The `initializer=` option of the ResNets and MLP heads: PyTorch's and torchvision's distributions
+"""The `initializer=` option of the ResNets, ViTs and MLP heads: PyTorch's and torchvision's distributions
 (checked against torch itself), Haiku's and SimCLR's (against draws written from their code), each
 method's default its paper's, and the option saved and loaded."""
 
@@ -287,3 +287,116 @@ def test_each_weight_is_its_own_draw_and_follows_the_global_seed(method):
     for (name, a), (_, b), (_, c) in zip(first, again, other):
         np.testing.assert_array_equal(a, b, err_msg=name)
         assert np.std(a) == 0 or not np.allclose(a, c), name
+
+
+def _vit_kernels(encoder, block):
+    """The patch kernel and block `block`'s qkv, attention output and fc2 kernels, as NumPy."""
+    parts = encoder.blocks[block]
+    kernels = [encoder.patch_embed.projection.kernel, parts.qkv.kernel, parts.proj.kernel, parts.fc2.kernel]
+    return [keras.ops.convert_to_numpy(k) for k in kernels]
+
+
+def _torch_vit_draws(preset, patch_kernel, *linears, layer):
+    """The official codes' draws of a patch kernel `(cout, cin, p, p)` and the qkv, attention output and
+    fc2 weights `(out, in)` of block `layer` (1-based), made by torch as each code makes them, in our layouts."""
+    cout, cin, p = patch_kernel[3], patch_kernel[2], patch_kernel[0]
+    patch, (qkv, proj, fc2) = torch.empty(cout, cin, p, p), [torch.empty(shape[::-1]) for shape in linears]
+    if preset in ("timm", "dinov2", "msn"):  # DINO/iBOT/DINOv2/MSN _init_weights: Linear trunc_normal_(std=.02)
+        patch = torch.nn.Conv2d(cin, cout, p, p).weight.detach()  # untouched: Conv2d's default
+        if preset == "msn":  # deit.py: Conv2d kaiming_normal_(mode="fan_in", nonlinearity="relu")
+            torch.nn.init.kaiming_normal_(patch, mode="fan_in", nonlinearity="relu")
+        for w in (qkv, proj, fc2):
+            torch.nn.init.trunc_normal_(w, std=0.02)
+    elif preset == "mae":  # models_mae.py: xavier_uniform_ on Linear and on the patch kernel as a matrix
+        torch.nn.init.xavier_uniform_(patch.view(cout, -1))
+        for w in (qkv, proj, fc2):
+            torch.nn.init.xavier_uniform_(w)
+    else:  # I-JEPA and BEiT (SimMIM): trunc_normal_(std=.02) everywhere (BEiT cuts at +-std), fix_init_weight
+        cut = 0.02 if preset == "beit" else 2.0
+        for w in (patch, qkv, proj, fc2):
+            torch.nn.init.trunc_normal_(w, std=0.02, a=-cut, b=cut)
+        proj /= np.sqrt(2.0 * layer)
+        fc2 /= np.sqrt(2.0 * layer)
+    return [patch.numpy().transpose(2, 3, 1, 0)] + [w.numpy().T for w in (qkv, proj, fc2)]
+
+
+@pytest.mark.parametrize("preset", ["timm", "dinov2", "msn", "mae", "ijepa", "beit", "keras"])
+def test_each_vit_preset_draws_as_its_official_code(preset):
+    torch.manual_seed(0)
+    # 8-px patches of 3 channels, dim 128: the patch kernel has 24576 weights, a block's qkv 49152.
+    encoder = backbones.vit(image_size=32, patch_size=8, dim=128, depth=2, heads=2, num_registers=4, initializer=preset)
+    patch, qkv, proj, fc2 = _vit_kernels(encoder, block=1)
+    if preset == "keras":  # Keras's Glorot-uniform, the conv's fans both times p * p: the former ViT
+        bound = np.sqrt(6 / (64 * (3 + 128)))
+        references = [torch.empty(patch.shape).uniform_(-bound, bound).numpy()]
+        references += [
+            keras.ops.convert_to_numpy(keras.initializers.GlorotUniform(0)(k.shape)) for k in (qkv, proj, fc2)
+        ]
+    else:
+        references = _torch_vit_draws(preset, patch.shape, qkv.shape, proj.shape, fc2.shape, layer=2)
+    for ours, reference in zip((patch, qkv, proj, fc2), references, strict=True):
+        _same_distribution(ours, reference)
+    bias = keras.ops.convert_to_numpy(encoder.patch_embed.projection.bias)
+    if preset in ("timm", "dinov2", "mae"):  # Conv2d's default bias, uniform in +-1/sqrt(cin * p * p)
+        assert 0 < np.abs(bias).max() <= 1 / np.sqrt(3 * 64)
+    else:
+        assert not bias.any()
+    pos = encoder.pos_embed
+    tokens, positions = (keras.ops.convert_to_numpy(w) for w in (pos.class_token, pos.positions))
+    registers = keras.ops.convert_to_numpy(pos.registers)
+    if preset == "dinov2":  # init_weights: cls_token and register_tokens normal_(std=1e-6)
+        assert 0 < np.abs(np.concatenate([tokens.ravel(), registers.ravel()])).max() < 1e-5
+    if preset == "beit":
+        for w in (patch, qkv, tokens, positions, registers):
+            assert np.abs(w).max() <= 0.02 * (1 + 1e-5)
+        assert np.abs(fc2).max() <= 0.01 * (1 + 1e-5)
+    assert encoder.get_config()["initializer"] == preset
+
+
+def test_the_vit_option_round_trips_and_is_checked(tmp_path):
+    keras.utils.set_random_seed(0)
+    encoder = backbones.vit(image_size=16, patch_size=4, dim=16, depth=2, heads=2, initializer="beit")
+    path = os.path.join(tmp_path, "vit.keras")
+    encoder.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config()["initializer"] == "beit"
+    for a, b in zip(encoder.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    # The layers keep their own initialisers in their configs, BEiT's cut normal among them.
+    block = type(encoder.blocks[1]).from_config(encoder.blocks[1].get_config())
+    output = block.output_initializer
+    assert isinstance(output, keras_ssl.initializers.CutNormal) and np.isclose(output.stddev, 0.01)
+    # The same global seed, the same weights (the rescaled ones too); each weight its own draw.
+    keras.utils.set_random_seed(0)
+    again = backbones.vit(image_size=16, patch_size=4, dim=16, depth=2, heads=2, initializer="beit")
+    for a, b in zip(encoder.weights, again.weights, strict=True):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a), keras.ops.convert_to_numpy(b))
+    qkv0, qkv1 = (keras.ops.convert_to_numpy(b.qkv.kernel) for b in encoder.blocks)
+    assert not np.allclose(qkv0, qkv1)
+    with pytest.raises(ValueError, match=r"`initializer` must be one of \('timm', 'dinov2'.*got 'deit'"):
+        backbones.vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, initializer="deit")
+
+
+def test_the_cli_builds_each_methods_official_vit(monkeypatch):
+    from keras_ssl.cli import build_parser
+    from keras_ssl.cli.building import _build_model
+
+    # MAE's models_mae.py, I-JEPA's and DINOv2's vision_transformer.py, MSN's deit.py, SimMIM's BEiT
+    # code; DINO and iBOT: timm's _init_weights.
+    official = {"dino": "timm", "ibot": "timm", "dinov2": "dinov2", "msn": "msn"}
+    official |= {"mae": "mae", "ijepa": "ijepa", "simmim": "beit"}
+    methods = keras_ssl.methods.METHODS
+    assert {name: m.vit_init for name, m in methods.items() if m.token_encoder or name == "dino"} == official
+    get = backbones.get
+
+    def small(name, input_shape, **kwargs):  # the CLI's call, with a small ViT: the test is the option
+        assert name == "vit_tiny"
+        return backbones.vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, initializer=kwargs["vit_init"])
+
+    monkeypatch.setattr(backbones, "get", small)
+    for name, init in official.items():
+        args = build_parser().parse_args(["pretrain", "--method", name, "--backbone", "vit_tiny"])
+        encoder = _build_model(args, methods[name], "vit_tiny", (16, 16, 3), None, 64).encoder
+        assert encoder.get_config()["initializer"] == init, name
+    monkeypatch.setattr(backbones, "get", get)
+    assert backbones.get("vit_tiny", (16, 16, 3), vit_init="mae").get_config()["initializer"] == "mae"

@@ -4,9 +4,21 @@ and the pre-norm Transformer block (with LayerScale and attention masks)."""
 import keras
 from keras import ops
 
-from keras_ssl.initializers import trunc_normal
+from keras_ssl.initializers import serialize, trunc_normal
 
 layers = keras.layers
+
+
+def _loaded(initializer):
+    """An initialiser option as given, its config (from a saved layer) as the initialiser."""
+    return keras.initializers.get(initializer) if isinstance(initializer, dict) else initializer
+
+
+def _own(initializer):
+    """A copy for one weight: one unseeded Keras initialiser object draws the same values into each weight."""
+    if isinstance(initializer, keras.initializers.Initializer):
+        return type(initializer).from_config(initializer.get_config())
+    return initializer  # a name: Keras makes a new object for each layer, in the order it always did
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -16,6 +28,7 @@ class PatchEmbedding(layers.Layer):
     Args:
         patch_size: side of the square patches; must divide the image sides.
         dim: embedding size.
+        kernel_initializer, bias_initializer: the convolution's (Keras's defaults; `ViT` sets its preset's).
 
     Example:
         >>> from keras_ssl.backbones.transformer import PatchEmbedding
@@ -23,11 +36,18 @@ class PatchEmbedding(layers.Layer):
         (8, 4, 4, 8)
     """
 
-    def __init__(self, patch_size, dim, **kwargs):
+    def __init__(self, patch_size, dim, kernel_initializer="glorot_uniform", bias_initializer="zeros", **kwargs):
         super().__init__(**kwargs)
         self.patch_size = int(patch_size)
         self.dim = int(dim)
-        self.projection = layers.Conv2D(self.dim, self.patch_size, strides=self.patch_size)
+        self.kernel_initializer, self.bias_initializer = _loaded(kernel_initializer), _loaded(bias_initializer)
+        self.projection = layers.Conv2D(
+            self.dim,
+            self.patch_size,
+            strides=self.patch_size,
+            kernel_initializer=_own(self.kernel_initializer),
+            bias_initializer=_own(self.bias_initializer),
+        )
 
     def build(self, input_shape):
         self.projection.build(input_shape)
@@ -45,7 +65,13 @@ class PatchEmbedding(layers.Layer):
         return (input_shape[0], *grid, self.dim)
 
     def get_config(self):
-        return {**super().get_config(), "patch_size": self.patch_size, "dim": self.dim}
+        return {
+            **super().get_config(),
+            "patch_size": self.patch_size,
+            "dim": self.dim,
+            "kernel_initializer": serialize(self.kernel_initializer),
+            "bias_initializer": serialize(self.bias_initializer),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -60,6 +86,8 @@ class ClassTokenPositionEmbedding(layers.Layer):
     Args:
         interpolation: `ops.image.resize` method for other grid sizes.
         num_registers: learned register tokens inserted after the class token.
+        token_initializer: of the class token and registers; None: N(0, 0.02^2).
+        position_initializer: of the positions (the class token's too); None: N(0, 0.02^2).
 
     Example:
         >>> from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding
@@ -70,22 +98,28 @@ class ClassTokenPositionEmbedding(layers.Layer):
         (2, 5, 8)
     """
 
-    def __init__(self, interpolation="bicubic", num_registers=0, **kwargs):
+    def __init__(
+        self, interpolation="bicubic", num_registers=0, token_initializer=None, position_initializer=None, **kwargs
+    ):
         super().__init__(**kwargs)
         if int(num_registers) != num_registers or num_registers < 0:
             raise ValueError(f"`num_registers` must be an integer >= 0, got {num_registers}.")
         self.interpolation = interpolation
         self.num_registers = int(num_registers)
+        self.token_initializer, self.position_initializer = _loaded(token_initializer), _loaded(position_initializer)
 
     def build(self, input_shape):
         _, self.grid_height, self.grid_width, dim = input_shape
-        self.class_token = self.add_weight(name="class_token", shape=(1, 1, dim), initializer=trunc_normal())
-        self.class_position = self.add_weight(name="class_position", shape=(1, 1, dim), initializer=trunc_normal())
-        grid = (1, self.grid_height, self.grid_width, dim)
-        self.positions = self.add_weight(name="positions", shape=grid, initializer=trunc_normal())
+
+        def add(name, shape, initializer):
+            initializer = trunc_normal() if initializer is None else _own(initializer)
+            return self.add_weight(name=name, shape=shape, initializer=initializer)
+
+        self.class_token = add("class_token", (1, 1, dim), self.token_initializer)
+        self.class_position = add("class_position", (1, 1, dim), self.position_initializer)
+        self.positions = add("positions", (1, self.grid_height, self.grid_width, dim), self.position_initializer)
         if self.num_registers:
-            shape = (1, self.num_registers, dim)
-            self.registers = self.add_weight(name="registers", shape=shape, initializer=trunc_normal())
+            self.registers = add("registers", (1, self.num_registers, dim), self.token_initializer)
 
     def patch_positions(self, height, width):
         """The `(1, height * width, dim)` patch positions for a grid of that size."""
@@ -119,7 +153,13 @@ class ClassTokenPositionEmbedding(layers.Layer):
         return (b, None if h is None or w is None else 1 + self.num_registers + h * w, d)
 
     def get_config(self):
-        return {**super().get_config(), "interpolation": self.interpolation, "num_registers": self.num_registers}
+        return {
+            **super().get_config(),
+            "interpolation": self.interpolation,
+            "num_registers": self.num_registers,
+            "token_initializer": serialize(self.token_initializer),
+            "position_initializer": serialize(self.position_initializer),
+        }
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -133,6 +173,10 @@ class TransformerBlock(layers.Layer):
         dropout: dropout rate after attention and in the MLP.
         layerscale: initial value of the learned per-channel scales of both
             branches (CaiT's LayerScale; DINOv2: 1e-5); None: no scales.
+        kernel_initializer: of the Dense kernels (biases start at 0).
+        output_initializer: of the attention output and second MLP kernels,
+            whose outputs join the residual stream (BEiT and I-JEPA draw them
+            smaller in deeper blocks); None: `kernel_initializer`.
 
     Call arguments: `x` `(B, T, dim)`; `attention_mask`, optional `(B, T)`
     bool, the tokens that may be attended to (masked-out tokens still get
@@ -144,7 +188,17 @@ class TransformerBlock(layers.Layer):
         (2, 17, 8)
     """
 
-    def __init__(self, dim, heads, mlp_ratio=4.0, dropout=0.0, layerscale=None, **kwargs):
+    def __init__(
+        self,
+        dim,
+        heads,
+        mlp_ratio=4.0,
+        dropout=0.0,
+        layerscale=None,
+        kernel_initializer="glorot_uniform",
+        output_initializer=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if dim % heads:
             raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim}).")
@@ -153,12 +207,15 @@ class TransformerBlock(layers.Layer):
         self.dim, self.heads = int(dim), int(heads)
         self.mlp_ratio, self.dropout = float(mlp_ratio), float(dropout)
         self.layerscale = None if layerscale is None else float(layerscale)
+        self.kernel_initializer, self.output_initializer = _loaded(kernel_initializer), _loaded(output_initializer)
+        inner = self.kernel_initializer
+        outer = inner if self.output_initializer is None else self.output_initializer
         self.norm1 = layers.LayerNormalization(epsilon=1e-6)
-        self.qkv = layers.Dense(3 * self.dim)
-        self.proj = layers.Dense(self.dim)
+        self.qkv = layers.Dense(3 * self.dim, kernel_initializer=_own(inner))
+        self.proj = layers.Dense(self.dim, kernel_initializer=_own(outer))
         self.norm2 = layers.LayerNormalization(epsilon=1e-6)
-        self.fc1 = layers.Dense(int(self.dim * self.mlp_ratio), activation="gelu")
-        self.fc2 = layers.Dense(self.dim)
+        self.fc1 = layers.Dense(int(self.dim * self.mlp_ratio), activation="gelu", kernel_initializer=_own(inner))
+        self.fc2 = layers.Dense(self.dim, kernel_initializer=_own(outer))
         self.drop = layers.Dropout(self.dropout)
 
     def build(self, input_shape):
@@ -203,4 +260,6 @@ class TransformerBlock(layers.Layer):
             "mlp_ratio": self.mlp_ratio,
             "dropout": self.dropout,
             "layerscale": self.layerscale,
+            "kernel_initializer": serialize(self.kernel_initializer),
+            "output_initializer": serialize(self.output_initializer),
         }

@@ -16,6 +16,7 @@ import keras
 from keras import ops
 
 from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding, PatchEmbedding, TransformerBlock
+from keras_ssl.initializers import vit_preset
 
 layers = keras.layers
 __all__ = [
@@ -57,6 +58,12 @@ class ViT(keras.Model):
         num_registers: register tokens after the class token (Darcet et al.
             2024; DINOv2 with registers: 4); used in the blocks only.
         layerscale: initial LayerScale of every block (DINOv2: 1e-5); None: none.
+        initializer: the official code whose initialisation the weights
+            follow (`keras_ssl.initializers.vit_preset`): `"timm"` (DINO,
+            iBOT; PyTorch's default patch convolution), `"dinov2"`, `"msn"`,
+            `"mae"`, `"ijepa"`, `"beit"` (SimMIM), or `"keras"` (Keras's
+            defaults, this class's before the option). Each method declares
+            its own as `vit_init`, which the CLI builds.
         name: model name.
 
     Example:
@@ -72,6 +79,9 @@ class ViT(keras.Model):
         >>> tokens = encoder.embed_patches(images, mask=mask, mask_token=np.zeros(8, "float32"))
         >>> tuple(encoder.encode_tokens(tokens, attention_mask=mask == 0).shape)
         (8, 17, 8)
+        >>> mae = keras_ssl.backbones.ViT(image_size=16, patch_size=4, dim=8, depth=2, heads=2, initializer="mae")
+        >>> mae.get_config()["initializer"]   # MAE's official init, saved with the model
+        'mae'
     """
 
     def __init__(
@@ -88,6 +98,7 @@ class ViT(keras.Model):
         interpolation="bicubic",
         num_registers=0,
         layerscale=None,
+        initializer="timm",
         name="vit",
         **kwargs,
     ):
@@ -112,12 +123,18 @@ class ViT(keras.Model):
             interpolation=interpolation,
             num_registers=int(num_registers),
             layerscale=None if layerscale is None else float(layerscale),
+            initializer=initializer,
         )
+        init = vit_preset(initializer, channels, patch_size, dim, depth)
         inputs = keras.Input((image_size, image_size, channels), name="images")
-        grid = PatchEmbedding(patch_size, dim, name="patch_embed")(inputs)
-        x = ClassTokenPositionEmbedding(interpolation, num_registers, name="pos_embed")(grid)
+        grid = PatchEmbedding(patch_size, dim, init["patch_kernel"], init["patch_bias"], name="patch_embed")(inputs)
+        x = ClassTokenPositionEmbedding(
+            interpolation, num_registers, init["token"], init["position"], name="pos_embed"
+        )(grid)
         for i in range(depth):
-            x = TransformerBlock(dim, heads, mlp_ratio, dropout, layerscale, name=f"block_{i}")(x)
+            x = TransformerBlock(
+                dim, heads, mlp_ratio, dropout, layerscale, init["kernel"], init["outputs"][i], name=f"block_{i}"
+            )(x)
         x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
         outputs = x[:, 0] if pool == "cls" else ops.mean(x[:, 1 + int(num_registers) :], axis=1)
         super().__init__(inputs, outputs, name=name, **kwargs)

@@ -97,14 +97,14 @@ def check_method_flags(args, method):
     return options
 
 
-def _build_encoder(
-    name, input_shape, width, image_size, weights=None, tokens=False, resnet_init=("torchvision", False)
-):
-    """The named backbone (`backbones.get`; a token encoder when `tokens`); `input_shape` may hold None."""
+def _build_encoder(name, input_shape, width, image_size, weights=None, tokens=False, method=None):
+    """The named backbone (`backbones.get`; a token encoder when `tokens`), initialised as `method`'s
+    official code does; `input_shape` may hold None."""
     if name.startswith(("vit_", "hub:")) and None in input_shape:
         input_shape = (image_size, image_size, input_shape[-1])
+    inits = {} if method is None else dict(resnet_init=method.resnet_init, vit_init=method.vit_init)
     try:
-        return backbones.get(name, input_shape, width=width, weights=weights, tokens=tokens, resnet_init=resnet_init)
+        return backbones.get(name, input_shape, width=width, weights=weights, tokens=tokens, **inits)
     except ValueError as e:
         raise SystemExit(f"keras-ssl: --backbone: {e}") from None
 
@@ -152,7 +152,7 @@ def _build_model(args, method, backbone, image_shape, value_range, num_samples):
         local = method.local_views or getattr(options["views"], "num_local", 0)
         encoder_input = (None, None, image_shape[-1]) if local else image_shape
         encoder = _build_encoder(
-            backbone, encoder_input, args.width, image_shape[0], args.weights, method.token_encoder, method.resnet_init
+            backbone, encoder_input, args.width, image_shape[0], args.weights, method.token_encoder, method
         )
         if "num_samples" in method.hyperparameters():  # a per-image memory (DeepCluster v2) has a row per image
             options["num_samples"] = num_samples

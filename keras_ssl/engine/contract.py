@@ -41,6 +41,8 @@ class MethodContract:
     default_backbone = "tiny"
     #: `(initializer, zero_init_residual)` of the official code's ResNet: the CLI builds its ResNets so
     resnet_init = ("torchvision", False)
+    #: the official code's ViT initialisation (a `ViT(initializer=)` preset): the CLI builds its ViTs so
+    vit_init = "timm"
     #: the official code's Dense initialisation of the method's MLP heads (a `keras_ssl.initializers`
     #: preset such as "torch", "haiku", "simclr"), the default of `SSLModel`'s `head_initializer`;
     #: None: the heads have a fixed init and the method takes no `head_initializer`

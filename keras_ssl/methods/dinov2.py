@@ -65,6 +65,7 @@ class DINOv2(IBOT):
     local_outputs = ("cls_features",)
     loss_terms = ("cls", "patch", "koleo")
     masking_recipe = "dinov2"
+    vit_init = "dinov2"  # vision_transformer.py init_weights: timm's, class token and registers N(0, 1e-6^2)
 
     def __init__(
         self,

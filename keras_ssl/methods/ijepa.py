@@ -54,6 +54,7 @@ class IJEPA(SSLModel):
     monitored_output = "z"
     default_backbone = "vit_tiny"
     token_encoder = True
+    vit_init = "ijepa"  # vision_transformer.py: trunc_normal_(.02) everywhere, fix_init_weight's 1/sqrt(2 layer)
 
     def __init__(
         self,

@@ -54,6 +54,7 @@ class MAE(SSLModel):
     gathered_outputs = ("target", "pred", "mask")
     default_backbone = "vit_tiny"
     token_encoder = True
+    vit_init = "mae"  # models_mae.py initialize_weights: xavier_uniform_ Linear and (flattened) patch kernels
 
     def __init__(
         self,

@@ -57,6 +57,7 @@ class SimMIM(SSLModel):
     monitored_output = "features"
     default_backbone = "vit_tiny"
     token_encoder = True
+    vit_init = "beit"  # models/simmim.py: BEiT's init, trunc_normal_ cut at one std, fix_init_weight
 
     def __init__(self, encoder, *, mask_patch_size=None, mask_ratio=0.6, imagenet_targets=False, **kwargs):
         super().__init__(encoder, **kwargs)
@@ -70,11 +71,16 @@ class SimMIM(SSLModel):
         )
         self.mask_patch_size, self.mask_ratio = int(mask_patch_size), float(mask_ratio)
         self.imagenet_targets = bool(imagenet_targets)
-        init = initializers.trunc_normal()
+        # VisionTransformerForSimMIM draws its mask token with BEiT's normal, cut at one std.
+        init = initializers.CutNormal(0.02)
         self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, encoder.dim), initializer=init)
-        # PyTorch's default Conv2d init (uniform, bound 1 / sqrt(fan_in)), as the official decoder.
-        uniform = keras.initializers.VarianceScaling(1 / 3, "fan_in", "uniform")
-        self.decoder = keras.layers.Dense(self.patch_size**2 * channels, kernel_initializer=uniform, name="decoder")
+        # The official decoder, a 1x1 Conv2d, keeps PyTorch's default kernel and bias.
+        self.decoder = keras.layers.Dense(
+            self.patch_size**2 * channels,
+            kernel_initializer=initializers.torch_default(),
+            bias_initializer=initializers.torch_bias(encoder.dim),
+            name="decoder",
+        )
         self.decoder.build((None, (self.image_size // self.patch_size) ** 2, encoder.dim))
 
     def _pixel_stats(self):
