@@ -15,7 +15,8 @@ Budgets:
   SimSiam's CIFAR SGD, 0.03 x batch / 256, PyTorch's weight decay 5e-4); the ViT
   methods (MAE, iBOT, DINOv2, I-JEPA, SimMIM, MSN) on a 2-block ViT (dim 64,
   patch 4; mean pooling for I-JEPA and SimMIM, whose class token gets no
-  loss). Enough to show each method learns, not to rank them. MAE, I-JEPA
+  loss), each backbone drawn as the method's official code draws it (its
+  `vit_init` / `resnet_init`). Enough to show each method learns, not to rank them. MAE, I-JEPA
   and SimMIM also get a linear probe (30 epochs on the frozen features) and,
   with `--fine-tune EPOCHS`, a fine-tuning with layer-wise rate decay.
 - `--full` (a GPU): all 50,000 images, 200 epochs, batch 512, CIFAR
@@ -121,12 +122,17 @@ def encoder(name, args):
     keras.utils.set_random_seed(args.seed)  # the same initial weights for every method
     multicrop = name in ("swav", "dino", "deepclusterv2")
     shape = (None, None, 3) if multicrop else (32, 32, 3)
+    method = METHODS[name][0]  # each backbone drawn as the method's official code draws it
     if name in VIT_METHODS:
+        vit = dict(image_size=32, patch_size=4, pool=VIT_METHODS[name], initializer=method.vit_init)
         if args.full:
-            return keras_ssl.backbones.vit_tiny(image_size=32, patch_size=4, pool=VIT_METHODS[name])
-        return keras_ssl.backbones.vit(image_size=32, patch_size=4, dim=64, depth=2, heads=2, pool=VIT_METHODS[name])
+            return keras_ssl.backbones.vit_tiny(**vit)
+        return keras_ssl.backbones.vit(dim=64, depth=2, heads=2, **vit)
     if args.full:
-        return keras_ssl.backbones.resnet18(shape, stem="cifar")
+        init, zero_init_residual = method.resnet_init
+        return keras_ssl.backbones.resnet18(
+            shape, stem="cifar", initializer=init, zero_init_residual=zero_init_residual
+        )
     return keras_ssl.backbones.tiny_encoder(shape, width=args.width)
 
 
