@@ -108,7 +108,7 @@ def parse(argv=None):
     p.add_argument(
         "--options",
         default=None,
-        help="JSON of method options for both sides, over the defaults of METHOD_OPTIONS, e.g. DINO with "
+        help="JSON of method options for both sides, over method_options(), e.g. DINO with "
         'lightly\'s CIFAR-10 head: \'{"use_bn_in_head": true, "output_dim": 2048}\'',
     )
     p.add_argument("--workdir", default=None, help="where the shared initial weights go (default: a temp dir)")
