@@ -7,6 +7,7 @@ import zipfile
 import keras
 import numpy as np
 import pytest
+from conftest import clear_session
 
 from keras_ssl import cli
 from keras_ssl.checkpoints import STATE
@@ -42,7 +43,7 @@ def _args(*argv):
 
 @pytest.fixture(autouse=True)
 def _seed():
-    # conftest's seeding, without its `clear_session` (0.5 s a test): only the tests that build a model clear.
+    # conftest's seeding, without its `clear_session`: only the tests that build a model clear.
     keras.utils.set_random_seed(1234)
     np.random.seed(1234)
     yield
@@ -52,7 +53,7 @@ def _seed():
 def models():
     """For a test that builds Keras objects: the session is cleared after it, as conftest does."""
     yield
-    keras.backend.clear_session()
+    clear_session()
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ FENCE = re.compile(r"^\s*```(\w*)\s*$")
 
 @pytest.fixture(autouse=True)
 def _seed():
-    # conftest's per-test seeding and `clear_session` (0.3 s a test): these tests build no model.
+    # conftest's per-test seeding and `clear_session`: these tests build no model.
     yield
 
 

@@ -17,7 +17,7 @@ import pkgutil
 import keras
 import numpy as np
 import pytest
-from conftest import BACKEND
+from conftest import BACKEND, clear_session
 
 import keras_ssl
 
@@ -100,7 +100,7 @@ def test_docstring_examples_run(module, tmp_path, monkeypatch):
         result = runner.run(test, out=out.append, clear_globs=True)
         if result.failed:
             failures.append("".join(out))
-        keras.backend.clear_session()
+        clear_session()
     assert not failures, "\n".join(failures)[-6000:]
 
 
