@@ -14,7 +14,7 @@ Budgets:
   `tiny_encoder` width 16 (64 features), Adam 1e-3 (SimSiam, FastSiam, NNSiam:
   SimSiam's CIFAR SGD, 0.03 x batch / 256, PyTorch's weight decay 5e-4); the ViT
   methods (MAE, iBOT, DINOv2, I-JEPA, SimMIM, MSN) on a 2-block ViT (dim 64,
-  patch 4; mean pooling for I-JEPA and SimMIM, whose class token gets no
+  patch 4; `--vit-depth`, `--vit-dim`; mean pooling for I-JEPA and SimMIM, whose class token gets no
   loss), each backbone drawn as the method's official code draws it (its
   `vit_init` / `resnet_init`). Enough to show each method learns, not to rank them. MAE, I-JEPA
   and SimMIM also get a linear probe (30 epochs on the frozen features) and,
@@ -55,6 +55,8 @@ def parse():
     p.add_argument("--epochs", type=int, default=None, help="default 3; --full 200")
     p.add_argument("--batch-size", type=int, default=None, help="default 256; --full 512")
     p.add_argument("--width", type=int, default=16, help="tiny_encoder width (CPU budget)")
+    p.add_argument("--vit-depth", type=int, default=2, help="blocks of the CPU budget's ViT")
+    p.add_argument("--vit-dim", type=int, default=64, help="width of the CPU budget's ViT (heads: dim / 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--paper-optimizer",
@@ -127,7 +129,7 @@ def encoder(name, args):
         vit = dict(image_size=32, patch_size=4, pool=VIT_METHODS[name], initializer=method.vit_init)
         if args.full:
             return keras_ssl.backbones.vit_tiny(**vit)
-        return keras_ssl.backbones.vit(dim=64, depth=2, heads=2, **vit)
+        return keras_ssl.backbones.vit(dim=args.vit_dim, depth=args.vit_depth, heads=max(1, args.vit_dim // 32), **vit)
     if args.full:
         init, zero_init_residual = method.resnet_init
         return keras_ssl.backbones.resnet18(
@@ -195,7 +197,11 @@ def main():
             text += f" (fine-tuned {tuned['top1']:.4f})"
         return text
 
-    budget = "ResNet-18 (ViTs: ViT-Tiny/4)" if args.full else f"tiny_encoder x{args.width} (ViTs: 2x64)"
+    budget = (
+        "ResNet-18 (ViTs: ViT-Tiny/4)"
+        if args.full
+        else f"tiny_encoder x{args.width} (ViTs: {args.vit_depth}x{args.vit_dim})"
+    )
     print(
         f"backend={keras.backend.backend()} images={len(x_train)} test={len(x_test)} epochs={args.epochs} "
         f"batch={args.batch_size} {budget}; kNN top-1 k=200 T=0.1"
