@@ -326,12 +326,10 @@ def test_each_vit_preset_draws_as_its_official_code(preset):
     # 8-px patches of 3 channels, dim 128: the patch kernel has 24576 weights, a block's qkv 49152.
     encoder = backbones.vit(image_size=32, patch_size=8, dim=128, depth=2, heads=2, num_registers=4, initializer=preset)
     patch, qkv, proj, fc2 = _vit_kernels(encoder, block=1)
-    if preset == "keras":  # Keras's Glorot-uniform, the conv's fans both times p * p: the former ViT
+    if preset == "keras":  # the former ViT: Glorot-uniform (torch's xavier_uniform_), the conv's fans times p * p
         bound = np.sqrt(6 / (64 * (3 + 128)))
         references = [torch.empty(patch.shape).uniform_(-bound, bound).numpy()]
-        references += [
-            keras.ops.convert_to_numpy(keras.initializers.GlorotUniform(0)(k.shape)) for k in (qkv, proj, fc2)
-        ]
+        references += [torch.nn.init.xavier_uniform_(torch.empty(k.shape[::-1])).numpy().T for k in (qkv, proj, fc2)]
     else:
         references = _torch_vit_draws(preset, patch.shape, qkv.shape, proj.shape, fc2.shape, layer=2)
     for ours, reference in zip((patch, qkv, proj, fc2), references, strict=True):
