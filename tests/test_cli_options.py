@@ -7,7 +7,6 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-from conftest import clear_session
 
 from keras_ssl import cli
 from keras_ssl.checkpoints import STATE
@@ -41,23 +40,8 @@ def _args(*argv):
     return cli.build_parser().parse_args(["pretrain", *argv])
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    # conftest's seeding, without its `clear_session`: only the tests that build a model clear.
-    keras.utils.set_random_seed(1234)
-    np.random.seed(1234)
-    yield
-
-
 @pytest.fixture
-def models():
-    """For a test that builds Keras objects: the session is cleared after it, as conftest does."""
-    yield
-    clear_session()
-
-
-@pytest.fixture
-def no_knn(monkeypatch, models):
+def no_knn(monkeypatch):
     """The runs here test the model's wiring: the kNN scores before and after training are skipped."""
     monkeypatch.setattr(pretraining, "_knn", lambda *a, **k: None)
     monkeypatch.setattr(pretraining, "_raw_pixel_knn", lambda *a, **k: (None, ""))
@@ -84,7 +68,7 @@ def test_values_are_python_literals_else_text():
     assert _args("--option", "a=1", "--option", "b=x").option == ["a=1", "b=x"]  # repeatable
 
 
-def test_options_reach_the_model_and_its_config(models):
+def test_options_reach_the_model_and_its_config():
     args = _args("--method", "moco", "--width", "0.25", "--option", "queue_size=256", "--option", "temperature=0.5")
     model = building._build_model(args, METHODS["moco"], "tiny", (16, 16, 3), None, 64)
     assert (model.queue_size, model.temperature) == (256, 0.5)
@@ -150,7 +134,7 @@ def test_bad_options_stop_before_any_work_with_one_line(argv, message, tmp_path)
     assert "\n" not in str(raised.value.code) and not out.exists()
 
 
-def test_local_crops_for_a_method_without_them_stop_before_any_work(tmp_path, models):
+def test_local_crops_for_a_method_without_them_stop_before_any_work(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(SystemExit, match="^keras-ssl: --local-crops: simclr's views have no local crops; .*ressl"):
         cli.main(["pretrain", "--local-crops", "2", "--data", "no_such_data", "--output", str(out)])

@@ -30,12 +30,6 @@ SHELL_WORDS = {"for", "do", "done", "exit", "then", "fi", "if"}
 FENCE = re.compile(r"^\s*```(\w*)\s*$")
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    # conftest's per-test seeding and `clear_session`: these tests build no model.
-    yield
-
-
 def _name(page):
     return page.relative_to(ROOT).as_posix()
 
