@@ -14,10 +14,11 @@ Budgets:
   `tiny_encoder` width 16 (64 features), Adam 1e-3 (SimSiam, FastSiam, NNSiam:
   SimSiam's CIFAR SGD, 0.03 x batch / 256, PyTorch's weight decay 5e-4); the ViT
   methods (MAE, iBOT, DINOv2, I-JEPA, SimMIM, MSN) on a 2-block ViT (dim 64,
-  patch 4; `--vit-depth`, `--vit-dim`; mean pooling for I-JEPA and SimMIM, whose class token gets no
-  loss), each backbone drawn as the method's official code draws it (its
-  `vit_init` / `resnet_init`). Enough to show each method learns, not to rank them. MAE, I-JEPA
-  and SimMIM also get a linear probe (30 epochs on the frozen features) and,
+  patch 4; `--vit-depth`, `--vit-dim`, `--vit-heads`; mean pooling for I-JEPA and
+  SimMIM, whose class token gets no loss), each backbone drawn and positioned as
+  the method's official code does (its `vit_init`, `vit_positions`,
+  `resnet_init`). Enough to show each method learns, not to rank them. MAE,
+  I-JEPA and SimMIM also get a linear probe (30 epochs on the frozen features) and,
   with `--fine-tune EPOCHS`, a fine-tuning with layer-wise rate decay.
 - `--full` (a GPU): all 50,000 images, 200 epochs, batch 512, CIFAR
   ResNet-18 (MAE: ViT-Tiny/4), each method with its paper's optimiser
@@ -56,7 +57,8 @@ def parse():
     p.add_argument("--batch-size", type=int, default=None, help="default 256; --full 512")
     p.add_argument("--width", type=int, default=16, help="tiny_encoder width (CPU budget)")
     p.add_argument("--vit-depth", type=int, default=2, help="blocks of the CPU budget's ViT")
-    p.add_argument("--vit-dim", type=int, default=64, help="width of the CPU budget's ViT (heads: dim / 32)")
+    p.add_argument("--vit-dim", type=int, default=64, help="width of the CPU budget's ViT")
+    p.add_argument("--vit-heads", type=int, default=None, help="attention heads of that ViT (default: dim / 32)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--paper-optimizer",
@@ -127,9 +129,11 @@ def encoder(name, args):
     method = METHODS[name][0]  # each backbone drawn as the method's official code draws it
     if name in VIT_METHODS:
         vit = dict(image_size=32, patch_size=4, pool=VIT_METHODS[name], initializer=method.vit_init)
+        vit["positions"] = method.vit_positions
         if args.full:
             return keras_ssl.backbones.vit_tiny(**vit)
-        return keras_ssl.backbones.vit(dim=args.vit_dim, depth=args.vit_depth, heads=max(1, args.vit_dim // 32), **vit)
+        heads = args.vit_heads or max(1, args.vit_dim // 32)
+        return keras_ssl.backbones.vit(dim=args.vit_dim, depth=args.vit_depth, heads=heads, **vit)
     if args.full:
         init, zero_init_residual = method.resnet_init
         return keras_ssl.backbones.resnet18(

@@ -7,7 +7,8 @@ from conftest import grads, random_images, small_encoder
 from keras import ops
 from numpy_refs_ijepa import MaskCollator, get_2d_sincos_pos_embed, ijepa_loss, layer_norm
 
-from keras_ssl.backbones.predictor import JEPAPredictor, sincos_positions
+from keras_ssl.backbones.predictor import JEPAPredictor
+from keras_ssl.backbones.transformer import sincos_positions
 from keras_ssl.backbones.vit import vit
 from keras_ssl.layers.multiblock_masks import block_size, multiblock_masks
 from keras_ssl.losses.predictive import ijepa

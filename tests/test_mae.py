@@ -25,7 +25,7 @@ def make_model(encoder=None, **kw):
 
 
 def weights_of(layer):
-    return [np.array(w) for w in layer.get_weights()]
+    return [np.array(w) for w in layer.trainable_weights]
 
 
 def changed(before, after):
@@ -38,9 +38,11 @@ def test_eager_fit_trains_encoder_and_decoder_with_finite_loss():
     # jitted step is tested below and eager JAX in test_simclr.
     model.compile(optimizer=keras.optimizers.Adam(1e-2), run_eagerly=BACKEND != "jax")
     encoder, decoder = weights_of(model.encoder), weights_of(model.decoder)
+    positions = np.array(model.decoder.positions)
     history = model.fit(random_images(8), batch_size=8, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0]) and history.history["loss"][0] > 0
     assert all(changed(decoder, weights_of(model.decoder)))
+    np.testing.assert_array_equal(np.array(model.decoder.positions), positions)  # MAE's fixed sin-cos
     # Every encoder weight learns (the class token too: decoder tokens attend to it).
     assert all(changed(encoder, weights_of(model.encoder)))
 

@@ -24,7 +24,16 @@ from keras_ssl.backbones.vit import ViT, vit, vit_base, vit_small, vit_tiny
 OWN = ("tiny", "resnet18", "resnet34", "resnet50", "vit_tiny", "vit_small")
 
 
-def get(name, input_shape, width=1.0, weights=None, tokens=False, resnet_init=("torchvision", False), vit_init="timm"):
+def get(
+    name,
+    input_shape,
+    width=1.0,
+    weights=None,
+    tokens=False,
+    resnet_init=("torchvision", False),
+    vit_init="timm",
+    vit_positions="learned",
+):
     """An encoder by name, as the CLI's `--backbone` takes it.
 
     Args:
@@ -46,6 +55,8 @@ def get(name, input_shape, width=1.0, weights=None, tokens=False, resnet_init=("
             CLI passes the method's `resnet_init`, its official code's.
         vit_init: the `initializer` preset of vit_tiny and vit_small; the
             CLI passes the method's `vit_init`, its official code's.
+        vit_positions: their `positions` (`"learned"` or `"sincos"`); the
+            CLI passes the method's `vit_positions`.
 
     Returns:
         A `keras.Model` mapping [0, 1] images to `(B, D)` features.
@@ -79,7 +90,9 @@ def get(name, input_shape, width=1.0, weights=None, tokens=False, resnet_init=("
         if size is None:
             raise ValueError(f"{name} needs a fixed image size, got input_shape={input_shape}.")
         patch = 4 if size <= 64 else 16
-        return globals()[name](image_size=size, patch_size=patch, channels=input_shape[-1], initializer=vit_init)
+        return globals()[name](
+            image_size=size, patch_size=patch, channels=input_shape[-1], initializer=vit_init, positions=vit_positions
+        )
     if name.startswith("hub:"):
         return from_keras_hub(name[4:], input_shape=input_shape if None not in input_shape else None, tokens=tokens)
     if name in ALIASES or name in application_names():

@@ -2,6 +2,7 @@
 and the pre-norm Transformer block (with LayerScale and attention masks)."""
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_ssl.initializers import serialize, trunc_normal
@@ -19,6 +20,36 @@ def _own(initializer):
     if isinstance(initializer, keras.initializers.Initializer):
         return type(initializer).from_config(initializer.get_config())
     return initializer  # a name: Keras makes a new object for each layer, in the order it always did
+
+
+def sincos_positions(dim, grid_size):
+    """Fixed 2D sine-cosine position table `(N, dim)` float32, patches in raster order.
+
+    The first half of the features encodes a patch's column, the second its row (the
+    official `get_2d_sincos_pos_embed` puts the width coordinate first); each half is
+    `[sin(p * w_k), cos(p * w_k)]` with frequencies `w_k = 10000 ** (-k / (dim / 4))`.
+
+    Args:
+        dim: feature size, a multiple of 4.
+        grid_size: patches per side, or `(height, width)`.
+
+    Example:
+        >>> from keras_ssl.backbones.transformer import sincos_positions
+        >>> table = sincos_positions(8, 4)
+        >>> table.shape, table[0].tolist()   # patch (0, 0): sines 0, cosines 1
+        ((16, 8), [0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 1.0])
+    """
+    if dim % 4:
+        raise ValueError(f"sine-cosine positions need `dim` divisible by 4, got {dim}.")
+    height, width = (grid_size, grid_size) if isinstance(grid_size, int) else grid_size
+    rows, cols = np.divmod(np.arange(height * width, dtype=np.float64), width)
+    freqs = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4))
+
+    def encode(position):
+        angles = position[:, None] * freqs[None, :]
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    return np.concatenate([encode(cols), encode(rows)], axis=1).astype("float32")
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
@@ -76,7 +107,7 @@ class PatchEmbedding(layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class ClassTokenPositionEmbedding(layers.Layer):
-    """Adds learned positions to a patch grid and prepends a class token (and registers).
+    """Adds positions to a patch grid and prepends a class token (and registers).
 
     The position table is made for the grid seen at build time; another grid
     (a crop of another size) gets the table resized with `interpolation`.
@@ -87,7 +118,9 @@ class ClassTokenPositionEmbedding(layers.Layer):
         interpolation: `ops.image.resize` method for other grid sizes.
         num_registers: learned register tokens inserted after the class token.
         token_initializer: of the class token and registers; None: N(0, 0.02^2).
-        position_initializer: of the positions (the class token's too); None: N(0, 0.02^2).
+        position_initializer: of learned positions (the class token's too); None: N(0, 0.02^2).
+        positions: `"learned"`, or `"sincos"`: MAE's and I-JEPA's fixed table
+            (`sincos_positions`, the class token's position 0), not trained.
 
     Example:
         >>> from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding
@@ -96,14 +129,27 @@ class ClassTokenPositionEmbedding(layers.Layer):
         (2, 17, 8)
         >>> tuple(layer(ops.zeros((2, 2, 2, 8))).shape)   # another grid: positions interpolated
         (2, 5, 8)
+        >>> fixed = ClassTokenPositionEmbedding(positions="sincos")
+        >>> _ = fixed(ops.zeros((2, 4, 4, 8)))
+        >>> len(fixed.trainable_weights)   # the class token only
+        1
     """
 
     def __init__(
-        self, interpolation="bicubic", num_registers=0, token_initializer=None, position_initializer=None, **kwargs
+        self,
+        interpolation="bicubic",
+        num_registers=0,
+        token_initializer=None,
+        position_initializer=None,
+        positions="learned",
+        **kwargs,
     ):
         super().__init__(**kwargs)
         if int(num_registers) != num_registers or num_registers < 0:
             raise ValueError(f"`num_registers` must be an integer >= 0, got {num_registers}.")
+        if positions not in ("learned", "sincos"):
+            raise ValueError(f"`positions` must be 'learned' or 'sincos', got {positions!r}.")
+        self.position_type = positions
         self.interpolation = interpolation
         self.num_registers = int(num_registers)
         self.token_initializer, self.position_initializer = _loaded(token_initializer), _loaded(position_initializer)
@@ -111,13 +157,21 @@ class ClassTokenPositionEmbedding(layers.Layer):
     def build(self, input_shape):
         _, self.grid_height, self.grid_width, dim = input_shape
 
-        def add(name, shape, initializer):
+        def add(name, shape, initializer, trainable=True):
             initializer = trunc_normal() if initializer is None else _own(initializer)
-            return self.add_weight(name=name, shape=shape, initializer=initializer)
+            return self.add_weight(name=name, shape=shape, initializer=initializer, trainable=trainable)
 
         self.class_token = add("class_token", (1, 1, dim), self.token_initializer)
-        self.class_position = add("class_position", (1, 1, dim), self.position_initializer)
-        self.positions = add("positions", (1, self.grid_height, self.grid_width, dim), self.position_initializer)
+        shape = (1, self.grid_height, self.grid_width, dim)
+        if self.position_type == "sincos":
+            # Weights, not constants, so checkpoints and targets' copies keep the same structure.
+            table = sincos_positions(dim, (self.grid_height, self.grid_width)).reshape(shape)
+            self.class_position = add("class_position", (1, 1, dim), "zeros", trainable=False)
+            self.positions = add("positions", shape, "zeros", trainable=False)
+            self.positions.assign(table)
+        else:
+            self.class_position = add("class_position", (1, 1, dim), self.position_initializer)
+            self.positions = add("positions", shape, self.position_initializer)
         if self.num_registers:
             self.registers = add("registers", (1, self.num_registers, dim), self.token_initializer)
 
@@ -159,6 +213,7 @@ class ClassTokenPositionEmbedding(layers.Layer):
             "num_registers": self.num_registers,
             "token_initializer": serialize(self.token_initializer),
             "position_initializer": serialize(self.position_initializer),
+            "positions": self.position_type,
         }
 
 

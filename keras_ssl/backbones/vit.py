@@ -58,6 +58,9 @@ class ViT(keras.Model):
         num_registers: register tokens after the class token (Darcet et al.
             2024; DINOv2 with registers: 4); used in the blocks only.
         layerscale: initial LayerScale of every block (DINOv2: 1e-5); None: none.
+        positions: `"learned"` (N(0, 0.02^2), trained) or `"sincos"`: the
+            fixed 2D sine-cosine table of MAE and I-JEPA, not trained. Each
+            method declares its own as `vit_positions`, which the CLI builds.
         initializer: the official code whose initialisation the weights
             follow (`keras_ssl.initializers.vit_preset`): `"timm"` (DINO,
             iBOT; PyTorch's default patch convolution), `"dinov2"`, `"msn"`,
@@ -99,6 +102,7 @@ class ViT(keras.Model):
         num_registers=0,
         layerscale=None,
         initializer="timm",
+        positions="learned",
         name="vit",
         **kwargs,
     ):
@@ -124,12 +128,13 @@ class ViT(keras.Model):
             num_registers=int(num_registers),
             layerscale=None if layerscale is None else float(layerscale),
             initializer=initializer,
+            positions=positions,
         )
         init = vit_preset(initializer, channels, patch_size, dim, depth)
         inputs = keras.Input((image_size, image_size, channels), name="images")
         grid = PatchEmbedding(patch_size, dim, init["patch_kernel"], init["patch_bias"], name="patch_embed")(inputs)
         x = ClassTokenPositionEmbedding(
-            interpolation, num_registers, init["token"], init["position"], name="pos_embed"
+            interpolation, num_registers, init["token"], init["position"], positions, name="pos_embed"
         )(grid)
         for i in range(depth):
             x = TransformerBlock(

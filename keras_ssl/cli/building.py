@@ -102,7 +102,9 @@ def _build_encoder(name, input_shape, width, image_size, weights=None, tokens=Fa
     official code does; `input_shape` may hold None."""
     if name.startswith(("vit_", "hub:")) and None in input_shape:
         input_shape = (image_size, image_size, input_shape[-1])
-    inits = {} if method is None else dict(resnet_init=method.resnet_init, vit_init=method.vit_init)
+    inits = {}
+    if method is not None:
+        inits = dict(resnet_init=method.resnet_init, vit_init=method.vit_init, vit_positions=method.vit_positions)
     try:
         return backbones.get(name, input_shape, width=width, weights=weights, tokens=tokens, **inits)
     except ValueError as e:

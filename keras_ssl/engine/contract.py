@@ -43,6 +43,8 @@ class MethodContract:
     resnet_init = ("torchvision", False)
     #: the official code's ViT initialisation (a `ViT(initializer=)` preset): the CLI builds its ViTs so
     vit_init = "timm"
+    #: the official code's ViT positions (a `ViT(positions=)` value): the CLI builds its ViTs so
+    vit_positions = "learned"
     #: the official code's Dense initialisation of the method's MLP heads (a `keras_ssl.initializers`
     #: preset such as "torch", "haiku", "simclr"), the default of `SSLModel`'s `head_initializer`;
     #: None: the heads have a fixed init and the method takes no `head_initializer`

@@ -55,6 +55,7 @@ class IJEPA(SSLModel):
     default_backbone = "vit_tiny"
     token_encoder = True
     vit_init = "ijepa"  # vision_transformer.py: trunc_normal_(.02) everywhere, fix_init_weight's 1/sqrt(2 layer)
+    vit_positions = "sincos"  # vision_transformer.py: pos_embed = get_2d_sincos_pos_embed(...), requires_grad=False
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ class MAE(SSLModel):
 
     The ViT encoder sees only the visible patches (plus its class token);
     a light decoder gets the encoded tokens and mask tokens in the masked
-    places, with its own learned positions, and predicts each patch's pixels.
+    places, with fixed sine-cosine positions, and predicts each patch's pixels.
     The loss is the mean squared error on masked patches only, against
     per-patch normalised pixels when `norm_pix_loss`.
 
@@ -55,6 +55,7 @@ class MAE(SSLModel):
     default_backbone = "vit_tiny"
     token_encoder = True
     vit_init = "mae"  # models_mae.py initialize_weights: xavier_uniform_ Linear and (flattened) patch kernels
+    vit_positions = "sincos"  # models_mae.py: pos_embed = get_2d_sincos_pos_embed(...), requires_grad=False
 
     def __init__(
         self,
