@@ -16,7 +16,7 @@ Budgets:
   methods (MAE, iBOT, DINOv2, I-JEPA, SimMIM, MSN) on a 2-block ViT (dim 64,
   patch 4; `--vit-depth`, `--vit-dim`, `--vit-heads`; mean pooling for I-JEPA and
   SimMIM, whose class token gets no loss), each backbone drawn and positioned as
-  the method's official code does (its `vit_init`, `vit_positions`,
+  the method's official code does (its `vit_init`, `vit_options`,
   `resnet_init`). Enough to show each method learns, not to rank them. MAE,
   I-JEPA and SimMIM also get a linear probe (30 epochs on the frozen features) and,
   with `--fine-tune EPOCHS`, a fine-tuning with layer-wise rate decay.
@@ -129,7 +129,7 @@ def encoder(name, args):
     method = METHODS[name][0]  # each backbone drawn as the method's official code draws it
     if name in VIT_METHODS:
         vit = dict(image_size=32, patch_size=4, pool=VIT_METHODS[name], initializer=method.vit_init)
-        vit["positions"] = method.vit_positions
+        vit |= method.vit_options
         if args.full:
             return keras_ssl.backbones.vit_tiny(**vit)
         heads = args.vit_heads or max(1, args.vit_dim // 32)

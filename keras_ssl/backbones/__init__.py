@@ -32,7 +32,7 @@ def get(
     tokens=False,
     resnet_init=("torchvision", False),
     vit_init="timm",
-    vit_positions="learned",
+    vit_options=None,
 ):
     """An encoder by name, as the CLI's `--backbone` takes it.
 
@@ -55,8 +55,8 @@ def get(
             CLI passes the method's `resnet_init`, its official code's.
         vit_init: the `initializer` preset of vit_tiny and vit_small; the
             CLI passes the method's `vit_init`, its official code's.
-        vit_positions: their `positions` (`"learned"` or `"sincos"`); the
-            CLI passes the method's `vit_positions`.
+        vit_options: their other `ViT` options (`positions`, `class_token`,
+            `layerscale`, ...); the CLI passes the method's `vit_options`.
 
     Returns:
         A `keras.Model` mapping [0, 1] images to `(B, D)` features.
@@ -91,7 +91,7 @@ def get(
             raise ValueError(f"{name} needs a fixed image size, got input_shape={input_shape}.")
         patch = 4 if size <= 64 else 16
         return globals()[name](
-            image_size=size, patch_size=patch, channels=input_shape[-1], initializer=vit_init, positions=vit_positions
+            image_size=size, patch_size=patch, channels=input_shape[-1], initializer=vit_init, **(vit_options or {})
         )
     if name.startswith("hub:"):
         return from_keras_hub(name[4:], input_shape=input_shape if None not in input_shape else None, tokens=tokens)

@@ -121,6 +121,8 @@ class ClassTokenPositionEmbedding(layers.Layer):
         position_initializer: of learned positions (the class token's too); None: N(0, 0.02^2).
         positions: `"learned"`, or `"sincos"`: MAE's and I-JEPA's fixed table
             (`sincos_positions`, the class token's position 0), not trained.
+        class_token: prepend a class token; False: registers and patches only
+            (I-JEPA's encoder).
 
     Example:
         >>> from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding
@@ -142,6 +144,7 @@ class ClassTokenPositionEmbedding(layers.Layer):
         token_initializer=None,
         position_initializer=None,
         positions="learned",
+        class_token=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -150,6 +153,7 @@ class ClassTokenPositionEmbedding(layers.Layer):
         if positions not in ("learned", "sincos"):
             raise ValueError(f"`positions` must be 'learned' or 'sincos', got {positions!r}.")
         self.position_type = positions
+        self.use_class_token = bool(class_token)
         self.interpolation = interpolation
         self.num_registers = int(num_registers)
         self.token_initializer, self.position_initializer = _loaded(token_initializer), _loaded(position_initializer)
@@ -161,16 +165,17 @@ class ClassTokenPositionEmbedding(layers.Layer):
             initializer = trunc_normal() if initializer is None else _own(initializer)
             return self.add_weight(name=name, shape=shape, initializer=initializer, trainable=trainable)
 
-        self.class_token = add("class_token", (1, 1, dim), self.token_initializer)
+        fixed = self.position_type == "sincos"
+        if self.use_class_token:
+            self.class_token = add("class_token", (1, 1, dim), self.token_initializer)
+            position = "zeros" if fixed else self.position_initializer
+            self.class_position = add("class_position", (1, 1, dim), position, trainable=not fixed)
         shape = (1, self.grid_height, self.grid_width, dim)
-        if self.position_type == "sincos":
-            # Weights, not constants, so checkpoints and targets' copies keep the same structure.
-            table = sincos_positions(dim, (self.grid_height, self.grid_width)).reshape(shape)
-            self.class_position = add("class_position", (1, 1, dim), "zeros", trainable=False)
+        if fixed:
+            # A weight, not a constant, so checkpoints and targets' copies keep the same structure.
             self.positions = add("positions", shape, "zeros", trainable=False)
-            self.positions.assign(table)
+            self.positions.assign(sincos_positions(dim, (self.grid_height, self.grid_width)).reshape(shape))
         else:
-            self.class_position = add("class_position", (1, 1, dim), self.position_initializer)
             self.positions = add("positions", shape, self.position_initializer)
         if self.num_registers:
             self.registers = add("registers", (1, self.num_registers, dim), self.token_initializer)
@@ -191,20 +196,27 @@ class ClassTokenPositionEmbedding(layers.Layer):
         return ops.reshape(grid, (-1, height * width, grid.shape[-1])) + positions
 
     def prepend_class_token(self, tokens):
-        """`(B, n, dim)` -> `(B, 1 + registers + n, dim)`: class token (with its position), registers, tokens."""
+        """`(B, n, dim)` -> `(B, 1 + registers + n, dim)`: class token (with its position), registers, tokens.
+
+        Without a class token, `(B, registers + n, dim)`.
+        """
         batch, dim = ops.shape(tokens)[0], tokens.shape[-1]
-        prefix = [ops.broadcast_to(ops.cast(self.class_token + self.class_position, tokens.dtype), (batch, 1, dim))]
+        prefix = []
+        if self.use_class_token:
+            token = ops.cast(self.class_token + self.class_position, tokens.dtype)
+            prefix.append(ops.broadcast_to(token, (batch, 1, dim)))
         if self.num_registers:
             registers = ops.cast(self.registers, tokens.dtype)
             prefix.append(ops.broadcast_to(registers, (batch, self.num_registers, dim)))
-        return ops.concatenate([*prefix, tokens], axis=1)
+        return ops.concatenate([*prefix, tokens], axis=1) if prefix else tokens
 
     def call(self, grid):
         return self.prepend_class_token(self.patch_tokens(grid))
 
     def compute_output_shape(self, input_shape):
         b, h, w, d = input_shape
-        return (b, None if h is None or w is None else 1 + self.num_registers + h * w, d)
+        prefix = int(self.use_class_token) + self.num_registers
+        return (b, None if h is None or w is None else prefix + h * w, d)
 
     def get_config(self):
         return {
@@ -214,6 +226,7 @@ class ClassTokenPositionEmbedding(layers.Layer):
             "token_initializer": serialize(self.token_initializer),
             "position_initializer": serialize(self.position_initializer),
             "positions": self.position_type,
+            "class_token": self.use_class_token,
         }
 
 

@@ -59,8 +59,10 @@ class ViT(keras.Model):
             2024; DINOv2 with registers: 4); used in the blocks only.
         layerscale: initial LayerScale of every block (DINOv2: 1e-5); None: none.
         positions: `"learned"` (N(0, 0.02^2), trained) or `"sincos"`: the
-            fixed 2D sine-cosine table of MAE and I-JEPA, not trained. Each
-            method declares its own as `vit_positions`, which the CLI builds.
+            fixed 2D sine-cosine table of MAE and I-JEPA, not trained.
+        class_token: prepend a class token (the default); False: none, as
+            I-JEPA's encoder, which then pools by `"mean"` and whose
+            `encode_tokens` returns the patch tokens alone.
         initializer: the official code whose initialisation the weights
             follow (`keras_ssl.initializers.vit_preset`): `"timm"` (DINO,
             iBOT; PyTorch's default patch convolution), `"dinov2"`, `"msn"`,
@@ -103,6 +105,7 @@ class ViT(keras.Model):
         layerscale=None,
         initializer="timm",
         positions="learned",
+        class_token=True,
         name="vit",
         **kwargs,
     ):
@@ -110,6 +113,8 @@ class ViT(keras.Model):
             raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}.")
         if pool not in ("cls", "mean"):
             raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
+        if not class_token and pool != "mean":
+            raise ValueError(f"a ViT without a class token pools by 'mean', got pool={pool!r}.")
         if depth < 1 or dim % heads:
             raise ValueError(
                 f"need depth >= 1 and `heads` dividing `dim`, got depth={depth}, dim={dim}, heads={heads}."
@@ -129,19 +134,20 @@ class ViT(keras.Model):
             layerscale=None if layerscale is None else float(layerscale),
             initializer=initializer,
             positions=positions,
+            class_token=bool(class_token),
         )
         init = vit_preset(initializer, channels, patch_size, dim, depth)
         inputs = keras.Input((image_size, image_size, channels), name="images")
         grid = PatchEmbedding(patch_size, dim, init["patch_kernel"], init["patch_bias"], name="patch_embed")(inputs)
         x = ClassTokenPositionEmbedding(
-            interpolation, num_registers, init["token"], init["position"], positions, name="pos_embed"
+            interpolation, num_registers, init["token"], init["position"], positions, class_token, name="pos_embed"
         )(grid)
         for i in range(depth):
             x = TransformerBlock(
                 dim, heads, mlp_ratio, dropout, layerscale, init["kernel"], init["outputs"][i], name=f"block_{i}"
             )(x)
         x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
-        outputs = x[:, 0] if pool == "cls" else ops.mean(x[:, 1 + int(num_registers) :], axis=1)
+        outputs = x[:, 0] if pool == "cls" else ops.mean(x[:, int(class_token) + int(num_registers) :], axis=1)
         super().__init__(inputs, outputs, name=name, **kwargs)
         self._options = options
         for key, value in options.items():
@@ -195,19 +201,23 @@ class ViT(keras.Model):
     def encode_tokens(self, tokens, training=False, attention_mask=None):
         """Patch tokens `(B, n, dim)` -> class token + blocks + norm, `(B, 1 + n, dim)`.
 
-        Registers take part in the blocks and are dropped from the output.
+        Registers take part in the blocks and are dropped from the output;
+        without a class token the output is `(B, n, dim)`.
         `attention_mask` `(B, n)` bool: the patch tokens that may be attended
         to (the class token and registers always may).
         """
         x = self.pos_embed.prepend_class_token(tokens)
-        prefix = 1 + self.num_registers
-        if attention_mask is not None:
+        cls = int(self.class_token)
+        prefix = cls + self.num_registers
+        if attention_mask is not None and prefix:
             keep = ops.ones((ops.shape(tokens)[0], prefix), "bool")
             attention_mask = ops.concatenate([keep, ops.cast(attention_mask, "bool")], axis=1)
         for block in self.blocks:
             x = block(x, training=training, attention_mask=attention_mask)
         x = self.norm(x)
-        return ops.concatenate([x[:, :1], x[:, prefix:]], axis=1) if self.num_registers else x
+        if self.num_registers:
+            x = ops.concatenate([x[:, :1], x[:, prefix:]], axis=1) if cls else x[:, prefix:]
+        return x
 
     def layer_decay_multipliers(self, decay, patch_embed_multiplier=1.0, embeddings=()):
         """Layer-wise rate decay (BEiT, DINOv2), as an optimiser's `lr_multipliers`: `{path: factor}`.

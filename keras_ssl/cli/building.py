@@ -104,7 +104,7 @@ def _build_encoder(name, input_shape, width, image_size, weights=None, tokens=Fa
         input_shape = (image_size, image_size, input_shape[-1])
     inits = {}
     if method is not None:
-        inits = dict(resnet_init=method.resnet_init, vit_init=method.vit_init, vit_positions=method.vit_positions)
+        inits = dict(resnet_init=method.resnet_init, vit_init=method.vit_init, vit_options=dict(method.vit_options))
     try:
         return backbones.get(name, input_shape, width=width, weights=weights, tokens=tokens, **inits)
     except ValueError as e:

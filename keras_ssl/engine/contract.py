@@ -43,8 +43,12 @@ class MethodContract:
     resnet_init = ("torchvision", False)
     #: the official code's ViT initialisation (a `ViT(initializer=)` preset): the CLI builds its ViTs so
     vit_init = "timm"
-    #: the official code's ViT positions (a `ViT(positions=)` value): the CLI builds its ViTs so
-    vit_positions = "learned"
+    #: the official code's other ViT options (`ViT(**vit_options)`: positions, class token,
+    #: LayerScale): the CLI builds its ViTs so
+    vit_options = {}
+    #: the method reads the encoder's class token; False: patch tokens only, so a ViT without a
+    #: class token (`ViT(class_token=False)`, I-JEPA's) is welcome; checked with `token_encoder`
+    needs_class_token = True
     #: the official code's Dense initialisation of the method's MLP heads (a `keras_ssl.initializers`
     #: preset such as "torch", "haiku", "simclr"), the default of `SSLModel`'s `head_initializer`;
     #: None: the heads have a fixed init and the method takes no `head_initializer`
@@ -189,8 +193,16 @@ class MethodContract:
 
     @classmethod
     def _check_encoder(cls, encoder):
-        """Raises TypeError, naming the method and the encoder, when a token method gets no token encoder."""
-        if not cls.token_encoder or isinstance(encoder, ViT):
+        """Raises TypeError, naming the method and the encoder, when a token method gets no token encoder
+        (or one without the class token it reads)."""
+        if not cls.token_encoder:
+            return
+        if cls.needs_class_token and not getattr(encoder, "class_token", True):
+            raise TypeError(
+                f"{cls.__name__} reads the encoder's class token, and this {type(encoder).__name__} has none "
+                "(class_token=False): build it with class_token=True."
+            )
+        if isinstance(encoder, ViT):
             return
         lacks = [name for name in TOKEN_INTERFACE if not hasattr(encoder, name)]
         if not lacks and "mask_token" not in inspect.signature(encoder.embed_patches).parameters:

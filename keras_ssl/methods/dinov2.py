@@ -66,6 +66,7 @@ class DINOv2(IBOT):
     loss_terms = ("cls", "patch", "koleo")
     masking_recipe = "dinov2"
     vit_init = "dinov2"  # vision_transformer.py init_weights: timm's, class token and registers N(0, 1e-6^2)
+    vit_options = {"layerscale": 1e-5}  # ssl_default_config.yaml: student.layerscale
 
     def __init__(
         self,

@@ -26,7 +26,8 @@ class IJEPA(SSLModel):
     `z` is the target encoder's mean patch token, the features I-JEPA evaluates.
 
     Args:
-        encoder: a keras_ssl `ViT` (registers allowed).
+        encoder: a keras_ssl `ViT` (registers allowed); I-JEPA's own has no class token and fixed
+            positions: `vit(..., class_token=False, pool="mean", positions="sincos")`, as the CLI builds.
         predictor_dim: predictor width, a multiple of 4; default `min(384, encoder.dim)`.
         predictor_depth: predictor blocks (official: 12).
         predictor_heads: default: the largest divisor of the width up to width / 32 (official: 12 for 384).
@@ -40,7 +41,9 @@ class IJEPA(SSLModel):
         **kwargs: `SSLModel` options.
 
     Example:
-        >>> encoder = keras_ssl.backbones.vit(image_size=16, patch_size=4, dim=32, depth=1, heads=2)
+        >>> encoder = keras_ssl.backbones.vit(
+        ...     image_size=16, patch_size=4, dim=32, depth=1, heads=2, class_token=False, pool="mean", positions="sincos"
+        ... )
         >>> model = keras_ssl.IJEPA(encoder, predictor_dim=16, predictor_depth=1, predictor_heads=2, num_targets=2)
         >>> model.compile(optimizer=keras.optimizers.AdamW(1e-3))
         >>> sorted(model.fit(x_train, epochs=1, batch_size=16, verbose=0).history)
@@ -55,7 +58,9 @@ class IJEPA(SSLModel):
     default_backbone = "vit_tiny"
     token_encoder = True
     vit_init = "ijepa"  # vision_transformer.py: trunc_normal_(.02) everywhere, fix_init_weight's 1/sqrt(2 layer)
-    vit_positions = "sincos"  # vision_transformer.py: pos_embed = get_2d_sincos_pos_embed(...), requires_grad=False
+    # vision_transformer.py: get_2d_sincos_pos_embed, requires_grad=False, and no class token
+    vit_options = {"positions": "sincos", "class_token": False, "pool": "mean"}
+    needs_class_token = False
 
     def __init__(
         self,
@@ -110,8 +115,10 @@ class IJEPA(SSLModel):
         masks = self.masking(images)
         context = take_tokens(self.encoder.embed_patches(images, training=training), masks["context_ids"])
         latent = self.encoder.encode_tokens(context, training=training, attention_mask=masks["context_valid"])
+        # The official encoder has no class token; keras_ssl's ViT may (then it is dropped here).
+        cls = int(getattr(self.encoder, "class_token", True))
         pred = self.predictor(
-            latent[:, 1:],
+            latent[:, cls:],
             masks["context_ids"],
             masks["context_valid"],
             masks["target_ids"],
@@ -119,7 +126,7 @@ class IJEPA(SSLModel):
             training=training,
         )
         target = self.target_encoder.encode_tokens(self.target_encoder.embed_patches(images, training=training))
-        target = ops.stop_gradient(target[:, 1:])
+        target = ops.stop_gradient(target[:, cls:])
         return {
             "pred": pred,
             "target": target,

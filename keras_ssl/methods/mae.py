@@ -55,7 +55,7 @@ class MAE(SSLModel):
     default_backbone = "vit_tiny"
     token_encoder = True
     vit_init = "mae"  # models_mae.py initialize_weights: xavier_uniform_ Linear and (flattened) patch kernels
-    vit_positions = "sincos"  # models_mae.py: pos_embed = get_2d_sincos_pos_embed(...), requires_grad=False
+    vit_options = {"positions": "sincos"}  # models_mae.py: get_2d_sincos_pos_embed, requires_grad=False
 
     def __init__(
         self,

@@ -1,4 +1,5 @@
-"""MAE's and I-JEPA's fixed 2D sine-cosine positions: the ViT option, MAE's decoder, the CLI's choice."""
+"""The official codes' ViT options: MAE's and I-JEPA's fixed 2D sine-cosine positions (and MAE's
+decoder's), I-JEPA's encoder without a class token, and the ViT each method's CLI run builds."""
 
 import keras
 import numpy as np
@@ -11,6 +12,8 @@ from keras_ssl.backbones.decoders import MAEDecoder
 from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding
 from keras_ssl.backbones.vit import ViT, vit
 from keras_ssl.methods import METHODS
+from keras_ssl.methods.ijepa import IJEPA
+from keras_ssl.methods.mae import MAE
 
 
 def mae_table(dim, grid):
@@ -65,7 +68,7 @@ def test_maes_decoder_has_the_official_fixed_table():
     assert learned.positions.path in [w.path for w in learned.trainable_weights]
 
 
-def test_the_cli_builds_mae_and_ijepa_vits_with_sincos_positions(monkeypatch):
+def test_the_cli_builds_each_methods_official_vit(monkeypatch):
     from keras_ssl.cli.building import _build_encoder
 
     asked = {}
@@ -74,15 +77,60 @@ def test_the_cli_builds_mae_and_ijepa_vits_with_sincos_positions(monkeypatch):
     for name, method in METHODS.items():
         if method.token_encoder or name == "dino":
             _build_encoder("vit_tiny", (16, 16, 3), 1.0, 16, tokens=method.token_encoder, method=method)
-            built[name] = asked["vit_positions"]
+            built[name] = asked["vit_options"]
     monkeypatch.undo()
-    # models_mae.py and I-JEPA's vision_transformer.py fix their positions; DINO's, iBOT's, DINOv2's
-    # and MSN's ViTs learn theirs; SimMIM's (BEiT's relative bias) is ours learned (docs/methods.md).
-    assert built == {name: "sincos" if name in ("mae", "ijepa") else "learned" for name in built}
+    # models_mae.py and I-JEPA's vision_transformer.py fix their positions (get_2d_sincos_pos_embed,
+    # requires_grad=False), and I-JEPA's has no class token; DINOv2's ssl_default_config.yaml sets
+    # layerscale 1e-5, SimMIM's config.py INIT_VALUES 0.1; DINO's, iBOT's and MSN's ViTs have none of these.
+    official = {
+        "mae": {"positions": "sincos"},
+        "ijepa": {"positions": "sincos", "class_token": False, "pool": "mean"},
+        "dinov2": {"layerscale": 1e-5},
+        "simmim": {"layerscale": 0.1},
+    }
+    assert built == {name: official.get(name, {}) for name in built}
     assert {"mae", "ijepa", "dino", "ibot", "dinov2", "msn", "simmim"} <= set(built)
-    encoder = backbones.get("vit_tiny", (16, 16, 3), vit_positions="sincos")
-    assert encoder.get_config()["positions"] == "sincos"
+    encoder = backbones.get("vit_tiny", (16, 16, 3), vit_options=official["ijepa"])
+    config = encoder.get_config()
+    assert (config["positions"], config["class_token"], config["pool"]) == ("sincos", False, "mean")
     assert backbones.get("vit_tiny", (16, 16, 3)).get_config()["positions"] == "learned"
+
+
+def test_a_vit_without_a_class_token_runs_its_blocks_on_the_patches_alone():
+    model = vit(image_size=16, patch_size=4, dim=16, depth=2, heads=2, class_token=False, pool="mean")
+    x = images()
+    tokens = model.embed_patches(x)
+    encoded = model.encode_tokens(tokens)
+    assert tuple(encoded.shape) == (4, 16, 16) and not hasattr(model.pos_embed, "class_token")
+    y = tokens  # the official forward: patches + positions, blocks, norm; nothing prepended
+    for block in model.blocks:
+        y = block(y)
+    np.testing.assert_allclose(ops.convert_to_numpy(encoded), ops.convert_to_numpy(model.norm(y)), atol=1e-5)
+    np.testing.assert_allclose(ops.convert_to_numpy(model(x)), ops.convert_to_numpy(encoded).mean(axis=1), atol=1e-5)
+    # With registers: they join the blocks and leave the output.
+    with_registers = vit(16, 4, 16, 1, 2, class_token=False, pool="mean", num_registers=2)
+    assert tuple(with_registers.encode_tokens(with_registers.embed_patches(x)).shape) == (4, 16, 16)
+    mask = np.arange(16)[None].repeat(4, 0) < 10
+    assert tuple(with_registers.encode_tokens(with_registers.embed_patches(x), attention_mask=mask).shape) == (
+        4,
+        16,
+        16,
+    )
+
+
+def test_ijepa_trains_on_its_official_encoder_and_the_class_token_readers_refuse_it(tmp_path):
+    encoder = vit(16, 4, 16, 1, 2, class_token=False, pool="mean", positions="sincos", initializer="ijepa")
+    model = IJEPA(encoder, predictor_dim=8, predictor_depth=1, predictor_heads=2, num_targets=2, seed=0)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    out = model(np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3)).astype("uint8"), training=True)
+    assert tuple(out["target"].shape) == (4, 16, 16)  # every patch a target token, none dropped
+    history = model.fit(np.random.default_rng(1).integers(0, 256, (8, 16, 16, 3)).astype("uint8"), batch_size=4)
+    assert np.isfinite(history.history["loss"]).all()
+    path = str(tmp_path / "encoder.keras")
+    model.encoder.save(path)
+    assert keras.saving.load_model(path).get_config()["class_token"] is False
+    with pytest.raises(TypeError, match="MAE reads the encoder's class token, and this ViT has none"):
+        MAE(vit(16, 4, 16, 1, 2, class_token=False, pool="mean"))
 
 
 def test_bad_position_options_are_refused():
@@ -94,3 +142,5 @@ def test_bad_position_options_are_refused():
         MAEDecoder(12, 48, dim=8, positions="sincos")
     with pytest.raises(ValueError, match="`positions` must be"):
         ClassTokenPositionEmbedding(positions="fixed")
+    with pytest.raises(ValueError, match="a ViT without a class token pools by 'mean', got pool='cls'"):
+        vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, class_token=False)
