@@ -81,12 +81,16 @@ def test_the_cli_builds_each_methods_official_vit(monkeypatch):
     monkeypatch.undo()
     # models_mae.py and I-JEPA's vision_transformer.py fix their positions (get_2d_sincos_pos_embed,
     # requires_grad=False), and I-JEPA's has no class token; DINOv2's ssl_default_config.yaml sets
-    # layerscale 1e-5, SimMIM's config.py INIT_VALUES 0.1; DINO's, iBOT's and MSN's ViTs have none of these.
+    # layerscale 1e-5 and drop path 0.3 in every block, SimMIM's config.py INIT_VALUES 0.1 and its ViT-B
+    # pretraining DROP_PATH_RATE 0.1; main_dino.py's --drop_path_rate and main_ibot.py's --drop_path are 0.1;
+    # MSN's ViT has none of these.
     official = {
         "mae": {"positions": "sincos"},
         "ijepa": {"positions": "sincos", "class_token": False, "pool": "mean"},
-        "dinov2": {"layerscale": 1e-5},
-        "simmim": {"layerscale": 0.1},
+        "dinov2": {"layerscale": 1e-5, "drop_path": 0.3, "drop_path_uniform": True},
+        "simmim": {"layerscale": 0.1, "drop_path": 0.1},
+        "dino": {"drop_path": 0.1},
+        "ibot": {"drop_path": 0.1},
     }
     assert built == {name: official.get(name, {}) for name in built}
     assert {"mae", "ijepa", "dino", "ibot", "dinov2", "msn", "simmim"} <= set(built)
@@ -144,3 +148,57 @@ def test_bad_position_options_are_refused():
         ClassTokenPositionEmbedding(positions="fixed")
     with pytest.raises(ValueError, match="a ViT without a class token pools by 'mean', got pool='cls'"):
         vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, class_token=False)
+
+
+def _branch_outcomes(block, x, keep):
+    """timm's Block with DropPath (what DINO, iBOT and SimMIM run), per sample, for each choice of the two
+    coins: `x + dp(attn(norm1(x)))`, then `+ dp(mlp(norm2(x)))`, `dp` either 0 or `1 / keep` times."""
+    outcomes = []
+    for s1 in (0.0, 1.0 / keep):
+        h = x + s1 * ops.convert_to_numpy(block.attention(block.norm1(x)))
+        for s2 in (0.0, 1.0 / keep):
+            mlp = ops.convert_to_numpy(block.fc2(block.fc1(block.norm2(h))))
+            outcomes.append(h + s2 * mlp)
+    return np.stack(outcomes, axis=1)  # (B, 4, T, D)
+
+
+def test_drop_path_drops_each_samples_branches_as_timm_does():
+    from keras_ssl.backbones.transformer import TransformerBlock
+
+    block = TransformerBlock(8, 2, drop_path=0.4, seed=3)
+    x = np.random.default_rng(0).normal(size=(3000, 3, 8)).astype("float32")
+    out = ops.convert_to_numpy(block(x, training=True))
+    errors = np.abs(_branch_outcomes(block, x, 0.6) - out[:, None]).max(axis=(2, 3))  # (B, 4)
+    assert errors.min(axis=1).max() < 1e-4  # every sample is one of the four outcomes
+    picked = errors.argmin(axis=1)
+    kept_attention, kept_mlp = picked >= 2, picked % 2 == 1
+    # Each branch kept with probability 0.6, independently (3000 samples: 3 sigma is 0.027).
+    assert abs(kept_attention.mean() - 0.6) < 0.03 and abs(kept_mlp.mean() - 0.6) < 0.03
+    assert abs((kept_attention & kept_mlp).mean() - 0.36) < 0.03
+    # Outside training nothing is dropped or scaled.
+    np.testing.assert_allclose(ops.convert_to_numpy(block(x[:4])), _branch_outcomes(block, x[:4], 1.0)[:, 3], atol=1e-5)
+
+
+def test_vit_drop_path_rates_and_the_momentum_target_without_them():
+    from keras_ssl.engine import momentum_target
+    from keras_ssl.keras_compat import seed_generators
+
+    linear = vit(image_size=16, patch_size=4, dim=16, depth=4, heads=2, drop_path=0.3)
+    # The official codes' `[x.item() for x in torch.linspace(0, drop_path_rate, depth)]`.
+    np.testing.assert_allclose([b.drop_path for b in linear.blocks], [0.0, 0.1, 0.2, 0.3], atol=1e-7)
+    uniform = vit(16, 4, 16, 4, 2, drop_path=0.3, drop_path_uniform=True)
+    assert [b.drop_path for b in uniform.blocks] == [0.3] * 4
+    assert len(seed_generators(linear)) == 3  # the blocks that drop: their coins resume with a checkpoint
+    assert seed_generators(vit(16, 4, 16, 4, 2)) == []
+    loaded = ViT.from_config(uniform.get_config())
+    assert [b.drop_path for b in loaded.blocks] == [0.3] * 4
+    # DINO's, iBOT's and DINOv2's teachers are built without drop_path_rate.
+    teacher = momentum_target(uniform)
+    assert [b.drop_path for b in teacher.blocks] == [0.0] * 4 and uniform.blocks[0].drop_path == 0.3
+    x = images(8)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(teacher(x, training=True)), ops.convert_to_numpy(teacher(x)), atol=1e-5
+    )
+    assert not np.allclose(ops.convert_to_numpy(uniform(x, training=True)), ops.convert_to_numpy(uniform(x)))
+    with pytest.raises(ValueError, match=r"`drop_path` must be in \[0, 1\), got 1.0"):
+        vit(16, 4, 16, 1, 2, drop_path=1.0)

@@ -245,6 +245,10 @@ class TransformerBlock(layers.Layer):
         output_initializer: of the attention output and second MLP kernels,
             whose outputs join the residual stream (BEiT and I-JEPA draw them
             smaller in deeper blocks); None: `kernel_initializer`.
+        drop_path: stochastic depth (timm's `DropPath`): in training, each
+            sample's branch output is dropped with this probability and kept
+            ones are scaled by `1 / (1 - drop_path)`; both branches drawn apart.
+        seed: seed of the drop-path coins (a `keras.random.SeedGenerator`).
 
     Call arguments: `x` `(B, T, dim)`; `attention_mask`, optional `(B, T)`
     bool, the tokens that may be attended to (masked-out tokens still get
@@ -265,11 +269,18 @@ class TransformerBlock(layers.Layer):
         layerscale=None,
         kernel_initializer="glorot_uniform",
         output_initializer=None,
+        drop_path=0.0,
+        seed=None,
         **kwargs,
     ):
         super().__init__(**kwargs)
         if dim % heads:
             raise ValueError(f"`heads` ({heads}) must divide `dim` ({dim}).")
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"`drop_path` must be in [0, 1), got {drop_path}.")
+        self.drop_path, self.seed = float(drop_path), seed
+        if self.drop_path:  # only then: blocks without it keep the seed generators they always had
+            self.seed_generator = keras.random.SeedGenerator(seed)
         if layerscale is not None and not layerscale > 0:
             raise ValueError(f"`layerscale` must be > 0 or None, got {layerscale}.")
         self.dim, self.heads = int(dim), int(heads)
@@ -311,11 +322,20 @@ class TransformerBlock(layers.Layer):
     def _scaled(self, branch, gamma):
         return branch if self.layerscale is None else branch * ops.cast(gamma, branch.dtype)
 
+    def _dropped(self, branch, training):
+        # Read at call time: a momentum target sets it to 0 (the official teachers have no drop path).
+        if not (training and self.drop_path):
+            return branch
+        keep = 1.0 - self.drop_path
+        coins = keras.random.uniform((ops.shape(branch)[0], 1, 1), seed=self.seed_generator)
+        return branch * ops.cast(coins < keep, branch.dtype) / keep
+
     def call(self, x, training=False, attention_mask=None):
         attended = self.drop(self.attention(self.norm1(x), attention_mask), training=training)
-        x = x + self._scaled(attended, getattr(self, "gamma1", None))
+        x = x + self._dropped(self._scaled(attended, getattr(self, "gamma1", None)), training)
         h = self.drop(self.fc1(self.norm2(x)), training=training)
-        return x + self._scaled(self.drop(self.fc2(h), training=training), getattr(self, "gamma2", None))
+        mlp = self._scaled(self.drop(self.fc2(h), training=training), getattr(self, "gamma2", None))
+        return x + self._dropped(mlp, training)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -330,4 +350,6 @@ class TransformerBlock(layers.Layer):
             "layerscale": self.layerscale,
             "kernel_initializer": serialize(self.kernel_initializer),
             "output_initializer": serialize(self.output_initializer),
+            "drop_path": self.drop_path,
+            "seed": self.seed,
         }

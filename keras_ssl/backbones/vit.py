@@ -13,6 +13,7 @@ blocks on visible patches only):
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding, PatchEmbedding, TransformerBlock
@@ -63,6 +64,10 @@ class ViT(keras.Model):
         class_token: prepend a class token (the default); False: none, as
             I-JEPA's encoder, which then pools by `"mean"` and whose
             `encode_tokens` returns the patch tokens alone.
+        drop_path: stochastic depth of the last block (DINO, iBOT, SimMIM
+            0.1; DINOv2 0.3); the blocks' rates rise linearly from 0 to it,
+            as `torch.linspace(0, rate, depth)` in the official codes.
+        drop_path_uniform: every block at `drop_path` (DINOv2's).
         initializer: the official code whose initialisation the weights
             follow (`keras_ssl.initializers.vit_preset`): `"timm"` (DINO,
             iBOT; PyTorch's default patch convolution), `"dinov2"`, `"msn"`,
@@ -106,6 +111,8 @@ class ViT(keras.Model):
         initializer="timm",
         positions="learned",
         class_token=True,
+        drop_path=0.0,
+        drop_path_uniform=False,
         name="vit",
         **kwargs,
     ):
@@ -135,6 +142,8 @@ class ViT(keras.Model):
             initializer=initializer,
             positions=positions,
             class_token=bool(class_token),
+            drop_path=float(drop_path),
+            drop_path_uniform=bool(drop_path_uniform),
         )
         init = vit_preset(initializer, channels, patch_size, dim, depth)
         inputs = keras.Input((image_size, image_size, channels), name="images")
@@ -142,10 +151,22 @@ class ViT(keras.Model):
         x = ClassTokenPositionEmbedding(
             interpolation, num_registers, init["token"], init["position"], positions, class_token, name="pos_embed"
         )(grid)
+        if not 0 <= drop_path < 1:
+            raise ValueError(f"`drop_path` must be in [0, 1), got {drop_path}.")
+        rates = [drop_path] * depth if drop_path_uniform else np.linspace(0.0, drop_path, depth).tolist()
         for i in range(depth):
-            x = TransformerBlock(
-                dim, heads, mlp_ratio, dropout, layerscale, init["kernel"], init["outputs"][i], name=f"block_{i}"
-            )(x)
+            block = TransformerBlock(
+                dim,
+                heads,
+                mlp_ratio,
+                dropout,
+                layerscale,
+                init["kernel"],
+                init["outputs"][i],
+                rates[i],
+                name=f"block_{i}",
+            )
+            x = block(x)
         x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
         outputs = x[:, 0] if pool == "cls" else ops.mean(x[:, int(class_token) + int(num_registers) :], axis=1)
         super().__init__(inputs, outputs, name=name, **kwargs)

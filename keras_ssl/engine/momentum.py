@@ -6,6 +6,8 @@ import numpy as np
 from keras import ops
 
 from keras_ssl.backbones.clone import clone_model
+from keras_ssl.backbones.transformer import TransformerBlock
+from keras_ssl.keras_compat import sublayers
 
 
 def momentum_target(online, input_shape=None):
@@ -16,8 +18,9 @@ def momentum_target(online, input_shape=None):
     backbones. Its variables are non-trainable one by one (not
     `layer.trainable = False`, which would switch BatchNorm to moving
     statistics), so the target's BatchNorm uses batch statistics in training
-    mode, as the reference implementations do. Update it with
-    `momentum_update`.
+    mode, as the reference implementations do. A ViT's copy drops no paths
+    (stochastic depth off): DINO's, iBOT's and DINOv2's teachers are built
+    without `drop_path_rate`. Update it with `momentum_update`.
 
     Args:
         online: the online network, built.
@@ -36,6 +39,9 @@ def momentum_target(online, input_shape=None):
     target = clone_model(online, input_shape=input_shape)
     for v in target.weights:
         v.trainable = False
+    for layer in sublayers(target):
+        if isinstance(layer, TransformerBlock):
+            layer.drop_path = 0.0
     return target
 
 

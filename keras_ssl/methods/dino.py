@@ -73,6 +73,7 @@ class DINO(SSLModel):
     momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
     gathered_outputs = ("student", "teacher", "h1")
     monitored_output = "h1"
+    vit_options = {"drop_path": 0.1}  # main_dino.py --drop_path_rate 0.1, the student's only
 
     def __init__(
         self,

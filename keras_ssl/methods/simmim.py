@@ -58,7 +58,8 @@ class SimMIM(SSLModel):
     default_backbone = "vit_tiny"
     token_encoder = True
     vit_init = "beit"  # models/simmim.py: BEiT's init, trunc_normal_ cut at one std, fix_init_weight
-    vit_options = {"layerscale": 0.1}  # config.py: MODEL.VIT.INIT_VALUES = 0.1
+    # config.py MODEL.VIT.INIT_VALUES 0.1; simmim_pretrain__vit_base__img224__800ep.yaml DROP_PATH_RATE 0.1
+    vit_options = {"layerscale": 0.1, "drop_path": 0.1}
 
     def __init__(self, encoder, *, mask_patch_size=None, mask_ratio=0.6, imagenet_targets=False, **kwargs):
         super().__init__(encoder, **kwargs)
