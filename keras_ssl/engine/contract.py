@@ -197,7 +197,7 @@ class MethodContract:
         (or one without the class token it reads)."""
         if not cls.token_encoder:
             return
-        if cls.needs_class_token and not getattr(encoder, "class_token", True):
+        if cls.needs_class_token and getattr(encoder, "class_token", True) is False:
             raise TypeError(
                 f"{cls.__name__} reads the encoder's class token, and this {type(encoder).__name__} has none "
                 "(class_token=False): build it with class_token=True."

@@ -116,7 +116,7 @@ class IJEPA(SSLModel):
         context = take_tokens(self.encoder.embed_patches(images, training=training), masks["context_ids"])
         latent = self.encoder.encode_tokens(context, training=training, attention_mask=masks["context_valid"])
         # The official encoder has no class token; keras_ssl's ViT may (then it is dropped here).
-        cls = int(getattr(self.encoder, "class_token", True))
+        cls = 0 if getattr(self.encoder, "class_token", True) is False else 1
         pred = self.predictor(
             latent[:, cls:],
             masks["context_ids"],
