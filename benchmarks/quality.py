@@ -7,7 +7,10 @@
 Reads `$KERAS_SSL_DATA_DIR/cifar10.npz` (else downloads CIFAR-10). Each method
 starts from the same random encoder (same seed); the score is weighted kNN
 top-1 (k=200, T=0.1, cosine, on encoder features, never the projector) on the
-CIFAR-10 test set, with the training images as the kNN memory.
+CIFAR-10 test set, with the training images as the kNN memory. The encoder is
+the one the paper evaluates (`model.feature_encoder`: DINO's, iBOT's and
+DINOv2's teacher, I-JEPA's and MSN's target encoder; the online one's kNN is
+printed beside it).
 
 Budgets:
 - default (2 CPU cores): 5,000 training images, 3 epochs, batch 256,
@@ -233,12 +236,16 @@ def main():
         )
         loss = history.history["loss"]
         seconds = sum(timer.seconds)
-        after, rank_after = knn(model.encoder)
+        # The encoder the paper evaluates (DINO's teacher, I-JEPA's and MSN's target), as the CLI scores it.
+        after, rank_after = knn(model.feature_encoder)
+        online = ""
+        if model.feature_encoder is not model.encoder:
+            online = f" (online encoder {knn(model.encoder)[0]:.4f})"
         print(
             f"{name:>13s} {before:7.4f} {after:8.4f} {after - before:+6.3f} "
             f"{loss[0]:9.3f} -> {loss[-1]:7.3f} {seconds:8.0f} {timer.images_per_second(len(x_train)):6.0f}"
             f" {rank_before:11.1f} -> {rank_after:10.1f}"
-            f"{probe_before}{' ->' if probe_before else ''}{probe(model.encoder, name)}",
+            f"{probe_before}{' ->' if probe_before else ''}{probe(model.feature_encoder, name)}{online}",
             flush=True,
         )
 

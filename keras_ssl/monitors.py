@@ -37,7 +37,9 @@ class _EncoderMonitor(keras.callbacks.Callback):
             logs[name], logs[name + "_epoch"] = value, epoch + 1
 
     def _encoder(self):
-        encoder = getattr(self.model, "encoder", None)
+        # The paper's evaluated encoder (DINO's teacher) where the model declares one.
+        encoder = getattr(self.model, "feature_encoder", None)
+        encoder = getattr(self.model, "encoder", None) if encoder is None else encoder
         if encoder is None:
             raise ValueError(
                 f"{type(self).__name__} reads `model.encoder`, but {type(self.model).__name__} "
@@ -113,7 +115,7 @@ def alternate_split(labels):
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class KNNMonitor(_EncoderMonitor):
-    """Weighted kNN accuracy of `model.encoder`'s features during `fit`.
+    """Weighted kNN accuracy of the evaluated encoder's features (`model.feature_encoder`) during `fit`.
 
     Every `every` epochs (and at the last one) the encoder embeds a labelled
     gallery and labelled queries in inference mode, and the top-1 accuracy
@@ -195,7 +197,7 @@ class KNNMonitor(_EncoderMonitor):
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class LinearProbeMonitor(_EncoderMonitor):
-    """Accuracy of a linear classifier on `model.encoder`'s detached features during `fit`.
+    """Accuracy of a linear classifier on the evaluated encoder's detached features during `fit`.
 
     Design: a callback cannot see `fit`'s batches, and a probe trained inside
     the SSL step would need per-method code; so every `every` epochs (and at
@@ -284,7 +286,7 @@ class LinearProbeMonitor(_EncoderMonitor):
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
 class CollapseMonitor(_EncoderMonitor):
-    """Watches `model.encoder`'s features for collapse during `fit`.
+    """Watches the evaluated encoder's features (`model.feature_encoder`) for collapse during `fit`.
 
     Every `every` epochs (and at the last one) the encoder embeds `x` in
     inference mode and the logs get `embedding_std` (`evaluation.embedding_std`:

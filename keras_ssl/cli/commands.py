@@ -115,7 +115,9 @@ def export(args):
     if not os.access(parent, os.W_OK):
         raise SystemExit(f"keras-ssl: cannot write to {parent} (read-only or not yours).")
     model = _load_model(args.model, "model.keras")
-    encoder = getattr(model, "encoder", None)
+    # The encoder the paper evaluates (DINO's teacher), as `pretrain` writes it to encoder.keras.
+    encoder = getattr(model, "feature_encoder", None)
+    encoder = getattr(model, "encoder", None) if encoder is None else encoder
     if encoder is None:
         raise SystemExit(f"keras-ssl: {args.model} is not a keras_ssl model (it has no encoder).")
     rundir.save_model(backbones.plain_keras(encoder), args.output)

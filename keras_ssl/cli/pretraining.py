@@ -235,7 +235,7 @@ def _pretrain(args, method, encoder_path, resume, team):
     # kNN embeds with `predict`, which every process would have to run on its own rows: done after, alone.
     alone = team.count == 1
     raw, raw_note = _raw_pixel_knn(*d.train, *d.test, value_range) if alone else (None, "")
-    before = _knn(model.encoder, d, value_range) if alone else None
+    before = _knn(model.feature_encoder, d, value_range) if alone else None
     if before is not None:
         print(f"kNN top-1 of the randomly initialised encoder: {before:.4f}")
     elif not alone:
@@ -245,7 +245,7 @@ def _pretrain(args, method, encoder_path, resume, team):
     seconds = time.time() - start
     if not team.chief:
         return 0
-    after = _knn(model.encoder, d, value_range) if alone else None
+    after = _knn(model.feature_encoder, d, value_range) if alone else None
     if after is not None:
         print(
             f"kNN top-1 after {args.epochs} epochs of {args.method}: {after:.4f} "
@@ -337,13 +337,23 @@ def _publish(args, run_id, model, record, spec, d, plots=True):
     publishing, one to finish).
     """
     stage = rundir.staging_dir(args.output)
-    rundir.save_model(model.encoder, os.path.join(stage, "encoder.keras"))
+    # The encoder the paper evaluates (DINO's teacher, I-JEPA's target encoder); the online one too where it differs.
+    rundir.save_model(model.feature_encoder, os.path.join(stage, "encoder.keras"))
+    if model.feature_encoder is not model.encoder:
+        rundir.save_model(model.encoder, os.path.join(stage, "online_encoder.keras"))
     rundir.save_model(model, os.path.join(stage, "model.keras"))
     rundir.write_json(os.path.join(stage, "history.json"), record)
     rundir.write_json(os.path.join(stage, DATA_RECORD), spec)
     if plots:
         _write_plots(
-            stage, record, model.encoder, d.train, d.test, model.views, spec["value_range"], embedding=args.embedding
+            stage,
+            record,
+            model.feature_encoder,
+            d.train,
+            d.test,
+            model.views,
+            spec["value_range"],
+            embedding=args.embedding,
         )
     rundir.publish(args.output, run_id)
     rundir.remove_dir(os.path.join(args.output, CHECKPOINT))

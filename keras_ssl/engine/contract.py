@@ -62,6 +62,22 @@ class MethodContract:
     #: the method works on patch tokens (mask tokens, dropped patches): the encoder must be a keras_ssl
     #: `ViT` or have its `TOKEN_INTERFACE`; checked before the method's constructor runs
     token_encoder = False
+    #: the attribute holding the encoder the paper evaluates, which the CLI scores and saves as
+    #: `encoder.keras`: the online `"encoder"`, or a momentum target (DINO's `"teacher_encoder"`)
+    evaluated_encoder = "encoder"
+
+    @property
+    def feature_encoder(self):
+        """The encoder whose features the paper evaluates (`evaluated_encoder`): the online one, or the
+        momentum target for DINO, iBOT and DINOv2 (the teacher), I-JEPA and MSN (the target encoder).
+
+        Example:
+            >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)   # multi-crop sizes
+            >>> model = keras_ssl.DINO(encoder, input_shape=(16, 16, 3), output_dim=16)
+            >>> model.feature_encoder is model.teacher_encoder, model.encoder is model.teacher_encoder
+            (True, False)
+        """
+        return getattr(self, self.evaluated_encoder)
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -74,6 +74,7 @@ class DINO(SSLModel):
     gathered_outputs = ("student", "teacher", "h1")
     monitored_output = "h1"
     vit_options = {"drop_path": 0.1}  # main_dino.py --drop_path_rate 0.1, the student's only
+    evaluated_encoder = "teacher_encoder"  # eval_knn.py / eval_linear.py: --checkpoint_key teacher
 
     def __init__(
         self,

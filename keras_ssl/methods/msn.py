@@ -58,6 +58,7 @@ class MSN(SSLModel):
     local_views = True
     view_recipe = staticmethod(msn_views)
     momentum_pairs = (("encoder", "target_encoder"), ("head", "target_head"))
+    evaluated_encoder = "target_encoder"  # logistic_eval.py / linear_eval.py load checkpoint['target_encoder']
     gathered_outputs = ("anchors", "target")
     monitored_output = "target"
     loss_terms = ("cross_entropy", "me_max")
