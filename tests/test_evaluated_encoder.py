@@ -1,6 +1,7 @@
 """The encoder each paper evaluates (DINO's teacher, I-JEPA's and MSN's target): declared by the
 method, scored and saved by the CLI as encoder.keras, read by the monitors and by `export`."""
 
+import json
 import os
 
 import keras
@@ -33,11 +34,16 @@ def test_the_monitors_read_the_evaluated_encoder():
 
 
 @pytest.mark.skipif(keras.backend.backend() != "torch", reason="a CLI run on one backend (PyTorch)")
-def test_pretrain_saves_dinos_teacher_as_encoder_keras_and_the_student_beside_it(tmp_path):
+def test_pretrain_saves_dinos_teacher_as_encoder_keras_and_the_student_beside_it(tmp_path, capsys):
     out = str(tmp_path / "dino")
     argv = ["pretrain", "--method", "dino", "--data", "digits", "--limit", "64", "--batch-size", "32"]
     argv += ["--image-size", "16", "--epochs", "1", "--width", "0.25", "--knn-every", "0", "--no-plots"]
     assert cli.main([*argv, "--verbose", "0", "--output", out]) == 0
+    # Both scores: the teacher lags the student in short runs.
+    assert "that is its teacher_encoder, as the paper evaluates; online encoder" in capsys.readouterr().out
+    with open(os.path.join(out, "history.json")) as f:
+        record = json.load(f)
+    assert 0 <= record["knn_after"] <= 1 and 0 <= record["knn_after_online"] <= 1
     model = keras.saving.load_model(os.path.join(out, "model.keras"))
     teacher = keras.saving.load_model(os.path.join(out, "encoder.keras"))
     student = keras.saving.load_model(os.path.join(out, "online_encoder.keras"))
