@@ -120,6 +120,8 @@ class ViT(keras.Model):
             raise ValueError(f"patch_size {patch_size} does not divide image_size {image_size}.")
         if pool not in ("cls", "mean"):
             raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
+        if not 0 <= drop_path < 1:  # checked here too: linspace gives a 1-block ViT's block rate 0
+            raise ValueError(f"`drop_path` must be in [0, 1), got {drop_path}.")
         if not class_token and pool != "mean":
             raise ValueError(f"a ViT without a class token pools by 'mean', got pool={pool!r}.")
         if depth < 1 or dim % heads:
@@ -151,8 +153,6 @@ class ViT(keras.Model):
         x = ClassTokenPositionEmbedding(
             interpolation, num_registers, init["token"], init["position"], positions, class_token, name="pos_embed"
         )(grid)
-        if not 0 <= drop_path < 1:
-            raise ValueError(f"`drop_path` must be in [0, 1), got {drop_path}.")
         rates = [drop_path] * depth if drop_path_uniform else np.linspace(0.0, drop_path, depth).tolist()
         for i in range(depth):
             block = TransformerBlock(
