@@ -81,14 +81,16 @@ def test_the_cli_builds_each_methods_official_vit(monkeypatch):
     monkeypatch.undo()
     # models_mae.py and I-JEPA's vision_transformer.py fix their positions (get_2d_sincos_pos_embed,
     # requires_grad=False), and I-JEPA's has no class token; DINOv2's ssl_default_config.yaml sets
-    # layerscale 1e-5 and drop path 0.3 in every block, SimMIM's config.py INIT_VALUES 0.1 and its ViT-B
-    # pretraining DROP_PATH_RATE 0.1; main_dino.py's --drop_path_rate and main_ibot.py's --drop_path are 0.1;
+    # layerscale 1e-5 and drop path 0.3 in every block, SimMIM's config.py INIT_VALUES 0.1, USE_APE False
+    # and USE_SHARED_RPB True, its ViT-B pretraining DROP_PATH_RATE 0.1 and fine-tuning USE_MEAN_POOLING
+    # True; main_dino.py's
+    # --drop_path_rate and main_ibot.py's --drop_path are 0.1;
     # MSN's ViT has none of these.
     official = {
         "mae": {"positions": "sincos"},
         "ijepa": {"positions": "sincos", "class_token": False, "pool": "mean"},
         "dinov2": {"layerscale": 1e-5, "drop_path": 0.3, "drop_path_uniform": True},
-        "simmim": {"layerscale": 0.1, "drop_path": 0.1},
+        "simmim": {"layerscale": 0.1, "drop_path": 0.1, "positions": "relative", "pool": "mean"},
         "dino": {"drop_path": 0.1},
         "ibot": {"drop_path": 0.1},
     }
@@ -138,7 +140,7 @@ def test_ijepa_trains_on_its_official_encoder_and_the_class_token_readers_refuse
 
 
 def test_bad_position_options_are_refused():
-    with pytest.raises(ValueError, match="`positions` must be 'learned' or 'sincos', got 'rope'"):
+    with pytest.raises(ValueError, match="`positions` must be 'learned', 'sincos' or 'relative', got 'rope'"):
         vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, positions="rope")
     with pytest.raises(ValueError, match="sine-cosine positions need `dim` divisible by 4, got 18"):
         vit(image_size=16, patch_size=4, dim=18, depth=1, heads=2, positions="sincos")

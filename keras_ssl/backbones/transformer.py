@@ -22,6 +22,11 @@ def _own(initializer):
     return initializer  # a name: Keras makes a new object for each layer, in the order it always did
 
 
+def _large_negative(dtype):
+    # Finite, so a row with every key masked stays a number; 0.7 of the largest float16 or float32.
+    return -0.7 * (65504.0 if keras.backend.standardize_dtype(dtype) == "float16" else 3.4e38)
+
+
 def sincos_positions(dim, grid_size):
     """Fixed 2D sine-cosine position table `(N, dim)` float32, patches in raster order.
 
@@ -119,8 +124,10 @@ class ClassTokenPositionEmbedding(layers.Layer):
         num_registers: learned register tokens inserted after the class token.
         token_initializer: of the class token and registers; None: N(0, 0.02^2).
         position_initializer: of learned positions (the class token's too); None: N(0, 0.02^2).
-        positions: `"learned"`, or `"sincos"`: MAE's and I-JEPA's fixed table
-            (`sincos_positions`, the class token's position 0), not trained.
+        positions: `"learned"`, `"sincos"`: MAE's and I-JEPA's fixed table
+            (`sincos_positions`, the class token's position 0), not trained,
+            or `"none"`: no positions (SimMIM's ViT, whose blocks get a
+            `RelativePositionBias` instead).
         class_token: prepend a class token; False: registers and patches only
             (I-JEPA's encoder).
 
@@ -150,8 +157,8 @@ class ClassTokenPositionEmbedding(layers.Layer):
         super().__init__(**kwargs)
         if int(num_registers) != num_registers or num_registers < 0:
             raise ValueError(f"`num_registers` must be an integer >= 0, got {num_registers}.")
-        if positions not in ("learned", "sincos"):
-            raise ValueError(f"`positions` must be 'learned' or 'sincos', got {positions!r}.")
+        if positions not in ("learned", "sincos", "none"):
+            raise ValueError(f"`positions` must be 'learned', 'sincos' or 'none', got {positions!r}.")
         self.position_type = positions
         self.use_class_token = bool(class_token)
         self.interpolation = interpolation
@@ -168,14 +175,15 @@ class ClassTokenPositionEmbedding(layers.Layer):
         fixed = self.position_type == "sincos"
         if self.use_class_token:
             self.class_token = add("class_token", (1, 1, dim), self.token_initializer)
-            position = "zeros" if fixed else self.position_initializer
-            self.class_position = add("class_position", (1, 1, dim), position, trainable=not fixed)
+            if self.position_type != "none":
+                position = "zeros" if fixed else self.position_initializer
+                self.class_position = add("class_position", (1, 1, dim), position, trainable=not fixed)
         shape = (1, self.grid_height, self.grid_width, dim)
         if fixed:
             # A weight, not a constant, so checkpoints and targets' copies keep the same structure.
             self.positions = add("positions", shape, "zeros", trainable=False)
             self.positions.assign(sincos_positions(dim, (self.grid_height, self.grid_width)).reshape(shape))
-        else:
+        elif self.position_type == "learned":
             self.positions = add("positions", shape, self.position_initializer)
         if self.num_registers:
             self.registers = add("registers", (1, self.num_registers, dim), self.token_initializer)
@@ -192,8 +200,10 @@ class ClassTokenPositionEmbedding(layers.Layer):
         height, width = grid.shape[1], grid.shape[2]
         if height is None or width is None:
             raise ValueError("the patch grid needs a static height and width.")
-        positions = ops.cast(self.patch_positions(height, width), grid.dtype)
-        return ops.reshape(grid, (-1, height * width, grid.shape[-1])) + positions
+        tokens = ops.reshape(grid, (-1, height * width, grid.shape[-1]))
+        if self.position_type == "none":
+            return tokens
+        return tokens + ops.cast(self.patch_positions(height, width), grid.dtype)
 
     def prepend_class_token(self, tokens):
         """`(B, n, dim)` -> `(B, 1 + registers + n, dim)`: class token (with its position), registers, tokens.
@@ -203,7 +213,8 @@ class ClassTokenPositionEmbedding(layers.Layer):
         batch, dim = ops.shape(tokens)[0], tokens.shape[-1]
         prefix = []
         if self.use_class_token:
-            token = ops.cast(self.class_token + self.class_position, tokens.dtype)
+            token = self.class_token if self.position_type == "none" else self.class_token + self.class_position
+            token = ops.cast(token, tokens.dtype)
             prefix.append(ops.broadcast_to(token, (batch, 1, dim)))
         if self.num_registers:
             registers = ops.cast(self.registers, tokens.dtype)
@@ -252,7 +263,9 @@ class TransformerBlock(layers.Layer):
 
     Call arguments: `x` `(B, T, dim)`; `attention_mask`, optional `(B, T)`
     bool, the tokens that may be attended to (masked-out tokens still get
-    an output, computed from the others).
+    an output, computed from the others); `attention_bias`, optional, added
+    to the attention logits, broadcast to `(B, heads, T, T)` (a
+    `RelativePositionBias`).
 
     Example:
         >>> from keras_ssl.backbones.transformer import TransformerBlock
@@ -309,14 +322,18 @@ class TransformerBlock(layers.Layer):
             self.gamma1 = self.add_weight(name="gamma1", **scale)
             self.gamma2 = self.add_weight(name="gamma2", **scale)
 
-    def attention(self, x, attention_mask=None):
+    def attention(self, x, attention_mask=None, attention_bias=None):
         n = x.shape[1] if x.shape[1] is not None else ops.shape(x)[1]
         qkv = ops.reshape(self.qkv(x), (-1, n, 3, self.heads, self.dim // self.heads))
         q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
-        mask = None
+        mask = bias = None
         if attention_mask is not None:
             mask = ops.cast(attention_mask, "bool")[:, None, None, :]  # (B, heads, queries, keys)
-        out = ops.dot_product_attention(q, k, v, mask=mask)  # (B, n, heads, head_dim)
+        if attention_bias is not None:
+            bias = ops.cast(attention_bias, q.dtype)
+            if mask is not None:  # PyTorch's kernel takes one of the two: the mask joins the bias
+                bias, mask = ops.where(mask, bias, ops.cast(_large_negative(q.dtype), q.dtype)), None
+        out = ops.dot_product_attention(q, k, v, bias=bias, mask=mask)  # (B, n, heads, head_dim)
         return self.proj(ops.reshape(out, (-1, n, self.dim)))
 
     def _scaled(self, branch, gamma):
@@ -330,8 +347,8 @@ class TransformerBlock(layers.Layer):
         coins = keras.random.uniform((ops.shape(branch)[0], 1, 1), seed=self.seed_generator)
         return branch * ops.cast(coins < keep, branch.dtype) / keep
 
-    def call(self, x, training=False, attention_mask=None):
-        attended = self.drop(self.attention(self.norm1(x), attention_mask), training=training)
+    def call(self, x, training=False, attention_mask=None, attention_bias=None):
+        attended = self.drop(self.attention(self.norm1(x), attention_mask, attention_bias), training=training)
         x = x + self._dropped(self._scaled(attended, getattr(self, "gamma1", None)), training)
         h = self.drop(self.fc1(self.norm2(x)), training=training)
         mlp = self._scaled(self.drop(self.fc2(h), training=training), getattr(self, "gamma2", None))

@@ -12,10 +12,13 @@ blocks on visible patches only):
 `vit(images) == pool(vit.encode_tokens(vit.embed_patches(images)))`.
 """
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
 
+from keras_ssl.backbones.relative_positions import RelativePositionBias
 from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding, PatchEmbedding, TransformerBlock
 from keras_ssl.initializers import vit_preset
 
@@ -23,6 +26,7 @@ layers = keras.layers
 __all__ = [
     "ClassTokenPositionEmbedding",
     "PatchEmbedding",
+    "RelativePositionBias",
     "TransformerBlock",
     "ViT",
     "vit",
@@ -59,8 +63,13 @@ class ViT(keras.Model):
         num_registers: register tokens after the class token (Darcet et al.
             2024; DINOv2 with registers: 4); used in the blocks only.
         layerscale: initial LayerScale of every block (DINOv2: 1e-5); None: none.
-        positions: `"learned"` (N(0, 0.02^2), trained) or `"sincos"`: the
-            fixed 2D sine-cosine table of MAE and I-JEPA, not trained.
+        positions: `"learned"` (N(0, 0.02^2), trained), `"sincos"`: the
+            fixed 2D sine-cosine table of MAE and I-JEPA, not trained, or
+            `"relative"`: no positions on the tokens, and one learned
+            `RelativePositionBias` on the attention logits, shared by every
+            block (BEiT's shared bias, SimMIM's ViT). It covers grids up to the
+            training one, and `encode_tokens` needs full square grids: methods
+            that encode a subset of the patches (MAE, I-JEPA, MSN) refuse it.
         class_token: prepend a class token (the default); False: none, as
             I-JEPA's encoder, which then pools by `"mean"` and whose
             `encode_tokens` returns the patch tokens alone.
@@ -122,6 +131,10 @@ class ViT(keras.Model):
             raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
         if not 0 <= drop_path < 1:  # checked here too: linspace gives a 1-block ViT's block rate 0
             raise ValueError(f"`drop_path` must be in [0, 1), got {drop_path}.")
+        if positions not in ("learned", "sincos", "relative"):
+            raise ValueError(f"`positions` must be 'learned', 'sincos' or 'relative', got {positions!r}.")
+        if positions == "relative" and num_registers:
+            raise ValueError("a relative position bias has no entries for register tokens: use num_registers=0.")
         if not class_token and pool != "mean":
             raise ValueError(f"a ViT without a class token pools by 'mean', got pool={pool!r}.")
         if depth < 1 or dim % heads:
@@ -150,9 +163,17 @@ class ViT(keras.Model):
         init = vit_preset(initializer, channels, patch_size, dim, depth)
         inputs = keras.Input((image_size, image_size, channels), name="images")
         grid = PatchEmbedding(patch_size, dim, init["patch_kernel"], init["patch_bias"], name="patch_embed")(inputs)
+        relative = positions == "relative"
         x = ClassTokenPositionEmbedding(
-            interpolation, num_registers, init["token"], init["position"], positions, class_token, name="pos_embed"
+            interpolation,
+            num_registers,
+            init["token"],
+            init["position"],
+            "none" if relative else positions,
+            class_token,
+            name="pos_embed",
         )(grid)
+        bias = RelativePositionBias(heads, class_token, name="rel_pos_bias")(grid) if relative else None
         rates = [drop_path] * depth if drop_path_uniform else np.linspace(0.0, drop_path, depth).tolist()
         for i in range(depth):
             block = TransformerBlock(
@@ -166,7 +187,7 @@ class ViT(keras.Model):
                 rates[i],
                 name=f"block_{i}",
             )
-            x = block(x)
+            x = block(x, attention_bias=bias)
         x = layers.LayerNormalization(epsilon=1e-6, name="norm")(x)
         outputs = x[:, 0] if pool == "cls" else ops.mean(x[:, int(class_token) + int(num_registers) :], axis=1)
         super().__init__(inputs, outputs, name=name, **kwargs)
@@ -187,6 +208,11 @@ class ViT(keras.Model):
     @property
     def blocks(self):
         return [self.get_layer(f"block_{i}") for i in range(self.depth)]
+
+    @property
+    def rel_pos_bias(self):
+        """The shared `RelativePositionBias` (`positions="relative"`), else None."""
+        return self.get_layer("rel_pos_bias") if self.positions == "relative" else None
 
     @property
     def norm(self):
@@ -227,6 +253,14 @@ class ViT(keras.Model):
         `attention_mask` `(B, n)` bool: the patch tokens that may be attended
         to (the class token and registers always may).
         """
+        bias = None
+        if self.positions == "relative":
+            side = math.isqrt(tokens.shape[1])
+            if side * side != tokens.shape[1]:
+                raise ValueError(
+                    f"a ViT with relative positions encodes full square patch grids, got {tokens.shape[1]} tokens."
+                )
+            bias = self.rel_pos_bias.bias(side, side)
         x = self.pos_embed.prepend_class_token(tokens)
         cls = int(self.class_token)
         prefix = cls + self.num_registers
@@ -234,7 +268,7 @@ class ViT(keras.Model):
             keep = ops.ones((ops.shape(tokens)[0], prefix), "bool")
             attention_mask = ops.concatenate([keep, ops.cast(attention_mask, "bool")], axis=1)
         for block in self.blocks:
-            x = block(x, training=training, attention_mask=attention_mask)
+            x = block(x, training=training, attention_mask=attention_mask, attention_bias=bias)
         x = self.norm(x)
         if self.num_registers:
             x = ops.concatenate([x[:, :1], x[:, prefix:]], axis=1) if cls else x[:, prefix:]

@@ -49,6 +49,9 @@ class MethodContract:
     #: the method reads the encoder's class token; False: patch tokens only, so a ViT without a
     #: class token (`ViT(class_token=False)`, I-JEPA's) is welcome; checked with `token_encoder`
     needs_class_token = True
+    #: the method encodes a subset of the patch tokens (MAE, I-JEPA, MSN drop patches), which a ViT
+    #: with a relative position bias (`positions="relative"`, SimMIM's) cannot place: refused
+    encodes_token_subsets = False
     #: the official code's Dense initialisation of the method's MLP heads (a `keras_ssl.initializers`
     #: preset such as "torch", "haiku", "simclr"), the default of `SSLModel`'s `head_initializer`;
     #: None: the heads have a fixed init and the method takes no `head_initializer`
@@ -217,6 +220,11 @@ class MethodContract:
             raise TypeError(
                 f"{cls.__name__} reads the encoder's class token, and this {type(encoder).__name__} has none "
                 "(class_token=False): build it with class_token=True."
+            )
+        if cls.encodes_token_subsets and getattr(encoder, "positions", None) == "relative":
+            raise TypeError(
+                f"{cls.__name__} encodes a subset of the patch tokens, which a relative position bias "
+                "(positions='relative') cannot place: build the ViT with positions='learned' or 'sincos'."
             )
         if isinstance(encoder, ViT):
             return

@@ -61,6 +61,7 @@ class IJEPA(SSLModel):
     # vision_transformer.py: get_2d_sincos_pos_embed, requires_grad=False, and no class token
     vit_options = {"positions": "sincos", "class_token": False, "pool": "mean"}
     needs_class_token = False
+    encodes_token_subsets = True
     evaluated_encoder = "target_encoder"  # the paper (sec. 4): the target encoder, patch tokens average-pooled
 
     def __init__(

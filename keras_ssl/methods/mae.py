@@ -54,6 +54,7 @@ class MAE(SSLModel):
     gathered_outputs = ("target", "pred", "mask")
     default_backbone = "vit_tiny"
     token_encoder = True
+    encodes_token_subsets = True
     vit_init = "mae"  # models_mae.py initialize_weights: xavier_uniform_ Linear and (flattened) patch kernels
     vit_options = {"positions": "sincos"}  # models_mae.py: get_2d_sincos_pos_embed, requires_grad=False
 

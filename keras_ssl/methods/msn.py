@@ -64,6 +64,7 @@ class MSN(SSLModel):
     loss_terms = ("cross_entropy", "me_max")
     default_backbone = "vit_tiny"
     token_encoder = True
+    encodes_token_subsets = True
     vit_init = "msn"  # src/deit.py _init_weights: the patch conv kaiming_normal_(fan_in), Linear as timm
 
     def __init__(
