@@ -164,19 +164,29 @@ def test_bad_arguments():
         augment.simclr_augmenter(16, channels=2)
 
 
-def _jitter_reference(x, b, c, s, h):
-    """torchvision's colour-jitter formulas in NumPy, hue through `colorsys`."""
+def _jitter_reference(x, b, c, s, h, order=(0, 1, 2, 3)):
+    """torchvision's colour-jitter formulas in NumPy, hue through `colorsys`; `order` as torchvision's
+    `fn_idx` (0 brightness, 1 contrast, 2 saturation, 3 hue)."""
     import colorsys
 
     gray = lambda im: (0.299 * im[..., 0] + 0.587 * im[..., 1] + 0.114 * im[..., 2])[..., None]
-    x = np.clip(x * b, 0, 1)
-    x = np.clip(c * x + (1 - c) * gray(x).mean(), 0, 1)
-    x = np.clip(s * x + (1 - s) * gray(x), 0, 1)
-    out = np.empty_like(x)
-    for idx in np.ndindex(x.shape[:-1]):
-        hh, ss, vv = colorsys.rgb_to_hsv(*x[idx])
-        out[idx] = colorsys.hsv_to_rgb((hh + h) % 1.0, ss, vv)
-    return out
+
+    def hue(x):
+        out = np.empty_like(x)
+        for idx in np.ndindex(x.shape[:-1]):
+            hh, ss, vv = colorsys.rgb_to_hsv(*x[idx])
+            out[idx] = colorsys.hsv_to_rgb((hh + h) % 1.0, ss, vv)
+        return out
+
+    transforms = [
+        lambda x: np.clip(x * b, 0, 1),
+        lambda x: np.clip(c * x + (1 - c) * gray(x).mean(), 0, 1),
+        lambda x: np.clip(s * x + (1 - s) * gray(x), 0, 1),
+        hue,
+    ]
+    for i in order:
+        x = transforms[i](x)
+    return x
 
 
 @pytest.mark.parametrize("factors", [(1.3, 0.7, 1.5, 0.1), (0.6, 1.4, 0.2, -0.3), (1.0, 1.0, 1.0, 0.5)])
@@ -184,10 +194,30 @@ def test_colour_jitter_matches_torchvision_formulas(factors):
     x = unit(random_images(3, 6))
     x[0, 0, 0] = [0.5, 0.5, 0.5]  # grey: hue undefined, must stay grey
     b, c, s, h = factors
-    jitter = augment.ColorJitter((b, b), (c, c), (s, s), (h, h), seed=0)
+    jitter = augment.ColorJitter((b, b), (c, c), (s, s), (h, h), seed=0, random_order=False)
     out = keras.ops.convert_to_numpy(jitter(x, training=True))
     expected = np.stack([_jitter_reference(xi, b, c, s, h) for xi in x])
     np.testing.assert_allclose(out, expected, atol=2e-5)
+
+
+def test_colour_jitter_runs_its_four_transforms_in_a_uniform_random_order_per_image():
+    import itertools
+
+    # torchvision's ColorJitter.forward: fn_idx = torch.randperm(4) for every image it is called on.
+    factors = (1.6, 0.4, 1.8, 0.3)  # strong enough to clip, so that all 24 orders give different images
+    image = unit(random_images(1, 4))[0]
+    orders = list(itertools.permutations(range(4)))
+    references = np.stack([_jitter_reference(image, *factors, order=o) for o in orders])
+    gaps = np.abs(references[:, None] - references[None]).max(axis=(2, 3, 4)) + np.eye(24)
+    assert gaps.min() > 1e-2  # the test can tell every order apart
+    jitter = augment.ColorJitter(*[(f, f) for f in factors], seed=1)
+    assert jitter.random_order and augment.ColorJitter.from_config(jitter.get_config()).random_order
+    out = keras.ops.convert_to_numpy(jitter(np.repeat(image[None], 960, axis=0), training=True))
+    distance = np.abs(out[:, None] - references[None]).max(axis=(2, 3, 4))  # (images, orders)
+    assert distance.min(axis=1).max() < 2e-5  # each image is one of the 24 orders, computed exactly
+    counts = np.bincount(distance.argmin(axis=1), minlength=24)
+    # 40 expected per order; a binomial(960, 1/24) falls outside [15, 70] with probability below 1e-6.
+    assert counts.min() >= 15 and counts.max() <= 70, counts
 
 
 def test_colour_jitter_draws_per_image_and_keeps_the_range():

@@ -34,6 +34,20 @@ def _grayscale(x):
     return 0.299 * x[..., 0:1] + 0.587 * x[..., 1:2] + 0.114 * x[..., 2:3]
 
 
+def _blend(x, kind, factor):
+    """torchvision's brightness (`kind` 0), contrast (1) or saturation (2): `x` blended with black, its
+    mean grey level or its greyscale image; `kind` an int or per image `(B, 1, 1, 1)`."""
+    if isinstance(kind, int) and kind == 0:
+        target = 0.0
+    elif isinstance(kind, int):
+        gray = _grayscale(x)
+        target = ops.mean(gray, axis=(1, 2, 3), keepdims=True) if kind == 1 else gray
+    else:
+        gray = _grayscale(x)
+        target = ops.where(kind == 0, 0.0, ops.where(kind == 1, ops.mean(gray, axis=(1, 2, 3), keepdims=True), gray))
+    return ops.clip(target + factor * (x - target), 0.0, 1.0)
+
+
 def _shift_hue(x, shift):
     """Rotates the HSV hue of RGB images in [0, 1] by `shift` turns, `(B, 1, 1)`."""
     r, g, b = x[..., 0], x[..., 1], x[..., 2]
@@ -63,9 +77,9 @@ class ColorJitter(keras.layers.Layer):
     Brightness scales the image, contrast blends it with its mean grey
     level, saturation with its greyscale version, and hue rotates its HSV
     hue, as torchvision does (and in torchvision's formulas, so strengths
-    carry over from PyTorch recipes). The four run in that fixed order;
-    torchvision draws a random order per image. Images are RGB floats in
-    [0, 1] and stay in it.
+    carry over from PyTorch recipes). The four run in a random order drawn
+    per image, as torchvision's (and SimCLR's and BYOL's official jitter),
+    or in that fixed order. Images are RGB floats in [0, 1] and stay in it.
 
     Args:
         brightness: `x` draws factors in `[max(0, 1 - x), 1 + x]`; or a
@@ -74,6 +88,8 @@ class ColorJitter(keras.layers.Layer):
         saturation: same form as `brightness`.
         hue: `h` draws shifts in `[-h, h]` turns of the colour wheel, with
             `0 <= h <= 0.5`; or a `(low, high)` range.
+        random_order: a random order of the four per image (uniform over
+            the orders of those that are on); False: the order above.
         seed: integer seed of the layer's `SeedGenerator`.
 
     Example:
@@ -85,13 +101,13 @@ class ColorJitter(keras.layers.Layer):
         True
     """
 
-    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, seed=None, **kwargs):
+    def __init__(self, brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, seed=None, random_order=True, **kwargs):
         super().__init__(**kwargs)
         self.brightness = _factor_range(brightness, "brightness", 1)
         self.contrast = _factor_range(contrast, "contrast", 1)
         self.saturation = _factor_range(saturation, "saturation", 1)
         self.hue = _factor_range(hue, "hue", 0, bound=0.5)
-        self.seed = seed
+        self.seed, self.random_order = seed, bool(random_order)
         self.seed_generator = keras.random.SeedGenerator(seed)
 
     def _draw(self, batch, low_high):
@@ -105,17 +121,34 @@ class ColorJitter(keras.layers.Layer):
             return images
         x = ops.cast(images, "float32")
         batch = ops.shape(x)[0]
-        if self.brightness != (1.0, 1.0):
-            x = ops.clip(x * self._draw(batch, self.brightness), 0.0, 1.0)
-        if self.contrast != (1.0, 1.0):
-            mean = ops.mean(_grayscale(x), axis=(1, 2, 3), keepdims=True)
-            x = ops.clip(mean + self._draw(batch, self.contrast) * (x - mean), 0.0, 1.0)
-        if self.saturation != (1.0, 1.0):
-            gray = _grayscale(x)
-            x = ops.clip(gray + self._draw(batch, self.saturation) * (x - gray), 0.0, 1.0)
-        if self.hue != (0.0, 0.0):
-            x = _shift_hue(x, self._draw(batch, self.hue)[..., 0])
-        return ops.cast(x, self.compute_dtype)
+        # The factors are drawn in torchvision's order, whatever order the transforms run in.
+        ranges = (self.brightness, self.contrast, self.saturation)
+        blends = [(kind, self._draw(batch, r)) for kind, r in enumerate(ranges) if r != (1.0, 1.0)]
+        shift = None if self.hue == (0.0, 0.0) else self._draw(batch, self.hue)[..., 0]
+        if not self.random_order or len(blends) + (shift is not None) < 2:
+            for kind, factor in blends:
+                x = _blend(x, kind, factor)
+            return ops.cast(x if shift is None else _shift_hue(x, shift), self.compute_dtype)
+        # Ranks of i.i.d. uniforms give each image a uniform random order. The three blends are one
+        # formula, so each step is one blend with each image's own kind and factor; the HSV round trip,
+        # the costly one, runs once, after the first `hue_position` blends.
+        draws = keras.random.uniform((batch, len(blends) + 1), seed=self.seed_generator)
+        order = ops.argsort(draws[:, :-1], axis=1)
+        kinds = ops.take(ops.array([kind for kind, _ in blends], "int32"), order)
+        factors = ops.take_along_axis(ops.concatenate([f[:, :, 0, 0] for _, f in blends], axis=1), order, axis=1)
+
+        def run(x, active):
+            for step in range(len(blends)):
+                factor = ops.reshape(factors[:, step], (-1, 1, 1, 1))
+                x = ops.where(active(step), _blend(x, ops.reshape(kinds[:, step], (-1, 1, 1, 1)), factor), x)
+            return x
+
+        if shift is None:
+            return ops.cast(run(x, lambda step: True), self.compute_dtype)
+        hue_position = ops.sum(ops.cast(draws[:, :-1] < draws[:, -1:], "int32"), axis=1)
+        hue_position = ops.reshape(hue_position, (-1, 1, 1, 1))
+        x = _shift_hue(run(x, lambda step: step < hue_position), shift)
+        return ops.cast(run(x, lambda step: step >= hue_position), self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -128,6 +161,7 @@ class ColorJitter(keras.layers.Layer):
             saturation=self.saturation,
             hue=self.hue,
             seed=self.seed,
+            random_order=self.random_order,
         )
         return config
 
