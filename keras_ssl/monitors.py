@@ -11,6 +11,7 @@ import keras
 import numpy as np
 
 from keras_ssl import data, evaluation
+from keras_ssl.engine.contract import encoder_to_evaluate
 
 
 class _EncoderMonitor(keras.callbacks.Callback):
@@ -37,9 +38,7 @@ class _EncoderMonitor(keras.callbacks.Callback):
             logs[name], logs[name + "_epoch"] = value, epoch + 1
 
     def _encoder(self):
-        # The paper's evaluated encoder (DINO's teacher) where the model declares one.
-        encoder = getattr(self.model, "feature_encoder", None)
-        encoder = getattr(self.model, "encoder", None) if encoder is None else encoder
+        encoder = encoder_to_evaluate(self.model)
         if encoder is None:
             raise ValueError(
                 f"{type(self).__name__} reads `model.encoder`, but {type(self.model).__name__} "

@@ -14,6 +14,7 @@ from keras_ssl.cli.rundata import (
     _read_run_spec,
 )
 from keras_ssl.data import to_unit_float
+from keras_ssl.engine.contract import encoder_to_evaluate
 
 
 def evaluate(args):
@@ -116,8 +117,7 @@ def export(args):
         raise SystemExit(f"keras-ssl: cannot write to {parent} (read-only or not yours).")
     model = _load_model(args.model, "model.keras")
     # The encoder the paper evaluates (DINO's teacher), as `pretrain` writes it to encoder.keras.
-    encoder = getattr(model, "feature_encoder", None)
-    encoder = getattr(model, "encoder", None) if encoder is None else encoder
+    encoder = encoder_to_evaluate(model)
     if encoder is None:
         raise SystemExit(f"keras-ssl: {args.model} is not a keras_ssl model (it has no encoder).")
     rundir.save_model(backbones.plain_keras(encoder), args.output)

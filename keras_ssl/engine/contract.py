@@ -8,6 +8,7 @@ import keras
 
 from keras_ssl import initializers
 from keras_ssl.backbones.vit import ViT
+from keras_ssl.engine.introspection import has_class_token
 
 # Constructor arguments stored under another attribute name.
 _CONFIG_ATTRIBUTES = {"input_shape": "image_shape"}
@@ -216,7 +217,7 @@ class MethodContract:
         (or one without the class token it reads)."""
         if not cls.token_encoder:
             return
-        if cls.needs_class_token and getattr(encoder, "class_token", True) is False:
+        if cls.needs_class_token and not has_class_token(encoder):
             raise TypeError(
                 f"{cls.__name__} reads the encoder's class token, and this {type(encoder).__name__} has none "
                 "(class_token=False): build it with class_token=True."
@@ -262,6 +263,23 @@ class MethodContract:
                 f"{name}.compute_ssl_loss returns the terms {sorted(terms)}, but {name} declares "
                 f"loss_terms={tuple(self.loss_terms)}."
             )
+
+
+def encoder_to_evaluate(model):
+    """The encoder whose features `model`'s paper evaluates: its `feature_encoder` (DINO's teacher), else
+    its `encoder`; None when it has neither.
+
+    Args:
+        model: a keras_ssl method, or any model with an `encoder` attribute.
+
+    Example:
+        >>> from keras_ssl.engine.contract import encoder_to_evaluate
+        >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)
+        >>> encoder_to_evaluate(keras_ssl.DINO(encoder, input_shape=(16, 16, 3), output_dim=16)).name
+        'teacher_encoder'
+    """
+    encoder = getattr(model, "feature_encoder", None)
+    return getattr(model, "encoder", None) if encoder is None else encoder
 
 
 def _finish_after(init):

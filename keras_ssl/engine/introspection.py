@@ -117,6 +117,21 @@ def accepts(encoder, view_shape):
     return True
 
 
+def has_class_token(encoder):
+    """Whether a token encoder's `encode_tokens` output starts with a class token: every keras_ssl
+    `ViT` and keras-hub one except `ViT(class_token=False)` (I-JEPA's).
+
+    Args:
+        encoder: a token encoder.
+
+    Example:
+        >>> from keras_ssl.engine.introspection import has_class_token
+        >>> has_class_token(keras_ssl.backbones.vit(16, 4, 8, 1, 2, class_token=False, pool="mean"))
+        False
+    """
+    return getattr(encoder, "class_token", True) is not False
+
+
 def encoder_spatial_shape(encoder):
     """The `(H, W)` the encoder accepts (None where any size goes), or None."""
     try:

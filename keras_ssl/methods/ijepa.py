@@ -6,6 +6,7 @@ from keras import ops
 
 from keras_ssl.backbones.predictor import JEPAPredictor
 from keras_ssl.engine import SSLModel
+from keras_ssl.engine.introspection import has_class_token
 from keras_ssl.layers.masking import take_tokens
 from keras_ssl.layers.multiblock_masks import MultiBlockMasking
 from keras_ssl.losses.predictive import ijepa as ijepa_loss
@@ -118,7 +119,7 @@ class IJEPA(SSLModel):
         context = take_tokens(self.encoder.embed_patches(images, training=training), masks["context_ids"])
         latent = self.encoder.encode_tokens(context, training=training, attention_mask=masks["context_valid"])
         # The official encoder has no class token; keras_ssl's ViT may (then it is dropped here).
-        cls = 0 if getattr(self.encoder, "class_token", True) is False else 1
+        cls = int(has_class_token(self.encoder))
         pred = self.predictor(
             latent[:, cls:],
             masks["context_ids"],
