@@ -205,6 +205,27 @@ def check(initializer, name="initializer"):
     )
 
 
+def fresh(initializer):
+    """A copy of a Keras initialiser object for one weight; a name (or None) as given.
+
+    One unseeded initialiser object draws the same values into every weight it
+    initialises, so each weight gets its own copy; Keras makes a new object
+    from a name by itself.
+
+    Args:
+        initializer: a Keras initialiser, or its name.
+
+    Example:
+        >>> init = keras.initializers.RandomNormal(stddev=0.02)
+        >>> copy = keras_ssl.initializers.fresh(init)
+        >>> copy is init, copy.get_config() == init.get_config(), keras_ssl.initializers.fresh("zeros")
+        (False, True, 'zeros')
+    """
+    if isinstance(initializer, keras.initializers.Initializer):
+        return type(initializer).from_config(initializer.get_config())
+    return initializer
+
+
 def kernel(initializer, layer):
     """A fresh kernel initialiser for one layer under the `initializer=` option.
 
@@ -228,7 +249,7 @@ def kernel(initializer, layer):
     if isinstance(initializer, str) and initializer in PRESETS:
         return _KERNELS[initializer][layer]()
     if isinstance(initializer, keras.initializers.Initializer):
-        return type(initializer).from_config(initializer.get_config())
+        return fresh(initializer)
     return keras.initializers.get(check(initializer))
 
 

@@ -5,7 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_ssl.initializers import serialize, trunc_normal
+from keras_ssl.initializers import fresh, serialize, trunc_normal
 
 layers = keras.layers
 
@@ -13,13 +13,6 @@ layers = keras.layers
 def _loaded(initializer):
     """An initialiser option as given, its config (from a saved layer) as the initialiser."""
     return keras.initializers.get(initializer) if isinstance(initializer, dict) else initializer
-
-
-def _own(initializer):
-    """A copy for one weight: one unseeded Keras initialiser object draws the same values into each weight."""
-    if isinstance(initializer, keras.initializers.Initializer):
-        return type(initializer).from_config(initializer.get_config())
-    return initializer  # a name: Keras makes a new object for each layer, in the order it always did
 
 
 def _large_negative(dtype):
@@ -81,8 +74,8 @@ class PatchEmbedding(layers.Layer):
             self.dim,
             self.patch_size,
             strides=self.patch_size,
-            kernel_initializer=_own(self.kernel_initializer),
-            bias_initializer=_own(self.bias_initializer),
+            kernel_initializer=fresh(self.kernel_initializer),
+            bias_initializer=fresh(self.bias_initializer),
         )
 
     def build(self, input_shape):
@@ -169,7 +162,7 @@ class ClassTokenPositionEmbedding(layers.Layer):
         _, self.grid_height, self.grid_width, dim = input_shape
 
         def add(name, shape, initializer, trainable=True):
-            initializer = trunc_normal() if initializer is None else _own(initializer)
+            initializer = trunc_normal() if initializer is None else fresh(initializer)
             return self.add_weight(name=name, shape=shape, initializer=initializer, trainable=trainable)
 
         fixed = self.position_type == "sincos"
@@ -303,11 +296,11 @@ class TransformerBlock(layers.Layer):
         inner = self.kernel_initializer
         outer = inner if self.output_initializer is None else self.output_initializer
         self.norm1 = layers.LayerNormalization(epsilon=1e-6)
-        self.qkv = layers.Dense(3 * self.dim, kernel_initializer=_own(inner))
-        self.proj = layers.Dense(self.dim, kernel_initializer=_own(outer))
+        self.qkv = layers.Dense(3 * self.dim, kernel_initializer=fresh(inner))
+        self.proj = layers.Dense(self.dim, kernel_initializer=fresh(outer))
         self.norm2 = layers.LayerNormalization(epsilon=1e-6)
-        self.fc1 = layers.Dense(int(self.dim * self.mlp_ratio), activation="gelu", kernel_initializer=_own(inner))
-        self.fc2 = layers.Dense(self.dim, kernel_initializer=_own(outer))
+        self.fc1 = layers.Dense(int(self.dim * self.mlp_ratio), activation="gelu", kernel_initializer=fresh(inner))
+        self.fc2 = layers.Dense(self.dim, kernel_initializer=fresh(outer))
         self.drop = layers.Dropout(self.dropout)
 
     def build(self, input_shape):
