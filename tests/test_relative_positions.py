@@ -55,14 +55,14 @@ def randomised(model):
     return model
 
 
-def official_forward(model, x, attention_mask=None):
+def official_forward(model, x, attention_mask=None, grid=None):
     """VisionTransformerForSimMIM.forward_features after the patch embedding: the class token without a
     position, then `Block(x, rel_pos_bias)` (logits `q k^T * scale + bias`, LayerScale), the final norm."""
     table = np_(model.rel_pos_bias.table)
-    grid = int(math.isqrt(x.shape[1]))
+    height, width = grid or (math.isqrt(x.shape[1]),) * 2
     index = official_index((model.grid_size, model.grid_size))
-    if grid != model.grid_size:  # a crop: the patches' own offsets, read from the training grid's index
-        keep = np.array([r * model.grid_size + c for r in range(grid) for c in range(grid)])
+    if (height, width) != (model.grid_size,) * 2:  # a crop: its patches' own offsets in the training grid
+        keep = np.array([r * model.grid_size + c for r in range(height) for c in range(width)])
         index = index[np.ix_(np.r_[0, keep + 1], np.r_[0, keep + 1])]
     bias = table[index].transpose(2, 0, 1)  # (heads, T, T)
     cls = np_(model.pos_embed.class_token)
@@ -149,6 +149,13 @@ def test_methods_that_encode_patch_subsets_and_bad_options_are_refused():
     model = relative_vit()
     with pytest.raises(ValueError, match="full square patch grids, got 12 tokens"):
         model.encode_tokens(model.embed_patches(images())[:, :12])
+    with pytest.raises(ValueError, match="embeds square patch grids for `encode_tokens`, got 1x4 patches"):
+        model.embed_patches(images()[:, :4])
+    np.testing.assert_allclose(  # the model itself takes it: its grid is known
+        np_(model(images()[:, :4])),
+        official_forward(model, np_(model.patch_embed(images()[:, :4])).reshape(3, 4, 16), grid=(1, 4))[:, 0],
+        atol=1e-4,
+    )
     with pytest.raises(ValueError, match="covers grids up to that size, got 5x5"):
         model(images(size=20))
     layer = RelativePositionBias(heads=2, class_token=False)

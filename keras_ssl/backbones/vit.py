@@ -236,6 +236,12 @@ class ViT(keras.Model):
         positions are added, so a masked token still knows where it is.
         """
         grid = self.patch_embed(images, training=training)
+        if self.positions == "relative" and grid.shape[1] != grid.shape[2]:
+            # The tokens do not carry their grid, and `encode_tokens` reads them as a square one.
+            raise ValueError(
+                f"a ViT with relative positions embeds square patch grids for `encode_tokens`, got "
+                f"{grid.shape[1]}x{grid.shape[2]} patches; call the model itself on other shapes."
+            )
         if mask is not None:
             if mask_token is None:
                 raise ValueError("`mask` needs a `mask_token` to put in the masked places.")
@@ -255,8 +261,8 @@ class ViT(keras.Model):
         """
         bias = None
         if self.positions == "relative":
-            side = math.isqrt(tokens.shape[1])
-            if side * side != tokens.shape[1]:
+            side = math.isqrt(tokens.shape[1] or 0)
+            if not side or side * side != tokens.shape[1]:
                 raise ValueError(
                     f"a ViT with relative positions encodes full square patch grids, got {tokens.shape[1]} tokens."
                 )

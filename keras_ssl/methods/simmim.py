@@ -60,7 +60,8 @@ class SimMIM(SSLModel):
     vit_init = "beit"  # models/simmim.py: BEiT's init, trunc_normal_ cut at one std, fix_init_weight
     # config.py MODEL.VIT.INIT_VALUES 0.1, USE_APE False, USE_SHARED_RPB True (BEiT's shared relative
     # position bias); simmim_pretrain__vit_base__img224__800ep.yaml DROP_PATH_RATE 0.1; the fine-tuning
-    # config's USE_MEAN_POOLING True: the features are the patch tokens' mean (the class token gets no loss)
+    # config's USE_MEAN_POOLING True: features are a mean of patch tokens, as the fine-tuning's (which
+    # norms the mean with a new norm, where we take the mean of the normed tokens); the class token gets no loss
     vit_options = {"layerscale": 0.1, "drop_path": 0.1, "positions": "relative", "pool": "mean"}
 
     def __init__(self, encoder, *, mask_patch_size=None, mask_ratio=0.6, imagenet_targets=False, **kwargs):
