@@ -210,7 +210,8 @@ def fresh(initializer):
 
     One unseeded initialiser object draws the same values into every weight it
     initialises, so each weight gets its own copy; Keras makes a new object
-    from a name by itself.
+    from a name by itself. A seeded one keeps its seed, so its copies all
+    draw the same values, as Keras's seeded initialisers do.
 
     Args:
         initializer: a Keras initialiser, or its name.
