@@ -217,21 +217,30 @@ def run_torch_reference(args, channels_last=False):
         theta[:, 0, 0], theta[:, 0, 2], theta[:, 1, 1], theta[:, 1, 2] = w * flip, cx, h, cy
         grid = F.affine_grid(theta, (b, 3, 32, 32), align_corners=False)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        # colour jitter (p=0.8): brightness, contrast, saturation 0.4, hue 0.1
+        # colour jitter (p=0.8): brightness, contrast, saturation 0.4, hue 0.1, in a random order per
+        # image as torchvision's ColorJitter (fn_idx = randperm(4)); the HSV round trip runs once
         apply = (torch.rand(b, 1, 1, 1) < 0.8).float()
-        j = x * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
-        gray = (0.299 * j[:, :1] + 0.587 * j[:, 1:2] + 0.114 * j[:, 2:]).clamp(0, 1)
-        j = (
-            gray.mean((2, 3), keepdim=True)
-            + (j - gray.mean((2, 3), keepdim=True)) * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)
-        ).clamp(0, 1)
-        gray = 0.299 * j[:, :1] + 0.587 * j[:, 1:2] + 0.114 * j[:, 2:]
-        j = (gray + (j - gray) * torch.empty(b, 1, 1, 1).uniform_(0.6, 1.4)).clamp(0, 1)
-        j = hue_shift(j, torch.empty(b, 1, 1).uniform_(-0.1, 0.1))
+        draws = torch.rand(b, 4)
+        order = draws[:, :3].argsort(1)
+        factors = torch.empty(b, 3).uniform_(0.6, 1.4).gather(1, order)
+        hue_position = (draws[:, :3] < draws[:, 3:]).sum(1).view(b, 1, 1, 1)
+        j = x
+        for before_hue in (True, False):
+            if not before_hue:
+                j = hue_shift(j, torch.empty(b, 1, 1).uniform_(-0.1, 0.1))
+            for step in range(3):
+                active = step < hue_position if before_hue else step >= hue_position
+                kind, f = order[:, step].view(b, 1, 1, 1), factors[:, step].view(b, 1, 1, 1)
+                j = torch.where(active, blend(j, kind, f), j)
         x = apply * j + (1 - apply) * x
         to_gray = (torch.rand(b, 1, 1, 1) < 0.2).float()
         gray = (0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]).expand_as(x)
         return to_gray * gray + (1 - to_gray) * x
+
+    def blend(x, kind, f):  # kind 0 brightness (towards black), 1 contrast (mean grey), 2 saturation (grey)
+        gray = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:]
+        target = torch.where(kind == 0, 0.0, torch.where(kind == 1, gray.mean((2, 3), keepdim=True), gray))
+        return (target + f * (x - target)).clamp(0, 1)
 
     def hue_shift(x, shift):
         r, g, b_ = x[:, 0], x[:, 1], x[:, 2]
