@@ -137,14 +137,15 @@ class ColorJitter(keras.layers.Layer):
         kinds = ops.take(ops.array([kind for kind, _ in blends], "int32"), order)
         factors = ops.take_along_axis(ops.concatenate([f[:, :, 0, 0] for _, f in blends], axis=1), order, axis=1)
 
-        def run(x, active):
+        def run(x, active=None):
             for step in range(len(blends)):
                 factor = ops.reshape(factors[:, step], (-1, 1, 1, 1))
-                x = ops.where(active(step), _blend(x, ops.reshape(kinds[:, step], (-1, 1, 1, 1)), factor), x)
+                y = _blend(x, ops.reshape(kinds[:, step], (-1, 1, 1, 1)), factor)
+                x = y if active is None else ops.where(active(step), y, x)
             return x
 
         if shift is None:
-            return ops.cast(run(x, lambda step: True), self.compute_dtype)
+            return ops.cast(run(x), self.compute_dtype)
         hue_position = ops.sum(ops.cast(draws[:, :-1] < draws[:, -1:], "int32"), axis=1)
         hue_position = ops.reshape(hue_position, (-1, 1, 1, 1))
         x = _shift_hue(run(x, lambda step: step < hue_position), shift)
