@@ -192,6 +192,43 @@ def test_config_clone_file_and_preset_give_the_same_encoder(tmp_path):
     np.testing.assert_allclose(np_(from_preset(scaled)), expected, atol=1e-5)
 
 
+def test_dinov2_drop_path_drops_whole_branches_and_the_momentum_target_drops_none():
+    from keras_ssl.engine import momentum_target
+    from keras_ssl.keras_compat import seed_generators
+
+    rate = 0.4
+    backbone = keras_hub.models.DINOV2Backbone(
+        patch_size=4, num_layers=1, hidden_dim=DIM, num_heads=2, intermediate_dim=32, layer_scale_init_value=0.5,
+        image_shape=(8, 8, 3), position_embedding_shape=(8, 8, 3), drop_path_rate=rate,
+    )  # fmt: skip
+    perturb(backbone)
+    encoder = HubViT(backbone, seed=3)
+    x = images(1500, size=8)
+    out = np_(encoder.tokens(x, training=True))
+    # timm's DropPath (what the official DINOv2 block runs), from keras-hub's own layers: each sample's two
+    # branches are each either dropped or scaled by 1 / keep.
+    block, keep = backbone.encoder.layers[0], 1.0 - rate
+    h0 = np_(backbone.embeddings(x))
+    outcomes = []
+    for s1 in (0.0, 1.0 / keep):
+        h = h0 + s1 * np_(block.layer_scale1(block.attention(block.norm1(h0))))
+        for s2 in (0.0, 1.0 / keep):
+            outcomes.append(np_(backbone.layernorm(h + s2 * np_(block.layer_scale2(block.mlp(block.norm2(h)))))))
+    errors = np.abs(np.stack(outcomes, axis=1) - out[:, None]).max(axis=(2, 3))  # (B, 4)
+    assert errors.min(axis=1).max() < 1e-4  # every sample is one of the four outcomes
+    picked = errors.argmin(axis=1)
+    # Each branch kept with probability 0.6, independently (1500 samples: 3 sigma is 0.038).
+    assert abs((picked >= 2).mean() - keep) < 0.04 and abs((picked % 2 == 1).mean() - keep) < 0.04
+    np.testing.assert_allclose(np_(encoder.tokens(x[:4])), hub_forward(backbone, x[:4]), atol=1e-5)  # not training
+    assert len(seed_generators(encoder)) == 1  # the coins resume with a checkpoint
+    assert HubViT.from_config(encoder.get_config()).tokens.seed == 3
+
+    # DINOv2's teacher is built without drop_path_rate.
+    teacher = momentum_target(encoder)
+    assert teacher.tokens.drop_path == 0.0 and encoder.tokens.drop_path == rate
+    np.testing.assert_allclose(np_(teacher(x[:64], training=True)), np_(encoder(x[:64])), atol=1e-5)
+
+
 def test_unsupported_backbones_are_refused_naming_what_is_needed():
     resnet = keras_hub.models.ResNetBackbone(
         input_conv_filters=[64],

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_ssl.backbones.transformer import drop_paths
 from keras_ssl.backbones.vit import ViT
 
 layers = keras.layers
@@ -115,6 +116,7 @@ class HubTokens(layers.Layer):
         backbone: a keras-hub `ViTBackbone` or `DINOV2Backbone`, or its serialized config.
         scale, offset: the backbone's input is `255 * x * scale + offset` (keras-hub's
             `ImageConverter` convention); None: `x` itself.
+        seed: seed of the drop-path coins of a DINOv2 built with `drop_path_rate`.
 
     Example:
         >>> import keras_hub  # doctest: +SKIP
@@ -124,9 +126,15 @@ class HubTokens(layers.Layer):
         (8, 17, 16)
     """
 
-    def __init__(self, backbone, scale=None, offset=None, **kwargs):
+    def __init__(self, backbone, scale=None, offset=None, seed=None, **kwargs):
         super().__init__(**kwargs)
         self.backbone, self.kind, self.patch_size = _as_backbone(backbone)
+        # keras-hub 0.32's DINOV2DropPath scales each sample by a uniform draw in [1, 1 + 1/keep) instead
+        # of dropping it (no floor) and takes no seed: its blocks run here with timm's DropPath instead.
+        # A float read at call time: a momentum target sets it to 0, as for TransformerBlock.
+        self.drop_path, self.seed = float(getattr(self.backbone, "drop_path_rate", 0.0)), seed
+        if self.drop_path:
+            self.seed_generator = keras.random.SeedGenerator(seed)
         self.scale = None if scale is None else _per_channel(scale, 1.0, None)
         self.offset = None if offset is None else _per_channel(offset, 1.0, None)
         channels = self.backbone.image_shape[-1]
@@ -202,33 +210,35 @@ class HubTokens(layers.Layer):
         x = dropout(ops.concatenate([*prefix, tokens], axis=1), training=training)
         if attention_mask is None:
             for block in blocks:
-                x = block(x, training=training)
+                x = block(x, training=training) if self.kind == "vit" else self._dinov2_block(block, x, None, training)
         else:
             keys = ops.cast(attention_mask, "bool")
             keys = ops.concatenate([ops.ones((batch, 1 + self.num_registers), "bool"), keys], axis=1)
             # Keras's MultiHeadAttention takes (B, queries, keys): every query sees the kept keys.
             mask = ops.logical_and(ops.ones_like(keys)[:, :, None], keys[:, None, :])
             for block in blocks:
-                x = self._masked_block(block, x, mask, training)
+                x = (self._vit_block if self.kind == "vit" else self._dinov2_block)(block, x, mask, training)
         x = norm(x)
         if self.num_registers:
             x = ops.concatenate([x[:, :1], x[:, 1 + self.num_registers :]], axis=1)
         return x
 
-    def _masked_block(self, block, x, mask, training):
-        # keras-hub's blocks take no attention mask: their own sublayers, in their order, with one.
-        if self.kind == "vit":
-            y = block.layer_norm_1(x)
-            y = block.dropout(block.mha(y, y, attention_mask=mask, training=training), training=training)
-            x = x + y
-            return x + block.mlp(block.layer_norm_2(x), training=training)
+    # keras-hub's blocks take no attention mask: their own sublayers, in their order, with one.
+    def _vit_block(self, block, x, mask, training):
+        y = block.layer_norm_1(x)
+        y = block.dropout(block.mha(y, y, attention_mask=mask, training=training), training=training)
+        x = x + y
+        return x + block.mlp(block.layer_norm_2(x), training=training)
+
+    def _dinov2_block(self, block, x, mask, training):
+        generator = getattr(self, "seed_generator", None)
         attention = block.attention
         y = block.norm1(x, training=training)
         y = attention.attention(query=y, value=y, key=y, attention_mask=mask, training=training)
         y = block.layer_scale1(attention.dropout(y, training=training), training=training)
-        x = block.drop_path(y, training=training) + x
+        x = drop_paths(y, self.drop_path, generator, training) + x
         y = block.layer_scale2(block.mlp(block.norm2(x, training=training), training=training), training=training)
-        return block.drop_path(y, training=training) + x
+        return drop_paths(y, self.drop_path, generator, training) + x
 
     def call(self, images, training=False):
         return self.encode_tokens(self.embed_patches(images, training=training), training=training)
@@ -249,6 +259,7 @@ class HubTokens(layers.Layer):
             "backbone": keras.saving.serialize_keras_object(self.backbone),
             "scale": self.scale,
             "offset": self.offset,
+            "seed": self.seed,
         }
 
 
@@ -266,7 +277,8 @@ class HubViT(ViT):
     token (with its position) and the registers, runs the transformer layers
     and the final norm. keras-hub's layers take no attention mask: with an
     `attention_mask` the layers are run from their own sublayers, the mask
-    given to their `MultiHeadAttention`. Other crop sizes get the position
+    given to their `MultiHeadAttention`; DINOv2's always are, with timm's
+    drop path at the backbone's `drop_path_rate`. Other crop sizes get the position
     table resized (bicubic, as keras-hub's DINOv2). The images are `[0, 1]`;
     `scale`/`offset` map them to what the backbone was trained on.
 
@@ -277,6 +289,8 @@ class HubViT(ViT):
         pool: `"cls"` (class token) or `"mean"` (patch tokens) for `encoder(images)`.
         scale, offset: the backbone's input is `255 * x * scale + offset` for
             `[0, 1]` images `x` (keras-hub's `ImageConverter` values); None: `x`.
+        seed: seed of the drop-path coins, where a DINOv2 has `drop_path_rate`
+            (run as timm's DropPath; keras-hub 0.32's own does not drop).
         name: model name (default: the backbone's, with `_tokens`).
 
     Example:
@@ -291,10 +305,10 @@ class HubViT(ViT):
         True
     """
 
-    def __init__(self, backbone, pool="cls", scale=None, offset=None, name=None, **kwargs):
+    def __init__(self, backbone, pool="cls", scale=None, offset=None, seed=None, name=None, **kwargs):
         if pool not in ("cls", "mean"):
             raise ValueError(f"`pool` must be 'cls' or 'mean', got {pool!r}.")
-        tokens = HubTokens(backbone, scale=scale, offset=offset, name="hub_tokens")
+        tokens = HubTokens(backbone, scale=scale, offset=offset, seed=seed, name="hub_tokens")
         hub = tokens.backbone
         shape = tuple(int(s) for s in hub.image_shape)
         inputs = keras.Input(shape, name="images")
@@ -359,6 +373,7 @@ class HubViT(ViT):
             "pool": self.pool,
             "scale": self.tokens.scale,
             "offset": self.tokens.offset,
+            "seed": self.tokens.seed,
         }
 
     @classmethod

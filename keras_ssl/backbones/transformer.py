@@ -20,6 +20,32 @@ def _large_negative(dtype):
     return -0.7 * (65504.0 if keras.backend.standardize_dtype(dtype) == "float16" else 3.4e38)
 
 
+def drop_paths(branch, rate, seed_generator, training):
+    """Stochastic depth (timm's `DropPath`): each sample's `branch` is zeroed with probability `rate`.
+
+    Kept samples are scaled by `1 / (1 - rate)`, so the expectation is
+    `branch`. Outside training, or at rate 0, `branch` is returned as is.
+
+    Args:
+        branch: `(B, ...)` residual branch output.
+        rate: drop probability in [0, 1).
+        seed_generator: a `keras.random.SeedGenerator` for the coins.
+        training: whether to drop.
+
+    Example:
+        >>> from keras_ssl.backbones.transformer import drop_paths
+        >>> out = drop_paths(ops.ones((1000, 2, 4)), 0.25, keras.random.SeedGenerator(0), training=True)
+        >>> sorted({round(float(v), 4) for v in np.unique(ops.convert_to_numpy(out))})
+        [0.0, 1.3333]
+    """
+    if not (training and rate):
+        return branch
+    keep = 1.0 - rate
+    shape = (ops.shape(branch)[0],) + (1,) * (len(branch.shape) - 1)
+    coins = keras.random.uniform(shape, seed=seed_generator)
+    return branch * ops.cast(coins < keep, branch.dtype) / keep
+
+
 def sincos_positions(dim, grid_size):
     """Fixed 2D sine-cosine position table `(N, dim)` float32, patches in raster order.
 
@@ -334,11 +360,7 @@ class TransformerBlock(layers.Layer):
 
     def _dropped(self, branch, training):
         # Read at call time: a momentum target sets it to 0 (the official teachers have no drop path).
-        if not (training and self.drop_path):
-            return branch
-        keep = 1.0 - self.drop_path
-        coins = keras.random.uniform((ops.shape(branch)[0], 1, 1), seed=self.seed_generator)
-        return branch * ops.cast(coins < keep, branch.dtype) / keep
+        return drop_paths(branch, self.drop_path, getattr(self, "seed_generator", None), training)
 
     def call(self, x, training=False, attention_mask=None, attention_bias=None):
         attended = self.drop(self.attention(self.norm1(x), attention_mask, attention_bias), training=training)

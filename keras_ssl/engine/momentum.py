@@ -6,7 +6,6 @@ import numpy as np
 from keras import ops
 
 from keras_ssl.backbones.clone import clone_model
-from keras_ssl.backbones.transformer import TransformerBlock
 from keras_ssl.keras_compat import sublayers
 
 
@@ -19,8 +18,9 @@ def momentum_target(online, input_shape=None):
     `layer.trainable = False`, which would switch BatchNorm to moving
     statistics), so the target's BatchNorm uses batch statistics in training
     mode, as the reference implementations do. A ViT's copy drops no paths
-    (stochastic depth off): DINO's, iBOT's and DINOv2's teachers are built
-    without `drop_path_rate`. Update it with `momentum_update`.
+    (stochastic depth off, a keras-hub DINOv2's in `HubViT` too): DINO's,
+    iBOT's and DINOv2's teachers are built without `drop_path_rate`. Update
+    it with `momentum_update`.
 
     Args:
         online: the online network, built.
@@ -40,7 +40,9 @@ def momentum_target(online, input_shape=None):
     for v in target.weights:
         v.trainable = False
     for layer in sublayers(target):
-        if isinstance(layer, TransformerBlock):
+        # A float `drop_path` is a rate read at call time (`TransformerBlock`, `HubTokens`); keras-hub's
+        # blocks hold a DropPath layer under that name, which HubTokens bypasses.
+        if isinstance(getattr(layer, "drop_path", None), float):
             layer.drop_path = 0.0
     return target
 
