@@ -37,10 +37,11 @@ fresh process per backend trains keras_ssl with the same settings:
   reference's are torch tensor ops, torchvision's sampling; see torch_methods).
 
 What differs, on purpose, is what the official codes do differently from
-keras_ssl (BatchNorm statistics per view vs over both views, the target update
-after vs before the step, frozen layers' gradient dropped vs zeroed,
-ColorJitter's random vs fixed order); `--torch-bn joint` makes the reference
-encode same-size views together, as keras_ssl does, to measure the first.
+keras_ssl (the target update after vs before the step, frozen layers' gradient
+dropped vs zeroed). The reference's BatchNorm sees each view alone in BYOL,
+SimSiam, Barlow Twins and VICReg, as the official codes' and keras_ssl's
+(`encoder_batches = "view"`, since 2026-12-06; before, keras_ssl ran both views
+in one call); `--torch-bn joint` makes the reference run them together.
 
 Printed: the loss at every epoch, weighted kNN top-1 (k=200, T=0.1, cosine,
 the training subset as memory) on the first `--test-images` test images
@@ -103,7 +104,7 @@ def parse(argv=None):
         choices=("official", "joint"),
         default="official",
         help="the reference's BatchNorm batches: the official codes' (per view for BYOL, SimSiam, Barlow Twins, "
-        "VICReg) or joint (same-size views together, as keras_ssl)",
+        "VICReg, as keras_ssl's) or joint (same-size views together, as keras_ssl's before 2026-12-06)",
     )
     p.add_argument(
         "--options",

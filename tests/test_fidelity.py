@@ -177,6 +177,42 @@ def test_moco_v3_heads_follow_the_official_code():
     assert sum(isinstance(b, keras.layers.Dense) for b in vit.projector.blocks) == 3
 
 
+# The official codes' forwards: which views one encoder call (one set of BatchNorm statistics) spans.
+OFFICIAL_ENCODER_CALLS = {
+    "byol": "view",  # byol_experiment.py: forward(inputs['view1']), then forward(inputs['view2'])
+    "simsiam": "view",  # builder.py: z1 = self.encoder(x1); z2 = self.encoder(x2)
+    "barlow_twins": "view",  # main.py: self.projector(self.backbone(y1)), then y2
+    "vicreg": "view",  # main_vicreg.py: self.projector(self.backbone(x)), then y
+    "simclr": "both",  # run.py / model.py: tf.concat(features_list, 0), one call on both views
+}
+
+
+@pytest.mark.parametrize("name", sorted(OFFICIAL_ENCODER_CALLS))
+def test_the_encoder_normalises_over_the_views_the_official_code_runs_together(name):
+    make = {
+        "byol": lambda e: keras_ssl.BYOL(e, hidden_dim=16, projection_dim=8),
+        "simsiam": lambda e: keras_ssl.SimSiam(e, projection_dim=32, prediction_dim=16),
+        "barlow_twins": lambda e: keras_ssl.BarlowTwins(e, projection_dim=32),
+        "vicreg": lambda e: keras_ssl.VICReg(e, projection_dim=32),
+        "simclr": lambda e: keras_ssl.SimCLR(e, hidden_dim=16, projection_dim=8),
+    }[name]
+    encoder = small_encoder()
+    model = make(encoder)
+    rng = np.random.default_rng(0)
+    views = [rng.random((8, 16, 16, 3)).astype("float32"), rng.random((8, 16, 16, 3)).astype("float32") * 0.5]
+    out = model.ssl_forward([keras.ops.convert_to_tensor(v) for v in views], training=True)
+
+    def projected(features):
+        return [_np(model.projector(h, training=True)) for h in features]
+
+    apart = projected([encoder(v, training=True) for v in views])
+    together = projected(keras.ops.split(encoder(np.concatenate(views), training=True), 2))
+    assert not np.allclose(apart[0], together[0], atol=1e-3)  # the two batchings differ here
+    expected = apart if OFFICIAL_ENCODER_CALLS[name] == "view" else together
+    np.testing.assert_allclose(_np(out["z1"]), expected[0], atol=1e-4)
+    np.testing.assert_allclose(_np(out["z2"]), expected[1], atol=1e-4)
+
+
 def test_prediction_head_keeps_a_bias_by_default():
     # BYOL's and SimSiam's predictors end in a biased linear layer.
     head = PredictionHead(4, 8)

@@ -66,6 +66,10 @@ class MethodContract:
     #: the method works on patch tokens (mask tokens, dropped patches): the encoder must be a keras_ssl
     #: `ViT` or have its `TOKEN_INTERFACE`; checked before the method's constructor runs
     token_encoder = False
+    #: what the encoder's BatchNorm normalises over, as in the official code: "group" (each run of
+    #: consecutive same-size views in one call: SimCLR's concatenated views, SwAV's and DINO's multi-crop
+    #: wrapper) or "view" (each view alone: BYOL, SimSiam, Barlow Twins, VICReg)
+    encoder_batches = "group"
     #: the attribute holding the encoder the paper evaluates, which the CLI scores and saves as
     #: `encoder.keras`: the online `"encoder"`, or a momentum target (DINO's `"teacher_encoder"`)
     evaluated_encoder = "encoder"
@@ -89,6 +93,8 @@ class MethodContract:
             # On torch a Keras layer is a torch.nn.Module, whose __call__
             # runs `forward` directly and would skip `call`.
             raise TypeError(f"{cls.__name__} must name its SSL forward `ssl_forward`, not `forward`.")
+        if cls.encoder_batches not in ("group", "view"):
+            raise ValueError(f"{cls.__name__}.encoder_batches must be 'group' or 'view', got {cls.encoder_batches!r}.")
         if not cls.__module__.startswith("keras_ssl.engine"):
             engine = {n for k in cls.__mro__[1:] if k.__module__.startswith("keras_ssl.engine") for n in vars(k)}
             clashes = sorted(n for n in cls.__dict__ if n in engine and n.startswith("_") and not n.startswith("__"))

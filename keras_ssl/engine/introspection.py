@@ -34,8 +34,19 @@ def pool_features(h):
     return h
 
 
-def encode_views(encoder, views, training=False):
+def encode_views(encoder, views, training=False, apart=False):
     """`encoder` run once per group of consecutive same-size views; one `(B, D)` batch per view.
+
+    The grouping decides what the encoder's BatchNorm normalises over:
+    SimCLR's official code concatenates its views, SwAV's and DINO's
+    multi-crop wrappers run each resolution group at once, while BYOL,
+    SimSiam, Barlow Twins, VICReg and MoCo v3 run each view alone.
+
+    Args:
+        encoder: the backbone.
+        views: list of `(B, H, W, C)` batches.
+        training: passed to the encoder (BatchNorm mode).
+        apart: run the encoder on each view alone (batch statistics per view).
 
     Example:
         >>> from keras_ssl.engine.introspection import encode_views
@@ -46,7 +57,7 @@ def encode_views(encoder, views, training=False):
     """
     groups = []
     for view in views:
-        if groups and tuple(groups[-1][-1].shape[1:]) == tuple(view.shape[1:]):
+        if groups and not apart and tuple(groups[-1][-1].shape[1:]) == tuple(view.shape[1:]):
             groups[-1].append(view)
         else:
             groups.append([view])

@@ -156,7 +156,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         return ops.cast(images, "float32")
 
     def encode(self, views, training=False, encoder=None):
-        """Runs `encoder` once per group of consecutive same-size views.
+        """Runs `encoder` once per group of consecutive same-size views, or per view (`encoder_batches`).
 
         Args:
             views: list of image batches.
@@ -166,7 +166,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         Returns:
             list of `(B, D)` feature batches, one per view.
         """
-        return encode_views(encoder or self.encoder, views, training)
+        return encode_views(encoder or self.encoder, views, training, apart=self.encoder_batches == "view")
 
     def embed(self, views, head, training=False, encoder=None):
         """`head(encoder(view))` for each view: the encoder runs once per same-size group."""

@@ -54,6 +54,7 @@ class BarlowTwins(SSLModel):
     min_batch_size = 4
 
     view_recipe = staticmethod(byol_views)
+    encoder_batches = "view"  # main.py: self.backbone(y1), then self.backbone(y2)
     gathered_outputs = ("z1", "z2")
     monitored_output = "z1"
     loss_terms = ("on_diagonal", "off_diagonal")

@@ -44,6 +44,7 @@ class BYOL(SSLModel):
 
     view_recipe = staticmethod(byol_views)
     momentum_pairs = (("encoder", "target_encoder"), ("projector", "target_projector"))
+    encoder_batches = "view"  # byol_experiment.py: the network runs on view1, then on view2
     gathered_outputs = ("z1", "z2", "p1", "p2", "t1", "t2")
     monitored_output = "z1"
 

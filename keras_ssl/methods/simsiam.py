@@ -51,6 +51,7 @@ class SimSiam(SSLModel):
     default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
 
     view_recipe = staticmethod(mocov2_views)
+    encoder_batches = "view"  # builder.py: z1 = self.encoder(x1), z2 = self.encoder(x2)
     gathered_outputs = ("z1", "z2", "p1", "p2")
     monitored_output = "z1"
 

@@ -49,6 +49,7 @@ class VICReg(SSLModel):
     default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
 
     view_recipe = staticmethod(byol_views)
+    encoder_batches = "view"  # main_vicreg.py: self.backbone(x), then self.backbone(y)
     gathered_outputs = ("z1", "z2")
     monitored_output = "z1"
     loss_terms = ("invariance", "variance", "covariance")

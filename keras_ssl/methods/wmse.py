@@ -52,6 +52,7 @@ class WMSE(SSLModel):
     default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     global_views = 2
     view_recipe = staticmethod(wmse_views)
+    encoder_batches = "view"  # the official WMSE.forward: the encoder on each view alone
     gathered_outputs = ("z", "z1")
     monitored_output = "z1"
 
@@ -100,9 +101,9 @@ class WMSE(SSLModel):
         return ops.convert_to_tensor(np.random.default_rng(0).uniform(size=shape).astype("float32"))
 
     def ssl_forward(self, views, training):
-        # As the official `WMSE.forward`: the encoder sees each view on its own, the projector
-        # all of them at once, so its BatchNorm statistics span the views.
-        features = [self.encode([view], training)[0] for view in views]
+        # As the official `WMSE.forward`: the encoder sees each view on its own (`encoder_batches`),
+        # the projector all of them at once, so its BatchNorm statistics span the views.
+        features = self.encode(views, training)
         z = ops.split(self.projector(ops.concatenate(features, axis=0), training=training), len(views), axis=0)
         return {"z": z, "z1": z[0]}
 
