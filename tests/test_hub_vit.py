@@ -205,7 +205,7 @@ def test_dinov2_drop_path_drops_whole_branches_and_the_momentum_target_drops_non
     encoder = HubViT(backbone, seed=3)
     x = images(1500, size=8)
     out = np_(encoder.tokens(x, training=True))
-    # timm's DropPath (what the official DINOv2 block runs), from keras-hub's own layers: each sample's two
+    # timm's DropPath (a coin per sample, as keras_ssl's ViT), from keras-hub's own layers: each sample's two
     # branches are each either dropped or scaled by 1 / keep.
     block, keep = backbone.encoder.layers[0], 1.0 - rate
     h0 = np_(backbone.embeddings(x))

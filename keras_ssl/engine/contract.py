@@ -68,7 +68,7 @@ class MethodContract:
     token_encoder = False
     #: what the encoder's BatchNorm normalises over, as in the official code: "group" (each run of
     #: consecutive same-size views in one call: SimCLR's concatenated views, SwAV's and DINO's multi-crop
-    #: wrapper) or "view" (each view alone: BYOL, SimSiam, Barlow Twins, VICReg)
+    #: wrapper) or "view" (each view alone: BYOL, SimSiam, Barlow Twins, VICReg, ReSSL)
     encoder_batches = "group"
     #: the attribute holding the encoder the paper evaluates, which the CLI scores and saves as
     #: `encoder.keras`: the online `"encoder"`, or a momentum target (DINO's `"teacher_encoder"`)

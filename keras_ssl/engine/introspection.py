@@ -35,12 +35,12 @@ def pool_features(h):
 
 
 def encode_views(encoder, views, training=False, apart=False):
-    """`encoder` run once per group of consecutive same-size views; one `(B, D)` batch per view.
+    """`encoder` run once per group of consecutive same-size views (or per view); one `(B, D)` batch per view.
 
     The grouping decides what the encoder's BatchNorm normalises over:
     SimCLR's official code concatenates its views, SwAV's and DINO's
     multi-crop wrappers run each resolution group at once, while BYOL,
-    SimSiam, Barlow Twins, VICReg and MoCo v3 run each view alone.
+    SimSiam, Barlow Twins, VICReg and ReSSL run each view alone.
 
     Args:
         encoder: the backbone.

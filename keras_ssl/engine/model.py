@@ -169,7 +169,7 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         return encode_views(encoder or self.encoder, views, training, apart=self.encoder_batches == "view")
 
     def embed(self, views, head, training=False, encoder=None):
-        """`head(encoder(view))` for each view: the encoder runs once per same-size group."""
+        """`head(encoder(view))` for each view: the encoder runs as `encode` runs it (`encoder_batches`)."""
         return [head(h, training=training) for h in self.encode(views, training, encoder=encoder)]
 
     def check_batch_size(self, batch_size):

@@ -11,7 +11,7 @@ from keras_ssl.views.recipes import fastsiam_views
 class FastSiam(SimSiam):
     """FastSiam: SimSiam whose target is the mean of the other views' projections.
 
-    Each image gives `K` views (one encoder call for all of them), projected
+    Each image gives `K` views (the encoder runs on each alone, as SimSiam's), projected
     to `z_1..z_K` and predicted to `p_1..p_K` by SimSiam's heads. View `k`'s
     target is the mean of the other `K - 1` projections, without gradient,
     a steadier target than SimSiam's single view; the loss is

@@ -68,6 +68,7 @@ class ReSSL(SSLModel):
 
     default_head_initializer = "torch"  # PyTorch's `nn.Linear` default, the official code's
     view_recipe = staticmethod(ressl_views)
+    encoder_batches = "view"  # ressl_multi.py: [self.encoder_q(im) for im in im_q], each crop alone
     momentum_pairs = (("encoder", "teacher_encoder"), ("projector", "teacher_projector"))
     # The loss is a mean over rows against a queue every replica shares: no gather needed.
     local_outputs = ("student", "teacher")
