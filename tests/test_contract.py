@@ -219,6 +219,13 @@ def test_a_method_cannot_silently_replace_an_engine_internal():
             return super().check_fit_data(x, y, batch_size)
 
 
+def test_encoder_batches_is_checked_when_the_class_is_made():
+    with pytest.raises(ValueError, match=r"Typo.encoder_batches must be 'group' or 'view', got 'views'"):
+
+        class Typo(keras_ssl.SimCLR):
+            encoder_batches = "views"
+
+
 class ToyTokens(SSLModel):
     """A token method whose constructor reads the ViT's token interface at once."""
 
