@@ -208,22 +208,22 @@ class HubTokens(layers.Layer):
             registers = ops.cast(embedding.register_tokens, tokens.dtype)
             prefix.append(ops.broadcast_to(registers, (batch, self.num_registers, self.dim)))
         x = dropout(ops.concatenate([*prefix, tokens], axis=1), training=training)
-        if attention_mask is None:
-            for block in blocks:
-                x = block(x, training=training) if self.kind == "vit" else self._dinov2_block(block, x, None, training)
-        else:
+        mask = None
+        if attention_mask is not None:
             keys = ops.cast(attention_mask, "bool")
             keys = ops.concatenate([ops.ones((batch, 1 + self.num_registers), "bool"), keys], axis=1)
             # Keras's MultiHeadAttention takes (B, queries, keys): every query sees the kept keys.
             mask = ops.logical_and(ops.ones_like(keys)[:, :, None], keys[:, None, :])
-            for block in blocks:
-                x = (self._vit_block if self.kind == "vit" else self._dinov2_block)(block, x, mask, training)
+        forward = self._vit_block if self.kind == "vit" else self._dinov2_block
+        for block in blocks:
+            x = forward(block, x, mask, training)
         x = norm(x)
         if self.num_registers:
             x = ops.concatenate([x[:, :1], x[:, 1 + self.num_registers :]], axis=1)
         return x
 
-    # keras-hub's blocks take no attention mask: their own sublayers, in their order, with one.
+    # keras-hub's blocks take no attention mask (and DINOv2's drop path does not drop): each block runs
+    # from its own sublayers, in keras-hub's order, with the mask and timm's drop path.
     def _vit_block(self, block, x, mask, training):
         y = block.layer_norm_1(x)
         y = block.dropout(block.mha(y, y, attention_mask=mask, training=training), training=training)
@@ -275,10 +275,10 @@ class HubViT(ViT):
     keras-hub's DINOv2 does the same; its own `mask_token`, unused, is
     frozen); `encode_tokens` prepends the class
     token (with its position) and the registers, runs the transformer layers
-    and the final norm. keras-hub's layers take no attention mask: with an
-    `attention_mask` the layers are run from their own sublayers, the mask
-    given to their `MultiHeadAttention`; DINOv2's always are, with timm's
-    drop path at the backbone's `drop_path_rate`. Other crop sizes get the position
+    and the final norm. keras-hub's layers take no attention mask, so they
+    run from their own sublayers, an `attention_mask` given to their
+    `MultiHeadAttention` and DINOv2's with timm's drop path at the
+    backbone's `drop_path_rate`. Other crop sizes get the position
     table resized (bicubic, as keras-hub's DINOv2). The images are `[0, 1]`;
     `scale`/`offset` map them to what the backbone was trained on.
 
