@@ -11,6 +11,7 @@ import keras
 import numpy as np
 import pytest
 from conftest import small_encoder
+from test_methods import MAKERS
 
 import keras_ssl
 from keras_ssl import losses
@@ -189,15 +190,8 @@ OFFICIAL_ENCODER_CALLS = {
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_ENCODER_CALLS))
 def test_the_encoder_normalises_over_the_views_the_official_code_runs_together(name):
-    make = {
-        "byol": lambda e: keras_ssl.BYOL(e, hidden_dim=16, projection_dim=8),
-        "simsiam": lambda e: keras_ssl.SimSiam(e, projection_dim=32, prediction_dim=16),
-        "barlow_twins": lambda e: keras_ssl.BarlowTwins(e, projection_dim=32),
-        "vicreg": lambda e: keras_ssl.VICReg(e, projection_dim=32),
-        "simclr": lambda e: keras_ssl.SimCLR(e, hidden_dim=16, projection_dim=8),
-    }[name]
-    encoder = small_encoder()
-    model = make(encoder)
+    model = MAKERS[name]()
+    encoder = model.encoder
     rng = np.random.default_rng(0)
     views = [rng.random((8, 16, 16, 3)).astype("float32"), rng.random((8, 16, 16, 3)).astype("float32") * 0.5]
     out = model.ssl_forward([keras.ops.convert_to_tensor(v) for v in views], training=True)
