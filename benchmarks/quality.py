@@ -78,6 +78,11 @@ def parse():
         "images (evaluation.fine_tune, ViT layer decay --layer-decay) and report test top-1",
     )
     p.add_argument("--layer-decay", type=float, default=0.75, help="the fine-tuning's layer-wise rate decay")
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="print each epoch's loss and time as it ends (a long run is otherwise silent until its row)",
+    )
     args = p.parse_args()
     args.images = args.images or (50000 if args.full else 5000)
     args.epochs = args.epochs or (200 if args.full else 3)
@@ -232,7 +237,12 @@ def main():
         timer = EpochTimer()
         labels = y_train if model.needs_labels else None  # SupCon: supervised, the others never see labels
         history = model.fit(
-            x_train, labels, epochs=args.epochs, batch_size=args.batch_size, verbose=0, callbacks=[timer]
+            x_train,
+            labels,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            verbose=2 if args.verbose else 0,
+            callbacks=[timer],
         )
         loss = history.history["loss"]
         seconds = sum(timer.seconds)
