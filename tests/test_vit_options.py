@@ -204,3 +204,30 @@ def test_vit_drop_path_rates_and_the_momentum_target_without_them():
     assert not np.allclose(ops.convert_to_numpy(uniform(x, training=True)), ops.convert_to_numpy(uniform(x)))
     with pytest.raises(ValueError, match=r"`drop_path` must be in \[0, 1\), got 1.0"):
         vit(16, 4, 16, 1, 2, drop_path=1.0)
+
+
+def test_pixel_norm_standardises_what_the_patch_embedding_sees(tmp_path):
+    # torchvision's `transforms.Normalize` with ImageNet's statistics, as the official codes feed their ViTs.
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    plain = vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2)
+    normed = vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, pixel_norm="imagenet")
+    normed.set_weights(plain.get_weights())
+    x = images()
+    expected = ops.convert_to_numpy(plain(((x - mean) / std).astype("float32")))
+    np.testing.assert_allclose(ops.convert_to_numpy(normed(x)), expected, atol=1e-5)
+    # The token path (MAE, iBOT, I-JEPA) standardises too.
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(normed.encode_tokens(normed.embed_patches(x))[:, 0]), expected, atol=1e-5
+    )
+    custom = vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, pixel_norm=((0.5, 0.5, 0.5), (0.25,) * 3))
+    custom.set_weights(plain.get_weights())
+    path = str(tmp_path / "vit.keras")
+    custom.save(path)
+    loaded = keras.saving.load_model(path)
+    assert loaded.get_config()["pixel_norm"] == [[0.5] * 3, [0.25] * 3]
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(loaded(x)), ops.convert_to_numpy(plain((x - 0.5) / 0.25)), atol=1e-5
+    )
+    for bad in ("cifar", ((0.5, 0.5), (0.2, 0.2)), ((0.5,) * 3, (0.2, 0.0, 0.2))):
+        with pytest.raises(ValueError, match="`pixel_norm`: None, 'imagenet' or \\(3 means, 3 stds > 0\\)"):
+            vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, pixel_norm=bad)

@@ -22,6 +22,9 @@ from keras_ssl.backbones.relative_positions import RelativePositionBias
 from keras_ssl.backbones.transformer import ClassTokenPositionEmbedding, PatchEmbedding, TransformerBlock
 from keras_ssl.initializers import vit_preset
 
+# The official codes' `transforms.Normalize` (torchvision's ImageNet statistics).
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
 layers = keras.layers
 __all__ = [
     "ClassTokenPositionEmbedding",
@@ -83,6 +86,8 @@ class ViT(keras.Model):
             `"mae"`, `"ijepa"`, `"beit"` (SimMIM), or `"keras"` (Keras's
             defaults, this class's before the option). Each method declares
             its own as `vit_init`, which the CLI builds.
+        pixel_norm: None: the patch embedding sees the [0, 1] pixels; `"imagenet"`: each channel
+            standardised first, as the official codes' `transforms.Normalize`; or `(mean, std)`.
         name: model name.
 
     Example:
@@ -122,6 +127,7 @@ class ViT(keras.Model):
         class_token=True,
         drop_path=0.0,
         drop_path_uniform=False,
+        pixel_norm=None,
         name="vit",
         **kwargs,
     ):
@@ -141,6 +147,7 @@ class ViT(keras.Model):
             raise ValueError(
                 f"need depth >= 1 and `heads` dividing `dim`, got depth={depth}, dim={dim}, heads={heads}."
             )
+        self._pixel_stats = stats = _pixel_stats(pixel_norm, channels)
         options = dict(
             image_size=int(image_size),
             patch_size=int(patch_size),
@@ -159,10 +166,12 @@ class ViT(keras.Model):
             class_token=bool(class_token),
             drop_path=float(drop_path),
             drop_path_uniform=bool(drop_path_uniform),
+            pixel_norm=pixel_norm if stats is None or isinstance(pixel_norm, str) else [v.tolist() for v in stats],
         )
         init = vit_preset(initializer, channels, patch_size, dim, depth)
         inputs = keras.Input((image_size, image_size, channels), name="images")
-        grid = PatchEmbedding(patch_size, dim, init["patch_kernel"], init["patch_bias"], name="patch_embed")(inputs)
+        patches = PatchEmbedding(patch_size, dim, init["patch_kernel"], init["patch_bias"], name="patch_embed")
+        grid = patches(self._standardize(inputs))
         relative = positions == "relative"
         x = ClassTokenPositionEmbedding(
             interpolation,
@@ -196,6 +205,12 @@ class ViT(keras.Model):
             setattr(self, key, value)
         # Any height and width (the positions are interpolated), fixed channels.
         self.input_spec = layers.InputSpec(ndim=4, axes={-1: channels})
+
+    def _standardize(self, images):
+        if self._pixel_stats is None:
+            return images
+        mean, std = (ops.convert_to_tensor(v, images.dtype) for v in self._pixel_stats)
+        return ops.divide(ops.subtract(images, mean), std)
 
     @property
     def patch_embed(self):
@@ -235,7 +250,7 @@ class ViT(keras.Model):
         patch embedding is replaced by `mask_token` (`(dim,)`) before the
         positions are added, so a masked token still knows where it is.
         """
-        grid = self.patch_embed(images, training=training)
+        grid = self.patch_embed(self._standardize(images), training=training)
         if self.positions == "relative" and grid.shape[1] != grid.shape[2]:
             # The tokens do not carry their grid, and `encode_tokens` reads them as a square one.
             raise ValueError(
@@ -322,6 +337,18 @@ class ViT(keras.Model):
     @classmethod
     def from_config(cls, config, custom_objects=None):
         return cls(**config)
+
+
+def _pixel_stats(pixel_norm, channels):
+    """`ViT`'s `pixel_norm` -> `(mean, std)` float32 arrays of `channels` entries, or None."""
+    if pixel_norm is None:
+        return None
+    stats = (IMAGENET_MEAN, IMAGENET_STD) if isinstance(pixel_norm, str) and pixel_norm == "imagenet" else pixel_norm
+    if isinstance(stats, str) or len(stats) != 2 or any(np.size(v) != channels for v in stats) or np.min(stats[1]) <= 0:
+        raise ValueError(
+            f"`pixel_norm`: None, 'imagenet' or ({channels} means, {channels} stds > 0); got {pixel_norm!r}."
+        )
+    return tuple(np.asarray(v, "float32").reshape(-1) for v in stats)
 
 
 def vit(image_size=32, patch_size=4, dim=192, depth=12, heads=3, channels=3, **kwargs):

@@ -5,13 +5,12 @@ import numpy as np
 from keras import ops
 
 from keras_ssl import initializers
+from keras_ssl.backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import unpatchify
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
 from keras_ssl.losses.reconstruction import simmim_reconstruction
 from keras_ssl.views.recipes import simmim_views
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
