@@ -85,7 +85,9 @@ def test_the_cli_builds_each_methods_official_vit(monkeypatch):
     # and USE_SHARED_RPB True, its ViT-B pretraining DROP_PATH_RATE 0.1 and fine-tuning USE_MEAN_POOLING
     # True; main_dino.py's
     # --drop_path_rate and main_ibot.py's --drop_path are 0.1;
-    # MSN's ViT has none of these.
+    # MSN's ViT has none of these. All seven standardise their pixels with ImageNet's mean and std
+    # (transforms.Normalize in main_pretrain.py, src/transforms.py, data/transforms.py, data_simmim.py,
+    # main_dino.py, main_ibot.py, src/data_manager.py).
     official = {
         "mae": {"positions": "sincos"},
         "ijepa": {"positions": "sincos", "class_token": False, "pool": "mean"},
@@ -93,12 +95,15 @@ def test_the_cli_builds_each_methods_official_vit(monkeypatch):
         "simmim": {"layerscale": 0.1, "drop_path": 0.1, "positions": "relative", "pool": "mean"},
         "dino": {"drop_path": 0.1},
         "ibot": {"drop_path": 0.1},
+        "msn": {},
     }
+    official = {name: dict(options, pixel_norm="imagenet") for name, options in official.items()}
     assert built == {name: official.get(name, {}) for name in built}
     assert {"mae", "ijepa", "dino", "ibot", "dinov2", "msn", "simmim"} <= set(built)
     encoder = backbones.get("vit_tiny", (16, 16, 3), vit_options=official["ijepa"])
     config = encoder.get_config()
     assert (config["positions"], config["class_token"], config["pool"]) == ("sincos", False, "mean")
+    assert config["pixel_norm"] == "imagenet"
     assert backbones.get("vit_tiny", (16, 16, 3)).get_config()["positions"] == "learned"
 
 
@@ -231,3 +236,14 @@ def test_pixel_norm_standardises_what_the_patch_embedding_sees(tmp_path):
     for bad in ("cifar", ((0.5, 0.5), (0.2, 0.2)), ((0.5,) * 3, (0.2, 0.0, 0.2))):
         with pytest.raises(ValueError, match="`pixel_norm`: None, 'imagenet' or \\(3 means, 3 stds > 0\\)"):
             vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, pixel_norm=bad)
+
+
+def test_imagenet_pixel_norm_on_grey_images_takes_the_channels_averages():
+    plain = vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, channels=1)
+    grey = vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, channels=1, pixel_norm="imagenet")
+    grey.set_weights(plain.get_weights())
+    x = images()[..., :1]
+    expected = plain(((x - (0.485 + 0.456 + 0.406) / 3) / ((0.229 + 0.224 + 0.225) / 3)).astype("float32"))
+    np.testing.assert_allclose(ops.convert_to_numpy(grey(x)), ops.convert_to_numpy(expected), atol=1e-5)
+    with pytest.raises(ValueError, match="2 means, 2 stds"):
+        vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, channels=2, pixel_norm="imagenet")

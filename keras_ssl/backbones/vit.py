@@ -86,8 +86,8 @@ class ViT(keras.Model):
             `"mae"`, `"ijepa"`, `"beit"` (SimMIM), or `"keras"` (Keras's
             defaults, this class's before the option). Each method declares
             its own as `vit_init`, which the CLI builds.
-        pixel_norm: None: the patch embedding sees the [0, 1] pixels; `"imagenet"`: each channel
-            standardised first, as the official codes' `transforms.Normalize`; or `(mean, std)`.
+        pixel_norm: None: the patch embedding sees the [0, 1] pixels; `"imagenet"`: each channel standardised
+            first, as the official codes' `transforms.Normalize` (grey images: the channels' averages); or `(mean, std)`.
         name: model name.
 
     Example:
@@ -207,10 +207,8 @@ class ViT(keras.Model):
         self.input_spec = layers.InputSpec(ndim=4, axes={-1: channels})
 
     def _standardize(self, images):
-        if self._pixel_stats is None:
-            return images
-        mean, std = (ops.convert_to_tensor(v, images.dtype) for v in self._pixel_stats)
-        return ops.divide(ops.subtract(images, mean), std)
+        stats = [ops.convert_to_tensor(v, images.dtype) for v in self._pixel_stats or ()]
+        return ops.divide(ops.subtract(images, stats[0]), stats[1]) if stats else images
 
     @property
     def patch_embed(self):
@@ -343,7 +341,9 @@ def _pixel_stats(pixel_norm, channels):
     """`ViT`'s `pixel_norm` -> `(mean, std)` float32 arrays of `channels` entries, or None."""
     if pixel_norm is None:
         return None
-    stats = (IMAGENET_MEAN, IMAGENET_STD) if isinstance(pixel_norm, str) and pixel_norm == "imagenet" else pixel_norm
+    stats = pixel_norm
+    if isinstance(pixel_norm, str) and pixel_norm == "imagenet":  # grey images: the channels' averages
+        stats = (IMAGENET_MEAN, IMAGENET_STD) if channels != 1 else ([np.mean(IMAGENET_MEAN)], [np.mean(IMAGENET_STD)])
     if isinstance(stats, str) or len(stats) != 2 or any(np.size(v) != channels for v in stats) or np.min(stats[1]) <= 0:
         raise ValueError(
             f"`pixel_norm`: None, 'imagenet' or ({channels} means, {channels} stds > 0); got {pixel_norm!r}."

@@ -73,7 +73,8 @@ class DINO(SSLModel):
     momentum_pairs = (("encoder", "teacher_encoder"), ("head", "teacher_head"))
     gathered_outputs = ("student", "teacher", "h1")
     monitored_output = "h1"
-    vit_options = {"drop_path": 0.1}  # main_dino.py --drop_path_rate 0.1, the student's only
+    # main_dino.py --drop_path_rate 0.1, the student's only; DataAugmentationDINO's Normalize (ImageNet)
+    vit_options = {"drop_path": 0.1, "pixel_norm": "imagenet"}
     evaluated_encoder = "teacher_encoder"  # eval_knn.py / eval_linear.py: --checkpoint_key teacher
 
     def __init__(

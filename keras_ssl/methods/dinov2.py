@@ -67,7 +67,8 @@ class DINOv2(IBOT):
     masking_recipe = "dinov2"
     vit_init = "dinov2"  # vision_transformer.py init_weights: timm's, class token and registers N(0, 1e-6^2)
     # ssl_default_config.yaml: student.layerscale, drop_path_rate 0.3, drop_path_uniform
-    vit_options = {"layerscale": 1e-5, "drop_path": 0.3, "drop_path_uniform": True}
+    # data/transforms.py make_normalize_transform: ImageNet's mean and std
+    vit_options = {"layerscale": 1e-5, "drop_path": 0.3, "drop_path_uniform": True, "pixel_norm": "imagenet"}
 
     def __init__(
         self,

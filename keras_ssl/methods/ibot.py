@@ -56,7 +56,8 @@ class IBOT(DINO):
     loss_terms = ("cls", "patch")
     default_backbone = "vit_tiny"
     token_encoder = True
-    vit_options = {"drop_path": 0.1}  # main_ibot.py --drop_path 0.1, the student's only
+    # main_ibot.py --drop_path 0.1, the student's only; DataAugmentationiBOT's Normalize (ImageNet)
+    vit_options = {"drop_path": 0.1, "pixel_norm": "imagenet"}
     #: the official masking settings (`paper_masking`)
     masking_recipe = "ibot"
     # True: the patch heads run on every patch (the computation before the gather; tests compare).

@@ -60,7 +60,8 @@ class IJEPA(SSLModel):
     token_encoder = True
     vit_init = "ijepa"  # vision_transformer.py: trunc_normal_(.02) everywhere, fix_init_weight's 1/sqrt(2 layer)
     # vision_transformer.py: get_2d_sincos_pos_embed, requires_grad=False, and no class token
-    vit_options = {"positions": "sincos", "class_token": False, "pool": "mean"}
+    # and src/transforms.py: transforms.Normalize with ImageNet's mean and std
+    vit_options = {"positions": "sincos", "class_token": False, "pool": "mean", "pixel_norm": "imagenet"}
     needs_class_token = False
     encodes_token_subsets = True
     evaluated_encoder = "target_encoder"  # the paper (sec. 4): the target encoder, patch tokens average-pooled

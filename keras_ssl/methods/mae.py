@@ -56,7 +56,8 @@ class MAE(SSLModel):
     token_encoder = True
     encodes_token_subsets = True
     vit_init = "mae"  # models_mae.py initialize_weights: xavier_uniform_ Linear and (flattened) patch kernels
-    vit_options = {"positions": "sincos"}  # models_mae.py: get_2d_sincos_pos_embed, requires_grad=False
+    # models_mae.py: get_2d_sincos_pos_embed, requires_grad=False; main_pretrain.py: transforms.Normalize (ImageNet)
+    vit_options = {"positions": "sincos", "pixel_norm": "imagenet"}
 
     def __init__(
         self,

@@ -66,6 +66,7 @@ class MSN(SSLModel):
     token_encoder = True
     encodes_token_subsets = True
     vit_init = "msn"  # src/deit.py _init_weights: the patch conv kaiming_normal_(fan_in), Linear as timm
+    vit_options = {"pixel_norm": "imagenet"}  # src/data_manager.py: transforms.Normalize (ImageNet)
 
     def __init__(
         self,

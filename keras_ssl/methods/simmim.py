@@ -61,7 +61,14 @@ class SimMIM(SSLModel):
     # position bias); simmim_pretrain__vit_base__img224__800ep.yaml DROP_PATH_RATE 0.1; the fine-tuning
     # config's USE_MEAN_POOLING True: features are a mean of patch tokens, as the fine-tuning's (which
     # norms the mean with a new norm, where we take the mean of the normed tokens); the class token gets no loss
-    vit_options = {"layerscale": 0.1, "drop_path": 0.1, "positions": "relative", "pool": "mean"}
+    # data/data_simmim.py: T.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD)
+    vit_options = {
+        "layerscale": 0.1,
+        "drop_path": 0.1,
+        "positions": "relative",
+        "pool": "mean",
+        "pixel_norm": "imagenet",
+    }
 
     def __init__(self, encoder, *, mask_patch_size=None, mask_ratio=0.6, imagenet_targets=False, **kwargs):
         super().__init__(encoder, **kwargs)
