@@ -28,6 +28,9 @@ Budgets:
   (`keras_ssl.recipes`: LARS, SGD, Adam or AdamW at the batch-scaled rate,
   weight decay in PyTorch's coupled terms where the paper's is, warm-up, cosine).
 
+`--random-seeds 0,1,2` trains nothing: it scores each method's encoder at random init, drawn at
+each seed as above, and prints their spread, the noise floor a kNN gain must clear.
+
 Also printed: training images/s after the first epoch (compilation excluded),
 each image seen in all of the method's views.
 
@@ -63,6 +66,13 @@ def parse():
     p.add_argument("--vit-dim", type=int, default=64, help="width of the CPU budget's ViT")
     p.add_argument("--vit-heads", type=int, default=None, help="attention heads of that ViT (default: dim / 32)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--random-seeds",
+        default=None,
+        metavar="SEEDS",
+        help="only score each method's random-init encoder, drawn at each of these seeds (e.g. 0,1,2), and print "
+        "their spread: the noise floor a trained encoder's kNN gain must clear; no training",
+    )
     p.add_argument(
         "--paper-optimizer",
         action="store_true",
@@ -218,6 +228,13 @@ def main():
         f"backend={keras.backend.backend()} images={len(x_train)} test={len(x_test)} epochs={args.epochs} "
         f"batch={args.batch_size} {budget}; kNN top-1 k=200 T=0.1"
     )
+    if args.random_seeds is not None:
+        seeds = [int(v) for v in args.random_seeds.split(",")]
+        print(f"{'method':>13s} random-init kNN at seeds {', '.join(map(str, seeds))}; spread (max - min)")
+        for name in args.methods.split(","):
+            scores = [knn(encoder(name, argparse.Namespace(**{**vars(args), "seed": seed})))[0] for seed in seeds]
+            print(f"{name:>13s} {' '.join(f'{v:.4f}' for v in scores)}; {max(scores) - min(scores):.4f}", flush=True)
+        return
     print(
         f"{'method':>13s} {'random':>7s} {'trained':>8s} {'gain':>6s} {'loss first -> last':>20s} {'train s':>8s} "
         f"{'img/s':>6s} {'RankMe random -> trained':>25s} {'probe random -> trained':>24s}"
