@@ -40,6 +40,7 @@ for the self-supervised ones, not one of them.
 """
 
 import argparse
+import json
 import logging
 import time
 
@@ -89,11 +90,25 @@ def parse():
     )
     p.add_argument("--layer-decay", type=float, default=0.75, help="the fine-tuning's layer-wise rate decay")
     p.add_argument(
+        "--options",
+        default=None,
+        metavar="JSON",
+        help="constructor options for every method run, over the table's, e.g. I-JEPA with a predictor "
+        'scaled to the ViT: --options \'{"predictor_depth": 1, "predictor_dim": 32}\'',
+    )
+    p.add_argument(
         "--verbose",
         action="store_true",
         help="print each epoch's loss and time as it ends (a long run is otherwise silent until its row)",
     )
     args = p.parse_args()
+    try:
+        options = json.loads(args.options or "{}")
+    except json.JSONDecodeError as error:
+        p.error(f"--options is not JSON ({error}): {args.options!r}")
+    if not isinstance(options, dict):
+        p.error(f"--options must be a JSON object, got {args.options!r}")
+    args.options = options
     args.images = args.images or (50000 if args.full else 5000)
     args.epochs = args.epochs or (200 if args.full else 3)
     args.batch_size = args.batch_size or (512 if args.full else 256)
@@ -249,7 +264,7 @@ def main():
             options = dict(options, warmup_teacher_steps=args.epochs * steps_per_epoch // 3)
         if name == "deepclusterv2":
             options = dict(options, num_samples=len(x_train))
-        model = cls(encoder(name, args), seed=args.seed, **options)
+        model = cls(encoder(name, args), seed=args.seed, **{**options, **args.options})
         model.compile(optimizer=optimizer(name, steps_per_epoch, args, model))
         timer = EpochTimer()
         labels = y_train if model.needs_labels else None  # SupCon: supervised, the others never see labels
