@@ -20,7 +20,8 @@ Budgets:
   patch 4; `--vit-depth`, `--vit-dim`, `--vit-heads`; mean pooling for I-JEPA and
   SimMIM, whose class token gets no loss), each backbone drawn and positioned as
   the method's official code does (its `vit_init`, `vit_options`,
-  `resnet_init`). Enough to show each method learns, not to rank them. MAE,
+  `resnet_init`; I-JEPA's predictor in the paper's proportions to its ViT).
+  Enough to show each method learns, not to rank them. MAE,
   I-JEPA and SimMIM also get a linear probe (30 epochs on the frozen features) and,
   with `--fine-tune EPOCHS`, a fine-tuning with layer-wise rate decay.
 - `--full` (a GPU): all 50,000 images, 200 epochs, batch 512, CIFAR
@@ -42,6 +43,7 @@ for the self-supervised ones, not one of them.
 import argparse
 import json
 import logging
+import math
 import time
 
 import keras
@@ -175,6 +177,14 @@ def encoder(name, args):
     return keras_ssl.backbones.tiny_encoder(shape, width=args.width)
 
 
+def ijepa_predictor(args):
+    """I-JEPA's predictor in the proportions of the paper's to its ViT-H/14 (12 of 32 blocks, 384 of 1280
+    wide), widths rounded up to 32: 1 block of 32 on the 2x64 ViT, not the class default's 6 of 64,
+    three times the encoder's depth at about seven times the step time."""
+    width = 32 * math.ceil(args.vit_dim * 384 / 1280 / 32)
+    return dict(predictor_depth=max(1, round(args.vit_depth * 12 / 32)), predictor_dim=width)
+
+
 def optimizer(name, steps_per_epoch, args, model):
     if not (args.full or args.paper_optimizer):
         if name in SGD_AT_CPU_BUDGET:  # SimSiam's CIFAR SGD: every parameter decays, as main_simsiam.py
@@ -264,6 +274,8 @@ def main():
             options = dict(options, warmup_teacher_steps=args.epochs * steps_per_epoch // 3)
         if name == "deepclusterv2":
             options = dict(options, num_samples=len(x_train))
+        if name == "ijepa" and not args.full:
+            options = dict(options, **ijepa_predictor(args))
         model = cls(encoder(name, args), seed=args.seed, **{**options, **args.options})
         model.compile(optimizer=optimizer(name, steps_per_epoch, args, model))
         timer = EpochTimer()
