@@ -180,7 +180,7 @@ def encoder(name, args):
 def ijepa_predictor(args):
     """I-JEPA's predictor in the proportions of the paper's to its ViT-H/14 (12 of 32 blocks, 384 of 1280
     wide), widths rounded up to 32: 1 block of 32 on the 2x64 ViT, not the class default's 6 of 64,
-    three times the encoder's depth at about seven times the step time."""
+    three times the encoder's depth at about eight times the step time."""
     width = 32 * math.ceil(args.vit_dim * 384 / 1280 / 32)
     return dict(predictor_depth=max(1, round(args.vit_depth * 12 / 32)), predictor_dim=width)
 
