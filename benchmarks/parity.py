@@ -60,12 +60,29 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+# Each method's keras_ssl class; the reference of the same name is torch_methods.METHODS[name].
+KERAS_CLASSES = {
+    "byol": "BYOL",
+    "dino": "DINO",
+    "simclr": "SimCLR",
+    "moco2": "MoCoV2",
+    "barlow_twins": "BarlowTwins",
+    "swav": "SwAV",
+    "simsiam": "SimSiam",
+    "vicreg": "VICReg",
+    "tico": "TiCo",
+    "vibcreg": "VIbCReg",
+    "fastsiam": "FastSiam",
+    "wmse": "WMSE",
+    "nnclr": "NNCLR",
+    "moco3": "MoCoV3",
+}
 MULTICROP = ("dino", "swav")
 
 
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="byol,dino,simclr,moco2,barlow_twins,swav,simsiam,vicreg")
+    p.add_argument("--methods", default=",".join(KERAS_CLASSES))
     p.add_argument("--backends", default="jax", help="comma list of Keras backends")
     p.add_argument("--seeds", default="0,1")
     p.add_argument("--images", type=int, default=10000)
@@ -168,6 +185,23 @@ def method_options(name, dim):
         ),
         "simsiam": dict(projection_dim=min(2048, 4 * dim), prediction_dim=min(2048, 4 * dim) // 4),
         "vicreg": dict(projection_dim=min(2048, 8 * dim), sim_coeff=25.0, std_coeff=25.0, cov_coeff=1.0, eps=1e-4),
+        "tico": dict(
+            projection_dim=256, hidden_dim=min(4096, 4 * dim), beta=0.9, rho=8.0, momentum=0.99, momentum_end=1.0
+        ),
+        "vibcreg": dict(
+            projection_dim=min(2048, 8 * dim),
+            sim_coeff=25.0,
+            std_coeff=25.0,
+            cov_coeff=200.0,
+            eps=1e-4,
+            iternorm_groups=64,
+            iternorm_iterations=5,
+        ),
+        "fastsiam": dict(num_views=4, projection_dim=min(2048, 4 * dim), prediction_dim=min(2048, 4 * dim) // 4),
+        # The official CIFAR settings (--emb 64, head_size 1024, w_size 128): the batch must be a multiple of 128.
+        "wmse": dict(num_views=2, projection_dim=64, hidden_dim=1024, w_size=128, w_iter=1, eps=0.0),
+        "nnclr": dict(temperature=0.1, queue_size=4096, projection_dim=256, hidden_dim=min(2048, 4 * dim)),
+        "moco3": dict(temperature=1.0, projection_dim=256, hidden_dim=dim, momentum=0.99, momentum_end=1.0),
     }[name]
 
 
@@ -179,6 +213,8 @@ def keras_only_options(name, steps_per_epoch):
         "moco2": dict(split_batch_norm=True, num_splits=4, momentum_end=0.99),
         "simclr": dict(version=1),
         "barlow_twins": dict(scale=1.0),
+        "vibcreg": dict(iternorm=True),
+        "moco3": dict(projector_layers=2, split_batch_norm=False),
     }.get(name, {})
 
 
@@ -438,16 +474,6 @@ def run_keras(args, backend, name, seed):
     steps_per_epoch = len(x) // args.batch_size
     total = steps_per_epoch * args.epochs
     keras.utils.set_random_seed(seed)
-    classes = {
-        "byol": keras_ssl.BYOL,
-        "dino": keras_ssl.DINO,
-        "simclr": keras_ssl.SimCLR,
-        "moco2": keras_ssl.MoCoV2,
-        "barlow_twins": keras_ssl.BarlowTwins,
-        "swav": keras_ssl.SwAV,
-        "simsiam": keras_ssl.SimSiam,
-        "vicreg": keras_ssl.VICReg,
-    }
     multicrop = name in MULTICROP
     encoder = keras_ssl.backbones.resnet18(
         (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
@@ -458,7 +484,7 @@ def run_keras(args, backend, name, seed):
     }
     if multicrop:
         options["input_shape"] = (32, 32, 3)
-    model = classes[name](encoder, seed=seed, **options)
+    model = getattr(keras_ssl, KERAS_CLASSES[name])(encoder, seed=seed, **options)
     if args.recipe == "paper":
         official_recipe(args, name, steps_per_epoch)  # the same methods as the reference
         optimizer = keras_ssl.recipes.paper_optimizer(name, args.batch_size, steps_per_epoch, args.epochs)
@@ -577,18 +603,9 @@ def main():
             raise SystemExit(f"--run must be torch:METHOD:SEED or keras:BACKEND:METHOD:SEED, got {args.run!r}")
         print(json.dumps(result))
         return
-    unknown = set(args.methods.split(",")) - {
-        "byol",
-        "dino",
-        "simclr",
-        "moco2",
-        "barlow_twins",
-        "swav",
-        "simsiam",
-        "vicreg",
-    }
+    unknown = set(args.methods.split(",")) - set(KERAS_CLASSES)
     if unknown:
-        raise SystemExit(f"unknown methods {sorted(unknown)}")
+        raise SystemExit(f"unknown methods {sorted(unknown)}; known: {', '.join(KERAS_CLASSES)}")
     if args.recipe == "paper" and set(args.methods.split(",")) - set(OFFICIAL_RECIPES):
         raise SystemExit(f"--recipe paper has official recipes for {sorted(OFFICIAL_RECIPES)} only, got {args.methods}")
     if args.images < args.batch_size:

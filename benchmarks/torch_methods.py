@@ -1,4 +1,6 @@
-"""Plain-PyTorch reference implementations of eight image SSL methods, for benchmarks/parity.py.
+"""Plain-PyTorch reference implementations of image SSL methods, for benchmarks/parity.py.
+
+Eight here; the rest of the catalogue in torch_methods_catalogue.py.
 
 Written from each paper's official code (never imported from keras_ssl):
 
@@ -669,8 +671,10 @@ METHODS = {
 
 def build(name, width, options, init, steps_per_epoch, total_steps, seed):
     """The method `name` with its weights drawn under `init` from `seed`, targets copied from the online nets."""
+    import torch_methods_catalogue  # the rest of the catalogue; it imports this module's helpers
+
     torch.manual_seed(seed)
-    method = METHODS[name](width, **options)
+    method = {**METHODS, **torch_methods_catalogue.METHODS}[name](width, **options)
     initialise(method, init)
     if hasattr(method, "init_head"):
         method.init_head(init)
