@@ -167,7 +167,8 @@ def test_nnclr_projector_batch_normalises_all_three_layers():
 def test_moco_v3_heads_follow_the_official_code():
     # moco-v3/moco/builder.py: ResNet projector _build_mlp(2, ...) with a
     # non-affine last BN, ViT projector 3 layers; Linear layers without bias;
-    # predictor _build_mlp(2, ..., last_bn=False) also without bias.
+    # predictor _build_mlp(2, ..., last_bn=False) also without bias; MoCo_ViT's predictor
+    # _build_mlp(2, dim, mlp_dim, dim) keeps the non-affine last BN (builder.py L122).
     resnet = keras_ssl.MoCoV3(small_encoder(), projection_dim=8, hidden_dim=16)
     dense = [b for b in resnet.projector.blocks if isinstance(b, keras.layers.Dense)]
     assert len(dense) == 2 and not any(d.use_bias for d in dense)
@@ -176,6 +177,10 @@ def test_moco_v3_heads_follow_the_official_code():
     assert len(predictor) == 2 and not any(d.use_bias for d in predictor)
     vit = keras_ssl.MoCoV3(keras_ssl.backbones.vit_tiny(image_size=16, patch_size=8), projection_dim=8, hidden_dim=16)
     assert sum(isinstance(b, keras.layers.Dense) for b in vit.projector.blocks) == 3
+    assert not _output_is_batch_normalised(resnet.predictor, resnet.projection_dim)
+    vit_predictor = [b for b in vit.predictor.blocks if isinstance(b, keras.layers.Dense)]
+    assert len(vit_predictor) == 2 and not any(d.use_bias for d in vit_predictor)
+    assert _output_is_batch_normalised(vit.predictor, vit.projection_dim)
 
 
 # The official codes' forwards: which views one encoder call (one set of BatchNorm statistics) spans.

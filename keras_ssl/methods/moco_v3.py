@@ -26,7 +26,7 @@ class MoCoV3(MoCo):
         momentum, momentum_end: cosine EMA schedule (paper: 0.99 -> 1).
         projector_layers: defaults to the official code's 3 for a keras_ssl
             ViT, 2 otherwise; bias-free layers, the projector ending in a
-            non-affine BatchNorm, the 2-layer predictor not.
+            non-affine BatchNorm, the 2-layer predictor too for a ViT only.
         split_batch_norm, num_splits: as `MoCoV2` (off: v3 has no shuffle-BN).
         views: a `TwoViews`; defaults to `byol_views` (as the paper).
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, `head_initializer`, ...).
@@ -79,8 +79,14 @@ class MoCoV3(MoCo):
             output_batch_norm=True,
             initializer=self.head_initializer,
         )
+        # builder.py: MoCo_ViT's predictor is `_build_mlp(2, ...)` with its last BN, MoCo_ResNet's
+        # `_build_mlp(2, ..., last_bn=False)`; both without biases.
         self.predictor = PredictionHead(
-            self.hidden_dim, self.projection_dim, output_bias=False, initializer=self.head_initializer
+            self.hidden_dim,
+            self.projection_dim,
+            output_batch_norm=isinstance(self.encoder, ViT),
+            output_bias=False,
+            initializer=self.head_initializer,
         )
         self.projector.build((None, self.feature_dim))
         self.predictor.build((None, self.projection_dim))
