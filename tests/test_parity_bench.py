@@ -1,4 +1,4 @@
-"""The parity benchmark's PyTorch reference (benchmarks/torch_methods.py) against NumPy from the papers.
+"""The parity benchmark's PyTorch references (benchmarks/torch_methods.py, torch_methods_catalogue.py) against NumPy.
 
 Its losses on fixed inputs equal a NumPy computation of each paper's formula,
 its ResNet-18 given keras_ssl's weights computes what keras_ssl's computes,
@@ -195,3 +195,110 @@ def test_paper_recipe_sides_follow_one_schedule():
     assert optimizer.clipnorm == clip and optimizer.exclude_bias_and_norm
     with pytest.raises(SystemExit, match="no official recipe for 'byol'"):
         parity.official_recipe(args, "byol", steps_per_epoch)
+
+
+# The rest of the catalogue (benchmarks/torch_methods_catalogue.py), each against its paper's formula.
+import torch_methods_catalogue as catalogue
+
+
+def _linear(a):
+    layer = torch.nn.Linear(a.shape[1], a.shape[0], bias=False).double()
+    layer.weight.data = torch.tensor(a)
+    return layer
+
+
+def _ce(logits):
+    """Cross-entropy of each row against its own index (the positive on the diagonal), averaged."""
+    return np.mean(np.log(np.exp(logits).sum(1)) - np.diag(logits))
+
+
+def test_tico_loss_and_running_covariance():
+    # TiCo eq. (4): 1 - mean z1.z2 + rho mean z1^T C z1, C_t = beta C_{t-1} + (1 - beta) z1^T z1 / N.
+    v1, v2, w1 = RNG.normal(size=(3, 6, 4))
+    method = catalogue.TiCo(0.125, projection_dim=4, hidden_dim=8, beta=0.8, rho=3.0)
+    method.make_targets()
+    _bare(method, "encoder", "projector", "target_encoder", "target_projector").double()
+    method.C = method.C.double()
+    covariance = np.zeros((4, 4))
+    for a, b in ((v1, v2), (w1, v2)):  # two steps: the second reads the first's C
+        z1, z2 = _unit(a), _unit(b)
+        covariance = 0.8 * covariance + 0.2 * z1.T @ z1 / 6
+        expected = 1 - np.mean(np.sum(z1 * z2, 1)) + 3.0 * np.mean(np.sum((z1 @ covariance) * z1, 1))
+        assert float(method.loss(_t(a, b), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(method.C.numpy(), covariance, rtol=1e-12)
+
+
+def test_vibcreg_loss_and_iternorm_whitens():
+    z1, z2 = RNG.normal(size=(2, 8, 3)) * np.array([1.0, 0.3, 2.0])
+    method = _bare(catalogue.VIbCReg(0.125, projection_dim=3), "encoder", "projector", "whitening").double()
+
+    def fd(z):  # the squared off-diagonal correlations, averaged over all D^2 entries
+        c = z - z.mean(0)
+        c = c / np.linalg.norm(c, axis=0)
+        corr = c.T @ c
+        return (np.sum(corr**2) - np.sum(np.diag(corr) ** 2)) / 9
+
+    hinge = lambda z: np.mean(np.maximum(0, 1 - np.sqrt(z.var(0, ddof=1) + 1e-4)))
+    expected = 25 * np.mean((z1 - z2) ** 2) + 25 * (hinge(z1) + hinge(z2)) + 200 * (fd(z1) + fd(z2))
+    assert float(method.loss(_t(z1, z2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    # IterNorm's Newton iterations converge to ZCA whitening, (Sigma + eps I)^(-1/2) (x - mean), per group
+    # (on a well-conditioned Sigma: the uncoupled iteration amplifies round-off on an ill-conditioned one).
+    x = RNG.normal(size=(64, 4)) * np.array([1.0, 1.3, 0.8, 1.1])
+    iternorm = catalogue.IterNorm(4, num_groups=1, T=12, eps=1e-5).double()
+    out = iternorm(torch.tensor(x)).detach().numpy()
+    centred = x - x.mean(0)
+    values, vectors = np.linalg.eigh(centred.T @ centred / 64 + 1e-5 * np.eye(4))
+    np.testing.assert_allclose(out, centred @ vectors @ np.diag(values**-0.5) @ vectors.T, atol=1e-6)
+
+
+def test_fastsiam_predicts_the_mean_of_the_other_views():
+    views = RNG.normal(size=(4, 6, 3))
+    a = RNG.normal(size=(3, 3))
+    method = _bare(catalogue.FastSiam(0.125, num_views=4, projection_dim=3), "encoder", "projector").double()
+    method.predictor = _linear(a)
+    cos = lambda p, z: np.sum(_unit(p) * _unit(z), -1)
+    expected = -np.mean([np.mean(cos(views[k] @ a.T, (views.sum(0) - views[k]) / 3)) for k in range(4)])
+    assert float(method.loss(_t(*views), 0).detach()) == pytest.approx(expected, rel=1e-9)
+
+
+def test_wmse_whitens_each_view_by_cholesky_then_compares_directions():
+    # W-MSE: z = L^-1 (v - mean) with Sigma = L L^T (unbiased), loss 2 - 2 cos between the views.
+    v1, v2 = RNG.normal(size=(2, 8, 3)) @ RNG.normal(size=(3, 3))
+    method = catalogue.WMSE(0.125, projection_dim=3, hidden_dim=4, w_size=8)
+    _bare(method, "encoder", "projector").double()
+
+    def whiten(v):
+        c = v - v.mean(0)
+        return np.linalg.solve(np.linalg.cholesky(c.T @ c / 7), c.T).T
+
+    expected = np.mean(2 - 2 * np.sum(_unit(whiten(v1)) * _unit(whiten(v2)), 1))
+    assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    assert np.allclose(np.cov(whiten(v1).T), np.eye(3))  # the NumPy side whitens
+
+
+def test_nnclr_contrasts_nearest_neighbours_with_the_other_views_predictions():
+    v1, v2 = RNG.normal(size=(2, 6, 3))
+    a = RNG.normal(size=(3, 3))
+    queue = _unit(RNG.normal(size=(10, 3)))
+    method = _bare(catalogue.NNCLR(0.125, temperature=0.5, queue_size=10, projection_dim=3), "encoder", "projector")
+    method = method.double()
+    method.predictor = _linear(a)
+    method.queue = torch.tensor(queue)
+    nearest = lambda z: queue[np.argmax(_unit(z) @ queue.T, 1)]
+    logits = lambda n, p: n @ _unit(p).T / 0.5
+    expected = (_ce(logits(nearest(v1), v2 @ a.T)) + _ce(logits(nearest(v2), v1 @ a.T))) / 2
+    assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    # The first view's projections, unit length, replace the oldest rows.
+    np.testing.assert_allclose(method.queue.numpy(), np.concatenate([_unit(v1), queue[6:]]), rtol=1e-12)
+
+
+def test_moco_v3_loss_is_symmetric_infonce_scaled_by_2t():
+    v1, v2 = RNG.normal(size=(2, 6, 3))
+    a = RNG.normal(size=(3, 3))
+    method = catalogue.MoCoV3(0.125, temperature=0.2, projection_dim=3, hidden_dim=4)
+    method.make_targets()
+    _bare(method, "encoder", "projector", "key_encoder", "key_projector").double()
+    method.predictor = _linear(a)
+    ctr = lambda q, k: 2 * 0.2 * _ce(_unit(q) @ _unit(k).T / 0.2)
+    expected = ctr(v1 @ a.T, v2) + ctr(v2 @ a.T, v1)
+    assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
