@@ -183,29 +183,29 @@ def test_moco_v3_heads_follow_the_official_code():
     assert _output_is_batch_normalised(vit.predictor, vit.projection_dim)
 
 
-# The official codes' forwards: which views one encoder call (one set of BatchNorm statistics) spans.
+# The official codes' forwards: which views one encoder call and one projector call (one set of
+# BatchNorm statistics each) span.
 OFFICIAL_ENCODER_CALLS = {
     "byol": "view",  # byol_experiment.py: forward(inputs['view1']), then forward(inputs['view2'])
     "simsiam": "view",  # builder.py: z1 = self.encoder(x1); z2 = self.encoder(x2)
     "barlow_twins": "view",  # main.py: self.projector(self.backbone(y1)), then y2
     "vicreg": "view",  # main_vicreg.py: self.projector(self.backbone(x)), then y
-    "simclr": "both",  # run.py / model.py: tf.concat(features_list, 0), one call on both views
+    # tf2/model.py: tf.concat(features_list, 0), then one resnet call and one _projection_head call
+    "simclr": "both",
 }
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL_ENCODER_CALLS))
-def test_the_encoder_normalises_over_the_views_the_official_code_runs_together(name):
+def test_the_encoder_and_projector_normalise_over_the_views_the_official_code_runs_together(name):
     model = MAKERS[name]()
     encoder = model.encoder
     rng = np.random.default_rng(0)
     views = [rng.random((8, 16, 16, 3)).astype("float32"), rng.random((8, 16, 16, 3)).astype("float32") * 0.5]
     out = model.ssl_forward([keras.ops.convert_to_tensor(v) for v in views], training=True)
 
-    def projected(features):
-        return [_np(model.projector(h, training=True)) for h in features]
-
-    apart = projected([encoder(v, training=True) for v in views])
-    together = projected(keras.ops.split(encoder(np.concatenate(views), training=True), 2))
+    apart = [_np(model.projector(encoder(v, training=True), training=True)) for v in views]
+    z = model.projector(encoder(np.concatenate(views), training=True), training=True)
+    together = [_np(half) for half in keras.ops.split(z, 2)]
     assert not np.allclose(apart[0], together[0], atol=1e-3)  # the two batchings differ here
     expected = apart if OFFICIAL_ENCODER_CALLS[name] == "view" else together
     np.testing.assert_allclose(_np(out["z1"]), expected[0], atol=1e-4)
