@@ -178,7 +178,7 @@ def run_torch(args, name):
         views = method.views(to_tensor(x), torch_methods.views_generator(args.seed))
     state = {}
     with SYNC.get(name, (no_sync,))[0](method, state):
-        loss = float(method.loss(views, 0))
+        loss = float(method.loss(views, 0).detach())
     views = {f"view/{i}": v.permute(0, 2, 3, 1).contiguous().numpy() for i, v in enumerate(views)}
     state = {f"state/{k}": v for k, v in state.items()}
     np.savez(npz_path(args, name), check_x=x[:8], check_h=check_h, **weights, **views, **state)

@@ -245,6 +245,11 @@ def simclr_jitter(s):
 BYOL_JITTER = (0.4, 0.4, 0.2, 0.1)
 
 
+def byol_pair(scale=(0.08, 1.0)):
+    """BYOL's asymmetric pair of pipelines (solarisation on the second only; no blur at 32 px)."""
+    return [Augment(32, scale, BYOL_JITTER), Augment(32, scale, BYOL_JITTER, p_solarize=0.2)]
+
+
 # ------------------------------------------------------------------ methods
 
 
@@ -285,6 +290,14 @@ class Method(nn.Module):
             out += list((encoder or self.encoder)(torch.cat(views[i:j])).chunk(j - i))
             i = j
         return out
+
+    num_views = 2
+
+    def views(self, x, gen):
+        """One view per pipeline when `augment` is a list, else `num_views` views of the one pipeline."""
+        if isinstance(self.augment, list):
+            return [a(x, gen) for a in self.augment]
+        return [self.augment(x, gen) for _ in range(self.num_views)]
 
     def before_step(self, step):
         pass
@@ -345,13 +358,10 @@ class BYOL(Method):
         self.projector = mlp(self.dim, hidden, projection_dim)
         self.predictor = mlp(projection_dim, hidden, projection_dim)
         self.tau0, self.tau1 = momentum, momentum_end
-        self.augment = [Augment(32, (0.08, 1.0), BYOL_JITTER), Augment(32, (0.08, 1.0), BYOL_JITTER, p_solarize=0.2)]
+        self.augment = byol_pair()
 
     def make_targets(self):
         self.target_encoder, self.target_projector = _copy_target(self.encoder), _copy_target(self.projector)
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
 
     def loss(self, views, step):
         p = [self.predictor(self.projector(h)) for h in self.encode(views)]
@@ -440,9 +450,6 @@ class DINO(Method):
     def make_targets(self):
         self.teacher_encoder, self.teacher_head = _copy_target(self.encoder), _copy_target(self.head)
 
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
-
     def loss(self, views, step):
         student = self.head(torch.cat(self.encode_groups(views))) / self.st
         with torch.no_grad():
@@ -478,9 +485,6 @@ class SimCLR(Method):
         self.t = temperature
         self.augment = Augment(32, (0.08, 1.0), simclr_jitter(0.5))
 
-    def views(self, x, gen):
-        return [self.augment(x, gen), self.augment(x, gen)]
-
     def loss(self, views, step):
         z = F.normalize(self.projector(torch.cat(self.encode_groups(views))), dim=1)
         n = z.shape[0]
@@ -503,9 +507,6 @@ class MoCoV2(Method):
 
     def make_targets(self):
         self.key_encoder, self.key_projector = _copy_target(self.encoder), _copy_target(self.projector)
-
-    def views(self, x, gen):
-        return [self.augment(x, gen), self.augment(x, gen)]
 
     def loss(self, views, step):
         x1, x2 = views
@@ -537,10 +538,7 @@ class BarlowTwins(Method):
         self.projector = mlp(self.dim, p, p, layers=3)
         self.bn = nn.BatchNorm1d(p, affine=False)
         self.lambd = lambd
-        self.augment = [Augment(32, (0.08, 1.0), BYOL_JITTER), Augment(32, (0.08, 1.0), BYOL_JITTER, p_solarize=0.2)]
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
+        self.augment = byol_pair()
 
     def loss(self, views, step):
         z1, z2 = (self.projector(h) for h in self.encode(views))
@@ -572,9 +570,6 @@ class SwAV(Method):
         self.augment = [Augment(32, (0.14, 1.0), j) for _ in range(2)] + [
             Augment(16, (0.05, 0.14), j) for _ in range(num_local)
         ]
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
 
     def before_step(self, step):
         with torch.no_grad():
@@ -621,9 +616,6 @@ class SimSiam(Method):
         self.predictor = mlp(p, prediction_dim or max(1, p // 4), p)
         self.augment = Augment(32, (0.2, 1.0), simclr_jitter(0.5))
 
-    def views(self, x, gen):
-        return [self.augment(x, gen), self.augment(x, gen)]
-
     def loss(self, views, step):
         z1, z2 = (self.projector(h) for h in self.encode(views))
         p1, p2 = self.predictor(z1), self.predictor(z2)
@@ -639,10 +631,7 @@ class VICReg(Method):
         p = projection_dim or min(2048, 8 * self.dim)
         self.projector = mlp(self.dim, p, p, layers=3)
         self.coeffs, self.eps = (sim_coeff, std_coeff, cov_coeff), eps
-        self.augment = [Augment(32, (0.08, 1.0), BYOL_JITTER), Augment(32, (0.08, 1.0), BYOL_JITTER, p_solarize=0.2)]
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
+        self.augment = byol_pair()
 
     def loss(self, views, step):
         x, y = (self.projector(h) for h in self.encode(views))

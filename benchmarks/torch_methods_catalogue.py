@@ -32,13 +32,7 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_methods import BYOL_JITTER, Augment, Method, _copy_target, mlp, simclr_jitter
-
-
-def _byol_views():
-    # BYOL's asymmetric pair (solarisation on view 2 only; no blur at 32 px), what keras_ssl's byol_views
-    # makes by default and lightly's TiCoView1Transform/TiCoView2Transform alias.
-    return [Augment(32, (0.08, 1.0), BYOL_JITTER), Augment(32, (0.08, 1.0), BYOL_JITTER, p_solarize=0.2)]
+from torch_methods import Augment, Method, _copy_target, byol_pair, mlp, simclr_jitter
 
 
 def lightly_cosine_schedule(step, max_steps, start_value, end_value):
@@ -65,13 +59,10 @@ class TiCo(Method):
         self.tau0, self.tau1 = momentum, momentum_end
         # Algorithm 1 starts C at zeros; lightly's TiCoLoss too (on its first call).
         self.register_buffer("C", torch.zeros(projection_dim, projection_dim))
-        self.augment = _byol_views()
+        self.augment = byol_pair()
 
     def make_targets(self):
         self.target_encoder, self.target_projector = _copy_target(self.encoder), _copy_target(self.projector)
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
 
     def before_step(self, step):
         # lightly's training_step moves the momentum network first, then runs the forward; at step 0 the
@@ -170,10 +161,7 @@ class VIbCReg(Method):
         self.projector = mlp(self.dim, p, p, layers=3)
         self.whitening = IterNorm(p, num_groups=iternorm_groups, T=iternorm_iterations)
         self.coeffs, self.eps = (sim_coeff, std_coeff, cov_coeff), eps
-        self.augment = _byol_views()
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
+        self.augment = byol_pair()
 
     def loss(self, views, step):
         # VIbCReg.forward: encoder(x1), encoder(x2), then the projector (its IterNorm too) on each view alone.
@@ -211,9 +199,6 @@ class FastSiam(Method):
         self.predictor = mlp(p, prediction_dim or max(1, p // 4), p)
         self.num_views = num_views
         self.augment = Augment(32, (0.2, 1.0), simclr_jitter(0.5))
-
-    def views(self, x, gen):
-        return [self.augment(x, gen) for _ in range(self.num_views)]
 
     def loss(self, views, step):
         # lightly's example runs the backbone on each view alone, as SimSiam's builder.py.
@@ -257,9 +242,6 @@ class WMSE(Method):
         self.num_views, self.w_size, self.w_iter, self.eps = num_views, w_size, w_iter, eps
         # cfg.py's CIFAR defaults: ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.1, crop (0.2, 1).
         self.augment = Augment(32, (0.2, 1.0), simclr_jitter(0.5), p_jitter=0.8, p_gray=0.1)
-
-    def views(self, x, gen):
-        return [self.augment(x, gen) for _ in range(self.num_views)]
 
     def loss(self, views, step):
         bs = views[0].shape[0]
@@ -340,10 +322,7 @@ class NNCLR(Method):
         # "initialized as a random matrix": unit rows, as the NN lookup normalises (eq. 4).
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, projection_dim), dim=1))
         self.ptr = 0
-        self.augment = [Augment(32, (0.08, 1.0), BYOL_JITTER), Augment(32, (0.08, 1.0), BYOL_JITTER, p_solarize=0.2)]
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
+        self.augment = byol_pair()
 
     @torch.no_grad()
     def nearest(self, z):
@@ -414,14 +393,11 @@ class MoCoV3(Method):
         self.projector = mlp(self.dim, hidden, projection_dim, layers=2, out_bn=True)  # last_bn=True: no last bias
         self.predictor = mlp(projection_dim, hidden, projection_dim, last_bias=False)  # last_bn=False, bias=False
         self.t, self.tau0, self.tau1 = temperature, momentum, momentum_end
-        self.augment = [Augment(32, (0.08, 1.0), BYOL_JITTER), Augment(32, (0.08, 1.0), BYOL_JITTER, p_solarize=0.2)]
+        self.augment = byol_pair()
 
     def make_targets(self):
         # builder.py L32-34: the momentum encoder starts as a copy, without gradient.
         self.key_encoder, self.key_projector = _copy_target(self.encoder), _copy_target(self.projector)
-
-    def views(self, x, gen):
-        return [a(x, gen) for a in self.augment]
 
     def ctr(self, q, k):
         logits = F.normalize(q, dim=1) @ F.normalize(k, dim=1).T / self.t

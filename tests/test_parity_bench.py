@@ -302,3 +302,27 @@ def test_moco_v3_loss_is_symmetric_infonce_scaled_by_2t():
     ctr = lambda q, k: 2 * 0.2 * _ce(_unit(q) @ _unit(k).T / 0.2)
     expected = ctr(v1 @ a.T, v2) + ctr(v2 @ a.T, v1)
     assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(parity.KERAS_CLASSES))
+def test_step0_loss_equals_the_reference_on_the_same_weights_views_and_state(name, tmp_path, monkeypatch):
+    """keras_ssl's first training loss is its independent reference's (benchmarks/parity_step0.py).
+
+    The two sides share weights, views and random state (queues, permutations), so any difference in
+    the forward (which views a BatchNorm spans, a head's layout, the loss) shows; SimCLR's projector
+    batching did.
+    """
+    import parity_step0
+
+    images = np.random.default_rng(1).integers(0, 256, size=(128, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "cifar10.npz", x_train=images)
+    monkeypatch.setenv("KERAS_SSL_DATA_DIR", str(tmp_path))
+    threads = torch.get_num_threads()
+    try:
+        args = parity_step0.parse(["--workdir", str(tmp_path), "--batch-size", "8", "--threads", str(threads)])
+        reference = parity_step0.run_torch(args, name)
+        ours = parity_step0.run_keras(args, "torch", name)
+    finally:
+        torch.set_num_threads(threads)
+    assert ours["init_check"] < 1e-5
+    assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4)
