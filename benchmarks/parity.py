@@ -11,8 +11,10 @@
     python benchmarks/parity.py --run torch:byol:0 --images 1024 --epochs 1
 
 For each method and seed, a fresh process trains the plain-PyTorch reference
-(benchmarks/torch_methods.py, written from the papers' official code), then a
-fresh process per backend trains keras_ssl with the same settings:
+(benchmarks/torch_methods.py and torch_methods_catalogue.py, written from the
+papers' official code), then a fresh process per backend trains keras_ssl with
+the same settings (benchmarks/parity_step0.py checks that the two sides' first
+losses agree on the same weights and views):
 
 - data: the first `--images` CIFAR-10 training images; epoch `e` visits them in
   `np.random.default_rng([seed, e]).permutation`, batches of `--batch-size`
