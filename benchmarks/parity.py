@@ -78,6 +78,12 @@ KERAS_CLASSES = {
     "wmse": "WMSE",
     "nnclr": "NNCLR",
     "moco3": "MoCoV3",
+    "ressl": "ReSSL",
+    "mmcr": "MMCR",
+    "nnbyol": "NNBYOL",
+    "nnsiam": "NNSiam",
+    "dcl": "SimCLR",  # with loss="dcl" (keras_only_options)
+    "dclw": "SimCLR",  # with loss="dclw"
 }
 MULTICROP = ("dino", "swav")
 
@@ -204,6 +210,21 @@ def method_options(name, dim):
         "wmse": dict(num_views=2, projection_dim=64, hidden_dim=1024, w_size=128, w_iter=1, eps=0.0),
         "nnclr": dict(temperature=0.1, queue_size=4096, projection_dim=256, hidden_dim=min(2048, 4 * dim)),
         "moco3": dict(temperature=1.0, projection_dim=256, hidden_dim=dim, momentum=0.99, momentum_end=1.0),
+        "ressl": dict(
+            student_temperature=0.1,
+            teacher_temperature=0.04,
+            queue_size=4096,
+            projection_dim=128,
+            hidden_dim=dim,
+            momentum=0.99,
+        ),
+        "mmcr": dict(num_views=8, projection_dim=128, hidden_dim=512, lmbda=0.0, momentum=None),
+        "nnbyol": dict(
+            queue_size=4096, projection_dim=256, hidden_dim=min(4096, 4 * dim), momentum=0.996, momentum_end=1.0
+        ),
+        "nnsiam": dict(queue_size=4096, projection_dim=min(2048, 4 * dim), prediction_dim=min(2048, 4 * dim) // 4),
+        "dcl": dict(temperature=0.5, projection_dim=128, hidden_dim=dim),
+        "dclw": dict(temperature=0.5, projection_dim=128, hidden_dim=dim, sigma=0.5),
     }[name]
 
 
@@ -217,6 +238,11 @@ def keras_only_options(name, steps_per_epoch):
         "barlow_twins": dict(scale=1.0),
         "vibcreg": dict(iternorm=True),
         "moco3": dict(projector_layers=2, split_batch_norm=False),
+        # Constant momentum, as both official codes (keras_ssl's default; explicit so a changed default shows).
+        "ressl": dict(momentum_end=None),
+        "mmcr": dict(momentum_end=None),
+        "dcl": dict(version=1, loss="dcl"),
+        "dclw": dict(version=1, loss="dclw"),
     }.get(name, {})
 
 

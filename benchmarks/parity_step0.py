@@ -140,9 +140,24 @@ def wmse_keras(model, state):
         yield
 
 
+@contextlib.contextmanager
+def ressl_torch(method, state):
+    state["queue"] = method.queue.T.numpy().copy()  # the reference's (dim, K) unit columns, as keras_ssl's rows
+    yield
+
+
+@contextlib.contextmanager
+def ressl_keras(model, state):
+    model.queue.queue.assign(state["queue"])
+    yield
+
+
 SYNC = {
     "moco2": (moco2_torch, moco2_keras),
     "nnclr": (nnclr_torch, nnclr_keras),
+    "nnbyol": (nnclr_torch, nnclr_keras),  # the same support set of random unit rows
+    "nnsiam": (nnclr_torch, nnclr_keras),
+    "ressl": (ressl_torch, ressl_keras),
     "tico": (tico_torch, tico_keras),
     "wmse": (wmse_torch, wmse_keras),
 }

@@ -25,8 +25,18 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
 - MoCo v3, ResNet (facebookresearch/moco-v3 moco/builder.py MoCo_ResNet): 2-layer
   projector ending in BatchNorm without affine, 2-layer predictor, momentum encoder
   updated before the keys with the cosine momentum, `ctr(q1, k2) + ctr(q2, k1)` each `* 2T`.
+- ReSSL (KyleZheng1997/ReSSL network/ressl.py): Linear-ReLU-Linear projector, a momentum teacher
+  on the weak view, a queue of its past embeddings, the student's relation distribution (T 0.1)
+  against the teacher's (T 0.04), the queue read before the batch's keys enter it.
+- MMCR (ThomasYerxa/mmcr cifar_stl/loss_mmcr.py): all views of all images through the network
+  at once, `lmbda * mean per-image nuclear norm - nuclear norm of the centroids` on unit projections.
+- NNBYOL, NNSiam (solo-learn solo/methods/nnbyol.py, nnsiam.py): BYOL's and SimSiam's losses with
+  the target replaced by its nearest neighbour in a support set of view 1's unit projections.
+- SimCLR with DCL / DCLW (raminnakhli/Decoupled-Contrastive-Learning loss/dcl.py): SimCLR's network,
+  the positive pair out of the denominator, DCLW's von Mises weights (with gradient, as there).
 """
 
+import functools
 import math
 
 import torch
@@ -416,6 +426,321 @@ class MoCoV3(Method):
         return self.ctr(q1, k2) + self.ctr(q2, k1)
 
 
+class ReSSL(Method):
+    """ReSSL, following KyleZheng1997/ReSSL (the ImageNet code; the CIFAR code is only on Google Drive).
+
+    - Projector (network/head.py L24-36 ProjectionHead, network/backbone.py L19-29 BackBone):
+      `Linear(D, hidden) - ReLU - Linear(hidden, dim)`, both with biases, no BatchNorm, output
+      `F.normalize`d. Widths keras_ssl's (the paper's CIFAR settings: hidden = D = 512, dim 128;
+      the ImageNet code: 4096 and 512).
+    - Teacher (network/ressl.py L24-29, L37-43, L117-126): `encoder_k` a copy of `encoder_q`
+      (backbone + head), updated before the keys by `k = m k + (1 - m) q` over the parameters only,
+      m constant (the ImageNet code 0.999; the paper's CIFAR 0.99); it runs in train mode
+      (ressl.py L52, L137: `model.train()` on the whole module) on the weak view.
+    - Shuffle-BN (network/ressl.py L61-106): a permutation of the keys across the GPUs; in one
+      process (one "GPU") it permutes and un-permutes one batch, which BatchNorm's batch statistics
+      do not see, so it is the identity here (as keras_ssl, which does not simulate it either).
+    - Queue (L31-35, L45-59): `randn(dim, K)`, columns L2-normalised; the batch's normalised keys
+      overwrite columns `ptr:ptr + B` (`assert K % B == 0`) after the logits are taken
+      (L128-132: `self.queue.clone().detach()`), so the batch's own keys are not in the softmax.
+    - Loss (ressl.py L67-68): `-sum(softmax(logitsk / t) * log_softmax(logitsq / 0.1), 1).mean()`,
+      t = `--t 0.04`; one direction only.
+    - Multi-crop (network/ressl_multi.py L118-131, ressl_multi.py L66): `im_q` a list of strong
+      crops, each through `encoder_q` alone, logits concatenated; the teacher's logits repeated once
+      per crop. With one strong view (the default here) this is ressl.py.
+    - Views (data/augmentation.py L27-44; the ImageNet `[moco_aug, target_aug]` at 224 px, here
+      32 px without blur, as keras_ssl's CIFAR recipe): the weak view `target_aug`, a
+      RandomResizedCrop (0.2, 1) + flip; the strong `moco_aug`, the same crop, ColorJitter
+      (0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2 (blur p 0.5 dropped at 32 px). keras_ssl's view
+      order: the weak (teacher) view first, then the strong one(s).
+    """
+
+    keras_heads = {"projector": "projector"}
+
+    def __init__(
+        self,
+        width,
+        student_temperature=0.1,
+        teacher_temperature=0.04,
+        queue_size=4096,
+        projection_dim=128,
+        hidden_dim=None,
+        momentum=0.99,
+    ):
+        super().__init__(width)
+        # Linear-ReLU-Linear with biases (head.py), no BatchNorm: keras_ssl's ProjectionHead(batch_norm=False).
+        self.projector = mlp(self.dim, hidden_dim or self.dim, projection_dim, bn=False)
+        self.st, self.tt, self.m = student_temperature, teacher_temperature, momentum
+        # network/ressl.py L32-33: (dim, K) with unit columns (keras_ssl's MemoryBank holds unit rows).
+        self.register_buffer("queue", F.normalize(torch.randn(projection_dim, queue_size), dim=0))
+        self.ptr = 0
+        weak = Augment(32, (0.2, 1.0), None, p_jitter=0.0, p_gray=0.0)  # target_aug: crop + flip only
+        strong = Augment(32, (0.2, 1.0), simclr_jitter(0.5), p_jitter=0.8, p_gray=0.2)  # moco_aug
+        self.augment = [weak, strong]
+
+    def make_targets(self):
+        # ressl.py L27-29: encoder_k := encoder_q (backbone and head), no gradient.
+        self.target_encoder, self.target_projector = _copy_target(self.encoder), _copy_target(self.projector)
+
+    def embed(self, x, encoder, projector):
+        return F.normalize(projector(encoder(x)), dim=1)  # backbone.py L29: F.normalize(embedding)
+
+    def loss(self, views, step):
+        weak, strong = views[0], views[1:]
+        # ressl_multi.py L118-119: each strong crop through the student alone, whatever `joint_views` says.
+        q = torch.cat([self.embed(x, self.encoder, self.projector) for x in strong])
+        with torch.no_grad():
+            # L121: the momentum update before the keys (at step 0 the copies are equal: a no-op).
+            self.ema(self.encoder, self.target_encoder, self.m)
+            self.ema(self.projector, self.target_projector, self.m)
+            k = self.embed(weak, self.target_encoder, self.target_projector)
+        queue = self.queue.clone().detach()  # L128-129: the queue before this batch's keys
+        logits_q = q @ queue
+        logits_k = (k @ queue).repeat(len(strong), 1)  # ressl_multi.py L131
+        self.enqueue(k)  # L132: after the logits
+        # ressl.py L68: the teacher's sharpened distribution is the target of the student's.
+        target = F.softmax(logits_k.detach() / self.tt, dim=1)
+        return -torch.sum(target * F.log_softmax(logits_q / self.st, dim=1), dim=1).mean()
+
+    @torch.no_grad()
+    def enqueue(self, keys):
+        """network/ressl.py L45-59 `_dequeue_and_enqueue` (one process: no all-gather)."""
+        b, size = keys.shape[0], self.queue.shape[1]
+        assert size % b == 0  # "for simplicity", as the official code
+        self.queue[:, self.ptr : self.ptr + b] = keys.T
+        self.ptr = (self.ptr + b) % size
+
+
+class MMCR(Method):
+    """MMCR, following ThomasYerxa/mmcr (CIFAR/STL code; the momentum branch from its ImageNet code).
+
+    - Projector (mmcr/cifar_stl/models.py L30-40, `projector_dims=[512, 128]` in train.py L24):
+      `Linear(D, 512, bias=False) - BatchNorm1d - ReLU - Linear(512, 128, bias=False)`
+      (the ImageNet models.py L30-40: the same with [8192, 8192, 512]).
+    - Forward (cifar_stl/train.py L47-50): the batch `(B, N, C, H, W)` rearranged to `(B N)` rows,
+      image-major, through the encoder and projector in one call (BatchNorm spans every view of every
+      image), then the loss.
+    - Loss (cifar_stl/loss_mmcr.py L19-46): `z = F.normalize(z)`, `(B N) C -> B C N`, centroids the
+      mean over the N views, `local_nuc = svdvals(z_local).sum()` (only when lmbda != 0),
+      `global_nuc = svdvals(centroids).sum()`, `loss = lmbda * local_nuc / B - global_nuc`.
+    - Momentum (imagenet/models.py L18-77 MomentumModel, imagenet/loss_mmcr_momentum.py L21-71,
+      imagenet/misc.py L7-34 MomentumUpdate, pretrain_imagenet.py `--tau 0.99`): when `momentum` is
+      given, a frozen copy of encoder + projector embeds the same `(B N)` batch (train mode); the
+      centroid is `(mean z + mean z_m) / 2`, rows with non-finite entries dropped; local_nuc stays the
+      online views'; the copy moves by `m = tau m + (1 - tau) o` (parameters only) at the end of each
+      batch, after the optimizer step (`after_step`), tau constant.
+    - Views (cifar_stl/data.py L167-212 CifarBatchTransform): N draws of RandomResizedCrop(32)
+      (scale (0.08, 1)), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale p 0.2.
+      `num_views` keras_ssl's default 8 (official CIFAR: `--n_aug 40`, batch 32).
+    """
+
+    keras_heads = {"projector": "projector"}
+
+    def __init__(self, width, num_views=8, projection_dim=128, hidden_dim=512, lmbda=0.0, momentum=None):
+        super().__init__(width)
+        # Linear(no bias)-BN-ReLU-Linear(no bias): keras_ssl's ProjectionHead(output_bias=False).
+        self.projector = mlp(self.dim, hidden_dim, projection_dim, last_bias=False)
+        self.num_views, self.lmbda, self.tau = num_views, lmbda, momentum
+        self.augment = Augment(32, (0.08, 1.0), simclr_jitter(0.5), p_jitter=0.8, p_gray=0.2)
+
+    def make_targets(self):
+        if self.tau is not None:  # models.py L57-66: the momentum copies start equal, frozen
+            self.momentum_encoder, self.momentum_projector = _copy_target(self.encoder), _copy_target(self.projector)
+
+    def project(self, views, encoder, projector):
+        """train.py L48-49: `B N C H W -> (B N) C H W`, one call; returns the `(B, C, N)` normalised projections."""
+        b, n = views[0].shape[0], len(views)
+        z = projector(encoder(torch.stack(views, 1).flatten(0, 1)))
+        z = F.normalize(z, dim=-1)  # loss_mmcr.py L20
+        return z.reshape(b, n, -1).transpose(1, 2)  # L21: "(B N) C -> B C N"
+
+    def loss(self, views, step):
+        z_local = self.project(views, self.encoder, self.projector)
+        centroids = z_local.mean(-1)
+        if self.tau is not None:
+            with torch.no_grad():  # the frozen copy: no parameter takes a gradient through it
+                z_m = self.project(views, self.momentum_encoder, self.momentum_projector)
+            centroids = (centroids + z_m.mean(-1)) * 0.5  # loss_mmcr_momentum.py L59
+            centroids = centroids[centroids.isfinite().all(dim=1)]  # L61-63: non-finite rows dropped
+        local_nuc = torch.linalg.svdvals(z_local).sum() if self.lmbda != 0.0 else 0.0
+        global_nuc = torch.linalg.svdvals(centroids).sum()
+        return self.lmbda * local_nuc / z_local.shape[0] - global_nuc
+
+    def after_step(self, step):
+        if self.tau is not None:  # misc.py MomentumUpdate.batch_end: after the optimizer step, constant tau
+            self.ema(self.encoder, self.momentum_encoder, self.tau)
+            self.ema(self.projector, self.momentum_projector, self.tau)
+
+
+class _SupportSet:
+    """solo-learn's queue (nnbyol.py / nnsiam.py `__init__`, `find_nn`, `dequeue_and_enqueue`)."""
+
+    def make_queue(self, queue_size, dim):
+        # `torch.randn(queue_size, proj_output_dim)` then `F.normalize(self.queue, dim=1)`: random unit rows.
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.ptr = 0
+
+    @torch.no_grad()
+    def find_nn(self, z):
+        """`idx = (z @ self.queue.T).max(dim=1)[1]`: `z` arrives L2-normalised, so this is the cosine argmax."""
+        return self.queue[(z @ self.queue.T).max(dim=1)[1]]
+
+    @torch.no_grad()
+    def enqueue(self, z):
+        """FIFO: the batch replaces the oldest rows. solo-learn asserts `queue_size % batch_size == 0` and
+        writes `queue[ptr:ptr + B]`; the modular index is the same write when that holds."""
+        b = z.shape[0]
+        idx = (self.ptr + torch.arange(b)) % self.queue.shape[0]
+        self.queue[idx] = z  # already normalised by the caller, as solo-learn's (it does not normalise here)
+        self.ptr = (self.ptr + b) % self.queue.shape[0]
+
+
+class NNBYOL(_SupportSet, Method):
+    """NNBYOL after solo-learn solo/methods/nnbyol.py (`__init__`, `momentum_forward`, `training_step`).
+
+    Heads: solo-learn's projector and predictor are Linear-BN-ReLU-Linear (the first Linear's bias,
+    cancelled by the BN, is left out as in keras_ssl's layout). solo-learn has a separate
+    `pred_hidden_dim` (its CIFAR config: 4096, as proj_hidden_dim); keras_ssl's NNBYOL, as its BYOL,
+    uses `hidden_dim` for both, which is what parity passes here.
+    Views: solo-learn's scripts/pretrain/cifar/augmentations/asymmetric.yaml is BYOL's pair at 32 px
+    (solarisation 0.2 on the second view only, no blur): `byol_pair()`.
+    Momentum: solo-learn's BaseMomentumMethod updates the momentum pairs after the optimizer step
+    (`on_train_batch_end`) with `final - (final - base) (cos(pi k / K) + 1) / 2`, as torch_methods.BYOL.
+    """
+
+    keras_heads = {"projector": "projector", "predictor": "predictor"}
+
+    def __init__(self, width, queue_size=65536, projection_dim=256, hidden_dim=None, momentum=0.996, momentum_end=1.0):
+        super().__init__(width)
+        hidden = hidden_dim or min(4096, 4 * self.dim)
+        self.projector = mlp(self.dim, hidden, projection_dim)
+        self.predictor = mlp(projection_dim, hidden, projection_dim)
+        self.tau0, self.tau1 = momentum, momentum_end
+        self.make_queue(queue_size, projection_dim)
+        self.augment = byol_pair()
+
+    def make_targets(self):
+        self.target_encoder, self.target_projector = _copy_target(self.encoder), _copy_target(self.projector)
+
+    def loss(self, views, step):
+        # BaseMethod.training_step runs the backbone once per large crop (`for x in X[:num_large_crops]`).
+        p1, p2 = (self.predictor(self.projector(h)) for h in self.encode(views))
+        with torch.no_grad():
+            # momentum_forward: `z = F.normalize(self.momentum_projector(out["feats"]), dim=-1)`.
+            t1, t2 = (F.normalize(self.target_projector(h), dim=-1) for h in self.encode(views, self.target_encoder))
+        # find_nn before dequeue_and_enqueue: both lookups read the support set as it was before the step.
+        nn1, nn2 = self.find_nn(t1), self.find_nn(t2)
+        byol = lambda p, z: 2 - 2 * F.cosine_similarity(p, z.detach(), dim=-1).mean()  # solo byol_loss_func
+        loss = byol(p1, nn2) + byol(p2, nn1)
+        self.enqueue(t1)  # `self.dequeue_and_enqueue(z1_momentum, targets)`: view 1's, normalised
+        return loss
+
+    def after_step(self, step):
+        tau = self.momentum_at(step, self.tau0, self.tau1)
+        self.ema(self.encoder, self.target_encoder, tau)
+        self.ema(self.projector, self.target_projector, tau)
+
+
+class NNSiam(_SupportSet, Method):
+    """NNSiam after solo-learn solo/methods/nnsiam.py (`__init__`, `forward`, `training_step`).
+
+    Heads: solo-learn's projector is Linear(no bias)-BN-ReLU-Linear(no bias)-BN-ReLU-Linear-BN(affine=False)
+    with the last Linear's bias frozen (`requires_grad = False`: cancelled by the BN), predictor
+    Linear(no bias)-BN-ReLU-Linear: keras_ssl's SimSiam layout (`mlp(..., layers=3, out_bn=True)`).
+    Widths keras_ssl's (SimSiam's `projection_dim`, `prediction_dim = projection_dim // 4`); solo-learn's
+    CIFAR config has proj_hidden 2048, proj_output 2048 and pred_hidden 4096 (an expanding predictor).
+    Views: solo-learn's asymmetric.yaml (BYOL's pair), as keras_ssl's NNSiam `view_recipe = byol_views`.
+    """
+
+    keras_heads = {"projector": "projector", "predictor": "predictor"}
+
+    def __init__(self, width, queue_size=65536, projection_dim=None, prediction_dim=None):
+        super().__init__(width)
+        p = projection_dim or min(2048, 4 * self.dim)
+        self.projector = mlp(self.dim, p, p, layers=3, out_bn=True)
+        self.predictor = mlp(p, prediction_dim or max(1, p // 4), p)
+        self.make_queue(queue_size, p)
+        self.augment = byol_pair()
+
+    def loss(self, views, step):
+        out = []
+        for h in self.encode(views):  # one backbone call per crop (BaseMethod.training_step)
+            z = self.projector(h)
+            # forward(): the predictor reads the unnormalised projection, then z is normalised.
+            out.append((F.normalize(z, dim=-1), self.predictor(z)))
+        (z1, p1), (z2, p2) = out
+        nn1, nn2 = self.find_nn(z1), self.find_nn(z2)
+        simsiam = lambda p, z: -F.cosine_similarity(p, z.detach(), dim=-1).mean()  # solo simsiam_loss_func
+        loss = simsiam(p1, nn2) / 2 + simsiam(p2, nn1) / 2
+        self.enqueue(z1.detach())  # `self.dequeue_and_enqueue(z1, targets)` (under no_grad there)
+        return loss
+
+
+SMALL_NUM = torch.log(torch.tensor(1e-45)).item()  # dcl.py L4: `np.log(1e-45)`
+
+
+class SimCLRDCL(Method):
+    """SimCLR trained with DCL / DCLW, the loss from raminnakhli/Decoupled-Contrastive-Learning.
+
+    Heads and views: torch_methods.SimCLR's (google-research/simclr: 2-layer projector, bias-free last
+    layer, BatchNorm on the output; both views through the encoder and the projector in one call),
+    which is keras_ssl's `SimCLR(version=1)`. The official DCL experiment (experiment/simclr/model.py
+    L20-21, main.py L26-27) differs there: it runs each view alone through the whole net and its
+    projector is Linear(no bias)-BN-ReLU-Linear(bias) without an output BN; not reproduced here.
+
+    Loss (loss/dcl.py `DCL.__call__`, L19-33, HEAD): for anchors z1 against z2, both L2-normalised by
+    the model (model.py L27),
+        positive_i = -w_i (z1 z2^T)_ii / T
+        negative_i = logsumexp_j([z1 z1^T, z1 z2^T]_ij / T + [I, I]_ij log(1e-45))
+        one_way    = mean_i(positive_i + negative_i)
+    and the two directions averaged (`directions = "mean"`, keras_ssl's and lightly's reduction);
+    the repository's main.py (L28-33) sums them, `l(out_1, out_2) + l(out_2, out_1)`
+    (`directions = "sum"`).
+    DCLW (dcl.py L36-44): `w = 2 - B softmax(z1.z2 / sigma)` over the batch (sigma 0.5), i.e. the
+    paper's `2 - exp(s_i / sigma) / mean_j exp(s_j / sigma)`, with gradient (not detached; lightly's
+    `negative_mises_fisher_weights` and keras_ssl detach). `detach_weights` switches that.
+    """
+
+    keras_heads = {"projector": "projector"}
+    # keras_ssl, lightly and the SimCLR paper (its 1/2N) average the two directions; main.py sums them,
+    # which with SGD is twice the rate: the parity runs compare at equal rates.
+    directions = "mean"
+    detach_weights = False  # dcl.py L43: the weight lambda keeps the graph
+
+    def __init__(self, width, temperature=0.1, projection_dim=128, hidden_dim=None, sigma=0.5, weighting=None):
+        super().__init__(width)
+        if weighting not in (None, "von_mises"):
+            raise ValueError(f"weighting must be None or 'von_mises', got {weighting!r}")
+        self.projector = mlp(self.dim, hidden_dim or self.dim, projection_dim, out_bn=True)
+        self.t, self.sigma, self.weighting = temperature, sigma, weighting
+        # SimCLR's CIFAR views; the official DCL's utils.py train_transform is the same family
+        # (RandomResizedCrop(32), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8, grayscale 0.2).
+        self.augment = Augment(32, (0.08, 1.0), simclr_jitter(0.5))
+
+    def weight(self, z1, z2):
+        """DCLW's lambda (dcl.py L43): `2 - z1.size(0) * softmax((z1 * z2).sum(dim=1) / sigma, dim=0)`."""
+        w = 2 - z1.size(0) * F.softmax((z1 * z2).sum(dim=1) / self.sigma, dim=0).squeeze()
+        return w.detach() if self.detach_weights else w
+
+    def one_way(self, z1, z2):
+        """dcl.py `DCL.__call__` (L19-33), line for line."""
+        cross_view_distance = torch.mm(z1, z2.t())
+        positive_loss = -torch.diag(cross_view_distance) / self.t
+        if self.weighting is not None:
+            positive_loss = positive_loss * self.weight(z1, z2)
+        neg_similarity = torch.cat((torch.mm(z1, z1.t()), cross_view_distance), dim=1) / self.t
+        neg_mask = torch.eye(z1.size(0), dtype=z1.dtype).repeat(1, 2)
+        negative_loss = torch.logsumexp(neg_similarity + neg_mask * SMALL_NUM, dim=1, keepdim=False)
+        return (positive_loss + negative_loss).mean()
+
+    def loss(self, views, step):
+        # torch_methods.SimCLR: the views concatenated through encoder and projector (SimCLR's TPU code).
+        z = F.normalize(self.projector(torch.cat(self.encode_groups(views))), dim=1)  # model.py L27
+        z1, z2 = z.chunk(2)
+        total = self.one_way(z1, z2) + self.one_way(z2, z1)
+        return total if self.directions == "sum" else total / 2
+
+
 METHODS = {
     "tico": TiCo,
     "vibcreg": VIbCReg,
@@ -423,4 +748,10 @@ METHODS = {
     "wmse": WMSE,
     "nnclr": NNCLR,
     "moco3": MoCoV3,
+    "ressl": ReSSL,
+    "mmcr": MMCR,
+    "nnbyol": NNBYOL,
+    "nnsiam": NNSiam,
+    "dcl": SimCLRDCL,
+    "dclw": functools.partial(SimCLRDCL, weighting="von_mises"),
 }

@@ -304,6 +304,148 @@ def test_moco_v3_loss_is_symmetric_infonce_scaled_by_2t():
     assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
 
 
+def _softmax(x):
+    e = np.exp(x - x.max(-1, keepdims=True))
+    return e / e.sum(-1, keepdims=True)
+
+
+def test_ressl_loss_is_the_relation_cross_entropy_then_the_keys_enter_the_queue():
+    # ReSSL eq. (3)-(5): p_t = softmax(k.Q / 0.04), p_s = softmax(q.Q / 0.1), loss = -mean sum p_t log p_s,
+    # over the queue Q before this batch's keys; then the keys (unit rows) overwrite the oldest entries.
+    weak, strong, local = RNG.normal(size=(3, 4, 3))
+    queue = _unit(RNG.normal(size=(8, 3)))  # (K, D) rows; the reference holds (D, K) as the official code
+    method = catalogue.ReSSL(0.125, queue_size=8, projection_dim=3, hidden_dim=4)
+    method.make_targets()
+    _bare(method, "encoder", "projector", "target_encoder", "target_projector").double()
+    method.queue = torch.tensor(queue.T.copy())
+    target = _softmax(_unit(weak) @ queue.T / 0.04)
+    log_student = lambda s: np.log(_softmax(_unit(s) @ queue.T / 0.1))
+    expected = -np.mean(np.sum(target * log_student(strong), 1))
+    views = _t(weak, strong)
+    views[1].requires_grad_()
+    loss = method.loss(views, 0)
+    loss.backward()  # the queue it read is intact for the backward pass
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(method.queue.numpy().T, np.concatenate([_unit(weak), queue[4:]]), rtol=1e-12)
+    assert method.ptr == 4
+    # Multi-crop (ressl_multi.py): every strong crop a student of the one weak view, the mean over all rows;
+    # the second batch reads the queue the first left and fills its last 4 rows.
+    queue = method.queue.numpy().T.copy()
+    target = _softmax(_unit(weak) @ queue.T / 0.04)
+    log_student = lambda s: np.log(_softmax(_unit(s) @ queue.T / 0.1))
+    expected = -np.mean([np.sum(target * log_student(s), 1) for s in (strong, local)])
+    assert float(method.loss(_t(weak, strong, local), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(method.queue.numpy().T, np.concatenate([queue[:4], _unit(weak)]), rtol=1e-12)
+    assert method.ptr == 0
+
+
+def test_mmcr_loss_is_minus_the_nuclear_norm_of_the_centroids():
+    # MMCR: C = (mean_k z_bk / |z_bk|)_b, loss = lmbda mean_b ||Z_b||_* - ||C||_*, Z_b the (K, D) unit views.
+    views = RNG.normal(size=(3, 5, 4))  # K = 3 views of B = 5 images, D = 4
+    nuc = lambda m: np.sum(np.linalg.svd(m, compute_uv=False))
+    z = _unit(views)
+    centroids = z.mean(0)
+    for lmbda in (0.0, 0.3):
+        method = catalogue.MMCR(0.125, num_views=3, projection_dim=4, hidden_dim=8, lmbda=lmbda)
+        _bare(method, "encoder", "projector").double()
+        expected = lmbda * np.mean([nuc(z[:, b]) for b in range(5)]) - nuc(centroids)
+        assert float(method.loss(_t(*views), 0)) == pytest.approx(expected, rel=1e-9)
+    # The momentum branch (MMCR_Momentum_Loss): the centroid is the mean of the online and the momentum
+    # network's centroids of the same views; ||Z_b||_* stays the online views'.
+    a = RNG.normal(size=(4, 4))
+    method = catalogue.MMCR(0.125, num_views=3, projection_dim=4, hidden_dim=8, lmbda=0.3, momentum=0.99)
+    method.make_targets()
+    _bare(method, "encoder", "projector", "momentum_encoder").double()
+    method.momentum_projector = _linear(a)
+    both = (centroids + _unit(views @ a.T).mean(0)) / 2
+    expected = 0.3 * np.mean([nuc(z[:, b]) for b in range(5)]) - nuc(both)
+    assert float(method.loss(_t(*views), 0)) == pytest.approx(expected, rel=1e-9)
+
+
+def _nearest(queue, z):
+    """NN(z): the support row of highest cosine with each row of z (NNCLR's eq. 4)."""
+    return queue[np.argmax(_unit(z) @ queue.T, 1)]
+
+
+def test_nnbyol_predicts_the_nearest_neighbour_of_the_other_views_target():
+    # NNBYOL: sum over both directions of mean(2 - 2 cos(p_k, NN(t_other))); view 1's unit targets enter the set.
+    v1, v2 = RNG.normal(size=(2, 6, 3))
+    a = RNG.normal(size=(3, 3))
+    queue = _unit(RNG.normal(size=(10, 3)))
+    method = catalogue.NNBYOL(0.125, queue_size=10, projection_dim=3, hidden_dim=4)
+    method.make_targets()
+    _bare(method, "encoder", "projector", "target_encoder", "target_projector").double()
+    method.predictor = _linear(a)
+    method.queue = torch.tensor(queue)
+    cos = lambda p, z: np.sum(_unit(p) * _unit(z), -1)
+    nn1, nn2 = _nearest(queue, v1), _nearest(queue, v2)
+    assert not np.allclose(nn1, _unit(v1))  # the neighbours are not the targets themselves
+    expected = np.mean(2 - 2 * cos(v1 @ a.T, nn2)) + np.mean(2 - 2 * cos(v2 @ a.T, nn1))
+    assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(method.queue.numpy(), np.concatenate([_unit(v1), queue[6:]]), rtol=1e-12)
+
+
+def test_nnsiam_predicts_the_nearest_neighbour_of_the_other_views_projection():
+    # NNSiam: (D(p1, NN(z2)) + D(p2, NN(z1))) / 2 with D minus the mean cosine; view 1's unit z enter the set.
+    v1, v2 = RNG.normal(size=(2, 6, 3))
+    a = RNG.normal(size=(3, 3))
+    queue = _unit(RNG.normal(size=(10, 3)))
+    method = _bare(catalogue.NNSiam(0.125, queue_size=10, projection_dim=3), "encoder", "projector").double()
+    method.predictor = _linear(a)
+    method.queue = torch.tensor(queue)
+    cos = lambda p, z: np.sum(_unit(p) * _unit(z), -1)
+    expected = -(np.mean(cos(v1 @ a.T, _nearest(queue, v2))) + np.mean(cos(v2 @ a.T, _nearest(queue, v1)))) / 2
+    assert float(method.loss(_t(v1, v2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    np.testing.assert_allclose(method.queue.numpy(), np.concatenate([_unit(v1), queue[6:]]), rtol=1e-12)
+
+
+def _dcl_terms(z1, z2, t, w):
+    """Yeh et al. 2022 eq. 6: L_i^(k) = -w_i <z_i^(1), z_i^(2)> / t + log sum_{l in {1,2}, j != i} exp(<z_i^(k), z_j^(l)> / t)."""
+    z1, z2 = _unit(z1), _unit(z2)
+    views, b = (z1, z2), len(z1)
+    terms = np.zeros((2, b))
+    for k in range(2):
+        for i in range(b):
+            negatives = [views[k][i] @ views[l][j] / t for l in range(2) for j in range(b) if j != i]
+            terms[k, i] = -w[i] * (z1[i] @ z2[i]) / t + np.log(np.sum(np.exp(negatives)))
+    return terms
+
+
+@pytest.mark.parametrize("weighting", [None, "von_mises"])
+def test_simclr_dcl_loss_is_the_decoupled_loss_over_both_directions(weighting):
+    z1, z2 = RNG.normal(size=(2, 6, 5))
+    t, sigma = 0.3, 0.5
+    method = _bare(catalogue.SimCLRDCL(0.125, temperature=t, sigma=sigma, weighting=weighting), "encoder", "projector")
+    method = method.double()
+    if weighting is None:
+        w = np.ones(6)
+    else:  # DCLW: w_i = 2 - exp(s_i / sigma) / mean_j exp(s_j / sigma), s_i the positive pair's cosine
+        s = np.sum(_unit(z1) * _unit(z2), 1)
+        w = 2 - np.exp(s / sigma) / np.mean(np.exp(s / sigma))
+        assert np.mean(w) == pytest.approx(1.0)
+    # The mean over the 2B anchors (keras_ssl's and lightly's reduction, the SimCLR paper's 1/2N) ...
+    expected = _dcl_terms(z1, z2, t, w).mean()
+    assert float(method.loss(_t(z1, z2), 0).detach()) == pytest.approx(expected, rel=1e-9)
+    method.directions = "sum"  # ... or, as the repository's main.py, the two directions' means summed
+    assert float(method.loss(_t(z1, z2), 0).detach()) == pytest.approx(2 * expected, rel=1e-9)
+
+
+def test_simclr_dclw_weights_keep_their_gradient_as_the_official_lambda():
+    # dcl.py's DCLW lambda is not detached: the weights pass gradient to the embeddings (lightly and keras_ssl detach).
+    z1, z2 = RNG.normal(size=(2, 6, 5))
+    grads = {}
+    for detach in (False, True):
+        method = _bare(
+            catalogue.SimCLRDCL(0.125, temperature=0.3, weighting="von_mises"), "encoder", "projector"
+        ).double()
+        method.detach_weights = detach
+        views = _t(z1, z2)
+        views[0].requires_grad_()
+        method.loss(views, 0).backward()
+        grads[detach] = views[0].grad.numpy()
+    assert not np.allclose(grads[False], grads[True])
+
+
 @pytest.mark.parametrize("name", sorted(parity.KERAS_CLASSES))
 def test_step0_loss_equals_the_reference_on_the_same_weights_views_and_state(name, tmp_path, monkeypatch):
     """keras_ssl's first training loss is its independent reference's (benchmarks/parity_step0.py).
