@@ -118,7 +118,7 @@ def dcl(z1, z2, temperature=0.1, weighting=None, sigma=0.5):
     NT-Xent with the positive pair taken out of the denominator: view `i`'s
     term is `-w_i s(i, twin) / T + log sum_{j != i, twin} exp(s(i, j) / T)`
     over the other `2B - 2` views (one log over both views' negatives, as
-    the paper's equation; lightly's `DCLLoss` takes a log per view instead).
+    the paper's equation and lightly's `DCLLoss`).
     So NT-Xent's term minus DCL's is `log(1 + exp(s+ / T) / sum_neg exp(s / T))`
     per view (`w = 1`). The mean over the `2B` views; symmetric in `z1, z2`.
 

@@ -31,7 +31,8 @@ class MMCR(SSLModel):
     Args:
         encoder: backbone mapping images in [0, 1] to `(B, D)` features.
         num_views: views per image (official default 40 on CIFAR with
-            batch 32, 8 on ImageNet; 8 here, as each view costs a forward).
+            batch 32; `pretrain_imagenet.py` defaults to 2, its README
+            runs 4 and 8; 8 here, as each view costs a forward).
         projection_dim: projector output width (paper: 128).
         hidden_dim: projector hidden width (paper: 512).
         lmbda: weight of the per-image nuclear norm (paper: 0).
