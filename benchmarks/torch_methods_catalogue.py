@@ -277,7 +277,31 @@ class WMSE(Method):
         return loss / (self.w_iter * k * (k - 1) // 2)
 
 
-class NNCLR(Method):
+class _SupportSet:
+    """A FIFO support set of unit rows: solo-learn's queue (nnbyol.py / nnsiam.py `__init__`, `find_nn`,
+    `dequeue_and_enqueue`), which NNCLR's Sec. 3.2 describes too."""
+
+    def make_queue(self, queue_size, dim):
+        # `torch.randn(queue_size, proj_output_dim)` then `F.normalize(self.queue, dim=1)`: random unit rows.
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
+        self.ptr = 0
+
+    @torch.no_grad()
+    def find_nn(self, z):
+        """`idx = (z @ self.queue.T).max(dim=1)[1]`: `z` arrives L2-normalised, so this is the cosine argmax."""
+        return self.queue[(z @ self.queue.T).max(dim=1)[1]]
+
+    @torch.no_grad()
+    def enqueue(self, z):
+        """FIFO: the batch replaces the oldest rows. solo-learn asserts `queue_size % batch_size == 0` and
+        writes `queue[ptr:ptr + B]`; the modular index is the same write when that holds."""
+        b = z.shape[0]
+        idx = (self.ptr + torch.arange(b)) % self.queue.shape[0]
+        self.queue[idx] = z  # already normalised by the caller, as solo-learn's (it does not normalise here)
+        self.ptr = (self.ptr + b) % self.queue.shape[0]
+
+
+class NNCLR(_SupportSet, Method):
     """NNCLR, from the paper (Dwibedi et al. 2021, arXiv:2104.14548v2); no official code exists.
 
     - Heads (the paper's implementation details, quoted in lightly's
@@ -330,14 +354,12 @@ class NNCLR(Method):
         self.predictor = mlp(projection_dim, prediction_hidden_dim or hidden, projection_dim)
         self.t, self.symmetrize = temperature, symmetrize
         # "initialized as a random matrix": unit rows, as the NN lookup normalises (eq. 4).
-        self.register_buffer("queue", F.normalize(torch.randn(queue_size, projection_dim), dim=1))
-        self.ptr = 0
+        self.make_queue(queue_size, projection_dim)
         self.augment = byol_pair()
 
-    @torch.no_grad()
     def nearest(self, z):
         """NN(z, Q): the support row closest (cosine) to each row of `z`, no gradient."""
-        return self.queue[(F.normalize(z, dim=1) @ self.queue.T).argmax(1)]
+        return self.find_nn(F.normalize(z, dim=1))
 
     def contrast(self, nn_, p):
         """The logits `NN(z_i) · p+_k / T` (both L2-normalised, as SimCLR's eq. 1 which eq. 3 follows)."""
@@ -357,16 +379,8 @@ class NNCLR(Method):
             loss = (
                 F.cross_entropy(self.contrast(nn1, p2), labels) + F.cross_entropy(self.contrast(nn2, p1), labels)
             ) / 2
-        self.enqueue(z1)
+        self.enqueue(F.normalize(z1.detach(), dim=1))  # Sec. 3.2: view 1's embeddings replace the oldest rows
         return loss
-
-    @torch.no_grad()
-    def enqueue(self, z):
-        """Sec. 3.2: the batch's view-1 embeddings replace the oldest rows (a ring buffer holds the same set)."""
-        b = z.shape[0]
-        idx = (self.ptr + torch.arange(b)) % self.queue.shape[0]
-        self.queue[idx] = F.normalize(z.detach(), dim=1)
-        self.ptr = (self.ptr + b) % self.queue.shape[0]
 
 
 class MoCoV3(Method):
@@ -570,29 +584,6 @@ class MMCR(Method):
         if self.tau is not None:  # misc.py MomentumUpdate.batch_end: after the optimizer step, constant tau
             self.ema(self.encoder, self.momentum_encoder, self.tau)
             self.ema(self.projector, self.momentum_projector, self.tau)
-
-
-class _SupportSet:
-    """solo-learn's queue (nnbyol.py / nnsiam.py `__init__`, `find_nn`, `dequeue_and_enqueue`)."""
-
-    def make_queue(self, queue_size, dim):
-        # `torch.randn(queue_size, proj_output_dim)` then `F.normalize(self.queue, dim=1)`: random unit rows.
-        self.register_buffer("queue", F.normalize(torch.randn(queue_size, dim), dim=1))
-        self.ptr = 0
-
-    @torch.no_grad()
-    def find_nn(self, z):
-        """`idx = (z @ self.queue.T).max(dim=1)[1]`: `z` arrives L2-normalised, so this is the cosine argmax."""
-        return self.queue[(z @ self.queue.T).max(dim=1)[1]]
-
-    @torch.no_grad()
-    def enqueue(self, z):
-        """FIFO: the batch replaces the oldest rows. solo-learn asserts `queue_size % batch_size == 0` and
-        writes `queue[ptr:ptr + B]`; the modular index is the same write when that holds."""
-        b = z.shape[0]
-        idx = (self.ptr + torch.arange(b)) % self.queue.shape[0]
-        self.queue[idx] = z  # already normalised by the caller, as solo-learn's (it does not normalise here)
-        self.ptr = (self.ptr + b) % self.queue.shape[0]
 
 
 class NNBYOL(_SupportSet, Method):
