@@ -467,4 +467,4 @@ def test_step0_loss_equals_the_reference_on_the_same_weights_views_and_state(nam
     finally:
         torch.set_num_threads(threads)
     assert ours["init_check"] < 1e-5
-    assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4)
+    assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4, abs=1e-6)  # parity_step0's tolerance
