@@ -163,10 +163,9 @@ SYNC = {
     "tico": (tico_torch, tico_keras),
     "wmse": (wmse_torch, wmse_keras),
 }
-# Methods whose step-0 loss rests on random state SYNC cannot share: method -> why (reported, not failed).
-# None so far: BYOL, DINO (centre at zeros), SimCLR, Barlow Twins, SwAV (no queue, Sinkhorn deterministic),
-# SimSiam, VICReg, VIbCReg (IterNorm's running statistics are unused in training), FastSiam and MoCo v3
-# draw nothing at step 0.
+# Methods whose step-0 loss rests on random state SYNC cannot share: method -> why (reported, not
+# failed). None so far: the methods without a hook draw nothing at step 0 beyond the views (DINO's
+# centre starts at zeros, SwAV's Sinkhorn is deterministic, VIbCReg's running statistics go unused).
 NOT_COMPARABLE = {}
 
 
