@@ -168,9 +168,13 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         """
         return encode_views(encoder or self.encoder, views, training, apart=self.encoder_batches == "view")
 
-    def embed(self, views, head, training=False, encoder=None):
-        """`head(encoder(view))` for each view: the encoder runs as `encode` runs it (`encoder_batches`)."""
-        return [head(h, training=training) for h in self.encode(views, training, encoder=encoder)]
+    def embed(self, views, head, training=False, encoder=None, together=False):
+        """`head(encoder(view))` per view, the encoder run as `encode` runs it; `together`: one head call
+        over all views' features, split back, so the head's BatchNorm spans them (SimCLR, SwAV, W-MSE)."""
+        features = self.encode(views, training, encoder=encoder)
+        if together and len(features) > 1:
+            return ops.split(head(ops.concatenate(features, axis=0), training=training), len(features), axis=0)
+        return [head(h, training=training) for h in features]
 
     def check_batch_size(self, batch_size):
         """Raises ValueError when the method cannot train on batches of this size."""

@@ -119,10 +119,8 @@ class DeepClusterV2(SSLModel):
         self.kmeans_seed = keras.random.SeedGenerator(self.next_seed())
 
     def ssl_forward(self, views, indices, training):
-        features = self.encode(views, training)
         # One projector call over all crops, so BatchNorm sees every crop.
-        z = l2_normalize(self.projector(ops.concatenate(features, axis=0), training=training))
-        z = ops.split(z, len(views), axis=0)
+        z = [l2_normalize(zv) for zv in self.embed(views, self.projector, training, together=True)]
         scores = [[ops.matmul(zv, ops.transpose(centroids)) for zv in z] for centroids in self.centroids]
         return {"z1": z[0], "z2": z[1], "scores": scores, "indices": ops.cast(indices, "int32")}
 

@@ -90,8 +90,7 @@ class MMCR(SSLModel):
         self.projector.build((None, self.feature_dim))
 
     def _project(self, views, encoder, projector, training):
-        features = ops.concatenate(self.encode(views, training, encoder=encoder), axis=0)
-        return ops.split(projector(features, training=training), len(views), axis=0)
+        return self.embed(views, projector, training, encoder=encoder, together=True)
 
     def ssl_forward(self, views, training):
         z = self._project(views, self.encoder, self.projector, training)

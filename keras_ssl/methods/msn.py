@@ -124,8 +124,7 @@ class MSN(SSLModel):
         anchors = [self.head(self.masked_features(views[1], training), training=training)]
         if len(views) > 2:
             # One head call over all focal crops: the official batch statistics.
-            focal = self.head(ops.concatenate(self.encode(views[2:], training), axis=0), training=training)
-            anchors += ops.split(focal, len(views) - 2, axis=0)
+            anchors += self.embed(views[2:], self.head, training, together=True)
         (h,) = self.encode(views[:1], training, encoder=self.target_encoder)
         return {"anchors": anchors, "target": ops.stop_gradient(self.target_head(h, training=training))}
 

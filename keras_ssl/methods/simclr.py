@@ -120,8 +120,7 @@ class SimCLR(SSLModel):
     def ssl_forward(self, views, training):
         # tf2/model.py: the projection head runs once on both views' features (tf.concat(features_list, 0)),
         # so its BatchNorm normalises over the 2B rows, as the encoder's does.
-        h = keras.ops.concatenate(self.encode(views, training), axis=0)
-        z1, z2 = keras.ops.split(self.projector(h, training=training), 2, axis=0)
+        z1, z2 = self.embed(views, self.projector, training, together=True)
         return {"z1": z1, "z2": z2}
 
     def compute_ssl_loss(self, outputs):

@@ -106,10 +106,8 @@ class SwAV(SSLModel):
         ]
 
     def ssl_forward(self, views, training):
-        features = self.encode(views, training)
         # One projector call over all crops, so BatchNorm sees every crop.
-        z = losses.l2_normalize(self.projector(ops.concatenate(features, axis=0), training=training))
-        z = ops.split(z, len(views), axis=0)
+        z = [losses.l2_normalize(zv) for zv in self.embed(views, self.projector, training, together=True)]
         return {"z1": z[0], "z2": z[1], "scores": [self.prototypes(zv, step=self.step) for zv in z]}
 
     def compute_ssl_loss(self, outputs):

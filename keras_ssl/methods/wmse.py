@@ -103,8 +103,7 @@ class WMSE(SSLModel):
     def ssl_forward(self, views, training):
         # As the official `WMSE.forward`: the encoder sees each view on its own (`encoder_batches`),
         # the projector all of them at once, so its BatchNorm statistics span the views.
-        features = self.encode(views, training)
-        z = ops.split(self.projector(ops.concatenate(features, axis=0), training=training), len(views), axis=0)
+        z = self.embed(views, self.projector, training, together=True)
         return {"z": z, "z1": z[0]}
 
     def compute_ssl_loss(self, outputs):
