@@ -315,6 +315,24 @@ def init_path(args, name, seed):
 # --------------------------------------------------------------- torch side
 
 
+def torch_images(a):
+    """uint8 NHWC images as the reference's float NCHW batch in [0, 1]."""
+    import torch
+
+    return torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
+
+
+def torch_features(method, images):
+    """The reference encoder's eval-mode features (kNN, and `load_init`'s check), in chunks of 500."""
+    import torch
+
+    method.encoder.eval()
+    with torch.no_grad():
+        out = [method.encoder(torch_images(images[i : i + 500])).numpy() for i in range(0, len(images), 500)]
+    method.encoder.train()
+    return np.concatenate(out)
+
+
 def run_torch(args, name, seed):
     import torch
 
@@ -327,16 +345,7 @@ def run_torch(args, name, seed):
     options = shared_options(args, name)
     method = torch_methods.build(name, args.width, options, args.init, steps_per_epoch, total, seed)
     method.joint_views = args.torch_bn == "joint"
-    to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
-
-    def features(images):
-        method.encoder.eval()
-        with torch.no_grad():
-            out = np.concatenate(
-                [method.encoder(to_tensor(images[i : i + 500])).numpy() for i in range(0, len(images), 500)]
-            )
-        method.encoder.train()
-        return out
+    features = lambda images: torch_features(method, images)
 
     start = time.perf_counter()
     random_knn = knn_top1(features(x), y, features(xt), yt)
@@ -366,7 +375,7 @@ def run_torch(args, name, seed):
         order, epoch_losses = epoch_order(seed, epoch, len(x), args.batch_size), []
         for i in range(steps_per_epoch):
             t0, c0 = time.perf_counter(), time.process_time()
-            batch = to_tensor(x[order[i * args.batch_size : (i + 1) * args.batch_size]])
+            batch = torch_images(x[order[i * args.batch_size : (i + 1) * args.batch_size]])
             method.before_step(step)
             if lr_at is not None:
                 for group in opt.param_groups:
@@ -492,6 +501,20 @@ def load_init(model, path):
     return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
 
 
+def keras_model(args, name, seed, steps_per_epoch):
+    """keras_ssl's model of `name` on the CIFAR ResNet-18 at `--width`, with the options the reference takes."""
+    import keras_ssl
+
+    multicrop = name in MULTICROP
+    encoder = keras_ssl.backbones.resnet18(
+        (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
+    )
+    options = {**shared_options(args, name), **keras_only_options(name, steps_per_epoch)}
+    if multicrop:
+        options["input_shape"] = (32, 32, 3)
+    return getattr(keras_ssl, KERAS_CLASSES[name])(encoder, seed=seed, **options)
+
+
 def run_keras(args, backend, name, seed):
     os.environ["KERAS_BACKEND"] = backend
     import keras
@@ -502,17 +525,7 @@ def run_keras(args, backend, name, seed):
     steps_per_epoch = len(x) // args.batch_size
     total = steps_per_epoch * args.epochs
     keras.utils.set_random_seed(seed)
-    multicrop = name in MULTICROP
-    encoder = keras_ssl.backbones.resnet18(
-        (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
-    )
-    options = {
-        **shared_options(args, name),
-        **keras_only_options(name, steps_per_epoch),
-    }
-    if multicrop:
-        options["input_shape"] = (32, 32, 3)
-    model = getattr(keras_ssl, KERAS_CLASSES[name])(encoder, seed=seed, **options)
+    model = keras_model(args, name, seed, steps_per_epoch)
     if args.recipe == "paper":
         official_recipe(args, name, steps_per_epoch)  # the same methods as the reference
         optimizer = keras_ssl.recipes.paper_optimizer(name, args.batch_size, steps_per_epoch, args.epochs)

@@ -183,15 +183,11 @@ def run_torch(args, name):
     method.joint_views = args.torch_bn == "joint"
     path = os.path.join(os.environ.get("KERAS_SSL_DATA_DIR", "/work/shared/data"), "cifar10.npz")
     x = np.load(path)["x_train"][: batch_size(args, name, options)]
-    to_tensor = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2).float() / 255.0
-    method.encoder.eval()  # parity.run_torch's check features: before any training forward
-    with torch.no_grad():
-        check_h = method.encoder(to_tensor(x[:8])).numpy()
-    method.encoder.train()
+    check_h = parity.torch_features(method, x[:8])  # as parity.run_torch: before any training forward
     weights = method.keras_weights()
     method.before_step(0)
     with torch.no_grad():
-        views = method.views(to_tensor(x), torch_methods.views_generator(args.seed))
+        views = method.views(parity.torch_images(x), torch_methods.views_generator(args.seed))
     state = {}
     with SYNC.get(name, (no_sync,))[0](method, state):
         loss = float(method.loss(views, 0).detach())
@@ -221,17 +217,8 @@ def run_keras(args, backend, name):
     import keras
     import parity
 
-    import keras_ssl
-
     keras.utils.set_random_seed(args.seed)
-    multicrop = name in parity.MULTICROP
-    encoder = keras_ssl.backbones.resnet18(
-        (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
-    )
-    options = {**parity.shared_options(args, name), **parity.keras_only_options(name, STEPS)}
-    if multicrop:
-        options["input_shape"] = (32, 32, 3)
-    model = getattr(keras_ssl, parity.KERAS_CLASSES[name])(encoder, seed=args.seed, **options)
+    model = parity.keras_model(args, name, args.seed, STEPS)
     model.build()
     init_check = parity.load_init(model, npz_path(args, name))
     model.total_steps.assign(STEPS)  # as MomentumScheduler sets it when fit starts

@@ -20,8 +20,7 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
 - NNCLR (Dwibedi et al. 2021; no official code): 3-layer projector, 2-layer predictor,
   a FIFO support set of view 1's projections, the nearest neighbour of each view's
   projection contrasted with the other view's prediction, both directions averaged
-  (solo-learn's solo/methods/nnclr.py, VISSL's NNclrInfoNCECriterion); `symmetrize="paper"`
-  gives one reading of the paper's Sec. 3.2 instead (its eq. 3 plus the transposed term).
+  (solo-learn's solo/methods/nnclr.py, VISSL's NNclrInfoNCECriterion).
 - MoCo v3, ResNet (facebookresearch/moco-v3 moco/builder.py MoCo_ResNet): 2-layer
   projector ending in BatchNorm without affine, 2-layer predictor, momentum encoder
   updated before the keys with the cosine momentum, `ctr(q1, k2) + ctr(q2, k1)` each `* 2T`.
@@ -309,21 +308,19 @@ class NNCLR(_SupportSet, Method):
       docstrings): projection MLP of 3 layers [2048, 2048, d], "all
       fully-connected layers are followed by batch-normalization", ReLU after
       all but the last; prediction MLP [4096, d], BatchNorm + ReLU after the
-      hidden layer, "the last layer has no batch-norm or activation". Here the widths are keras_ssl's: `hidden_dim` for both heads
-      (the paper's predictor is twice the projector's width; pass
-      `prediction_hidden_dim` for that). The output BatchNorm has no affine
+      hidden layer, "the last layer has no batch-norm or activation". Here the widths are
+      keras_ssl's: `hidden_dim` for both heads (the paper's predictor is twice the
+      projector's width). The output BatchNorm has no affine
       parameters (the paper does not say; keras_ssl's layout, so the
       trainable weights match; solo-learn and lightly keep them affine).
     - Support set (Sec. 3.2): a FIFO queue initialised as a random matrix,
       the NN looked up (eq. 4, L2-normalised, argmin of the L2 distance =
       argmax of the cosine) before the step's batch enters it; only view 1's
       embeddings are added, after the loss.
-    - Loss, by default the public implementations' (solo-learn solo/methods/nnclr.py
-      training_step and solo/losses/nnclr.py; VISSL NNclrInfoNCECriterion): the mean of
-      `CE(NN(z1) p2^T / T)` and `CE(NN(z2) p1^T / T)`, rows only, NN() without gradient.
-      `symmetrize="paper"` is one reading of the paper's Sec. 3.2 (unconfirmed: the text
-      was not available here): eq. 3 with z from view 1 and p+ = g(z+) from view 2,
-      plus the same logits with the softmax over the neighbours, summed.
+    - Loss, the public implementations' (solo-learn solo/methods/nnclr.py training_step and
+      solo/losses/nnclr.py; VISSL NNclrInfoNCECriterion): the mean of `CE(NN(z1) p2^T / T)`
+      and `CE(NN(z2) p1^T / T)`, rows only, NN() without gradient. (The paper's Sec. 3.2 may
+      sum eq. 3 with its transposed term instead; its text was not available here.)
     - Views: BYOL's (the paper: "the same augmentations as BYOL"), blur dropped
       at 32 px as keras_ssl's byol_views.
     - The encoder runs on both views in one call, as keras_ssl's NNCLR: with no official code to
@@ -341,18 +338,14 @@ class NNCLR(_SupportSet, Method):
         queue_size=4096,
         projection_dim=256,
         hidden_dim=None,
-        prediction_hidden_dim=None,
-        symmetrize="views",
     ):
         super().__init__(width)
-        if symmetrize not in ("paper", "views"):
-            raise ValueError(f"symmetrize must be 'paper' or 'views', got {symmetrize!r}")
         hidden = hidden_dim or min(2048, 4 * self.dim)
         # Linear-BN-ReLU, Linear-BN-ReLU, Linear-BN: a bias before each BN would be cancelled.
         self.projector = mlp(self.dim, hidden, projection_dim, layers=3, out_bn=True)
         # Linear-BN-ReLU, Linear (with its bias): "the last layer has no batch-norm or activation".
-        self.predictor = mlp(projection_dim, prediction_hidden_dim or hidden, projection_dim)
-        self.t, self.symmetrize = temperature, symmetrize
+        self.predictor = mlp(projection_dim, hidden, projection_dim)
+        self.t = temperature
         # "initialized as a random matrix": unit rows, as the NN lookup normalises (eq. 4).
         self.make_queue(queue_size, projection_dim)
         self.augment = byol_pair()
@@ -367,18 +360,10 @@ class NNCLR(_SupportSet, Method):
 
     def loss(self, views, step):
         z1, z2 = (self.projector(h) for h in self.encode_groups(views))
-        nn1 = self.nearest(z1)
+        p1, p2 = self.predictor(z1), self.predictor(z2)
         labels = torch.arange(z1.shape[0])
-        if self.symmetrize == "paper":
-            logits = self.contrast(nn1, self.predictor(z2))
-            # eq. 3 (softmax over the predictions) + the added term (softmax over the neighbours)
-            loss = F.cross_entropy(logits, labels) + F.cross_entropy(logits.T, labels)
-        else:
-            p1, p2 = self.predictor(z1), self.predictor(z2)
-            nn2 = self.nearest(z2)
-            loss = (
-                F.cross_entropy(self.contrast(nn1, p2), labels) + F.cross_entropy(self.contrast(nn2, p1), labels)
-            ) / 2
+        ce = lambda z, p: F.cross_entropy(self.contrast(self.nearest(z), p), labels)
+        loss = (ce(z1, p2) + ce(z2, p1)) / 2
         self.enqueue(F.normalize(z1.detach(), dim=1))  # Sec. 3.2: view 1's embeddings replace the oldest rows
         return loss
 
