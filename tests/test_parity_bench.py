@@ -446,25 +446,65 @@ def test_simclr_dclw_weights_keep_their_gradient_as_the_official_lambda():
     assert not np.allclose(grads[False], grads[True])
 
 
-@pytest.mark.parametrize("name", sorted(parity.KERAS_CLASSES))
-def test_step0_loss_equals_the_reference_on_the_same_weights_views_and_state(name, tmp_path, monkeypatch):
-    """keras_ssl's first training loss is its independent reference's (benchmarks/parity_step0.py).
-
-    The two sides share weights, views and random state (queues, permutations), so any difference in
-    the forward (which views a BatchNorm spans, a head's layout, the loss) shows; SimCLR's projector
-    batching did.
-    """
+def _step_sides(name, tmp_path, monkeypatch, steps):
+    """parity_step0's reference, its perturbed twin and keras_ssl (PyTorch backend) over `steps` steps."""
     import parity_step0
 
-    images = np.random.default_rng(1).integers(0, 256, size=(128, 32, 32, 3), dtype=np.uint8)
+    images = np.random.default_rng(1).integers(0, 256, size=(128 * steps, 32, 32, 3), dtype=np.uint8)
     np.savez(tmp_path / "cifar10.npz", x_train=images)
     monkeypatch.setenv("KERAS_SSL_DATA_DIR", str(tmp_path))
     threads = torch.get_num_threads()
+    # One thread: the suite runs two workers on two cores, and oversubscribed torch threads crawl.
+    argv = ["--workdir", str(tmp_path), "--batch-size", "8", "--threads", "1", "--align"]
     try:
-        args = parity_step0.parse(["--workdir", str(tmp_path), "--batch-size", "8", "--threads", str(threads)])
+        args = parity_step0.parse(argv + ["--steps", str(steps), "--lr", "1e-4"])
         reference = parity_step0.run_torch(args, name)
+        args.perturbed = True
+        noisy = parity_step0.run_torch(args, name) if steps > 1 else None
+        args.perturbed = False
         ours = parity_step0.run_keras(args, "torch", name)
     finally:
         torch.set_num_threads(threads)
+    return reference, noisy, ours
+
+
+@pytest.mark.parametrize("name", sorted(parity.KERAS_CLASSES))
+def test_first_steps_equal_the_reference_on_the_same_weights_views_and_state(name, tmp_path, monkeypatch):
+    """keras_ssl's first three training losses are its independent reference's (benchmarks/parity_step0.py).
+
+    The two sides share weights, views and random state (queues, permutations), so any difference in
+    the forward (which views a BatchNorm spans, a head's layout, the loss) shows at step 0, as
+    SimCLR's projector batching did; steps 1 and 2 add the optimizer and what each step carries to
+    the next (queues, support sets, centres, running covariances, targets), up to the float noise a
+    perturbed reference measures. DCLW's reference takes keras_ssl's documented choice
+    (parity_step0.KNOWN_CHOICES: no gradient through its weights), which steps 1 and 2 would show.
+    """
+    import parity_step0
+
+    reference, noisy, ours = _step_sides(name, tmp_path, monkeypatch, steps=3)
     assert ours["init_check"] < 1e-5
     assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4, abs=1e-6)  # parity_step0's tolerance
+    ok, worst, noise = parity_step0.verdict(reference["losses"], ours["losses"], noisy["losses"])
+    assert ok, (worst, reference["losses"], ours["losses"], noise)
+
+
+def test_first_steps_check_sees_a_state_update_that_step0_cannot(tmp_path, monkeypatch):
+    # MoCo v2 without its queue update: the same step 0, then negatives the reference no longer has.
+    import parity_step0
+
+    import keras_ssl
+
+    monkeypatch.setattr(keras_ssl.layers.memory.MemoryBank, "enqueue", lambda self, keys: None)
+    reference, noisy, ours = _step_sides("moco2", tmp_path, monkeypatch, steps=2)
+    assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4, abs=1e-6)
+    assert not parity_step0.verdict(reference["losses"], ours["losses"], noisy["losses"])[0]
+
+
+def test_step_verdict_allows_the_measured_noise_after_step0_only():
+    import parity_step0
+
+    reference, perturbed = [2.0, 3.0, 4.0], [2.0, 3.001, 4.01]
+    assert parity_step0.verdict(reference, [2.0001, 3.0009, 3.991], perturbed)[0]
+    assert parity_step0.verdict(reference, [2.001, 3.0, 4.0], perturbed)[:2] == (False, 0)  # step 0: rtol only
+    assert parity_step0.verdict(reference, [2.0, 3.0, 4.02], perturbed)[:2] == (False, 2)
+    assert not parity_step0.verdict(reference, [2.0, 3.0], perturbed)[0]
