@@ -24,7 +24,7 @@ reference's max abs.
 Step 0 passes when |keras_ssl - reference| <= `--atol` + `--rtol` |reference| (as numpy.allclose: the
 SimSiam family's losses start near 0.005, where float32's last digits are a large share of the
 value). Each later step adds the float noise the updates amplify: a second reference, from initial
-weights scaled by 1 + `--perturb` N(0, 1), gives it (`verdict`). At SGD 0.05 and batch 16 a
+weights scaled by 1 + `--perturb` N(0, 1), gives it, times `--noise-factor` (`verdict`). At SGD 0.05 and batch 16 a
 rounding-size difference grows to 1e-3 within two steps (a reference on one thread against two does
 so); `--lr 1e-4` keeps the noise small while queues, support sets, centres and running statistics
 still carry every step's outputs to the next, which is what the later steps check. `--align` gives
@@ -73,6 +73,7 @@ def parse(argv=None):
         help="with --steps > 1, a second reference whose initial weights are scaled by 1 + perturb * N(0, 1): its "
         "distance from the first is the float noise the steps amplify, which each later step's tolerance adds",
     )
+    p.add_argument("--noise-factor", type=float, default=3.0, help="later steps' tolerance: this many times the noise")
     p.add_argument("--align", action="store_true", help="the reference takes keras_ssl's KNOWN_CHOICES")
     p.add_argument("--threads", type=int, default=1, help="CPU threads per process")
     p.add_argument("--workdir", default=None, help="default: a new temp dir")
@@ -326,19 +327,21 @@ def after_noise(args, name, noisy):
     return f" ({np.max(np.abs(np.array(noisy['after_h']) - after)) / np.max(np.abs(after)):.0e})"
 
 
-def verdict(reference, ours, perturbed=None, rtol=1e-4, atol=1e-6):
-    """(pass, worst step, noise): each step's loss within atol + rtol |reference| + that step's noise.
+def verdict(reference, ours, perturbed=None, rtol=1e-4, atol=1e-6, noise_factor=3.0):
+    """(pass, worst step, noise): each step's loss within atol + rtol |reference| + noise_factor x that step's noise.
 
     The noise is |perturbed - reference|, a reference run from weights perturbed by float rounding: the
     steps after the first amplify such differences (batch statistics, normalisations), as they amplify
-    the two libraries' different summation orders. Step 0 runs before any update and gets no noise.
+    the two libraries' different summation orders. One perturbed run is one draw of that noise, and
+    an SVD or a chaotic loss (Barlow Twins at batch 32) can land keras_ssl twice as far, hence the
+    factor. Step 0 runs before any update and gets no noise.
     """
     reference, ours = np.asarray(reference, float), np.asarray(ours, float)
     noise = np.zeros_like(reference) if perturbed is None else np.abs(np.asarray(perturbed, float) - reference)
     noise[0] = 0.0
     if ours.shape != reference.shape:
         return False, 0, noise
-    excess = np.abs(ours - reference) - (atol + rtol * np.abs(reference) + noise)
+    excess = np.abs(ours - reference) - (atol + rtol * np.abs(reference) + noise_factor * noise)
     return bool(np.all(excess <= 0)), int(np.argmax(excess)), noise
 
 
@@ -402,7 +405,7 @@ def main():
             k = side(args, f"keras:{backend}:{name}") if isinstance(ref, dict) else ref
             if isinstance(k, dict) and (noisy is None or isinstance(noisy, dict)):
                 r, o = np.array(ref["losses"]), np.array(k["losses"])
-                ok, worst, noise = verdict(r, o, noisy and noisy["losses"], args.rtol, args.atol)
+                ok, worst, noise = verdict(r, o, noisy and noisy["losses"], args.rtol, args.atol, args.noise_factor)
                 rel = np.abs(o - r) / np.abs(r)
                 result = "PASS" if ok else "FAIL"
                 if name in NOT_COMPARABLE:

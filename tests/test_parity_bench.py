@@ -504,7 +504,9 @@ def test_step_verdict_allows_the_measured_noise_after_step0_only():
     import parity_step0
 
     reference, perturbed = [2.0, 3.0, 4.0], [2.0, 3.001, 4.01]
-    assert parity_step0.verdict(reference, [2.0001, 3.0009, 3.991], perturbed)[0]
+    assert parity_step0.verdict(reference, [2.0001, 3.0009, 3.991], perturbed, noise_factor=1)[0]
+    assert parity_step0.verdict(reference, [2.0001, 3.0029, 3.971], perturbed, noise_factor=3)[0]
     assert parity_step0.verdict(reference, [2.001, 3.0, 4.0], perturbed)[:2] == (False, 0)  # step 0: rtol only
-    assert parity_step0.verdict(reference, [2.0, 3.0, 4.02], perturbed)[:2] == (False, 2)
+    assert parity_step0.verdict(reference, [2.0, 3.0, 4.02], perturbed, noise_factor=1)[:2] == (False, 2)
+    assert parity_step0.verdict(reference, [2.0, 3.0, 4.04], perturbed, noise_factor=3)[:2] == (False, 2)
     assert not parity_step0.verdict(reference, [2.0, 3.0], perturbed)[0]
