@@ -3,7 +3,7 @@
     python benchmarks/parity_step0.py --methods simclr --backends torch
     python benchmarks/parity_step0.py                                  # every method, torch and tensorflow
     python benchmarks/parity_step0.py --methods byol,moco2 --backends jax --rtol 1e-5
-    python benchmarks/parity_step0.py --steps 3 --lr 1e-4 --batch-size 32  # and the next two steps
+    python benchmarks/parity_step0.py --steps 3 --batch-size 32  # and the next two steps (SGD 1e-4)
     python benchmarks/parity_step0.py --methods nnclr --torch-bn joint  # the reference's BatchNorm as keras_ssl's
     python benchmarks/parity_step0.py --side torch:byol --workdir /tmp/p0  # one side, as the driver runs it
 
@@ -25,8 +25,8 @@ Step 0 passes when |keras_ssl - reference| <= `--atol` + `--rtol` |reference| (a
 SimSiam family's losses start near 0.005, where float32's last digits are a large share of the
 value). Each later step adds the float noise the updates amplify: a second reference, from initial
 weights scaled by 1 + `--perturb` N(0, 1), gives it, times `--noise-factor` (`verdict`). At SGD 0.05 and batch 16 a
-rounding-size difference grows to 1e-3 within two steps (a reference on one thread against two does
-so); `--lr 1e-4` keeps the noise small while queues, support sets, centres and running statistics
+rounding-size difference grows to 1e-3 in one step (a reference on one thread against two does
+so); the default `--lr 1e-4` keeps the noise small while queues, support sets, centres and running statistics
 still carry every step's outputs to the next, which is what the later steps check. `--align` gives
 the reference keras_ssl's documented choices where they change the gradient (`KNOWN_CHOICES`).
 
@@ -62,7 +62,7 @@ def parse(argv=None):
     p.add_argument("--options", default=None, help="JSON of method options for both sides, as parity.py's")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=1, help="training steps on both sides (default: step 0's loss only)")
-    p.add_argument("--lr", type=float, default=0.05, help="SGD rate (momentum 0.9), as parity.py's")
+    p.add_argument("--lr", type=float, default=1e-4, help="SGD rate (momentum 0.9), as parity.py's")
     p.add_argument("--weight-decay", type=float, default=5e-4, help="coupled, as parity.py's --decay paper")
     p.add_argument("--rtol", type=float, default=1e-4)
     p.add_argument("--atol", type=float, default=1e-6)
@@ -228,9 +228,10 @@ def run_torch(args, name):
     # parity.run_torch's optimizer under --decay paper: torch.optim.SGD, its decay coupled, on every parameter.
     opt = torch.optim.SGD(method.trainable(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     if args.perturbed:  # the noise-floor run: the same, from weights a float rounding or so away
+        noise = torch.Generator().manual_seed(args.seed)
         with torch.no_grad():
             for p in method.parameters():
-                p.mul_(1 + args.perturb * torch.randn(p.shape, generator=torch.Generator().manual_seed(args.seed)))
+                p.mul_(1 + args.perturb * torch.randn(p.shape, generator=noise))
     gen, state, saved, losses = torch_methods.views_generator(args.seed), {}, {}, []
     with SYNC.get(name, (no_sync,))[0](method, state):
         for step in range(args.steps):  # parity.run_torch's step

@@ -457,7 +457,7 @@ def _step_sides(name, tmp_path, monkeypatch, steps):
     # One thread: the suite runs two workers on two cores, and oversubscribed torch threads crawl.
     argv = ["--workdir", str(tmp_path), "--batch-size", "8", "--threads", "1", "--align"]
     try:
-        args = parity_step0.parse(argv + ["--steps", str(steps), "--lr", "1e-4"])
+        args = parity_step0.parse(argv + ["--steps", str(steps)])  # SGD 1e-4, parity_step0's default
         reference = parity_step0.run_torch(args, name)
         args.perturbed = True
         noisy = parity_step0.run_torch(args, name) if steps > 1 else None
