@@ -501,6 +501,12 @@ def load_init(model, path):
     return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
 
 
+def step_loss(running):
+    """The last step's loss from Keras's logged running means of an epoch's steps, `running` (mean of 1..n)."""
+    n = len(running)
+    return n * running[-1] - (n - 1) * (running[-2] if n > 1 else 0.0)
+
+
 def keras_model(args, name, seed, steps_per_epoch):
     """keras_ssl's model of `name` on the CIFAR ResNet-18 at `--width`, with the options the reference takes."""
     import keras_ssl
@@ -544,9 +550,7 @@ def run_keras(args, backend, name, seed):
         def on_train_batch_end(self, batch, logs=None):
             # Reading the loss waits for the step (JAX dispatches asynchronously); Keras logs the epoch's running mean.
             running.append(float(keras.ops.convert_to_numpy(logs["loss"])))
-            step_losses.append(
-                len(running) * running[-1] - (len(running) - 1) * (running[-2] if len(running) > 1 else 0)
-            )
+            step_losses.append(step_loss(running))
             times.append(time.perf_counter() - self.t0)
             cpu.append(time.process_time() - self.c0)
 

@@ -71,7 +71,8 @@ def parse(argv=None):
         type=float,
         default=1e-6,
         help="with --steps > 1, a second reference whose initial weights are scaled by 1 + perturb * N(0, 1): its "
-        "distance from the first is the float noise the steps amplify, which each later step's tolerance adds",
+        "distance from the first is the float noise the steps amplify; each later step's tolerance adds it, "
+        "times --noise-factor",
     )
     p.add_argument("--noise-factor", type=float, default=3.0, help="later steps' tolerance: this many times the noise")
     p.add_argument("--align", action="store_true", help="the reference takes keras_ssl's KNOWN_CHOICES")
@@ -311,7 +312,7 @@ def run_keras(args, backend, name):
             verbose=0,
             callbacks=[keras_ssl.callbacks.MomentumScheduler(total_steps=STEPS), Losses()],
         )
-    losses = [(i + 1) * m - i * (means[i - 1] if i else 0.0) for i, m in enumerate(means)]
+    losses = [parity.step_loss(means[: i + 1]) for i in range(len(means))]
     h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
     after = np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["after_h"])) / np.max(np.abs(saved["after_h"]))
     return {"loss": losses[0], "losses": losses, "init_check": init_check, "after_check": float(after)}
