@@ -369,6 +369,20 @@ def run_torch(args, name, seed):
         opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, weight_decay=coupled)
     else:
         opt = torch.optim.Adam(groups, lr=args.lr, weight_decay=coupled)
+
+    def before_update(_views):
+        if clip is not None:  # DINO's utils.clip_gradients: each parameter's gradient norm to `clip`
+            for p in params:
+                if p.grad is not None:
+                    coef = clip / (p.grad.norm(2) + 1e-6)
+                    if coef < 1:
+                        p.grad.mul_(coef)
+        if args.recipe == "shared" and args.decay == "keras" and decay:
+            with torch.no_grad():  # Keras's decoupled decay, before the update, on every variable
+                for p in params:
+                    if not (args.exclude_norm_bias and p.ndim <= 1):
+                        p.mul_(1 - args.lr * decay)
+
     gen = torch_methods.views_generator(seed)
     losses, step_losses, times, cpu, step = [], [], [], [], 0
     for epoch in range(args.epochs):
@@ -376,29 +390,10 @@ def run_torch(args, name, seed):
         for i in range(steps_per_epoch):
             t0, c0 = time.perf_counter(), time.process_time()
             batch = torch_images(x[order[i * args.batch_size : (i + 1) * args.batch_size]])
-            method.before_step(step)
             if lr_at is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lr_at[step])
-            with torch.no_grad():
-                views = method.views(batch, gen)
-            loss = method.loss(views, step)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if clip is not None:  # DINO's utils.clip_gradients: each parameter's gradient norm to `clip`
-                for p in params:
-                    if p.grad is not None:
-                        coef = clip / (p.grad.norm(2) + 1e-6)
-                        if coef < 1:
-                            p.grad.mul_(coef)
-            method.drop_frozen_grads(step)
-            if args.recipe == "shared" and args.decay == "keras" and decay:
-                with torch.no_grad():  # Keras's decoupled decay, before the update, on every variable
-                    for p in params:
-                        if not (args.exclude_norm_bias and p.ndim <= 1):
-                            p.mul_(1 - args.lr * decay)
-            opt.step()
-            method.after_step(step)
+            loss, _ = torch_step(method, opt, batch, gen, step, before_update)
             step += 1
             epoch_losses.append(loss.item())
             times.append(time.perf_counter() - t0)
@@ -415,6 +410,30 @@ def run_torch(args, name, seed):
         "step_losses": step_losses,
         "knn_seconds": knn_seconds,
     }
+
+
+def torch_step(method, opt, images, gen, step, before_update=None):
+    """One reference training step, as parity.py and parity_step0.py run it; returns (loss, views).
+
+    The method's before-step (momentum schedules), its views of `images` (uint8 NCHW from
+    torch_images) drawn from `gen`, its loss and gradient; the frozen layers' gradients dropped;
+    then `before_update(views)` (clipping, decoupled decay, a recorded gradient), the update, and
+    the method's after-step (targets, queues, centres).
+    """
+    import torch
+
+    method.before_step(step)
+    with torch.no_grad():
+        views = method.views(images, gen)
+    loss = method.loss(views, step)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    method.drop_frozen_grads(step)
+    if before_update is not None:
+        before_update(views)
+    opt.step()
+    method.after_step(step)
+    return loss, views
 
 
 # --------------------------------------------------------------- keras side
@@ -656,6 +675,7 @@ def main():
     if args.images < args.batch_size:
         raise SystemExit(f"--images {args.images} is less than one batch of {args.batch_size}")
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="parity_")
+    os.makedirs(args.workdir, exist_ok=True)
     load_cifar(args)
     optimizer = (
         f"{args.optimizer} lr {args.lr} momentum 0.9, weight decay {args.weight_decay} ({args.decay} semantics"
