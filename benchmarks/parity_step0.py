@@ -6,6 +6,7 @@
     python benchmarks/parity_step0.py --steps 3 --batch-size 32  # and the next two steps (SGD 1e-4)
     python benchmarks/parity_step0.py --methods nnclr --torch-bn joint  # the reference's BatchNorm as keras_ssl's
     python benchmarks/parity_step0.py --side torch:byol --workdir /tmp/p0  # one side, as the driver runs it
+    python benchmarks/parity_step0.py --gradients --batch-size 32  # step 0's gradients against float64
 
 For each method a fresh process builds the reference as parity.run_torch does
 (torch_methods.build with parity's method_options, `--init`, `--width`, `--torch-bn`) and trains it
@@ -29,6 +30,16 @@ rounding-size difference grows to 1e-3 in one step (a reference on one thread ag
 so); the default `--lr 1e-4` keeps the noise small while queues, support sets, centres and running statistics
 still carry every step's outputs to the next, which is what the later steps check. `--align` gives
 the reference keras_ssl's documented choices where they change the gradient (`KNOWN_CHOICES`).
+
+`--gradients` checks what the step-0 loss cannot: the gradient. The reference also runs a float64
+copy of itself on the same views and state (GradientRecord), and each side's step-0 gradient is
+compared with that copy's: ||g - g64|| / ||g64|| over all the weights the reference hands over. A
+side passes when it is within `--noise-factor` times the float32 reference's own distance. That
+distance is large, 1e-3 to 1e-2 at batch 32 (each convolution's and BatchNorm's float32 gradient
+is within 1e-5 of float64's), and changes with the thread count: the ResNet's gradient at
+initialisation amplifies rounding (its features within a batch are near parallel, mean cosine
+0.87, and BatchNorm's backward subtracts their means). A gradient that differs by a choice (DCLW's
+detached weights without `--align`) lies 0.3 away.
 
 W-MSE whitens sub-batches of `w_size` rows (128 by default, more than its projection_dim 64),
 so its batch is `--batch-size` rounded up to a multiple of w_size: 128 by default. A smaller one
@@ -76,6 +87,11 @@ def parse(argv=None):
     )
     p.add_argument("--noise-factor", type=float, default=3.0, help="later steps' tolerance: this many times the noise")
     p.add_argument("--align", action="store_true", help="the reference takes keras_ssl's KNOWN_CHOICES")
+    p.add_argument(
+        "--gradients",
+        action="store_true",
+        help="step 0's gradient on each side against a float64 reference's (GradientRecord), with --steps 1",
+    )
     p.add_argument("--threads", type=int, default=1, help="CPU threads per process")
     p.add_argument("--workdir", default=None, help="default: a new temp dir")
     p.add_argument(
@@ -233,26 +249,81 @@ def run_torch(args, name):
         with torch.no_grad():
             for p in method.parameters():
                 p.mul_(1 + args.perturb * torch.randn(p.shape, generator=noise))
-    gen, state, saved, losses = torch_methods.views_generator(args.seed), {}, {}, []
+    gen, state, saved, losses, result = torch_methods.views_generator(args.seed), {}, {}, [], {}
     with SYNC.get(name, (no_sync,))[0](method, state):
-        for step in range(args.steps):  # parity.run_torch's step
-            method.before_step(step)
-            with torch.no_grad():
-                views = method.views(parity.torch_images(x[step * batch : (step + 1) * batch]), gen)
-            loss = method.loss(views, step)
+        for step in range(args.steps):
+            grads = GradientRecord(method, step) if args.gradients and not args.perturbed else None
+            loss, views = parity.torch_step(
+                method, opt, parity.torch_images(x[step * batch : (step + 1) * batch]), gen, step, grads
+            )
             losses.append(float(loss.detach()))
             saved.update({f"view/{step}/{i}": v.permute(0, 2, 3, 1).contiguous().numpy() for i, v in enumerate(views)})
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            method.drop_frozen_grads(step)
-            opt.step()
-            method.after_step(step)
+            if grads is not None:
+                saved.update(grads.arrays)
+                result["grad_error"] = gradient_error(grads.arrays, "grad32/")
     after_h = parity.torch_features(method, x[:8])  # eval mode: the weights and BatchNorm statistics it ends with
     if args.perturbed:
         return {"loss": losses[0], "losses": losses, "batch": batch, "after_h": after_h.tolist()}
     state = {f"state/{k}": v for k, v in state.items()}
     np.savez(npz_path(args, name), check_x=x[:8], check_h=check_h, after_h=after_h, **weights, **saved, **state)
-    return {"loss": losses[0], "losses": losses, "batch": batch}
+    return {"loss": losses[0], "losses": losses, "batch": batch, **result}
+
+
+class GradientRecord:
+    """parity.torch_step's `before_update` for `--gradients`: step 0's gradient, and a float64 twin's.
+
+    Made before the step, it copies the method (weights, queues, centres: the state the step starts
+    from) to float64. Called with the step's views once the float32 gradient is in, it records that
+    gradient (`grad32/<key>`, keras_weights' layout), then runs the copy's step on the same views
+    (cast) with torch's global generator rewound to where the float32 loss drew from (W-MSE's
+    sub-batch rows), new tensors in float64, inside the same SYNC hook (MoCo's interleave), and
+    records its gradient (`grad64/<key>`). The float32 reference's and keras_ssl's gradients are then
+    each compared with the float64 one (`gradient_error`).
+    """
+
+    def __init__(self, method, step):
+        import copy
+
+        import torch
+
+        if step:
+            raise SystemExit("--gradients compares step 0's gradient: run it with --steps 1")
+        self.method, self.twin, self.rng = method, copy.deepcopy(method).double(), torch.get_rng_state()
+
+    def __call__(self, views):
+        import torch
+
+        self.arrays = {f"grad32/{k}": np.array(v, copy=True) for k, v in self.method.keras_weights(grad=True).items()}
+        default, after = torch.get_default_dtype(), torch.get_rng_state()
+        torch.set_rng_state(self.rng)
+        torch.set_default_dtype(torch.float64)
+        try:
+            self.twin.before_step(0)
+            self.twin.loss([v.double() for v in views], 0).backward()
+            self.twin.drop_frozen_grads(0)
+        finally:
+            torch.set_default_dtype(default)
+            torch.set_rng_state(after)
+        self.arrays.update({f"grad64/{k}": np.array(v) for k, v in self.twin.keras_weights(grad=True).items()})
+
+
+def gradient_error(arrays, prefix):
+    """(relative norm, median relative) difference of the `prefix` gradient from the `grad64/` one.
+
+    ||g - g64|| / ||g64|| over all the weights together, and the median of |g - g64| / |g64| over the
+    entries where g64 is not 0 (frozen layers' gradients are 0 on every side).
+    """
+    keys = sorted(k[len("grad64/") :] for k in arrays if k.startswith("grad64/"))
+    missing = [k for k in keys if f"{prefix}{k}" not in arrays]
+    if missing:
+        raise ValueError(f"no {prefix} gradient for {missing[:5]}")
+    g = np.concatenate([np.ravel(arrays[f"{prefix}{k}"]).astype(np.float64) for k in keys])
+    g64 = np.concatenate([np.ravel(arrays[f"grad64/{k}"]) for k in keys])
+    nonzero = g64 != 0
+    return [
+        float(np.linalg.norm(g - g64) / np.linalg.norm(g64)),
+        float(np.median(np.abs(g - g64)[nonzero] / np.abs(g64[nonzero]))),
+    ]
 
 
 def limit_threads(backend, n):
@@ -281,6 +352,7 @@ def run_keras(args, backend, name):
     model = parity.keras_model(args, name, args.seed, STEPS)
     # Eagerly, so that each step can take its views from Python; parity.run_keras's optimizer.
     model.compile(optimizer=parity.keras_optimizer(args), run_eagerly=True)
+    applied = record_gradients(model.optimizer) if args.gradients else None  # over compile's own wrapping
     model.build()
     init_check = parity.load_init(model, npz_path(args, name))
     if int(keras.ops.convert_to_numpy(model.step)) != 0:
@@ -315,7 +387,43 @@ def run_keras(args, backend, name):
     losses = [parity.step_loss(means[: i + 1]) for i in range(len(means))]
     h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
     after = np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["after_h"])) / np.max(np.abs(saved["after_h"]))
-    return {"loss": losses[0], "losses": losses, "init_check": init_check, "after_check": float(after)}
+    result = {"loss": losses[0], "losses": losses, "init_check": init_check, "after_check": float(after)}
+    if applied:
+        ours = {f"grad/{key}": g for key, g in keras_layout(model, saved, applied[0]).items()}
+        result["grad_error"] = gradient_error({**ours, **saved}, "grad/")
+    return result
+
+
+def record_gradients(optimizer):
+    """Makes `optimizer.apply` keep each call's gradients as numpy, by variable id: the list it returns.
+
+    Every backend's train step ends in `apply`: TensorFlow's and PyTorch's with the variables, JAX's
+    `stateless_apply` with the optimizer's own (eager here, so the gradients are concrete).
+    """
+    import types
+
+    import keras
+
+    calls, apply = [], optimizer.apply
+
+    def recording(self, grads, trainable_variables=None):
+        variables = trainable_variables if trainable_variables is not None else self._trainable_variables
+        calls.append({id(v): keras.ops.convert_to_numpy(g) for v, g in zip(variables, grads) if g is not None})
+        return apply(grads, trainable_variables)
+
+    optimizer.apply = types.MethodType(recording, optimizer)
+    return calls
+
+
+def keras_layout(model, saved, grads):
+    """`grads` (by variable id) in the reference's keras_weights layout: the keys load_init assigns."""
+    out = {}
+    for layer in model.encoder.layers:
+        for w in layer.trainable_weights:
+            out[f"enc/{layer.name}/{w.name}"] = w
+    for attr in sorted({k.split("/")[1] for k in saved if k.startswith("head/")}):
+        out.update({f"head/{attr}/{i}": w for i, w in enumerate(getattr(model, attr).trainable_weights)})
+    return {key: grads.get(id(w), np.zeros(tuple(w.shape), "float32")) for key, w in out.items()}
 
 
 # --------------------------------------------------------------------------- driver
@@ -347,6 +455,18 @@ def verdict(reference, ours, perturbed=None, rtol=1e-4, atol=1e-6, noise_factor=
     return bool(np.all(excess <= 0)), int(np.argmax(excess)), noise
 
 
+def gradient_verdict(reference, ours, factor=3.0, floor=1e-6):
+    """(pass, cell): keras_ssl's gradient is within `factor` x the float32 reference's distance of the float64 one.
+
+    Both arguments are gradient_error's [relative norm, median relative]; the norm decides. A float32
+    gradient is as good as float32 arithmetic makes it, and its distance from the float64 one is how
+    far that is for this method (a Barlow Twins cross-correlation or an SVD loses more digits than a
+    cosine): a side within a few times that distance is as exact as the reference.
+    """
+    ok = ours[0] <= factor * reference[0] + floor
+    return ok, f"{ours[0]:.1e} / {reference[0]:.1e} ({ours[1]:.0e} / {reference[1]:.0e})"
+
+
 def side(args, which):
     """One side in a fresh process (as parity.py runs them): its JSON result, or an error string."""
     argv = [sys.executable, os.path.abspath(__file__), "--side", which]
@@ -367,6 +487,7 @@ def side(args, which):
         if getattr(args, key) is not None:
             argv += [f"--{key.replace('_', '-')}", str(getattr(args, key))]
     argv += ["--align"] if args.align else []
+    argv += ["--gradients"] if args.gradients else []
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", OMP_NUM_THREADS=str(args.threads))
     proc = subprocess.run(argv, capture_output=True, text=True, env=env)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
@@ -396,9 +517,11 @@ def main():
     args.workdir = args.workdir or tempfile.mkdtemp(prefix="parity_step0_")
     os.makedirs(args.workdir, exist_ok=True)
     start, failed = time.perf_counter(), False
+    grad_column = " gradient vs float64: keras_ssl / float32 reference (median) |" if args.gradients else ""
     rows = [
-        "| method | backend | reference loss | keras_ssl loss | rel. diff | worst step: rel. diff (noise) | init check | after check (noise) | result |",
-        "|---" * 9 + "|",
+        "| method | backend | reference loss | keras_ssl loss | rel. diff | worst step: rel. diff (noise) | init check"
+        f" | after check (noise) |{grad_column} result |",
+        "|---" * (10 if args.gradients else 9) + "|",
     ]
     for name in methods:
         ref = side(args, f"torch:{name}")
@@ -409,22 +532,30 @@ def main():
                 r, o = np.array(ref["losses"]), np.array(k["losses"])
                 ok, worst, noise = verdict(r, o, noisy and noisy["losses"], args.rtol, args.atol, args.noise_factor)
                 rel = np.abs(o - r) / np.abs(r)
+                if args.gradients:  # as near the float64 gradient as the float32 reference, or nearer
+                    grad_ok, grad_cell = gradient_verdict(ref["grad_error"], k["grad_error"], args.noise_factor)
+                    ok &= grad_ok
                 result = "PASS" if ok else "FAIL"
                 if name in NOT_COMPARABLE:
                     result = f"not comparable: {NOT_COMPARABLE[name]}"
                 cells = (
                     f"{r[0]:.7f} | {o[0]:.7f} | {rel[0]:.1e} | {worst}: {rel[worst]:.1e} ({noise[worst] / abs(r[worst]):.0e})"
-                    f" | {k['init_check']:.1e} | {k['after_check']:.1e}{after_noise(args, name, noisy)} | {result}"
+                    f" | {k['init_check']:.1e} | {k['after_check']:.1e}{after_noise(args, name, noisy)}"
+                    + (f" | {grad_cell}" if args.gradients else "")
+                    + f" | {result}"
                 )
             else:
-                result, cells = "FAIL", f"- | - | - | - | - | - | FAIL: {k if isinstance(k, str) else noisy}"
+                blanks = "- | " * (7 if args.gradients else 6)
+                result, cells = "FAIL", f"{blanks}FAIL: {k if isinstance(k, str) else noisy}"
             failed |= result == "FAIL"
             rows.append(f"| {name} | {backend} | {cells} |")
             print(rows[-1], flush=True)
     print(
         f"\nbatch {args.batch_size} (W-MSE: a multiple of w_size), ResNet-18 x{args.width}, init {args.init}, "
         f"reference BN {args.torch_bn}, {args.steps} step(s) of SGD {args.lr} (momentum 0.9, coupled decay "
-        f"{args.weight_decay}), rtol {args.rtol}, atol {args.atol}; {time.perf_counter() - start:.0f} s\n"
+        f"{args.weight_decay}), rtol {args.rtol}, atol {args.atol}"
+        + (", step 0's gradient against a float64 reference's" if args.gradients else "")
+        + f"; {time.perf_counter() - start:.0f} s\n"
     )
     print("\n".join(rows))
     sys.exit(1 if failed else 0)

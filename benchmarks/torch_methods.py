@@ -319,19 +319,23 @@ class Method(nn.Module):
         for o, t in zip(online.parameters(), target.parameters()):
             t.mul_(tau).add_(o.detach(), alpha=1 - tau)
 
-    def keras_weights(self):
-        """Initial weights in keras_ssl's layout: {"enc/<layer>/<var>": array, "head/<attr>/<i>": array}."""
+    def keras_weights(self, grad=False):
+        """Weights (or, with `grad`, their gradients: zeros where None) in keras_ssl's layout.
+
+        {"enc/<layer>/<var>": array, "head/<attr>/<i>": array}; the arrays share the tensors' memory.
+        """
+        value = lambda p: (torch.zeros_like(p) if p.grad is None else p.grad) if grad else p
         out = {}
         for name, conv in self.encoder.convs.items():
-            out[f"enc/{name}_conv/kernel"] = conv.weight.detach().permute(2, 3, 1, 0).numpy()
+            out[f"enc/{name}_conv/kernel"] = value(conv.weight).detach().permute(2, 3, 1, 0).numpy()
             bn = self.encoder.bns[name]
             out[f"enc/{name}_bn/gamma"], out[f"enc/{name}_bn/beta"] = (
-                bn.weight.detach().numpy(),
-                bn.bias.detach().numpy(),
+                value(bn.weight).detach().numpy(),
+                value(bn.bias).detach().numpy(),
             )
         for attr, params in self.keras_head_params().items():
             for i, p in enumerate(params):
-                p = p.detach().numpy()
+                p = value(p).detach().numpy()
                 out[f"head/{attr}/{i}"] = p.T if p.ndim == 2 else p  # Linear (out, in) -> Dense (in, out)
         return out
 

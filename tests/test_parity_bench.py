@@ -446,7 +446,7 @@ def test_simclr_dclw_weights_keep_their_gradient_as_the_official_lambda():
     assert not np.allclose(grads[False], grads[True])
 
 
-def _step_sides(name, tmp_path, monkeypatch, steps):
+def _step_sides(name, tmp_path, monkeypatch, steps, extra=("--align",)):
     """parity_step0's reference, its perturbed twin and keras_ssl (PyTorch backend) over `steps` steps."""
     import parity_step0
 
@@ -455,7 +455,7 @@ def _step_sides(name, tmp_path, monkeypatch, steps):
     monkeypatch.setenv("KERAS_SSL_DATA_DIR", str(tmp_path))
     threads = torch.get_num_threads()
     # One thread: the suite runs two workers on two cores, and oversubscribed torch threads crawl.
-    argv = ["--workdir", str(tmp_path), "--batch-size", "8", "--threads", "1", "--align"]
+    argv = ["--workdir", str(tmp_path), "--batch-size", "8", "--threads", "1", *extra]
     try:
         args = parity_step0.parse(argv + ["--steps", str(steps)])  # SGD 1e-4, parity_step0's default
         reference = parity_step0.run_torch(args, name)
@@ -510,3 +510,33 @@ def test_step_verdict_allows_the_measured_noise_after_step0_only():
     assert parity_step0.verdict(reference, [2.0, 3.0, 4.02], perturbed, noise_factor=1)[:2] == (False, 2)
     assert parity_step0.verdict(reference, [2.0, 3.0, 4.04], perturbed, noise_factor=3)[:2] == (False, 2)
     assert not parity_step0.verdict(reference, [2.0, 3.0], perturbed)[0]
+
+
+@pytest.mark.parametrize("align", [True, False])
+def test_gradient_check_sees_what_the_loss_cannot(align, tmp_path, monkeypatch):
+    """`--gradients`: keras_ssl's step-0 gradient is as near a float64 reference's as the float32 reference's is.
+
+    DCLW's detached weights (keras_ssl's documented choice; dcl.py keeps their gradient) leave the
+    step-0 loss equal; the gradient check fails them unless the reference takes the same choice.
+    """
+    import parity_step0
+
+    extra = ("--gradients", "--align") if align else ("--gradients",)
+    reference, _, ours = _step_sides("dclw", tmp_path, monkeypatch, steps=1, extra=extra)
+    assert ours["loss"] == pytest.approx(reference["loss"], rel=1e-4, abs=1e-6)
+    assert reference["grad_error"][0] < 1e-2, reference  # the float32 reference is near its float64 twin
+    ok, cell = parity_step0.gradient_verdict(reference["grad_error"], ours["grad_error"])
+    assert ok == align, cell
+
+
+def test_gradient_error_is_the_relative_distance_from_the_float64_gradient():
+    import parity_step0
+
+    arrays = {"grad64/a": np.array([3.0, 0.0]), "grad64/b": np.array([[4.0]]), "grad32/a": np.array([3.0, 1.0])}
+    arrays["grad32/b"] = np.array([[2.0]])
+    # ||(0, 1, -2)|| / ||(3, 0, 4)|| = sqrt(5) / 5; the entries where g64 is not 0: |0| / 3 and |-2| / 4.
+    assert parity_step0.gradient_error(arrays, "grad32/") == pytest.approx([np.sqrt(5) / 5, 0.25])
+    with pytest.raises(ValueError, match="no grad/ gradient for \\['a'"):
+        parity_step0.gradient_error(arrays, "grad/")
+    assert parity_step0.gradient_verdict([1e-2, 0], [2.9e-2, 0])[0]
+    assert not parity_step0.gradient_verdict([1e-2, 0], [3.2e-2, 0])[0]
