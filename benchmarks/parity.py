@@ -84,6 +84,7 @@ KERAS_CLASSES = {
     "nnsiam": "NNSiam",
     "dcl": "SimCLR",  # with loss="dcl" (keras_only_options)
     "dclw": "SimCLR",  # with loss="dclw"
+    "supcon": "SupCon",  # supervised: both sides get each batch's labels
 }
 MULTICROP = ("dino", "swav")
 
@@ -225,6 +226,7 @@ def method_options(name, dim):
         "nnsiam": dict(queue_size=4096, projection_dim=min(2048, 4 * dim), prediction_dim=min(2048, 4 * dim) // 4),
         "dcl": dict(temperature=0.5, projection_dim=128, hidden_dim=dim),
         "dclw": dict(temperature=0.5, projection_dim=128, hidden_dim=dim, sigma=0.5),
+        "supcon": dict(temperature=0.1, projection_dim=128, hidden_dim=dim),
     }[name]
 
 
@@ -389,7 +391,10 @@ def run_torch(args, name, seed):
         order, epoch_losses = epoch_order(seed, epoch, len(x), args.batch_size), []
         for i in range(steps_per_epoch):
             t0, c0 = time.perf_counter(), time.process_time()
-            batch = torch_images(x[order[i * args.batch_size : (i + 1) * args.batch_size]])
+            rows = order[i * args.batch_size : (i + 1) * args.batch_size]
+            batch = torch_images(x[rows])
+            if getattr(method, "needs_labels", False):  # SupCon
+                method.labels = torch.from_numpy(y[rows])
             if lr_at is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lr_at[step])
@@ -580,6 +585,7 @@ def run_keras(args, backend, name, seed):
         running.clear()
         history = model.fit(
             x[order],
+            y[order] if model.needs_labels else None,
             epochs=1,
             batch_size=args.batch_size,
             shuffle=False,

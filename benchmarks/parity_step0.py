@@ -238,7 +238,10 @@ def run_torch(args, name):
         setattr(method, *KNOWN_CHOICES[name])
     path = os.path.join(os.environ.get("KERAS_SSL_DATA_DIR", "/work/shared/data"), "cifar10.npz")
     batch = batch_size(args, name, options)
-    x = np.load(path)["x_train"][: batch * args.steps]
+    data = np.load(path)
+    x = data["x_train"][: batch * args.steps]
+    # SupCon's labels (stand-ins where the archive has none, as the tests' random images)
+    y = data["y_train"][: len(x)].astype("int64") if "y_train" in data else np.arange(len(x)) % 3
     check_h = parity.torch_features(method, x[:8])  # as parity.run_torch: before any training forward
     # Copies: keras_weights' arrays share the parameters' memory, which the steps below change.
     weights = {k: np.array(v, copy=True) for k, v in method.keras_weights().items()}
@@ -253,6 +256,8 @@ def run_torch(args, name):
     with SYNC.get(name, (no_sync,))[0](method, state):
         for step in range(args.steps):
             grads = GradientRecord(method, step) if args.gradients and not args.perturbed else None
+            if getattr(method, "needs_labels", False):
+                method.labels = torch.from_numpy(y[step * batch : (step + 1) * batch])
             loss, views = parity.torch_step(
                 method, opt, parity.torch_images(x[step * batch : (step + 1) * batch]), gen, step, grads
             )
@@ -265,7 +270,9 @@ def run_torch(args, name):
     if args.perturbed:
         return {"loss": losses[0], "losses": losses, "batch": batch, "after_h": after_h.tolist()}
     state = {f"state/{k}": v for k, v in state.items()}
-    np.savez(npz_path(args, name), check_x=x[:8], check_h=check_h, after_h=after_h, **weights, **saved, **state)
+    np.savez(
+        npz_path(args, name), check_x=x[:8], check_h=check_h, after_h=after_h, labels=y, **weights, **saved, **state
+    )
     return {"loss": losses[0], "losses": losses, "batch": batch, **result}
 
 
@@ -378,6 +385,7 @@ def run_keras(args, backend, name):
     with SYNC.get(name, (None, no_sync))[1](model, state):
         model.fit(
             np.zeros((batch * args.steps, 32, 32, 3), "uint8"),  # stand-ins: the step replaces their views
+            saved["labels"] if model.needs_labels else None,
             batch_size=batch,
             epochs=1,
             shuffle=False,

@@ -33,6 +33,8 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
   the target replaced by its nearest neighbour in a support set of view 1's unit projections.
 - SimCLR with DCL / DCLW (raminnakhli/Decoupled-Contrastive-Learning loss/dcl.py): SimCLR's network,
   the positive pair out of the denominator, DCLW's von Mises weights (with gradient, as there).
+- SupCon (HobbitLong/SupContrast losses.py, networks/resnet_big.py): Linear-ReLU-Linear head without
+  BatchNorm, both views through the encoder at once, every same-label view a positive.
 """
 
 import functools
@@ -717,6 +719,58 @@ class SimCLRDCL(Method):
         return total if self.directions == "sum" else total / 2
 
 
+class SupCon(Method):
+    """SupCon (HobbitLong/SupContrast: networks/resnet_big.py SupConResNet, losses.py SupConLoss, main_supcon.py).
+
+    Head (`head='mlp'`): Linear(d, d)-ReLU-Linear(d, feat_dim), both with bias, no BatchNorm, its
+    output L2-normalised (resnet_big.py). Both views through the encoder in one call
+    (`torch.cat([images[0], images[1]])`, main_supcon.py `train`). Views: main_supcon.py's CIFAR
+    transform, RandomResizedCrop(32, scale (0.2, 1)), flip, ColorJitter(0.4, 0.4, 0.4, 0.1) p 0.8,
+    grayscale 0.2. Loss: SupConLoss with `contrast_mode='all'`, line for line, `base_temperature`
+    equal to `temperature` (main_supcon.py builds `SupConLoss(temperature=opt.temp)`, whose base
+    stays 0.07; here at the parity runs' temperature both are the same, so the factor is 1, as
+    keras_ssl's default). The batch's labels arrive as `labels` (parity.py sets it each step).
+    """
+
+    keras_heads = {"projector": "projector"}
+    needs_labels = True
+    labels = None
+
+    def __init__(self, width, temperature=0.1, projection_dim=128, hidden_dim=None):
+        super().__init__(width)
+        self.projector = mlp(self.dim, hidden_dim or self.dim, projection_dim, bn=False)
+        self.t = self.base_t = temperature
+        self.augment = Augment(32, (0.2, 1.0), simclr_jitter(0.5))
+
+    def supcon_loss(self, features, labels):
+        """losses.py SupConLoss.forward, contrast_mode 'all': `features` (bsz, n_views, dim), `labels` (bsz,)."""
+        batch_size = features.shape[0]
+        mask = torch.eq(labels.view(-1, 1), labels.view(-1, 1).T).to(features.dtype)
+        contrast_count = features.shape[1]
+        contrast_feature = torch.cat(torch.unbind(features, dim=1), dim=0)
+        anchor_feature, anchor_count = contrast_feature, contrast_count
+        anchor_dot_contrast = torch.div(torch.matmul(anchor_feature, contrast_feature.T), self.t)
+        logits_max, _ = torch.max(anchor_dot_contrast, dim=1, keepdim=True)
+        logits = anchor_dot_contrast - logits_max.detach()
+        mask = mask.repeat(anchor_count, contrast_count)
+        logits_mask = torch.scatter(torch.ones_like(mask), 1, torch.arange(batch_size * anchor_count).view(-1, 1), 0)
+        mask = mask * logits_mask
+        exp_logits = torch.exp(logits) * logits_mask
+        log_prob = logits - torch.log(exp_logits.sum(1, keepdim=True))
+        mask_pos_pairs = mask.sum(1)
+        mask_pos_pairs = torch.where(mask_pos_pairs < 1e-6, 1, mask_pos_pairs)
+        mean_log_prob_pos = (mask * log_prob).sum(1) / mask_pos_pairs
+        loss = -(self.t / self.base_t) * mean_log_prob_pos
+        return loss.view(anchor_count, batch_size).mean()
+
+    def loss(self, views, step):
+        if self.labels is None:
+            raise ValueError("SupCon's reference needs the batch's labels: set `labels` before the step")
+        z = F.normalize(self.projector(torch.cat(self.encode_groups(views))), dim=1)
+        f1, f2 = z.chunk(2)
+        return self.supcon_loss(torch.stack([f1, f2], dim=1), self.labels)
+
+
 METHODS = {
     "tico": TiCo,
     "vibcreg": VIbCReg,
@@ -730,4 +784,5 @@ METHODS = {
     "nnsiam": NNSiam,
     "dcl": SimCLRDCL,
     "dclw": functools.partial(SimCLRDCL, weighting="von_mises"),
+    "supcon": SupCon,
 }

@@ -446,6 +446,24 @@ def test_simclr_dclw_weights_keep_their_gradient_as_the_official_lambda():
     assert not np.allclose(grads[False], grads[True])
 
 
+def test_supcon_loss_is_the_papers_l_sup_out():
+    z1, z2 = RNG.normal(size=(2, 6, 5))
+    labels = np.array([0, 1, 0, 2, 1, 0])
+    method = _bare(catalogue.SupCon(0.125, temperature=0.3), "encoder", "projector").double()
+    method.labels = torch.tensor(labels)
+    z, y = _unit(np.concatenate([z1, z2])), np.concatenate([labels, labels])
+    n, terms = len(z), []
+    for i in range(n):  # Khosla et al. eq. 2: positives P(i) = the other views of i's class
+        others = [a for a in range(n) if a != i]
+        log_norm = np.log(sum(np.exp(z[i] @ z[a] / 0.3) for a in others))
+        positives = [p for p in others if y[p] == y[i]]
+        terms.append(-np.mean([z[i] @ z[p] / 0.3 - log_norm for p in positives]))
+    assert float(method.loss(_t(z1, z2), 0).detach()) == pytest.approx(np.mean(terms), rel=1e-9)
+    method.labels = None
+    with pytest.raises(ValueError, match="needs the batch's labels"):
+        method.loss(_t(z1, z2), 0)
+
+
 def _step_sides(name, tmp_path, monkeypatch, steps, extra=("--align",)):
     """parity_step0's reference, its perturbed twin and keras_ssl (PyTorch backend) over `steps` steps."""
     import parity_step0
