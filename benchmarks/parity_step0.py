@@ -98,6 +98,8 @@ def parse(argv=None):
         "--side", default=None, help="one side: torch:METHOD, torch-perturbed:METHOD or keras:BACKEND:METHOD"
     )
     args = p.parse_args(argv)
+    if args.gradients and args.steps != 1:
+        p.error(f"--gradients compares step 0's gradient: run it with --steps 1, not {args.steps}")
     # What parity.keras_optimizer reads: SGD with momentum 0.9 and PyTorch's coupled decay on every variable.
     args.optimizer, args.decay, args.exclude_norm_bias = "sgd", "paper", False
     args.perturbed = False  # the noise-floor reference (--side torch-perturbed:METHOD)
@@ -255,7 +257,7 @@ def run_torch(args, name):
     gen, state, saved, losses, result = torch_methods.views_generator(args.seed), {}, {}, [], {}
     with SYNC.get(name, (no_sync,))[0](method, state):
         for step in range(args.steps):
-            grads = GradientRecord(method, step) if args.gradients and not args.perturbed else None
+            grads = GradientRecord(method) if args.gradients and not args.perturbed else None  # step 0 only
             if getattr(method, "needs_labels", False):
                 method.labels = torch.from_numpy(y[step * batch : (step + 1) * batch])
             loss, views = parity.torch_step(
@@ -288,13 +290,11 @@ class GradientRecord:
     each compared with the float64 one (`gradient_error`).
     """
 
-    def __init__(self, method, step):
+    def __init__(self, method):
         import copy
 
         import torch
 
-        if step:
-            raise SystemExit("--gradients compares step 0's gradient: run it with --steps 1")
         self.method, self.twin, self.rng = method, copy.deepcopy(method).double(), torch.get_rng_state()
 
     def __call__(self, views):

@@ -558,3 +558,5 @@ def test_gradient_error_is_the_relative_distance_from_the_float64_gradient():
         parity_step0.gradient_error(arrays, "grad/")
     assert parity_step0.gradient_verdict([1e-2, 0], [2.9e-2, 0])[0]
     assert not parity_step0.gradient_verdict([1e-2, 0], [3.2e-2, 0])[0]
+    with pytest.raises(SystemExit):  # step 0's gradient only: refused before any run
+        parity_step0.parse(["--gradients", "--steps", "2"])
