@@ -420,7 +420,7 @@ def run_torch(args, name, seed):
 def torch_step(method, opt, images, gen, step, before_update=None):
     """One reference training step, as parity.py and parity_step0.py run it; returns (loss, views).
 
-    The method's before-step (momentum schedules), its views of `images` (uint8 NCHW from
+    The method's before-step (momentum schedules), its views of `images` (float NCHW in [0, 1], from
     torch_images) drawn from `gen`, its loss and gradient; the frozen layers' gradients dropped;
     then `before_update(views)` (clipping, decoupled decay, a recorded gradient), the update, and
     the method's after-step (targets, queues, centres).
