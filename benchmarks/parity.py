@@ -393,12 +393,10 @@ def run_torch(args, name, seed):
             t0, c0 = time.perf_counter(), time.process_time()
             rows = order[i * args.batch_size : (i + 1) * args.batch_size]
             batch = torch_images(x[rows])
-            if getattr(method, "needs_labels", False):  # SupCon
-                method.labels = torch.from_numpy(y[rows])
             if lr_at is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lr_at[step])
-            loss, _ = torch_step(method, opt, batch, gen, step, before_update)
+            loss, _ = torch_step(method, opt, batch, gen, step, before_update, labels=y[rows])
             step += 1
             epoch_losses.append(loss.item())
             times.append(time.perf_counter() - t0)
@@ -417,16 +415,19 @@ def run_torch(args, name, seed):
     }
 
 
-def torch_step(method, opt, images, gen, step, before_update=None):
+def torch_step(method, opt, images, gen, step, before_update=None, labels=None):
     """One reference training step, as parity.py and parity_step0.py run it; returns (loss, views).
 
-    The method's before-step (momentum schedules), its views of `images` (float NCHW in [0, 1], from
+    `labels` (the batch's int array) go to a method that `needs_labels` (SupCon). The method's
+    before-step (momentum schedules), its views of `images` (float NCHW in [0, 1], from
     torch_images) drawn from `gen`, its loss and gradient; the frozen layers' gradients dropped;
     then `before_update(views)` (clipping, decoupled decay, a recorded gradient), the update, and
     the method's after-step (targets, queues, centres).
     """
     import torch
 
+    if getattr(method, "needs_labels", False):
+        method.labels = torch.from_numpy(labels)
     method.before_step(step)
     with torch.no_grad():
         views = method.views(images, gen)

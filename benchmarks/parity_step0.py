@@ -241,9 +241,7 @@ def run_torch(args, name):
     path = os.path.join(os.environ.get("KERAS_SSL_DATA_DIR", "/work/shared/data"), "cifar10.npz")
     batch = batch_size(args, name, options)
     data = np.load(path)
-    x = data["x_train"][: batch * args.steps]
-    # SupCon's labels (stand-ins where the archive has none, as the tests' random images)
-    y = data["y_train"][: len(x)].astype("int64") if "y_train" in data else np.arange(len(x)) % 3
+    x, y = data["x_train"][: batch * args.steps], data["y_train"][: batch * args.steps].astype("int64")
     check_h = parity.torch_features(method, x[:8])  # as parity.run_torch: before any training forward
     # Copies: keras_weights' arrays share the parameters' memory, which the steps below change.
     weights = {k: np.array(v, copy=True) for k, v in method.keras_weights().items()}
@@ -258,11 +256,8 @@ def run_torch(args, name):
     with SYNC.get(name, (no_sync,))[0](method, state):
         for step in range(args.steps):
             grads = GradientRecord(method) if args.gradients and not args.perturbed else None  # step 0 only
-            if getattr(method, "needs_labels", False):
-                method.labels = torch.from_numpy(y[step * batch : (step + 1) * batch])
-            loss, views = parity.torch_step(
-                method, opt, parity.torch_images(x[step * batch : (step + 1) * batch]), gen, step, grads
-            )
+            rows = slice(step * batch, (step + 1) * batch)
+            loss, views = parity.torch_step(method, opt, parity.torch_images(x[rows]), gen, step, grads, labels=y[rows])
             losses.append(float(loss.detach()))
             saved.update({f"view/{step}/{i}": v.permute(0, 2, 3, 1).contiguous().numpy() for i, v in enumerate(views)})
             if grads is not None:

@@ -468,8 +468,9 @@ def _step_sides(name, tmp_path, monkeypatch, steps, extra=("--align",)):
     """parity_step0's reference, its perturbed twin and keras_ssl (PyTorch backend) over `steps` steps."""
     import parity_step0
 
-    images = np.random.default_rng(1).integers(0, 256, size=(128 * steps, 32, 32, 3), dtype=np.uint8)
-    np.savez(tmp_path / "cifar10.npz", x_train=images)
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, size=(128 * steps, 32, 32, 3), dtype=np.uint8)
+    np.savez(tmp_path / "cifar10.npz", x_train=images, y_train=rng.integers(0, 3, size=128 * steps))  # SupCon's
     monkeypatch.setenv("KERAS_SSL_DATA_DIR", str(tmp_path))
     threads = torch.get_num_threads()
     # One thread: the suite runs two workers on two cores, and oversubscribed torch threads crawl.
