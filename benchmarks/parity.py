@@ -138,6 +138,14 @@ def parse(argv=None):
         help="JSON of method options for both sides, over method_options(), e.g. DINO with "
         'lightly\'s CIFAR-10 head: \'{"use_bn_in_head": true, "output_dim": 2048}\'',
     )
+    p.add_argument(
+        "--keras-views",
+        choices=("own", "reference"),
+        default="own",
+        help="own: keras_ssl draws its views; reference: it trains on the very views the reference drew at "
+        "each step (its augmentations from the same generator), so only the training differs. Methods whose "
+        "views share one size and that need no labels",
+    )
     p.add_argument("--workdir", default=None, help="where the shared initial weights go (default: a temp dir)")
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
     p.add_argument("--run", default=None, help="one run: torch:METHOD:SEED or keras:BACKEND:METHOD:SEED")
@@ -546,6 +554,35 @@ def keras_model(args, name, seed, steps_per_epoch):
     return getattr(keras_ssl, KERAS_CLASSES[name])(encoder, seed=seed, **options)
 
 
+def reference_views(args, name, seed, x, steps_per_epoch):
+    """The views the reference draws from `x` at each step, as `epoch_views(order)`: an epoch's batches, each
+    its views stacked along the batch axis (float NHWC in [0, 1]; `len(views)` × batch rows per step).
+
+    A second reference object (the same build, the same generator) redraws them: its augmentations take
+    only the generator's numbers, so the draws are the training run's (test_parity_bench checks this).
+    """
+    import torch
+
+    sys.path.insert(0, HERE)
+    import torch_methods
+
+    if name in MULTICROP or KERAS_CLASSES[name] == "SupCon":
+        raise SystemExit(f"--keras-views reference: {name}'s views differ in size or need labels; own views only")
+    total = steps_per_epoch * args.epochs
+    method = torch_methods.build(name, args.width, shared_options(args, name), args.init, steps_per_epoch, total, seed)
+    gen = torch_methods.views_generator(seed)
+
+    def epoch_views(order):
+        out = []
+        for i in range(steps_per_epoch):
+            with torch.no_grad():
+                views = method.views(torch_images(x[order[i * args.batch_size : (i + 1) * args.batch_size]]), gen)
+            out.append(torch.cat(views).permute(0, 2, 3, 1).numpy())
+        return np.concatenate(out), len(views)
+
+    return epoch_views
+
+
 def run_keras(args, backend, name, seed):
     os.environ["KERAS_BACKEND"] = backend
     import keras
@@ -580,15 +617,22 @@ def run_keras(args, backend, name, seed):
             cpu.append(time.process_time() - self.c0)
 
     features = lambda images: model.encoder.predict(images.astype("float32") / 255.0, batch_size=500, verbose=0)
+    redraw = reference_views(args, name, seed, x, steps_per_epoch) if args.keras_views == "reference" else None
     losses = []
     for epoch in range(args.epochs):
         order = epoch_order(seed, epoch, len(x), args.batch_size)
+        inputs, batch = x[order], args.batch_size
+        if redraw is not None:  # each step's rows are its views, stacked; the view maker splits them again
+            inputs, count = redraw(order)
+            batch = count * args.batch_size
+            # object.__setattr__: a plain function where the view maker layer was (torch's Module refuses one).
+            object.__setattr__(model, "views", lambda images, training=True: keras.ops.split(images, count, axis=0))
         running.clear()
         history = model.fit(
-            x[order],
+            inputs,
             y[order] if model.needs_labels else None,
             epochs=1,
-            batch_size=args.batch_size,
+            batch_size=batch,
             shuffle=False,
             verbose=0,
             callbacks=[keras_ssl.callbacks.MomentumScheduler(total_steps=total), Timer()],

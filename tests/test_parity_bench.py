@@ -561,3 +561,49 @@ def test_gradient_error_is_the_relative_distance_from_the_float64_gradient():
     assert not parity_step0.gradient_verdict([1e-2, 0], [3.2e-2, 0])[0]
     with pytest.raises(SystemExit):  # step 0's gradient only: refused before any run
         parity_step0.parse(["--gradients", "--steps", "2"])
+
+
+def test_redrawn_views_are_the_ones_the_reference_trains_on():
+    # parity.reference_views redraws from a fresh build and generator: the views of every step, in order.
+    x = np.random.default_rng(2).integers(0, 256, size=(40, 32, 32, 3), dtype=np.uint8)
+    args = parity.parse(["--batch-size", "16", "--width", "0.125", "--epochs", "2"])
+    redraw = parity.reference_views(args, "simclr", 3, x, steps_per_epoch=2)
+    method = torch_methods.build("simclr", 0.125, parity.shared_options(args, "simclr"), args.init, 2, 4, 3)
+    gen, opt = torch_methods.views_generator(3), torch.optim.SGD(method.trainable(), lr=0.1)
+    for epoch in range(2):
+        order = parity.epoch_order(3, epoch, len(x), 16)
+        stacked, count = redraw(order)
+        assert count == 2 and stacked.shape == (2 * 2 * 16, 32, 32, 3)
+        for i in range(2):
+            rows = parity.torch_images(x[order[i * 16 : (i + 1) * 16]])
+            _, views = parity.torch_step(method, opt, rows, gen, 2 * epoch + i)
+            np.testing.assert_array_equal(stacked[i * 32 : (i + 1) * 32], torch.cat(views).permute(0, 2, 3, 1).numpy())
+    with pytest.raises(SystemExit, match="differ in size"):
+        parity.reference_views(args, "dino", 3, x, steps_per_epoch=2)
+
+
+def test_keras_run_on_the_references_views_starts_at_its_loss(tmp_path, monkeypatch):
+    # The same weights and, with --keras-views reference, the same views: step 0's losses agree.
+    rng = np.random.default_rng(4)
+    np.savez(
+        tmp_path / "cifar10.npz",
+        x_train=rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8),
+        y_train=rng.integers(0, 10, size=64),
+        x_test=rng.integers(0, 256, size=(16, 32, 32, 3), dtype=np.uint8),
+        y_test=rng.integers(0, 10, size=16),
+    )
+    monkeypatch.setenv("KERAS_SSL_DATA_DIR", str(tmp_path))
+    argv = ["--images", "32", "--test-images", "16", "--epochs", "1", "--batch-size", "16", "--width", "0.125"]
+    argv += ["--init", "torchvision", "--workdir", str(tmp_path / "w"), "--lr", "0.01"]
+    os.makedirs(tmp_path / "w")
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        reference = parity.run_torch(parity.parse(argv), "simclr", 0)
+        ours = parity.run_keras(parity.parse(argv + ["--keras-views", "reference"]), "torch", "simclr", 0)
+        own = parity.run_keras(parity.parse(argv), "torch", "simclr", 0)
+    finally:
+        torch.set_num_threads(threads)
+    assert ours["init_check"] < 1e-5
+    assert ours["step_losses"][0] == pytest.approx(reference["step_losses"][0], rel=1e-4)
+    assert own["step_losses"][0] != pytest.approx(reference["step_losses"][0], rel=1e-4)  # other views
