@@ -146,6 +146,14 @@ def parse(argv=None):
         "each step (its augmentations from the same generator), so only the training differs. Methods whose "
         "views share one size and that need no labels",
     )
+    p.add_argument(
+        "--torch-views",
+        choices=("own", "keras"),
+        default="own",
+        help="own: the reference draws its views; keras: it trains on keras_ssl's view maker's views (the "
+        "method's keras_ssl model, built in the reference's process on Keras's torch backend, seeded as the "
+        "keras_ssl run's), the mirror of --keras-views reference",
+    )
     p.add_argument("--workdir", default=None, help="where the shared initial weights go (default: a temp dir)")
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
     p.add_argument("--run", default=None, help="one run: torch:METHOD:SEED or keras:BACKEND:METHOD:SEED")
@@ -393,6 +401,9 @@ def run_torch(args, name, seed):
                     if not (args.exclude_norm_bias and p.ndim <= 1):
                         p.mul_(1 - args.lr * decay)
 
+    if args.torch_views == "keras":
+        keras_views = keras_view_maker(args, name, seed, steps_per_epoch)
+        method.views = lambda images, gen: keras_views(images)
     gen = torch_methods.views_generator(seed)
     losses, step_losses, times, cpu, step = [], [], [], [], 0
     for epoch in range(args.epochs):
@@ -421,6 +432,28 @@ def run_torch(args, name, seed):
         "step_losses": step_losses,
         "knn_seconds": knn_seconds,
     }
+
+
+def keras_view_maker(args, name, seed, steps_per_epoch):
+    """keras_ssl's views of float NCHW batches in [0, 1], as the reference's `views(images, gen)` returns them.
+
+    The method's keras_ssl model on Keras's torch backend, seeded and built as run_keras seeds and
+    builds it, so its view maker's draws start where the keras_ssl run's step 0 starts.
+    """
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    import keras
+
+    if keras.backend.backend() != "torch":
+        raise SystemExit(f"--torch-views keras needs Keras's torch backend, not {keras.backend.backend()!r}")
+    keras.utils.set_random_seed(seed)
+    model = keras_model(args, name, seed, steps_per_epoch)
+    model.build()
+
+    def views(images):
+        made = model.views(images.permute(0, 2, 3, 1).contiguous(), training=True)
+        return [v.detach().cpu().permute(0, 3, 1, 2).contiguous() for v in made]
+
+    return views
 
 
 def torch_step(method, opt, images, gen, step, before_update=None, labels=None):

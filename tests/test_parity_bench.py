@@ -582,8 +582,9 @@ def test_redrawn_views_are_the_ones_the_reference_trains_on():
         parity.reference_views(args, "dino", 3, x, steps_per_epoch=2)
 
 
-def test_keras_run_on_the_references_views_starts_at_its_loss(tmp_path, monkeypatch):
-    # The same weights and, with --keras-views reference, the same views: step 0's losses agree.
+def test_each_side_run_on_the_others_views_starts_at_its_loss(tmp_path, monkeypatch):
+    # The same weights and, with --keras-views reference or --torch-views keras, the same views: step 0's
+    # losses agree (keras_ssl on Keras's torch backend, whose view maker the reference then draws from).
     rng = np.random.default_rng(4)
     np.savez(
         tmp_path / "cifar10.npz",
@@ -602,8 +603,10 @@ def test_keras_run_on_the_references_views_starts_at_its_loss(tmp_path, monkeypa
         reference = parity.run_torch(parity.parse(argv), "simclr", 0)
         ours = parity.run_keras(parity.parse(argv + ["--keras-views", "reference"]), "torch", "simclr", 0)
         own = parity.run_keras(parity.parse(argv), "torch", "simclr", 0)
+        mirror = parity.run_torch(parity.parse(argv + ["--torch-views", "keras"]), "simclr", 0)
     finally:
         torch.set_num_threads(threads)
     assert ours["init_check"] < 1e-5
     assert ours["step_losses"][0] == pytest.approx(reference["step_losses"][0], rel=1e-4)
     assert own["step_losses"][0] != pytest.approx(reference["step_losses"][0], rel=1e-4)  # other views
+    assert mirror["step_losses"][0] == pytest.approx(own["step_losses"][0], rel=1e-4)
