@@ -154,6 +154,14 @@ def parse(argv=None):
         "method's keras_ssl model, built in the reference's process on Keras's torch backend, seeded as the "
         "keras_ssl run's), the mirror of --keras-views reference",
     )
+    p.add_argument(
+        "--perturb",
+        type=float,
+        default=0.0,
+        help="the reference's noise floor: it trains from the shared initial weights scaled by 1 + perturb * "
+        "N(0, 1) (the arrays handed to keras_ssl stay unscaled), so a rerun of the same seed, views and data "
+        "differs from the first by float-rounding-size noise only; 1e-6 is float32's",
+    )
     p.add_argument("--workdir", default=None, help="where the shared initial weights go (default: a temp dir)")
     p.add_argument("--markdown", default=None, help="also write the markdown table to this file")
     p.add_argument("--run", default=None, help="one run: torch:METHOD:SEED or keras:BACKEND:METHOD:SEED")
@@ -369,6 +377,11 @@ def run_torch(args, name, seed):
     random_knn = knn_top1(features(x), y, features(xt), yt)
     knn_seconds = time.perf_counter() - start
     np.savez(init_path(args, name, seed), check_x=x[:8], check_h=features(x[:8]), **method.keras_weights())
+    if args.perturb:  # after the save: keras_ssl's runs start from the unscaled arrays
+        noise = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in method.parameters():
+                p.mul_(1 + args.perturb * torch.randn(p.shape, generator=noise))
 
     params = method.trainable()
     decay = args.weight_decay if args.decay != "none" else 0.0

@@ -604,9 +604,16 @@ def test_each_side_run_on_the_others_views_starts_at_its_loss(tmp_path, monkeypa
         ours = parity.run_keras(parity.parse(argv + ["--keras-views", "reference"]), "torch", "simclr", 0)
         own = parity.run_keras(parity.parse(argv), "torch", "simclr", 0)
         mirror = parity.run_torch(parity.parse(argv + ["--torch-views", "keras"]), "simclr", 0)
+        saved = dict(np.load(tmp_path / "w" / "init_simclr_0_torchvision_w0.125.npz"))
+        perturbed = parity.run_torch(parity.parse(argv + ["--perturb", "1e-3"]), "simclr", 0)
     finally:
         torch.set_num_threads(threads)
     assert ours["init_check"] < 1e-5
     assert ours["step_losses"][0] == pytest.approx(reference["step_losses"][0], rel=1e-4)
     assert own["step_losses"][0] != pytest.approx(reference["step_losses"][0], rel=1e-4)  # other views
     assert mirror["step_losses"][0] == pytest.approx(own["step_losses"][0], rel=1e-4)
+    # --perturb: the reference's own noise floor; the arrays handed to keras_ssl stay the unscaled ones.
+    resaved = np.load(tmp_path / "w" / "init_simclr_0_torchvision_w0.125.npz")
+    assert all(np.array_equal(saved[k], resaved[k]) for k in saved)
+    first, again = reference["step_losses"][0], perturbed["step_losses"][0]
+    assert first != again and again == pytest.approx(first, rel=1e-2)
