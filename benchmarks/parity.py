@@ -378,10 +378,7 @@ def run_torch(args, name, seed):
     knn_seconds = time.perf_counter() - start
     np.savez(init_path(args, name, seed), check_x=x[:8], check_h=features(x[:8]), **method.keras_weights())
     if args.perturb:  # after the save: keras_ssl's runs start from the unscaled arrays
-        noise = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in method.parameters():
-                p.mul_(1 + args.perturb * torch.randn(p.shape, generator=noise))
+        perturb(method, args.perturb, seed)
 
     params = method.trainable()
     decay = args.weight_decay if args.decay != "none" else 0.0
@@ -467,6 +464,16 @@ def keras_view_maker(args, name, seed, steps_per_epoch):
         return [v.detach().cpu().permute(0, 3, 1, 2).contiguous() for v in made]
 
     return views
+
+
+def perturb(method, scale, seed):
+    """Scales each of the reference's parameters by 1 + scale N(0, 1) (drawn from `seed`): a noise-floor run."""
+    import torch
+
+    noise = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in method.parameters():
+            p.mul_(1 + scale * torch.randn(p.shape, generator=noise))
 
 
 def torch_step(method, opt, images, gen, step, before_update=None, labels=None):

@@ -248,10 +248,7 @@ def run_torch(args, name):
     # parity.run_torch's optimizer under --decay paper: torch.optim.SGD, its decay coupled, on every parameter.
     opt = torch.optim.SGD(method.trainable(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay)
     if args.perturbed:  # the noise-floor run: the same, from weights a float rounding or so away
-        noise = torch.Generator().manual_seed(args.seed)
-        with torch.no_grad():
-            for p in method.parameters():
-                p.mul_(1 + args.perturb * torch.randn(p.shape, generator=noise))
+        parity.perturb(method, args.perturb, args.seed)
     gen, state, saved, losses, result = torch_methods.views_generator(args.seed), {}, {}, [], {}
     with SYNC.get(name, (no_sync,))[0](method, state):
         for step in range(args.steps):
