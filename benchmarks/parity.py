@@ -85,8 +85,9 @@ KERAS_CLASSES = {
     "dcl": "SimCLR",  # with loss="dcl" (keras_only_options)
     "dclw": "SimCLR",  # with loss="dclw"
     "supcon": "SupCon",  # supervised: both sides get each batch's labels
+    "deepclusterv2": "DeepClusterV2",  # both sides get each batch's dataset indices
 }
-MULTICROP = ("dino", "swav")
+MULTICROP = ("dino", "swav", "deepclusterv2")
 
 
 def parse(argv=None):
@@ -251,6 +252,14 @@ def method_options(name, dim):
         "dcl": dict(temperature=0.5, projection_dim=128, hidden_dim=dim),
         "dclw": dict(temperature=0.5, projection_dim=128, hidden_dim=dim, sigma=0.5),
         "supcon": dict(temperature=0.1, projection_dim=128, hidden_dim=dim),
+        # num_samples comes from the data (shared_options); the paper's 3 heads of 3000 clusters.
+        "deepclusterv2": dict(
+            num_prototypes=(3000, 3000, 3000),
+            projection_dim=128,
+            hidden_dim=min(2048, 4 * dim),
+            temperature=0.1,
+            kmeans_iterations=10,
+        ),
     }[name]
 
 
@@ -330,7 +339,12 @@ def extra_options(args):
 
 
 def shared_options(args, name):
-    return {**method_options(name, feature_dim(args.width)), **extra_options(args)}
+    """Both sides' options: method_options, DeepCluster v2's `num_samples` (`--images`), then `--options`."""
+    options = method_options(name, feature_dim(args.width))
+    if name == "deepclusterv2":  # its memory holds every sample; no more clusters than samples
+        n = args.images
+        options.update(num_samples=n, num_prototypes=tuple(min(k, n) for k in options["num_prototypes"]))
+    return {**options, **extra_options(args)}
 
 
 def init_path(args, name, seed):
@@ -415,9 +429,14 @@ def run_torch(args, name, seed):
         keras_views = keras_view_maker(args, name, seed, steps_per_epoch)
         method.views = lambda images, gen: keras_views(images)
     gen = torch_methods.views_generator(seed)
+    if hasattr(method, "init_memory"):  # DeepCluster v2's pass over the data before training, in epoch 0's order
+        order = epoch_order(seed, 0, len(x), args.batch_size)
+        method.init_memory(memory_batches(x, order, args.batch_size, steps_per_epoch), gen)
     losses, step_losses, times, cpu, step = [], [], [], [], 0
     for epoch in range(args.epochs):
         order, epoch_losses = epoch_order(seed, epoch, len(x), args.batch_size), []
+        if hasattr(method, "begin_epoch"):  # DeepCluster v2's clustering of its memory
+            method.begin_epoch(epoch)
         for i in range(steps_per_epoch):
             t0, c0 = time.perf_counter(), time.process_time()
             rows = order[i * args.batch_size : (i + 1) * args.batch_size]
@@ -425,7 +444,7 @@ def run_torch(args, name, seed):
             if lr_at is not None:
                 for group in opt.param_groups:
                     group["lr"] = float(lr_at[step])
-            loss, _ = torch_step(method, opt, batch, gen, step, before_update, labels=y[rows])
+            loss, _ = torch_step(method, opt, batch, gen, step, before_update, labels=y[rows], indices=rows)
             step += 1
             epoch_losses.append(loss.item())
             times.append(time.perf_counter() - t0)
@@ -442,6 +461,13 @@ def run_torch(args, name, seed):
         "step_losses": step_losses,
         "knn_seconds": knn_seconds,
     }
+
+
+def memory_batches(x, order, batch_size, steps):
+    """(float NCHW images, their rows) of `steps` batches of `order`: a reference's `init_memory` pass."""
+    for i in range(steps):
+        rows = order[i * batch_size : (i + 1) * batch_size]
+        yield torch_images(x[rows]), rows
 
 
 def keras_view_maker(args, name, seed, steps_per_epoch):
@@ -476,10 +502,11 @@ def perturb(method, scale, seed):
             p.mul_(1 + scale * torch.randn(p.shape, generator=noise))
 
 
-def torch_step(method, opt, images, gen, step, before_update=None, labels=None):
+def torch_step(method, opt, images, gen, step, before_update=None, labels=None, indices=None):
     """One reference training step, as parity.py and parity_step0.py run it; returns (loss, views).
 
-    `labels` (the batch's int array) go to a method that `needs_labels` (SupCon). The method's
+    `labels` (the batch's int array) go to a method that `needs_labels` (SupCon), `indices` (its
+    images' rows in the dataset) to one that `needs_indices` (DeepCluster v2). The method's
     before-step (momentum schedules), its views of `images` (float NCHW in [0, 1], from
     torch_images) drawn from `gen`, its loss and gradient; the frozen layers' gradients dropped;
     then `before_update(views)` (clipping, decoupled decay, a recorded gradient), the update, and
@@ -489,6 +516,8 @@ def torch_step(method, opt, images, gen, step, before_update=None, labels=None):
 
     if getattr(method, "needs_labels", False):
         method.labels = torch.from_numpy(labels)
+    if getattr(method, "needs_indices", False):
+        method.indices = torch.as_tensor(np.asarray(indices), dtype=torch.long)
     method.before_step(step)
     with torch.no_grad():
         views = method.views(images, gen)
@@ -680,6 +709,12 @@ def run_keras(args, backend, name, seed):
             batch = count * args.batch_size
             # object.__setattr__: a plain function where the view maker layer was (torch's Module refuses one).
             object.__setattr__(model, "views", lambda images, training=True: keras.ops.split(images, count, axis=0))
+        if model.needs_indices:  # each batch with its images' rows in x (not in the permuted copy)
+            inputs = [
+                (inputs[i * batch : (i + 1) * batch], order[i * batch : (i + 1) * batch])
+                for i in range(len(x) // batch)
+            ]
+            batch = None
         running.clear()
         history = model.fit(
             inputs,

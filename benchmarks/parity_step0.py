@@ -103,6 +103,7 @@ def parse(argv=None):
     # What parity.keras_optimizer reads: SGD with momentum 0.9 and PyTorch's coupled decay on every variable.
     args.optimizer, args.decay, args.exclude_norm_bias = "sgd", "paper", False
     args.perturbed = False  # the noise-floor reference (--side torch-perturbed:METHOD)
+    args.images = args.batch_size * args.steps  # DeepCluster v2's dataset: the images the steps read
     return args
 
 
@@ -203,7 +204,30 @@ def ressl_keras(model, state):
     yield
 
 
+@contextlib.contextmanager
+def deepcluster_torch(method, state):
+    # After the reference's memory pass and first clustering (run_torch): its memory by sample index...
+    bank = method.memory.new_zeros((2, len(method.assignments[0]), method.memory.shape[-1]))
+    bank[:, method.memory_index] = method.memory
+    state["bank"], state["assignments"] = bank.numpy(), method.assignments.numpy().copy()
+    for h in range(len(method.ks)):
+        state[f"centroids{h}"] = method.prototypes(h).numpy().copy()
+    yield
+
+
+@contextlib.contextmanager
+def deepcluster_keras(model, state):
+    # ...replayed in keras_ssl's as its epoch-start k-means would leave it (-100, "no cluster", is its -1).
+    model.bank.assign(state["bank"])
+    for h, centroids in enumerate(model.centroids):
+        centroids.assign(state[f"centroids{h}"])
+    model.assignments.assign(np.where(state["assignments"] < 0, -1, state["assignments"]).astype("int32"))
+    model.kmeans_pending.assign(0)
+    yield
+
+
 SYNC = {
+    "deepclusterv2": (deepcluster_torch, deepcluster_keras),
     "moco2": (moco2_torch, moco2_keras),
     "nnclr": (nnclr_torch, nnclr_keras),
     "nnbyol": (nnclr_torch, nnclr_keras),  # the same support set of random unit rows
@@ -250,11 +274,26 @@ def run_torch(args, name):
     if args.perturbed:  # the noise-floor run: the same, from weights a float rounding or so away
         parity.perturb(method, args.perturb, args.seed)
     gen, state, saved, losses, result = torch_methods.views_generator(args.seed), {}, {}, [], {}
+    if hasattr(method, "init_memory"):  # DeepCluster v2: the pass over the data, then the first clustering;
+        # its BatchNorm statistics put back, which keras_ssl's side does not make, so the after check sees the steps
+        stats = {k: v.clone() for k, v in method.state_dict().items() if "running_" in k or "num_batches" in k}
+        method.init_memory(parity.memory_batches(x, np.arange(len(x)), batch, args.steps), gen)
+        method.load_state_dict(stats, strict=False)
+        method.begin_epoch(0)
     with SYNC.get(name, (no_sync,))[0](method, state):
         for step in range(args.steps):
             grads = GradientRecord(method) if args.gradients and not args.perturbed else None  # step 0 only
             rows = slice(step * batch, (step + 1) * batch)
-            loss, views = parity.torch_step(method, opt, parity.torch_images(x[rows]), gen, step, grads, labels=y[rows])
+            loss, views = parity.torch_step(
+                method,
+                opt,
+                parity.torch_images(x[rows]),
+                gen,
+                step,
+                grads,
+                labels=y[rows],
+                indices=np.arange(len(x))[rows],
+            )
             losses.append(float(loss.detach()))
             saved.update({f"view/{step}/{i}": v.permute(0, 2, 3, 1).contiguous().numpy() for i, v in enumerate(views)})
             if grads is not None:
@@ -296,6 +335,9 @@ class GradientRecord:
         default, after = torch.get_default_dtype(), torch.get_rng_state()
         torch.set_rng_state(self.rng)
         torch.set_default_dtype(torch.float64)
+        for attr in ("labels", "indices"):  # the step's per-sample inputs, set after the copy was made
+            if hasattr(self.method, attr):
+                setattr(self.twin, attr, getattr(self.method, attr))
         try:
             self.twin.before_step(0)
             self.twin.loss([v.double() for v in views], 0).backward()

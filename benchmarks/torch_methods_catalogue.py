@@ -35,6 +35,10 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
   the positive pair out of the denominator, DCLW's von Mises weights (with gradient, as there).
 - SupCon (HobbitLong/SupContrast losses.py, networks/resnet_big.py): Linear-ReLU-Linear head without
   BatchNorm, both views through the encoder at once, every same-label view a positive.
+- DeepCluster v2 (facebookresearch/swav main_deepclusterv2.py, src/resnet50.py): SwAV's
+  multi-crop network, frozen prototypes set to each epoch's spherical k-means centroids of a
+  memory of the two global crops' unit projections (filled by a pass over the data before
+  training, then by each step), the cross-entropy of every crop to its sample's clusters.
 """
 
 import functools
@@ -771,6 +775,116 @@ class SupCon(Method):
         return self.supcon_loss(torch.stack([f1, f2], dim=1), self.labels)
 
 
+class DeepClusterV2(Method):
+    """DeepCluster v2 (facebookresearch/swav: main_deepclusterv2.py `train`, `init_memory`,
+    `cluster_memory`; src/resnet50.py's multi-crop forward and heads).
+
+    - Network: the backbone once per run of same-size crops, the projection head
+      Linear-BN-ReLU-Linear over all crops at once, its output L2-normalised, then one
+      bias-free linear layer of prototypes per head (`nmb_prototypes`).
+    - Prototypes: frozen (the scripts' `freeze_prototypes_niters` 300000 outlasts every run, so
+      the optimizer never moves them) and overwritten at each epoch's start by that epoch's
+      k-means centroids; held here as buffers, out of the optimizer, to the same effect.
+    - Memory: `crops_for_assign` 0 and 1, each sample's last unit projection, by position in the
+      epoch's order with the sample's index beside it (`local_memory_index`). Before training,
+      `init_memory` fills it with a pass over the data, each assignment crop through the model
+      alone in training mode; each step then writes its batch's detached projections.
+    - Clustering (`cluster_memory`), at each epoch's start: per head, K random memory rows
+      (`randperm`) as centroids, `nmb_kmeans_iters` rounds of assign-by-dot-product then mean of
+      the members (a centroid without members keeps its place) and L2-normalise, then a last
+      assignment; head h clusters assignment crop h mod 2's memory. Samples not in the memory
+      keep the target -100, which the loss ignores.
+    - Loss: per head `CrossEntropyLoss(ignore_index=-100)` of every crop's scores / T against the
+      sample's cluster (`assignments[h][idx].repeat(n_crops)`), averaged over the heads.
+    - Views: the SwAV reference's multi-crop at 32 px (2 x 32 px, scale (0.14, 1); `num_local` x
+      16 px, (0.05, 0.14)); blur dropped at this size, as there.
+
+    The batch's dataset indices arrive as `indices` (parity.torch_step sets them each step).
+    """
+
+    keras_heads = {"projector": "projector"}
+    needs_indices = True
+    indices = None
+
+    def __init__(
+        self,
+        width,
+        num_samples,
+        num_prototypes=(3000, 3000, 3000),
+        projection_dim=128,
+        hidden_dim=None,
+        temperature=0.1,
+        kmeans_iterations=10,
+        num_local=4,
+    ):
+        super().__init__(width)
+        self.projector = mlp(self.dim, hidden_dim or min(2048, 4 * self.dim), projection_dim)
+        self.ks, self.t, self.iters = tuple(num_prototypes), temperature, kmeans_iterations
+        for h, k in enumerate(self.ks):
+            self.register_buffer(f"prototypes{h}", torch.zeros(k, projection_dim))
+        self.register_buffer("assignments", torch.full((len(self.ks), num_samples), -100, dtype=torch.long))
+        self.memory_index = self.memory = None
+        self.start = 0
+        j = simclr_jitter(0.5)
+        self.augment = [Augment(32, (0.14, 1.0), j) for _ in range(2)] + [
+            Augment(16, (0.05, 0.14), j) for _ in range(num_local)
+        ]
+
+    def prototypes(self, h):
+        return getattr(self, f"prototypes{h}")
+
+    def embed(self, views):
+        return F.normalize(self.projector(torch.cat(self.encode_groups(views))), dim=1)
+
+    @torch.no_grad()
+    def init_memory(self, batches, gen):
+        """`batches`: (images, indices) pairs of one pass over the data, each drawn into its crops."""
+        index, memory = [], ([], [])
+        for images, rows in batches:
+            views = self.views(images, gen)
+            for j in (0, 1):
+                memory[j].append(self.embed([views[j]]))
+            index.append(torch.as_tensor(rows, dtype=torch.long))
+        self.memory_index, self.memory = torch.cat(index), torch.stack([torch.cat(m) for m in memory])
+
+    @torch.no_grad()
+    def begin_epoch(self, epoch):
+        """cluster_memory: new prototypes and each remembered sample's cluster, per head."""
+        self.assignments.fill_(-100)
+        for h, k in enumerate(self.ks):
+            bank = self.memory[h % 2]
+            centroids = bank[torch.randperm(len(bank))[:k]]
+            for n_iter in range(self.iters + 1):
+                assigned = (bank @ centroids.T).max(dim=1)[1]
+                if n_iter == self.iters:
+                    break
+                counts = torch.bincount(assigned, minlength=k)
+                sums = torch.zeros_like(centroids).index_add_(0, assigned, bank)
+                mask = counts > 0
+                centroids[mask] = sums[mask] / counts[mask].unsqueeze(1).to(sums.dtype)
+                centroids = F.normalize(centroids, dim=1)
+            self.prototypes(h).copy_(centroids)
+            self.assignments[h][self.memory_index] = assigned
+        self.start = 0
+
+    def loss(self, views, step):
+        z = self.embed(views)
+        self.emb = z.detach()[: 2 * len(views[0])]
+        total = 0.0
+        for h in range(len(self.ks)):
+            targets = self.assignments[h][self.indices].repeat(len(views))
+            total = total + F.cross_entropy(z @ self.prototypes(h).T / self.t, targets, ignore_index=-100)
+        return total / len(self.ks)
+
+    @torch.no_grad()
+    def after_step(self, step):
+        b = len(self.indices)
+        rows = slice(self.start, self.start + b)
+        self.memory_index[rows] = self.indices
+        self.memory[0, rows], self.memory[1, rows] = self.emb[:b], self.emb[b:]
+        self.start += b
+
+
 METHODS = {
     "tico": TiCo,
     "vibcreg": VIbCReg,
@@ -785,4 +899,5 @@ METHODS = {
     "dcl": SimCLRDCL,
     "dclw": functools.partial(SimCLRDCL, weighting="von_mises"),
     "supcon": SupCon,
+    "deepclusterv2": DeepClusterV2,
 }

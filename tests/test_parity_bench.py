@@ -464,6 +464,48 @@ def test_supcon_loss_is_the_papers_l_sup_out():
         method.loss(_t(z1, z2), 0)
 
 
+def test_deepcluster_v2_clusters_its_memory_then_classifies_every_crop_into_its_samples_cluster():
+    # Six samples, five in the memory (sample 4 was not seen: no cluster, so its crops are left out).
+    index = np.array([3, 0, 5, 1, 2])
+    memory = _unit(RNG.normal(size=(2, 5, 4)))
+    method = _bare(
+        catalogue.DeepClusterV2(0.125, num_samples=6, num_prototypes=(3, 2, 2), projection_dim=4, kmeans_iterations=2),
+        "encoder",
+    )
+    method = _bare(method, "projector").double()
+    method.memory_index, method.memory = torch.tensor(index), torch.tensor(memory)
+    torch.manual_seed(5)
+    method.begin_epoch(0)
+    torch.manual_seed(5)  # the same starting rows for the NumPy k-means below (main_deepclusterv2.py: randperm)
+    starts = [torch.randperm(5)[:k].numpy() for k in (3, 2, 2)]
+    expected = np.full((3, 6), -100)
+    for h, k in enumerate((3, 2, 2)):
+        bank = memory[h % 2]  # head h clusters assignment crop h mod 2
+        centroids = bank[starts[h]]
+        for _ in range(2):  # assign, move each centroid with members to their mean, normalise
+            assigned = np.argmax(bank @ centroids.T, 1)
+            centroids = _unit(
+                np.stack([bank[assigned == c].mean(0) if (assigned == c).any() else centroids[c] for c in range(k)])
+            )
+        expected[h, index] = np.argmax(bank @ centroids.T, 1)
+        np.testing.assert_allclose(method.prototypes(h).numpy(), centroids, rtol=1e-12)
+    np.testing.assert_array_equal(method.assignments.numpy(), expected)
+
+    crops = RNG.normal(size=(3, 2, 4))  # three crops of samples 4 (no cluster) and 2
+    method.indices = torch.tensor([4, 2])
+    z = [_unit(c) for c in crops]
+    heads = []
+    for h in range(3):
+        p = method.prototypes(h).numpy()
+        logits = [zc[1] @ p.T / 0.1 for zc in z]  # sample 2's row of each crop
+        heads.append(np.mean([np.log(np.exp(lg).sum()) - lg[expected[h, 2]] for lg in logits]))
+    assert float(method.loss(_t(*crops), 0).detach()) == pytest.approx(np.mean(heads), rel=1e-9)
+    # The step's two global crops, unit length, take the memory's first positions, with their samples.
+    method.after_step(0)
+    np.testing.assert_array_equal(method.memory_index.numpy(), [4, 2, 5, 1, 2])
+    np.testing.assert_allclose(method.memory.numpy()[:, :2], np.stack(z[:2]), rtol=1e-12)
+
+
 def _step_sides(name, tmp_path, monkeypatch, steps, extra=("--align",)):
     """parity_step0's reference, its perturbed twin and keras_ssl (PyTorch backend) over `steps` steps."""
     import parity_step0
