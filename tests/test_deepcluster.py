@@ -133,3 +133,39 @@ def test_sources_without_indices_fail_before_any_step():
     source = check_fit_data(model, good, None, None)[0]
     ((got_images, got_indices),) = source[1]
     np.testing.assert_array_equal(got_indices, np.arange(8, 16))
+
+
+def test_memory_pass_fills_the_bank_with_each_global_crop_alone_in_training_mode():
+    # main_deepclusterv2.py init_memory: before training, each assignment crop goes through the
+    # model alone (its own BatchNorm batch), without gradient, into its sample's memory row.
+    model = make(num_samples=16)
+    x = random_images(16)
+    flip = lambda v: keras.ops.flip(v, axis=2)
+    half = lambda v: keras.ops.image.resize(v, (8, 8))
+    # Fixed crops: one batch of all 16 images, so its batch statistics do not depend on the order.
+    # object.__setattr__: a plain function where the view maker layer was (torch's Module refuses one).
+    object.__setattr__(model, "views", lambda images, training=True: [images, flip(images), half(images), half(images)])
+    weights = [numpy(w) for w in model.trainable_weights]
+    model.fill_memory(x, batch_size=16)
+    units = x.astype("float32") / 255.0
+    for j, view in enumerate((units, numpy(flip(units)))):
+        h = model.encoder(view, training=True)
+        z = numpy(model.projector(keras.ops.reshape(h, (16, -1)), training=True)).astype("float64")
+        np.testing.assert_allclose(numpy(model.bank)[j], normalize(z), atol=1e-5)
+    for before, after in zip(weights, model.trainable_weights):
+        np.testing.assert_array_equal(numpy(after), before)  # no update
+    assert int(model.step) == 0 and int(model.kmeans_pending) == 1  # the first epoch clusters it
+
+
+def test_memory_pass_refuses_a_one_shot_source_and_can_be_left_to_the_first_epoch():
+    x = random_images(16)
+    model = make()
+    model.compile(optimizer="adam")
+    batches = ((x[i : i + 8], np.arange(i, i + 8)) for i in (0, 8))
+    with pytest.raises(ValueError, match="read once.*memory_pass=False"):
+        model.fit(batches, epochs=1, verbose=0)
+    assert int(model.step) == 0
+    model = make(memory_pass=False)  # solo-learn's way: the first epoch fills the bank
+    model.compile(optimizer="adam")
+    history = model.fit(x, epochs=2, batch_size=8, verbose=0)
+    assert history.history["loss"][0] == 0.0 and history.history["loss"][1] > 0

@@ -5,6 +5,7 @@ from keras import ops
 
 from keras_ssl import backend
 from keras_ssl.engine import SSLModel
+from keras_ssl.engine import fit as fit_policy
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.losses import l2_normalize
 from keras_ssl.losses.deepcluster import deepcluster_v2, spherical_kmeans
@@ -22,9 +23,11 @@ class DeepClusterV2(SSLModel):
     on global crop `h % 2`'s bank; the centroids become frozen prototypes and
     each sample keeps its cluster. The loss is the cross-entropy between
     every crop's cosine scores to a head's prototypes over `temperature` and
-    the sample's cluster, averaged over crops and heads. The first epoch
-    only fills the bank (no cluster yet: loss 0), as solo-learn's version;
-    the official code instead fills it with a pass over the data first.
+    the sample's cluster, averaged over crops and heads. Before the first
+    epoch, `fit` fills the bank with a pass over the data (`fill_memory`),
+    as the official code's `init_memory`, so the first epoch already trains;
+    with `memory_pass=False` the first epoch fills it instead (loss 0, no
+    learning; solo-learn's choice, which saves the pass).
 
     Training needs each image's index: `fit` gives NumPy images their row;
     any other source yields `(images, indices)` batches
@@ -42,6 +45,9 @@ class DeepClusterV2(SSLModel):
         hidden_dim: projector hidden width; defaults to `min(2048, 4 * D)`.
         temperature: softmax temperature, > 0 (paper: 0.1).
         kmeans_iterations: k-means rounds per epoch, >= 1 (paper: 10).
+        memory_pass: fill the bank with a pass over the data when `fit`
+            starts an untrained model (the official code's); False leaves it
+            to the first epoch.
         views: a `MultiCrop` (2 global crops first); defaults to
             `multi_crop_views` (paper: 2 x 224 + 6 x 96 px).
         **kwargs: `SSLModel` options (`input_shape`, `seed`, `head_initializer`, ...).
@@ -54,8 +60,8 @@ class DeepClusterV2(SSLModel):
         ... )
         >>> model.compile(optimizer=keras.optimizers.Adam(1e-3))
         >>> history = model.fit(x_train, epochs=2, batch_size=16, verbose=0)
-        >>> history.history["loss"][0], bool(history.history["loss"][1] > 0)   # epoch 1 fills the bank
-        (0.0, True)
+        >>> bool(history.history["loss"][0] > 0)   # the memory pass before epoch 1 gave it clusters
+        True
         >>> tuple(model.assignments.shape)   # each sample's cluster, per head
         (2, 64)
     """
@@ -77,6 +83,7 @@ class DeepClusterV2(SSLModel):
         hidden_dim=None,
         temperature=0.1,
         kmeans_iterations=10,
+        memory_pass=True,
         **kwargs,
     ):
         if num_prototypes is None:  # the paper's three heads of 3000, no more clusters than images
@@ -93,6 +100,7 @@ class DeepClusterV2(SSLModel):
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
         self.temperature, self.kmeans_iterations = float(temperature), int(kmeans_iterations)
+        self.memory_pass, self._filling = bool(memory_pass), False
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
         state = dict(trainable=False, initializer=keras.initializers.RandomNormal(seed=self.next_seed()))
@@ -134,6 +142,61 @@ class DeepClusterV2(SSLModel):
         z = [backend.gather(ops.stop_gradient(outputs[key])) for key in ("z1", "z2")]
         rows = ops.concatenate([ops.stack([ops.full_like(indices, j), indices], axis=1) for j in (0, 1)], axis=0)
         self.bank.assign(ops.scatter_update(self.bank, rows, ops.concatenate(z, axis=0)))
+
+    # ------------------------------------------------- the memory pass
+    def fit(self, x=None, y=None, batch_size=None, **kwargs):
+        """`SSLModel.fit`, after `fill_memory` when `memory_pass` is on and the model has not trained yet."""
+        fresh = not kwargs.get("initial_epoch") and int(ops.convert_to_numpy(self.step)) == 0
+        if self.memory_pass and fresh and not int(ops.convert_to_numpy(self.kmeans_pending)):
+            self.fill_memory(x, y, batch_size, steps=kwargs.get("steps_per_epoch"))
+        return super().fit(x, y, batch_size, **kwargs)
+
+    def fill_memory(self, x, y=None, batch_size=None, steps=None):
+        """The official `init_memory`: one pass over `x` fills the bank; the next epoch starts with k-means.
+
+        Each sample's two global crops (drawn as in training, in the first
+        epoch's batch order) go through the network one crop at a time in
+        training mode, without gradient or optimizer step, and their unit
+        projections take the sample's bank rows. `fit` calls it; call it
+        yourself to fill the bank from other data.
+
+        Args:
+            x, y, batch_size: as `fit`'s (images with their indices, see above).
+            steps: batches to read; defaults to the whole source.
+
+        Example:
+            >>> from keras_ssl.methods.deepcluster import DeepClusterV2
+            >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)
+            >>> model = DeepClusterV2(encoder, input_shape=(16, 16, 3), num_samples=64, num_prototypes=(4,))
+            >>> model.fill_memory(x_train, batch_size=16)
+            >>> int(model.kmeans_pending)   # the first epoch clusters the bank
+            1
+        """
+        if hasattr(x, "__next__"):
+            raise ValueError(
+                "DeepClusterV2's memory pass got a generator or iterator, which is read once: training would "
+                "then find it empty. Give a PyDataset, a list of batches, a tf.data.Dataset or a torch "
+                "DataLoader, or build the model with memory_pass=False (the first epoch fills the bank)."
+            )
+        self._ensure_built()
+        data, _, batch_size, _, _ = fit_policy.fit_arguments(self, x, y, batch_size, {"epochs": 1})
+        # Keras's predict loop: it iterates any source and keeps the bank's updates on every backend.
+        self._filling, self.predict_function = True, None
+        try:
+            self.predict(data, batch_size=batch_size, steps=steps, verbose=0)
+        finally:
+            self._filling, self.predict_function = False, None
+        self.kmeans_pending.assign(1)
+
+    def call(self, inputs, training=False):
+        if not self._filling:
+            return super().call(inputs, training=training)
+        images, indices = inputs
+        views = self.views(self.preprocess(images), training=True)
+        # Each assignment crop alone through the network in training mode (batch statistics), as init_memory.
+        z = [l2_normalize(self.embed([v], self.projector, training=True)[0]) for v in views[:2]]
+        self.update_state({"z1": z[0], "z2": z[1], "indices": ops.cast(indices, "int32")})
+        return z[0][:, :1]
 
     # --------------------------------------------------- once per epoch
     def begin_epoch(self, epoch):
