@@ -125,12 +125,15 @@ WORKER = textwrap.dedent(
                 tape.watch(x)
                 y = distribute.gather(x)
                 loss = tf.reduce_sum(y * c * tf.cast(r + 1, tf.float32))
-            return tape.gradient(loss, x), y, tf.constant(distribute.num_replicas())
-        grads, y, n = strategy.run(tf.function(step))
+            # Nothing to gather (a method with no gathered outputs): returned as it is, no all-reduce.
+            nothing = distribute.gather({})
+            return tape.gradient(loss, x), y, tf.constant(distribute.num_replicas()), tf.constant(len(nothing))
+        grads, y, n, nothing = strategy.run(tf.function(step))
         print("RESULTS" + json.dumps({
             "grads": [strategy.experimental_local_results(grads)[r].numpy().ravel().tolist() for r in range(N)],
             "y": strategy.experimental_local_results(y)[0].numpy().ravel().tolist(),
             "num_replicas": int(strategy.experimental_local_results(n)[0]),
+            "nothing": int(strategy.experimental_local_results(nothing)[0]),
         }))
         sys.exit(0)
     results = {}
@@ -197,7 +200,7 @@ def test_n_devices_equal_one_device(results, method):
 def test_tf_gather_order_and_gradient(tmp_path_factory):
     n = NUM_DEVICES
     g = _run_worker(tmp_path_factory, "gather")
-    assert g["num_replicas"] == n
+    assert g["num_replicas"] == n and g["nothing"] == 0
     # replica r holds rows [r, r]: the gathered batch keeps replica order
     assert g["y"] == [float(r) for r in range(n) for _ in range(2)]
     c = np.arange(1.0, 2 * n + 1)

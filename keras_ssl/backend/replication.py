@@ -83,6 +83,9 @@ def gather(x):
         return torch_processes.all_gather(x)
     import tensorflow as tf
 
+    if not tf.nest.flatten(x):  # nothing to gather (a method that declares no gathered outputs)
+        return x  # MirroredStrategy's all-reduce of nothing fails ("'NoneType' ... 'batch_reduce'")
+
     # Each replica places its rows at rank * B in zeros and the replicas
     # sum: the all-reduce's gradient is the sum of the replicas' upstream
     # gradients and the pad's gradient keeps the local rows. Not
