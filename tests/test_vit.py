@@ -83,6 +83,8 @@ def test_random_masking_layer_draws_new_masks_and_rejects_bad_ratios():
     m1, m2 = np_(layer(tokens)[1]), np_(layer(tokens)[1])
     assert not np.array_equal(m1, m2)
     assert num_visible(64, 0.75) == 16
+    # models_mae.py's int(L * (1 - r)): floored (16 at 0.7 keeps 4, not round's 5), exact counts kept.
+    assert [num_visible(16, 0.7), num_visible(196, 0.75), num_visible(10, 0.7)] == [4, 49, 3]
     for ratio in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="mask_ratio"):
             RandomMasking(ratio)

@@ -4,6 +4,8 @@ A patch vector lists its pixels row by row, channels last: index
 `(row * patch_size + col) * channels + channel`.
 """
 
+import math
+
 import keras
 from keras import ops
 
@@ -66,7 +68,10 @@ def unpatchify(patches, patch_size, image_size, channels):
 
 
 def num_visible(num_tokens, mask_ratio):
-    """Tokens kept by `random_masking`: `round((1 - mask_ratio) * num_tokens)`.
+    """Tokens kept by `random_masking`: `int(num_tokens * (1 - mask_ratio))`, as MAE's `random_masking`.
+
+    The product is floored as the official `int()` does, after adding 1e-6 so
+    that float rounding (0.999...) cannot drop a token from an exact count.
 
     Raises ValueError when that keeps none or masks none.
 
@@ -77,7 +82,7 @@ def num_visible(num_tokens, mask_ratio):
     """
     if not 0 < mask_ratio < 1:
         raise ValueError(f"`mask_ratio` must be in (0, 1), got {mask_ratio}.")
-    keep = int(round((1 - mask_ratio) * num_tokens))
+    keep = int(math.floor(num_tokens * (1 - mask_ratio) + 1e-6))
     if not 0 < keep < num_tokens:
         raise ValueError(
             f"mask_ratio {mask_ratio} keeps {keep} of {num_tokens} tokens; it must keep at "

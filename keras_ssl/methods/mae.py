@@ -24,8 +24,10 @@ class MAE(SSLModel):
     The ViT encoder sees only the visible patches (plus its class token);
     a light decoder gets the encoded tokens and mask tokens in the masked
     places, with fixed sine-cosine positions, and predicts each patch's pixels.
-    The loss is the mean squared error on masked patches only, against
-    per-patch normalised pixels when `norm_pix_loss`.
+    The loss is the mean squared error on masked patches only, against the
+    patches of the images as the encoder sees them (standardised by its
+    `pixel_norm`, as the official loader's `Normalize` leaves them), each
+    patch normalised by its own mean and variance when `norm_pix_loss`.
 
     Args:
         encoder: a keras_ssl `ViT` (`keras_ssl.backbones.vit_tiny(...)`).
@@ -98,10 +100,19 @@ class MAE(SSLModel):
             visible, mask, ids_restore = random_masking(tokens, self.mask_ratio, seed)
         latent = self.encoder.encode_tokens(visible, training=training)
         return {
-            "target": patchify(images, self.patch_size),
+            # models_mae.py patchifies the images the encoder sees: after the loader's Normalize (our `pixel_norm`).
+            "target": patchify(self._encoder_pixels(images), self.patch_size),
             "pred": self.decoder(latent, ids_restore, training=training),
             "mask": mask,
         }
+
+    def _encoder_pixels(self, images, inverse=False):
+        """`images` standardised as the encoder's `pixel_norm` does (`inverse`: undone); as they are without one."""
+        stats = getattr(self.encoder, "_pixel_stats", None)
+        if stats is None:
+            return images
+        mean, std = (ops.convert_to_tensor(v, images.dtype) for v in stats)
+        return images * std + mean if inverse else (images - mean) / std
 
     def ssl_forward(self, views, training):
         return self._masked_forward(views[0], training)
@@ -134,6 +145,7 @@ class MAE(SSLModel):
             mean, std = losses.patch_statistics(target)
             pred = pred * std + mean
         size, channels = (self.image_size, self.image_size), self.image_shape[-1]
-        masked = unpatchify(target * (1 - mask) + 0.5 * mask, self.patch_size, size, channels)
-        recon = unpatchify(target * (1 - mask) + pred * mask, self.patch_size, size, channels)
+        image = lambda patches: self._encoder_pixels(unpatchify(patches, self.patch_size, size, channels), inverse=True)
+        m = unpatchify(mask * ops.ones_like(target), self.patch_size, size, channels)  # 1 on masked pixels
+        masked, recon = image(target) * (1 - m) + 0.5 * m, image(target * (1 - mask) + pred * mask)
         return tuple(np.clip(ops.convert_to_numpy(a), 0.0, 1.0) for a in (masked, recon))
