@@ -1,0 +1,462 @@
+"""Plain-PyTorch Vision Transformer and MAE references, for benchmarks/parity.py.
+
+Written from facebookresearch/mae (`models_mae.py`, `util/pos_embed.py`, and the
+timm 0.3.2 `PatchEmbed` and `Block` it builds on), never imported from keras_ssl:
+
+- `ViT`: what `keras_ssl.backbones.ViT` computes for the options MAE uses: a strided
+  patch convolution, a class token, a fixed 2D sine-cosine or a learned position table
+  (the class token's position its first row, as models_mae's `pos_embed`), pre-norm
+  blocks (LayerNorm eps 1e-6, fused qkv with bias, softmax attention scaled by
+  `head_dim ** -0.5`, exact-erf GELU MLP), final norm, "cls" or "mean" pooling.
+  `pixel_norm="imagenet"` standardises the [0, 1] input first: models_mae's images
+  come standardised by main_pretrain.py's `transforms.Normalize`.
+- `MAE`: models_mae.py's `MaskedAutoencoderViT` on top of a `ViT`: `random_masking`
+  by argsort of uniform noise (or a given `noise`), the encoder on the visible
+  patches, the decoder (embed, mask token, fixed sine-cosine positions, blocks,
+  norm, pred, class token dropped), `forward_loss` with `norm_pix_loss`.
+  `initialize_weights` is models_mae's: xavier-uniform Linear and flattened patch
+  kernels, zero biases (the patch bias keeps PyTorch's default), N(0, 0.02^2) tokens.
+
+keras_ssl's MAE against models_mae.py, as this reference found them on 2026-12-07 (the options
+that make it compute keras_ssl's old choices in brackets; keras_ssl has since taken the official
+target and visible count, 1 and 2):
+
+1. The loss target. models_mae patchifies the images the encoder sees, which
+   main_pretrain.py standardised with ImageNet's statistics; keras_ssl patchifies
+   the [0, 1] view and standardises only inside the encoder (`pixel_norm`). With
+   `norm_pix_loss` the two targets still differ, because the standardisation is per
+   channel and a patch's statistics mix the channels. [`target_pixels="raw"`]
+2. Visible patches: models_mae keeps `int(N * (1 - mask_ratio))` (floor, in floating
+   point), keras_ssl `round((1 - mask_ratio) * N)`: equal for 64 or 16 patches at 0.75,
+   not in general (16 patches at 0.7: 4 against 5; 10 at 0.9: 0 against 1).
+   [`keep="round"`]
+3. The decoder's MLP width: models_mae's decoder blocks take the encoder's `mlp_ratio`,
+   keras_ssl's `MAEDecoder` always 4 (the same for every models_mae architecture).
+4. Defaults only: models_mae's `norm_pix_loss` is False unless asked for (the paper's
+   runs ask for it), keras_ssl's True; models_mae's class default LayerNorm eps is
+   1e-5, but its architectures (`mae_vit_*`) all pass 1e-6, keras_ssl's value.
+
+Weight layout: keras_ssl names its layers by a global counter (`block_0/dense_7/kernel`),
+so a variable's `path` differs between two builds of the same model. The arrays are
+keyed by stable names instead, which `keras_variables` resolves on any build:
+
+    enc/patch_embed/{kernel,bias}            Conv2D (p, p, C, D)  <- Conv2d (D, C, p, p)
+    enc/pos_embed/class_token                (1, 1, D)            <- cls_token
+    enc/pos_embed/class_position             (1, 1, D)            <- pos_embed[:, :1]
+    enc/pos_embed/positions                  (1, h, w, D)         <- pos_embed[:, 1:] (raster order)
+    enc/block_{i}/{norm1,norm2}/{gamma,beta} LayerNorm            <- weight, bias
+    enc/block_{i}/{qkv,proj,fc1,fc2}/kernel  Dense (in, out)      <- Linear weight (out, in), transposed
+    enc/block_{i}/{qkv,proj,fc1,fc2}/bias    (out,)               <- Linear bias
+    enc/norm/{gamma,beta}
+    dec/{embed,head}/{kernel,bias}           MAEDecoder.embed, .head <- decoder_embed, decoder_pred
+    dec/mask_token, dec/positions            (1, 1, d), (1, 1 + N, d) <- mask_token, decoder_pos_embed
+    dec/block_{i}/..., dec/norm/...          as the encoder's     <- decoder_blocks, decoder_norm
+
+`from_keras(module, model)` copies a keras_ssl `ViT` (or `MAE`: encoder and decoder)
+into the reference; `keras_arrays(module)` gives `{key: array}` back, which
+`assign_keras(model, arrays)` puts into a keras_ssl model, so the reference can hand
+its own initialisation to keras_ssl.
+"""
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's Normalize
+
+
+def sincos_table(dim, grid_size, cls_token=False):
+    """util/pos_embed.py `get_2d_sincos_pos_embed`: `(N [+ 1], dim)` float32, raster order.
+
+    The first half encodes the column (the meshgrid puts w first), the second the row;
+    each half `[sin(x w_k), cos(x w_k)]`, `w_k = 10000 ** (-k / (dim / 4))`.
+    """
+    if dim % 4:
+        raise ValueError(f"sine-cosine positions need dim divisible by 4, got {dim}")
+    omega = 1.0 / 10000.0 ** (np.arange(dim // 4, dtype=np.float64) / (dim / 4.0))
+    cols, rows = np.meshgrid(np.arange(grid_size, dtype=np.float64), np.arange(grid_size, dtype=np.float64))
+
+    def one_axis(pos):
+        angles = np.outer(pos.reshape(-1), omega)
+        return np.concatenate([np.sin(angles), np.cos(angles)], axis=1)
+
+    table = np.concatenate([one_axis(cols), one_axis(rows)], axis=1)
+    if cls_token:
+        table = np.concatenate([np.zeros((1, dim)), table])
+    return table.astype(np.float32)
+
+
+class Block(nn.Module):
+    """timm 0.3.2's pre-norm `Block` as models_mae builds it (qkv_bias=True, no dropout)."""
+
+    def __init__(self, dim, heads, mlp_ratio=4.0, eps=1e-6):
+        super().__init__()
+        self.heads, self.scale = heads, (dim // heads) ** -0.5
+        self.norm1, self.norm2 = nn.LayerNorm(dim, eps=eps), nn.LayerNorm(dim, eps=eps)
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        hidden = int(dim * mlp_ratio)
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+
+    def attention(self, x):
+        b, n, c = x.shape
+        # (B, N, 3, heads, head_dim): timm's split, which keras_ssl's fused qkv kernel shares.
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        attn = ((q @ k.transpose(-2, -1)) * self.scale).softmax(dim=-1)
+        return self.proj((attn @ v).transpose(1, 2).reshape(b, n, c))
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.fc2(F.gelu(self.fc1(self.norm2(x))))  # nn.GELU: the exact (erf) form
+
+
+def _pixel_stats(pixel_norm, channels):
+    if pixel_norm is None:
+        return None
+    if isinstance(pixel_norm, str):
+        if pixel_norm != "imagenet":
+            raise ValueError(f"pixel_norm: None, 'imagenet' or (mean, std); got {pixel_norm!r}")
+        # keras_ssl's grey images: the channels' averages.
+        stats = (IMAGENET_MEAN, IMAGENET_STD) if channels != 1 else ([np.mean(IMAGENET_MEAN)], [np.mean(IMAGENET_STD)])
+    else:
+        stats = pixel_norm
+    return [torch.tensor(np.asarray(v, np.float32).reshape(1, channels, 1, 1)) for v in stats]
+
+
+class ViT(nn.Module):
+    """Vision Transformer on NCHW images in [0, 1] -> `(B, dim)` features, keras_ssl's `ViT` options."""
+
+    def __init__(
+        self,
+        image_size=32,
+        patch_size=4,
+        channels=3,
+        dim=192,
+        depth=12,
+        heads=3,
+        mlp_ratio=4.0,
+        positions="learned",
+        pixel_norm=None,
+        pool="cls",
+    ):
+        super().__init__()
+        if positions not in ("learned", "sincos") or pool not in ("cls", "mean"):
+            raise ValueError(f"positions 'learned' or 'sincos', pool 'cls' or 'mean'; got {positions!r}, {pool!r}")
+        self.image_size, self.patch_size, self.channels = image_size, patch_size, channels
+        self.dim, self.depth, self.heads, self.mlp_ratio = dim, depth, heads, mlp_ratio
+        self.positions, self.pool = positions, pool
+        self.grid_size = image_size // patch_size
+        self.num_patches = self.grid_size**2
+        stats = _pixel_stats(pixel_norm, channels)
+        self.register_buffer("pixel_mean", None if stats is None else stats[0])
+        self.register_buffer("pixel_std", None if stats is None else stats[1])
+        self.patch_embed = nn.Conv2d(channels, dim, patch_size, stride=patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
+        # models_mae's frozen table; "learned" trains every row (keras_ssl's class position too).
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + self.num_patches, dim), requires_grad=positions == "learned")
+        self.blocks = nn.ModuleList([Block(dim, heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.initialize_weights()
+
+    @classmethod
+    def like(cls, keras_vit):
+        """A reference with a keras_ssl `ViT`'s sizes and options (its own weights: `from_keras` copies)."""
+        unsupported = {"num_registers": 0, "layerscale": None, "class_token": True, "dropout": 0.0, "drop_path": 0.0}
+        for name, value in unsupported.items():
+            if getattr(keras_vit, name) != value:
+                raise ValueError(f"the reference ViT has no {name}={getattr(keras_vit, name)!r}")
+        config = keras_vit.get_config()
+        return cls(
+            **{k: config[k] for k in ("image_size", "patch_size", "channels", "dim", "depth", "heads")},
+            mlp_ratio=config["mlp_ratio"],
+            positions=config["positions"],
+            pixel_norm=config["pixel_norm"],
+            pool=config["pool"],
+        )
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        """models_mae's `initialize_weights` (keras_ssl's `initializer="mae"`); learned positions N(0, 0.02^2)."""
+        if self.positions == "sincos":
+            self.pos_embed.copy_(torch.from_numpy(sincos_table(self.dim, self.grid_size, cls_token=True))[None])
+        else:
+            nn.init.normal_(self.pos_embed, std=0.02)
+        w = self.patch_embed.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))  # as a Linear: fan-out dim, not dim * p * p
+        nn.init.normal_(self.cls_token, std=0.02)  # timm's trunc_normal_(std=.02) cuts at +-2: a normal
+        self.apply(_init_linear_and_norm)
+
+    def standardize(self, images):
+        return images if self.pixel_mean is None else (images - self.pixel_mean) / self.pixel_std
+
+    def embed_patches(self, images):
+        """NCHW images in [0, 1] -> patch tokens with positions `(B, N, dim)`."""
+        grid = self.patch_embed(self.standardize(images))
+        if grid.shape[-2:] != (self.grid_size, self.grid_size):
+            raise ValueError(f"the reference ViT takes {self.image_size}-pixel images only, got {tuple(images.shape)}")
+        return grid.flatten(2).transpose(1, 2) + self.pos_embed[:, 1:]
+
+    def encode_tokens(self, tokens):
+        """`(B, n, dim)` -> class token (plus its position) prepended, blocks, norm: `(B, 1 + n, dim)`."""
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1)
+        x = torch.cat([cls, tokens], dim=1)
+        for block in self.blocks:
+            x = block(x)
+        return self.norm(x)
+
+    def forward(self, images):
+        x = self.encode_tokens(self.embed_patches(images))
+        return x[:, 0] if self.pool == "cls" else x[:, 1:].mean(dim=1)
+
+
+def _init_linear_and_norm(m):
+    # models_mae's `_init_weights` ("xavier_uniform following official JAX ViT").
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.LayerNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+
+
+def patchify(images, patch_size):
+    """models_mae's `patchify`: NCHW -> `(B, N, p * p * C)`, each patch row by row, channels last."""
+    b, c, height, width = images.shape
+    p = patch_size
+    x = images.reshape(b, c, height // p, p, width // p, p)
+    return torch.einsum("nchpwq->nhwpqc", x).reshape(b, (height // p) * (width // p), p * p * c)
+
+
+class MAE(nn.Module):
+    """models_mae.py's `MaskedAutoencoderViT` on a reference `ViT`, with keras_ssl MAE's arguments.
+
+    `target_pixels`: `"standardized"` (models_mae: the loss reads the encoder's
+    standardised input) or `"raw"` (keras_ssl: the [0, 1] pixels); `keep`: `"floor"`
+    (models_mae's visible count) or `"round"` (keras_ssl's). See the module docstring.
+    """
+
+    def __init__(
+        self,
+        encoder,
+        mask_ratio=0.75,
+        decoder_dim=128,
+        decoder_depth=2,
+        decoder_heads=4,
+        norm_pix_loss=True,
+        target_pixels="standardized",
+        keep="floor",
+    ):
+        super().__init__()
+        if target_pixels not in ("standardized", "raw") or keep not in ("floor", "round"):
+            raise ValueError(
+                f"target_pixels 'standardized' or 'raw', keep 'floor' or 'round'; got {target_pixels!r}, {keep!r}"
+            )
+        self.encoder, self.mask_ratio, self.norm_pix_loss = encoder, float(mask_ratio), bool(norm_pix_loss)
+        self.target_pixels, self.keep = target_pixels, keep
+        self.decoder_dim, self.decoder_depth = decoder_dim, decoder_depth
+        n = encoder.num_patches
+        self.decoder_embed = nn.Linear(encoder.dim, decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
+        self.decoder_pos_embed = nn.Parameter(torch.zeros(1, 1 + n, decoder_dim), requires_grad=False)
+        self.decoder_blocks = nn.ModuleList(
+            [Block(decoder_dim, decoder_heads, encoder.mlp_ratio) for _ in range(decoder_depth)]
+        )
+        self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
+        self.decoder_pred = nn.Linear(decoder_dim, encoder.patch_size**2 * encoder.channels)
+        self.initialize_weights()
+
+    @classmethod
+    def like(cls, keras_mae, **kwargs):
+        """A reference with a keras_ssl `MAE`'s sizes (`kwargs`: `target_pixels`, `keep`)."""
+        sizes = dict(
+            mask_ratio=keras_mae.mask_ratio,
+            decoder_dim=keras_mae.decoder_dim,
+            decoder_depth=keras_mae.decoder_depth,
+            decoder_heads=keras_mae.decoder_heads,
+            norm_pix_loss=keras_mae.norm_pix_loss,
+        )
+        return cls(ViT.like(keras_mae.encoder), **{**sizes, **kwargs})
+
+    @torch.no_grad()
+    def initialize_weights(self):
+        """models_mae's: the encoder's (`ViT.initialize_weights`), then the decoder's."""
+        self.encoder.initialize_weights()
+        table = sincos_table(self.decoder_dim, self.encoder.grid_size, cls_token=True)
+        self.decoder_pos_embed.copy_(torch.from_numpy(table)[None])
+        nn.init.normal_(self.mask_token, std=0.02)
+        for module in (self.decoder_embed, *self.decoder_blocks, self.decoder_norm, self.decoder_pred):
+            module.apply(_init_linear_and_norm)
+
+    def num_visible(self, n):
+        return int(n * (1 - self.mask_ratio)) if self.keep == "floor" else int(round((1 - self.mask_ratio) * n))
+
+    def random_masking(self, x, noise=None):
+        """Per-sample shuffle by argsort of `noise` (default U(0, 1)): the smallest are kept.
+
+        Returns `(visible (B, n, D), mask (B, N) with 1 = removed, ids_restore (B, N))`.
+        """
+        b, n, d = x.shape
+        keep = self.num_visible(n)
+        noise = torch.rand(b, n, device=x.device) if noise is None else noise.to(x.device)
+        ids_shuffle = torch.argsort(noise, dim=1)
+        ids_restore = torch.argsort(ids_shuffle, dim=1)
+        visible = torch.gather(x, 1, ids_shuffle[:, :keep, None].expand(-1, -1, d))
+        mask = torch.ones(b, n, device=x.device)
+        mask[:, :keep] = 0
+        return visible, torch.gather(mask, 1, ids_restore), ids_restore
+
+    def forward_encoder(self, images, noise=None):
+        visible, mask, ids_restore = self.random_masking(self.encoder.embed_patches(images), noise)
+        return self.encoder.encode_tokens(visible), mask, ids_restore
+
+    def forward_decoder(self, latent, ids_restore):
+        x = self.decoder_embed(latent)
+        b, n = ids_restore.shape
+        masked = self.mask_token.expand(b, n + 1 - x.shape[1], -1)
+        patches = torch.cat([x[:, 1:], masked], dim=1)
+        patches = torch.gather(patches, 1, ids_restore[..., None].expand(-1, -1, x.shape[2]))  # unshuffle
+        x = torch.cat([x[:, :1], patches], dim=1) + self.decoder_pos_embed
+        for block in self.decoder_blocks:
+            x = block(x)
+        return self.decoder_pred(self.decoder_norm(x))[:, 1:]  # the class token's output dropped
+
+    def forward_loss(self, images, pred, mask):
+        """Mean over pixels of the squared error, then over the removed patches."""
+        if self.target_pixels == "standardized":
+            images = self.encoder.standardize(images)
+        target = patchify(images, self.encoder.patch_size)
+        if self.norm_pix_loss:
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)  # unbiased var
+            target = (target - mean) / (var + 1e-6) ** 0.5
+        loss = ((pred - target) ** 2).mean(dim=-1)
+        return (loss * mask).sum() / mask.sum()
+
+    def forward(self, images, noise=None):
+        """NCHW images in [0, 1] -> `(loss, pred (B, N, p * p * C), mask (B, N))`."""
+        latent, mask, ids_restore = self.forward_encoder(images, noise)
+        pred = self.forward_decoder(latent, ids_restore)
+        return self.forward_loss(images, pred, mask), pred, mask
+
+
+# ------------------------------------------------------------------ keras_ssl's layout
+
+_DENSE = ("qkv", "proj", "fc1", "fc2")
+
+
+def _block_entries(prefix, block):
+    for name in ("norm1", "norm2"):
+        norm = getattr(block, name)
+        yield f"{prefix}/{name}/gamma", norm.weight, None
+        yield f"{prefix}/{name}/beta", norm.bias, None
+    for name in _DENSE:
+        linear = getattr(block, name)
+        yield f"{prefix}/{name}/kernel", linear.weight, "dense"
+        yield f"{prefix}/{name}/bias", linear.bias, None
+
+
+def _entries(module):
+    """`(key, tensor (a view of a parameter), kind)`: kind "dense", "conv", or a Keras shape to reshape to."""
+    vit = module.encoder if isinstance(module, MAE) else module
+    d, g = vit.dim, vit.grid_size
+    yield "enc/patch_embed/kernel", vit.patch_embed.weight, "conv"
+    yield "enc/patch_embed/bias", vit.patch_embed.bias, None
+    yield "enc/pos_embed/class_token", vit.cls_token, None
+    yield "enc/pos_embed/class_position", vit.pos_embed[:, :1], None
+    yield "enc/pos_embed/positions", vit.pos_embed[:, 1:], (1, g, g, d)
+    for i, block in enumerate(vit.blocks):
+        yield from _block_entries(f"enc/block_{i}", block)
+    yield "enc/norm/gamma", vit.norm.weight, None
+    yield "enc/norm/beta", vit.norm.bias, None
+    if isinstance(module, MAE):
+        yield "dec/embed/kernel", module.decoder_embed.weight, "dense"
+        yield "dec/embed/bias", module.decoder_embed.bias, None
+        yield "dec/mask_token", module.mask_token, None
+        yield "dec/positions", module.decoder_pos_embed, None
+        for i, block in enumerate(module.decoder_blocks):
+            yield from _block_entries(f"dec/block_{i}", block)
+        yield "dec/norm/gamma", module.decoder_norm.weight, None
+        yield "dec/norm/beta", module.decoder_norm.bias, None
+        yield "dec/head/kernel", module.decoder_pred.weight, "dense"
+        yield "dec/head/bias", module.decoder_pred.bias, None
+
+
+def keras_variables(model):
+    """`{key: keras Variable}` of a keras_ssl `ViT`, or of an `MAE` (its encoder and decoder)."""
+    vit = getattr(model, "encoder", model)
+    out = {
+        "enc/patch_embed/kernel": vit.patch_embed.projection.kernel,
+        "enc/patch_embed/bias": vit.patch_embed.projection.bias,
+    }
+    for name in ("class_token", "class_position", "positions"):
+        out[f"enc/pos_embed/{name}"] = getattr(vit.pos_embed, name)
+
+    def add_block(prefix, block):
+        for name in ("norm1", "norm2"):
+            out[f"{prefix}/{name}/gamma"], out[f"{prefix}/{name}/beta"] = getattr(block, name).weights
+        for name in _DENSE:
+            out[f"{prefix}/{name}/kernel"], out[f"{prefix}/{name}/bias"] = getattr(block, name).weights
+
+    for i, block in enumerate(vit.blocks):
+        add_block(f"enc/block_{i}", block)
+    out["enc/norm/gamma"], out["enc/norm/beta"] = vit.norm.weights
+    decoder = getattr(model, "decoder", None)
+    if decoder is not None:
+        out["dec/embed/kernel"], out["dec/embed/bias"] = decoder.embed.weights
+        out["dec/mask_token"], out["dec/positions"] = decoder.mask_token, decoder.positions
+        for i, block in enumerate(decoder.blocks):
+            add_block(f"dec/block_{i}", block)
+        out["dec/norm/gamma"], out["dec/norm/beta"] = decoder.norm.weights
+        out["dec/head/kernel"], out["dec/head/bias"] = decoder.head.weights
+    return out
+
+
+def _to_keras(tensor, kind):
+    a = tensor.detach().cpu().numpy()
+    if kind == "dense":
+        return a.T.copy()  # Linear (out, in) -> Dense (in, out)
+    if kind == "conv":
+        return a.transpose(2, 3, 1, 0).copy()  # Conv2d (D, C, p, p) -> Conv2D (p, p, C, D)
+    return a.reshape(kind) if kind is not None else a.copy()
+
+
+def _to_torch(array, kind, shape):
+    a = np.asarray(array, np.float32)
+    if kind == "dense":
+        a = a.T
+    elif kind == "conv":
+        a = a.transpose(3, 2, 0, 1)
+    if a.shape != tuple(shape) and a.size == np.prod(shape) and kind not in ("dense", "conv"):
+        a = a.reshape(shape)  # the position grid (1, h, w, D) -> (1, h * w, D)
+    if a.shape != tuple(shape):
+        raise ValueError(f"shape {array.shape} does not fit the reference's {tuple(shape)}")
+    return torch.from_numpy(np.ascontiguousarray(a))
+
+
+@torch.no_grad()
+def from_keras(module, model):
+    """Copies a keras_ssl `ViT` (into a `ViT`) or `MAE` (into an `MAE`) into the reference."""
+    import keras
+
+    variables = keras_variables(model)
+    entries = list(_entries(module))
+    missing = {key for key, _, _ in entries} ^ set(variables)
+    if missing:
+        raise ValueError(f"the two models' layouts differ: {sorted(missing)[:5]}")
+    for key, tensor, kind in entries:
+        tensor.copy_(_to_torch(keras.ops.convert_to_numpy(variables[key]), kind, tensor.shape))
+
+
+def keras_arrays(module):
+    """The reference's weights as `{key: float32 array}` in keras_ssl's shapes (`assign_keras` loads them)."""
+    return {key: _to_keras(tensor, kind) for key, tensor, kind in _entries(module)}
+
+
+def assign_keras(model, arrays):
+    """Assigns `keras_arrays` output into a keras_ssl `ViT` or `MAE`; every variable of the layout must be given."""
+    variables = keras_variables(model)
+    if set(arrays) != set(variables):
+        raise ValueError(f"keys differ from the model's layout: {sorted(set(arrays) ^ set(variables))[:5]}")
+    for key, array in arrays.items():
+        if tuple(variables[key].shape) != array.shape:
+            raise ValueError(f"{key}: keras {tuple(variables[key].shape)} vs reference {array.shape}")
+        variables[key].assign(array)
