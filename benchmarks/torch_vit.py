@@ -19,7 +19,7 @@ timm 0.3.2 `PatchEmbed` and `Block` it builds on), never imported from keras_ssl
 
 keras_ssl's MAE against models_mae.py, as this reference found them on 2026-12-07 (the options
 that make it compute keras_ssl's old choices in brackets; keras_ssl has since taken the official
-target and visible count, 1 and 2):
+target, visible count and decoder width, 1 to 3):
 
 1. The loss target. models_mae patchifies the images the encoder sees, which
    main_pretrain.py standardised with ImageNet's statistics; keras_ssl patchifies

@@ -87,8 +87,9 @@ def test_keras_arrays_hand_the_reference_init_to_keras_ssl(options):
         np.testing.assert_array_equal(array, arrays[key], err_msg=key)
 
 
-def test_mae_loss_is_keras_ssl_mae_loss():
-    vit = keras_ssl.backbones.vit(**SIZES, positions="sincos", pixel_norm="imagenet")
+@pytest.mark.parametrize("mlp_ratio", [4.0, 2.0])  # models_mae.py's decoder blocks take the encoder's ratio
+def test_mae_loss_is_keras_ssl_mae_loss(mlp_ratio):
+    vit = keras_ssl.backbones.vit(**SIZES, positions="sincos", pixel_norm="imagenet", mlp_ratio=mlp_ratio)
     model = keras_ssl.MAE(vit, seed=0, **MAE_SIZES)
     _perturbed(model, seed=4)
     images = np.random.default_rng(5).integers(0, 256, size=(4, 16, 16, 3), dtype=np.uint8)

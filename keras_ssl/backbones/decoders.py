@@ -19,6 +19,7 @@ class MAEDecoder(keras.layers.Layer):
         num_patches: `N`, patches of a full (square) image.
         patch_dim: pixels per patch, `p * p * C`.
         dim, depth, heads: decoder token size, blocks, attention heads.
+        mlp_ratio: the blocks' MLP width over `dim` (models_mae.py: the encoder's).
         positions: `"sincos"`, MAE's fixed 2D sine-cosine table (the class
             token's position 0), not trained; or `"learned"`, N(0, 0.02^2).
 
@@ -33,7 +34,7 @@ class MAEDecoder(keras.layers.Layer):
         1
     """
 
-    def __init__(self, num_patches, patch_dim, dim=128, depth=2, heads=4, positions="sincos", **kwargs):
+    def __init__(self, num_patches, patch_dim, dim=128, depth=2, heads=4, positions="sincos", mlp_ratio=4.0, **kwargs):
         super().__init__(**kwargs)
         if positions not in ("learned", "sincos"):
             raise ValueError(f"`positions` must be 'learned' or 'sincos', got {positions!r}.")
@@ -42,9 +43,9 @@ class MAEDecoder(keras.layers.Layer):
         self.grid_size = math.isqrt(self.num_patches)
         if positions == "sincos" and self.grid_size**2 != self.num_patches:
             raise ValueError(f"sine-cosine positions need a square patch grid, got {num_patches} patches.")
-        self.dim, self.depth, self.heads = int(dim), int(depth), int(heads)
+        self.dim, self.depth, self.heads, self.mlp_ratio = int(dim), int(depth), int(heads), float(mlp_ratio)
         self.embed = keras.layers.Dense(self.dim)
-        self.blocks = [TransformerBlock(self.dim, self.heads) for _ in range(self.depth)]
+        self.blocks = [TransformerBlock(self.dim, self.heads, self.mlp_ratio) for _ in range(self.depth)]
         self.norm = keras.layers.LayerNormalization(epsilon=1e-6)
         self.head = keras.layers.Dense(self.patch_dim)
 
@@ -92,4 +93,5 @@ class MAEDecoder(keras.layers.Layer):
             "depth": self.depth,
             "heads": self.heads,
             "positions": self.position_type,
+            "mlp_ratio": self.mlp_ratio,
         }

@@ -88,7 +88,12 @@ class MAE(SSLModel):
         self.masking = RandomMasking(mask_ratio, seed=self.next_seed())
         channels = self.image_shape[-1]
         self.decoder = MAEDecoder(
-            self.num_patches, self.patch_size**2 * channels, decoder_dim, decoder_depth, decoder_heads
+            self.num_patches,
+            self.patch_size**2 * channels,
+            decoder_dim,
+            decoder_depth,
+            decoder_heads,
+            mlp_ratio=getattr(encoder, "mlp_ratio", 4.0),  # models_mae.py's decoder blocks take the encoder's
         )
         self.decoder.build((None, 1 + visible, encoder.dim))
 
