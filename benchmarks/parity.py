@@ -86,8 +86,10 @@ KERAS_CLASSES = {
     "dclw": "SimCLR",  # with loss="dclw"
     "supcon": "SupCon",  # supervised: both sides get each batch's labels
     "deepclusterv2": "DeepClusterV2",  # both sides get each batch's dataset indices
+    "mae": "MAE",  # a ViT (vit_sizes), not the ResNet
 }
 MULTICROP = ("dino", "swav", "deepclusterv2")
+VIT = ("mae",)
 
 
 def parse(argv=None):
@@ -252,6 +254,7 @@ def method_options(name, dim):
         "dcl": dict(temperature=0.5, projection_dim=128, hidden_dim=dim),
         "dclw": dict(temperature=0.5, projection_dim=128, hidden_dim=dim, sigma=0.5),
         "supcon": dict(temperature=0.1, projection_dim=128, hidden_dim=dim),
+        "mae": dict(mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4, norm_pix_loss=True),
         # num_samples comes from the data (shared_options); the paper's 3 heads of 3000 clusters.
         "deepclusterv2": dict(
             num_prototypes=(3000, 3000, 3000),
@@ -283,6 +286,12 @@ def keras_only_options(name, steps_per_epoch):
 
 def feature_dim(width):
     return 8 * max(16, int(round(64 * width)))
+
+
+def vit_sizes(width):
+    """The ViT methods' encoder at `--width`: ViT-Tiny (192 wide, 3 heads, 12 blocks) at 0.25, on 4-pixel patches of 32."""
+    dim = int(round(768 * width))
+    return dict(image_size=32, patch_size=4, dim=dim, depth=12, heads=max(1, dim // 64))
 
 
 # ---------------------------------------------------------------------- data
@@ -587,6 +596,13 @@ def load_init(model, path):
     import keras
 
     saved = np.load(path)
+    if "enc/patch_embed/kernel" in saved:  # a ViT method's layout (torch_vit.keras_arrays)
+        sys.path.insert(0, HERE)
+        import torch_vit
+
+        torch_vit.assign_keras(model, {k: saved[k] for k in saved if k.startswith(("enc/", "dec/"))})
+        h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
+        return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
     for layer in model.encoder.layers:
         for w in layer.weights:
             key = f"enc/{layer.name}/{w.name}"
@@ -627,9 +643,13 @@ def keras_model(args, name, seed, steps_per_epoch):
     import keras_ssl
 
     multicrop = name in MULTICROP
-    encoder = keras_ssl.backbones.resnet18(
-        (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
-    )
+    if name in VIT:  # the method's own ViT options (MAE: sine-cosine positions, ImageNet standardisation)
+        cls = getattr(keras_ssl, KERAS_CLASSES[name])
+        encoder = keras_ssl.backbones.vit(**vit_sizes(args.width), **cls.vit_options, initializer=cls.vit_init)
+    else:
+        encoder = keras_ssl.backbones.resnet18(
+            (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width
+        )
     options = {**shared_options(args, name), **keras_only_options(name, steps_per_epoch)}
     if multicrop:
         options["input_shape"] = (32, 32, 3)

@@ -226,8 +226,41 @@ def deepcluster_keras(model, state):
     yield
 
 
+@contextlib.contextmanager
+def mae_torch(method, state):
+    noises, draw = [], method.draw_noise
+
+    def recorded(*a):  # each step's masking noise (torch.rand): the reference's draws...
+        noises.append(draw(*a))
+        return noises[-1]
+
+    method.draw_noise = recorded
+    try:
+        yield
+    finally:
+        del method.draw_noise
+    state["noise"] = np.stack([n.numpy() for n in noises])
+
+
+@contextlib.contextmanager
+def mae_keras(model, state):
+    import keras
+
+    from keras_ssl.layers import masking
+
+    noises, original = iter(state["noise"]), masking.random_masking
+
+    def replayed(tokens, mask_ratio, seed=None):  # ...replayed as keras_ssl's uniform draw (argsort keeps the mask)
+        with mock.patch.object(keras.random, "uniform", lambda *a, **k: keras.ops.convert_to_tensor(next(noises))):
+            return original(tokens, mask_ratio, seed)
+
+    with mock.patch.object(masking, "random_masking", replayed):
+        yield
+
+
 SYNC = {
     "deepclusterv2": (deepcluster_torch, deepcluster_keras),
+    "mae": (mae_torch, mae_keras),
     "moco2": (moco2_torch, moco2_keras),
     "nnclr": (nnclr_torch, nnclr_keras),
     "nnbyol": (nnclr_torch, nnclr_keras),  # the same support set of random unit rows

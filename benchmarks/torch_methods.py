@@ -668,7 +668,8 @@ def build(name, width, options, init, steps_per_epoch, total_steps, seed):
 
     torch.manual_seed(seed)
     method = {**METHODS, **torch_methods_catalogue.METHODS}[name](width, **options)
-    initialise(method, init)
+    if not getattr(method, "own_init", False):  # the ViT methods keep their official code's initialisation
+        initialise(method, init)
     if hasattr(method, "init_head"):
         method.init_head(init)
     method.encoder.to(memory_format=torch.channels_last)

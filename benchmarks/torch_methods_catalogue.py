@@ -39,6 +39,8 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
   multi-crop network, frozen prototypes set to each epoch's spherical k-means centroids of a
   memory of the two global crops' unit projections (filled by a pass over the data before
   training, then by each step), the cross-entropy of every crop to its sample's clusters.
+- MAE (facebookresearch/mae models_mae.py): torch_vit's ViT and MAE, a ViT-Tiny-like encoder
+  sized by `--width` (parity.vit_sizes), models_mae's own initialisation (not `--init`).
 """
 
 import functools
@@ -885,6 +887,45 @@ class DeepClusterV2(Method):
         self.start += b
 
 
+class MAE(Method):
+    """MAE through the parity harness: torch_vit.MAE (models_mae.py) on torch_vit.ViT.
+
+    The encoder is parity.vit_sizes(width) with MAE's fixed sine-cosine positions and ImageNet
+    pixel standardisation (main_pretrain.py's Normalize); the weights are models_mae's
+    `initialize_weights` (`own_init`: `--init` does not apply). Views: main_pretrain.py's
+    RandomResizedCrop(scale (0.2, 1)) and flip, nothing else. Each step's masking noise comes
+    from `draw_noise`, which parity_step0 records to replay in keras_ssl.
+    """
+
+    own_init = True
+    num_views = 1
+
+    def __init__(self, width, mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4, norm_pix_loss=True):
+        nn.Module.__init__(self)  # not Method's: no ResNet
+        import torch_vit
+        from parity import vit_sizes
+
+        self.encoder = torch_vit.ViT(**vit_sizes(width), positions="sincos", pixel_norm="imagenet")
+        self.mae = torch_vit.MAE(self.encoder, mask_ratio, decoder_dim, decoder_depth, decoder_heads, norm_pix_loss)
+        self.dim = self.encoder.dim
+        self.augment = Augment(32, (0.2, 1.0), None, p_jitter=0.0, p_gray=0.0)
+
+    def draw_noise(self, b, n):
+        return torch.rand(b, n)
+
+    def loss(self, views, step):
+        images = views[0]
+        loss, _, _ = self.mae(images, noise=self.draw_noise(len(images), self.encoder.num_patches))
+        return loss
+
+    def keras_weights(self, grad=False):
+        import torch_vit
+
+        if grad:
+            raise NotImplementedError("the ViT references hand over weights only (no --gradients)")
+        return torch_vit.keras_arrays(self.mae)
+
+
 METHODS = {
     "tico": TiCo,
     "vibcreg": VIbCReg,
@@ -900,4 +941,5 @@ METHODS = {
     "dclw": functools.partial(SimCLRDCL, weighting="von_mises"),
     "supcon": SupCon,
     "deepclusterv2": DeepClusterV2,
+    "mae": MAE,
 }
