@@ -157,6 +157,18 @@ def test_imagenet_targets_are_the_official_normalised_pixels():
     assert recon.shape == (8, 16, 16, 3) and 0 <= recon.min() and recon.max() <= 1
 
 
+def test_default_targets_are_the_images_as_the_encoder_sees_them():
+    # microsoft/SimMIM: the loader's Normalize feeds the encoder and the loss alike.
+    x = random_images(8).astype("float32") / 255.0
+    for pixel_norm, expected in ((None, x), ("imagenet", (x - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD))):
+        encoder = vit(image_size=16, patch_size=4, dim=16, depth=1, heads=2, pool="mean", pixel_norm=pixel_norm)
+        model = SimMIM(encoder, mask_patch_size=8, seed=1)
+        out = model._masked_forward(ops.convert_to_tensor(x), training=False, seed=1)
+        np.testing.assert_allclose(np_(out["target"]), expected, atol=1e-5)
+        masked, recon = model.reconstruct(random_images(8), seed=1)
+        assert 0 <= recon.min() and recon.max() <= 1
+
+
 def test_reconstruct_keeps_visible_pixels_and_greys_masked_squares():
     model = make_model()
     x = random_images(8)

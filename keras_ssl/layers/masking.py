@@ -173,3 +173,25 @@ class RandomMasking(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "mask_ratio": self.mask_ratio, "seed": self.seed}
+
+
+def encoder_pixels(encoder, images, inverse=False):
+    """`images` as `encoder` sees them: standardised by its `pixel_norm` (a keras_ssl `ViT`), else unchanged.
+
+    The reconstruction target of MAE and SimMIM: their official codes read
+    the loader's normalised images, which both the encoder and the loss see.
+    `inverse` undoes it (reconstructions back to [0, 1] pixels).
+
+    Example:
+        >>> from keras_ssl.layers.masking import encoder_pixels
+        >>> vit = keras_ssl.backbones.vit(image_size=8, patch_size=4, dim=8, depth=1, heads=2, pixel_norm="imagenet")
+        >>> x = np.full((1, 8, 8, 3), 0.485, "float32")   # ImageNet's mean red
+        >>> y = encoder_pixels(vit, x)
+        >>> float(y[0, 0, 0, 0]), round(float(encoder_pixels(vit, y, inverse=True)[0, 0, 0, 0]), 6)
+        (0.0, 0.485)
+    """
+    stats = getattr(encoder, "_pixel_stats", None)  # ViT's (mean, std) of its `pixel_norm`, or None
+    if stats is None:
+        return images
+    mean, std = (ops.convert_to_tensor(v, images.dtype) for v in stats)
+    return ops.add(ops.multiply(images, std), mean) if inverse else ops.divide(ops.subtract(images, mean), std)

@@ -9,6 +9,7 @@ from keras_ssl.backbones.decoders import MAEDecoder
 from keras_ssl.engine import SSLModel
 from keras_ssl.layers.masking import (
     RandomMasking,
+    encoder_pixels,
     num_visible,
     patchify,
     random_masking,
@@ -106,18 +107,10 @@ class MAE(SSLModel):
         latent = self.encoder.encode_tokens(visible, training=training)
         return {
             # models_mae.py patchifies the images the encoder sees: after the loader's Normalize (our `pixel_norm`).
-            "target": patchify(self._encoder_pixels(images), self.patch_size),
+            "target": patchify(encoder_pixels(self.encoder, images), self.patch_size),
             "pred": self.decoder(latent, ids_restore, training=training),
             "mask": mask,
         }
-
-    def _encoder_pixels(self, images, inverse=False):
-        """`images` standardised as the encoder's `pixel_norm` does (`inverse`: undone); as they are without one."""
-        stats = getattr(self.encoder, "_pixel_stats", None)
-        if stats is None:
-            return images
-        mean, std = (ops.convert_to_tensor(v, images.dtype) for v in stats)
-        return images * std + mean if inverse else (images - mean) / std
 
     def ssl_forward(self, views, training):
         return self._masked_forward(views[0], training)
@@ -150,7 +143,9 @@ class MAE(SSLModel):
             mean, std = losses.patch_statistics(target)
             pred = pred * std + mean
         size, channels = (self.image_size, self.image_size), self.image_shape[-1]
-        image = lambda patches: self._encoder_pixels(unpatchify(patches, self.patch_size, size, channels), inverse=True)
+        image = lambda patches: encoder_pixels(
+            self.encoder, unpatchify(patches, self.patch_size, size, channels), inverse=True
+        )
         m = unpatchify(mask * ops.ones_like(target), self.patch_size, size, channels)  # 1 on masked pixels
         masked, recon = image(target) * (1 - m) + 0.5 * m, image(target * (1 - mask) + pred * mask)
         return tuple(np.clip(ops.convert_to_numpy(a), 0.0, 1.0) for a in (masked, recon))

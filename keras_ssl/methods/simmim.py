@@ -7,7 +7,7 @@ from keras import ops
 from keras_ssl import initializers
 from keras_ssl.backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from keras_ssl.engine import SSLModel
-from keras_ssl.layers.masking import unpatchify
+from keras_ssl.layers.masking import encoder_pixels, unpatchify
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
 from keras_ssl.losses.reconstruction import simmim_reconstruction
 from keras_ssl.views.recipes import simmim_views
@@ -33,9 +33,11 @@ class SimMIM(SSLModel):
             size dividing the image; default: 32 (the paper's) for images of
             128 px or more, else twice the patch size.
         mask_ratio: fraction of squares masked (paper: 0.6).
-        imagenet_targets: reconstruct ImageNet-normalised pixels
-            (`(x - mean) / std`, the official targets; 3 channels) instead
-            of pixels in [0, 1]; the encoder sees [0, 1] pixels either way.
+        imagenet_targets: None (default): reconstruct the images as the
+            encoder sees them, after its `pixel_norm` (the official targets:
+            the loader's ImageNet-normalised images, which the CLI's ViT
+            standardises as); True: ImageNet-normalised pixels whatever the
+            encoder's (3 channels); False: pixels in [0, 1].
         views: a `OneView`; defaults to `simmim_views`.
         **kwargs: `SSLModel` options (`image_size`, `value_range`, `seed`, ...).
 
@@ -70,7 +72,7 @@ class SimMIM(SSLModel):
         "pixel_norm": "imagenet",
     }
 
-    def __init__(self, encoder, *, mask_patch_size=None, mask_ratio=0.6, imagenet_targets=False, **kwargs):
+    def __init__(self, encoder, *, mask_patch_size=None, mask_ratio=0.6, imagenet_targets=None, **kwargs):
         super().__init__(encoder, **kwargs)
         self.patch_size, channels = int(encoder.patch_size), self.image_shape[-1]
         if mask_patch_size is None:
@@ -81,7 +83,7 @@ class SimMIM(SSLModel):
             self.image_size, self.patch_size, mask_patch_size, mask_ratio, self.next_seed()
         )
         self.mask_patch_size, self.mask_ratio = int(mask_patch_size), float(mask_ratio)
-        self.imagenet_targets = bool(imagenet_targets)
+        self.imagenet_targets = None if imagenet_targets is None else bool(imagenet_targets)
         # VisionTransformerForSimMIM draws its mask token with BEiT's normal, cut at one std.
         init = initializers.CutNormal(0.02)
         self.mask_token = self.add_weight(name="mask_token", shape=(1, 1, encoder.dim), initializer=init)
@@ -94,8 +96,14 @@ class SimMIM(SSLModel):
         )
         self.decoder.build((None, (self.image_size // self.patch_size) ** 2, encoder.dim))
 
-    def _pixel_stats(self):
-        return ops.array(IMAGENET_MEAN, "float32"), ops.array(IMAGENET_STD, "float32")
+    def _targets(self, images, inverse=False):
+        """The reconstruction target of `images` in [0, 1] (`inverse`: back to them), per `imagenet_targets`."""
+        if self.imagenet_targets is None:
+            return encoder_pixels(self.encoder, images, inverse)
+        if not self.imagenet_targets:
+            return images
+        mean, std = ops.array(IMAGENET_MEAN, "float32"), ops.array(IMAGENET_STD, "float32")
+        return images * std + mean if inverse else (images - mean) / std
 
     def _masked_forward(self, images, training, seed=None):
         if seed is None:
@@ -107,10 +115,7 @@ class SimMIM(SSLModel):
         latent = self.encoder.encode_tokens(tokens, training=training)[:, 1:]
         size, grid = self.image_size, self.image_size // self.patch_size
         pred = unpatchify(self.decoder(latent), self.patch_size, size, self.image_shape[-1])
-        target = ops.cast(images, "float32")
-        if self.imagenet_targets:
-            mean, std = self._pixel_stats()
-            target = (target - mean) / std
+        target = self._targets(ops.cast(images, "float32"))
         # Mean-pooled patch tokens: the features the decoder reads (the class token gets no loss).
         features = ops.mean(latent, axis=1)
         return {"target": target, "pred": pred, "mask": ops.reshape(mask, (-1, grid, grid)), "features": features}
@@ -137,10 +142,7 @@ class SimMIM(SSLModel):
         if tuple(x.shape[1:3]) != (self.image_size, self.image_size):
             x = ops.image.resize(x, (self.image_size, self.image_size))
         out = self._masked_forward(x, training=False, seed=seed)
-        pred, p = out["pred"], self.patch_size
-        if self.imagenet_targets:
-            mean, std = self._pixel_stats()
-            pred = pred * std + mean
+        pred, p = self._targets(out["pred"], inverse=True), self.patch_size
         m = ops.repeat(ops.repeat(out["mask"], p, axis=1), p, axis=2)[..., None]
         masked, recon = x * (1 - m) + 0.5 * m, x * (1 - m) + pred * m
         return tuple(np.clip(ops.convert_to_numpy(a), 0.0, 1.0) for a in (masked, recon))
