@@ -87,9 +87,10 @@ KERAS_CLASSES = {
     "supcon": "SupCon",  # supervised: both sides get each batch's labels
     "deepclusterv2": "DeepClusterV2",  # both sides get each batch's dataset indices
     "mae": "MAE",  # a ViT (vit_sizes), not the ResNet
+    "simmim": "SimMIM",
 }
 MULTICROP = ("dino", "swav", "deepclusterv2")
-VIT = ("mae",)
+VIT = ("mae", "simmim")
 
 
 def parse(argv=None):
@@ -255,6 +256,7 @@ def method_options(name, dim):
         "dclw": dict(temperature=0.5, projection_dim=128, hidden_dim=dim, sigma=0.5),
         "supcon": dict(temperature=0.1, projection_dim=128, hidden_dim=dim),
         "mae": dict(mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4, norm_pix_loss=True),
+        "simmim": dict(mask_patch_size=8, mask_ratio=0.6),
         # num_samples comes from the data (shared_options); the paper's 3 heads of 3000 clusters.
         "deepclusterv2": dict(
             num_prototypes=(3000, 3000, 3000),
@@ -645,7 +647,9 @@ def keras_model(args, name, seed, steps_per_epoch):
     multicrop = name in MULTICROP
     if name in VIT:  # the method's own ViT options (MAE: sine-cosine positions, ImageNet standardisation)
         cls = getattr(keras_ssl, KERAS_CLASSES[name])
-        encoder = keras_ssl.backbones.vit(**vit_sizes(args.width), **cls.vit_options, initializer=cls.vit_init)
+        # Stochastic depth off, as on the reference's side: its random drops could not be shared.
+        vit_options = {**cls.vit_options, "drop_path": 0.0}
+        encoder = keras_ssl.backbones.vit(**vit_sizes(args.width), **vit_options, initializer=cls.vit_init)
     else:
         encoder = keras_ssl.backbones.resnet18(
             (None, None, 3) if multicrop else (32, 32, 3), stem="cifar", width=args.width

@@ -258,8 +258,35 @@ def mae_keras(model, state):
         yield
 
 
+@contextlib.contextmanager
+def simmim_torch(method, state):
+    masks, draw = [], method.draw_mask
+
+    def recorded(*a):  # each step's masks (the official MaskGenerator's): the reference's draws...
+        masks.append(draw(*a))
+        return masks[-1]
+
+    method.draw_mask = recorded
+    try:
+        yield
+    finally:
+        del method.draw_mask
+    state["masks"] = np.stack([m.numpy() for m in masks]).astype("float32")
+
+
+@contextlib.contextmanager
+def simmim_keras(model, state):
+    import keras
+
+    masks = iter(state["masks"])  # ...replayed as keras_ssl's RandomSquareMasking's, (B, N)
+    replayed = lambda self, images: keras.ops.convert_to_tensor(next(masks).reshape(len(images), -1))
+    with mock.patch.object(type(model.masking), "call", replayed):
+        yield
+
+
 SYNC = {
     "deepclusterv2": (deepcluster_torch, deepcluster_keras),
+    "simmim": (simmim_torch, simmim_keras),
     "mae": (mae_torch, mae_keras),
     "moco2": (moco2_torch, moco2_keras),
     "nnclr": (nnclr_torch, nnclr_keras),

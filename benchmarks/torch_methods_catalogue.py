@@ -41,11 +41,15 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
   training, then by each step), the cross-entropy of every crop to its sample's clusters.
 - MAE (facebookresearch/mae models_mae.py): torch_vit's ViT and MAE, a ViT-Tiny-like encoder
   sized by `--width` (parity.vit_sizes), models_mae's own initialisation (not `--init`).
+- SimMIM (microsoft/SimMIM models/simmim.py, data/data_simmim.py): torch_vit's ViT with BEiT's
+  shared relative position bias, LayerScale 0.1 and q/v attention biases, its SimMIM and
+  MaskGenerator; stochastic depth off (as the harness's keras_ssl side), BEiT's initialisation.
 """
 
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -926,6 +930,51 @@ class MAE(Method):
         return torch_vit.keras_arrays(self.mae)
 
 
+class SimMIM(Method):
+    """SimMIM through the parity harness: torch_vit.SimMIM (microsoft/SimMIM) on torch_vit.ViT.
+
+    The encoder is parity.vit_sizes(width) with SimMIM's ViT (relative position bias shared by the
+    blocks, LayerScale 0.1, mean pooling, ImageNet standardisation, BEiT's q/v biases and
+    initialisation), stochastic depth off on both sides so that the comparison is about the
+    method. Views: data_simmim.py's RandomResizedCrop(scale (0.67, 1)) and flip. Each step's
+    masks come from `draw_mask` (the official MaskGenerator on a generator seeded from the
+    weights' seed), which parity_step0 records to replay in keras_ssl.
+    """
+
+    own_init = True
+    num_views = 1
+
+    def __init__(self, width, mask_patch_size=8, mask_ratio=0.6):
+        nn.Module.__init__(self)  # not Method's: no ResNet
+        import torch_vit
+        from parity import vit_sizes
+
+        options = dict(positions="relative", layerscale=0.1, pool="mean", pixel_norm="imagenet")
+        self.encoder = torch_vit.ViT(**vit_sizes(width), **options, qkv_bias="qv", initializer="beit")
+        self.simmim = torch_vit.SimMIM(self.encoder)
+        self.dim = self.encoder.dim
+        rng = np.random.default_rng(int(torch.randint(2**31, ())))
+        self.masks = torch_vit.MaskGenerator(
+            self.encoder.image_size, mask_patch_size, self.encoder.patch_size, mask_ratio, rng
+        )
+        self.augment = Augment(32, (0.67, 1.0), None, p_jitter=0.0, p_gray=0.0)
+
+    def draw_mask(self, b):
+        return torch.from_numpy(np.stack([self.masks() for _ in range(b)]))
+
+    def loss(self, views, step):
+        images = views[0]
+        loss, _ = self.simmim(images, self.draw_mask(len(images)))
+        return loss
+
+    def keras_weights(self, grad=False):
+        import torch_vit
+
+        if grad:
+            raise NotImplementedError("the ViT references hand over weights only (no --gradients)")
+        return torch_vit.keras_arrays(self.simmim)
+
+
 METHODS = {
     "tico": TiCo,
     "vibcreg": VIbCReg,
@@ -942,4 +991,5 @@ METHODS = {
     "supcon": SupCon,
     "deepclusterv2": DeepClusterV2,
     "mae": MAE,
+    "simmim": SimMIM,
 }
