@@ -328,10 +328,12 @@ def vit_preset(preset, channels, patch_size, dim, depth):
     - `"mae"`: Linear kernels `xavier_uniform_` (Glorot-uniform), biases 0;
       the patch kernel `xavier_uniform_` as a `(dim, channels * p * p)`
       matrix (fan-out `dim`, not Keras's `p * p * dim`), its bias PyTorch's.
-    - `"ijepa"`: Linear and patch kernels `trunc_normal_(std=.02)`, biases 0,
-      each block's attention output and second MLP kernel divided by
-      `sqrt(2 * layer)` (1-based), as `fix_init_weight` does.
-    - `"beit"` (SimMIM's ViT): as `"ijepa"`, every draw `CutNormal` (cut at 1 std).
+    - `"ijepa"`: Linear and patch kernels `trunc_normal_(std=.02)`, biases 0:
+      `helper.init_model` redraws every Linear after the constructor's
+      `fix_init_weight`, so no block's outputs are rescaled.
+    - `"beit"` (SimMIM's ViT): the same, every draw `CutNormal` (cut at 1 std),
+      and each block's attention output and second MLP kernel divided by
+      `sqrt(2 * layer)` (1-based), as BEiT's `fix_init_weight` leaves them.
     - `"keras"`: Keras's defaults, Glorot-uniform kernels (the former ViT).
 
     Class token, positions and registers: N(0, 0.02^2) (DINOv2's class
@@ -347,7 +349,7 @@ def vit_preset(preset, channels, patch_size, dim, depth):
         an initialiser may be Keras's name of one, or None for the layer's default.
 
     Example:
-        >>> init = keras_ssl.initializers.vit_preset("ijepa", channels=3, patch_size=4, dim=64, depth=12)
+        >>> init = keras_ssl.initializers.vit_preset("beit", channels=3, patch_size=4, dim=64, depth=12)
         >>> round(init["outputs"][0].get_config()["stddev"], 4), round(init["outputs"][-1].get_config()["stddev"], 4)
         (0.0141, 0.0041)
         >>> keras_ssl.initializers.vit_preset("deit", 3, 4, 64, 12)
@@ -375,7 +377,10 @@ def vit_preset(preset, channels, patch_size, dim, depth):
             token=normal(0.02),
             position=normal(0.02),
             kernel=normal(0.02),
-            outputs=[normal(0.02 / math.sqrt(2.0 * layer)) for layer in range(1, depth + 1)],
+            # ijepa: init_model's redraw undoes fix_init_weight; BEiT keeps its rescaled outputs.
+            outputs=[
+                normal(0.02 / (1.0 if preset == "ijepa" else math.sqrt(2.0 * layer))) for layer in range(1, depth + 1)
+            ],
         )
     init = dict(
         patch_kernel=torch_default(),

@@ -311,12 +311,13 @@ def _torch_vit_draws(preset, patch_kernel, *linears, layer):
         torch.nn.init.xavier_uniform_(patch.view(cout, -1))
         for w in (qkv, proj, fc2):
             torch.nn.init.xavier_uniform_(w)
-    else:  # I-JEPA and BEiT (SimMIM): trunc_normal_(std=.02) everywhere (BEiT cuts at +-std), fix_init_weight
+    else:  # I-JEPA and BEiT (SimMIM): trunc_normal_(std=.02) everywhere (BEiT cuts at +-std)
         cut = 0.02 if preset == "beit" else 2.0
         for w in (patch, qkv, proj, fc2):
             torch.nn.init.trunc_normal_(w, std=0.02, a=-cut, b=cut)
-        proj /= np.sqrt(2.0 * layer)
-        fc2 /= np.sqrt(2.0 * layer)
+        if preset == "beit":  # fix_init_weight; I-JEPA's helper.init_model redraws every Linear after it
+            proj /= np.sqrt(2.0 * layer)
+            fc2 /= np.sqrt(2.0 * layer)
     return [patch.numpy().transpose(2, 3, 1, 0)] + [w.numpy().T for w in (qkv, proj, fc2)]
 
 

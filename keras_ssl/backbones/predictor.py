@@ -52,12 +52,12 @@ class JEPAPredictor(keras.layers.Layer):
             block.build(tokens)
         self.norm.build(tokens)
         self.proj.build(tokens)
-        # The official init: N(0, 0.02) truncated, residual outputs scaled by 1 / sqrt(2 * layer);
-        # one draw for all, as JAX compiles an initializer per shape.
+        # The official init: N(0, 0.02) truncated for the mask token and every kernel (helper.init_model
+        # redraws each Linear after fix_init_weight, so no output is rescaled); one draw for all, as JAX
+        # compiles an initializer per shape.
         kernels = [(self.mask_token, 1), (self.embed.kernel, 1), (self.proj.kernel, 1)]
-        for i, block in enumerate(self.blocks):
-            kernels += [(block.qkv.kernel, 1), (block.proj.kernel, 2 * (i + 1))]
-            kernels += [(block.fc1.kernel, 1), (block.fc2.kernel, 2 * (i + 1))]
+        for block in self.blocks:
+            kernels += [(block.qkv.kernel, 1), (block.proj.kernel, 1), (block.fc1.kernel, 1), (block.fc2.kernel, 1)]
         flat = ops.convert_to_numpy(trunc_normal()((sum(math.prod(v.shape) for v, _ in kernels),)))
         start = 0
         for variable, scale in kernels:

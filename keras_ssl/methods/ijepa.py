@@ -31,7 +31,8 @@ class IJEPA(SSLModel):
             positions: `vit(..., class_token=False, pool="mean", positions="sincos")`, as the CLI builds.
         predictor_dim: predictor width, a multiple of 4; default `min(384, encoder.dim)`.
         predictor_depth: predictor blocks (official: 12).
-        predictor_heads: default: the largest divisor of the width up to width / 32 (official: 12 for 384).
+        predictor_heads: default: the encoder's (the official `num_heads=encoder.num_heads`), or, when
+            they do not divide the width, its largest divisor up to width / 32.
         num_targets, target_scale, target_aspect, context_scale: the masks (paper: 4,
             (0.15, 0.2), (0.75, 1.5), (0.85, 1.0)).
         common_context: cut every image's context to the batch's smallest (the official
@@ -58,7 +59,7 @@ class IJEPA(SSLModel):
     monitored_output = "z"
     default_backbone = "vit_tiny"
     token_encoder = True
-    vit_init = "ijepa"  # vision_transformer.py: trunc_normal_(.02) everywhere, fix_init_weight's 1/sqrt(2 layer)
+    vit_init = "ijepa"  # helper.init_model: trunc_normal_(.02) on every Linear, redrawn after fix_init_weight
     # vision_transformer.py: get_2d_sincos_pos_embed, requires_grad=False, and no class token
     # and src/transforms.py: transforms.Normalize with ImageNet's mean and std
     vit_options = {"positions": "sincos", "class_token": False, "pool": "mean", "pixel_norm": "imagenet"}
@@ -94,7 +95,10 @@ class IJEPA(SSLModel):
         self.context_scale, self.common_context = tuple(context_scale), bool(common_context)
         grid = self.image_size // encoder.patch_size
         dim = predictor_dim or min(384, encoder.dim)
-        heads = predictor_heads or max(h for h in range(1, max(2, dim // 32 + 1)) if dim % h == 0)
+        own = getattr(encoder, "heads", None)
+        heads = predictor_heads or (
+            own if own and dim % own == 0 else max(h for h in range(1, max(2, dim // 32 + 1)) if dim % h == 0)
+        )
         if dim % 4 or dim % heads:
             raise ValueError(f"predictor_dim {dim} must be a multiple of 4 and of predictor_heads {heads}.")
         self.masking = MultiBlockMasking(
