@@ -705,16 +705,18 @@ def _to_torch(array, kind, shape):
 
 
 @torch.no_grad()
-def from_keras(module, model):
+def from_keras(module, model, layout=None):
     """Copies a keras_ssl `ViT`, `MAE` or `SimMIM` into the reference of the same kind.
 
+    `layout`: `(entries, keras_variables)` functions of another model's layout (torch_vit_ijepa's).
     Into BEiT's q/v bias, keras_ssl's key bias is dropped: it shifts each query's logits
     by one constant, which the softmax ignores, so the outputs are unchanged.
     """
     import keras
 
-    variables = keras_variables(model)
-    entries = list(_entries(module))
+    entries_of, variables_of = layout or (_entries, keras_variables)
+    variables = variables_of(model)
+    entries = list(entries_of(module))
     missing = {key for key, _, _ in entries} ^ set(variables)
     if missing:
         raise ValueError(f"the two models' layouts differ: {sorted(missing)[:5]}")
@@ -731,14 +733,15 @@ def from_keras(module, model):
             tensor.copy_(_to_torch(array, kind, tensor.shape))
 
 
-def keras_arrays(module):
+def keras_arrays(module, layout=None):
     """The reference's weights as `{key: float32 array}` in keras_ssl's shapes (`assign_keras` loads them)."""
-    return {key: _to_keras(tensor, kind) for key, tensor, kind in _entries(module)}
+    return {key: _to_keras(tensor, kind) for key, tensor, kind in (layout or (_entries,))[0](module)}
 
 
-def assign_keras(model, arrays):
-    """Assigns `keras_arrays` output into a keras_ssl `ViT`, `MAE` or `SimMIM`; every variable of the layout must be given."""
-    variables = keras_variables(model)
+def assign_keras(model, arrays, layout=None):
+    """Assigns `keras_arrays` output into a keras_ssl `ViT`, `MAE` or `SimMIM` (`layout`: as `from_keras`);
+    every variable of the layout must be given."""
+    variables = (layout or (None, keras_variables))[1](model)
     if set(arrays) != set(variables):
         raise ValueError(f"keys differ from the model's layout: {sorted(set(arrays) ^ set(variables))[:5]}")
     for key, array in arrays.items():

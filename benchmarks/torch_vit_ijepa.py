@@ -49,11 +49,11 @@ the batch's shortest, the linear EMA 0.996 -> 1 and the target encoder on all pa
 import copy
 import math
 
-import numpy as np
 import torch
 import torch.nn.functional as F
+import torch_vit
 from torch import nn
-from torch_vit import Block, _pixel_stats, _to_keras, _to_torch, sincos_table
+from torch_vit import _DENSE, Block, _block_entries, _pixel_stats, sincos_table
 
 
 def apply_masks(x, masks):
@@ -306,19 +306,6 @@ class MaskCollator:
 
 # ------------------------------------------------------------------ keras_ssl's layout
 
-_DENSE = ("qkv", "proj", "fc1", "fc2")
-
-
-def _block_entries(prefix, block):
-    for name in ("norm1", "norm2"):
-        norm = getattr(block, name)
-        yield f"{prefix}/{name}/gamma", norm.weight, None
-        yield f"{prefix}/{name}/beta", norm.bias, None
-    for name in _DENSE:
-        linear = getattr(block, name)
-        yield f"{prefix}/{name}/kernel", linear.weight, "dense"
-        yield f"{prefix}/{name}/bias", linear.bias, None
-
 
 def _encoder_entries(prefix, enc):
     g, d = enc.grid_size, enc.dim
@@ -374,32 +361,19 @@ def keras_variables(model):
     return out
 
 
-@torch.no_grad()
 def from_keras(module, model):
-    """Copies a keras_ssl `IJEPA`'s encoders and predictor into the reference `IJEPA`."""
-    import keras
+    """Copies a keras_ssl `IJEPA`'s encoders and predictor into the reference `IJEPA`.
 
-    variables = keras_variables(model)
-    entries = list(_entries(module))
-    missing = {key for key, _, _ in entries} ^ set(variables)
-    if missing:
-        raise ValueError(f"the two models' layouts differ: {sorted(missing)[:5]}")
-    for key, tensor, kind in entries:
-        tensor.copy_(_to_torch(keras.ops.convert_to_numpy(variables[key]), kind, tensor.shape))
-    # keras_ssl's predictor keeps its positions outside the weights: the reference's own table stays.
+    keras_ssl's predictor keeps its positions outside the weights: the reference's own table stays.
+    """
+    torch_vit.from_keras(module, model, (_entries, keras_variables))
 
 
 def keras_arrays(module):
     """The reference's weights as `{key: float32 array}` in keras_ssl's shapes (`assign_keras` loads them)."""
-    return {key: _to_keras(tensor, kind) for key, tensor, kind in _entries(module)}
+    return torch_vit.keras_arrays(module, (_entries, keras_variables))
 
 
 def assign_keras(model, arrays):
     """Assigns `keras_arrays` output into a keras_ssl `IJEPA`; every variable of the layout must be given."""
-    variables = keras_variables(model)
-    if set(arrays) != set(variables):
-        raise ValueError(f"keys differ from the model's layout: {sorted(set(arrays) ^ set(variables))[:5]}")
-    for key, array in arrays.items():
-        if tuple(variables[key].shape) != array.shape:
-            raise ValueError(f"{key}: keras {tuple(variables[key].shape)} vs reference {array.shape}")
-        variables[key].assign(np.asarray(array, np.float32))
+    torch_vit.assign_keras(model, arrays, (_entries, keras_variables))
