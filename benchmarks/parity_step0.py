@@ -223,6 +223,7 @@ def deepcluster_keras(model, state):
         centroids.assign(state[f"centroids{h}"])
     model.assignments.assign(np.where(state["assignments"] < 0, -1, state["assignments"]).astype("int32"))
     model.kmeans_pending.assign(0)
+    model.memory_pass = False  # the memory is the reference's, filled by its own pass
     yield
 
 

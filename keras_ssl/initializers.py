@@ -1,11 +1,10 @@
 """Weight initialisation conventions: Keras's, PyTorch's, torchvision's ResNet, SimCLR's and Haiku's (BYOL).
 
-Papers' code is PyTorch, whose conventions differ from Keras's, and short runs are sensitive to them
-(issue 34): PyTorch's `nn.Conv2d` and `nn.Linear` draw weights from `U(-1/sqrt(fan_in),
-1/sqrt(fan_in))` (`kaiming_uniform_` with `a=sqrt(5)`), a standard deviation about 2.4x smaller than
-He-normal's for the same layer. Every initialiser here is one of Keras's own classes with the exact
-distribution, so a saved model's config needs no keras_ssl class to load (`backbones.plain_keras`
-stays plain Keras).
+Papers' code is PyTorch, whose conventions differ from Keras's, and short runs are sensitive to them (issue 34):
+PyTorch's `nn.Conv2d` and `nn.Linear` draw weights from `U(-1/sqrt(fan_in), 1/sqrt(fan_in))` (`kaiming_uniform_`
+with `a=sqrt(5)`), a standard deviation about 2.4x smaller than He-normal's for the same layer. Every
+initialiser here is one of Keras's own classes with the exact distribution, so a saved model's config needs no
+keras_ssl class to load (`backbones.plain_keras` stays plain Keras).
 
 Presets of the `initializer=` option of the ResNets and the MLP heads:
 
@@ -328,12 +327,10 @@ def vit_preset(preset, channels, patch_size, dim, depth):
     - `"mae"`: Linear kernels `xavier_uniform_` (Glorot-uniform), biases 0;
       the patch kernel `xavier_uniform_` as a `(dim, channels * p * p)`
       matrix (fan-out `dim`, not Keras's `p * p * dim`), its bias PyTorch's.
-    - `"ijepa"`: Linear and patch kernels `trunc_normal_(std=.02)`, biases 0:
-      `helper.init_model` redraws every Linear after the constructor's
-      `fix_init_weight`, so no block's outputs are rescaled.
-    - `"beit"` (SimMIM's ViT): the same, every draw `CutNormal` (cut at 1 std),
-      and each block's attention output and second MLP kernel divided by
-      `sqrt(2 * layer)` (1-based), as BEiT's `fix_init_weight` leaves them.
+    - `"ijepa"`: Linear and patch kernels `trunc_normal_(std=.02)`, biases 0 (`helper.init_model`
+      redraws every Linear after `fix_init_weight`, so no output is rescaled).
+    - `"beit"` (SimMIM's ViT): the same, every draw `CutNormal` (cut at 1 std), each block's attention
+      output and second MLP kernel divided by `sqrt(2 * layer)` (1-based), as `fix_init_weight`.
     - `"keras"`: Keras's defaults, Glorot-uniform kernels (the former ViT).
 
     Class token, positions and registers: N(0, 0.02^2) (DINOv2's class
@@ -371,16 +368,14 @@ def vit_preset(preset, channels, patch_size, dim, depth):
         )
     if preset in ("ijepa", "beit"):
         normal = trunc_normal if preset == "ijepa" else CutNormal
+        rescale = preset == "beit"  # BEiT keeps fix_init_weight's outputs; I-JEPA's init_model redraws them
         return dict(
             patch_kernel=normal(0.02),
             patch_bias="zeros",
             token=normal(0.02),
             position=normal(0.02),
             kernel=normal(0.02),
-            # ijepa: init_model's redraw undoes fix_init_weight; BEiT keeps its rescaled outputs.
-            outputs=[
-                normal(0.02 / (1.0 if preset == "ijepa" else math.sqrt(2.0 * layer))) for layer in range(1, depth + 1)
-            ],
+            outputs=[normal(0.02 / math.sqrt(2.0 * layer if rescale else 1.0)) for layer in range(1, depth + 1)],
         )
     init = dict(
         patch_kernel=torch_default(),
