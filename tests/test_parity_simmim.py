@@ -20,6 +20,7 @@ torch = pytest.importorskip("torch")
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import torch_vit
+from test_parity_vit import _perturbed  # every trainable weight off its init
 
 import keras_ssl
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
@@ -43,14 +44,6 @@ def _vit(drop_path=0.0):
 
 def _simmim(**kwargs):
     return keras_ssl.SimMIM(_vit(), mask_patch_size=8, mask_ratio=0.6, seed=0, **kwargs)
-
-
-def _perturbed(model, seed):
-    """Every trainable weight moved off its init (zero tables and biases, unit norms, 0.1 gammas)."""
-    rng = np.random.default_rng(seed)
-    for w in model.trainable_weights:
-        w.assign(keras.ops.convert_to_numpy(w) + rng.normal(0.0, 0.1, tuple(w.shape)).astype("float32"))
-    return model
 
 
 def _numpy(x):
