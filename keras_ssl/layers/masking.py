@@ -191,7 +191,17 @@ def encoder_pixels(encoder, images, inverse=False):
         (0.0, 0.485)
     """
     stats = getattr(encoder, "_pixel_stats", None)  # ViT's (mean, std) of its `pixel_norm`, or None
-    if stats is None:
-        return images
+    return images if stats is None else standardise(images, stats, inverse)
+
+
+def standardise(images, stats, inverse=False):
+    """`(images - mean) / std` per channel for `stats = (mean, std)`; `inverse`: `images * std + mean`.
+
+    Example:
+        >>> from keras_ssl.layers.masking import standardise
+        >>> x = np.full((1, 2, 2, 3), 0.5, "float32")
+        >>> float(standardise(x, ((0.25, 0.25, 0.25), (0.5, 0.5, 0.5)))[0, 0, 0, 0])
+        0.5
+    """
     mean, std = (ops.convert_to_tensor(v, images.dtype) for v in stats)
     return ops.add(ops.multiply(images, std), mean) if inverse else ops.divide(ops.subtract(images, mean), std)

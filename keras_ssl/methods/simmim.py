@@ -7,7 +7,7 @@ from keras import ops
 from keras_ssl import initializers
 from keras_ssl.backbones.vit import IMAGENET_MEAN, IMAGENET_STD
 from keras_ssl.engine import SSLModel
-from keras_ssl.layers.masking import encoder_pixels, unpatchify
+from keras_ssl.layers.masking import encoder_pixels, standardise, unpatchify
 from keras_ssl.layers.random_masks import RandomSquareMasking, random_square_masks
 from keras_ssl.losses.reconstruction import simmim_reconstruction
 from keras_ssl.views.recipes import simmim_views
@@ -102,8 +102,7 @@ class SimMIM(SSLModel):
             return encoder_pixels(self.encoder, images, inverse)
         if not self.imagenet_targets:
             return images
-        mean, std = ops.array(IMAGENET_MEAN, "float32"), ops.array(IMAGENET_STD, "float32")
-        return images * std + mean if inverse else (images - mean) / std
+        return standardise(images, (IMAGENET_MEAN, IMAGENET_STD), inverse)
 
     def _masked_forward(self, images, training, seed=None):
         if seed is None:
