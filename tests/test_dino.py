@@ -59,17 +59,20 @@ def test_loss_is_dino_of_its_own_outputs_with_warmed_up_temperature():
     model.center.assign(0.1 * np.random.default_rng(0).normal(size=32).astype("float32"))
     center = np.array(model.center)
     temperature = float(ops.convert_to_numpy(model.current_teacher_temperature()))
-    np.testing.assert_allclose(temperature, 0.03, rtol=1e-6)  # 0.02 + (0.06 - 0.02) * 1/4
+    # main_dino.py's schedule: np.linspace(warmup, final, W) over the first W steps, then final.
+    official = np.concatenate([np.linspace(0.02, 0.06, 4), np.full(8, 0.06)])
+    np.testing.assert_allclose(temperature, official[1], rtol=1e-6)
     x = random_images(8)
     out = model(x, training=True)
     np_out = to_np(out)
     student = np_out["student"]
     teacher = np_out["teacher"]
-    expected = numpy_dino(student, teacher, center, 0.1, 0.03)
+    expected = numpy_dino(student, teacher, center, 0.1, official[1])
     got = model.compute_loss(x, None, out, None, training=True)
     np.testing.assert_allclose(ops.convert_to_numpy(got), expected, rtol=1e-5)
-    model.step.assign(9)
-    np.testing.assert_allclose(float(model.current_teacher_temperature()), 0.06, rtol=1e-6)
+    for step in (2, 3, 9):
+        model.step.assign(step)
+        np.testing.assert_allclose(float(model.current_teacher_temperature()), official[step], rtol=1e-6)
 
 
 def test_student_and_teacher_encoders_run_once_per_resolution():

@@ -87,7 +87,8 @@ def test_ibot_loss_and_centres_equal_the_official_loss(shared_head):
     assert o["student_patches"].shape == (model.masking.max_masked(16), K if shared_head else 20)
     assert model.masking.max_masked(16) == 128
     student_patches, teacher_patches = full_patch_outputs(model, views, o["masks"])
-    temps = (0.1, 0.04, 0.04 + (0.07 - 0.04) * 4 / 10)  # the patch temperature warms up; the class one is flat
+    # The patch temperature warms up as main_ibot.py's np.linspace(0.04, 0.07, W); the class one is flat.
+    temps = (0.1, 0.04, np.linspace(0.04, 0.07, 10)[4])
     total, loss1, loss2, new_center, new_center2 = ibot_loss(
         o["student"], student_patches, o["teacher"], teacher_patches, masks, center, center2, temps=temps
     )

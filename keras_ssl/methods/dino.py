@@ -37,7 +37,8 @@ class DINO(SSLModel):
         student_temperature: > 0 (paper: 0.1).
         teacher_temperature: teacher temperature after warm-up (paper 0.04-0.07).
         warmup_teacher_temperature: teacher temperature at step 0.
-        warmup_teacher_steps: length of the linear warm-up (0: none).
+        warmup_teacher_steps: length of the linear warm-up (0: none): steps
+            0 to W - 1 take `np.linspace(warmup, final, W)`, as the official.
         center_momentum: EMA momentum of the centre, in [0, 1).
         momentum: teacher EMA momentum at step 0 (paper: 0.996), cosine to
             `momentum_end` (1.0).
@@ -140,7 +141,8 @@ class DINO(SSLModel):
         """`start` -> `end` linearly over `warmup_teacher_steps`, then `end` (float32)."""
         if self.warmup_teacher_steps == 0:
             return ops.convert_to_tensor(end, "float32")
-        done = ops.minimum(ops.cast(self.step, "float32") / self.warmup_teacher_steps, 1.0)
+        # The official np.linspace(start, end, W): `end` already at step W - 1.
+        done = ops.minimum(ops.cast(self.step, "float32") / max(self.warmup_teacher_steps - 1, 1), 1.0)
         return start + (end - start) * done
 
     def _heads(self, head, features, training):

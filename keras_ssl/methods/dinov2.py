@@ -41,6 +41,8 @@ class DINOv2(IBOT):
         momentum: teacher EMA momentum at step 0 (official 0.992), cosine to 1.
         shared_head: the official default (True: one head for both losses);
             False gives the patch tokens their own head (`patch_output_dim`).
+        norm_last_layer: fix the heads' last-layer weight-norm scale to 1
+            (DINO's and iBOT's); False (default) trains it, as DINOv2's `DINOHead`.
         **kwargs: `IBOT` options (head sizes, `mask_ratio`, `mask_probability`,
             loss weights, `views`, ...); the default views are `dinov2_views`.
 
@@ -81,6 +83,7 @@ class DINOv2(IBOT):
         teacher_patch_temperature=None,
         warmup_teacher_patch_temperature=None,
         momentum=0.992,
+        norm_last_layer=False,
         **kwargs,
     ):
         if centering not in _CENTERINGS:
@@ -98,6 +101,7 @@ class DINOv2(IBOT):
             teacher_patch_temperature=patch,
             warmup_teacher_patch_temperature=warmup_patch,
             momentum=momentum,
+            norm_last_layer=norm_last_layer,
             **kwargs,
         )
         self.centering = centering

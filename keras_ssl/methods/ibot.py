@@ -30,7 +30,8 @@ class IBOT(DINO):
         output_dim: class-token head outputs (official: 8192).
         patch_output_dim: patch head outputs when `shared_head=False`.
         shared_head: one head for class and patch tokens (the official ViT-S/16 run); False: a
-            separate patch head (MLP included).
+            separate patch head, MLP included, as DINOv2's `separate_head` (official iBOT's
+            `--shared_head false` shares the MLP and gives the patches their own last layer).
         teacher_patch_temperature: patch teacher temperature after warm-up (official 0.07), from
             `warmup_teacher_patch_temperature` (0.04).
         patch_center_momentum: EMA momentum of the patch centre (official 0.9).
