@@ -88,9 +88,11 @@ KERAS_CLASSES = {
     "deepclusterv2": "DeepClusterV2",  # both sides get each batch's dataset indices
     "mae": "MAE",  # a ViT (vit_sizes), not the ResNet
     "simmim": "SimMIM",
+    "msn": "MSN",
+    "ijepa": "IJEPA",
 }
-MULTICROP = ("dino", "swav", "deepclusterv2")
-VIT = ("mae", "simmim")
+MULTICROP = ("dino", "swav", "deepclusterv2", "msn")  # views of more than one size
+VIT = ("mae", "simmim", "msn", "ijepa")
 
 
 def parse(argv=None):
@@ -257,6 +259,31 @@ def method_options(name, dim):
         "supcon": dict(temperature=0.1, projection_dim=128, hidden_dim=dim),
         "mae": dict(mask_ratio=0.75, decoder_dim=128, decoder_depth=2, decoder_heads=4, norm_pix_loss=True),
         "simmim": dict(mask_patch_size=8, mask_ratio=0.6),
+        # msn_vits16.yaml's loss and patch drop; the head narrower for ViT-Tiny (2048 for ViT-S).
+        "msn": dict(
+            num_prototypes=1024,
+            hidden_dim=1024,
+            output_dim=256,
+            temperature=0.1,
+            sharpen_temperature=0.25,
+            me_max_weight=1.0,
+            sinkhorn_iterations=3,
+            label_smoothing=0.0,
+            patch_drop=0.15,
+            momentum=0.996,
+            momentum_end=1.0,
+        ),
+        # The paper's masks on the 8 x 8 grid; keras_ssl's predictor (min(384, dim) wide, 6 deep, the encoder's heads).
+        "ijepa": dict(
+            predictor_depth=6,
+            num_targets=4,
+            target_scale=(0.15, 0.2),
+            target_aspect=(0.75, 1.5),
+            context_scale=(0.85, 1.0),
+            loss="smooth_l1",
+            momentum=0.996,
+            momentum_end=1.0,
+        ),
         # num_samples comes from the data (shared_options); the paper's 3 heads of 3000 clusters.
         "deepclusterv2": dict(
             num_prototypes=(3000, 3000, 3000),
@@ -598,11 +625,26 @@ def load_init(model, path):
     import keras
 
     saved = np.load(path)
-    if "enc/patch_embed/kernel" in saved:  # a ViT method's layout (torch_vit.keras_arrays)
+    if "enc/patch_embed/kernel" in saved:  # a ViT method's layout (torch_vit.keras_arrays, torch_vit_ijepa's)
         sys.path.insert(0, HERE)
         import torch_vit
 
-        torch_vit.assign_keras(model, {k: saved[k] for k in saved if k.startswith(("enc/", "dec/"))})
+        if "pred/embed/kernel" in saved:  # I-JEPA: context encoder, target encoder, predictor
+            import torch_vit_ijepa
+
+            layout = {k: saved[k] for k in saved if k.startswith(("enc/", "tgt/", "pred/"))}
+            torch_vit_ijepa.assign_keras(model, layout)
+        else:
+            torch_vit.assign_keras(model, {k: saved[k] for k in saved if k.startswith(("enc/", "dec/"))})
+        if "msn/prototypes" in saved:  # MSN: the head's weights in MSNHead's order (BatchNorm statistics too)
+            head = [w for layer in model.head.blocks for w in layer.weights]
+            arrays = [saved[f"msn/head/{i}"] for i in range(sum(k.startswith("msn/head/") for k in saved))]
+            if [tuple(w.shape) for w in head] != [a.shape for a in arrays]:
+                raise ValueError(f"MSN head: keras {[tuple(w.shape) for w in head]} vs {[a.shape for a in arrays]}")
+            for w, a in zip(head, arrays):
+                w.assign(a)
+            model.prototypes.assign(saved["msn/prototypes"])
+        copy_targets(model)
         h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
         return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
     for layer in model.encoder.layers:
@@ -626,12 +668,19 @@ def load_init(model, path):
             )
         for w, a in zip(weights, arrays):
             w.assign(a)
+    copy_targets(model)
+    h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
+    return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
+
+
+def copy_targets(model):
+    """targets := online (every weight, BatchNorm statistics too), as the references' copies start."""
+    import keras
+
     for online, target in model.momentum_pairs:
         for o, t in zip(getattr(model, online).weights, getattr(model, target).weights):
             # A copy: under JAX `t.assign(o)` shares o's buffer, which the compiled step then donates twice.
             t.assign(keras.ops.convert_to_numpy(o))
-    h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
-    return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))
 
 
 def step_loss(running):

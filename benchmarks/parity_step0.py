@@ -285,8 +285,95 @@ def simmim_keras(model, state):
         yield
 
 
+@contextlib.contextmanager
+def msn_torch(method, state):
+    keeps, draw = [], method.draw_keep
+
+    def recorded(*a):  # each step's kept anchor patches (deit.py's one randperm for the batch)...
+        keeps.append(draw(*a))
+        return keeps[-1]
+
+    method.draw_keep = recorded
+    try:
+        yield
+    finally:
+        del method.draw_keep
+    state["keep"] = np.stack([k.numpy() for k in keeps]).astype("int32")
+
+
+@contextlib.contextmanager
+def msn_keras(model, state):
+    import keras
+
+    from keras_ssl.layers import masking
+
+    keeps, original = iter(state["keep"]), masking.random_masking
+
+    def noise(shape):  # ...as the uniform noise whose argsort keeps them first, in order, for every image
+        b, n = shape
+        keep = next(keeps)
+        order = np.concatenate([keep, np.setdiff1d(np.arange(n), keep)])
+        rank = np.empty(n, "float32")
+        rank[order] = (np.arange(n) + 0.5) / n
+        return keras.ops.convert_to_tensor(np.tile(rank, (b, 1)))
+
+    def replayed(tokens, mask_ratio, seed=None):
+        with mock.patch.object(keras.random, "uniform", lambda shape, *a, **k: noise(shape)):
+            return original(tokens, mask_ratio, seed)
+
+    with mock.patch.object(masking, "random_masking", replayed):
+        yield
+
+
+@contextlib.contextmanager
+def ijepa_torch(method, state):
+    draws, draw = [], method.draw_masks
+
+    def recorded(*a):  # each step's context and target blocks (the official MaskCollator's)...
+        draws.append(draw(*a))
+        return draws[-1]
+
+    method.draw_masks = recorded
+    try:
+        yield
+    finally:
+        del method.draw_masks
+    for step, (masks_enc, masks_pred) in enumerate(draws):
+        state[f"context/{step}"] = masks_enc[0].numpy().astype("int32")  # (B, Kc), one context block
+        state[f"targets/{step}"] = np.stack([m.numpy() for m in masks_pred], axis=1).astype("int32")  # (B, M, Kt)
+
+
+@contextlib.contextmanager
+def ijepa_keras(model, state):
+    import keras
+
+    steps, n = iter(range(sum(k.startswith("context/") for k in state))), int(np.prod(model.masking.grid_size))
+
+    def replayed(self, images):  # ...replayed as keras_ssl's MultiBlockMasking's index lists, all valid
+        step = next(steps)
+        context, targets = state[f"context/{step}"], state[f"targets/{step}"]
+        context_mask = np.zeros((len(context), n), bool)
+        np.put_along_axis(context_mask, context, True, axis=1)
+        target_mask = np.zeros(targets.shape[:2] + (n,), bool)
+        np.put_along_axis(target_mask, targets, True, axis=2)
+        arrays = {
+            "context_ids": context,
+            "context_valid": np.ones(context.shape, bool),
+            "target_ids": targets,
+            "target_valid": np.ones(targets.shape, bool),
+            "context_mask": context_mask,
+            "target_mask": target_mask,
+        }
+        return {k: keras.ops.convert_to_tensor(v) for k, v in arrays.items()}
+
+    with mock.patch.object(type(model.masking), "call", replayed):
+        yield
+
+
 SYNC = {
     "deepclusterv2": (deepcluster_torch, deepcluster_keras),
+    "ijepa": (ijepa_torch, ijepa_keras),
+    "msn": (msn_torch, msn_keras),
     "simmim": (simmim_torch, simmim_keras),
     "mae": (mae_torch, mae_keras),
     "moco2": (moco2_torch, moco2_keras),
@@ -302,6 +389,9 @@ SYNC = {
 # value). `--align` gives the reference keras_ssl's choice, to compare the rest of the step.
 KNOWN_CHOICES = {
     "dclw": ("detach_weights", True),  # the von Mises weights without gradient, as lightly's; dcl.py keeps it
+    # The target's EMA momentum: a cosine to momentum_end over the run; msn_train.py's rises linearly to 1
+    # over 1.25 x the run. Not the gradient but the targets from step 1 on (3e-5 apart at step 1 of 100).
+    "msn": ("momentum_schedule", "cosine"),
 }
 # Methods whose step-0 loss rests on random state SYNC cannot share: method -> why (reported, not
 # failed). None so far: the methods without a hook draw nothing at step 0 beyond the views (DINO's

@@ -44,6 +44,13 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
 - SimMIM (microsoft/SimMIM models/simmim.py, data/data_simmim.py): torch_vit's ViT with BEiT's
   shared relative position bias, LayerScale 0.1 and q/v attention biases, its SimMIM and
   MaskGenerator; stochastic depth off (as the harness's keras_ssl side), BEiT's initialisation.
+- MSN (facebookresearch/msn src/msn_train.py, src/deit.py, src/data_manager.py): torch_vit's MSN on
+  a learned-position ViT (deit's initialisation), the target crop, the anchor crop with one
+  `randperm` patch subset for the batch, 4 focal crops of 16 px; EMA of encoder and head after
+  the step, linear 0.996 -> 1 over 1.25 x the run.
+- I-JEPA (facebookresearch/ijepa src/train.py, src/masks/multiblock.py): torch_vit_ijepa's IJEPA
+  and MaskCollator (min_keep scaled to the 8 x 8 grid), one crop (0.3, 1) without flip, the
+  target encoder's EMA after the step, linear 0.996 -> 1 over the run.
 """
 
 import functools
@@ -975,6 +982,186 @@ class SimMIM(Method):
         return torch_vit.keras_arrays(self.simmim)
 
 
+class MSN(Method):
+    """MSN through the parity harness: torch_vit.MSN (facebookresearch/msn) on torch_vit.ViT.
+
+    The encoder is parity.vit_sizes(width) with learned positions (the class token's row
+    trained too) and ImageNet standardisation, initialised as deit.py (`_msn_init`). Views
+    (data_manager.py's `make_transforms`, blur off at 32 px as keras_ssl's): the target and the
+    anchor crop RandomResizedCrop(32, (0.3, 1)), then `num_focal` crops of 16 px, (0.05, 0.3),
+    flip and colour strength 0.5 on every crop. The anchor's kept patches come from
+    `draw_keep` (deit.py's one `randperm` for the batch), which parity_step0 records to replay in
+    keras_ssl. After the step, msn_train.py's EMA of encoder and head (`momentum_schedule`
+    "linear": 0.996 -> 1 over 1.25 x the run; "cosine": keras_ssl's, parity_step0's `--align`).
+    """
+
+    own_init = True
+    momentum_schedule = "linear"
+
+    def __init__(self, width, momentum=0.996, momentum_end=1.0, num_focal=4, **options):
+        nn.Module.__init__(self)  # not Method's: no ResNet
+        import torch_vit
+        from parity import vit_sizes
+
+        vit = torch_vit.ViT(**vit_sizes(width), positions="learned", pixel_norm="imagenet")
+        _msn_init(vit)
+        self.msn = torch_vit.MSN(vit, **options)  # its target copies are made from this init
+        self.encoder, self.dim = self.msn.encoder, vit.dim
+        self.tau0, self.tau1 = momentum, momentum_end
+        jitter = simclr_jitter(0.5)
+        self.augment = [Augment(32, (0.3, 1.0), jitter) for _ in range(2)]
+        self.augment += [Augment(16, (0.05, 0.3), jitter) for _ in range(num_focal)]
+
+    def draw_keep(self, n):
+        return torch.randperm(n)[: self.msn.num_kept(n)]
+
+    def loss(self, views, step):
+        return self.msn(views, keep=self.draw_keep(self.encoder.num_patches))["loss"]
+
+    def momentum(self, step):
+        if self.momentum_schedule == "cosine":
+            return self.momentum_at(step, self.tau0, self.tau1)
+        return self.tau0 + step * (self.tau1 - self.tau0) / (1.25 * self.total_steps)  # ipe_scale 1.25
+
+    def after_step(self, step):
+        tau = self.momentum(step)
+        self.ema(self.msn.encoder, self.msn.target_encoder, tau)
+        self.ema(self.msn.head, self.msn.target_head, tau)
+
+    def keras_weights(self, grad=False):
+        import torch_vit
+
+        if grad:
+            raise NotImplementedError("the ViT references hand over weights only (no --gradients)")
+        out = torch_vit.keras_arrays(self.encoder)
+        # keras_ssl's MSNHead.weights order: each Dense's kernel and bias, each BatchNorm's four.
+        for i, (tensor, kind) in enumerate(torch_vit._msn_head_entries(self.msn.head)):
+            out[f"msn/head/{i}"] = torch_vit._to_keras(tensor, kind)
+        out["msn/prototypes"] = self.msn.prototypes.detach().numpy()
+        return out
+
+
+@torch.no_grad()
+def _msn_init(vit):
+    """deit.py's init (keras_ssl's `"msn"` preset): timm's trunc_normal_(.02) Linear and tokens, zero biases,
+    the patch convolution kaiming_normal_(fan_in, relu), bias 0."""
+    for m in vit.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    nn.init.kaiming_normal_(vit.patch_embed.weight, mode="fan_in", nonlinearity="relu")
+    nn.init.zeros_(vit.patch_embed.bias)
+    nn.init.trunc_normal_(vit.cls_token, std=0.02)
+    nn.init.trunc_normal_(vit.pos_embed, std=0.02)
+
+
+class _MeanTokens(nn.Module):
+    """I-JEPA's evaluated features: the encoder's patch tokens averaged (keras_ssl's `pool="mean"`)."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.inner = encoder
+
+    def forward(self, images):
+        return self.inner(images).mean(dim=1)
+
+
+class _Crop(Augment):
+    """RandomResizedCrop alone: I-JEPA's make_transforms (no flip, no colour, no blur)."""
+
+    def __call__(self, x, gen):
+        b, _, height, width = x.shape
+        top, left, h, w = self.boxes(b, height, width, gen)
+        theta = torch.zeros(b, 2, 3)
+        theta[:, 0, 0], theta[:, 0, 2] = w / width, (2 * left + w) / width - 1
+        theta[:, 1, 1], theta[:, 1, 2] = h / height, (2 * top + h) / height - 1
+        grid = F.affine_grid(theta, (b, 3, self.size, self.size), align_corners=False)
+        return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+class IJEPA(Method):
+    """I-JEPA through the parity harness: torch_vit_ijepa.IJEPA (facebookresearch/ijepa).
+
+    The encoder is parity.vit_sizes(width) without class token, sine-cosine positions and ImageNet
+    standardisation; the predictor `predictor_dim` wide (None: keras_ssl's `min(384, dim)`) with
+    the encoder's heads; init_model's initialisation. Each step's masks come from `draw_masks`, the
+    official MaskCollator (multiblock.py) with `min_keep` scaled from the configs' 10 of 196 patches
+    to 4 of 64 (10 would hang on 9-patch targets), which parity_step0 records to replay in keras_ssl.
+    Views: one RandomResizedCrop(32, (0.3, 1)). After the step, train.py's EMA, linear over the run.
+    `encoder` (what the harness evaluates) mean-pools the context encoder's tokens.
+    """
+
+    own_init = True
+    num_views = 1
+
+    def __init__(
+        self,
+        width,
+        predictor_dim=None,
+        predictor_depth=6,
+        predictor_heads=None,
+        num_targets=4,
+        target_scale=(0.15, 0.2),
+        target_aspect=(0.75, 1.5),
+        context_scale=(0.85, 1.0),
+        loss="smooth_l1",
+        momentum=0.996,
+        momentum_end=1.0,
+        min_keep=4,
+    ):
+        nn.Module.__init__(self)  # not Method's: no ResNet
+        import torch_vit_ijepa
+        from parity import vit_sizes
+
+        sizes = vit_sizes(width)
+        dim = sizes.pop("dim")
+        self.ijepa = torch_vit_ijepa.IJEPA(
+            **sizes,
+            dim=dim,
+            predictor_dim=predictor_dim or min(384, dim),
+            predictor_depth=predictor_depth,
+            predictor_heads=predictor_heads,
+            loss=loss,
+            pixel_norm="imagenet",
+        )
+        self.encoder, self.dim = _MeanTokens(self.ijepa.encoder), dim
+        self.tau0, self.tau1 = momentum, momentum_end
+        grid = self.ijepa.encoder.grid_size
+        self.masks = torch_vit_ijepa.MaskCollator(
+            grid,
+            context_scale,
+            target_scale,
+            target_aspect,
+            1,
+            num_targets,
+            min_keep,
+            seed=int(torch.randint(2**31, ())),
+        )
+        self.augment = _Crop(32, (0.3, 1.0), None)
+
+    def draw_masks(self, b):
+        return self.masks(b)
+
+    def loss(self, views, step):
+        images = views[0]
+        masks_enc, masks_pred = self.draw_masks(len(images))
+        loss, _, _ = self.ijepa(images, masks_enc, masks_pred)
+        return loss
+
+    def after_step(self, step):
+        self.ijepa.momentum_update(self.tau0 + step * (self.tau1 - self.tau0) / self.total_steps)
+
+    def keras_weights(self, grad=False):
+        import torch_vit_ijepa
+
+        if grad:
+            raise NotImplementedError("the ViT references hand over weights only (no --gradients)")
+        return torch_vit_ijepa.keras_arrays(self.ijepa)
+
+
 METHODS = {
     "tico": TiCo,
     "vibcreg": VIbCReg,
@@ -992,4 +1179,6 @@ METHODS = {
     "deepclusterv2": DeepClusterV2,
     "mae": MAE,
     "simmim": SimMIM,
+    "msn": MSN,
+    "ijepa": IJEPA,
 }

@@ -561,6 +561,36 @@ def test_first_steps_check_sees_a_state_update_that_step0_cannot(tmp_path, monke
     assert not parity_step0.verdict(reference["losses"], ours["losses"], noisy["losses"])[0]
 
 
+@pytest.mark.parametrize("name", ["msn", "ijepa"])
+def test_first_steps_check_sees_masks_that_are_not_the_references(name, tmp_path, monkeypatch):
+    # keras_ssl's own patch drop (MSN) or block masks (I-JEPA) instead of the reference's replayed draws.
+    import parity_step0
+
+    monkeypatch.setitem(parity_step0.SYNC, name, (parity_step0.SYNC[name][0], parity_step0.no_sync))
+    reference, noisy, ours = _step_sides(name, tmp_path, monkeypatch, steps=3)
+    assert ours["init_check"] < 1e-5
+    assert not parity_step0.verdict(reference["losses"], ours["losses"], noisy["losses"])[0]
+
+
+def test_msn_keras_side_keeps_the_references_patches(tmp_path, monkeypatch):
+    # parity_step0's MSN replay: every image keeps the reference's one subset of the batch, in its order.
+    from keras_ssl.layers import masking
+
+    kept, call = [], masking.RandomMasking.call
+
+    def recording(self, tokens):
+        out = call(self, tokens)
+        kept.append(np.argsort(keras.ops.convert_to_numpy(out[2]), axis=1)[:, : out[0].shape[1]])
+        return out
+
+    monkeypatch.setattr(masking.RandomMasking, "call", recording)
+    _step_sides("msn", tmp_path, monkeypatch, steps=2)
+    reference = np.load(tmp_path / "step0_msn.npz")["state/keep"]
+    assert reference.shape == (2, 54)  # floor(64 x 0.85) of the 8 x 8 patches
+    for ours, subset in zip(kept[-2:], reference):  # the steps' calls, after the build's own
+        np.testing.assert_array_equal(ours, np.tile(subset, (len(ours), 1)))
+
+
 def test_step_verdict_allows_the_measured_noise_after_step0_only():
     import parity_step0
 
