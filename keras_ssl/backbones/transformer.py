@@ -5,6 +5,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_ssl.backbones.position_resize import resize_positions
 from keras_ssl.initializers import fresh, serialize, trunc_normal
 
 layers = keras.layers
@@ -139,7 +140,9 @@ class ClassTokenPositionEmbedding(layers.Layer):
     positions, as in DINOv2.
 
     Args:
-        interpolation: `ops.image.resize` method for other grid sizes.
+        interpolation: resize method for other grid sizes: `"bicubic"`, `"bilinear"`
+            or `"nearest"` as PyTorch's `F.interpolate` on every backend
+            (`position_resize.resize_positions`), or another `ops.image.resize` method.
         num_registers: learned register tokens inserted after the class token.
         token_initializer: of the class token and registers; None: N(0, 0.02^2).
         position_initializer: of learned positions (the class token's too); None: N(0, 0.02^2).
@@ -211,7 +214,7 @@ class ClassTokenPositionEmbedding(layers.Layer):
         """The `(1, height * width, dim)` patch positions for a grid of that size."""
         positions = ops.convert_to_tensor(self.positions)
         if (height, width) != (self.grid_height, self.grid_width):
-            positions = ops.image.resize(positions, (height, width), interpolation=self.interpolation)
+            positions = resize_positions(positions, height, width, self.interpolation)
         return ops.reshape(positions, (1, height * width, positions.shape[-1]))
 
     def patch_tokens(self, grid):

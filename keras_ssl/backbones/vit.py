@@ -62,7 +62,7 @@ class ViT(keras.Model):
         mlp_ratio: MLP width as a multiple of `dim`.
         dropout: dropout rate inside the blocks.
         pool: `"cls"` (class token) or `"mean"` (mean of the patch tokens).
-        interpolation: resize method of the position table for other sizes.
+        interpolation: resize method of the position table for other sizes (PyTorch's bicubic).
         num_registers: register tokens after the class token (Darcet et al.
             2024; DINOv2 with registers: 4); used in the blocks only.
         layerscale: initial LayerScale of every block (DINOv2: 1e-5); None: none.
