@@ -90,9 +90,11 @@ KERAS_CLASSES = {
     "simmim": "SimMIM",
     "msn": "MSN",
     "ijepa": "IJEPA",
+    "ibot": "IBOT",
+    "dinov2": "DINOv2",
 }
-MULTICROP = ("dino", "swav", "deepclusterv2", "msn")  # views of more than one size
-VIT = ("mae", "simmim", "msn", "ijepa")
+MULTICROP = ("dino", "swav", "deepclusterv2", "msn", "ibot", "dinov2")  # views of more than one size
+VIT = ("mae", "simmim", "msn", "ijepa", "ibot", "dinov2")
 
 
 def parse(argv=None):
@@ -284,6 +286,48 @@ def method_options(name, dim):
             momentum=0.996,
             momentum_end=1.0,
         ),
+        # main_ibot.py's defaults and the paper's masks, one head for both losses (--shared_head true);
+        # the head narrower for ViT-Tiny at 32 px (8192 outputs, 2048 wide for ViT-S/16).
+        "ibot": dict(
+            output_dim=4096,
+            hidden_dim=1024,
+            bottleneck_dim=256,
+            shared_head=True,
+            norm_last_layer=True,
+            student_temperature=0.1,
+            teacher_temperature=0.04,
+            warmup_teacher_temperature=0.04,
+            teacher_patch_temperature=0.07,
+            warmup_teacher_patch_temperature=0.04,
+            center_momentum=0.9,
+            patch_center_momentum=0.9,
+            mask_ratio=(0.1, 0.5),
+            mask_probability=0.5,
+            cls_weight=1.0,
+            patch_weight=1.0,
+            momentum=0.996,
+            momentum_end=1.0,
+        ),
+        # ssl_default_config.yaml's loss weights, temperatures, masks and momentum, the paper's Sinkhorn-Knopp
+        # centring (keras_ssl's default); the head narrower (65536 outputs, 2048 wide).
+        "dinov2": dict(
+            output_dim=4096,
+            hidden_dim=1024,
+            bottleneck_dim=256,
+            shared_head=True,
+            norm_last_layer=False,
+            centering="sinkhorn_knopp",
+            koleo_weight=0.1,
+            student_temperature=0.1,
+            teacher_temperature=0.07,
+            warmup_teacher_temperature=0.04,
+            mask_ratio=(0.1, 0.5),
+            mask_probability=0.5,
+            cls_weight=1.0,
+            patch_weight=1.0,
+            momentum=0.992,
+            momentum_end=1.0,
+        ),
         # num_samples comes from the data (shared_options); the paper's 3 heads of 3000 clusters.
         "deepclusterv2": dict(
             num_prototypes=(3000, 3000, 3000),
@@ -310,6 +354,9 @@ def keras_only_options(name, steps_per_epoch):
         "mmcr": dict(momentum_end=None),
         "dcl": dict(version=1, loss="dcl"),
         "dclw": dict(version=1, loss="dclw"),
+        # The reference's last layer frozen and teacher temperatures warmed up over its first epoch.
+        "ibot": dict(warmup_teacher_steps=steps_per_epoch, freeze_last_layer_steps=steps_per_epoch),
+        "dinov2": dict(warmup_teacher_steps=steps_per_epoch, freeze_last_layer_steps=steps_per_epoch),
     }.get(name, {})
 
 
@@ -644,6 +691,20 @@ def load_init(model, path):
             for w, a in zip(head, arrays):
                 w.assign(a)
             model.prototypes.assign(saved["msn/prototypes"])
+        if "distill/mask_token" in saved:  # iBOT, DINOv2: the heads in DINOHead's layout, the mask token
+            for attr in sorted({k.split("/")[1] for k in saved if k.startswith("distill/") and k.count("/") > 1}):
+                head = getattr(model, attr)
+                weights = {f"mlp/{i}/{w}": getattr(d, w) for i, d in enumerate(head.mlp) for w in ("kernel", "bias")}
+                weights.update(last_v=head.last_v, last_g=head.last_g)
+                keys = {k[len(f"distill/{attr}/") :] for k in saved if k.startswith(f"distill/{attr}/")}
+                if keys != set(weights):
+                    raise ValueError(f"{attr}: keras {sorted(weights)} vs reference {sorted(keys)}")
+                for key, w in weights.items():
+                    array = saved[f"distill/{attr}/{key}"]
+                    if tuple(w.shape) != array.shape:
+                        raise ValueError(f"{attr}/{key}: keras {tuple(w.shape)} vs reference {array.shape}")
+                    w.assign(array)
+            model.mask_token.assign(saved["distill/mask_token"].reshape(tuple(model.mask_token.shape)))
         copy_targets(model)
         h = model.encoder(keras.ops.convert_to_tensor(saved["check_x"].astype("float32") / 255.0), training=False)
         return float(np.max(np.abs(keras.ops.convert_to_numpy(h) - saved["check_h"])))

@@ -370,9 +370,76 @@ def ijepa_keras(model, state):
         yield
 
 
+@contextlib.contextmanager
+def ibot_torch(method, state):
+    masks, draw = [], method.draw_masks
+
+    def recorded(*a):  # each step's global-crop block masks (iBOT's loader's, DINOv2's collate's)...
+        masks.append(draw(*a))
+        return masks[-1]
+
+    method.draw_masks = recorded
+    try:
+        yield
+    finally:
+        del method.draw_masks
+    state["masks"] = np.stack([m.numpy() for m in masks]).astype("float32")
+
+
+@contextlib.contextmanager
+def ibot_keras(model, state):
+    import keras
+
+    masks = iter(state["masks"])  # ...replayed as keras_ssl's BlockMasking's, (2 B, N) crop-major
+    replayed = lambda self, images: keras.ops.convert_to_tensor(next(masks))
+    with mock.patch.object(type(model.masking), "call", replayed):
+        yield
+
+
+@contextlib.contextmanager
+def dinov2_torch(method, state):
+    import torch
+    import torch_vit_ibot
+
+    nearest, koleo = [], torch_vit_ibot.koleo
+
+    def recorded(x, eps=1e-8):  # ...and each KoLeo's nearest neighbours (koleo_loss.py's max of the dots):
+        # at DINOv2's init (class token 1e-6, LayerScale 1e-5) the class tokens agree to 3e-5, their dots
+        # tie at 1 in float32, and the choice among the ties is the library's rounding
+        with torch.no_grad():
+            unit = torch.nn.functional.normalize(x, eps=eps, p=2, dim=-1)
+            dots = unit @ unit.t()
+            dots.view(-1)[:: unit.shape[0] + 1].fill_(-1)
+            nearest.append(torch.max(dots, dim=1)[1].numpy().astype("int32"))
+        return koleo(x, eps)
+
+    with ibot_torch(method, state), mock.patch.object(torch_vit_ibot, "koleo", recorded):
+        yield
+    state["nearest"] = np.stack(nearest)  # (steps x 2 crops, B)
+
+
+@contextlib.contextmanager
+def dinov2_keras(model, state):
+    import keras
+
+    from keras_ssl import losses
+    from keras_ssl.losses import distillation
+
+    nearest, koleo = iter(state["nearest"]), losses.koleo
+
+    def replayed(features, eps=1e-8):
+        with mock.patch.object(distillation.ops, "argmax", lambda *a, **k: keras.ops.convert_to_tensor(next(nearest))):
+            return koleo(features, eps)
+
+    with ibot_keras(model, state), mock.patch.object(losses, "koleo", replayed):
+        yield
+
+
 SYNC = {
     "deepclusterv2": (deepcluster_torch, deepcluster_keras),
     "ijepa": (ijepa_torch, ijepa_keras),
+    "ibot": (ibot_torch, ibot_keras),
+    "dinov2": (dinov2_torch, dinov2_keras),
     "msn": (msn_torch, msn_keras),
     "simmim": (simmim_torch, simmim_keras),
     "mae": (mae_torch, mae_keras),
@@ -385,13 +452,17 @@ SYNC = {
     "wmse": (wmse_torch, wmse_keras),
 }
 # keras_ssl's documented departures from a reference's source (docs/benchmarks.md) that change its
-# gradient but not its loss, so they show from step 1 on: method -> (reference attribute, keras_ssl's
-# value). `--align` gives the reference keras_ssl's choice, to compare the rest of the step.
+# gradient (most show from step 1 on) or its loss: method -> (reference attribute, keras_ssl's value).
+# `--align` gives the reference keras_ssl's choice, to compare the rest of the step.
 KNOWN_CHOICES = {
     "dclw": ("detach_weights", True),  # the von Mises weights without gradient, as lightly's; dcl.py keeps it
     # The target's EMA momentum: a cosine to momentum_end over the run; msn_train.py's rises linearly to 1
     # over 1.25 x the run. Not the gradient but the targets from step 1 on (3e-5 apart at step 1 of 100).
     "msn": ("momentum_schedule", "cosine"),
+    # Local crops' position table resized to their grid (DINOv2's interpolate_offset 0); the official
+    # codes' scale factor (g + 0.1) / g moves the bicubic samples, and the local crops' [CLS] loss from step 0.
+    "ibot": ("offset", 0.0),
+    "dinov2": ("offset", 0.0),
 }
 # Methods whose step-0 loss rests on random state SYNC cannot share: method -> why (reported, not
 # failed). None so far: the methods without a hook draw nothing at step 0 beyond the views (DINO's

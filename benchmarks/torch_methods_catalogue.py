@@ -51,16 +51,24 @@ keras_ssl's parameter layout so that both sides start from the same arrays.
 - I-JEPA (facebookresearch/ijepa src/train.py, src/masks/multiblock.py): torch_vit_ijepa's IJEPA
   and MaskCollator (min_keep scaled to the 8 x 8 grid), one crop (0.3, 1) without flip, the
   target encoder's EMA after the step, linear 0.996 -> 1 over the run.
+- iBOT (bytedance/ibot main_ibot.py, loader.py ImageFolderMask) and DINOv2 (facebookresearch/dinov2
+  train/ssl_meta_arch.py, data/collate.py, data/masking.py): torch_vit_ibot's IBOT and DINOv2 on a
+  learned-position ViT (the official inits), 2 global crops of 32 px and 4 local crops of 16 px at the
+  papers' scales, each global crop's block mask drawn by the official sampler (`draw_masks`), the
+  last layer frozen for the first epoch, the teacher temperature warmed up over it (np.linspace, per
+  step), the teacher's EMA after the step (cosine to 1). Local crops' positions resized with the
+  official 0.1 offset (`offset`; 0 is keras_ssl's resize, parity_step0's `--align`).
 """
 
 import functools
 import math
+import random
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch_methods import Augment, Method, _copy_target, byol_pair, mlp, simclr_jitter
+from torch_methods import BYOL_JITTER, Augment, Method, _copy_target, byol_pair, mlp, simclr_jitter
 
 
 def lightly_cosine_schedule(step, max_steps, start_value, end_value):
@@ -1162,6 +1170,321 @@ class IJEPA(Method):
         return torch_vit_ijepa.keras_arrays(self.ijepa)
 
 
+def _block_mask(rng, grid, target, min_patches, max_patches=math.inf, min_aspect=0.3):
+    """BEiT's `MaskingGenerator` (dinov2/data/masking.py; iBOT's loader.py inlines it): rounds of up to 10
+    tries at one rectangle, until `target` patches are masked or a round adds none. `(grid * grid,)` bool."""
+    log_aspect = (math.log(min_aspect), math.log(1 / min_aspect))
+    mask, count = np.zeros((grid, grid), bool), 0
+    while count < target:
+        most = min(target - count, max_patches)
+        delta = 0
+        for _ in range(10):
+            area = rng.uniform(min_patches, most)
+            aspect = math.exp(rng.uniform(*log_aspect))
+            h, w = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
+            if w < grid and h < grid:
+                top, left = rng.randint(0, grid - h), rng.randint(0, grid - w)
+                new = h * w - int(mask[top : top + h, left : left + w].sum())
+                if 0 < new <= most:
+                    mask[top : top + h, left : left + w] = True
+                    delta += new
+            if delta > 0:
+                break
+        if delta == 0:
+            break
+        count += delta
+    return mask.reshape(-1)
+
+
+@torch.no_grad()
+def _official_vit_init(vit, class_token_std=0.02):
+    """iBOT's and DINOv2's ViT init: trunc_normal_(.02) Linear weights and position table, zero biases,
+    LayerNorm (1, 0), the patch convolution PyTorch's default; the class token N(0, 0.02^2) cut (iBOT) or
+    N(0, 1e-6^2) (DINOv2's `class_token_std`). LayerScale keeps its init value."""
+    for m in vit.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.trunc_normal_(m.weight, std=0.02)
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+    vit.patch_embed.reset_parameters()
+    nn.init.trunc_normal_(vit.pos_embed, std=0.02)
+    if class_token_std == 0.02:
+        nn.init.trunc_normal_(vit.cls_token, std=0.02)
+    else:
+        nn.init.normal_(vit.cls_token, std=class_token_std)
+
+
+def _distill_head_arrays(prefix, head):
+    """A torch_vit_ibot `DINOHead` in keras_ssl's `DINOHead` layout: each Dense's kernel and bias, `last_v`, `last_g`."""
+    out = {}
+    linears = [m for m in head.mlp if isinstance(m, nn.Linear)]
+    for i, linear in enumerate(linears):
+        out[f"{prefix}/mlp/{i}/kernel"] = linear.weight.detach().numpy().T.copy()
+        out[f"{prefix}/mlp/{i}/bias"] = linear.bias.detach().numpy().copy()
+    out[f"{prefix}/last_v"] = head.last_layer.weight_v.detach().numpy().T.copy()
+    out[f"{prefix}/last_g"] = head.last_layer.weight_g.detach().numpy().reshape(-1).copy()
+    return out
+
+
+class _Distillation(Method):
+    """What IBOT and DINOv2 share: the ViT, the multi-crop views, block masks, freezing, EMA, weights."""
+
+    own_init = True
+    offset = 0.1  # the official position interpolation's; parity_step0's --align: 0 (keras_ssl's resize)
+
+    def _setup(self, vit, global_scale, local_scale, num_local, momentum, momentum_end, mask_ratio, mask_probability):
+        self.encoder, self.dim = vit, vit.dim
+        self.tau0, self.tau1 = momentum, momentum_end
+        self.mask_ratio, self.mask_probability = tuple(mask_ratio), float(mask_probability)
+        # The loader's masks come from Python's `random` (the workers'); its own stream, seeded from the weights'.
+        self.rng = random.Random(int(torch.randint(2**31, ())))
+        g = [Augment(32, global_scale, BYOL_JITTER), Augment(32, global_scale, BYOL_JITTER, p_solarize=0.2)]
+        self.augment = g + [Augment(16, local_scale, BYOL_JITTER) for _ in range(num_local)]
+
+    def momentum(self, step):
+        return self.momentum_at(step, self.tau0, self.tau1)  # utils.cosine_scheduler(m, 1, epochs, iters)[step]
+
+    def warmup_steps(self):
+        return min(self.steps_per_epoch, self.total_steps)  # one epoch, as keras_only_options' warmup_teacher_steps
+
+    def drop_frozen_grads(self, step):
+        if step < self.steps_per_epoch:  # freeze_last_layer = 1 epoch: every "last_layer" parameter's grad None
+            for name, p in self.named_parameters():
+                if "last_layer" in name:
+                    p.grad = None
+
+    def after_step(self, step):
+        tau = self.momentum(step)
+        for online, target in self.ema_pairs():
+            self.ema(online, target, tau)
+
+    def keras_weights(self, grad=False):
+        import torch_vit
+
+        if grad:
+            raise NotImplementedError("the ViT references hand over weights only (no --gradients)")
+        out = torch_vit.keras_arrays(self.encoder)
+        for attr, head in self.heads().items():
+            out.update(_distill_head_arrays(f"distill/{attr}", head))
+        out["distill/mask_token"] = self.mask_token().detach().numpy().reshape(-1).copy()
+        return out
+
+
+class IBOT(_Distillation):
+    """iBOT through the parity harness: torch_vit_ibot.IBOT (bytedance/ibot main_ibot.py) on torch_vit.ViT.
+
+    The encoder is parity.vit_sizes(width) with learned positions and ImageNet standardisation,
+    initialised as ibot's vision_transformer.py; one head for class and patch tokens (the paper's
+    `--shared_head true`; keras_ssl's `shared_head=False` is another head, not iBOT's). Views:
+    keras_ssl's ibot_views scales (the README's ViT-S/16 run: global (0.25, 1), local (0.05, 0.25)),
+    DINO's augmentations without blur. Masks: loader.py's ImageFolderMask for each global crop of
+    each image (`--pred_ratio 0 0.3 --pred_ratio_var 0 0.2` is mask_ratio (0.1, 0.5) with
+    probability 0.5), from `draw_masks`, which parity_step0 records to replay in keras_ssl. The
+    temperatures' official np.linspace warm-up runs per epoch; here per step over the first epoch
+    (keras_ssl warms up per step).
+    """
+
+    def __init__(
+        self,
+        width,
+        output_dim=8192,
+        hidden_dim=2048,
+        bottleneck_dim=256,
+        shared_head=True,
+        norm_last_layer=True,
+        student_temperature=0.1,
+        teacher_temperature=0.04,
+        warmup_teacher_temperature=0.04,
+        teacher_patch_temperature=0.07,
+        warmup_teacher_patch_temperature=0.04,
+        center_momentum=0.9,
+        patch_center_momentum=0.9,
+        mask_ratio=(0.1, 0.5),
+        mask_probability=0.5,
+        cls_weight=1.0,
+        patch_weight=1.0,
+        momentum=0.996,
+        momentum_end=1.0,
+        num_local=4,
+    ):
+        nn.Module.__init__(self)  # not Method's: no ResNet
+        import torch_vit
+        import torch_vit_ibot
+        from parity import vit_sizes
+
+        if not shared_head:
+            raise ValueError("the reference is iBOT's shared head (keras_ssl's shared_head=False is a second head)")
+        if mask_probability not in (0.5, 1.0):
+            raise ValueError(f"--pred_ratio's random.choice gives mask_probability 0.5 or 1, not {mask_probability}")
+        vit = torch_vit.ViT(**vit_sizes(width), positions="learned", pixel_norm="imagenet")
+        _official_vit_init(vit)
+        self.ibot = torch_vit_ibot.IBOT(
+            vit, out_dim=output_dim, patch_out_dim=output_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim
+        )
+        if norm_last_layer:  # main_ibot.py: `last_layer.weight_g.requires_grad = False`
+            self.ibot.student_head.last_layer.weight_g.requires_grad_(False)
+        self.temperatures = dict(
+            warmup_teacher_temp=warmup_teacher_temperature,
+            teacher_temp=teacher_temperature,
+            warmup_teacher_temp2=warmup_teacher_patch_temperature,
+            teacher_temp2=teacher_patch_temperature,
+            student_temp=student_temperature,
+            center_momentum=center_momentum,
+            center_momentum2=patch_center_momentum,
+            lambda1=cls_weight,
+            lambda2=patch_weight,
+        )
+        self.num_local, self.output_dim, self.schedule_steps = num_local, output_dim, None
+        self._setup(vit, (0.25, 1.0), (0.05, 0.25), num_local, momentum, momentum_end, mask_ratio, mask_probability)
+
+    def heads(self):
+        return {"head": self.ibot.student_head}
+
+    def mask_token(self):
+        return self.ibot.masked_embed
+
+    def ema_pairs(self):
+        # main_ibot.py's EMA over the parameters student and teacher share by name: not the mask token.
+        return [(self.ibot.student, self.ibot.teacher), (self.ibot.student_head, self.ibot.teacher_head)]
+
+    def pred_ratio(self):
+        """ImageFolderMask.get_pred_ratio: one ratio per (pred_ratio, var) pair, then random.choice among them."""
+        low, high = self.mask_ratio
+        mean, var = (low + high) / 2, (high - low) / 2
+        pairs = [(mean, var)] if self.mask_probability == 1.0 else [(0.0, 0.0), (mean, var)]
+        choices = [self.rng.uniform(m - v, m + v) if v > 0 else m for m, v in pairs]
+        return self.rng.choice(choices)
+
+    def draw_masks(self, b):
+        """Each image's global crops' masks (loader.py, per image then crop), crop-major `(2 B, N)` bool."""
+        grid = self.encoder.grid_size
+        masks = [
+            [_block_mask(self.rng, grid, self.pred_ratio() * grid * grid, (grid // 3) ** 2) for _ in range(2)]
+            for _ in range(b)
+        ]
+        return torch.from_numpy(np.stack([m[c] for c in range(2) for m in masks]))
+
+    def loss_module(self):
+        """main_ibot.py's iBOTLoss, its temperature schedules over this run's steps (built on first use)."""
+        import torch_vit_ibot
+
+        if self.schedule_steps != self.total_steps:
+            t = self.temperatures
+            warm, epochs = self.warmup_steps(), self.total_steps
+            loss = torch_vit_ibot.iBOTLoss(
+                self.output_dim, self.output_dim, 2, self.num_local, t["warmup_teacher_temp"], t["teacher_temp"],
+                t["warmup_teacher_temp2"], t["teacher_temp2"], warm, epochs, t["student_temp"],
+                t["center_momentum"], t["center_momentum2"], t["lambda1"], t["lambda2"],
+            )  # fmt: skip
+            loss.center, loss.center2 = self.ibot.loss.center, self.ibot.loss.center2
+            self.ibot.loss, self.schedule_steps = loss, self.total_steps
+        return self.ibot.loss
+
+    def loss(self, views, step):
+        self.loss_module()
+        self.ibot.offset = self.offset
+        masks = self.draw_masks(len(views[0]))
+        return self.ibot(views[:2], views[2:], masks.chunk(2), epoch=step)["loss"]
+
+
+class DINOv2(_Distillation):
+    """DINOv2 through the parity harness: torch_vit_ibot.DINOv2 (facebookresearch/dinov2) on torch_vit.ViT.
+
+    The encoder is parity.vit_sizes(width) with learned positions, LayerScale 1e-5 and ImageNet
+    standardisation, initialised as dinov2's vision_transformer.py `init_weights`; one head
+    (`ibot.separate_head: false`) unless `shared_head=False`. Views: ssl_default_config.yaml's scales,
+    global (0.32, 1), local (0.05, 0.32), DINO's augmentations without blur. Masks: collate.py's
+    `collate_data_and_cast` with masking.py's MaskingGenerator (4 to N / 2 patches a block) over
+    both global crops, from `draw_masks`, which parity_step0 records to replay in keras_ssl. The
+    teacher temperature's np.linspace warm-up per step, over the first epoch here.
+    """
+
+    def __init__(
+        self,
+        width,
+        output_dim=65536,
+        patch_output_dim=65536,
+        hidden_dim=2048,
+        bottleneck_dim=256,
+        shared_head=True,
+        norm_last_layer=False,
+        centering="sinkhorn_knopp",
+        koleo_weight=0.1,
+        student_temperature=0.1,
+        teacher_temperature=0.07,
+        warmup_teacher_temperature=0.04,
+        center_momentum=0.9,
+        mask_ratio=(0.1, 0.5),
+        mask_probability=0.5,
+        cls_weight=1.0,
+        patch_weight=1.0,
+        momentum=0.992,
+        momentum_end=1.0,
+        num_local=4,
+    ):
+        nn.Module.__init__(self)  # not Method's: no ResNet
+        import torch_vit
+        import torch_vit_ibot
+        from parity import vit_sizes
+
+        vit = torch_vit.ViT(**vit_sizes(width), positions="learned", pixel_norm="imagenet", layerscale=1e-5)
+        _official_vit_init(vit, class_token_std=1e-6)
+        self.dinov2 = torch_vit_ibot.DINOv2(
+            vit,
+            out_dim=output_dim,
+            hidden_dim=hidden_dim,
+            bottleneck_dim=bottleneck_dim,
+            separate_head=not shared_head,
+            patch_out_dim=patch_output_dim,
+            centering=centering,
+            koleo_loss_weight=koleo_weight,
+            dino_loss_weight=cls_weight,
+            ibot_loss_weight=patch_weight,
+            student_temp=student_temperature,
+            center_momentum=center_momentum,
+        )
+        if norm_last_layer:  # DINO's option; DINOv2's heads train weight_g
+            for head in self.heads().values():
+                head.last_layer.weight_g.requires_grad_(False)
+        self.tt, self.wtt = teacher_temperature, warmup_teacher_temperature
+        self._setup(vit, (0.32, 1.0), (0.05, 0.32), num_local, momentum, momentum_end, mask_ratio, mask_probability)
+
+    def heads(self):
+        d = self.dinov2
+        return {"head": d.dino_head, **({"patch_head": d.ibot_head} if d.separate_head else {})}
+
+    def mask_token(self):
+        return self.dinov2.mask_token
+
+    def ema_pairs(self):
+        d = self.dinov2
+        pairs = [(d.student, d.teacher), (d.dino_head, d.teacher_dino_head)]
+        return pairs + ([(d.ibot_head, d.teacher_ibot_head)] if d.separate_head else [])
+
+    def draw_masks(self, b):
+        """collate_data_and_cast's masks of the `2 b` global crops, crop-major `(2 b, N)` bool."""
+        grid = self.encoder.grid_size
+        n, count = grid * grid, 2 * b
+        masked = int(count * self.mask_probability)
+        probs = torch.linspace(*self.mask_ratio, masked + 1)
+        draw = lambda target: _block_mask(self.rng, grid, target, 4, 0.5 * n)
+        masks = [draw(int(n * self.rng.uniform(probs[i], probs[i + 1]))) for i in range(masked)]
+        masks += [draw(0) for _ in range(masked, count)]
+        self.rng.shuffle(masks)
+        return torch.from_numpy(np.stack(masks))
+
+    def loss(self, views, step):
+        import torch_vit_ibot
+
+        self.dinov2.offset = self.offset
+        masks = self.draw_masks(len(views[0]))
+        temperature = torch_vit_ibot.official_warmup(self.wtt, self.tt, self.warmup_steps(), step)
+        local = torch.cat(views[2:]) if len(views) > 2 else None
+        return self.dinov2(torch.cat(views[:2]), local, masks, temperature)["loss"]
+
+
 METHODS = {
     "tico": TiCo,
     "vibcreg": VIbCReg,
@@ -1181,4 +1504,6 @@ METHODS = {
     "simmim": SimMIM,
     "msn": MSN,
     "ijepa": IJEPA,
+    "ibot": IBOT,
+    "dinov2": DINOv2,
 }

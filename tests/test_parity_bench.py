@@ -561,9 +561,9 @@ def test_first_steps_check_sees_a_state_update_that_step0_cannot(tmp_path, monke
     assert not parity_step0.verdict(reference["losses"], ours["losses"], noisy["losses"])[0]
 
 
-@pytest.mark.parametrize("name", ["msn", "ijepa"])
+@pytest.mark.parametrize("name", ["msn", "ijepa", "ibot", "dinov2"])
 def test_first_steps_check_sees_masks_that_are_not_the_references(name, tmp_path, monkeypatch):
-    # keras_ssl's own patch drop (MSN) or block masks (I-JEPA) instead of the reference's replayed draws.
+    # keras_ssl's own patch drop (MSN) or block masks (I-JEPA, iBOT, DINOv2) instead of the reference's replayed draws.
     import parity_step0
 
     monkeypatch.setitem(parity_step0.SYNC, name, (parity_step0.SYNC[name][0], parity_step0.no_sync))
@@ -589,6 +589,49 @@ def test_msn_keras_side_keeps_the_references_patches(tmp_path, monkeypatch):
     assert reference.shape == (2, 54)  # floor(64 x 0.85) of the 8 x 8 patches
     for ours, subset in zip(kept[-2:], reference):  # the steps' calls, after the build's own
         np.testing.assert_array_equal(ours, np.tile(subset, (len(ours), 1)))
+
+
+@pytest.mark.parametrize("name", ["ibot", "dinov2"])
+def test_ibot_and_dinov2_references_draw_the_official_block_masks(name):
+    # loader.py (iBOT): each global crop masked with probability 0.5, at most ratio * N <= N / 2 patches;
+    # collate.py (DINOv2): exactly half the 2 B crops, stratum i below int(N * linspace(0.1, 0.5, B + 1)[i + 1]).
+    # Both within keras_ssl's static bound (BlockMasking.max_masked), which parity_step0's replay relies on.
+    import torch_methods_catalogue
+
+    from keras_ssl.layers.block_masks import BlockMasking, paper_masking
+
+    torch.manual_seed(0)
+    method = torch_methods_catalogue.METHODS[name](0.125, output_dim=16, hidden_dim=16, bottleneck_dim=8)
+    masks = np.stack([method.draw_masks(16).numpy() for _ in range(40)])
+    counts = masks.sum(-1)
+    assert masks.shape == (40, 32, 64) and masks.dtype == bool
+    assert (counts.sum(1) <= BlockMasking(8, **paper_masking(name, 8)).max_masked(32)).all()
+    if name == "ibot":
+        assert counts.max() <= 32 and 0.4 < (counts > 0).mean() < 0.6
+    else:
+        assert ((counts > 0).sum(1) == 16).all()
+        strata = np.floor(64 * np.linspace(0.1, 0.5, 17, dtype=np.float32)[1:])
+        assert (np.sort(np.where(counts > 0, counts, 0), axis=1)[:, 16:] <= strata).all()
+
+
+def test_dinov2_replay_gives_keras_ssl_koleo_the_references_neighbours():
+    # parity_step0's KoLeo sync: keras_ssl's distances to the rows the reference chose, not its own argmax.
+    import types
+
+    import parity_step0
+
+    from keras_ssl import losses
+    from keras_ssl.layers.block_masks import BlockMasking
+
+    x = RNG.normal(size=(5, 3)).astype("float32")
+    nearest = np.array([[4, 0, 1, 2, 3]], "int32")
+    state = {"masks": np.zeros((1, 2, 4), "float32"), "nearest": nearest}
+    with parity_step0.dinov2_keras(types.SimpleNamespace(masking=BlockMasking(2)), state):
+        got = float(keras.ops.convert_to_numpy(losses.koleo(x)))
+    u = _unit(x.astype(np.float64))
+    expected = -np.mean(np.log(np.linalg.norm(u - u[nearest[0]] + 1e-8, axis=1) + 1e-8))
+    assert got == pytest.approx(expected, rel=1e-5)
+    assert got != pytest.approx(float(keras.ops.convert_to_numpy(losses.koleo(x))), rel=1e-3)
 
 
 def test_step_verdict_allows_the_measured_noise_after_step0_only():
