@@ -218,11 +218,12 @@ def deepcluster_torch(method, state):
 @contextlib.contextmanager
 def deepcluster_keras(model, state):
     # ...replayed in keras_ssl's as its epoch-start k-means would leave it (-100, "no cluster", is its -1).
-    model.bank.assign(state["bank"])
-    for h, centroids in enumerate(model.centroids):
+    memory = model.memory
+    memory.bank.assign(state["bank"])
+    for h, centroids in enumerate(memory.centroids):
         centroids.assign(state[f"centroids{h}"])
-    model.assignments.assign(np.where(state["assignments"] < 0, -1, state["assignments"]).astype("int32"))
-    model.kmeans_pending.assign(0)
+    memory.assignments.assign(np.where(state["assignments"] < 0, -1, state["assignments"]).astype("int32"))
+    memory.filled.assign(0)
     model.memory_pass = False  # the memory is the reference's, filled by its own pass
     yield
 

@@ -7,6 +7,7 @@ from conftest import grads, random_images, small_encoder
 from numpy_refs_deepcluster import bank_update, deepcluster_loss, kmeans_official, normalize
 
 from keras_ssl.engine.fit import check_fit_data
+from keras_ssl.layers.cluster_memory import ClusterMemory
 from keras_ssl.losses.deepcluster import deepcluster_v2, spherical_kmeans
 from keras_ssl.methods.deepcluster import DeepClusterV2
 from keras_ssl.views.multi_crop import multi_crop_views
@@ -77,24 +78,22 @@ def test_kmeans_matches_the_official_loop_with_an_empty_cluster():
 def test_bank_and_clusters_over_two_epochs_replayed_in_numpy(monkeypatch):
     model = make(num_samples=12)
     rng = np.random.default_rng(2)
-    bank = numpy(model.bank).astype("float64")
+    bank = numpy(model.memory.bank).astype("float64")
     np.testing.assert_allclose(np.linalg.norm(bank, axis=-1), 1.0, atol=1e-5)
-    assert (numpy(model.assignments) == -1).all()
+    assert (numpy(model.memory.assignments) == -1).all()
     drawn = []
-    original = DeepClusterV2.kmeans_init_rows
-    monkeypatch.setattr(
-        DeepClusterV2, "kmeans_init_rows", lambda self, k: drawn.append(numpy(original(self, k))) or drawn[-1]
-    )
+    original = ClusterMemory.init_rows
+    monkeypatch.setattr(ClusterMemory, "init_rows", lambda self, k: drawn.append(numpy(original(self, k))) or drawn[-1])
     for epoch in range(2):
         model.begin_epoch(epoch)
         if epoch == 0:  # nothing to cluster before an epoch has filled the bank
-            assert not drawn and (numpy(model.assignments) == -1).all()
+            assert not drawn and (numpy(model.memory.assignments) == -1).all()
         else:
             assert len(drawn) == 3 and all(len(set(r)) == 8 for r in drawn)
             for h, rows in enumerate(drawn):
                 want_c, want_a = kmeans_official(bank[h % 2], bank[h % 2][rows], 10)
-                np.testing.assert_array_equal(numpy(model.assignments)[h], want_a)
-                np.testing.assert_allclose(numpy(model.centroids[h]), want_c, atol=1e-5)
+                np.testing.assert_array_equal(numpy(model.memory.assignments)[h], want_a)
+                np.testing.assert_allclose(numpy(model.memory.centroids[h]), want_c, atol=1e-5)
         model.begin_epoch(epoch)  # a run resumed mid-epoch does not cluster again
         assert len(drawn) == 3 * epoch
         for indices in np.split(rng.permutation(12), 3):
@@ -102,13 +101,13 @@ def test_bank_and_clusters_over_two_epochs_replayed_in_numpy(monkeypatch):
             outputs = {"z1": z1, "z2": z2, "indices": indices.astype("int32")}
             model.update_state({k: keras.ops.convert_to_tensor(v) for k, v in outputs.items()})
             bank = bank_update(bank, indices, z1, z2)
-            np.testing.assert_allclose(numpy(model.bank), bank, atol=1e-6)
+            np.testing.assert_allclose(numpy(model.memory.bank), bank, atol=1e-6)
         model.end_epoch(epoch)
     # The loss reads each sample's clusters of this epoch.
     indices = np.array([5, 0, 7, 3], "int32")
     scores = [[rng.uniform(-1, 1, (4, 8)).astype("float32") for _ in range(4)] for _ in range(3)]
     loss, _ = model.compute_ssl_loss({"scores": scores, "indices": indices})
-    want, _ = deepcluster_loss(scores, numpy(model.assignments)[:, indices], 0.1)
+    want, _ = deepcluster_loss(scores, numpy(model.memory.assignments)[:, indices], 0.1)
     np.testing.assert_allclose(float(loss), want, rtol=1e-5)
 
 
@@ -151,10 +150,10 @@ def test_memory_pass_fills_the_bank_with_each_global_crop_alone_in_training_mode
     for j, view in enumerate((units, numpy(flip(units)))):
         h = model.encoder(view, training=True)
         z = numpy(model.projector(keras.ops.reshape(h, (16, -1)), training=True)).astype("float64")
-        np.testing.assert_allclose(numpy(model.bank)[j], normalize(z), atol=1e-5)
+        np.testing.assert_allclose(numpy(model.memory.bank)[j], normalize(z), atol=1e-5)
     for before, after in zip(weights, model.trainable_weights):
         np.testing.assert_array_equal(numpy(after), before)  # no update
-    assert int(model.step) == 0 and int(model.kmeans_pending) == 1  # the first epoch clusters it
+    assert int(model.step) == 0 and int(model.memory.filled) == 1  # the first epoch clusters it
 
 
 def test_memory_pass_refuses_a_one_shot_source_and_can_be_left_to_the_first_epoch():

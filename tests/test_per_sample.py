@@ -174,10 +174,10 @@ def test_the_cli_pretrains_a_per_sample_method_on_a_streamed_folder(tmp_path):
         assert model.num_samples == 16
         # Every training file's row of the bank was written in the epoch: none keeps its random start.
         fresh = deepcluster_bank_start(model)
-        assert not np.isclose(keras.ops.convert_to_numpy(model.bank), fresh).all(axis=-1).any()
+        assert not np.isclose(keras.ops.convert_to_numpy(model.memory.bank), fresh).all(axis=-1).any()
 
 
 def deepcluster_bank_start(model):
     """The bank a new model with the run's settings starts from (same seed: same random rows)."""
     config = model.get_config()
-    return keras.ops.convert_to_numpy(type(model).from_config(config).bank)
+    return keras.ops.convert_to_numpy(type(model).from_config(config).memory.bank)

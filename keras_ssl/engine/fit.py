@@ -133,6 +133,74 @@ def fit_arguments(model, x, y, batch_size, kwargs):
     return x, y, batch_size, kwargs, guard
 
 
+def before_training(model, x, y, batch_size, kwargs):
+    """Calls the method's `before_training(x, y, batch_size, steps)` when `fit` starts an untrained model.
+
+    `SSLModel.fit` calls it first, with `fit`'s own arguments; a method that
+    needs a pass over the data before its first step defines the hook
+    (DeepCluster-v2 fills its memory, the official `init_memory`). A resumed
+    run (`initial_epoch`, or a model that has taken a step) skips it.
+
+    Example:
+        >>> from keras_ssl.engine.fit import before_training
+        >>> class Warm(keras_ssl.SimCLR):
+        ...     def before_training(self, x, y, batch_size, steps):
+        ...         print("pass over", len(x), "images")
+        >>> model = Warm(encoder, projection_dim=8, hidden_dim=16)
+        >>> before_training(model, x_train, None, 16, {"epochs": 2})
+        pass over 64 images
+        >>> before_training(model, x_train, None, 16, {"epochs": 2, "initial_epoch": 1})
+    """
+    hook = getattr(model, "before_training", None)
+    if callable(hook) and not kwargs.get("initial_epoch") and int(keras.ops.convert_to_numpy(model.step)) == 0:
+        hook(x, y, batch_size, kwargs.get("steps_per_epoch"))
+
+
+def data_pass(model, step, x, y=None, batch_size=None, steps=None, alternative=None):
+    """Runs `step(inputs)` on every batch of `x`, as `fit` would batch it, without gradient or optimizer step.
+
+    Keras's predict loop runs it (compiled as the model's predict step), so it
+    reads any source `fit` reads and keeps the variables `step` assigns on
+    every backend; each batch's inputs are what the training step gets (with
+    indices or labels where the method declares them). `step` returns a tensor
+    per batch, which is dropped.
+
+    Args:
+        model: an `SSLModel`.
+        step: function of one batch's inputs.
+        x, y, batch_size: as `fit`'s.
+        steps: batches to read; defaults to the whole source.
+        alternative: what else the user can do about a one-shot source, for the error message.
+
+    Raises:
+        ValueError: `x` is a generator or iterator, which the pass would leave empty for `fit`.
+
+    Example:
+        >>> from keras_ssl.engine.fit import data_pass
+        >>> model = keras_ssl.SimCLR(encoder, projection_dim=8, hidden_dim=16)
+        >>> model.seen = keras.Variable(0, dtype="int32", trainable=False)   # state the pass changes
+        >>> def count(images):
+        ...     model.seen.assign_add(keras.ops.shape(images)[0])
+        ...     return images[:, 0, 0, :1]
+        >>> data_pass(model, count, x_train, batch_size=16)
+        >>> int(keras.ops.convert_to_numpy(model.seen))   # every full batch of the 64 images
+        64
+    """
+    if hasattr(x, "__next__"):
+        raise ValueError(
+            f"{type(model).__name__}'s pass over the data before training got a generator or iterator, which is "
+            "read once: training would then find it empty. Give a PyDataset, a list of batches, a tf.data.Dataset "
+            f"or a torch DataLoader{', ' + alternative if alternative else ''}."
+        )
+    model._ensure_built()
+    data, _, batch_size, _, _ = fit_arguments(model, x, y, batch_size, {"epochs": 1})
+    model._data_pass, model.predict_function = step, None
+    try:
+        model.predict(data, batch_size=batch_size, steps=steps, verbose=0)
+    finally:
+        model._data_pass, model.predict_function = None, None
+
+
 class EpochHooks(keras.callbacks.Callback):
     """Runs a method's `begin_epoch(epoch)` and `end_epoch(epoch)`: state changed once per epoch, outside the step.
 

@@ -179,9 +179,9 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
     def check_batch_size(self, batch_size):
         """Raises ValueError when the method cannot train on batches of this size."""
         if batch_size < self.min_batch_size:
+            name = type(self).__name__
             raise ValueError(
-                f"{type(self).__name__} needs batches of at least "
-                f"{self.min_batch_size} images, got batch_size={batch_size}."
+                f"{name} needs batches of at least {self.min_batch_size} images, got batch_size={batch_size}."
             )
         for layer in keras_compat.sublayers(self):
             if isinstance(layer, MemoryBank):
@@ -222,6 +222,8 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
         return ops.cast(loss, "float32"), terms, outputs
 
     def call(self, inputs, training=False):
+        if getattr(self, "_data_pass", None) is not None:  # a method's pass over the data (`engine.fit.data_pass`)
+            return self._data_pass(inputs)
         if not training:
             if (self.needs_labels or self.needs_indices) and isinstance(inputs, (tuple, list)):
                 inputs = inputs[0]  # `evaluate` passes (images, labels or indices); embeddings need the images
@@ -330,16 +332,14 @@ class SSLModel(MethodContract, MomentumTargets, keras.Model):
     def fit(self, x=None, y=None, batch_size=None, **kwargs):
         """`keras.Model.fit` after checking the data (see `data.prepare_fit_data`).
 
-        NumPy inputs drop the last incomplete batch (as SSL training loaders
-        do) so every step has the full batch the loss was designed for, and
-        are batched in an order set by the model's seed and the epoch
-        (`data.ArrayBatches`), so a resumed run sees the batches the
-        uninterrupted one saw. A `keras.callbacks.BackupAndRestore` is
-        replaced by keras_ssl's kill-safe one (`checkpoints.BackupAndRestore`);
-        `DataEpochs` goes first in the callback list, and every `StopOnNaN`
-        (the user's too) runs before any checkpoint callback
-        (`engine.fit.fit_arguments`).
+        NumPy inputs drop the last incomplete batch (as SSL training loaders do), so every step has
+        the full batch the loss was designed for, and are batched in an order set by the model's seed
+        and the epoch (`data.ArrayBatches`), so a resumed run sees the batches the uninterrupted one
+        saw. A `keras.callbacks.BackupAndRestore` becomes keras_ssl's kill-safe one; `DataEpochs` goes
+        first, every `StopOnNaN` before any checkpoint callback (`engine.fit.fit_arguments`). A fresh
+        run first makes the method's pass over the data, if it has one (`engine.fit.before_training`).
         """
+        fit_policy.before_training(self, x, y, batch_size, kwargs)
         x, y, batch_size, kwargs, guard = fit_policy.fit_arguments(self, x, y, batch_size, kwargs)
         self._ensure_built()
         backend.torch_processes.start_equal(self.weights, keras_compat.seed_generators(self))

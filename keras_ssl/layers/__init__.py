@@ -6,6 +6,7 @@ also importable from here, where earlier releases had them.
 """
 
 from keras_ssl.layers.block_masks import BlockMasking, block_masks, blockwise_masks, mask_targets, paper_masking
+from keras_ssl.layers.cluster_memory import ClusterMemory
 from keras_ssl.layers.conv import Conv2D
 from keras_ssl.layers.heads import (
     DINOHead,

@@ -3,12 +3,12 @@
 import keras
 from keras import ops
 
-from keras_ssl import backend
 from keras_ssl.engine import SSLModel
 from keras_ssl.engine import fit as fit_policy
+from keras_ssl.layers.cluster_memory import ClusterMemory
 from keras_ssl.layers.heads import ProjectionHead
 from keras_ssl.losses import l2_normalize
-from keras_ssl.losses.deepcluster import deepcluster_v2, spherical_kmeans
+from keras_ssl.losses.deepcluster import deepcluster_v2
 from keras_ssl.views.multi_crop import multi_crop_views
 
 
@@ -16,14 +16,15 @@ from keras_ssl.views.multi_crop import multi_crop_views
 class DeepClusterV2(SSLModel):
     """DeepCluster-v2: classify every crop into its sample's k-means cluster of the last epoch.
 
-    A memory bank holds, for each training sample (by its index in the
-    dataset) and each of the two global crops, its last L2-normalised
-    projection. At each epoch start, spherical k-means (`kmeans_iterations`
-    rounds from random bank rows) clusters the bank once per head, head `h`
-    on global crop `h % 2`'s bank; the centroids become frozen prototypes and
-    each sample keeps its cluster. The loss is the cross-entropy between
-    every crop's cosine scores to a head's prototypes over `temperature` and
-    the sample's cluster, averaged over crops and heads. Before the first
+    A memory (`model.memory`, a `layers.ClusterMemory`) holds, for each
+    training sample (by its index in the dataset) and each of the two global
+    crops, its last L2-normalised projection. At each epoch start, spherical
+    k-means (`kmeans_iterations` rounds from random bank rows) clusters it
+    once per head, head `h` on global crop `h % 2`'s bank; the centroids
+    become frozen prototypes and each sample keeps its cluster. The loss is
+    the cross-entropy between every crop's cosine scores to a head's
+    prototypes over `temperature` and the sample's cluster, averaged over
+    crops and heads. Before the first
     epoch, `fit` fills the bank with a pass over the data (`fill_memory`),
     as the official code's `init_memory`, so the first epoch already trains;
     with `memory_pass=False` the first epoch fills it instead (loss 0, no
@@ -62,7 +63,7 @@ class DeepClusterV2(SSLModel):
         >>> history = model.fit(x_train, epochs=2, batch_size=16, verbose=0)
         >>> bool(history.history["loss"][0] > 0)   # the memory pass before epoch 1 gave it clusters
         True
-        >>> tuple(model.assignments.shape)   # each sample's cluster, per head
+        >>> tuple(model.memory.assignments.shape)   # each sample's cluster, per head
         (2, 64)
     """
 
@@ -88,77 +89,55 @@ class DeepClusterV2(SSLModel):
     ):
         if num_prototypes is None:  # the paper's three heads of 3000, no more clusters than images
             num_prototypes = (min(3000, int(num_samples)),) * 3
-        num_prototypes = (num_prototypes,) if isinstance(num_prototypes, int) else tuple(num_prototypes)
-        if not num_prototypes or any(int(k) != k or not 1 <= k <= num_samples for k in num_prototypes):
-            raise ValueError(f"`num_prototypes` must be integers in [1, num_samples], got {num_prototypes}.")
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
-        if int(kmeans_iterations) != kmeans_iterations or kmeans_iterations < 1:
-            raise ValueError(f"`kmeans_iterations` must be an integer >= 1, got {kmeans_iterations}.")
         super().__init__(encoder, **kwargs)
-        self.num_samples, self.num_prototypes = int(num_samples), tuple(int(k) for k in num_prototypes)
         self.projection_dim = int(projection_dim)
         self.hidden_dim = int(hidden_dim or min(2048, 4 * self.feature_dim))
-        self.temperature, self.kmeans_iterations = float(temperature), int(kmeans_iterations)
-        self.memory_pass, self._filling = bool(memory_pass), False
+        self.temperature, self.memory_pass = float(temperature), bool(memory_pass)
         self.projector = ProjectionHead(self.hidden_dim, self.projection_dim, initializer=self.head_initializer)
         self.projector.build((None, self.feature_dim))
-        state = dict(trainable=False, initializer=keras.initializers.RandomNormal(seed=self.next_seed()))
-        # Random unit rows until the first epoch has written every sample's projections.
-        self.bank = self.add_weight(name="bank", shape=(2, self.num_samples, self.projection_dim), **state)
-        self.bank.assign(l2_normalize(self.bank))
-        self.centroids = [
-            self.add_weight(name=f"centroids_{h}", shape=(k, self.projection_dim), **state)
-            for h, k in enumerate(self.num_prototypes)
-        ]
-        for centroids in self.centroids:
-            centroids.assign(l2_normalize(centroids))
-        self.assignments = self.add_weight(
-            name="assignments",
-            shape=(len(self.num_prototypes), self.num_samples),
-            dtype="int32",
-            initializer=keras.initializers.Constant(-1),
-            trainable=False,
+        self.memory = ClusterMemory(
+            num_samples, self.projection_dim, num_prototypes, iterations=kmeans_iterations, seed=self.next_seed()
         )
-        # 1 from an epoch's end to the next epoch's k-means; a run resumed mid-epoch finds 0 and keeps its clusters.
-        self.kmeans_pending = self.add_weight(
-            name="kmeans_pending", shape=(), dtype="int32", initializer="zeros", trainable=False
-        )
-        self.kmeans_seed = keras.random.SeedGenerator(self.next_seed())
+        self.num_samples, self.num_prototypes = self.memory.num_samples, self.memory.num_clusters
+        self.kmeans_iterations = self.memory.iterations
 
     def ssl_forward(self, views, indices, training):
         # One projector call over all crops, so BatchNorm sees every crop.
         z = [l2_normalize(zv) for zv in self.embed(views, self.projector, training, together=True)]
-        scores = [[ops.matmul(zv, ops.transpose(centroids)) for zv in z] for centroids in self.centroids]
+        scores = [[ops.matmul(zv, ops.transpose(centroids)) for zv in z] for centroids in self.memory.centroids]
         return {"z1": z[0], "z2": z[1], "scores": scores, "indices": ops.cast(indices, "int32")}
 
     def compute_ssl_loss(self, outputs):
-        clusters = ops.take(self.assignments, outputs["indices"], axis=1)
-        return deepcluster_v2(outputs["scores"], clusters, self.temperature), {}
+        return deepcluster_v2(outputs["scores"], self.memory.clusters(outputs["indices"]), self.temperature), {}
 
     def update_state(self, outputs):
-        # Every replica stores the global batch (replica order), so the banks stay equal.
-        indices = backend.gather(outputs["indices"])
-        z = [backend.gather(ops.stop_gradient(outputs[key])) for key in ("z1", "z2")]
-        rows = ops.concatenate([ops.stack([ops.full_like(indices, j), indices], axis=1) for j in (0, 1)], axis=0)
-        self.bank.assign(ops.scatter_update(self.bank, rows, ops.concatenate(z, axis=0)))
+        self.memory.write([outputs["z1"], outputs["z2"]], outputs["indices"])
+
+    def begin_epoch(self, epoch):
+        """Clusters the memory when a complete pass has filled it since the last clustering (`fit` calls it)."""
+        self.memory.recluster_if_filled()
+
+    def end_epoch(self, epoch):
+        """Marks the memory complete: the next epoch starts with k-means (`fit` calls it)."""
+        self.memory.filled.assign(1)
 
     # ------------------------------------------------- the memory pass
-    def fit(self, x=None, y=None, batch_size=None, **kwargs):
-        """`SSLModel.fit`, after `fill_memory` when `memory_pass` is on and the model has not trained yet."""
-        fresh = not kwargs.get("initial_epoch") and int(ops.convert_to_numpy(self.step)) == 0
-        if self.memory_pass and fresh and not int(ops.convert_to_numpy(self.kmeans_pending)):
-            self.fill_memory(x, y, batch_size, steps=kwargs.get("steps_per_epoch"))
-        return super().fit(x, y, batch_size, **kwargs)
+    def before_training(self, x, y, batch_size, steps):
+        """`fill_memory` when `memory_pass` is on (`fit` calls it when it starts an untrained model)."""
+        if self.memory_pass and not int(ops.convert_to_numpy(self.memory.filled)):
+            self.fill_memory(x, y, batch_size, steps)
 
     def fill_memory(self, x, y=None, batch_size=None, steps=None):
-        """The official `init_memory`: one pass over `x` fills the bank; the next epoch starts with k-means.
+        """The official `init_memory`: one pass over `x` fills the memory; the next epoch starts with k-means.
 
         Each sample's two global crops (drawn as in training, in the first
         epoch's batch order) go through the network one crop at a time in
-        training mode, without gradient or optimizer step, and their unit
-        projections take the sample's bank rows. `fit` calls it; call it
-        yourself to fill the bank from other data.
+        training mode, without gradient or optimizer step
+        (`engine.fit.data_pass`), and their unit projections take the
+        sample's rows. `fit` calls it; call it yourself to fill the memory
+        from other data.
 
         Args:
             x, y, batch_size: as `fit`'s (images with their indices, see above).
@@ -169,57 +148,17 @@ class DeepClusterV2(SSLModel):
             >>> encoder = keras_ssl.backbones.tiny_encoder((None, None, 3), width=8)
             >>> model = DeepClusterV2(encoder, input_shape=(16, 16, 3), num_samples=64, num_prototypes=(4,))
             >>> model.fill_memory(x_train, batch_size=16)
-            >>> int(model.kmeans_pending)   # the first epoch clusters the bank
+            >>> int(model.memory.filled)   # the first epoch clusters the memory
             1
         """
-        if hasattr(x, "__next__"):
-            raise ValueError(
-                "DeepClusterV2's memory pass got a generator or iterator, which is read once: training would "
-                "then find it empty. Give a PyDataset, a list of batches, a tf.data.Dataset or a torch "
-                "DataLoader, or build the model with memory_pass=False (the first epoch fills the bank)."
-            )
-        self._ensure_built()
-        data, _, batch_size, _, _ = fit_policy.fit_arguments(self, x, y, batch_size, {"epochs": 1})
-        # Keras's predict loop: it iterates any source and keeps the bank's updates on every backend.
-        self._filling, self.predict_function = True, None
-        try:
-            self.predict(data, batch_size=batch_size, steps=steps, verbose=0)
-        finally:
-            self._filling, self.predict_function = False, None
-        self.kmeans_pending.assign(1)
+        alternative = "or build the model with memory_pass=False (the first epoch fills the bank)"
+        fit_policy.data_pass(self, self._memory_step, x, y, batch_size, steps, alternative=alternative)
+        self.memory.filled.assign(1)
 
-    def call(self, inputs, training=False):
-        if not self._filling:
-            return super().call(inputs, training=training)
+    def _memory_step(self, inputs):
         images, indices = inputs
         views = self.views(self.preprocess(images), training=True)
         # Each assignment crop alone through the network in training mode (batch statistics), as init_memory.
         z = [l2_normalize(self.embed([v], self.projector, training=True)[0]) for v in views[:2]]
-        self.update_state({"z1": z[0], "z2": z[1], "indices": ops.cast(indices, "int32")})
+        self.memory.write(z, indices)
         return z[0][:, :1]
-
-    # --------------------------------------------------- once per epoch
-    def begin_epoch(self, epoch):
-        """Clusters the bank when an epoch has ended since the last clustering (`fit` calls it)."""
-        if int(ops.convert_to_numpy(self.kmeans_pending)):
-            self.recluster()
-            self.kmeans_pending.assign(0)
-
-    def end_epoch(self, epoch):
-        """Marks the bank complete: the next epoch starts with k-means (`fit` calls it)."""
-        self.kmeans_pending.assign(1)
-
-    def recluster(self):
-        """Spherical k-means of the bank: new centroids (prototypes) and each sample's clusters."""
-        clusters = []
-        for h, (k, centroids) in enumerate(zip(self.num_prototypes, self.centroids)):
-            bank = self.bank[h % 2]  # the official code's heads take the assignment crops in turn
-            start = ops.take(bank, self.kmeans_init_rows(k), axis=0)
-            new, assigned = spherical_kmeans(bank, start, self.kmeans_iterations)
-            centroids.assign(new)
-            clusters.append(assigned)
-        self.assignments.assign(ops.stack(clusters))
-
-    def kmeans_init_rows(self, k):
-        """`k` distinct random bank rows, k-means' starting centroids."""
-        return ops.argsort(keras.random.uniform((self.num_samples,), seed=self.kmeans_seed))[:k]
