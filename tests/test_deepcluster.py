@@ -168,3 +168,15 @@ def test_memory_pass_refuses_a_one_shot_source_and_can_be_left_to_the_first_epoc
     model.compile(optimizer="adam")
     history = model.fit(x, epochs=2, batch_size=8, verbose=0)
     assert history.history["loss"][0] == 0.0 and history.history["loss"][1] > 0
+
+
+def test_cluster_memory_refuses_bad_settings_and_rebuilds_from_its_config():
+    with pytest.raises(ValueError, match=r"num_prototypes.*num_samples=4.*\(5,\)"):
+        ClusterMemory(num_samples=4, dim=2, num_clusters=5)
+    with pytest.raises(ValueError, match="kmeans_iterations"):
+        ClusterMemory(num_samples=4, dim=2, num_clusters=2, iterations=0)
+    memory = ClusterMemory(num_samples=5, dim=3, num_clusters=(2, 3), num_views=1, iterations=4, seed=7)
+    again = ClusterMemory.from_config(memory.get_config())
+    assert (again.num_clusters, again.num_views, again.iterations) == ((2, 3), 1, 4)
+    np.testing.assert_array_equal(numpy(again.bank), numpy(memory.bank))  # same seed, same random rows
+    assert numpy(memory.bank).shape == (1, 5, 3) and (numpy(memory.clusters(np.array([1, 4]))) == -1).all()
