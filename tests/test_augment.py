@@ -234,3 +234,23 @@ def test_colour_jitter_draws_per_image_and_keeps_the_range():
             augment.ColorJitter(**bad)
     with pytest.raises(ValueError, match="3 channels"):
         jitter(x[..., :1], training=True)
+
+
+def test_solarisation_is_the_papers_fixed_threshold():
+    # BYOL's official augmentations.py: tf.where(image < 0.5, image, 1. - image); torchvision's
+    # RandomSolarize(threshold=128) likewise. Keras's Solarization(threshold_factor=(0.5, 0.5))
+    # draws its threshold in [0.5, 127.5] / 255, so it inverts darker pixels too: not the papers'.
+    x = np.random.default_rng(0).uniform(0, 1, (64, 8, 8, 3)).astype("float32")
+    want = np.where(x < 0.5, x, 1.0 - x)
+    got = keras.ops.convert_to_numpy(augment.Solarize()(x, training=True))
+    np.testing.assert_allclose(got, want, atol=1e-7)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(augment.Solarize()(x, training=False)), x)
+    always = augment.simclr_augmenter(8, solarize_rate=1.0, jitter_rate=0.0, grayscale_rate=0.0, seed=1)
+    solarised = [a for a in always.layers if isinstance(a, augment.RandomApply) and a.rate == 1.0]
+    out = keras.ops.convert_to_numpy(solarised[0](x, training=True))
+    np.testing.assert_allclose(out, want, atol=1e-7)
+    assert out.max() <= 0.5  # every value at or above the threshold was inverted
+    keras_layer = keras.layers.Solarization(threshold_factor=(0.5, 0.5), value_range=(0, 1), seed=0)
+    assert keras.ops.convert_to_numpy(keras_layer(x, training=True)).max() > 0.5  # the reason for Solarize
+    with pytest.raises(ValueError, match="threshold"):
+        augment.Solarize(0.0)

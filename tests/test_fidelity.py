@@ -247,7 +247,7 @@ def test_dino_views_are_dinos_recipe():
     assert isinstance(views, MultiCrop)
     assert views.global_scale == (0.4, 1.0) and views.local_scale == (0.05, 0.4)
     blur = [_rates(c, GaussianBlur) for c in views.crops]
-    solarize = [_rates(c, keras.layers.Solarization) for c in views.crops]
+    solarize = [_rates(c, keras_ssl.views.Solarize) for c in views.crops]
     assert blur == [[1.0], [0.1]] + [[0.5]] * views.num_local
     assert solarize == [[], [0.2]] + [[]] * views.num_local
 
@@ -316,7 +316,7 @@ def test_imagenet_size_recipes_are_the_papers(name, size, kernel):
         np.testing.assert_allclose(_jitter(pipeline), jitter)
         assert _rates(pipeline, GaussianBlur) == ([blur_rate] if blur_rate else [])
         assert _blur_kernels(pipeline) == ([kernel] if blur_rate else [])
-        assert _rates(pipeline, keras.layers.Solarization) == ([solarize_rate] if solarize_rate else [])
+        assert _rates(pipeline, keras_ssl.views.Solarize) == ([solarize_rate] if solarize_rate else [])
 
 
 def test_cifar_size_recipes_have_no_blur():

@@ -1,6 +1,6 @@
 """Views: per-sample augmentation layers, view makers and every paper's recipe.
 
-- `augment`: `RandomResizedCrop`, `GaussianBlur`, `RandomApply`,
+- `augment`: `RandomResizedCrop`, `GaussianBlur`, `Solarize`, `RandomApply`,
   `simclr_augmenter` (one view's pipeline); `color`: `ColorJitter`.
 - `makers`: `OneView`, `TwoViews`, `ManyViews`, `ChainedViews`, `MultiCrop` (a batch in, a list of views out).
 - `recipes` and `multi_crop` (the multi-crop papers): each paper's views (`simclr_views`, `byol_views`,
@@ -12,6 +12,7 @@ from keras_ssl.views.augment import (
     GaussianBlur,
     RandomApply,
     RandomResizedCrop,
+    Solarize,
     blur_kernel,
     simclr_augmenter,
 )

@@ -210,6 +210,44 @@ class GaussianBlur(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="keras_ssl")
+class Solarize(keras.layers.Layer):
+    """Solarisation of images in [0, 1]: every value at or above `threshold` becomes `1 - value`.
+
+    The papers' fixed threshold: BYOL's official `tf.where(image < 0.5, image, 1 - image)`,
+    torchvision's `RandomSolarize(threshold=128)`. Keras's `Solarization(threshold_factor=(0.5, 0.5))`
+    is not that: Keras 3.15 draws its threshold uniformly between 0.5 and 127.5 of 255 (it scales only
+    the upper bound), so it inverts darker pixels too.
+
+    Args:
+        threshold: in (0, 1]; 0.5 in every paper.
+
+    Example:
+        >>> solarize = keras_ssl.views.Solarize()
+        >>> [round(float(v), 2) for v in np.ravel(solarize(np.array([[[[0.2, 0.5, 0.9]]]], "float32")))]
+        [0.2, 0.5, 0.1]
+    """
+
+    def __init__(self, threshold=0.5, **kwargs):
+        super().__init__(**kwargs)
+        if not 0 < threshold <= 1:
+            raise ValueError(f"`threshold` must be in (0, 1], got {threshold}.")
+        self.threshold = float(threshold)
+
+    def call(self, images, training=True):
+        if not training:
+            return images
+        return ops.where(images < self.threshold, images, 1.0 - images)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(threshold=self.threshold)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="keras_ssl")
 class RandomApply(keras.layers.Layer):
     """Apply `layer` to each image independently with probability `rate`.
 
@@ -329,10 +367,8 @@ def simclr_augmenter(
         blur = GaussianBlur(blur_kernel(image_size), sigma=(0.1, 2.0), seed=seeds())
         layers.append(RandomApply(blur, blur_rate, seeds()))
     if solarize_rate > 0:
-        solarize = keras.layers.Solarization(
-            addition_factor=0.0, threshold_factor=(0.5, 0.5), value_range=(0, 1), seed=seeds()
-        )
-        layers.append(RandomApply(solarize, solarize_rate, seeds()))
+        seeds()  # the seed Keras's Solarization took: the later layers keep theirs
+        layers.append(RandomApply(Solarize(0.5), solarize_rate, seeds()))
     return keras.Sequential(layers, name=name)
 
 
