@@ -250,7 +250,5 @@ def test_solarisation_is_the_papers_fixed_threshold():
     out = keras.ops.convert_to_numpy(solarised[0](x, training=True))
     np.testing.assert_allclose(out, want, atol=1e-7)
     assert out.max() <= 0.5  # every value at or above the threshold was inverted
-    keras_layer = keras.layers.Solarization(threshold_factor=(0.5, 0.5), value_range=(0, 1), seed=0)
-    assert keras.ops.convert_to_numpy(keras_layer(x, training=True)).max() > 0.5  # the reason for Solarize
     with pytest.raises(ValueError, match="threshold"):
         augment.Solarize(0.0)
