@@ -24,11 +24,12 @@ class DeepClusterV2(SSLModel):
     become frozen prototypes and each sample keeps its cluster. The loss is
     the cross-entropy between every crop's cosine scores to a head's
     prototypes over `temperature` and the sample's cluster, averaged over
-    crops and heads. Before the first
-    epoch, `fit` fills the bank with a pass over the data (`fill_memory`),
-    as the official code's `init_memory`, so the first epoch already trains;
-    with `memory_pass=False` the first epoch fills it instead (loss 0, no
-    learning; solo-learn's choice, which saves the pass).
+    crops and heads. Before the first epoch, `fit` fills the bank with a
+    pass over the data (`fill_memory`, through the engine's
+    `before_training` hook), as the official code's `init_memory`, so the
+    first epoch already trains; with `memory_pass=False` the first epoch
+    fills it instead (loss 0, no learning; solo-learn's choice, which saves
+    the pass).
 
     Training needs each image's index: `fit` gives NumPy images their row;
     any other source yields `(images, indices)` batches
